@@ -1,0 +1,406 @@
+"""Reference solver for the generalised porous medium equation on control volumes.
+
+    u_t = ∇·(k(u) ∇u) + f(x, t)
+
+with ``k`` constant, a power ``u^m`` (porous medium) or a step at ``u*`` (Stefan; the
+step is smoothed over ``[u* - ε, u* + ε]`` by a C¹ cubic, exact where |u - u*| ≥ ε and
+exactly degenerate where ``k_min = 0``). This is the GPME family of ProbConserv
+(Hansen et al., ICML 2023).
+
+Discretisation: finite volumes on :class:`~hybrid.mesh.control_volumes.ControlVolumes`
+(cell-centred two-point fluxes, or median-dual cells = P1 with lumped mass), θ-scheme in
+time (θ = 1 implicit Euler, θ = 1/2 Crank–Nicolson), each step solved by PETSc's Newton
+(SNES, line search, direct LU). For one step from t to t + Δt:
+
+    |K| (u_K^{n} - u_K^{n-1}) + Σ_f s_{K,f} Φ_f^n = S_K^n,
+    Φ_f^n = Δt [θ F_f(u^n, t_n) + (1 - θ) F_f(u^{n-1}, t_{n-1})],
+    S_K^n = Δt |K| [θ f(x_K, t_n) + (1 - θ) f(x_K, t_{n-1})].
+
+Boundary faces: prescribed outward flux ``F·n = q`` gives ``F_f = q |f|``; a prescribed
+outward normal derivative ``du/dn = h`` gives ``F_f = -k(u_K) h |f|``; Dirichlet values
+are strong on dual control volumes (vertex values) and weak two-point fluxes on cells.
+The flux through a Dirichlet face of a dual control volume is the reaction that closes
+its balance: the gradient estimate of the adjacent cell, plus the remaining imbalance
+shared in proportion to area.
+
+Conservation to round-off: after Newton converges, every non-Dirichlet control volume
+is updated from the recorded fluxes, ``u_K^n = u_K^{n-1} - ((DΦ^n)_K - S_K^n)/|K|``.
+The change is the Newton residual divided by |K| (reported as ``max_correction``), and
+the recorded states and fluxes then satisfy the balance law to round-off by
+construction — the property the constraint engine and its tests rely on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+from petsc4py import PETSc
+
+from hybrid.mesh.control_volumes import ControlVolumes
+
+__all__ = ["Conductivity", "BoundaryData", "Trajectory", "GPMESolver", "SolverError", "output_schedule"]
+
+Expr = Callable[..., np.ndarray]  # expr(points, t=..., params=...) -> (n,)
+
+
+class SolverError(RuntimeError):
+    """The nonlinear solve failed even after repeated step halving."""
+
+
+@dataclass
+class Conductivity:
+    """k(u) and dk/du for the GPME family.
+
+    ``kind``: ``constant`` (k), ``power`` (max(u, 0)^m), ``stefan`` (k_min below u*,
+    k_max above, C¹ cubic over [u* - ε, u* + ε]; ε = 0 is the sharp step).
+    """
+
+    kind: str
+    k: float = 1.0
+    m: float = 1.0
+    u_star: float = 0.5
+    k_max: float = 1.0
+    k_min: float = 0.0
+    smoothing: float = 0.0
+
+    @classmethod
+    def from_params(cls, kind: str, params: dict) -> "Conductivity":
+        names = {"constant": ["k"], "power": ["m"], "stefan": ["u_star", "k_max", "k_min", "smoothing"]}[kind]
+        return cls(kind, **{n: float(params[n]) for n in names if n in params})
+
+    def __call__(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.kind == "constant":
+            return np.full_like(u, self.k), np.zeros_like(u)
+        if self.kind == "power":
+            up = np.maximum(u, 0.0)
+            k = up ** self.m
+            dk = np.where(u > 0, self.m * up ** (self.m - 1.0), 0.0) if self.m != 0 else np.zeros_like(u)
+            return k, dk
+        jump = self.k_max - self.k_min
+        eps = self.smoothing
+        if eps <= 0:
+            return np.where(u >= self.u_star, self.k_max, self.k_min), np.zeros_like(u)
+        s = np.clip((u - self.u_star + eps) / (2 * eps), 0.0, 1.0)
+        return self.k_min + jump * s * s * (3 - 2 * s), jump * 6 * s * (1 - s) / (2 * eps)
+
+
+@dataclass
+class BoundaryData:
+    """A boundary condition resolved for the solver.
+
+    ``kind``: ``dirichlet`` (value u = g), ``flux`` (outward F·n = q), ``normal_derivative``
+    (outward du/dn = h), ``periodic`` (handled by the control volumes). ``expr`` evaluates
+    the data at points and time.
+    """
+
+    name: str
+    kind: str
+    expr: Expr | None = None
+
+
+@dataclass
+class Trajectory:
+    """Solver output at the output times.
+
+    ``u``: (T+1, N) states at ``times`` (t_0 = 0 included); ``flux``: (T, F) face fluxes
+    integrated over each output interval; ``source``: (T, N) integrated sources.
+    """
+
+    times: np.ndarray
+    u: np.ndarray
+    flux: np.ndarray
+    source: np.ndarray
+    stats: dict = field(default_factory=dict)
+
+
+def output_schedule(t_end: float, dt: float, outputs: int) -> tuple[np.ndarray, int, float]:
+    """Output times, steps per output interval, and the step actually used.
+
+    The step is the largest one not above ``dt`` that divides the output interval, so
+    every output time is reached exactly.
+    """
+    interval = t_end / outputs
+    steps = max(1, int(np.ceil(interval / dt - 1e-9)))
+    return np.linspace(0.0, t_end, outputs + 1), steps, interval / steps
+
+
+class GPMESolver:
+    """Implicit finite-volume GPME solver on one mesh, serial per scenario (PETSc COMM_SELF).
+
+    Scenarios are independent, so ``hybrid solve`` spreads them over MPI ranks; each
+    scenario's result is bitwise independent of the number of ranks.
+    """
+
+    def __init__(self, cv: ControlVolumes, conductivity: Conductivity, boundaries: list[BoundaryData],
+                 params: dict, source: Expr | None = None, theta: float = 1.0,
+                 rtol: float = 1e-10, atol: float = 1e-13, max_it: int = 30, max_halvings: int = 8):
+        self.cv, self.k, self.params, self.theta = cv, conductivity, dict(params), float(theta)
+        self.source_expr = source
+        self.rtol, self.atol, self.max_it, self.max_halvings = rtol, atol, max_it, max_halvings
+        self.D = cv.incidence()
+        N, F = cv.num_cvs, cv.num_faces
+        self.N, self.F = N, F
+        self._classify_boundary(boundaries)
+        self._build_pattern()
+        self._setup_snes()
+        self.stats = {"steps": 0, "newton_its": 0, "halvings": 0, "max_correction": 0.0}
+
+    # ------------------------------------------------------------------ set-up
+    def _classify_boundary(self, boundaries: list[BoundaryData]) -> None:
+        cv = self.cv
+        bfaces = cv.boundary_faces
+        by_tag = {cv.boundary_names[b.name]: b for b in boundaries if b.name in cv.boundary_names}
+        kinds = {"flux": [], "normal_derivative": [], "dirichlet": []}
+        self.face_expr: dict[str, list] = {k: [] for k in kinds}
+        for tag, bc in by_tag.items():
+            if bc.kind == "periodic":
+                continue
+            faces = bfaces[cv.face_tag[bfaces] == tag]
+            kinds[bc.kind].append(faces)
+            self.face_expr[bc.kind].append((faces, bc.expr))
+        cat = lambda lst: np.concatenate(lst) if lst else np.zeros(0, np.int64)
+        self.flux_faces = cat(kinds["flux"])
+        self.dn_faces = cat(kinds["normal_derivative"])
+        self.dir_faces = cat(kinds["dirichlet"])
+        a = cv.face_cv[:, 0]
+        if cv.kind == "dual":
+            # strong Dirichlet: the control volumes touching a Dirichlet face
+            self.dir_cvs = np.unique(a[self.dir_faces])
+            self.weak_dir_faces = np.zeros(0, np.int64)
+        else:
+            self.dir_cvs = np.zeros(0, np.int64)
+            self.weak_dir_faces = self.dir_faces
+        self.is_dir = np.zeros(self.N, bool)
+        self.is_dir[self.dir_cvs] = True
+        # Dirichlet values at control-volume centres (dual): which expression applies to each CV
+        self.dir_cv_expr = []
+        for faces, expr in self.face_expr["dirichlet"]:
+            cvs = np.unique(a[faces])
+            self.dir_cv_expr.append((cvs, expr))
+
+    def _build_pattern(self) -> None:
+        cv, P = self.cv, self.cv.pieces
+        a, b = cv.face_cv[P.face, 0], cv.face_cv[P.face, 1]
+        cols = np.concatenate([P.stencil, P.k_cvs], axis=1)           # (P, ns+nk)
+        nc = cols.shape[1]
+        rows = np.concatenate([np.repeat(a, nc), np.repeat(b, nc)])
+        cc = np.concatenate([cols.ravel(), cols.ravel()])
+        self._piece_rows_valid = rows >= 0
+        bnd_a = cv.face_cv[np.concatenate([self.dn_faces, self.weak_dir_faces]), 0]
+        diag = np.arange(self.N)
+        all_rows = np.concatenate([rows, bnd_a, diag])
+        all_cols = np.concatenate([cc, bnd_a, diag])
+        valid = all_rows >= 0
+        key = all_rows[valid] * self.N + all_cols[valid]
+        uniq, pos = np.unique(key, return_inverse=True)
+        self._coo_valid = valid
+        self._coo_pos = pos.ravel()
+        self._coo_rows = all_rows
+        self.nnz = len(uniq)
+        r, c = uniq // self.N, uniq % self.N
+        self.indptr = np.concatenate([[0], np.cumsum(np.bincount(r, minlength=self.N))]).astype(PETSc.IntType)
+        self.indices = c.astype(PETSc.IntType)
+
+    def _setup_snes(self) -> None:
+        comm = PETSc.COMM_SELF
+        self.J = PETSc.Mat().createAIJ([self.N, self.N], csr=(self.indptr, self.indices, np.zeros(self.nnz)), comm=comm)
+        self.J.setOption(PETSc.Mat.Option.NEW_NONZERO_ALLOCATION_ERR, True)
+        self.r = PETSc.Vec().createSeq(self.N, comm=comm)
+        self.x = PETSc.Vec().createSeq(self.N, comm=comm)
+        snes = PETSc.SNES().create(comm)
+        snes.setType("newtonls")
+        # petsc4py 3.18 has no SNESLineSearch wrapper: set the line search by option prefix
+        prefix = f"hybrid_gpme_{id(self)}_"
+        snes.setOptionsPrefix(prefix)
+        opts = PETSc.Options()
+        opts[f"{prefix}snes_linesearch_type"] = "bt"
+        snes.setFromOptions()
+        del opts[f"{prefix}snes_linesearch_type"]
+        snes.setFunction(self._snes_residual, self.r)
+        snes.setJacobian(self._snes_jacobian, self.J)
+        ksp = snes.getKSP()
+        ksp.setType("preonly")
+        ksp.getPC().setType("lu")
+        snes.setTolerances(rtol=self.rtol, atol=self.atol, stol=0.0, max_it=self.max_it)
+        snes.setConvergenceTest("default")
+        self.snes = snes
+
+    def close(self) -> None:
+        for obj in (self.snes, self.J, self.r, self.x):
+            obj.destroy()
+
+    # ------------------------------------------------------------------ physics
+    def _eval(self, expr: Expr, points: np.ndarray, t: float) -> np.ndarray:
+        return np.broadcast_to(np.asarray(expr(points, t=t, params=self.params), float), (len(points),))
+
+    def source_rate(self, t: float) -> np.ndarray:
+        """|K| f(x_K, t): the source integrated over each control volume (centre rule)."""
+        if self.source_expr is None:
+            return np.zeros(self.N)
+        return self.cv.volume * self._eval(self.source_expr, self.cv.centre, t)
+
+    def dirichlet_values(self, t: float) -> np.ndarray:
+        g = np.zeros(self.N)
+        for cvs, expr in self.dir_cv_expr:
+            g[cvs] = self._eval(expr, self.cv.centre[cvs], t)
+        return g
+
+    def face_flux(self, u: np.ndarray, t: float, with_derivatives: bool = False):
+        """Flux through every face (Dirichlet faces of dual control volumes: 0, they are
+        reactions), and optionally the pieces' derivatives for the Jacobian."""
+        cv, P = self.cv, self.cv.pieces
+        k, dk = self.k(u)
+        grad = np.einsum("pj,pj->p", P.weight, u[P.stencil])
+        nk = P.k_cvs.shape[1]
+        kbar = k[P.k_cvs].mean(axis=1)
+        flux = np.bincount(P.face, weights=kbar * grad, minlength=self.F)
+        fa = cv.face_area
+        derivs = {}
+        if len(self.flux_faces):
+            for faces, expr in self.face_expr["flux"]:
+                flux[faces] = self._eval(expr, cv.face_centroid[faces], t) * fa[faces]
+        if len(self.dn_faces):
+            dn_h = np.zeros(0)
+            for faces, expr in self.face_expr["normal_derivative"]:
+                h = self._eval(expr, cv.face_centroid[faces], t)
+                ua = u[cv.face_cv[faces, 0]]
+                kk, dkk = self.k(ua)
+                flux[faces] = -kk * h * fa[faces]
+                dn_h = np.concatenate([dn_h, -dkk * h * fa[faces]])
+            derivs["dn"] = dn_h
+        if len(self.weak_dir_faces):
+            dw = np.zeros(0)
+            for faces, expr in self.face_expr["dirichlet"]:
+                g = self._eval(expr, cv.face_centroid[faces], t)
+                ua = u[cv.face_cv[faces, 0]]
+                kk, dkk = self.k(ua)
+                kg, _ = self.k(g)
+                coef = fa[faces] / cv.boundary_distance[faces]
+                kbar_f = 0.5 * (kk + kg)
+                flux[faces] = kbar_f * coef * (ua - g)
+                dw = np.concatenate([dw, 0.5 * dkk * coef * (ua - g) + kbar_f * coef])
+            derivs["weak"] = dw
+        if with_derivatives:
+            d_stencil = kbar[:, None] * P.weight
+            d_k = dk[P.k_cvs] / nk * grad[:, None]
+            derivs["pieces"] = np.concatenate([d_stencil, d_k], axis=1)
+            return flux, derivs
+        return flux
+
+    # ------------------------------------------------------------------ one step
+    def _residual(self, u: np.ndarray) -> np.ndarray:
+        st = self._step
+        flux = self.face_flux(u, st["t1"])
+        res = self.cv.volume * (u - st["u0"]) + st["dt"] * (self.theta * (self.D @ flux) + st["old_div"]) - st["src"]
+        res[self.is_dir] = u[self.is_dir] - st["g1"][self.is_dir]
+        return res
+
+    def _jacobian_values(self, u: np.ndarray) -> np.ndarray:
+        st = self._step
+        _, derivs = self.face_flux(u, st["t1"], with_derivatives=True)
+        w = st["dt"] * self.theta
+        dp = derivs["pieces"].ravel()
+        vals = [w * dp, -w * dp]
+        if len(self.dn_faces):
+            vals.append(w * derivs["dn"])
+        if len(self.weak_dir_faces):
+            vals.append(w * derivs["weak"])
+        vals.append(self.cv.volume.copy())
+        vals = np.concatenate(vals)
+        rows = self._coo_rows
+        vals = np.where((rows >= 0) & self.is_dir[np.maximum(rows, 0)], 0.0, vals)
+        # identity rows for strong Dirichlet control volumes (the diagonal block comes last)
+        vals[-self.N:][self.is_dir] = 1.0
+        return np.bincount(self._coo_pos, weights=vals[self._coo_valid], minlength=self.nnz)
+
+    def _snes_residual(self, snes, x, f) -> None:
+        f.setArray(self._residual(x.getArray(readonly=True)))
+
+    def _snes_jacobian(self, snes, x, J, P) -> None:
+        P.setValuesCSR(self.indptr, self.indices, self._jacobian_values(x.getArray(readonly=True)))
+        P.assemble()
+        if J != P:
+            J.assemble()
+
+    def _solve_step(self, u0: np.ndarray, t0: float, dt: float, depth: int = 0):
+        """Advance from t0 by dt; returns (u1, Φ, S) with Φ, S integrated over the step.
+        Halves the step when Newton fails."""
+        theta = self.theta
+        t1 = t0 + dt
+        flux0 = self.face_flux(u0, t0) if theta < 1 else np.zeros(self.F)
+        old_div = (1 - theta) * (self.D @ flux0)
+        src = dt * (theta * self.source_rate(t1) + (1 - theta) * self.source_rate(t0))
+        g1 = self.dirichlet_values(t1)
+        self._step = dict(u0=u0, t1=t1, dt=dt, old_div=old_div, src=src, g1=g1)
+        guess = u0.copy()
+        guess[self.is_dir] = g1[self.is_dir]
+        self.x.setArray(guess)
+        scale = float(np.abs(self._residual(u0)).max())
+        self.snes.setTolerances(rtol=self.rtol, atol=max(self.atol * max(scale, 1e-300), 1e-300),
+                                stol=0.0, max_it=self.max_it)
+        self.snes.solve(None, self.x)
+        converged = self.snes.getConvergedReason() > 0
+        u1 = self.x.getArray().copy()
+        if not converged or not np.all(np.isfinite(u1)):
+            if depth >= self.max_halvings:
+                raise SolverError(f"Newton did not converge at t = {t0:.6g} even with step {dt:.3g} "
+                                  f"(reason {self.snes.getConvergedReason()})")
+            self.stats["halvings"] += 1
+            ua, fa_, sa = self._solve_step(u0, t0, dt / 2, depth + 1)
+            ub, fb, sb = self._solve_step(ua, t0 + dt / 2, dt / 2, depth + 1)
+            return ub, fa_ + fb, sa + sb
+        self.stats["newton_its"] += self.snes.getIterationNumber()
+        self.stats["steps"] += 1
+        flux1 = self.face_flux(u1, t1)
+        phi = dt * (theta * flux1 + (1 - theta) * flux0)
+        if len(self.dir_cvs):
+            self._close_dirichlet_balance(u0, u1, phi, src, t0, t1, dt)
+        # conservative update: the recorded state follows from the recorded fluxes
+        imbalance = self.cv.volume * (u1 - u0) + self.D @ phi - src
+        free = ~self.is_dir
+        corr = imbalance[free] / self.cv.volume[free]
+        if corr.size:
+            self.stats["max_correction"] = max(self.stats["max_correction"], float(np.abs(corr).max()))
+        u1[free] -= corr
+        return u1, phi, src
+
+    def _close_dirichlet_balance(self, u0, u1, phi, src, t0, t1, dt) -> None:
+        """Fluxes through Dirichlet faces of dual control volumes: the adjacent cell's
+        gradient flux, plus the rest of the control volume's imbalance by area."""
+        cv, B = self.cv, self.cv.boundary_pieces
+        on_dir = np.isin(B.face, self.dir_faces)
+        Bd = B.select(on_dir)
+        def est(u):
+            k, _ = self.k(u)
+            return k[Bd.k_cvs].mean(axis=1) * np.einsum("pj,pj->p", Bd.weight, u[Bd.stencil])
+        phi[Bd.face] = dt * (self.theta * est(u1) + (1 - self.theta) * est(u0))
+        a = cv.face_cv[Bd.face, 0]
+        imbalance = cv.volume * (u1 - u0) + self.D @ phi - src
+        area = cv.face_area[Bd.face]
+        area_sum = np.bincount(a, weights=area, minlength=self.N)
+        phi[Bd.face] -= imbalance[a] * area / area_sum[a]
+
+    # ------------------------------------------------------------------ trajectory
+    def run(self, u_initial: np.ndarray, t_end: float, dt: float, outputs: int,
+            progress: Callable[[int], None] | None = None) -> Trajectory:
+        times, steps, dt_used = output_schedule(t_end, dt, outputs)
+        u = np.array(u_initial, dtype=float)
+        if len(self.dir_cvs):
+            u[self.is_dir] = self.dirichlet_values(0.0)[self.is_dir]
+        U = np.empty((outputs + 1, self.N))
+        PHI = np.zeros((outputs, self.F))
+        SRC = np.zeros((outputs, self.N))
+        U[0] = u
+        for n in range(outputs):
+            for s in range(steps):
+                t0 = times[n] + s * dt_used
+                u, phi, src = self._solve_step(u, t0, dt_used)
+                PHI[n] += phi
+                SRC[n] += src
+            U[n + 1] = u
+            if progress:
+                progress(n + 1)
+        stats = dict(self.stats, dt=dt_used, steps_per_output=steps)
+        return Trajectory(times, U, PHI, SRC, stats)
