@@ -1,0 +1,231 @@
+"""``hybrid solve CASE``: the reference solver over every train and test scenario.
+
+Parallelism: scenarios are independent, so they are spread over the MPI ranks
+(scenario j of the combined train+test list on rank j mod P); each scenario is solved
+serially (PETSc ``COMM_SELF``) on the whole mesh. A scenario's parameters and random
+initial state come from the case seed and its own index, and its solve does not depend
+on which rank ran it, so ``dataset.h5`` is identical for any P. For meshes too large for
+one rank per scenario, the control volumes carry DOLFINx's partition (owner ranks) for
+the distributed stages.
+
+Outputs in ``OUTPUT/solve/``:
+
+``dataset.h5``
+    ``mesh/`` (points, cells, tagged facets, boundary names: original numbering),
+    ``control_volumes/`` (the definition), ``times``, and per split (``train``,
+    ``test``): ``u`` (S, T+1, N) control-volume values at the output times, ``flux``
+    (S, T, F) face fluxes integrated over each output interval, ``source`` (S, T, N),
+    ``params`` (S, P) with the parameter names as an attribute, ``solve_seconds`` (S,).
+``control_volumes.h5``
+    The control-volume definition plus ``cv_owner``/``face_owner`` under the
+    partition of the run that wrote it (attribute ``ranks``).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+from mpi4py import MPI
+
+from hybrid.errors import CaseError
+from hybrid.files import atomic_path, mark_stage_done, stage_is_current
+from hybrid.mesh.control_volumes import ControlVolumes, build_control_volumes
+from hybrid.mesh.meshdata import MeshData
+from hybrid.parallel import ScenarioProgress, my_indices, root_print
+from hybrid.solvers.gpme import BoundaryData, Conductivity, GPMESolver, SolverError
+
+__all__ = ["SOLVE_SECTIONS", "run_solve", "case_mesh", "case_control_volumes", "solve_scenario",
+           "boundary_data", "read_dataset"]
+
+SOLVE_SECTIONS = ("case", "mesh", "pde", "parameters", "initial", "boundary", "time", "solver", "data")
+
+
+def case_mesh(case, comm: MPI.Comm = MPI.COMM_WORLD) -> MeshData:
+    """The case's mesh (read or generated on rank 0, the same on every rank)."""
+    from hybrid.mesh.io import load_mesh
+
+    mesh = load_mesh(case.mesh, seed=case.seed, comm=comm, file=str(case.display_file))
+    case.check_boundary_names(mesh.boundary_names)
+    return mesh
+
+
+def periodic_pairs(case) -> list[tuple[str, str]]:
+    pairs, seen = [], set()
+    for name, bc in case.boundaries.items():
+        if bc.type == "periodic" and name not in seen:
+            pairs.append((name, bc.partner))
+            seen.update((name, bc.partner))
+    return pairs
+
+
+def case_control_volumes(case, mesh: MeshData) -> ControlVolumes:
+    return build_control_volumes(mesh, case.mesh["control_volumes"], periodic_pairs(case))
+
+
+def boundary_data(case) -> list[BoundaryData]:
+    """The case's [boundary.*] tables as the solver's boundary conditions."""
+    out = []
+    for name, bc in case.boundaries.items():
+        if bc.type == "dirichlet":
+            out.append(BoundaryData(name, "dirichlet", bc.value))
+        elif bc.type == "neumann":
+            if bc.flux is not None:
+                out.append(BoundaryData(name, "flux", bc.flux))
+            else:
+                out.append(BoundaryData(name, "normal_derivative", bc.normal_derivative))
+        else:
+            out.append(BoundaryData(name, "periodic"))
+    return out
+
+
+def solve_scenario(case, cv: ControlVolumes, params: dict, split: str, index: int, box=None):
+    """Solve one scenario; returns the :class:`~hybrid.solvers.gpme.Trajectory`."""
+    from hybrid.case.initial import initial_values
+    from hybrid.case.parameters import scenario_rng
+
+    family = case.pde["family"]
+    if family != "gpme":
+        raise CaseError(f"the reference solver for family {family!r} is not available yet "
+                        f"(available: gpme)", file=str(case.display_file), key="pde.family")
+    kind = case.pde["k"]
+    if kind == "stefan" and params.get("smoothing", 0.0) <= 0:
+        raise CaseError("the Stefan step needs smoothing > 0 (Newton needs a derivative); "
+                        "use e.g. smoothing = 0.005", file=str(case.display_file), key="pde.smoothing")
+    rng = scenario_rng(case.seed, split, index, "initial")
+    # the random field lives on the mesh's bounding box, so it is the same field on any mesh of the domain
+    u0 = initial_values(case, cv.centre, params, rng, box=box)
+    solver = GPMESolver(cv, Conductivity.from_params(kind, params), boundary_data(case), params,
+                        source=case.pde.get("source"), theta=case.time["theta"],
+                        rtol=case.solver["newton_rtol"], atol=case.solver["newton_atol"],
+                        max_it=case.solver["newton_max_it"])
+    try:
+        return solver.run(u0, case.time["t_end"], case.time["dt"], case.time["outputs"])
+    finally:
+        solver.close()
+
+
+def _write_mesh(group: h5py.Group, mesh: MeshData) -> None:
+    group["points"] = mesh.points
+    group["cells"] = mesh.cells
+    group["facets"] = mesh.facets
+    group["facet_tags"] = mesh.facet_tags
+    group.attrs["cell_type"] = mesh.cell_type
+    for name, tag in mesh.boundary_names.items():
+        group.attrs[f"boundary:{name}"] = int(tag)
+
+
+def _write_cvs(group: h5py.Group, cv: ControlVolumes, owners: bool) -> None:
+    group.attrs["kind"] = cv.kind
+    for name, arr in cv.to_dict().items():
+        if not owners and name in ("cv_owner", "face_owner"):
+            continue
+        group[name] = arr
+    for name, tag in cv.boundary_names.items():
+        group.attrs[f"boundary:{name}"] = int(tag)
+
+
+def run_solve(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, progress: bool = True) -> Path:
+    """Run the solve stage; returns the path of ``dataset.h5``. Collective."""
+    out = Path(case.output_dir) / "solve"
+    digest = case.hash(*SOLVE_SECTIONS)
+    if not force and stage_is_current(out, digest, ["dataset.h5", "control_volumes.h5"]):
+        root_print(f"solve: up to date ({out / 'dataset.h5'}); --force redoes it", comm=comm)
+        return out / "dataset.h5"
+
+    mesh = case_mesh(case, comm)
+    cv = case_control_volumes(case, mesh)
+    from hybrid.mesh.distribute import partition_owners
+    cell_owner, vertex_owner = partition_owners(mesh, comm)
+    cv.assign_owners(cell_owner, vertex_owner)
+
+    box = (mesh.points.min(axis=0), mesh.points.max(axis=0))
+    splits = [("train", case.scenarios("train")), ("test", case.scenarios("test"))]
+    tasks = [(split, i, params) for split, scen in splits for i, params in enumerate(scen)]
+    root_print(f"solve: {case.name}: {len(tasks)} scenarios ({len(splits[0][1])} train, {len(splits[1][1])} test), "
+               f"{cv.num_cvs} control volumes ({cv.kind}), {cv.num_faces} faces, on {comm.size} rank(s)", comm=comm)
+    bar = ScenarioProgress(comm, len(tasks), "solve", enabled=progress)
+    mine = {}
+    error = None
+    for j in my_indices(len(tasks), comm):
+        split, i, params = tasks[j]
+        t0 = time.perf_counter()
+        try:
+            traj = solve_scenario(case, cv, params, split, i, box=box)
+        except (SolverError, CaseError) as exc:
+            error = f"{split} scenario {i} ({params}): {exc}"
+            break
+        mine[j] = (traj, time.perf_counter() - t0)
+        bar.done()
+    errors = [e for e in comm.allgather(error) if e]
+    if errors:
+        bar.bar and bar.bar.close()
+        raise CaseError("the reference solver failed: " + errors[0])
+    bar.close()
+
+    gathered = comm.gather(mine, root=0)
+    if comm.rank == 0:
+        results = {}
+        for part in gathered:
+            results.update(part)
+        names = sorted(tasks[0][2]) if tasks else []
+        with atomic_path(out / "dataset.h5") as tmp:
+            with h5py.File(tmp, "w") as f:
+                f.attrs["case"] = case.name
+                f.attrs["hash"] = digest
+                f.attrs["control_volumes"] = cv.kind
+                _write_mesh(f.create_group("mesh"), mesh)
+                _write_cvs(f.create_group("control_volumes"), cv, owners=False)
+                first = results[0][0] if results else None
+                if first is not None:
+                    f["times"] = first.times
+                offset = 0
+                for split, scen in splits:
+                    g = f.create_group(split)
+                    idx = range(offset, offset + len(scen))
+                    offset += len(scen)
+                    g.attrs["parameter_names"] = names
+                    g["params"] = np.array([[tasks[j][2][n] for n in names] for j in idx]).reshape(len(scen), len(names))
+                    if not len(scen):
+                        continue
+                    g["u"] = np.stack([results[j][0].u for j in idx])
+                    g["flux"] = np.stack([results[j][0].flux for j in idx])
+                    g["source"] = np.stack([results[j][0].source for j in idx])
+                    g["solve_seconds"] = np.array([results[j][1] for j in idx])
+                    g["newton_iterations"] = np.array([results[j][0].stats["newton_its"] for j in idx])
+                    g["max_correction"] = np.array([results[j][0].stats["max_correction"] for j in idx])
+                    g.attrs["dt"] = results[idx[0]][0].stats["dt"]
+        with atomic_path(out / "control_volumes.h5") as tmp:
+            with h5py.File(tmp, "w") as f:
+                _write_cvs(f, cv, owners=True)
+                f.attrs["ranks"] = comm.size
+        balance = max((float(np.abs(cv.balance_residual(t.u, t.flux, t.source)).max()
+                             / max(np.abs(t.u).max() * cv.volume.max(), 1e-300)) for t, _ in results.values()),
+                      default=0.0)
+        mark_stage_done(out, digest, scenarios=len(tasks), ranks=comm.size, max_relative_balance=balance)
+        seconds = [s for _, s in results.values()]
+        root_print(f"solve: wrote {out / 'dataset.h5'}  (mean {np.mean(seconds):.2f} s per scenario, "
+                   f"max relative balance residual {balance:.1e})", comm=comm)
+    comm.Barrier()
+    return out / "dataset.h5"
+
+
+def read_dataset(path: Path | str) -> dict:
+    """Load ``dataset.h5`` into plain arrays (small datasets; larger ones should slice h5py directly)."""
+    out: dict = {}
+    with h5py.File(path, "r") as f:
+        m = f["mesh"]
+        names = {k.split(":", 1)[1]: int(v) for k, v in m.attrs.items() if k.startswith("boundary:")}
+        out["mesh"] = MeshData(m["points"][()], m["cells"][()], str(m.attrs["cell_type"]),
+                               m["facets"][()], m["facet_tags"][()], names)
+        out["control_volumes"] = {k: v[()] for k, v in f["control_volumes"].items()}
+        out["control_volumes_kind"] = str(f["control_volumes"].attrs["kind"])
+        out["times"] = f["times"][()] if "times" in f else None
+        for split in ("train", "test"):
+            if split in f:
+                g = f[split]
+                out[split] = {k: v[()] for k, v in g.items()}
+                out[split]["parameter_names"] = list(g.attrs["parameter_names"])
+    return out

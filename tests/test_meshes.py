@@ -1,0 +1,428 @@
+"""Meshes: generated shapes, .msh/.xdmf files, the case's [mesh] loader, MPI distribution."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hybrid.errors import CaseError
+from hybrid.mesh import MeshData, generate, load_mesh, read_mesh_file, write_msh, write_xdmf_mesh
+from hybrid.mesh.io import apply_boundary_names, exterior_facets, gmsh_session
+from hybrid.mesh.shapes import BOUNDARY_TAGS
+
+ROOT = Path(__file__).resolve().parents[1]
+MESHES = ROOT / "meshes"
+
+
+def _load_make_meshes():
+    spec = importlib.util.spec_from_file_location("make_meshes", MESHES / "make_meshes.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+make_meshes = _load_make_meshes()
+same_mesh = make_meshes.same_mesh
+
+SPECS = {
+    "interval": {"shape": "interval", "cells": 37, "x0": -1.0, "x1": 2.0, "jitter": 0.4},
+    "rectangle": {"shape": "rectangle", "h": 0.15, "x0": -1.0, "x1": 1.0, "y0": 0.5, "y1": 1.25},
+    "lshape": {"shape": "lshape", "h": 0.1},
+    "disk": {"shape": "disk", "h": 0.1, "radius": 1.0},
+    "box": {"shape": "box", "h": 0.25, "x0": 0.0, "x1": 2.0, "y0": -0.5, "y1": 0.5, "z0": 1.0, "z1": 1.5},
+}
+MEASURE = {"interval": 3.0, "rectangle": 2.0 * 0.75, "lshape": 0.75, "box": 2.0 * 1.0 * 0.5}
+
+
+def cell_measures(m: MeshData) -> np.ndarray:
+    """|det| / d! of each simplex (independent of the package's own helper)."""
+    corners = m.points[m.cells]
+    return np.abs(np.linalg.det(corners[:, 1:] - corners[:, :1])) / math.factorial(m.tdim)
+
+
+def sorted_rows(a: np.ndarray) -> set[tuple[int, ...]]:
+    return {tuple(r) for r in np.sort(a, axis=1)}
+
+
+@pytest.fixture(scope="module")
+def shapes() -> dict[str, MeshData]:
+    return {name: generate(spec, seed=5) for name, spec in SPECS.items()}
+
+
+# --------------------------------------------------------------------------- generated shapes
+@pytest.mark.parametrize("name", list(SPECS))
+def test_boundary_names_and_dimensions(shapes, name):
+    m = shapes[name]
+    assert m.boundary_names == BOUNDARY_TAGS[name]
+    assert sorted(np.unique(m.facet_tags)) == sorted(BOUNDARY_TAGS[name].values())
+    tdim = {"interval": 1, "rectangle": 2, "lshape": 2, "disk": 2, "box": 3}[name]
+    assert m.tdim == tdim and m.gdim == tdim
+    assert m.cells.min() == 0 and m.cells.max() == m.num_vertices - 1
+    assert len(np.unique(m.cells)) == m.num_vertices  # every vertex is used by a cell
+
+
+@pytest.mark.parametrize("name", list(MEASURE))
+def test_total_cell_measure(shapes, name):
+    volumes = cell_measures(shapes[name])
+    assert volumes.min() > 0
+    assert volumes.sum() == pytest.approx(MEASURE[name], rel=1e-12)
+
+
+def test_disk_area_converges_at_second_order():
+    """An inscribed polygon misses O(h^2) of the disk's area pi r^2."""
+    h = np.array([0.2, 0.1, 0.05])
+    deficit = np.array([np.pi * 4 - cell_measures(generate({"shape": "disk", "h": hh, "radius": 2.0})).sum()
+                        for hh in h])
+    assert np.all(deficit > 0) and np.all(deficit < 4 * h ** 2)
+    rate = np.polyfit(np.log(h), np.log(deficit), 1)[0]
+    assert 1.8 < rate < 2.2
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+def test_tagged_facets_are_exactly_the_boundary(shapes, name):
+    m = shapes[name]
+    tagged = np.sort(m.facets, axis=1)
+    assert len({tuple(r) for r in tagged}) == len(tagged), "a facet is tagged twice"
+    # every tagged facet belongs to exactly one cell, and every such facet is tagged
+    assert sorted_rows(m.facets) == sorted_rows(exterior_facets(m))
+    local = [[j for j in range(m.tdim + 1) if j != i] for i in range(m.tdim + 1)]
+    all_facets = np.sort(m.cells[:, local].reshape(-1, m.tdim), axis=1)
+    counts = {}
+    for row in map(tuple, all_facets):
+        counts[row] = counts.get(row, 0) + 1
+    assert all(counts[row] == 1 for row in map(tuple, tagged))
+    assert sum(1 for c in counts.values() if c == 1) == len(tagged)
+
+
+def _on_side(name: str, spec: dict, side: str, x: np.ndarray) -> np.ndarray:
+    """Whether points x (k, gdim) lie on the named side of the shape."""
+    tol = 1e-12
+    p = {"x0": 0.0, "x1": 1.0, "y0": 0.0, "y1": 1.0, "z0": 0.0, "z1": 1.0, **spec}
+    if name == "disk":
+        return np.abs(np.linalg.norm(x, axis=1) - spec["radius"]) < 1e-12
+    if name == "lshape" and side == "inner":
+        return ((np.abs(x[:, 0] - 0.5) < tol) & (x[:, 1] >= 0.5 - tol)) | \
+               ((np.abs(x[:, 1] - 0.5) < tol) & (x[:, 0] >= 0.5 - tol))
+    axis, bound = {"left": (0, "x0"), "right": (0, "x1"),
+                   "bottom": (2 if name == "box" else 1, "z0" if name == "box" else "y0"),
+                   "top": (2 if name == "box" else 1, "z1" if name == "box" else "y1"),
+                   "front": (1, "y0"), "back": (1, "y1")}[side]
+    on = np.abs(x[:, axis] - p[bound]) < tol
+    if name == "lshape" and side == "right":
+        on &= x[:, 1] <= 0.5 + tol
+    if name == "lshape" and side == "top":
+        on &= x[:, 0] <= 0.5 + tol
+    return on
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+def test_each_boundary_lies_on_its_side(shapes, name):
+    m = shapes[name]
+    for side, tag in m.boundary_names.items():
+        corners = m.points[m.facets[m.facet_tags == tag]].reshape(-1, m.gdim)
+        assert len(corners) > 0
+        assert np.all(_on_side(name, SPECS[name], side, corners)), side
+
+
+def test_lshape_inner_is_both_reentrant_edges(shapes):
+    m = shapes["lshape"]
+    edges = m.facets[m.facet_tags == m.boundary_names["inner"]]
+    lengths = np.linalg.norm(m.points[edges[:, 0]] - m.points[edges[:, 1]], axis=1)
+    assert lengths.sum() == pytest.approx(1.0, rel=1e-12)  # two edges of length 0.5
+    for side in ("left", "bottom"):
+        e = m.facets[m.facet_tags == m.boundary_names[side]]
+        assert np.linalg.norm(m.points[e[:, 0]] - m.points[e[:, 1]], axis=1).sum() == pytest.approx(1.0)
+
+
+def test_jitter_keeps_order_and_endpoints():
+    spec = {"shape": "interval", "cells": 50, "x0": 0.0, "x1": 1.0, "jitter": 0.3}
+    m = generate(spec, seed=11)
+    x = m.points[:, 0]
+    h = 1.0 / 50
+    assert x[0] == 0.0 and x[-1] == 1.0
+    assert np.all(np.diff(x) > 0)
+    move = x - np.linspace(0.0, 1.0, 51)
+    assert np.abs(move).max() <= 0.15 * h + 1e-15
+    assert np.abs(move).max() > 0.1 * h  # the jitter was applied (50 uniform draws)
+    assert np.array_equal(m.cells, np.column_stack([np.arange(50), np.arange(1, 51)]))
+    assert m.points[m.facets[m.facet_tags == 1], 0].item() == 0.0
+    assert m.points[m.facets[m.facet_tags == 2], 0].item() == 1.0
+    assert not np.array_equal(generate(spec, seed=12).points, m.points)  # the seed matters
+    uniform = generate({"shape": "interval", "cells": 50}, seed=11).points[:, 0]
+    assert np.allclose(uniform, np.linspace(0, 1, 51), rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("name", ["interval", "lshape", "box"])
+def test_same_spec_same_mesh(shapes, name):
+    again = generate(SPECS[name], seed=5)
+    first = shapes[name]
+    for field in ("points", "cells", "facets", "facet_tags"):
+        assert np.array_equal(getattr(first, field), getattr(again, field)), field
+
+
+@pytest.mark.parametrize("spec, key", [
+    (None, "mesh.generate"),
+    ({"cells": 4}, "mesh.generate.shape"),
+    ({"shape": "circle"}, "mesh.generate.shape"),
+    ({"shape": "disk", "radus": 2.0}, "mesh.generate.radus"),
+    ({"shape": "rectangle", "jitter": 0.1}, "mesh.generate.jitter"),
+    ({"shape": "interval", "cells": 0}, "mesh.generate.cells"),
+    ({"shape": "interval", "cells": 2.5}, "mesh.generate.cells"),
+    ({"shape": "interval", "cells": 4, "h": 0.1}, "mesh.generate.h"),
+    ({"shape": "interval", "jitter": 1.0}, "mesh.generate.jitter"),
+    ({"shape": "rectangle", "h": -0.1}, "mesh.generate.h"),
+    ({"shape": "rectangle", "h": "0.1"}, "mesh.generate.h"),
+    ({"shape": "box", "z0": 2.0}, "mesh.generate.z1"),
+    ({"shape": "disk", "radius": 0}, "mesh.generate.radius"),
+    ({"shape": "box", "h": 1e-4}, "mesh.generate"),
+])
+def test_bad_spec_is_a_case_error(spec, key):
+    with pytest.raises(CaseError) as info:
+        generate(spec, file="case.toml")
+    assert info.value.key == key
+    assert str(info.value).startswith(f"case.toml: {key}: ")
+
+
+# --------------------------------------------------------------------------- files
+@pytest.mark.parametrize("name", ["interval", "lshape", "disk", "box"])
+def test_msh_round_trip_is_exact(shapes, tmp_path, name):
+    m = shapes[name]
+    write_msh(m, tmp_path / "m.msh")
+    back = read_mesh_file(tmp_path / "m.msh")
+    assert back.cell_type == m.cell_type and back.boundary_names == m.boundary_names
+    for field in ("points", "cells", "facets", "facet_tags"):
+        assert np.array_equal(getattr(back, field), getattr(m, field)), field
+
+
+@pytest.mark.parametrize("name", ["interval", "rectangle", "lshape", "box"])
+def test_xdmf_round_trip_up_to_numbering(shapes, tmp_path, name):
+    m = shapes[name]
+    write_xdmf_mesh(m, tmp_path / "m.xdmf")
+    assert (tmp_path / "m.h5").is_file()
+    back = read_mesh_file(tmp_path / "m.xdmf")
+    assert back.num_cells == m.num_cells and back.num_vertices == m.num_vertices
+    assert same_mesh(back, m)
+    assert np.array_equal(np.sort(back.points, axis=0), np.sort(m.points, axis=0))
+    assert cell_measures(back).sum() == pytest.approx(cell_measures(m).sum(), rel=1e-13)
+    for tag in m.boundary_names.values():
+        assert np.sum(back.facet_tags == tag) == np.sum(m.facet_tags == tag)
+    assert sorted_rows(back.facets) == sorted_rows(exterior_facets(back))
+
+
+def test_xdmf_reader_returns_the_files_numbering(shapes, tmp_path):
+    """The reader undoes DOLFINx's reordering: cells and points as stored in the file."""
+    from mpi4py import MPI
+    import dolfinx.io
+
+    write_xdmf_mesh(shapes["lshape"], tmp_path / "m.xdmf")
+    back = read_mesh_file(tmp_path / "m.xdmf")
+    with dolfinx.io.XDMFFile(MPI.COMM_SELF, str(tmp_path / "m.xdmf"), "r") as xdmf:
+        stored_cells = xdmf.read_topology_data("mesh")
+        stored_points = xdmf.read_geometry_data("mesh")
+    assert np.array_equal(back.cells, stored_cells)
+    assert np.array_equal(back.points, stored_points[:, :2])
+
+
+def test_xdmf_without_names_takes_them_from_the_case(shapes, tmp_path):
+    m = shapes["rectangle"]
+    unnamed = MeshData(m.points, m.cells, m.cell_type, m.facets, m.facet_tags, {})
+    write_xdmf_mesh(unnamed, tmp_path / "m.xdmf")
+    back = read_mesh_file(tmp_path / "m.xdmf")
+    assert back.boundary_names == {}
+    named = apply_boundary_names(back, {"inlet": 1, "outlet": 2})
+    assert named.boundary_names == {"inlet": 1, "outlet": 2}
+
+
+def test_msh_in_3d_ambient_space_drops_zero_coordinates(tmp_path):
+    """A 1-D gmsh mesh is stored with y = z = 0: the reader gives gdim = 1."""
+    with gmsh_session() as gmsh:
+        gmsh.model.add("line")
+        a, b = gmsh.model.occ.addPoint(0, 0, 0), gmsh.model.occ.addPoint(2, 0, 0)
+        line = gmsh.model.occ.addLine(a, b)
+        gmsh.model.occ.synchronize()
+        gmsh.model.addPhysicalGroup(1, [line], 7)
+        gmsh.model.addPhysicalGroup(0, [a], 3)
+        gmsh.model.setPhysicalName(0, 3, "inflow")
+        gmsh.model.addPhysicalGroup(0, [b], 4)
+        gmsh.option.setNumber("Mesh.CharacteristicLengthMax", 0.25)
+        gmsh.model.mesh.generate(1)
+        gmsh.write(str(tmp_path / "line.msh"))
+    m = read_mesh_file(tmp_path / "line.msh")
+    assert m.cell_type == "interval" and m.gdim == 1 and m.num_cells >= 8
+    assert cell_measures(m).sum() == pytest.approx(2.0)
+    assert m.boundary_names == {"inflow": 3}
+    assert m.points[m.facets[m.facet_tags == 3], 0].item() == 0.0
+    assert m.points[m.facets[m.facet_tags == 4], 0].item() == 2.0
+    assert apply_boundary_names(m, {"outflow": 4}).boundary_names == {"inflow": 3, "outflow": 4}
+
+
+SHIPPED_NAMES = {
+    "interval-400.msh": (400, {"left": 1, "right": 2}),
+    "interval-200.msh": (200, {"left": 1, "right": 2}),
+    "lshape-h0.05.msh": (None, {"left": 1, "right": 2, "bottom": 3, "top": 4, "inner": 5}),
+    "disk-h0.08.msh": (None, {"wall": 1}),
+    "rectangle-h0.1.xdmf": (None, {"left": 1, "right": 2, "bottom": 3, "top": 4}),
+}
+
+
+@pytest.mark.parametrize("name", list(SHIPPED_NAMES))
+def test_shipped_mesh_loads_and_is_reproduced(name):
+    path = MESHES / name
+    assert path.stat().st_size < 1_000_000
+    m = read_mesh_file(path)
+    cells, names = SHIPPED_NAMES[name]
+    assert m.boundary_names == names
+    if cells is not None:
+        assert m.num_cells == cells
+    assert sorted_rows(m.facets) == sorted_rows(exterior_facets(m))
+    assert same_mesh(m, make_meshes.build(name))  # make_meshes.py reproduces the file
+
+
+def test_shipped_interval_400_is_jittered():
+    m = read_mesh_file(MESHES / "interval-400.msh")
+    x = m.points[:, 0]
+    assert x[0] == 0.0 and x[-1] == 1.0 and np.all(np.diff(x) > 0)
+    move = np.abs(x - np.linspace(0, 1, 401))
+    assert 0.1 * 0.3 / 400 < move.max() <= 0.15 / 400 + 1e-15
+
+
+def _write(path: Path, text: str | bytes) -> Path:
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return path
+
+
+def test_bad_files_are_case_errors_naming_the_path(tmp_path, shapes):
+    write_msh(shapes["rectangle"], tmp_path / "good.msh")
+    write_xdmf_mesh(shapes["rectangle"], tmp_path / "good.xdmf")
+    good_msh = (tmp_path / "good.msh").read_bytes()
+    marker = tmp_path / "executed"
+    unnamed = MeshData(np.array([[0.0], [1.0]]), np.array([[0, 1]]), "interval", np.empty((0, 1)), [], {})
+    write_msh(unnamed, tmp_path / "untagged.msh")
+    bad = {
+        tmp_path / "missing.msh": "does not exist",
+        tmp_path / "missing.xdmf": "does not exist",
+        _write(tmp_path / "mesh.vtk", "x"): "unsupported mesh file type",
+        # gmsh would run a .geo script (here: a shell command) from a file named .msh
+        _write(tmp_path / "script.msh", f'System "touch {marker}";\n'): "does not start with $MeshFormat",
+        _write(tmp_path / "truncated.msh", good_msh[: len(good_msh) // 2]): "cannot read gmsh mesh",
+        _write(tmp_path / "empty.msh", ""): "not a gmsh mesh file",
+        tmp_path / "untagged.msh": "no tagged boundary facets",
+        _write(tmp_path / "bad.xdmf", "<Xdmf><Domain>"): "cannot read XDMF mesh",
+        _write(tmp_path / "noh5.xdmf", (tmp_path / "good.xdmf").read_text().replace("good.h5", "gone.h5")):
+            "gone.h5, which does not exist",
+        _write(tmp_path / "notags.xdmf", "<Xdmf><Domain/></Xdmf>"): "expected a grid",
+    }
+    for path, expected in bad.items():
+        with pytest.raises(CaseError) as info:
+            read_mesh_file(path, file="case.toml")
+        message = str(info.value)
+        assert message.startswith("case.toml: mesh.file: ") and str(path) in message, message
+        assert expected in message, message
+    assert not marker.exists()
+
+
+def test_interior_tagged_facet_is_rejected(tmp_path):
+    points = np.array([[0.0], [0.5], [1.0]])
+    m = MeshData(points, [[0, 1], [1, 2]], "interval", [[0], [1], [2]], [1, 3, 2], {"left": 1, "right": 2})
+    write_msh(m, tmp_path / "inner.msh")
+    with pytest.raises(CaseError, match=r"inner\.msh: 1 tagged facets \(tags \[3\]\) are not on the boundary"):
+        read_mesh_file(tmp_path / "inner.msh")
+
+
+def test_case_boundary_names_rename_and_check_tags(shapes):
+    m = generate(SPECS["rectangle"])
+    renamed = apply_boundary_names(m, {"inlet": 1, "wall": 3})
+    assert renamed.boundary_names == {"inlet": 1, "wall": 3, "right": 2, "top": 4}
+    with pytest.raises(CaseError) as info:
+        apply_boundary_names(generate(SPECS["rectangle"]), {"outlet": 9}, file="case.toml")
+    assert info.value.key == "mesh.boundaries.outlet"
+    assert "left=1, right=2, bottom=3, top=4" in str(info.value)
+    with pytest.raises(CaseError, match="integer physical tag"):
+        apply_boundary_names(generate(SPECS["rectangle"]), {"outlet": "2"})
+
+
+def test_load_mesh_serial(comm, tmp_path):
+    section = {"file": None, "generate": {"shape": "interval", "cells": 10, "jitter": 0.2}, "boundaries": None}
+    m = load_mesh(section, seed=3, comm=comm, file="case.toml")
+    assert np.array_equal(m.points, generate(section["generate"], 3).points)
+    section = {"file": MESHES / "lshape-h0.05.msh", "generate": None, "boundaries": {"corner": 5}}
+    m = load_mesh(section, seed=0, comm=comm, file="case.toml")
+    assert m.boundary_names == {"left": 1, "right": 2, "bottom": 3, "top": 4, "corner": 5}
+    for section in ({"file": None, "generate": None}, {"file": MESHES / "x.msh", "generate": {"shape": "disk"}}):
+        with pytest.raises(CaseError, match="case.toml: mesh: give exactly one"):
+            load_mesh(section, seed=0, comm=comm, file="case.toml")
+
+
+# --------------------------------------------------------------------------- DOLFINx, MPI
+def _global_counts(m: MeshData, comm):
+    from hybrid.mesh.distribute import to_dolfinx
+
+    mesh, tags = to_dolfinx(m, comm)
+    tdim = m.tdim
+    num_cells = comm.allreduce(mesh.topology.index_map(tdim).size_local)
+    owned = tags.indices < mesh.topology.index_map(tdim - 1).size_local
+    per_tag = {int(t): comm.allreduce(int(np.sum(tags.values[owned] == t))) for t in m.boundary_names.values()}
+    return mesh, num_cells, per_tag
+
+
+@pytest.mark.parametrize("name", ["interval", "lshape", "box"])
+def test_to_dolfinx_serial_keeps_cells_and_tags(shapes, name):
+    from mpi4py import MPI
+
+    m = shapes[name]
+    _, num_cells, per_tag = _global_counts(m, MPI.COMM_SELF)
+    assert num_cells == m.num_cells
+    assert per_tag == {t: int(np.sum(m.facet_tags == t)) for t in m.boundary_names.values()}
+
+
+@pytest.mark.parallel(nprocs=2)
+@pytest.mark.parametrize("name", ["interval", "lshape", "box"])
+def test_to_dolfinx_and_owners_on_two_ranks(comm, name):
+    from hybrid.mesh.distribute import local_vertex_original_index, partition_owners
+
+    assert comm.size == 2
+    m = load_mesh({"file": None, "generate": SPECS[name], "boundaries": None}, seed=5, comm=comm)
+    digest = hashlib.sha1(m.points.tobytes() + m.cells.tobytes() + m.facets.tobytes()).hexdigest()
+    assert comm.allgather(digest) == [digest] * 2  # every rank holds the same MeshData
+
+    mesh, num_cells, per_tag = _global_counts(m, comm)
+    assert num_cells == m.num_cells
+    assert per_tag == {t: int(np.sum(m.facet_tags == t)) for t in m.boundary_names.values()}
+
+    cell_owner, vertex_owner = partition_owners(m, comm, mesh=mesh)
+    assert cell_owner.dtype == np.int32 and vertex_owner.dtype == np.int32
+    assert set(np.unique(cell_owner)) == {0, 1} and set(np.unique(vertex_owner)) == {0, 1}
+    assert comm.allgather(cell_owner.tobytes()) == [cell_owner.tobytes()] * 2
+    # each cell owned once: the owned counts add up, and match this rank's share
+    tdim = m.tdim
+    assert np.sum(cell_owner == comm.rank) == mesh.topology.index_map(tdim).size_local
+    assert np.sum(vertex_owner == comm.rank) == mesh.topology.index_map(0).size_local
+    # the vertex map is right: local vertex coordinates equal the original ones
+    from hybrid import compat
+
+    original = local_vertex_original_index(mesh)
+    cell_vertices = mesh.topology.connectivity(tdim, 0).array.reshape(-1, tdim + 1)
+    nodes = compat.geometry_dofmap(mesh)[: len(cell_vertices)]
+    x = np.empty((len(original), 3))
+    x[cell_vertices.ravel()] = mesh.geometry.x[nodes.ravel()]
+    assert np.array_equal(x[:, : m.gdim], m.points[original])
+    # a second distribution gives the same partition
+    again, _ = partition_owners(m, comm)
+    assert np.array_equal(again, cell_owner)
+
+
+@pytest.mark.parallel(nprocs=2)
+def test_load_mesh_error_reaches_every_rank(comm):
+    missing = Path("/nonexistent/mesh-for-hybrid-test.msh")
+    with pytest.raises(CaseError) as info:
+        load_mesh({"file": missing, "generate": None, "boundaries": None}, seed=0, comm=comm, file="case.toml")
+    assert str(info.value) == f"case.toml: mesh.file: mesh file {missing} does not exist"
+    assert info.value.key == "mesh.file" and info.value.file == "case.toml"
+    with pytest.raises(CaseError, match="mesh.boundaries.outlet"):
+        load_mesh({"file": None, "generate": {"shape": "interval"}, "boundaries": {"outlet": 7}},
+                  seed=0, comm=comm, file="case.toml")
