@@ -145,6 +145,7 @@ class GPMESolver:
         self._classify_boundary(boundaries)
         self._build_pattern()
         self._setup_snes()
+        self._cache: dict = {}
         self.stats = {"steps": 0, "newton_its": 0, "halvings": 0, "max_correction": 0.0}
 
     # ------------------------------------------------------------------ set-up
@@ -159,7 +160,7 @@ class GPMESolver:
                 continue
             faces = bfaces[cv.face_tag[bfaces] == tag]
             kinds[bc.kind].append(faces)
-            self.face_expr[bc.kind].append((faces, bc.expr))
+            self.face_expr[bc.kind].append((faces, bc.expr, cv.face_centroid[faces]))
         cat = lambda lst: np.concatenate(lst) if lst else np.zeros(0, np.int64)
         self.flux_faces = cat(kinds["flux"])
         self.dn_faces = cat(kinds["normal_derivative"])
@@ -176,9 +177,9 @@ class GPMESolver:
         self.is_dir[self.dir_cvs] = True
         # Dirichlet values at control-volume centres (dual): which expression applies to each CV
         self.dir_cv_expr = []
-        for faces, expr in self.face_expr["dirichlet"]:
+        for faces, expr, _ in self.face_expr["dirichlet"]:
             cvs = np.unique(a[faces])
-            self.dir_cv_expr.append((cvs, expr))
+            self.dir_cv_expr.append((cvs, expr, cv.centre[cvs]))
 
     def _build_pattern(self) -> None:
         cv, P = self.cv, self.cv.pieces
@@ -233,7 +234,16 @@ class GPMESolver:
 
     # ------------------------------------------------------------------ physics
     def _eval(self, expr: Expr, points: np.ndarray, t: float) -> np.ndarray:
-        return np.broadcast_to(np.asarray(expr(points, t=t, params=self.params), float), (len(points),))
+        # boundary and source data depend on (points, t) only: evaluate once per time level,
+        # not once per Newton residual
+        key = (id(expr), id(points), t)  # points: arrays held for the solver's lifetime
+        hit = self._cache.get(key)
+        if hit is None:
+            if len(self._cache) > 64:
+                self._cache.clear()
+            hit = np.broadcast_to(np.asarray(expr(points, t=t, params=self.params), float), (len(points),))
+            self._cache[key] = hit
+        return hit
 
     def source_rate(self, t: float) -> np.ndarray:
         """|K| f(x_K, t): the source integrated over each control volume (centre rule)."""
@@ -243,8 +253,8 @@ class GPMESolver:
 
     def dirichlet_values(self, t: float) -> np.ndarray:
         g = np.zeros(self.N)
-        for cvs, expr in self.dir_cv_expr:
-            g[cvs] = self._eval(expr, self.cv.centre[cvs], t)
+        for cvs, expr, pts in self.dir_cv_expr:
+            g[cvs] = self._eval(expr, pts, t)
         return g
 
     def face_flux(self, u: np.ndarray, t: float, with_derivatives: bool = False):
@@ -259,12 +269,12 @@ class GPMESolver:
         fa = cv.face_area
         derivs = {}
         if len(self.flux_faces):
-            for faces, expr in self.face_expr["flux"]:
-                flux[faces] = self._eval(expr, cv.face_centroid[faces], t) * fa[faces]
+            for faces, expr, pts in self.face_expr["flux"]:
+                flux[faces] = self._eval(expr, pts, t) * fa[faces]
         if len(self.dn_faces):
             dn_h = np.zeros(0)
-            for faces, expr in self.face_expr["normal_derivative"]:
-                h = self._eval(expr, cv.face_centroid[faces], t)
+            for faces, expr, pts in self.face_expr["normal_derivative"]:
+                h = self._eval(expr, pts, t)
                 ua = u[cv.face_cv[faces, 0]]
                 kk, dkk = self.k(ua)
                 flux[faces] = -kk * h * fa[faces]
@@ -272,8 +282,8 @@ class GPMESolver:
             derivs["dn"] = dn_h
         if len(self.weak_dir_faces):
             dw = np.zeros(0)
-            for faces, expr in self.face_expr["dirichlet"]:
-                g = self._eval(expr, cv.face_centroid[faces], t)
+            for faces, expr, pts in self.face_expr["dirichlet"]:
+                g = self._eval(expr, pts, t)
                 ua = u[cv.face_cv[faces, 0]]
                 kk, dkk = self.k(ua)
                 kg, _ = self.k(g)

@@ -41,7 +41,7 @@ def cv_fields(kind: str, cvd: dict, fields: dict[str, np.ndarray]) -> tuple[dict
 def run_export(case, *, force: bool = False, train: bool = False, comm: MPI.Comm = MPI.COMM_WORLD,
                progress: bool = True) -> list[Path]:
     """Write the series (collective); returns the paths of the .xdmf files."""
-    dataset = run_solve(case, comm=comm, progress=progress)
+    dataset = run_solve(case, comm=comm, progress=progress, announce=False)
     out = Path(case.output_dir) / "export"
     digest = case.hash(*SOLVE_SECTIONS) + ("+train" if train else "")
     data = read_dataset(dataset)

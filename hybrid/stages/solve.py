@@ -127,12 +127,14 @@ def _write_cvs(group: h5py.Group, cv: ControlVolumes, owners: bool) -> None:
         group.attrs[f"boundary:{name}"] = int(tag)
 
 
-def run_solve(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, progress: bool = True) -> Path:
+def run_solve(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, progress: bool = True,
+              announce: bool = True) -> Path:
     """Run the solve stage; returns the path of ``dataset.h5``. Collective."""
     out = Path(case.output_dir) / "solve"
     digest = case.hash(*SOLVE_SECTIONS)
     if not force and stage_is_current(out, digest, ["dataset.h5", "control_volumes.h5"]):
-        root_print(f"solve: up to date ({out / 'dataset.h5'}); --force redoes it", comm=comm)
+        if announce:
+            root_print(f"solve: up to date ({out / 'dataset.h5'}); --force redoes it", comm=comm)
         return out / "dataset.h5"
 
     mesh = case_mesh(case, comm)
