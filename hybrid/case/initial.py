@@ -70,7 +70,9 @@ def gaussian_random_field(points: np.ndarray, rng: np.random.Generator, *, alpha
     for start in range(0, points.shape[0], step):
         chunk = shifted[start:start + step]
         factors = [np.exp(2j * np.pi * np.outer(chunk[:, axis], frequencies)) for axis in range(dimension)]
-        partial = factors[-1] @ coefficient.reshape(-1, width).T  # (points, width^(d-1))
+        # einsum, not BLAS: BLAS sums in a thread-count-dependent order, and the field must be
+        # bitwise the same whatever the number of MPI ranks (and so of BLAS threads)
+        partial = np.einsum("pk,ik->pi", factors[-1], coefficient.reshape(-1, width))  # (points, width^(d-1))
         for axis in range(dimension - 2, -1, -1):
             partial = np.einsum("pik,pk->pi", partial.reshape(len(chunk), -1, width), factors[axis])
         values[start:start + step] += partial.reshape(len(chunk)).real

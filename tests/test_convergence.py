@@ -1,0 +1,157 @@
+"""Convergence rates of the reference solver against closed-form solutions.
+
+As in scikit-fem's convergence tests: refine the mesh, fit log(error) against log(h),
+assert the slope. Every run also checks the per-control-volume balance at round-off.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.optimize import brentq
+from scipy.special import erf
+
+from hybrid.mesh.control_volumes import build_control_volumes
+from hybrid.mesh.shapes import generate
+from hybrid.solvers.gpme import BoundaryData, Conductivity, GPMESolver
+
+
+def constant(value):
+    return lambda points, t=0.0, params=None: np.full(len(points), float(value))
+
+
+def fitted_rate(h, errors) -> float:
+    return float(np.polyfit(np.log(h), np.log(errors), 1)[0])
+
+
+def solve(cv, conductivity, boundaries, u0, t_end, dt, outputs, theta):
+    solver = GPMESolver(cv, conductivity, boundaries, {}, theta=theta)
+    try:
+        traj = solver.run(u0, t_end, dt, outputs)
+    finally:
+        solver.close()
+    scale = max(np.abs(traj.u).max(), 1e-300) * cv.volume.max()
+    assert np.abs(cv.balance_residual(traj.u, traj.flux, traj.source)).max() <= 1e-12 * scale
+    return traj
+
+
+def l2(cv, values):
+    return float(np.sqrt(np.sum(cv.volume * values ** 2)))
+
+
+@pytest.mark.parametrize("kind", ["dual", "cells"])
+def test_heat_1d_rate(kind):
+    """u = exp(-k π² t) sin(π x) with u = 0 at both ends, on jittered intervals, Crank–Nicolson."""
+    k, t_end = 0.5, 0.2
+    exact = lambda x, t: np.exp(-k * np.pi ** 2 * t) * np.sin(np.pi * x[:, 0])
+    hs, errors = [], []
+    for n in (10, 20, 40, 80):
+        cv = build_control_volumes(generate({"shape": "interval", "cells": n, "jitter": 0.3}, seed=1), kind)
+        zero = constant(0.0)
+        traj = solve(cv, Conductivity("constant", k=k), [BoundaryData("left", "dirichlet", zero),
+                     BoundaryData("right", "dirichlet", zero)], exact(cv.centre, 0), t_end, t_end / n, 4, 0.5)
+        hs.append(1 / n)
+        errors.append(l2(cv, traj.u[-1] - exact(cv.centre, t_end)))
+    assert fitted_rate(hs, errors) > 1.8
+
+
+def test_heat_2d_rate():
+    """u = exp(-2 k π² t) sin(π x) sin(π y) on unstructured triangles (dual control volumes)."""
+    k, t_end = 0.2, 0.1
+    exact = lambda x, t: np.exp(-2 * k * np.pi ** 2 * t) * np.sin(np.pi * x[:, 0]) * np.sin(np.pi * x[:, 1])
+    hs, errors = [], []
+    for h in (0.1, 0.05, 0.025):
+        cv = build_control_volumes(generate({"shape": "rectangle", "h": h}, seed=0), "dual")
+        zero = constant(0.0)
+        bcs = [BoundaryData(name, "dirichlet", zero) for name in cv.boundary_names]
+        traj = solve(cv, Conductivity("constant", k=k), bcs, exact(cv.centre, 0), t_end, t_end * h, 2, 0.5)
+        hs.append(h)
+        errors.append(l2(cv, traj.u[-1] - exact(cv.centre, t_end)))
+    assert fitted_rate(hs, errors) > 1.7
+
+
+def test_barenblatt_2d_rate():
+    """The Barenblatt solution of u_t = ∇·(u ∇u) (m = 1) in 2-D.
+
+    With τ = t/(m+1), u = v(x, τ) where v_τ = Δ(v^M), M = m + 1, and
+    v = τ^{-α} (C - κ |x|² τ^{-2β})_+^{1/(M-1)}, α = d/(d(M-1)+2), β = α/d, κ = α(M-1)/(2dM).
+    """
+    m, d, C = 1.0, 2, 0.02
+    M = m + 1
+    alpha = d / (d * (M - 1) + 2)
+    beta = alpha / d
+    kappa = alpha * (M - 1) / (2 * d * M)
+
+    def exact(x, t):
+        tau = t / (m + 1)
+        return tau ** -alpha * np.maximum(C - kappa * (x ** 2).sum(1) * tau ** (-2 * beta), 0) ** (1 / (M - 1))
+
+    t0, t1 = 0.05, 0.25
+    hs, errors = [], []
+    for h in (0.2, 0.1, 0.05):
+        mesh = generate({"shape": "rectangle", "h": h, "x0": -1, "x1": 1, "y0": -1, "y1": 1}, seed=0)
+        cv = build_control_volumes(mesh, "dual")
+        bcs = [BoundaryData(name, "flux", constant(0.0)) for name in cv.boundary_names]
+        traj = solve(cv, Conductivity("power", m=m), bcs, exact(cv.centre, t0), t1 - t0, 0.05 * h, 2, 1.0)
+        ref = exact(cv.centre, t1)
+        hs.append(h)
+        errors.append(np.sum(cv.volume * np.abs(traj.u[-1] - ref)) / np.sum(cv.volume * ref))
+        # mass is conserved exactly (insulated box)
+        mass = traj.u @ cv.volume
+        assert np.ptp(mass) <= 1e-12 * mass[0]
+    assert errors[-1] < 0.03
+    assert fitted_rate(hs, errors) > 1.5
+
+
+def stefan_similarity(u_star: float):
+    """One-phase Stefan problem, u = 1 at x = 0, u = 0 ahead of the front (k_max = 1, k_min = 0).
+
+    Behind the front u = 1 - (1 - u*) erf(x / (2√t)) / erf(λ); the front is x* = 2λ√t with
+    λ the root of u* √π λ erf(λ) e^{λ²} = 1 - u* (Rankine–Hugoniot at the jump u* → 0).
+    """
+    lam = brentq(lambda z: u_star * np.sqrt(np.pi) * z * erf(z) * np.exp(z * z) - (1 - u_star), 1e-9, 10)
+    return lam
+
+
+def front_position(x, u, level):
+    order = np.argsort(x)
+    x, u = x[order], u[order]
+    i = np.flatnonzero(u >= level)[-1]
+    return x[i] + (x[i + 1] - x[i]) * (u[i] - level) / (u[i] - u[i + 1])
+
+
+@pytest.mark.parametrize("kind", ["dual", "cells"])
+def test_stefan_front_rate(kind):
+    """Front position against the Neumann similarity solution; the step is smoothed over
+    a width proportional to h, so the smoothing error vanishes with the mesh."""
+    u_star, t_end = 0.6, 0.1
+    lam = stefan_similarity(u_star)
+    exact_front = 2 * lam * np.sqrt(t_end)
+    hs, errors = [], []
+    for n in (25, 50, 100, 200):
+        cv = build_control_volumes(generate({"shape": "interval", "cells": n, "jitter": 0.3}, seed=0), kind)
+        bcs = [BoundaryData("left", "dirichlet", constant(1.0)), BoundaryData("right", "flux", constant(0.0))]
+        k = Conductivity("stefan", u_star=u_star, k_max=1.0, k_min=0.0, smoothing=0.5 / n)
+        traj = solve(cv, k, bcs, np.zeros(cv.num_cvs), t_end, t_end / (2 * n), 2, 1.0)
+        hs.append(1 / n)
+        errors.append(abs(front_position(cv.centre[:, 0], traj.u[-1], u_star / 2) - exact_front))
+    assert errors[-1] < 3e-3
+    assert fitted_rate(hs, errors) > 0.8
+
+
+@pytest.mark.parametrize("kind", ["dual", "cells"])
+def test_stokes_second_problem_rate(kind):
+    """Stokes' second problem: u(0, t) = U cos(ω t) drives u = U e^{-κy} cos(ωt - κy),
+    κ = √(ω / 2ν); started from that periodic state, the far end held at the closed form."""
+    nu, omega, U = 0.1, 2 * np.pi, 1.0
+    kappa = np.sqrt(omega / (2 * nu))
+    exact = lambda x, t: U * np.exp(-kappa * x[:, 0]) * np.cos(omega * t - kappa * x[:, 0])
+    wall = lambda x, t=0.0, params=None: exact(x, t)
+    hs, errors = [], []
+    for n in (20, 40, 80, 160):
+        cv = build_control_volumes(generate({"shape": "interval", "cells": n, "jitter": 0.3}, seed=2), kind)
+        bcs = [BoundaryData("left", "dirichlet", wall), BoundaryData("right", "dirichlet", wall)]
+        traj = solve(cv, Conductivity("constant", k=nu), bcs, exact(cv.centre, 0), 1.0, 0.5 / n, 4, 0.5)
+        hs.append(1 / n)
+        errors.append(max(l2(cv, traj.u[i] - exact(cv.centre, t)) for i, t in enumerate(traj.times)))
+    assert fitted_rate(hs, errors) > 1.8
