@@ -20,8 +20,6 @@ from hybrid.errors import EXIT_BAD_INPUT, CaseError
 __all__ = ["main"]
 
 _PLANNED = {
-    "train": "the surrogate stage (ensemble FNO training) is not built yet",
-    "predict": "the prediction and constraint stages are not built yet",
     "validate": "the validation report is not built yet",
 }
 
@@ -37,8 +35,10 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--quiet", action="store_true", help="no progress bars")
         return sp
 
-    stage("run", "all stages available so far: solve -> export")
+    stage("run", "all stages available so far: solve -> train -> predict -> export")
     stage("solve", "run the reference solver on every train and test scenario")
+    stage("train", "train the ensemble of FNO surrogates on the solver's training scenarios")
+    stage("predict", "ensemble predictions (mean, variance, member deviations) for every test scenario")
     ex = stage("export", "write XDMF time series of the solver's fields for ParaView")
     ex.add_argument("--train", action="store_true", help="also export the training scenarios")
     for name, why in _PLANNED.items():
@@ -60,23 +60,35 @@ def _run(args) -> int:
     if args.command in _PLANNED:
         if comm.rank == 0:
             print(f"hybrid {args.command}: {_PLANNED[args.command]} in this version; "
-                  f"available: solve, export, run", file=sys.stderr)
+                  f"available: solve, train, predict, export, run", file=sys.stderr)
         return 1
     case = load_case(args.case)
     progress = not args.quiet
     if args.command == "solve":
         from hybrid.stages.solve import run_solve
         run_solve(case, force=args.force, comm=comm, progress=progress)
+    elif args.command == "train":
+        from hybrid.stages.train import run_train
+        run_train(case, force=args.force, comm=comm, progress=progress)
+    elif args.command == "predict":
+        from hybrid.stages.predict import run_predict
+        run_predict(case, force=args.force, comm=comm, progress=progress)
     elif args.command in ("export", "run"):
         from hybrid.stages.export import run_export
+        from hybrid.stages.predict import run_predict
         from hybrid.stages.solve import run_solve
+        from hybrid.stages.train import run_train
         if args.command == "run":
             run_solve(case, force=args.force, comm=comm, progress=progress)
+            run_train(case, force=args.force, comm=comm, progress=progress)
+            run_predict(case, force=args.force, comm=comm, progress=progress)
         files = run_export(case, force=args.force, train=getattr(args, "train", False), comm=comm,
                            progress=progress)
         if args.command == "run" and comm.rank == 0:
             out = case.output_dir
             print(f"\nhybrid run {case.name}: done.\n  dataset   {out / 'solve' / 'dataset.h5'}\n"
+                  f"  surrogate {out / 'train'} (loss curves: history.png)\n"
+                  f"  predicted {out / 'predict' / 'predictions.h5'} (scores: metrics.json)\n"
                   f"  ParaView  {len(files)} series in {out / 'export'} (e.g. paraview {files[0] if files else ''})")
     return 0
 

@@ -32,17 +32,24 @@ class ScenarioProgress:
     updates, so the bar is right without any collective call in the work loop.
     """
 
-    def __init__(self, comm: MPI.Comm, total: int, desc: str, enabled: bool = True):
+    def __init__(self, comm: MPI.Comm, total: int, desc: str, enabled: bool = True, unit: str = "scenario"):
         self.comm, self.total = comm, total
         self.count = 0
         self.bar = None
         self._requests = []
         if comm.rank == 0 and enabled:
             from tqdm import tqdm
-            self.bar = tqdm(total=total, desc=desc, unit="scenario", file=sys.stderr,
+            self.bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr,
                             dynamic_ncols=True, disable=None)
 
+    def postfix(self, **values) -> None:
+        """Show values (rank 0's own work) next to the bar."""
+        if self.bar is not None:
+            self.bar.set_postfix(values, refresh=False)
+
     def done(self, n: int = 1) -> None:
+        if n <= 0:
+            return
         if self.comm.rank == 0:
             self._advance(n)
             self._drain(block=False)

@@ -38,7 +38,8 @@ def hybrid_command() -> list[str]:
 
 def mpi_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of a child process: root-safe Open MPI, not inside a test's MPI job."""
-    env = dict(os.environ)
+    # a child started from inside an MPI rank must not think it belongs to that job
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMPI_", "PMIX_", "PMI_"))}
     env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
                OMPI_MCA_rmaps_base_oversubscribe="1", PYTHONUNBUFFERED="1")
     env.pop("HYBRID_MPI_CHILD", None)

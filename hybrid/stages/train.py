@@ -1,0 +1,188 @@
+"""``hybrid train CASE``: a deep ensemble of FNO surrogates on the solver's dataset.
+
+Members train independently, member m on rank m mod P, each single-threaded and seeded
+from the case seed and m, so the ensemble does not depend on P. Every few epochs a
+member writes a checkpoint (``OUTPUT/train/checkpoints/member-M.pt``); a run that was
+interrupted resumes from it. The finished member (best validation weights, model
+configuration, normalisation, loss history) is ``OUTPUT/train/member-M.pt``; rank 0
+draws the loss curves in ``OUTPUT/train/history.png``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from mpi4py import MPI
+
+from hybrid.errors import CaseError
+from hybrid.files import atomic_path, mark_stage_done, stage_is_current
+from hybrid.mesh.control_volumes import build_control_volumes
+from hybrid.parallel import ScenarioProgress, my_indices, root_print
+from hybrid.stages.solve import SOLVE_SECTIONS, periodic_pairs, read_dataset, run_solve
+from hybrid.surrogates.data import Normaliser, build_inputs, flux_density
+from hybrid.surrogates.training import TrainingSet, load_checkpoint, train_member
+from hybrid.surrogates.transfer import Transfer
+
+__all__ = ["TRAIN_SECTIONS", "run_train", "case_transfer", "grid_shape", "load_members"]
+
+TRAIN_SECTIONS = SOLVE_SECTIONS + ("surrogate",)
+CHECKPOINT_EVERY = 5
+
+
+def grid_shape(case, dim: int) -> tuple[int, ...]:
+    grid = case.surrogate["grid"]
+    shape = tuple(grid) if isinstance(grid, (list, tuple)) else (int(grid),) * dim
+    if len(shape) != dim:
+        raise CaseError(f"grid has {len(shape)} sizes for a {dim}-D mesh", file=str(case.display_file),
+                        key="surrogate.grid")
+    modes = case.surrogate["modes"]
+    if modes > min(shape) // 2 + 1:
+        raise CaseError(f"modes = {modes} is more than the grid resolves (at most {min(shape) // 2 + 1} "
+                        f"for grid {list(shape)})", file=str(case.display_file), key="surrogate.modes")
+    return shape
+
+
+def case_transfer(case, data: dict):
+    """Control volumes and the mesh↔grid transfer for the dataset's mesh."""
+    mesh = data["mesh"]
+    cv = build_control_volumes(mesh, data["control_volumes_kind"], periodic_pairs(case))
+    return cv, Transfer.build(mesh, cv, grid_shape(case, mesh.gdim))
+
+
+def _training_set(case, data: dict, cv, transfer) -> TrainingSet:
+    train = data["train"]
+    S, T1, N = train["u"].shape
+    if S < 2:
+        raise CaseError("training needs at least 2 training scenarios", file=str(case.display_file), key="data.train")
+    u, params = train["u"], train["params"]
+    phi = flux_density(train["flux"], cv.face_area, data["times"])
+    norm = Normaliser.fit(params, u, phi)
+    inputs = build_inputs(transfer, u[:, 0], params, norm)
+    rng = np.random.default_rng(np.random.SeedSequence([case.seed, 9001]))
+    order = rng.permutation(S)
+    n_val = int(round(case.surrogate["validation"] * S))
+    n_val = min(max(n_val, 1 if case.surrogate["validation"] > 0 else 0), S - 1)
+    s = case.surrogate
+    if s["heteroscedastic"]:
+        raise CaseError("heteroscedastic variance heads are not built yet; use heteroscedastic = false",
+                        file=str(case.display_file), key="surrogate.heteroscedastic")
+    T, d = T1 - 1, cv.dim
+    config = {"in_channels": int(inputs.grid_inputs.shape[1]), "out_channels": T + T * d, "dim": d,
+              "modes": int(s["modes"]), "width": int(s["width"]), "layers": int(s["layers"]),
+              "padding": max(2, max(transfer.grid.shape) // 8), "outputs": T}
+    residual = None
+    if s["softc_weight"] > 0:
+        from hybrid.surrogates.softc import gpme_residual_penalty
+        residual = gpme_residual_penalty(case, transfer, inputs, norm, data["times"], params, train["parameter_names"])
+    return TrainingSet(transfer, inputs, torch.as_tensor(u[:, 1:]), torch.as_tensor(phi),
+                       torch.as_tensor(cv.volume), torch.as_tensor(cv.face_area), torch.as_tensor(cv.face_normal),
+                       norm, np.sort(order[n_val:]), np.sort(order[:n_val]), config,
+                       {"epochs": int(s["epochs"]), "lr": float(s["lr"]), "batch": int(s["batch"]),
+                        "patience": int(s["patience"]), "softc_weight": float(s["softc_weight"]),
+                        "checkpoint_every": CHECKPOINT_EVERY}, residual)
+
+
+def run_train(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, progress: bool = True,
+              announce: bool = True) -> Path:
+    """Train every member (collective); returns the train directory."""
+    dataset = run_solve(case, comm=comm, progress=progress, announce=False)
+    out = Path(case.output_dir) / "train"
+    digest = case.hash(*TRAIN_SECTIONS)
+    M = int(case.surrogate["members"])
+    files = [f"member-{m}.pt" for m in range(M)]
+    if not force and stage_is_current(out, digest, files):
+        if announce:
+            root_print(f"train: up to date ({out}); --force redoes it", comm=comm)
+        return out
+    if force and comm.rank == 0 and (out / "checkpoints").exists():
+        shutil.rmtree(out / "checkpoints")
+    comm.Barrier()
+    data = read_dataset(dataset)
+    cv, transfer = case_transfer(case, data)
+    tset = _training_set(case, data, cv, transfer)
+    epochs = tset.settings["epochs"]
+    root_print(f"train: {case.name}: {M} members x up to {epochs} epochs, grid {list(transfer.grid.shape)}, "
+               f"{len(tset.train_idx)} training / {len(tset.val_idx)} validation scenarios, on {comm.size} rank(s)",
+               comm=comm)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a member's arithmetic must not depend on the thread count, hence on P
+    bar = ScenarioProgress(comm, M * epochs, "train", enabled=progress, unit="epoch")
+    summaries = {}
+    try:
+        for m in my_indices(M, comm):
+            def on_epoch(done, train_loss, val, m=m):
+                bar.done()
+                bar.postfix(member=m, epoch=done, loss=f"{train_loss:.3g}", val=f"{val:.3g}")
+            ckpt = out / "checkpoints" / f"member-{m}.pt"
+            if ckpt.exists():
+                prev = load_checkpoint(ckpt)
+                if prev.get("digest") == digest:
+                    bar.done(int(prev["epoch"]))
+            result, best = train_member(tset, m, case.seed, digest, ckpt, on_epoch)
+            bar.done(epochs - result.epochs_run)  # epochs that early stopping skipped
+            with atomic_path(out / f"member-{m}.pt") as tmp:
+                torch.save({"digest": digest, "member": m, "model": best, "config": tset.model_config,
+                            "normaliser": tset.norm.to_state(),
+                            "history": torch.tensor(result.history, dtype=torch.float64)}, tmp)
+            summaries[m] = {"epochs": result.epochs_run, "best_validation_rel_l2": result.best_val,
+                            "resumed_from_epoch": result.resumed_from}
+    finally:
+        torch.set_num_threads(threads)
+    bar.close()
+    gathered = comm.gather(summaries, root=0)
+    if comm.rank == 0:
+        allsum = {k: v for part in gathered for k, v in part.items()}
+        for m in sorted(allsum):
+            s = allsum[m]
+            resumed = f", resumed at epoch {s['resumed_from_epoch']}" if s["resumed_from_epoch"] else ""
+            root_print(f"train: member {m}: {s['epochs']} epochs, best validation relative L2 "
+                       f"{s['best_validation_rel_l2']:.4f}{resumed}", comm=comm)
+        if case.output["figures"]:
+            _plot_history(out, M)
+        mark_stage_done(out, digest, members={str(k): v for k, v in allsum.items()})
+    comm.Barrier()
+    return out
+
+
+def _plot_history(out: Path, M: int) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for m in range(M):
+        hist = torch.load(out / f"member-{m}.pt", map_location="cpu", weights_only=True)["history"].numpy()
+        if len(hist):
+            ax.semilogy(np.arange(1, len(hist) + 1), hist[:, 0], color=f"C{m}", lw=1, label=f"member {m} train loss")
+            ax.semilogy(np.arange(1, len(hist) + 1), hist[:, 1], color=f"C{m}", lw=1, ls="--")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss (solid), validation rel. L2 (dashed)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(out / "history.png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def load_members(out: Path, M: int, members: list[int], digest: str | None = None) -> dict:
+    """Load finished members safely (weights_only); a mismatched file is a clear error."""
+    from hybrid.surrogates.training import build_model
+
+    loaded = {}
+    for m in members:
+        path = out / f"member-{m}.pt"
+        state = load_checkpoint(path)
+        if digest is not None and state.get("digest") != digest:
+            raise CaseError(f"{path} was trained for other case settings; run hybrid train --force")
+        model = build_model(state["config"])
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as exc:
+            raise CaseError(f"{path} does not match the model configuration: {exc}") from None
+        model.eval()
+        loaded[m] = (model, state["config"], Normaliser.from_state(state["normaliser"]))
+    return loaded
+

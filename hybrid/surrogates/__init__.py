@@ -1,0 +1,1 @@
+"""Neural-operator surrogates."""

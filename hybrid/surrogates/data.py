@@ -1,0 +1,99 @@
+"""From a solver dataset to the tensors a surrogate trains on, and back.
+
+A scenario's input is its initial state, its parameters and the grid coordinates, on
+the regular grid of :class:`~hybrid.surrogates.transfer.Transfer`:
+
+    channel 0            initial state (normalised)
+    channels 1..P        scenario parameters, normalised, as constant channels
+    channels P+1..P+d    grid coordinates scaled to [0, 1]
+    channel P+d+1        1 inside the domain, 0 on grid nodes outside it
+
+Targets live on the mesh: the state of every control volume at t_1..t_T and the mean
+normal flux density of every face over each output interval, φ_f^n = Φ_f^n / (|f| Δt_n).
+The model predicts on the grid (state increments from the initial state, and flux
+density vectors); :meth:`Normaliser` and :func:`to_mesh_outputs` map its output back to
+control-volume states and face fluxes Φ_f^n, whatever the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+__all__ = ["Normaliser", "SurrogateInputs", "build_inputs", "to_mesh_outputs", "flux_density"]
+
+
+def flux_density(flux: np.ndarray, face_area: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """φ_f^n = Φ_f^n / (|f| Δt_n) for fluxes of shape (..., T, F)."""
+    dt = np.diff(times)
+    return flux / face_area / dt[:, None]
+
+
+@dataclass
+class Normaliser:
+    """Affine scalings fitted on the training scenarios (stored with each checkpoint)."""
+
+    param_mean: np.ndarray
+    param_std: np.ndarray
+    u_mean: float
+    u_std: float
+    du_std: float
+    flux_std: float
+
+    @classmethod
+    def fit(cls, params: np.ndarray, u: np.ndarray, phi: np.ndarray) -> "Normaliser":
+        std = params.std(axis=0)
+        return cls(params.mean(axis=0), np.where(std > 0, std, 1.0), float(u.mean()), float(u.std() or 1.0),
+                   float(np.std(u[:, 1:] - u[:, :1]) or 1.0), float(np.sqrt(np.mean(phi ** 2)) or 1.0))
+
+    def to_state(self) -> dict:
+        return {"param_mean": torch.as_tensor(self.param_mean), "param_std": torch.as_tensor(self.param_std),
+                "scalars": torch.tensor([self.u_mean, self.u_std, self.du_std, self.flux_std], dtype=torch.float64)}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "Normaliser":
+        s = state["scalars"].tolist()
+        return cls(state["param_mean"].numpy(), state["param_std"].numpy(), *s)
+
+
+@dataclass
+class SurrogateInputs:
+    """Inputs of S scenarios on the grid, with their initial states on the mesh."""
+
+    grid_inputs: torch.Tensor   # (S, C_in, *grid) float32
+    u0: torch.Tensor            # (S, N) float64, initial control-volume values
+
+
+def build_inputs(transfer, u0: np.ndarray, params: np.ndarray, norm: Normaliser) -> SurrogateInputs:
+    """Stack the input channels of the module docstring for S scenarios."""
+    S = u0.shape[0]
+    shape = tuple(transfer.grid.shape)
+    u0_grid = transfer.to_grid((u0 - norm.u_mean) / norm.u_std).reshape(S, 1, *shape)
+    p = (params - norm.param_mean) / norm.param_std
+    p_grid = np.broadcast_to(p.reshape(S, -1, *([1] * len(shape))), (S, p.shape[1], *shape))
+    coords = transfer.grid.points.T.reshape(len(shape), *shape)
+    lo, hi = np.asarray(transfer.grid.lo), np.asarray(transfer.grid.hi)
+    coords = (coords - lo.reshape(-1, *([1] * len(shape)))) / (hi - lo).reshape(-1, *([1] * len(shape)))
+    coords = np.broadcast_to(coords, (S, *coords.shape))
+    inside = np.broadcast_to(transfer.inside.reshape(1, 1, *shape).astype(float), (S, 1, *shape))
+    x = np.concatenate([u0_grid, p_grid, coords, inside], axis=1)
+    return SurrogateInputs(torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(u0, dtype=torch.float64))
+
+
+def to_mesh_outputs(transfer, output: torch.Tensor, u0: torch.Tensor, norm: Normaliser, T: int,
+                    face_normal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Model output (B, C_out, *grid) → states (B, T, N) and normal flux densities (B, T, F).
+
+    States are the initial control-volume values plus the transferred increments, so a
+    prediction reproduces the initial state exactly.
+    """
+    B = output.shape[0]
+    d = face_normal.shape[1]
+    du = transfer.to_mesh(output[:, :T]) * norm.du_std                      # (B, T, N)
+    u = u0.to(du.dtype)[:, None, :] + du
+    q = output[:, T:T + T * d].reshape(B, T, d, *output.shape[2:])
+    q_faces = transfer.to_faces(q) * norm.flux_std                           # (B, T, d, F)
+    phi = torch.einsum("btdf,fd->btf", q_faces, face_normal.to(q_faces.dtype))
+    return u, phi

@@ -1,0 +1,164 @@
+"""Training one ensemble member: deterministic, checkpointed, resumable.
+
+Each member m has its own seed (from the case seed and m), so members differ by their
+initialisation and mini-batch order (a deep ensemble, Lakshminarayanan et al. 2017).
+The mini-batch order of epoch e is drawn from a generator seeded with (seed, m, e), so
+a resumed run continues exactly as the uninterrupted one would have. Training runs with
+one torch thread, which makes a member's result independent of how members are spread
+over MPI ranks.
+
+Loss: relative squared error of the states (volume-weighted) plus that of the face flux
+densities (area-weighted), plus ``softc_weight`` × the PDE residual penalty (SoftC).
+
+Checkpoints hold only tensors, numbers and strings, and load with
+``torch.load(..., weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from hybrid.errors import CaseError
+from hybrid.files import atomic_path
+from hybrid.surrogates.data import Normaliser, SurrogateInputs, to_mesh_outputs
+from hybrid.surrogates.fno import FNO
+
+__all__ = ["TrainingSet", "MemberResult", "train_member", "load_checkpoint", "member_seed", "build_model"]
+
+
+@dataclass
+class TrainingSet:
+    """Everything a member needs, identical on every rank."""
+
+    transfer: object
+    inputs: SurrogateInputs            # all training scenarios
+    u: torch.Tensor                    # (S, T, N) float64 targets at t_1..t_T
+    phi: torch.Tensor                  # (S, T, F) float64 flux-density targets
+    volume: torch.Tensor               # (N,)
+    face_area: torch.Tensor            # (F,)
+    face_normal: torch.Tensor          # (F, d)
+    norm: Normaliser
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    model_config: dict
+    settings: dict                     # epochs, lr, batch, patience, softc_weight, checkpoint_every
+    residual: Callable | None = None   # SoftC: (grid states (B, T, *grid), inputs) -> residual tensor
+
+
+@dataclass
+class MemberResult:
+    member: int
+    epochs_run: int
+    best_val: float
+    history: list
+    resumed_from: int
+
+
+def member_seed(seed: int, member: int) -> int:
+    digest = hashlib.sha256(f"hybrid-surrogate:{seed}:{member}".encode()).hexdigest()
+    return int(digest[:12], 16)
+
+
+def build_model(config: dict) -> FNO:
+    return FNO(config["in_channels"], config["out_channels"], config["dim"], modes=config["modes"],
+               width=config["width"], layers=config["layers"], padding=config["padding"])
+
+
+def relative_errors(data: TrainingSet, output: torch.Tensor, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    T = data.u.shape[1]
+    u_pred, phi_pred = to_mesh_outputs(data.transfer, output, data.inputs.u0[idx], data.norm, T, data.face_normal)
+    u_true, phi_true = data.u[idx], data.phi[idx]
+    vol, area = data.volume.to(u_pred.dtype), data.face_area.to(phi_pred.dtype)
+    eu = ((u_pred - u_true) ** 2 * vol).sum(dim=(1, 2)) / ((u_true ** 2 * vol).sum(dim=(1, 2)) + 1e-30)
+    ephi = ((phi_pred - phi_true) ** 2 * area).sum(dim=(1, 2)) / ((phi_true ** 2 * area).sum(dim=(1, 2)) + 1e-30)
+    return eu, ephi
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Load a checkpoint safely; a corrupt file is a clear error, never unpickled code."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same message
+        raise CaseError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {exc}); "
+                        f"delete it or run with --force") from None
+
+
+def _save(path: Path, state: dict) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def train_member(data: TrainingSet, member: int, seed: int, digest: str, checkpoint: Path,
+                 on_epoch: Callable[[int, float, float], None] | None = None) -> tuple[MemberResult, dict]:
+    """Train (or resume) member ``member``; returns its result and best weights."""
+    s = data.settings
+    torch.manual_seed(member_seed(seed, member))
+    model = build_model(data.model_config)
+    opt = torch.optim.Adam(model.parameters(), lr=s["lr"])
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=s["epochs"], eta_min=s["lr"] * 0.01)
+    start, best_val, bad, history, resumed_from = 0, math.inf, 0, [], 0
+    best_state = copy.deepcopy(model.state_dict())
+    if checkpoint.exists():
+        state = load_checkpoint(checkpoint)
+        if state.get("digest") == digest and state.get("member") == member:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            best_state = state["best_model"]
+            start = int(state["epoch"])
+            best_val, bad = float(state["best_val"]), int(state["bad_epochs"])
+            history = [list(h) for h in state["history"].tolist()] if len(state["history"]) else []
+            resumed_from = start
+    stopped = bad >= s["patience"]
+    epoch = start
+    n = len(data.train_idx)
+    for epoch in range(start, s["epochs"]):
+        if stopped:
+            break
+        model.train()
+        gen = torch.Generator().manual_seed(member_seed(seed, member) + 7919 * (epoch + 1))
+        order = data.train_idx[torch.randperm(n, generator=gen).numpy()]
+        losses = []
+        for b in range(0, n, s["batch"]):
+            idx = order[b:b + s["batch"]]
+            out = model(data.inputs.grid_inputs[idx])
+            eu, ephi = relative_errors(data, out, idx)
+            loss = (eu + ephi).mean()
+            if s["softc_weight"] > 0 and data.residual is not None:
+                loss = loss + s["softc_weight"] * data.residual(out, idx)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+        sched.step()
+        model.eval()
+        with torch.no_grad():
+            idx = data.val_idx if len(data.val_idx) else data.train_idx
+            eu, ephi = relative_errors(data, model(data.inputs.grid_inputs[idx]), idx)
+            val = float(torch.sqrt(eu).mean())
+        train_loss = float(np.mean(losses))
+        history.append([train_loss, val])
+        if val < best_val:
+            best_val, bad = val, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            bad += 1
+        stopped = bad >= s["patience"]
+        done = epoch + 1
+        if done % s["checkpoint_every"] == 0 or done == s["epochs"] or stopped:
+            _save(checkpoint, {"digest": digest, "member": member, "epoch": done, "model": model.state_dict(),
+                               "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                               "best_model": best_state, "best_val": best_val, "bad_epochs": bad,
+                               "history": torch.tensor(history, dtype=torch.float64)})
+        if on_epoch:
+            on_epoch(done, train_loss, val)
+    epochs_run = len(history)
+    return MemberResult(member, epochs_run, best_val, history, resumed_from), best_state

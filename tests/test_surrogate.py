@@ -1,0 +1,194 @@
+"""Surrogates: the FNO's tensor contract, SoftC's residual, training determinism, resume,
+safe checkpoints and the predict stage."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from helpers import popen_cli, run_cli, small_case
+from hybrid.surrogates.fno import FNO, SpectralConv
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY = {"members": "2", "epochs": "6", "grid": "32", "modes": "8", "width": "8", "layers": "2", "batch": "4"}
+
+
+@pytest.mark.parametrize("dim,grid", [(1, (40,)), (2, (20, 16)), (3, (8, 8, 6))])
+def test_fno_tensor_contract(dim, grid):
+    model = FNO(in_channels=5, out_channels=7, dim=dim, modes=4, width=8, layers=2, padding=2)
+    x = torch.randn(3, 5, *grid)
+    y = model(x)
+    assert y.shape == (3, 7, *grid)
+    y.square().mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_spectral_conv_commutes_with_periodic_shifts_and_keeps_low_modes():
+    conv = SpectralConv(2, 3, (5, 4))
+    x = torch.randn(1, 2, 16, 12)
+    assert torch.allclose(conv(torch.roll(x, (3, 5), (-2, -1))), torch.roll(conv(x), (3, 5), (-2, -1)), atol=1e-5)
+    # a pure high-frequency input (beyond the kept modes) is filtered out
+    i = torch.arange(16).reshape(-1, 1).float()
+    high = torch.cos(2 * np.pi * 8 * i / 16).expand(16, 12).reshape(1, 1, 16, 12).repeat(1, 2, 1, 1)
+    assert conv(high).abs().max() < 1e-5
+
+
+def test_softc_residual_vanishes_on_an_exact_discrete_solution():
+    """u = a t + a x²/(2k) solves u_t = k u_xx exactly, and centred differences are exact on it."""
+    from types import SimpleNamespace
+
+    from hybrid.case.expressions import compile_expression
+    from hybrid.mesh.control_volumes import build_control_volumes
+    from hybrid.mesh.shapes import generate
+    from hybrid.surrogates.data import Normaliser, build_inputs
+    from hybrid.surrogates.softc import gpme_residual_penalty
+    from hybrid.surrogates.transfer import Transfer
+
+    mesh = generate({"shape": "interval", "cells": 64}, seed=0)
+    cv = build_control_volumes(mesh, "dual")
+    transfer = Transfer.build(mesh, cv, (33,))
+    k, a = 0.7, 2.0
+    times = np.linspace(0, 0.5, 6)
+    u0 = a * cv.centre[:, 0] ** 2 / (2 * k)
+    params = np.array([[k]])
+    norm = Normaliser(np.zeros(1), np.ones(1), 0.0, 1.0, 1.0, 1.0)
+    inputs = build_inputs(transfer, u0[None], params, norm)
+    case = SimpleNamespace(pde={"family": "gpme", "k": "constant", "source": compile_expression("0")},
+                           display_file="case.toml")
+    penalty = gpme_residual_penalty(case, transfer, inputs, norm, times, params, ["k"])
+    increments = torch.tensor(a * times[1:], dtype=torch.float32).reshape(1, 5, 1).expand(1, 5, 33)
+    exact = torch.cat([increments, torch.zeros(1, 5, 33)], dim=1)
+    assert float(penalty(exact, np.array([0]))) < 1e-8
+    wrong = torch.cat([1.5 * increments, torch.zeros(1, 5, 33)], dim=1)
+    # residual 0.5 a everywhere, scaled by Δt̄ / σ_Δu = 0.1: penalty (0.1 · 0.5 · 2)² = 0.01
+    assert float(penalty(wrong, np.array([0]))) == pytest.approx(0.01, rel=1e-3)
+
+
+@pytest.fixture(scope="module")
+def tiny_case(tmp_path_factory):
+    """A small diffusion case solved once, copied per test."""
+    base = tmp_path_factory.mktemp("surrogate")
+    path = small_case(ROOT / "cases" / "diffusion-1d", base, train=8, test=3, surrogate=TINY,
+                      time={"t_end": "0.2", "outputs": "4"})
+    proc = run_cli(["solve", str(path), "--quiet"])
+    assert proc.returncode == 0, proc.stderr
+    return path
+
+
+def _copy(case: Path, dest: Path, **surrogate) -> Path:
+    import shutil
+
+    target = dest / case.name
+    shutil.copytree(case, target)
+    text = (target / "case.toml").read_text()
+    for key, value in surrogate.items():
+        text = text.replace(f"{key} = {TINY[key]}", f"{key} = {value}")
+    (target / "case.toml").write_text(text)
+    return target
+
+
+def test_predict_writes_ensemble_statistics(tiny_case, tmp_path):
+    case = _copy(tiny_case, tmp_path)
+    proc = run_cli(["predict", str(case), "--quiet"])
+    assert proc.returncode == 0, proc.stderr
+    assert "ensemble mean relative L2" in proc.stdout
+    with h5py.File(case / "results" / "predict" / "predictions.h5", "r") as f:
+        u_mean, u_var, u_dev = f["u_mean"][()], f["u_var"][()], f["u_dev"][()]
+        flux_mean, flux_dev = f["flux_mean"][()], f["flux_dev"][()]
+        assert f["surrogate_seconds"].shape == (3,) and f["solver_seconds"].shape == (3,)
+    with h5py.File(case / "results" / "solve" / "dataset.h5", "r") as f:
+        truth = f["test/u"][()]
+        flux = f["test/flux"][()]
+    assert u_mean.shape == truth.shape and u_dev.shape == (3, 2, *truth.shape[1:])
+    assert flux_mean.shape == flux.shape and flux_dev.shape == (3, 2, *flux.shape[1:])
+    np.testing.assert_array_equal(u_mean[:, 0], truth[:, 0])      # the initial state is given, not predicted
+    np.testing.assert_allclose(u_dev.mean(axis=1), 0, atol=1e-12)
+    np.testing.assert_allclose(u_var, (u_dev ** 2).sum(axis=1) / (2 - 1), rtol=1e-10, atol=1e-14)
+    assert (u_var[:, 1:] > 0).all()                              # members differ
+
+
+@pytest.mark.parallel(nprocs=2)
+def test_training_does_not_depend_on_the_number_of_ranks(tiny_case, tmp_path, comm):
+    """Members trained at 2 ranks (one each) equal members trained on one rank."""
+    from mpi4py import MPI
+
+    from hybrid.case import load_case
+    from hybrid.stages.train import run_train
+
+    root = Path(comm.bcast(str(tmp_path) if comm.rank == 0 else None))
+    if comm.rank == 0:
+        serial = _copy(tiny_case, root / "serial")
+        run_train(load_case(serial), comm=MPI.COMM_SELF, progress=False)
+        _copy(tiny_case, root / "parallel")
+    comm.Barrier()
+    par = root / "parallel" / tiny_case.name
+    run_train(load_case(par), comm=comm, progress=False)
+    if comm.rank == 0:
+        for m in range(2):
+            a = torch.load(root / "serial" / tiny_case.name / "results/train" / f"member-{m}.pt", weights_only=True)
+            b = torch.load(par / "results/train" / f"member-{m}.pt", weights_only=True)
+            for key in a["model"]:
+                assert torch.equal(a["model"][key], b["model"][key]), key
+
+
+def test_training_resumes_after_a_kill(tiny_case, tmp_path):
+    case = _copy(tiny_case, tmp_path, epochs=40, members=1)
+    ckpt = case / "results" / "train" / "checkpoints" / "member-0.pt"
+    proc = popen_cli(["train", str(case), "--quiet"])
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert ckpt.exists(), "no checkpoint was written"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    saved = torch.load(ckpt, weights_only=True)
+    assert 0 < saved["epoch"] < 40
+    assert not (case / "results" / "train" / "member-0.pt").exists()
+    rerun = run_cli(["train", str(case)])
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"resumed at epoch" in rerun.stdout
+    final = torch.load(case / "results" / "train" / "member-0.pt", weights_only=True)
+    history = final["history"]
+    stopped_early = len(history) < 40
+    assert len(history) == 40 or stopped_early
+    # the resumed run did not start over: its history begins with the killed run's epochs
+    np.testing.assert_array_equal(history[: saved["epoch"]].numpy(), saved["history"].numpy())
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tiny_case, tmp_path):
+    case = _copy(tiny_case, tmp_path, members=1)
+    ckpt = case / "results" / "train" / "checkpoints" / "member-0.pt"
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"not a checkpoint at all")
+    proc = run_cli(["train", str(case), "--quiet"])
+    assert proc.returncode == 2
+    assert "cannot be read" in proc.stderr and "Traceback" not in proc.stderr
+    # --force starts afresh
+    proc = run_cli(["train", str(case), "--quiet", "--force"])
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_pickled_code_in_a_checkpoint_is_not_run(tiny_case, tmp_path):
+    import pickle
+
+    case = _copy(tiny_case, tmp_path, members=1)
+    ckpt = case / "results" / "train" / "checkpoints" / "member-0.pt"
+    ckpt.parent.mkdir(parents=True)
+    marker = tmp_path / "ran"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    torch.save({"digest": Evil()}, ckpt, pickle_module=pickle)
+    proc = run_cli(["train", str(case), "--quiet"])
+    assert proc.returncode == 2
+    assert not marker.exists()
