@@ -31,6 +31,7 @@ from hybrid.parallel import my_indices, root_print
 from hybrid.stages.solve import read_dataset
 from hybrid.stages.train import TRAIN_SECTIONS, case_transfer, load_members, run_train
 from hybrid.surrogates.data import build_inputs, to_mesh_outputs
+from hybrid.surrogates.training import device
 
 __all__ = ["run_predict", "nearest_training_baseline", "relative_l2", "coverage"]
 
@@ -83,15 +84,20 @@ def run_predict(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, p
     dt = np.diff(data["times"])
     normal = torch.as_tensor(cv.face_normal)
     results = {}
+    dev = device()
+    normal = normal.to(dev)
     with torch.no_grad():
         for m, (model, config, norm) in members.items():
+            model.to(dev)
             t0 = time.perf_counter()
             inputs = build_inputs(transfer, test["u"][:, 0], test["params"], norm)
-            output = model(inputs.grid_inputs)
-            u, phi = to_mesh_outputs(transfer, output, inputs.u0, norm, T, normal)
+            output = model(inputs.grid_inputs.to(dev))
+            u, phi = to_mesh_outputs(transfer, output, inputs.u0.to(dev), norm, T, normal)
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
             seconds = time.perf_counter() - t0
-            flux = phi.double().numpy() * cv.face_area * dt[:, None]
-            u_full = np.concatenate([test["u"][:, :1], u.double().numpy()], axis=1)
+            flux = phi.double().cpu().numpy() * cv.face_area * dt[:, None]
+            u_full = np.concatenate([test["u"][:, :1], u.double().cpu().numpy()], axis=1)
             results[m] = (u_full, flux, seconds)
     gathered = comm.gather(results, root=0)
     if comm.rank == 0:

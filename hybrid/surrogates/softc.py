@@ -60,12 +60,14 @@ def gpme_residual_penalty(case, transfer, inputs, norm, times: np.ndarray, param
     kind = case.pde["k"]
 
     def penalty(output: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
+        dev = output.device
         T = dt.shape[0]
-        u = u0_grid[idx] + output[:, :T] * norm.du_std                # (B, T, *grid)
-        u_all = torch.cat([u0_grid[idx], u], dim=1)
-        pb = {n: P[idx, names.index(n)].reshape(-1, 1, *([1] * d)) for n in names}
+        start = u0_grid[idx].to(dev)
+        u = start + output[:, :T] * norm.du_std                        # (B, T, *grid)
+        u_all = torch.cat([start, u], dim=1)
+        pb = {n: P[idx, names.index(n)].to(dev).reshape(-1, 1, *([1] * d)) for n in names}
         k = conductivity_torch(kind, pb)
-        u_t = (u_all[:, 1:] - u_all[:, :-1]) / dt.reshape(1, -1, *([1] * d))
+        u_t = (u_all[:, 1:] - u_all[:, :-1]) / dt.to(dev).reshape(1, -1, *([1] * d))
         div = torch.zeros_like(u)
         for a in range(d):
             ax = 2 + a
@@ -75,7 +77,8 @@ def gpme_residual_penalty(case, transfer, inputs, norm, times: np.ndarray, param
             inner = (flux.narrow(ax, 1, n - 2) - flux.narrow(ax, 0, n - 2)) / h[a]
             div = div + torch.nn.functional.pad(inner, _pad_for(d, a))
         r = (u_t - div) * (dt_mean / norm.du_std)
-        return (r ** 2 * mask).sum() / (mask.sum() * r.shape[0] * r.shape[1])
+        m = mask.to(dev)
+        return (r ** 2 * m).sum() / (m.sum() * r.shape[0] * r.shape[1])
 
     return penalty
 

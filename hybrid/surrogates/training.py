@@ -31,7 +31,7 @@ from hybrid.files import atomic_path
 from hybrid.surrogates.data import Normaliser, SurrogateInputs, to_mesh_outputs
 from hybrid.surrogates.fno import FNO
 
-__all__ = ["TrainingSet", "MemberResult", "train_member", "load_checkpoint", "member_seed", "build_model"]
+__all__ = ["TrainingSet", "MemberResult", "train_member", "load_checkpoint", "member_seed", "build_model", "device"]
 
 
 @dataclass
@@ -51,6 +51,21 @@ class TrainingSet:
     model_config: dict
     settings: dict                     # epochs, lr, batch, patience, softc_weight, checkpoint_every
     residual: Callable | None = None   # SoftC: (grid states (B, T, *grid), inputs) -> residual tensor
+
+    def to(self, device: torch.device) -> "TrainingSet":
+        """The same set with its tensors on ``device`` (the transfer moves its operators itself)."""
+        if device.type == "cpu":
+            return self
+        mv = lambda t: t.to(device)
+        inputs = SurrogateInputs(mv(self.inputs.grid_inputs), mv(self.inputs.u0))
+        return TrainingSet(self.transfer, inputs, mv(self.u), mv(self.phi), mv(self.volume), mv(self.face_area),
+                           mv(self.face_normal), self.norm, self.train_idx, self.val_idx, self.model_config,
+                           self.settings, self.residual)
+
+
+def device() -> torch.device:
+    """CUDA when available, else the CPU: the same code runs on both."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 @dataclass
@@ -82,10 +97,10 @@ def relative_errors(data: TrainingSet, output: torch.Tensor, idx: np.ndarray) ->
     return eu, ephi
 
 
-def load_checkpoint(path: Path) -> dict:
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:
     """Load a checkpoint safely; a corrupt file is a clear error, never unpickled code."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same message
         raise CaseError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {exc}); "
                         f"delete it or run with --force") from None
@@ -100,14 +115,16 @@ def train_member(data: TrainingSet, member: int, seed: int, digest: str, checkpo
                  on_epoch: Callable[[int, float, float], None] | None = None) -> tuple[MemberResult, dict]:
     """Train (or resume) member ``member``; returns its result and best weights."""
     s = data.settings
+    dev = device()
+    data = data.to(dev)
     torch.manual_seed(member_seed(seed, member))
-    model = build_model(data.model_config)
+    model = build_model(data.model_config).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=s["lr"])
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=s["epochs"], eta_min=s["lr"] * 0.01)
     start, best_val, bad, history, resumed_from = 0, math.inf, 0, [], 0
     best_state = copy.deepcopy(model.state_dict())
     if checkpoint.exists():
-        state = load_checkpoint(checkpoint)
+        state = load_checkpoint(checkpoint, dev)
         if state.get("digest") == digest and state.get("member") == member:
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
@@ -125,7 +142,7 @@ def train_member(data: TrainingSet, member: int, seed: int, digest: str, checkpo
             break
         model.train()
         gen = torch.Generator().manual_seed(member_seed(seed, member) + 7919 * (epoch + 1))
-        order = data.train_idx[torch.randperm(n, generator=gen).numpy()]
+        order = data.train_idx[torch.randperm(n, generator=gen).numpy()]  # CPU generator: same order on any device
         losses = []
         for b in range(0, n, s["batch"]):
             idx = order[b:b + s["batch"]]
@@ -161,4 +178,5 @@ def train_member(data: TrainingSet, member: int, seed: int, digest: str, checkpo
         if on_epoch:
             on_epoch(done, train_loss, val)
     epochs_run = len(history)
+    best_state = {k: v.detach().cpu() for k, v in best_state.items()}
     return MemberResult(member, epochs_run, best_val, history, resumed_from), best_state
