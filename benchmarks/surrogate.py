@@ -3,7 +3,8 @@ time per epoch at 1 and 2 MPI ranks. Ratios measured in one run, never gated on 
 
     .venv/bin/python benchmarks/surrogate.py [--case cases/diffusion-1d] [--epochs 5]
 
-1. On a copy of the case (its own training settings, ``--epochs`` epochs, 2 members),
+1. On a copy of the case (its own model settings, 40 training and 8 test scenarios,
+   ``--epochs`` epochs, 2 members),
    ``hybrid train`` at 1 rank and at 2 ranks: seconds per epoch (all members), speed-up.
 2. ``hybrid predict`` on the same copy: the ensemble's inference seconds per test
    trajectory against the solver's seconds for the same scenarios (from the dataset).
@@ -38,7 +39,7 @@ def _set(text: str, key: str, value: str) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--case", default="cases/diffusion-1d")
-    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--epochs", type=int, default=20)
     args = ap.parse_args()
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
     hybrid = str(ROOT / ".venv" / "bin" / "hybrid")
@@ -48,6 +49,8 @@ def main() -> None:
         case.mkdir()
         text = (src / "case.toml").read_text().replace('file = "../../meshes/', f'file = "{ROOT}/meshes/')
         text = _set(_set(_set(text, "epochs", str(args.epochs)), "members", "2"), "patience", str(args.epochs + 1))
+        text = re.sub(r"^train = \d+", "train = 40", text, flags=re.M)
+        text = re.sub(r"^test = \d+", "test = 8", text, flags=re.M)
         (case / "case.toml").write_text(text)
         subprocess.run([hybrid, "solve", str(case), "--quiet"], check=True, env=env, capture_output=True)
         per_epoch = {}
