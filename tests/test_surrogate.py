@@ -192,3 +192,27 @@ def test_pickled_code_in_a_checkpoint_is_not_run(tiny_case, tmp_path):
     proc = run_cli(["train", str(case), "--quiet"])
     assert proc.returncode == 2
     assert not marker.exists()
+
+
+def test_run_end_to_end_then_reuse(tiny_case, tmp_path):
+    """`hybrid run` chains the stages; unchanged inputs redo nothing; a [surrogate] change
+    redoes training onward but not the solve."""
+    case = _copy(tiny_case, tmp_path)
+    first = run_cli(["run", str(case), "--quiet"])
+    assert first.returncode == 0, first.stderr
+    for path in ("solve/dataset.h5", "train/member-1.pt", "train/history.png", "predict/predictions.h5",
+                 "predict/metrics.json", "export/test-000.xdmf"):
+        assert (case / "results" / path).exists(), path
+    stamp = {p: (case / "results" / p).stat().st_mtime_ns for p in ("solve/dataset.h5", "train/member-0.pt")}
+    again = run_cli(["run", str(case), "--quiet"])
+    assert again.returncode == 0, again.stderr
+    assert "solve: up to date" in again.stdout and "train: up to date" in again.stdout
+    assert "predict: up to date" in again.stdout
+    assert (case / "results/train/member-0.pt").stat().st_mtime_ns == stamp["train/member-0.pt"]
+    text = (case / "case.toml").read_text().replace("width = 8", "width = 6")
+    (case / "case.toml").write_text(text)
+    changed = run_cli(["run", str(case), "--quiet"])
+    assert changed.returncode == 0, changed.stderr
+    assert "solve: up to date" in changed.stdout and "train: up to date" not in changed.stdout
+    assert (case / "results/solve/dataset.h5").stat().st_mtime_ns == stamp["solve/dataset.h5"]
+    assert (case / "results/train/member-0.pt").stat().st_mtime_ns != stamp["train/member-0.pt"]

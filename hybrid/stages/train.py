@@ -72,7 +72,8 @@ def _training_set(case, data: dict, cv, transfer) -> TrainingSet:
     T, d = T1 - 1, cv.dim
     config = {"in_channels": int(inputs.grid_inputs.shape[1]), "out_channels": T + T * d, "dim": d,
               "modes": int(s["modes"]), "width": int(s["width"]), "layers": int(s["layers"]),
-              "padding": max(2, max(transfer.grid.shape) // 8), "outputs": T}
+              "padding": 0 if _fully_periodic(case, data["mesh"]) else max(2, max(transfer.grid.shape) // 8),
+              "outputs": T}
     residual = None
     if s["softc_weight"] > 0:
         from hybrid.surrogates.softc import gpme_residual_penalty
@@ -83,6 +84,13 @@ def _training_set(case, data: dict, cv, transfer) -> TrainingSet:
                        {"epochs": int(s["epochs"]), "lr": float(s["lr"]), "batch": int(s["batch"]),
                         "patience": int(s["patience"]), "softc_weight": float(s["softc_weight"]),
                         "checkpoint_every": CHECKPOINT_EVERY}, residual)
+
+
+def _fully_periodic(case, mesh) -> bool:
+    """Every boundary of the mesh is periodic: the FFT's own periodicity is then right, so
+    the spectral layers get no zero padding."""
+    periodic = {name for pair in periodic_pairs(case) for name in pair}
+    return bool(periodic) and set(mesh.boundary_names) <= periodic
 
 
 def run_train(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, progress: bool = True,
