@@ -216,3 +216,18 @@ def test_run_end_to_end_then_reuse(tiny_case, tmp_path):
     assert "solve: up to date" in changed.stdout and "train: up to date" not in changed.stdout
     assert (case / "results/solve/dataset.h5").stat().st_mtime_ns == stamp["solve/dataset.h5"]
     assert (case / "results/train/member-0.pt").stat().st_mtime_ns != stamp["train/member-0.pt"]
+
+
+def test_nearest_training_baseline_picks_the_closest_scenario():
+    from hybrid.stages.predict import nearest_training_baseline
+
+    rng = np.random.default_rng(0)
+    train = {"params": rng.uniform(1, 5, (30, 1)), "u": np.zeros((30, 3, 10))}   # identical initial states
+    test = {"params": np.array([[1.0], [5.0], [3.3]]), "u": np.zeros((3, 3, 10))}
+    got = nearest_training_baseline(train, test)
+    want = np.argmin(np.abs(train["params"][:, 0][None] - test["params"][:, 0][:, None]), axis=1)
+    np.testing.assert_array_equal(got, want)
+    # differing initial states: the one with the right state wins over a closer parameter
+    train = {"params": np.array([[1.0], [1.1]]), "u": np.stack([np.zeros((2, 4)), np.ones((2, 4))])}
+    test = {"params": np.array([[1.02]]), "u": np.ones((1, 2, 4))}
+    assert nearest_training_baseline(train, test)[0] == 1

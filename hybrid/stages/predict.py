@@ -58,9 +58,10 @@ def nearest_training_baseline(train: dict, test: dict) -> np.ndarray:
     std = p_tr.std(axis=0)
     std = np.where(std > 0, std, 1.0)
     u_tr, u_te = train["u"][:, 0], test["u"][:, 0]
-    u_scale = max(u_tr.std(), 1e-300)
     dist = (((p_te[:, None, :] - p_tr[None]) / std) ** 2).sum(-1)
-    dist += ((u_te[:, None, :] - u_tr[None]) ** 2).mean(-1) / u_scale ** 2
+    u_scale = u_tr.std()
+    if u_scale > 0:  # initial states that differ between scenarios count too
+        dist += ((u_te[:, None, :] - u_tr[None]) ** 2).mean(-1) / u_scale ** 2
     return np.argmin(dist, axis=1)
 
 
