@@ -11,6 +11,7 @@ draws the loss curves in ``OUTPUT/train/history.png``.
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -119,6 +120,8 @@ def run_train(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, pro
     torch.set_num_threads(1)  # a member's arithmetic must not depend on the thread count, hence on P
     bar = ScenarioProgress(comm, M * epochs, "train", enabled=progress, unit="epoch")
     summaries = {}
+    comm.Barrier()
+    loop_start = time.perf_counter()
     try:
         for m in my_indices(M, comm):
             def on_epoch(done, train_loss, val, m=m):
@@ -129,17 +132,21 @@ def run_train(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, pro
                 prev = load_checkpoint(ckpt)
                 if prev.get("digest") == digest:
                     bar.done(int(prev["epoch"]))
+            member_start = time.perf_counter()
             result, best = train_member(tset, m, case.seed, digest, ckpt, on_epoch)
+            member_seconds = time.perf_counter() - member_start
             bar.done(epochs - result.epochs_run)  # epochs that early stopping skipped
             with atomic_path(out / f"member-{m}.pt") as tmp:
                 torch.save({"digest": digest, "member": m, "model": best, "config": tset.model_config,
                             "normaliser": tset.norm.to_state(),
                             "history": torch.tensor(result.history, dtype=torch.float64)}, tmp)
             summaries[m] = {"epochs": result.epochs_run, "best_validation_rel_l2": result.best_val,
-                            "resumed_from_epoch": result.resumed_from}
+                            "resumed_from_epoch": result.resumed_from,
+                            "seconds_per_epoch": member_seconds / max(result.epochs_run - result.resumed_from, 1)}
     finally:
         torch.set_num_threads(threads)
     bar.close()
+    loop_seconds = time.perf_counter() - loop_start  # after the collective close: the slowest rank
     gathered = comm.gather(summaries, root=0)
     if comm.rank == 0:
         allsum = {k: v for part in gathered for k, v in part.items()}
@@ -150,7 +157,8 @@ def run_train(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, pro
                        f"{s['best_validation_rel_l2']:.4f}{resumed}", comm=comm)
         if case.output["figures"]:
             _plot_history(out, M)
-        mark_stage_done(out, digest, members={str(k): v for k, v in allsum.items()})
+        mark_stage_done(out, digest, members={str(k): v for k, v in allsum.items()}, ranks=comm.size,
+                        training_seconds=loop_seconds)
     comm.Barrier()
     return out
 
