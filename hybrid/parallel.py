@@ -68,6 +68,12 @@ class ScenarioProgress:
                 return
             self._advance(self.comm.recv(source=MPI.ANY_SOURCE, tag=_PROGRESS_TAG))
 
+    def discard(self) -> None:
+        """Close the bar without waiting for other ranks (when the work failed somewhere)."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
     def close(self) -> None:
         """Collective: rank 0 waits for every rank's count, then closes the bar."""
         if self.comm.rank == 0:

@@ -163,7 +163,7 @@ def run_solve(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, pro
         bar.done()
     errors = [e for e in comm.allgather(error) if e]
     if errors:
-        bar.bar and bar.bar.close()
+        bar.discard()
         raise CaseError("the reference solver failed: " + errors[0])
     bar.close()
 
