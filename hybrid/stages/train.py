@@ -175,7 +175,7 @@ def _plot_history(out: Path, M: int) -> None:
             ax.semilogy(np.arange(1, len(hist) + 1), hist[:, 0], color=f"C{m}", lw=1, label=f"member {m} train loss")
             ax.semilogy(np.arange(1, len(hist) + 1), hist[:, 1], color=f"C{m}", lw=1, ls="--")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("loss (solid), validation rel. L2 (dashed)")
+    ax.set_ylabel("train loss: squared rel. error (solid)\nvalidation rel. L2 (dashed)")
     ax.legend(fontsize=7)
     fig.tight_layout()
     with atomic_path(out / "history.png") as tmp:
