@@ -1,0 +1,1 @@
+"""The coupling layer: constraint rows G x = b and the Gaussian update that imposes them."""
