@@ -118,17 +118,32 @@ def run_predict(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, p
                                   ("solver_seconds", test["solve_seconds"]), ("surrogate_seconds", surrogate_seconds)):
                     f[name] = arr
         metrics = _score(data, cv, u_mean, u_var, flux_mean, surrogate_seconds)
+        from hybrid.stages.constrain import run_variants
+        metrics["variants"] = run_variants(case, cv, data, u_mean, u_var, U - u_mean[:, None], flux_mean,
+                                           flux_var, Fx - flux_mean[:, None], out / "variants.h5")
         with atomic_path(out / "metrics.json") as tmp:
             tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-        mark_stage_done(out, digest, **{k: v for k, v in metrics.items() if not isinstance(v, list)})
+        mark_stage_done(out, digest, **{k: v for k, v in metrics.items() if not isinstance(v, (list, dict))})
         root_print(f"predict: {case.name}: ensemble mean relative L2 {metrics['rel_l2_mean']:.4f} vs nearest "
                    f"training scenario {metrics['rel_l2_nearest_train']:.4f} "
                    f"(ratio {metrics['nearest_over_ensemble']:.2f}x); 90% interval coverage "
                    f"{metrics['coverage90']:.2f}; flux relative L2 {metrics['flux_rel_l2']:.4f}; surrogate "
                    f"{metrics['surrogate_seconds']:.3g} s vs solver {metrics['solver_seconds']:.3g} s per scenario",
                    comm=comm)
+        root_print(_ablation_table(case.name, metrics["variants"]), comm=comm)
     comm.Barrier()
     return out
+
+
+def _ablation_table(name: str, variants: dict) -> str:
+    lines = [f"predict: {name}: constraint variants (test scenarios)",
+             f"  {'variant':18s} {'MSE':>10s} {'rel L2':>8s} {'balance':>9s} {'mass err':>9s} "
+             f"{'Dirichlet':>9s} {'cover90':>7s} {'loglik':>8s} {'update s':>9s}"]
+    for v, m in variants.items():
+        lines.append(f"  {v:18s} {m['mse']:10.3e} {m['rel_l2']:8.4f} {m['max_balance_residual']:9.1e} "
+                     f"{m['mass_error']:9.1e} {m['dirichlet_error']:9.1e} {m['coverage90']:7.2f} "
+                     f"{m['log_likelihood']:8.2f} {m['update_seconds']:9.4f}")
+    return "\n".join(lines)
 
 
 def _score(data: dict, cv, u_mean, u_var, flux_mean, surrogate_seconds) -> dict:
