@@ -26,11 +26,14 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
+from hybrid.errors import CaseError
+
 __all__ = ["ConstraintError", "GaussianUpdate"]
 
 
-class ConstraintError(ValueError):
-    """The rows cannot be imposed: redundant or inconsistent, or touching only certain entries."""
+class ConstraintError(CaseError):
+    """The rows cannot be imposed: redundant or inconsistent, or touching only certain entries.
+    A case asking for such rows gets this one message (exit code 2)."""
 
 
 @dataclass
@@ -62,7 +65,7 @@ class GaussianUpdate:
             raise ConstraintError(f"{singular} — {exc}") from None
         # a numerically singular A₀ factorises with a pivot at round-off level
         pivots = np.abs(self._lu.U.diagonal())
-        if rows and pivots.min() <= 1e-11 * pivots.max():
+        if rows and pivots.min() <= 1e-13 * pivots.max():  # redundant rows give ~1e-15; ill-conditioned real ones ~1e-11
             raise ConstraintError(f"{singular} (smallest/largest pivot {pivots.min() / pivots.max():.1e})")
         if self.U is not None:
             self._A0inv_W = self._lu.solve(self.W)
