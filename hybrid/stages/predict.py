@@ -27,29 +27,14 @@ import torch
 from mpi4py import MPI
 
 from hybrid.files import atomic_path, mark_stage_done, stage_is_current
+from hybrid.metrics import coverage, relative_l2
 from hybrid.parallel import my_indices, root_print
 from hybrid.stages.solve import read_dataset
 from hybrid.stages.train import TRAIN_SECTIONS, case_transfer, load_members, run_train
 from hybrid.surrogates.data import build_inputs, to_mesh_outputs
 from hybrid.surrogates.training import device
 
-__all__ = ["run_predict", "nearest_training_baseline", "relative_l2", "coverage"]
-
-Z90 = 1.6448536269514722  # two-sided 90% interval of a Gaussian
-
-
-def relative_l2(pred: np.ndarray, true: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """Per-scenario relative L2 over all times and entries: ‖p - t‖_w / ‖t‖_w."""
-    axes = tuple(range(1, pred.ndim))
-    num = np.sqrt(np.sum(weight * (pred - true) ** 2, axis=axes))
-    den = np.sqrt(np.sum(weight * true ** 2, axis=axes))
-    return num / np.maximum(den, 1e-300)
-
-
-def coverage(mean: np.ndarray, var: np.ndarray, true: np.ndarray) -> float:
-    """Fraction of values inside mean ± z₀.₉₅ σ (a calibrated model gives 0.90)."""
-    return float(np.mean(np.abs(true - mean) <= Z90 * np.sqrt(var)))
-
+__all__ = ["run_predict", "nearest_training_baseline"]
 
 def nearest_training_baseline(train: dict, test: dict) -> np.ndarray:
     """Index of the training scenario nearest to each test scenario, in normalised
