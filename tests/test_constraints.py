@@ -148,3 +148,19 @@ def test_predict_writes_exact_per_cell_variant(tmp_path):
     assert metrics["raw"]["max_balance_residual"] > 1e-6      # the raw surrogate does not conserve
     with h5py.File(case / "results/predict/variants.h5", "r") as f:
         assert f["per-cell/u_mean"].shape == f["raw/u_mean"].shape
+
+
+def test_cg_with_multigrid_agrees_with_the_direct_solve():
+    mesh = generate({"shape": "rectangle", "h": 0.1}, seed=0)
+    cv = build_control_volumes(mesh, "dual")
+    layout = StateLayout(cv.num_cvs, cv.num_faces, 4)
+    rng = np.random.default_rng(6)
+    rows = conservation_rows(cv, layout, rng.standard_normal(cv.num_cvs))
+    mu, var = rng.standard_normal(layout.size), rng.uniform(0.5, 1.5, layout.size)
+    U = rng.standard_normal((layout.size, 3)) / np.sqrt(2)
+    direct = GaussianUpdate(rows.G, rows.b, var, U, direct=True).mean(mu)
+    iterative_update = GaussianUpdate(rows.G, rows.b, var, U, direct=False)
+    iterative = iterative_update.mean(mu)
+    np.testing.assert_allclose(iterative, direct, rtol=0, atol=1e-9 * np.abs(direct).max())
+    scale = np.abs(rows.G).max(axis=1).toarray().ravel() * np.abs(mu).max()
+    assert np.max(np.abs(iterative_update.residual(iterative)) / scale) < 1e-10

@@ -1,0 +1,78 @@
+"""Constraint-update benchmark: its cost against surrogate inference, and its growth with
+the number of control volumes. Ratios and fitted exponents from one run; never gated on.
+
+    .venv/bin/python benchmarks/constraints.py
+
+1. For every shipped case that has been run (``results/predict/metrics.json``): seconds of
+   the per-cell + boundary update per test scenario against the ensemble's inference
+   seconds per scenario (target: update ≤ 10% of inference).
+2. Growth: per-cell rows on rectangles of decreasing h (dual control volumes, 10 output
+   intervals, a random prediction with a diagonal covariance): update time for the mean
+   alone and with the posterior variance, against the number of control volumes, with
+   the fitted exponent (target ≤ 1.1).
+
+The 1 vs 2 rank speed-up needs the distributed solve, which is not built yet.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def per_case() -> None:
+    print(f"{'case':18s} {'variant':18s} {'update s':>9s} {'inference s':>11s} {'update/inference':>16s}")
+    for metrics_file in sorted((ROOT / "cases").glob("*/results/predict/metrics.json")):
+        m = json.loads(metrics_file.read_text())
+        variants = m.get("variants", {})
+        for variant in ("per-cell", "per-cell+boundary"):
+            if variant in variants:
+                upd, inf = variants[variant]["update_seconds"], m["surrogate_seconds"]
+                print(f"{metrics_file.parts[-4]:18s} {variant:18s} {upd:9.4f} {inf:11.4f} {upd / inf:16.1f}")
+
+
+def growth() -> None:
+    from hybrid.constraints.rows import StateLayout, conservation_rows
+    from hybrid.constraints.update import GaussianUpdate
+    from hybrid.mesh.control_volumes import build_control_volumes
+    from hybrid.mesh.shapes import generate
+
+    rng = np.random.default_rng(0)
+    sizes, mean_s, var_s = [], [], []
+    for h in (0.1, 0.05, 0.025, 0.0125):
+        cv = build_control_volumes(generate({"shape": "rectangle", "h": h}, seed=0), "dual")
+        layout = StateLayout(cv.num_cvs, cv.num_faces, 10)
+        rows = conservation_rows(cv, layout, rng.standard_normal(cv.num_cvs))
+        mu = rng.standard_normal(layout.size)
+        var = rng.uniform(0.5, 1.5, layout.size)
+        t0 = time.perf_counter()
+        update = GaussianUpdate(rows.G, rows.b, var)
+        update.mean(mu)
+        t1 = time.perf_counter()
+        update.variance(exact=False, samples=64)
+        t2 = time.perf_counter()
+        sizes.append(cv.num_cvs)
+        mean_s.append(t1 - t0)
+        var_s.append(t2 - t0)
+        print(f"  {cv.num_cvs:7d} control volumes, {rows.count:8d} rows: mean {t1 - t0:7.3f} s, "
+              f"mean + variance (64 samples) {t2 - t0:7.3f} s")
+    for label, seconds in (("mean", mean_s), ("mean + variance", var_s)):
+        slope = np.polyfit(np.log(sizes[1:]), np.log(seconds[1:]), 1)[0]
+        print(f"  fitted exponent ({label}, three finest meshes): {slope:.2f}")
+
+
+def main() -> None:
+    per_case()
+    print("\ngrowth with the number of control volumes (serial sparse LU):")
+    growth()
+
+
+if __name__ == "__main__":
+    main()
