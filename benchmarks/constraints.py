@@ -70,7 +70,7 @@ def growth() -> None:
 
 def main() -> None:
     per_case()
-    print("\ngrowth with the number of control volumes (serial: sparse LU up to 4000 rows, CG + GAMG above):")
+    print("\ngrowth with the number of control volumes (serial: sparse LU up to 10000 rows, CG + GAMG above):")
     growth()
 
 

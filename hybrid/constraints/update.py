@@ -32,7 +32,7 @@ from hybrid.errors import CaseError
 __all__ = ["ConstraintError", "GaussianUpdate"]
 
 
-DIRECT_ROWS = 4000
+DIRECT_ROWS = 10000  # LU factors are reused by the many variance-sample solves; CG is not
 _SINGULAR = ("G Σ Gᵀ is singular: some rows are redundant (e.g. global rows together with all per-cell "
              "rows), or touch only entries the prediction is certain of (zero variance)")
 
