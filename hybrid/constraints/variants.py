@@ -11,6 +11,7 @@ unchanged (the paper's baseline).
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 from scipy.integrate import simpson
 
 from hybrid.constraints.rows import (ConstraintRows, StateLayout, boundary_flux_rows, conservation_rows,
@@ -48,14 +49,9 @@ def boundary_rows(case, cv: ControlVolumes, layout: StateLayout, times: np.ndarr
             values = np.stack([bc.expr(cv.centre[cvs], t=t, params=params) for t in times[1:]])
             blocks.append(dirichlet_rows(layout, cvs, values))
     if not blocks:
-        return ConstraintRows(*_empty(layout))
+        return ConstraintRows(sp.csr_matrix((0, layout.size)), np.zeros(0), np.zeros(0, dtype="U16"))
     # a control volume on two Dirichlet boundaries gets one row, not two (they would be redundant)
     return _dedupe(stack_rows(blocks))
-
-
-def _empty(layout):
-    import scipy.sparse as sp
-    return sp.csr_matrix((0, layout.size)), np.zeros(0), np.zeros(0, dtype="U16")
 
 
 def _dedupe(rows: ConstraintRows) -> ConstraintRows:
@@ -68,16 +64,15 @@ def _dedupe(rows: ConstraintRows) -> ConstraintRows:
     return ConstraintRows(G[keep], rows.b[keep], rows.kind[keep])
 
 
-def variant_rows(variant: str, case, cv, layout, u0, source, times, params) -> ConstraintRows | None:
+def variant_rows(variant: str, cv, layout, u0, source, boundary: ConstraintRows) -> ConstraintRows | None:
+    """The rows of a variant; ``boundary`` is the scenario's :func:`boundary_rows`."""
     if variant == "raw":
         return None
     if variant in ("hardc", "global"):
         return global_rows(cv, layout, u0, source)
     rows = conservation_rows(cv, layout, u0, source)
-    if variant == "per-cell+boundary":
-        bnd = boundary_rows(case, cv, layout, times, params)
-        if bnd.count:
-            rows = stack_rows([rows, bnd])
+    if variant == "per-cell+boundary" and boundary.count:
+        rows = stack_rows([rows, boundary])
     return rows
 
 

@@ -240,8 +240,6 @@ def _facet_area_vectors(points: np.ndarray, facets: np.ndarray) -> tuple[np.ndar
     else:
         n = 0.5 * np.cross(x[:, 1] - x[:, 0], x[:, 2] - x[:, 0])
     area = np.linalg.norm(n, axis=1)
-    if d == 3:
-        return area, n / area[:, None]
     return area, n / area[:, None]
 
 
@@ -324,7 +322,6 @@ def _boundary_facet_data(mesh: MeshData):
 
 def _build_cells(mesh: MeshData, periodic) -> ControlVolumes:
     points, cells = mesh.points, mesh.cells
-    d = points.shape[1]
     volume = cell_measures(points, cells)
     centre = points[cells].mean(axis=1)
     facets, facet_cells, facet_opp, bnd, b_area, b_normal, b_centroid, b_tags = _boundary_facet_data(mesh)

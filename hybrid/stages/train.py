@@ -128,14 +128,11 @@ def run_train(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, pro
                 bar.done()
                 bar.postfix(member=m, epoch=done, loss=f"{train_loss:.3g}", val=f"{val:.3g}")
             ckpt = out / "checkpoints" / f"member-{m}.pt"
-            if ckpt.exists():
-                prev = load_checkpoint(ckpt)
-                if prev.get("digest") == digest:
-                    bar.done(int(prev["epoch"]))
             member_start = time.perf_counter()
             result, best = train_member(tset, m, case.seed, digest, ckpt, on_epoch)
             member_seconds = time.perf_counter() - member_start
-            bar.done(epochs - result.epochs_run)  # epochs that early stopping skipped
+            # epochs done before a resume, and those early stopping skipped
+            bar.done(result.resumed_from + epochs - result.epochs_run)
             with atomic_path(out / f"member-{m}.pt") as tmp:
                 torch.save({"digest": digest, "member": m, "model": best, "config": tset.model_config,
                             "normaliser": tset.norm.to_state(),
