@@ -1,8 +1,8 @@
 """The ``hybrid`` command: a thin layer over the stages.
 
-    mpirun -n 4 hybrid run cases/stefan-1d
-    hybrid solve|export CASE [--force]
-    hybrid keys                      # every case.toml key with its default
+    mpirun -n 4 hybrid run cases/stefan-1d     # solve -> train -> predict -> validate -> export
+    hybrid solve|train|predict|validate|export CASE [--force] [--quiet]
+    hybrid keys                                # every case.toml key with its default
 
 Every mistake in the input is one message on stderr (rank 0), no traceback, exit code 2.
 """
@@ -19,9 +19,7 @@ from hybrid.errors import EXIT_BAD_INPUT, CaseError
 
 __all__ = ["main"]
 
-_PLANNED = {
-    "validate": "the validation report is not built yet",
-}
+_PLANNED: dict[str, str] = {}   # commands announced but not built yet: name -> why
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,12 +33,17 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--quiet", action="store_true", help="no progress bars")
         return sp
 
-    stage("run", "all stages available so far: solve -> train -> predict -> export")
+    stage("run", "every stage: solve -> train -> predict (with constraints) -> validate -> export")
     stage("solve", "run the reference solver on every train and test scenario")
     stage("train", "train the ensemble of FNO surrogates on the solver's training scenarios")
-    stage("predict", "ensemble predictions (mean, variance, member deviations) for every test scenario")
-    ex = stage("export", "write XDMF time series of the solver's fields for ParaView")
+    stage("predict", "ensemble predictions (mean, variance, member deviations) for every test scenario, "
+                     "and every constraint variant the case asks for")
+    stage("validate", "score every variant against the solver: report.md, metrics.json and figures")
+    ex = stage("export", "write XDMF time series for ParaView: the solver's fields and every constraint "
+                         "variant's mean, std, absolute error and balance residual")
     ex.add_argument("--train", action="store_true", help="also export the training scenarios")
+    ex.add_argument("--solver-only", action="store_true",
+                    help="export the solver's fields only (u, balance_residual): no training or prediction")
     for name, why in _PLANNED.items():
         stage(name, f"(not available yet: {why})")
     sub.add_parser("keys", help="print every case.toml key with its type, default and meaning")
@@ -73,6 +76,9 @@ def _run(args) -> int:
     elif args.command == "predict":
         from hybrid.stages.predict import run_predict
         run_predict(case, force=args.force, comm=comm, progress=progress)
+    elif args.command == "validate":
+        from hybrid.stages.validate import run_validate
+        run_validate(case, force=args.force, comm=comm, progress=progress)
     elif args.command in ("export", "run"):
         from hybrid.stages.export import run_export
         from hybrid.stages.predict import run_predict
@@ -82,15 +88,37 @@ def _run(args) -> int:
             run_solve(case, force=args.force, comm=comm, progress=progress)
             run_train(case, force=args.force, comm=comm, progress=progress)
             run_predict(case, force=args.force, comm=comm, progress=progress)
-        files = run_export(case, force=args.force, train=getattr(args, "train", False), comm=comm,
-                           progress=progress)
+            from hybrid.stages.validate import run_validate
+            report = run_validate(case, force=args.force, comm=comm, progress=progress)
+        files = run_export(case, force=args.force, train=getattr(args, "train", False),
+                           solver_only=getattr(args, "solver_only", False), comm=comm, progress=progress)
         if args.command == "run" and comm.rank == 0:
-            out = case.output_dir
-            print(f"\nhybrid run {case.name}: done.\n  dataset   {out / 'solve' / 'dataset.h5'}\n"
-                  f"  surrogate {out / 'train'} (loss curves: history.png)\n"
-                  f"  predicted {out / 'predict' / 'predictions.h5'} (scores: metrics.json)\n"
-                  f"  ParaView  {len(files)} series in {out / 'export'} (e.g. paraview {files[0] if files else ''})")
+            print(_summary(case, report, files))
     return 0
+
+
+def _summary(case, report, files) -> str:
+    """The closing lines of ``hybrid run``: the headline numbers and where everything is."""
+    import json
+
+    out = case.output_dir
+    lines = [f"\nhybrid run {case.name}: done."]
+    try:
+        m = json.loads((report.parent / "metrics.json").read_text())
+        raw = m["variants"]["raw"]
+        best = min(m["variants"], key=lambda k: m["variants"][k]["rel_l2"])
+        t = m["times"]
+        lines.append(f"  raw surrogate relative L2 {raw['rel_l2']:.4f}; best variant {best} "
+                     f"{m['variants'][best]['rel_l2']:.4f}; surrogate {t['solver_over_surrogate']:.0f}x "
+                     f"faster than the solver per scenario")
+    except (OSError, KeyError, ValueError):
+        pass
+    lines += [f"  report    {report}  (tables, then figures)",
+              f"  ParaView  {len(files)} series in {out / 'export'}"
+              + (f"  (e.g. paraview {files[0]})" if files else ""),
+              f"  data      {out / 'solve' / 'dataset.h5'}, {out / 'predict' / 'variants.h5'}",
+              f"  surrogate {out / 'train'} (loss curves: history.png)"]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

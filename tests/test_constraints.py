@@ -39,7 +39,7 @@ def test_update_matches_the_dense_formula(ensemble, sigma):
     if sigma == 0:
         assert np.abs(upd.residual(upd.mean(mu))).max() <= 1e-10 * max(1.0, np.abs(b).max())
     # Matheron samples: exact constraint (σ = 0) and the right spread
-    samples = upd.sample(upd.prior_samples(mu, 4000, rng), rng)
+    samples = upd.sample(upd.prior_samples(mu, 4000, seed=11), seed=12)
     if sigma == 0:
         assert np.abs(samples @ G.T - b).max() < 1e-9
     np.testing.assert_allclose(samples.mean(0), mean_ref, atol=0.12)
@@ -121,7 +121,8 @@ def test_requested_variants_follow_the_case():
     case = SimpleNamespace(constraints={"conservation": "per-cell", "boundary": "exact", "compare": ["hardc"]})
     assert requested_variants(case) == ["raw", "hardc", "per-cell+boundary"]
     case.constraints = {"conservation": "global", "boundary": "none", "compare": ["raw", "per-cell", "softc"]}
-    assert requested_variants(case) == ["raw", "global", "per-cell"]
+    assert requested_variants(case) == ["raw", "global", "per-cell"]       # no SoftC ensemble was trained
+    assert requested_variants(case, {"softc": {}}) == ["raw", "softc", "global", "per-cell"]
 
 
 def test_predict_writes_exact_per_cell_variant(tmp_path):
@@ -164,3 +165,27 @@ def test_cg_with_multigrid_agrees_with_the_direct_solve():
     np.testing.assert_allclose(iterative, direct, rtol=0, atol=1e-9 * np.abs(direct).max())
     scale = np.abs(rows.G).max(axis=1).toarray().ravel() * np.abs(mu).max()
     assert np.max(np.abs(iterative_update.residual(iterative)) / scale) < 1e-10
+
+
+def test_normal_derivative_rows_hold_for_a_linear_field_and_are_imposed_exactly():
+    from hybrid.constraints.rows import normal_derivative_rows
+
+    cv, layout = _problem("dual", T=2)
+    right, top = cv.faces_of("right"), cv.faces_of("top")
+    u = 3 * cv.centre[:, 0] + 2 * cv.centre[:, 1]        # du/dn = 3 on the right, 2 on the top
+    x = layout.pack(np.stack([u, u]), np.zeros((2, cv.num_faces)))
+    rows_r = normal_derivative_rows(cv, layout, right, lambda p, n: np.full(len(p), 3.0))
+    rows_t = normal_derivative_rows(cv, layout, top, lambda p, n: np.full(len(p), 2.0))
+    # one row per boundary facet (its d dual faces share the cell's gradient) and output time
+    assert rows_r.count == layout.T * len(right) // cv.dim
+    assert np.abs(rows_r.G @ x - rows_r.b).max() < 1e-12 and np.abs(rows_t.G @ x - rows_t.b).max() < 1e-12
+    wrong = normal_derivative_rows(cv, layout, right, lambda p, n: np.full(len(p), 4.0))
+    assert np.abs(wrong.G @ x - wrong.b).min() > 0.9
+    # imposed on a random prediction together with the per-cell rows: exact
+    rng = np.random.default_rng(8)
+    rows = stack_rows([conservation_rows(cv, layout, rng.standard_normal(cv.num_cvs)), wrong])
+    upd = GaussianUpdate(rows.G, rows.b, rng.uniform(0.5, 1.5, layout.size))
+    post = upd.mean(rng.standard_normal(layout.size))
+    assert np.abs(wrong.G @ post - wrong.b).max() < 1e-10
+    with pytest.raises(ValueError, match="dual"):
+        normal_derivative_rows(_problem("cells")[0], layout, right, lambda p, n: 0 * p[:, 0])

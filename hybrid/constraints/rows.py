@@ -12,6 +12,10 @@ known boundary flux (Neumann ``flux``), one per boundary face and interval
     Φ_f^n = ∫ q dt |f|
 Dirichlet values, one per Dirichlet control volume (dual) and output time
     u_K^n = g(x_K, t_n)
+normal derivative on values (Neumann ``normal_derivative``, dual), one per boundary facet
+and output time: the P1 gradient of the adjacent mesh cell along the outward normal
+    Σ_v (∇φ_v · n) u_{K(v)}^n = h(x_facet, t_n)
+(with a constant conductivity k the same condition also fixes the flux, Φ_f^n = −k |f| ∫ h dt)
 
 Rows are built as scipy CSR matrices in float64 over the whole problem; the distributed
 PETSc assembly follows the control volumes' owner ranks (``cv_owner``/``face_owner``).
@@ -27,7 +31,7 @@ import scipy.sparse as sp
 from hybrid.mesh.control_volumes import ControlVolumes
 
 __all__ = ["StateLayout", "ConstraintRows", "conservation_rows", "global_rows", "boundary_flux_rows",
-           "dirichlet_rows", "stack_rows"]
+           "dirichlet_rows", "normal_derivative_rows", "stack_rows"]
 
 
 @dataclass(frozen=True)
@@ -66,7 +70,7 @@ class ConstraintRows:
 
     G: sp.csr_matrix
     b: np.ndarray
-    kind: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype="U16"))
+    kind: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype="U24"))
 
     @property
     def count(self) -> int:
@@ -76,7 +80,7 @@ class ConstraintRows:
 def _rows(layout: StateLayout, rows, cols, vals, b, kind: str) -> ConstraintRows:
     G = sp.csr_matrix((vals, (rows, cols)), shape=(len(b), layout.size))
     G.sum_duplicates()
-    return ConstraintRows(G, np.asarray(b, float), np.full(len(b), kind, dtype="U16"))
+    return ConstraintRows(G, np.asarray(b, float), np.full(len(b), kind, dtype="U24"))
 
 
 def conservation_rows(cv: ControlVolumes, layout: StateLayout, u0: np.ndarray,
@@ -114,7 +118,7 @@ def global_rows(cv: ControlVolumes, layout: StateLayout, u0: np.ndarray,
     summing = sp.csr_matrix((np.ones(T * N), (np.repeat(np.arange(T), N), np.arange(T * N))), shape=(T, T * N))
     G = (summing @ per_cell.G).tocsr()
     G.eliminate_zeros()  # interior fluxes cancel exactly (+1 and -1)
-    return ConstraintRows(G, summing @ per_cell.b, np.full(T, "global", dtype="U16"))
+    return ConstraintRows(G, summing @ per_cell.b, np.full(T, "global", dtype="U24"))
 
 
 def boundary_flux_rows(layout: StateLayout, faces: np.ndarray, values: np.ndarray) -> ConstraintRows:
@@ -131,6 +135,41 @@ def dirichlet_rows(layout: StateLayout, cvs: np.ndarray, values: np.ndarray) -> 
     rows = np.arange(T * nc)
     cols = np.concatenate([layout.u(n).start + cvs for n in range(1, T + 1)])
     return _rows(layout, rows, cols, np.ones(T * nc), np.asarray(values, float).ravel(), "dirichlet")
+
+
+def normal_derivative_rows(cv: ControlVolumes, layout: StateLayout, faces: np.ndarray,
+                           values) -> ConstraintRows:
+    """∇u_h · n = h on the mesh facets under the given dual boundary faces, at t_1..t_T.
+
+    A boundary facet of a d-D mesh carries d dual faces (one per vertex), all with the
+    adjacent cell's gradient; they give one row, evaluated at the facet's centroid (the mean
+    of its pieces' centroids). ``values(points, n)`` returns h at those points and t_n."""
+    if cv.kind != "dual":
+        raise ValueError("normal-derivative rows need dual control volumes (cell values hold no gradient)")
+    bp = cv.boundary_pieces
+    piece = np.searchsorted(bp.face, faces)
+    if np.any(bp.face[np.minimum(piece, len(bp.face) - 1)] != faces):
+        raise ValueError("normal-derivative rows: some faces are not boundary faces")
+    # the row of a piece: -weight / |f| = ∇φ_v · n; pieces of one facet share stencil and normal
+    key = np.concatenate([np.sort(bp.stencil[piece], axis=1), np.round(cv.face_normal[faces], 12)], axis=1)
+    _, group, count = np.unique(key, axis=0, return_inverse=True, return_counts=True)
+    group = group.ravel()
+    first = np.full(len(count), -1)
+    first[group[::-1]] = np.arange(len(group))[::-1]
+    centroid = np.zeros((len(count), cv.dim))
+    np.add.at(centroid, group, cv.face_centroid[faces])
+    centroid /= count[:, None]
+    coeff = -bp.weight[piece[first]] / cv.face_area[faces[first]][:, None]
+    stencil = bp.stencil[piece[first]]
+    G = len(count)
+    rows, cols, vals, b = [], [], [], []
+    for n in range(1, layout.T + 1):
+        rows.append(np.repeat((n - 1) * G + np.arange(G), stencil.shape[1]))
+        cols.append((layout.u(n).start + stencil).ravel())
+        vals.append(coeff.ravel())
+        b.append(np.asarray(values(centroid, n), float) * np.ones(G))
+    return _rows(layout, np.concatenate(rows), np.concatenate(cols), np.concatenate(vals), np.concatenate(b),
+                 "normal-derivative")
 
 
 def stack_rows(blocks: list[ConstraintRows]) -> ConstraintRows:

@@ -29,12 +29,32 @@ import scipy.sparse.linalg as spla
 
 from hybrid.errors import CaseError
 
-__all__ = ["ConstraintError", "GaussianUpdate"]
+__all__ = ["ConstraintError", "GaussianUpdate", "normals", "prior_deviation"]
 
 
+EXACT_VARIANCE_ROWS = 2000  # above: the variance is estimated from posterior samples
 DIRECT_ROWS = 10000  # LU factors are reused by the many variance-sample solves; CG is not
 _SINGULAR = ("G Σ Gᵀ is singular: some rows are redundant (e.g. global rows together with all per-cell "
              "rows), or touch only entries the prediction is certain of (zero variance)")
+
+
+NOISE_DIAGONAL, NOISE_MEMBERS, NOISE_ROWS = 0, 1, 2  # independent random streams of one seed
+
+
+def normals(seed: int, stream: int, k: int, size: int) -> np.ndarray:
+    """Standard normals of sample k: a function of (seed, stream, k) only, never of the
+    number of ranks, so serial and distributed updates draw identical samples."""
+    return np.random.default_rng(np.random.SeedSequence([seed, stream, k])).standard_normal(size)
+
+
+def prior_deviation(seed: int, k: int, std: np.ndarray, U: np.ndarray | None, entries: np.ndarray,
+                    size: int | None = None) -> np.ndarray:
+    """Sample k of N(0, diag(std²) + U Uᵀ) at the given entries of the global state vector
+    (std and U hold those entries' rows; ``size`` is the global length)."""
+    z = normals(seed, NOISE_DIAGONAL, k, size or len(entries))[entries] * std
+    if U is not None:
+        z = z + U @ normals(seed, NOISE_MEMBERS, k, U.shape[1])
+    return z
 
 
 class ConstraintError(CaseError):
@@ -112,6 +132,7 @@ class GaussianUpdate:
         if np.any(self.var < 0) or self.sigma < 0:
             raise ConstraintError("variances and sigma must be >= 0")
         rows = self.G.shape[0]
+        self.entries = np.arange(self.G.shape[1])  # every entry is this process's (cf. DistributedUpdate)
         A0 = (self.G @ sp.diags(self.var) @ self.G.T + self.sigma ** 2 * sp.identity(rows)).tocsc()
         if self.U is not None:
             self.U = np.asarray(self.U, np.float64)
@@ -142,35 +163,34 @@ class GaussianUpdate:
         y = self.solve(self.G @ mu - self.b)
         return mu - self.sigma_times(self.G.T @ y)
 
-    def sample(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Matheron's rule: a prior sample x (n, or k × n) to a posterior sample."""
+    def sample(self, x: np.ndarray, seed: int) -> np.ndarray:
+        """Matheron's rule: prior samples x (k × n) to posterior samples."""
         xs = np.atleast_2d(x)
-        eps = self.sigma * rng.standard_normal((xs.shape[0], self.G.shape[0]))
+        eps = self.sigma * np.stack([normals(seed, NOISE_ROWS, k, self.G.shape[0]) for k in range(xs.shape[0])])
         r = (self.b - xs @ self.G.T - eps).T
-        out = xs + self.sigma_times(self.G.T @ self.solve(r)).T
-        return out if np.ndim(x) == 2 else out[0]
+        return xs + self.sigma_times(self.G.T @ self.solve(r)).T
 
-    def prior_samples(self, mu: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
-        """Samples of N(μ, diag(var) + U Uᵀ), shape (count, n)."""
-        z = rng.standard_normal((count, len(mu))) * np.sqrt(self.var)
-        if self.U is not None:
-            z = z + rng.standard_normal((count, self.U.shape[1])) @ self.U.T
-        return mu + z
+    def prior_samples(self, mu: np.ndarray, count: int, seed: int) -> np.ndarray:
+        """Samples of N(μ, diag(var) + U Uᵀ), shape (count, n); sample k depends only on
+        (seed, k), so a distributed update draws the very same samples."""
+        return mu + np.stack([prior_deviation(seed, k, np.sqrt(self.var), self.U, np.arange(len(mu)))
+                              for k in range(count)])
 
-    def variance(self, exact: bool | None = None, samples: int = 256,
-                 rng: np.random.Generator | None = None) -> np.ndarray:
+    def variance(self, exact: bool | None = None, samples: int = 256, seed: int = 0) -> np.ndarray:
         """diag(Σ̃): exact (dense in the number of rows) for small problems, else a
         Matheron-sample estimate."""
         rows = self.G.shape[0]
         if exact is None:
-            exact = rows <= 2000
+            exact = rows <= EXACT_VARIANCE_ROWS
         if exact:
             SGt = self.sigma_times(self.G.T.toarray())            # n × rows
             return self.var + (0 if self.U is None else (self.U ** 2).sum(1)) - \
                 np.einsum("ij,ji->i", SGt, self.solve(SGt.T))
-        rng = rng or np.random.default_rng(0)
-        post = self.sample(self.prior_samples(np.zeros(self.G.shape[1]), samples, rng), rng)
+        post = self.sample(self.prior_samples(np.zeros(self.G.shape[1]), samples, seed), seed)
         return post.var(axis=0, ddof=1)
+
+    def gather(self, x: np.ndarray) -> np.ndarray:
+        return x
 
     def residual(self, x: np.ndarray) -> np.ndarray:
         return self.G @ x - self.b

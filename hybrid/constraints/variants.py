@@ -1,4 +1,4 @@
-"""The variants a case compares: raw, HardC, global, per-cell, per-cell + boundary.
+"""The variants a case compares: raw, HardC, SoftC, global, per-cell, per-cell + boundary.
 
 Each variant is a small switch (as in ProbConserv's code): which rows, and which
 covariance. The covariance of a prediction comes from the ensemble: ``diagonal`` uses the
@@ -15,41 +15,56 @@ import scipy.sparse as sp
 from scipy.integrate import simpson
 
 from hybrid.constraints.rows import (ConstraintRows, StateLayout, boundary_flux_rows, conservation_rows,
-                                     dirichlet_rows, global_rows, stack_rows)
+                                     dirichlet_rows, global_rows, normal_derivative_rows, stack_rows)
 from hybrid.constraints.update import GaussianUpdate
 from hybrid.mesh.control_volumes import ControlVolumes
 
-__all__ = ["VARIANTS", "variant_rows", "apply_variant", "boundary_rows"]
+__all__ = ["VARIANTS", "variant_rows", "boundary_rows", "prediction_covariance", "make_update"]
 
-VARIANTS = ("raw", "hardc", "global", "per-cell", "per-cell+boundary")
+VARIANTS = ("raw", "hardc", "softc", "global", "per-cell", "per-cell+boundary")
 VARIANCE_FLOOR = 1e-8  # relative to the mean variance: keeps G Σ Gᵀ well conditioned where members agree exactly
 
 
 def boundary_rows(case, cv: ControlVolumes, layout: StateLayout, times: np.ndarray, params: dict) -> ConstraintRows:
-    """Known Neumann fluxes Φ_f^n = |f| ∫ q dt (Simpson over the interval), and Dirichlet
-    values of dual control volumes at the output times."""
+    """The scenario's exact boundary conditions as rows: known Neumann fluxes Φ_f^n = |f| ∫ q dt
+    (Simpson over the interval); Dirichlet values of dual control volumes at the output
+    times; normal derivatives on values (dual), and as known fluxes −k |f| ∫ h dt when the
+    conductivity is a constant k. Periodic pairs need no rows: partner vertices share one
+    control volume, so values and fluxes match by construction."""
     from hybrid.stages.solve import boundary_data
 
     blocks = []
     bfaces = cv.boundary_faces
+
+    def integrated(expr, pts, n):
+        ts = np.linspace(times[n - 1], times[n], 9)
+        return simpson(np.stack([expr(pts, t=t, params=params) * np.ones(len(pts)) for t in ts]), x=ts, axis=0)
+
+    constant_k = case.pde.get("k") == "constant" and "k" in params
     for bc in boundary_data(case):
         if bc.name not in cv.boundary_names or bc.kind == "periodic":
             continue
         faces = bfaces[cv.face_tag[bfaces] == cv.boundary_names[bc.name]]
+        if not len(faces):
+            continue
+        pts = cv.face_centroid[faces]
         if bc.kind == "flux":
-            pts = cv.face_centroid[faces]
-            values = []
-            for n in range(1, layout.T + 1):
-                ts = np.linspace(times[n - 1], times[n], 9)
-                q = np.stack([bc.expr(pts, t=t, params=params) for t in ts])
-                values.append(simpson(q, x=ts, axis=0) * cv.face_area[faces])
+            values = [integrated(bc.expr, pts, n) * cv.face_area[faces] for n in range(1, layout.T + 1)]
             blocks.append(boundary_flux_rows(layout, faces, np.array(values)))
+        elif bc.kind == "normal_derivative":
+            if constant_k:
+                values = [-params["k"] * integrated(bc.expr, pts, n) * cv.face_area[faces]
+                          for n in range(1, layout.T + 1)]
+                blocks.append(boundary_flux_rows(layout, faces, np.array(values)))
+            if cv.kind == "dual":
+                blocks.append(normal_derivative_rows(cv, layout, faces,
+                                                     lambda x, n, e=bc.expr: e(x, t=times[n], params=params)))
         elif bc.kind == "dirichlet" and cv.kind == "dual":
             cvs = np.unique(cv.face_cv[faces, 0])
-            values = np.stack([bc.expr(cv.centre[cvs], t=t, params=params) for t in times[1:]])
+            values = np.stack([bc.expr(cv.centre[cvs], t=t, params=params) * np.ones(len(cvs)) for t in times[1:]])
             blocks.append(dirichlet_rows(layout, cvs, values))
     if not blocks:
-        return ConstraintRows(sp.csr_matrix((0, layout.size)), np.zeros(0), np.zeros(0, dtype="U16"))
+        return ConstraintRows(sp.csr_matrix((0, layout.size)), np.zeros(0), np.zeros(0, dtype="U24"))
     # a control volume on two Dirichlet boundaries gets one row, not two (they would be redundant)
     return _dedupe(stack_rows(blocks))
 
@@ -66,7 +81,7 @@ def _dedupe(rows: ConstraintRows) -> ConstraintRows:
 
 def variant_rows(variant: str, cv, layout, u0, source, boundary: ConstraintRows) -> ConstraintRows | None:
     """The rows of a variant; ``boundary`` is the scenario's :func:`boundary_rows`."""
-    if variant == "raw":
+    if variant in ("raw", "softc"):   # SoftC is a differently trained ensemble, not a constraint
         return None
     if variant in ("hardc", "global"):
         return global_rows(cv, layout, u0, source)
@@ -76,20 +91,24 @@ def variant_rows(variant: str, cv, layout, u0, source, boundary: ConstraintRows)
     return rows
 
 
-def apply_variant(variant: str, rows: ConstraintRows | None, mean: np.ndarray, var: np.ndarray,
-                  deviations: np.ndarray | None, covariance: str, sigma: float) -> tuple[np.ndarray, np.ndarray]:
-    """Constrained mean and marginal variance of one scenario's state vector."""
-    if rows is None:
-        return mean, var
-    if variant == "hardc":
-        return GaussianUpdate(rows.G, rows.b, 1.0, None, 0.0).mean(mean), var
+def prediction_covariance(var: np.ndarray, deviations: np.ndarray | None,
+                          covariance: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """(diagonal, U) of the prediction's covariance diag + U Uᵀ from the ensemble: the
+    per-entry variance, or the members' deviations / √(M − 1) over a variance floor."""
     floor = VARIANCE_FLOOR * max(float(var.mean()), 1e-300)
-    U = None
-    diag = np.maximum(var, floor)
+    diag, U = np.maximum(var, floor), None
     if covariance in ("ensemble", "ensemble+diagonal") and deviations is not None:
         M = deviations.shape[0]
         U = deviations.T / np.sqrt(max(M - 1, 1))
         if covariance == "ensemble":
             diag = np.full_like(var, floor)
-    update = GaussianUpdate(rows.G, rows.b, diag, U, sigma)
-    return update.mean(mean), np.maximum(update.variance(), 0.0)
+    return diag, U
+
+
+def make_update(rows: ConstraintRows, diag, U, sigma: float, owner: np.ndarray | None = None, comm=None):
+    """The Gaussian update of these rows: serial (sparse LU / CG) on one rank, the PETSc
+    update over the control volumes' partition on several (``owner``: rank of each entry)."""
+    if comm is None or comm.size == 1:
+        return GaussianUpdate(rows.G, rows.b, diag, U, sigma)
+    from hybrid.constraints.distributed import DistributedUpdate
+    return DistributedUpdate(rows.G, rows.b, diag, U, sigma, owner, comm)

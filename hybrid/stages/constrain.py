@@ -1,11 +1,26 @@
 """The constraint variants of ``hybrid predict``: every variant the case asks for, per test
-scenario, with the scores of the ablation table.
+scenario, with the scores of the ablation table and ProbConserv's downstream front task.
 
-Written to ``OUTPUT/predict/variants.h5`` (``VARIANT/u_mean`` (S, T+1, N), ``u_var``,
-``flux_mean`` (S, T, F)) and into ``metrics.json`` under ``variants``: MSE, relative L2,
-the largest per-cell balance residual relative to |K| max|u|, the global mass error, the
-Dirichlet boundary error, and the update's wall time per scenario. This is the serial
-reference (rank 0); the distributed PETSc solve is still to come.
+Written to ``OUTPUT/predict/variants.h5``, one group per variant:
+
+``u_mean`` (S, T+1, N), ``u_var``, ``flux_mean`` (S, T, F)
+    the constrained predictive mean and marginal variance (t = 0 is the given state)
+``u_samples`` (S, K, N)
+    K posterior samples of the states at the report time t_T (Matheron's rule; for raw
+    the prior, for HardC the projected mean plus prior deviations — its variance is unchanged)
+``front`` (S, K)
+    where the case has a front (Stefan: u = u*, porous medium: the edge of the support
+    u = 1% of the reference maximum): its position (1-D) or the volume behind it (2-D/3-D)
+    for every sample
+
+and into ``metrics.json`` under ``variants``: MSE, relative L2, the largest constraint
+residual per row kind relative to its row scale, the largest per-cell balance residual,
+the global mass error, the Dirichlet boundary error, log-likelihood, CRPS, 90% coverage,
+the front error of the sample mean, and the update's wall time per scenario.
+
+Under ``mpirun -n P`` with P > 1 every update is the distributed PETSc one over the
+control volumes' partition (:mod:`hybrid.constraints.distributed`), with the same random
+numbers as the serial one; on one rank it is the serial sparse LU / CG update.
 """
 
 from __future__ import annotations
@@ -14,60 +29,164 @@ import time
 
 import h5py
 import numpy as np
+from mpi4py import MPI
 
 from hybrid.constraints.rows import StateLayout
-from hybrid.constraints.variants import VARIANTS, apply_variant, boundary_rows, variant_rows
+from hybrid.constraints.update import EXACT_VARIANCE_ROWS, prior_deviation
+from hybrid.constraints.variants import (VARIANTS, boundary_rows, make_update, prediction_covariance,
+                                         variant_rows)
 from hybrid.files import atomic_path
 from hybrid.mesh.control_volumes import balance_residual
-from hybrid.metrics import coverage, gaussian_log_likelihood, relative_l2
+from hybrid.metrics import coverage, crps_gaussian, front_position, gaussian_log_likelihood, relative_l2
 
-__all__ = ["requested_variants", "run_variants"]
+__all__ = ["requested_variants", "run_variants", "front_threshold", "front_measure", "FRONT_SAMPLES"]
+
+FRONT_SAMPLES = 100       # posterior samples per scenario kept for the front histogram
+VARIANCE_SAMPLES = 200    # Matheron samples estimating the posterior variance of large (or distributed) updates
 
 
-def requested_variants(case) -> list[str]:
+def requested_variants(case, extra: dict | None = None) -> list[str]:
+    """raw, the case's main variant and those it compares with, in the table's order
+    (``softc`` only when its ensemble is in ``extra``)."""
     c = case.constraints
     main = "raw" if c["conservation"] == "none" else c["conservation"]
     if main == "per-cell" and c["boundary"] == "exact":
         main = "per-cell+boundary"
-    wanted = ["raw", main] + [v for v in c["compare"] if v in VARIANTS]
+    wanted = ["raw", main] + [v for v in c["compare"] if v != "softc" or v in (extra or {})]
     return [v for v in VARIANTS if v in wanted]
 
 
-def run_variants(case, cv, data: dict, u_mean, u_var, u_dev, flux_mean, flux_var, flux_dev, out_path) -> dict:
-    test = data["test"]
-    times = data["times"]
+def front_threshold(case, params: dict, truth_final: np.ndarray) -> float | None:
+    """The level whose crossing is the case's front, or None when the case has no front."""
+    if case.pde.get("family") != "gpme":
+        return None
+    if case.pde.get("k") == "stefan":
+        return float(params.get("u_star", case.pde.get("u_star", 0.5)))
+    if case.pde.get("k") == "power":
+        return 0.01 * float(np.max(truth_final))
+    return None
+
+
+def front_measure(cv, u: np.ndarray, threshold: float) -> np.ndarray:
+    """Front of each profile u (..., N): its position from the left end in 1-D (where u falls
+    below the threshold), the volume where u ≥ threshold in 2-D and 3-D."""
+    if cv.dim == 1:
+        order = np.argsort(cv.centre[:, 0])
+        return front_position(u[..., order], cv.centre[order, 0], threshold)
+    return (u >= threshold) @ cv.volume
+
+
+def run_variants(case, cv, data: dict, pred: dict | None, out_path, comm: MPI.Comm = MPI.COMM_SELF,
+                 extra: dict | None = None) -> dict | None:
+    """Every requested variant of every test scenario (collective over ``comm``; ``pred``,
+    the ensemble's ``u_mean u_var u_dev flux_mean flux_var flux_dev``, is needed on rank 0
+    only; ``extra`` holds other ensembles scored unconstrained, such as ``softc``).
+    Returns the scores on rank 0, None elsewhere."""
+    pred, extra = comm.bcast((pred, extra or {}) if comm.rank == 0 else None, root=0)
+    test, times = data["test"], data["times"]
     S, T1, N = test["u"].shape
-    layout = StateLayout(N, cv.num_faces, T1 - 1)
+    T = T1 - 1
+    layout = StateLayout(N, cv.num_faces, T)
+    owner = None
+    if comm.size > 1:
+        from hybrid.constraints.distributed import entry_owners
+        from hybrid.mesh.distribute import partition_owners
+        cv.assign_owners(*partition_owners(data["mesh"], comm))
+        owner = entry_owners(cv, T)
     names = test["parameter_names"]
+    params = [dict(zip(names, map(float, test["params"][i]))) for i in range(S)]
     # the boundary rows of each scenario: used by the per-cell+boundary variant and by the scores
-    boundary = [boundary_rows(case, cv, layout, times, dict(zip(names, map(float, test["params"][i]))))
-                for i in range(S)]
-    results, seconds = {}, {}
-    for variant in requested_variants(case):
-        means, variances, fluxes, spent = [], [], [], 0.0
+    boundary = [boundary_rows(case, cv, layout, times, params[i]) for i in range(S)]
+    c = case.constraints
+    final = layout.u(T)
+    results, seconds, own_rows = {}, {}, {}
+    for variant in requested_variants(case, extra):
+        means, variances, fluxes, samples, spent = [], [], [], [], 0.0
+        own_rows[variant] = {}
+        source = extra.get(variant, pred)
         for i in range(S):
             t0 = time.perf_counter()
+            mean = layout.pack(source["u_mean"][i, 1:], source["flux_mean"][i])
+            var = layout.pack(source["u_var"][i, 1:], source["flux_var"][i])
+            dev = np.stack([layout.pack(source["u_dev"][i, m, 1:], source["flux_dev"][i, m])
+                            for m in range(source["u_dev"].shape[1])])
+            diag, U = prediction_covariance(var, dev, c["covariance"])
+            seed = int(case.seed) * 1000 + i
             rows = variant_rows(variant, cv, layout, test["u"][i, 0], test["source"][i], boundary[i])
-            mean = layout.pack(u_mean[i, 1:], flux_mean[i])
-            var = layout.pack(u_var[i, 1:], flux_var[i])
-            dev = np.stack([layout.pack(u_dev[i, m, 1:], flux_dev[i, m]) for m in range(u_dev.shape[1])])
-            m, v = apply_variant(variant, rows, mean, var, dev, case.constraints["covariance"],
-                                 case.constraints["sigma"])
+            m, v, post = _constrain(variant, rows, mean, var, diag, U, float(c["sigma"]), owner, comm, seed, final)
             spent += time.perf_counter() - t0
-            um, fm = layout.unpack(m)
-            uv, _ = layout.unpack(v)
-            means.append(np.concatenate([test["u"][i, :1], um]))
-            variances.append(np.concatenate([np.zeros((1, N)), uv]))
-            fluxes.append(fm)
-        results[variant] = (np.array(means), np.array(variances), np.array(fluxes))
-        seconds[variant] = spent / max(S, 1)
+            if comm.rank == 0:
+                um, fm = layout.unpack(m)
+                uv, _ = layout.unpack(v)
+                means.append(np.concatenate([test["u"][i, :1], um]))
+                variances.append(np.concatenate([np.zeros((1, N)), uv]))
+                fluxes.append(fm)
+                samples.append(post)
+                if rows is not None:   # the exactness of the variant's own rows
+                    _residual_by_kind(rows, m, own_rows[variant])
+        results[variant] = (np.array(means), np.array(variances), np.array(fluxes), np.array(samples))
+        seconds[variant] = comm.allreduce(spent, op=MPI.MAX) / max(S, 1)
+    if comm.rank != 0:
+        return None
+    thresholds = [front_threshold(case, params[i], test["u"][i, -1]) for i in range(S)]
+    fronts = {}
+    if all(t is not None for t in thresholds):
+        for variant, (_, _, _, post) in results.items():
+            fronts[variant] = np.stack([front_measure(cv, post[i], thresholds[i]) for i in range(S)])
+        true_front = np.array([front_measure(cv, test["u"][i, -1], thresholds[i]) for i in range(S)])
     with atomic_path(out_path) as tmp:
         with h5py.File(tmp, "w") as f:
-            for variant, (m, v, fl) in results.items():
+            f.attrs["report_time"] = float(times[-1])
+            if fronts:
+                f["front_true"] = true_front
+                f.attrs["front_kind"] = "position" if cv.dim == 1 else "volume"
+            for variant, (m, v, fl, post) in results.items():
                 f[f"{variant}/u_mean"] = m
                 f[f"{variant}/u_var"] = v
                 f[f"{variant}/flux_mean"] = fl
-    return {variant: _scores(cv, data, layout, boundary, *results[variant], seconds[variant]) for variant in results}
+                f[f"{variant}/u_samples"] = post
+                if fronts:
+                    f[f"{variant}/front"] = fronts[variant]
+    scores = {}
+    for variant, (m, v, fl, _) in results.items():
+        scores[variant] = _scores(cv, data, layout, boundary, m, v, fl, seconds[variant])
+        scores[variant]["row_residual"] = own_rows[variant]
+        if fronts:
+            scores[variant]["front_error"] = float(np.mean(np.abs(fronts[variant].mean(axis=1) - true_front)))
+            scores[variant]["front_std"] = float(np.mean(fronts[variant].std(axis=1)))
+    return scores
+
+
+def _constrain(variant, rows, mean, var, diag, U, sigma, owner, comm, seed, final):
+    """(mean, variance, states at the report time of FRONT_SAMPLES posterior samples) of one
+    scenario's state vector, on rank 0 (None elsewhere)."""
+    def prior(k: int) -> np.ndarray:
+        return prior_deviation(seed, k, np.sqrt(diag), U, np.arange(len(mean)))[final]
+
+    if rows is None or variant == "hardc":
+        m = mean
+        if variant == "hardc":   # Euclidean projection (Σ = I); the variance is left as it was
+            update = make_update(rows, 1.0, None, 0.0, owner, comm)
+            m = update.gather(update.mean(mean[update.entries]))
+        if comm.rank != 0:
+            return None, None, None
+        post = np.stack([m[final] + prior(k) for k in range(FRONT_SAMPLES)])
+        return m, var, post
+    update = make_update(rows, diag, U, sigma, owner, comm)
+    m = update.gather(update.mean(mean[update.entries]))
+    exact = comm.size == 1 and rows.count <= EXACT_VARIANCE_ROWS
+    count = FRONT_SAMPLES if exact else VARIANCE_SAMPLES
+    local = update.sample(update.prior_samples(mean[update.entries], count, seed), seed)
+    drawn = update.gather(local)
+    if exact:
+        v = update.variance(exact=True)
+    elif comm.rank == 0:
+        v = drawn.var(axis=0, ddof=1)
+    if hasattr(update, "destroy"):
+        update.destroy()
+    if comm.rank != 0:
+        return None, None, None
+    return m, np.maximum(v, 0.0), drawn[:FRONT_SAMPLES, final]
 
 
 def _scores(cv, data, layout, boundary, u, var, flux, seconds) -> dict:
@@ -81,13 +200,26 @@ def _scores(cv, data, layout, boundary, u, var, flux, seconds) -> dict:
                   for i in range(len(u))) / scale
     # relative to the total amount Σ|K||u| (the signed total can be 0, e.g. sin x on a period)
     mass_err = float(np.abs((u[:, 1:] - truth[:, 1:]) @ w).max() / max((np.abs(truth[:, 1:]) @ w).max(), 1e-300))
-    dirichlet_error = 0.0
+    dirichlet_error, row_residual = 0.0, {}
     for i, rows in enumerate(boundary):
+        x = layout.pack(u[i, 1:], flux[i])
         dirichlet = rows.kind == "dirichlet"
         if dirichlet.any():
-            x = layout.pack(u[i, 1:], flux[i])
             dirichlet_error = max(dirichlet_error, float(np.abs(rows.G[dirichlet] @ x - rows.b[dirichlet]).max()))
+        _residual_by_kind(rows, x, row_residual)
     return {"mse": float(np.mean(err ** 2)), "rel_l2": float(rel.mean()), "max_balance_residual": balance,
-            "mass_error": mass_err, "dirichlet_error": dirichlet_error,
+            "mass_error": mass_err, "dirichlet_error": dirichlet_error, "boundary_row_residual": row_residual,
             "coverage90": coverage(u[:, 1:], var[:, 1:], truth[:, 1:]),
-            "log_likelihood": gaussian_log_likelihood(u[:, 1:], var[:, 1:], truth[:, 1:]), "update_seconds": seconds}
+            "log_likelihood": gaussian_log_likelihood(u[:, 1:], var[:, 1:], truth[:, 1:]),
+            "crps": crps_gaussian(u[:, 1:], var[:, 1:], truth[:, 1:]), "update_seconds": seconds}
+
+
+def _residual_by_kind(rows, x: np.ndarray, into: dict) -> None:
+    """Largest |G x − b| per row kind, relative to the row's scale ‖G_i‖_∞ max|x| + |b_i|."""
+    if not rows.count:
+        return
+    G = rows.G.tocsr()
+    row_scale = np.abs(G).max(axis=1).toarray().ravel() * np.abs(x).max() + np.abs(rows.b)
+    rel = np.abs(G @ x - rows.b) / np.maximum(row_scale, 1e-300)
+    for kind in np.unique(rows.kind):
+        into[str(kind)] = max(into.get(str(kind), 0.0), float(rel[rows.kind == kind].max()))

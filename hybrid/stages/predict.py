@@ -30,11 +30,13 @@ from hybrid.files import atomic_path, mark_stage_done, stage_is_current
 from hybrid.metrics import coverage, relative_l2
 from hybrid.parallel import my_indices, root_print
 from hybrid.stages.solve import read_dataset
-from hybrid.stages.train import TRAIN_SECTIONS, case_transfer, load_members, run_train
+from hybrid.stages.train import TRAIN_SECTIONS, case_transfer, load_members, run_train, wants_softc
 from hybrid.surrogates.data import build_inputs, to_mesh_outputs
 from hybrid.surrogates.training import device
 
-__all__ = ["run_predict", "nearest_training_baseline"]
+__all__ = ["run_predict", "nearest_training_baseline", "PREDICT_SECTIONS"]
+
+PREDICT_SECTIONS = TRAIN_SECTIONS + ("constraints",)
 
 def nearest_training_baseline(train: dict, test: dict) -> np.ndarray:
     """Index of the training scenario nearest to each test scenario, in normalised
@@ -54,24 +56,63 @@ def run_predict(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, p
                 announce: bool = True) -> Path:
     train_dir = run_train(case, comm=comm, progress=progress, announce=False)
     out = Path(case.output_dir) / "predict"
-    digest = case.hash(*TRAIN_SECTIONS)
-    if not force and stage_is_current(out, digest, ["predictions.h5", "metrics.json"]):
+    digest = case.hash(*PREDICT_SECTIONS)
+    if not force and stage_is_current(out, digest, ["predictions.h5", "metrics.json", "variants.h5"]):
         if announce:
             root_print(f"predict: up to date ({out}); --force redoes it", comm=comm)
         return out
     data = read_dataset(Path(case.output_dir) / "solve" / "dataset.h5")
     cv, transfer = case_transfer(case, data)
     test = data["test"]
-    S, T1, N = test["u"].shape
-    T = T1 - 1
     M = int(case.surrogate["members"])
-    mine = my_indices(M, comm)
-    members = load_members(train_dir, M, mine, digest)
+    pred, surrogate_seconds = _ensemble(load_members(train_dir, M, my_indices(M, comm), case.hash(*TRAIN_SECTIONS)),
+                                        M, transfer, cv, data, comm)
+    extra = {}
+    if wants_softc(case):
+        members = load_members(train_dir / "softc", M, my_indices(M, comm), case.hash(*TRAIN_SECTIONS) + "+softc")
+        extra["softc"] = _ensemble(members, M, transfer, cv, data, comm)[0]
+    metrics = None
+    if comm.rank == 0:
+        with atomic_path(out / "predictions.h5") as tmp:
+            with h5py.File(tmp, "w") as f:
+                f.attrs["members"] = M
+                f["times"] = data["times"]
+                for name, arr in (*pred.items(), ("solver_seconds", test["solve_seconds"]),
+                                  ("surrogate_seconds", surrogate_seconds)):
+                    f[name] = arr
+                for flavour, values in extra.items():
+                    for name, arr in values.items():
+                        f[f"{flavour}/{name}"] = arr
+        metrics = _score(data, cv, pred["u_mean"], pred["u_var"], pred["flux_mean"], surrogate_seconds)
+    from hybrid.stages.constrain import run_variants
+    variants = run_variants(case, cv, data, pred, out / "variants.h5", comm, extra=extra)
+    if comm.rank == 0:
+        metrics["variants"] = variants
+        with atomic_path(out / "metrics.json") as tmp:
+            tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+        mark_stage_done(out, digest, **{k: v for k, v in metrics.items() if not isinstance(v, (list, dict))})
+        root_print(f"predict: {case.name}: ensemble mean relative L2 {metrics['rel_l2_mean']:.4f} vs nearest "
+                   f"training scenario {metrics['rel_l2_nearest_train']:.4f} "
+                   f"(ratio {metrics['nearest_over_ensemble']:.2f}x); 90% interval coverage "
+                   f"{metrics['coverage90']:.2f}; flux relative L2 {metrics['flux_rel_l2']:.4f}; surrogate "
+                   f"{metrics['surrogate_seconds']:.3g} s vs solver {metrics['solver_seconds']:.3g} s per scenario",
+                   comm=comm)
+        root_print(_ablation_table(case.name, metrics["variants"]), comm=comm)
+    comm.Barrier()
+    return out
+
+
+def _ensemble(members: dict, M: int, transfer, cv, data: dict, comm: MPI.Comm):
+    """Every member's prediction of the test scenarios (each rank its own members), combined
+    on rank 0 into mean, variance over members and deviations; (pred, seconds per scenario),
+    (None, None) on the other ranks."""
+    test = data["test"]
+    S, T1, _ = test["u"].shape
+    T = T1 - 1
     dt = np.diff(data["times"])
-    normal = torch.as_tensor(cv.face_normal)
-    results = {}
     dev = device()
-    normal = normal.to(dev)
+    normal = torch.as_tensor(cv.face_normal).to(dev)
+    results = {}
     with torch.no_grad():
         for m, (model, config, norm) in members.items():
             model.to(dev)
@@ -86,38 +127,17 @@ def run_predict(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, p
             u_full = np.concatenate([test["u"][:, :1], u.double().cpu().numpy()], axis=1)
             results[m] = (u_full, flux, seconds)
     gathered = comm.gather(results, root=0)
-    if comm.rank == 0:
-        allres = {k: v for part in gathered for k, v in part.items()}
-        U = np.stack([allres[m][0] for m in range(M)], axis=1)       # (S, M, T+1, N)
-        Fx = np.stack([allres[m][1] for m in range(M)], axis=1)      # (S, M, T, F)
-        surrogate_seconds = np.full(S, sum(allres[m][2] for m in range(M)) / max(S, 1))
-        u_mean, flux_mean = U.mean(axis=1), Fx.mean(axis=1)
-        ddof = 1 if M > 1 else 0
-        u_var, flux_var = U.var(axis=1, ddof=ddof), Fx.var(axis=1, ddof=ddof)
-        with atomic_path(out / "predictions.h5") as tmp:
-            with h5py.File(tmp, "w") as f:
-                f.attrs["members"] = M
-                f["times"] = data["times"]
-                for name, arr in (("u_mean", u_mean), ("u_var", u_var), ("u_dev", U - u_mean[:, None]),
-                                  ("flux_mean", flux_mean), ("flux_var", flux_var), ("flux_dev", Fx - flux_mean[:, None]),
-                                  ("solver_seconds", test["solve_seconds"]), ("surrogate_seconds", surrogate_seconds)):
-                    f[name] = arr
-        metrics = _score(data, cv, u_mean, u_var, flux_mean, surrogate_seconds)
-        from hybrid.stages.constrain import run_variants
-        metrics["variants"] = run_variants(case, cv, data, u_mean, u_var, U - u_mean[:, None], flux_mean,
-                                           flux_var, Fx - flux_mean[:, None], out / "variants.h5")
-        with atomic_path(out / "metrics.json") as tmp:
-            tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-        mark_stage_done(out, digest, **{k: v for k, v in metrics.items() if not isinstance(v, (list, dict))})
-        root_print(f"predict: {case.name}: ensemble mean relative L2 {metrics['rel_l2_mean']:.4f} vs nearest "
-                   f"training scenario {metrics['rel_l2_nearest_train']:.4f} "
-                   f"(ratio {metrics['nearest_over_ensemble']:.2f}x); 90% interval coverage "
-                   f"{metrics['coverage90']:.2f}; flux relative L2 {metrics['flux_rel_l2']:.4f}; surrogate "
-                   f"{metrics['surrogate_seconds']:.3g} s vs solver {metrics['solver_seconds']:.3g} s per scenario",
-                   comm=comm)
-        root_print(_ablation_table(case.name, metrics["variants"]), comm=comm)
-    comm.Barrier()
-    return out
+    if comm.rank != 0:
+        return None, None
+    allres = {k: v for part in gathered for k, v in part.items()}
+    U = np.stack([allres[m][0] for m in range(M)], axis=1)       # (S, M, T+1, N)
+    Fx = np.stack([allres[m][1] for m in range(M)], axis=1)      # (S, M, T, F)
+    surrogate_seconds = np.full(S, sum(allres[m][2] for m in range(M)) / max(S, 1))
+    u_mean, flux_mean = U.mean(axis=1), Fx.mean(axis=1)
+    ddof = 1 if M > 1 else 0
+    return ({"u_mean": u_mean, "u_var": U.var(axis=1, ddof=ddof), "u_dev": U - u_mean[:, None],
+             "flux_mean": flux_mean, "flux_var": Fx.var(axis=1, ddof=ddof), "flux_dev": Fx - flux_mean[:, None]},
+            surrogate_seconds)
 
 
 def _ablation_table(name: str, variants: dict) -> str:

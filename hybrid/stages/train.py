@@ -27,10 +27,22 @@ from hybrid.surrogates.data import Normaliser, build_inputs, flux_density
 from hybrid.surrogates.training import TrainingSet, load_checkpoint, train_member
 from hybrid.surrogates.transfer import Transfer
 
-__all__ = ["TRAIN_SECTIONS", "run_train", "case_transfer", "grid_shape", "load_members"]
+__all__ = ["TRAIN_SECTIONS", "run_train", "case_transfer", "grid_shape", "load_members", "wants_softc",
+           "softc_weight"]
 
 TRAIN_SECTIONS = SOLVE_SECTIONS + ("surrogate",)
 CHECKPOINT_EVERY = 5
+SOFTC_DEFAULT_WEIGHT = 1.0   # the SoftC baseline's penalty weight when [surrogate] softc_weight is 0
+
+
+def wants_softc(case) -> bool:
+    """The case compares against SoftC: a second ensemble, trained with the PDE-residual
+    penalty, in ``OUTPUT/train/softc``."""
+    return "softc" in case.constraints["compare"]
+
+
+def softc_weight(case) -> float:
+    return float(case.surrogate["softc_weight"]) or SOFTC_DEFAULT_WEIGHT
 
 
 def grid_shape(case, dim: int) -> tuple[int, ...]:
@@ -53,7 +65,7 @@ def case_transfer(case, data: dict):
     return cv, Transfer.build(mesh, cv, grid_shape(case, mesh.gdim))
 
 
-def _training_set(case, data: dict, cv, transfer) -> TrainingSet:
+def _training_set(case, data: dict, cv, transfer, penalty: float) -> TrainingSet:
     train = data["train"]
     S, T1, N = train["u"].shape
     if S < 2:
@@ -76,14 +88,14 @@ def _training_set(case, data: dict, cv, transfer) -> TrainingSet:
               "padding": 0 if _fully_periodic(case, data["mesh"]) else max(2, max(transfer.grid.shape) // 8),
               "outputs": T}
     residual = None
-    if s["softc_weight"] > 0:
+    if penalty > 0:
         from hybrid.surrogates.softc import gpme_residual_penalty
         residual = gpme_residual_penalty(case, transfer, inputs, norm, data["times"], params, train["parameter_names"])
     return TrainingSet(transfer, inputs, torch.as_tensor(u[:, 1:]), torch.as_tensor(phi),
                        torch.as_tensor(cv.volume), torch.as_tensor(cv.face_area), torch.as_tensor(cv.face_normal),
                        norm, np.sort(order[n_val:]), np.sort(order[:n_val]), config,
                        {"epochs": int(s["epochs"]), "lr": float(s["lr"]), "batch": int(s["batch"]),
-                        "patience": int(s["patience"]), "softc_weight": float(s["softc_weight"]),
+                        "patience": int(s["patience"]), "softc_weight": float(penalty),
                         "checkpoint_every": CHECKPOINT_EVERY}, residual)
 
 
@@ -96,26 +108,41 @@ def _fully_periodic(case, mesh) -> bool:
 
 def run_train(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, progress: bool = True,
               announce: bool = True) -> Path:
-    """Train every member (collective); returns the train directory."""
+    """Train every member (collective), and the SoftC ensemble when the case compares
+    against it; returns the train directory."""
     dataset = run_solve(case, comm=comm, progress=progress, announce=False)
     out = Path(case.output_dir) / "train"
     digest = case.hash(*TRAIN_SECTIONS)
+    flavours = [(out, digest, float(case.surrogate["softc_weight"]), "")]
+    if wants_softc(case):
+        flavours.append((out / "softc", digest + "+softc", softc_weight(case), "SoftC "))
     M = int(case.surrogate["members"])
     files = [f"member-{m}.pt" for m in range(M)]
-    if not force and stage_is_current(out, digest, files):
-        if announce:
-            root_print(f"train: up to date ({out}); --force redoes it", comm=comm)
-        return out
+    prepared = None
+    for folder, stage_digest, penalty, label in flavours:
+        if not force and stage_is_current(folder, stage_digest, files):
+            if announce:
+                root_print(f"train: {label}up to date ({folder}); --force redoes it", comm=comm)
+            continue
+        if prepared is None:
+            data = read_dataset(dataset)
+            prepared = (data, *case_transfer(case, data))
+        _train_ensemble(case, folder, stage_digest, penalty, label, prepared, force, comm, progress)
+    return out
+
+
+def _train_ensemble(case, out: Path, digest: str, penalty: float, label: str, prepared, force: bool,
+                    comm: MPI.Comm, progress: bool) -> None:
+    M = int(case.surrogate["members"])
     if force and comm.rank == 0 and (out / "checkpoints").exists():
         shutil.rmtree(out / "checkpoints")
     comm.Barrier()
-    data = read_dataset(dataset)
-    cv, transfer = case_transfer(case, data)
-    tset = _training_set(case, data, cv, transfer)
+    data, cv, transfer = prepared
+    tset = _training_set(case, data, cv, transfer, penalty)
     epochs = tset.settings["epochs"]
-    root_print(f"train: {case.name}: {M} members x up to {epochs} epochs, grid {list(transfer.grid.shape)}, "
-               f"{len(tset.train_idx)} training / {len(tset.val_idx)} validation scenarios, on {comm.size} rank(s)",
-               comm=comm)
+    root_print(f"train: {case.name}: {label}{M} members x up to {epochs} epochs, grid {list(transfer.grid.shape)}, "
+               f"{len(tset.train_idx)} training / {len(tset.val_idx)} validation scenarios, on {comm.size} rank(s)"
+               + (f", PDE-residual penalty weight {penalty:g}" if penalty > 0 else ""), comm=comm)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a member's arithmetic must not depend on the thread count, hence on P
     bar = ScenarioProgress(comm, M * epochs, "train", enabled=progress, unit="epoch")
@@ -150,14 +177,15 @@ def run_train(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, pro
         for m in sorted(allsum):
             s = allsum[m]
             resumed = f", resumed at epoch {s['resumed_from_epoch']}" if s["resumed_from_epoch"] else ""
-            root_print(f"train: member {m}: {s['epochs']} epochs, best validation relative L2 "
+            root_print(f"train: {label}member {m}: {s['epochs']} epochs, best validation relative L2 "
                        f"{s['best_validation_rel_l2']:.4f}{resumed}", comm=comm)
         if case.output["figures"]:
             _plot_history(out, M)
         mark_stage_done(out, digest, members={str(k): v for k, v in allsum.items()}, ranks=comm.size,
                         training_seconds=loop_seconds)
     comm.Barrier()
-    return out
+
+
 
 
 def _plot_history(out: Path, M: int) -> None:

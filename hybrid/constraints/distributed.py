@@ -1,0 +1,183 @@
+"""The Gaussian update of :mod:`hybrid.constraints.update`, distributed over MPI ranks.
+
+Same formula, same samples; the difference is where the numbers live. Every entry of the
+state vector ``x = [u^1..u^T, Φ^1..Φ^T]`` belongs to the rank that owns its control volume
+(states) or face (fluxes) in DOLFINx's partition (``ControlVolumes.cv_owner`` /
+``face_owner``), and every row to the owner of its first entry (a per-cell row to its
+control volume's owner, a boundary row to its face's or control volume's owner, the few
+global rows to one rank). PETSc wants contiguous ownership, so entries and rows are
+renumbered rank by rank; off-rank entries of a row (fluxes of faces shared with another
+rank, neighbouring states) are PETSc's ghost columns.
+
+    G       PETSc MPIAIJ, rows × entries, from each rank's own rows
+    A₀      = (G S)(G S)ᵀ + σ_G² I with S = diag(√var)  (one distributed sparse product)
+    solve   CG preconditioned by algebraic multigrid (GAMG) on the SPD A₀, rtol 1e-14:
+            A₀ is a weighted graph Laplacian-like operator of the control volumes' adjacency
+            over space and time, the case multigrid is built for; CG's residual is the
+            constraint residual G μ̃ − b, hence the tight tolerance
+    ensemble Woodbury as in the serial update: W = G U (M distributed columns), M solves
+            and an M × M system summed over ranks
+
+Posterior variances are estimated from Matheron samples (the exact diagonal needs one
+solve per row); sample k uses the same random numbers as the serial update, so the
+1- and 2-rank results agree to the solver tolerance, samples included.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+from mpi4py import MPI
+
+from hybrid.constraints.update import _SINGULAR, NOISE_ROWS, ConstraintError, normals, prior_deviation
+
+__all__ = ["DistributedUpdate", "entry_owners"]
+
+
+def entry_owners(cv, T: int) -> np.ndarray:
+    """Owner rank of every entry of x: control-volume owners for the T state blocks, face
+    owners for the T flux blocks."""
+    if cv.cv_owner is None:
+        raise RuntimeError("the control volumes have no owners: call assign_owners() first")
+    return np.concatenate([np.tile(cv.cv_owner, T), np.tile(cv.face_owner, T)]).astype(np.int64)
+
+
+def _ownership(owner: np.ndarray, size: int, rank: int) -> tuple[np.ndarray, np.ndarray]:
+    """(global indices owned by ``rank`` in PETSc order, PETSc index of every global index)."""
+    order = np.argsort(owner, kind="stable")
+    petsc_index = np.empty(len(owner), np.int64)
+    petsc_index[order] = np.arange(len(owner))
+    start = np.concatenate([[0], np.cumsum(np.bincount(owner, minlength=size))])
+    return order[start[rank]:start[rank + 1]], petsc_index
+
+
+class DistributedUpdate:
+    """Conditioning of N(μ, diag(var) + U Uᵀ) on G x = b over ``comm``.
+
+    ``G``, ``b``, ``var`` and ``U`` are the global arrays (as every rank builds them from the
+    case); only each rank's own rows and entries enter PETSc. Vectors passed to and returned
+    by the methods are the rank's own entries, ``x[self.entries]``; :meth:`gather` puts them
+    back together on rank 0.
+    """
+
+    def __init__(self, G, b, var, U, sigma: float, owner: np.ndarray, comm: MPI.Comm = MPI.COMM_WORLD,
+                 rtol: float = 1e-14):
+        from petsc4py import PETSc
+
+        self.PETSc, self.comm, self.sigma = PETSc, comm, float(sigma)
+        G = sp.csr_matrix(G, dtype=np.float64)
+        G.sort_indices()
+        rows, n = G.shape
+        if np.any(np.diff(G.indptr) == 0):
+            raise ConstraintError("a constraint row has no entries")
+        var = np.broadcast_to(np.asarray(var, np.float64), (n,))
+        if np.any(var < 0) or sigma < 0:
+            raise ConstraintError("variances and sigma must be >= 0")
+        self.n, self.rows = n, rows
+        self.entries, col_index = _ownership(np.asarray(owner), comm.size, comm.rank)
+        row_owner = np.asarray(owner)[G.indices[G.indptr[:-1]]]
+        self.row_ids, _ = _ownership(row_owner, comm.size, comm.rank)
+        mine = G[self.row_ids]
+        local = sp.csr_matrix((mine.data, col_index[mine.indices], mine.indptr), shape=mine.shape)
+        local.sort_indices()
+        IT = PETSc.IntType
+        self.G = PETSc.Mat().createAIJ(size=((len(self.row_ids), rows), (len(self.entries), n)),
+                                       csr=(local.indptr.astype(IT), local.indices.astype(IT), local.data),
+                                       comm=comm)
+        self.b = np.asarray(b, np.float64)[self.row_ids]
+        self.var = var[self.entries].copy()
+        self.U = None if U is None else np.asarray(U, np.float64)[self.entries]
+        self._x, self._r = self.G.createVecs()
+        GS = self.G.copy()
+        scale = self._x.duplicate()
+        scale.setArray(np.sqrt(self.var))
+        GS.diagonalScale(R=scale)
+        self.A0 = GS.matTransposeMult(GS)
+        if self.sigma > 0:
+            self.A0.shift(self.sigma ** 2)
+        self.ksp = PETSc.KSP().create(comm)
+        self.ksp.setOperators(self.A0)
+        self.ksp.setType("cg")
+        self.ksp.getPC().setType("gamg")
+        self.ksp.setTolerances(rtol=rtol, atol=0.0, max_it=2000)
+        self._y = self._r.duplicate()
+        if self.U is not None:
+            self.W = np.stack([self.G_times(self.U[:, j]) for j in range(self.U.shape[1])], axis=1)
+            self._A0inv_W = np.stack([self._solve0(self.W[:, j]) for j in range(self.W.shape[1])], axis=1)
+            small = np.eye(self.W.shape[1]) + self._sum(self.W.T @ self._A0inv_W)
+            self._small = np.linalg.cholesky(small)
+
+    # -- distributed linear algebra on the rank's own entries and rows ------------------
+    def _sum(self, a: np.ndarray) -> np.ndarray:
+        return self.comm.allreduce(np.asarray(a, np.float64), op=MPI.SUM)
+
+    def G_times(self, x: np.ndarray) -> np.ndarray:
+        self._x.setArray(x)
+        self.G.mult(self._x, self._r)
+        return self._r.getArray().copy()
+
+    def Gt_times(self, y: np.ndarray) -> np.ndarray:
+        self._r.setArray(y)
+        self.G.multTranspose(self._r, self._x)
+        return self._x.getArray().copy()
+
+    def _solve0(self, r: np.ndarray) -> np.ndarray:
+        self._r.setArray(r)
+        self._y.set(0.0)
+        self.ksp.solve(self._r, self._y)
+        if self.ksp.getConvergedReason() < 0:
+            raise ConstraintError(f"{_SINGULAR} (CG did not converge: reason {self.ksp.getConvergedReason()})")
+        return self._y.getArray().copy()
+
+    def solve(self, r: np.ndarray) -> np.ndarray:
+        """A⁻¹ r, A = G Σ Gᵀ + σ_G² I (Woodbury for the ensemble part)."""
+        y = self._solve0(r)
+        if self.U is not None:
+            t = np.linalg.solve(self._small.T, np.linalg.solve(self._small, self._sum(self.W.T @ y)))
+            y = y - self._A0inv_W @ t
+        return y
+
+    def sigma_times(self, v: np.ndarray) -> np.ndarray:
+        out = self.var * v
+        if self.U is not None:
+            out = out + self.U @ self._sum(self.U.T @ v)
+        return out
+
+    # -- the update ---------------------------------------------------------------------
+    def mean(self, mu: np.ndarray) -> np.ndarray:
+        """μ̃ = μ − Σ Gᵀ A⁻¹ (G μ − b), on the rank's entries."""
+        return mu - self.sigma_times(self.Gt_times(self.solve(self.G_times(mu) - self.b)))
+
+    def residual(self, x: np.ndarray) -> np.ndarray:
+        return self.G_times(x) - self.b
+
+    def prior_samples(self, mu: np.ndarray, count: int, seed: int) -> np.ndarray:
+        std = np.sqrt(self.var)
+        return mu + np.stack([prior_deviation(seed, k, std, self.U, self.entries, self.n) for k in range(count)])
+
+    def sample(self, x: np.ndarray, seed: int) -> np.ndarray:
+        """Matheron's rule on the rank's entries (the same noise as the serial update)."""
+        out = []
+        for k, xk in enumerate(np.atleast_2d(x)):
+            eps = self.sigma * normals(seed, NOISE_ROWS, k, self.rows)[self.row_ids]
+            out.append(xk + self.sigma_times(self.Gt_times(self.solve(self.b - self.G_times(xk) - eps))))
+        return np.array(out)
+
+    def variance(self, samples: int = 256, seed: int = 0) -> np.ndarray:
+        post = self.sample(self.prior_samples(np.zeros(len(self.entries)), samples, seed), seed)
+        return post.var(axis=0, ddof=1)
+
+    def gather(self, local: np.ndarray) -> np.ndarray | None:
+        """The global vector (or k × n block) on rank 0 from every rank's entries."""
+        parts = self.comm.gather((self.entries, np.asarray(local)), root=0)
+        if self.comm.rank != 0:
+            return None
+        first = parts[0][1]
+        out = np.empty(first.shape[:-1] + (self.n,))
+        for idx, values in parts:
+            out[..., idx] = values
+        return out
+
+    def destroy(self) -> None:
+        for obj in (self.ksp, self.A0, self.G, self._x, self._r, self._y):
+            obj.destroy()

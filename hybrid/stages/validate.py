@@ -1,0 +1,229 @@
+"""``hybrid validate CASE``: every variant against the reference solver, as a report.
+
+Reads what ``hybrid predict`` wrote (running it, and the stages before it, when their
+inputs changed) and writes, in ``OUTPUT/validate/``:
+
+``report.md``
+    tables first (the ablation table of the variants, wall-clock times, the surrogate
+    against the nearest-training-scenario baseline), then the figures
+``metrics.json``
+    the same numbers, machine-readable, with stable keys (see ``docs/metrics.md`` for
+    every definition)
+``*.png``
+    ProbConserv's three figures on this case — total mass over time, profiles with 90%
+    bands at the report time (the front region enlarged), the histogram of posterior front
+    positions — plus the relative error over time per variant, and field plots on the
+    mesh for 2-D cases
+
+All scores come from :mod:`hybrid.metrics` (volume-weighted on the mesh). Rank 0 does the
+work; the other ranks wait.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+from mpi4py import MPI
+
+from hybrid.constraints.rows import StateLayout
+from hybrid.constraints.variants import boundary_rows
+from hybrid.files import atomic_path, mark_stage_done, stage_is_current
+from hybrid.metrics import (coverage, crps_gaussian, gaussian_log_likelihood, mass_error, max_error, mse,
+                            relative_l2, total_mass)
+from hybrid.mesh.control_volumes import balance_residual
+from hybrid.parallel import root_print
+from hybrid.stages.predict import PREDICT_SECTIONS, run_predict
+from hybrid.stages.solve import read_dataset
+from hybrid.stages.train import case_transfer
+
+__all__ = ["run_validate", "VALIDATE_SECTIONS", "METRIC_KEYS"]
+
+VALIDATE_SECTIONS = PREDICT_SECTIONS + ("output",)
+# the per-variant keys of metrics.json, in the report's column order: (key, header, format)
+METRIC_KEYS = (("rel_l2", "rel. L2", ".4f"), ("mse", "MSE", ".3e"), ("max_error", "max err", ".3g"),
+               ("mass_error", "mass err", ".1e"), ("max_balance_residual", "balance", ".1e"),
+               ("dirichlet_error", "Dirichlet", ".1e"), ("neumann_flux_error", "Neumann", ".1e"),
+               ("log_likelihood", "log-lik", ".2f"), ("crps", "CRPS", ".3e"), ("coverage90", "cover90", ".2f"),
+               ("front_error", "front err", ".3g"), ("constraint_seconds", "update s", ".3g"))
+MAIN_PROFILES = ("raw", "softc", "global", "per-cell", "per-cell+boundary")
+
+
+def run_validate(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, progress: bool = True,
+                 announce: bool = True) -> Path:
+    """Write the report (collective; rank 0 works); returns the path of report.md."""
+    predict_dir = run_predict(case, comm=comm, progress=progress, announce=False)
+    out = Path(case.output_dir) / "validate"
+    digest = case.hash(*VALIDATE_SECTIONS)
+    if not force and stage_is_current(out, digest, ["report.md", "metrics.json"]):
+        if announce:
+            root_print(f"validate: up to date ({out / 'report.md'}); --force redoes it", comm=comm)
+        return out / "report.md"
+    if comm.rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        report = _validate(case, predict_dir, out, comm.size)
+        mark_stage_done(out, digest, files=sorted(p.name for p in out.glob("*.png")))
+        root_print(report, comm=comm)
+    comm.Barrier()
+    return out / "report.md"
+
+
+def _read_variants(path: Path) -> tuple[dict, dict]:
+    with h5py.File(path, "r") as f:
+        variants = {k: {name: f[k][name][()] for name in f[k]} for k in f if isinstance(f[k], h5py.Group)}
+        extra = {"front_true": f["front_true"][()] if "front_true" in f else None,
+                 "front_kind": str(f.attrs.get("front_kind", "")), "report_time": float(f.attrs["report_time"])}
+    return variants, extra
+
+
+def variant_scores(cv, data: dict, layout: StateLayout, boundary: list, v: dict) -> dict:
+    """Every metric of one variant over the test scenarios (see docs/metrics.md)."""
+    test = data["test"]
+    truth, u, var, flux = test["u"][:, 1:], v["u_mean"][:, 1:], np.maximum(v["u_var"][:, 1:], 0.0), v["flux_mean"]
+    w = cv.volume
+    scale = np.abs(test["u"]).max() * w.max()
+    balance = max(float(np.abs(balance_residual(w, cv.face_cv, v["u_mean"][i], flux[i], test["source"][i])).max())
+                  for i in range(len(u))) / scale
+    errors = {"dirichlet": 0.0, "neumann-flux": 0.0}
+    for i, rows in enumerate(boundary):
+        x = layout.pack(u[i], flux[i])
+        for kind in errors:
+            sel = rows.kind == kind
+            if sel.any():
+                errors[kind] = max(errors[kind], float(np.abs(rows.G[sel] @ x - rows.b[sel]).max()))
+    has = {kind: any((rows.kind == kind).any() for rows in boundary) for kind in errors}
+    per_time = np.stack([relative_l2(u[:, n], truth[:, n], w) for n in range(u.shape[1])], axis=1)
+    return {"rel_l2": float(relative_l2(u, truth, w).mean()), "mse": mse(u, truth, w), "max_error": max_error(u, truth),
+            "mass_error": mass_error(u, truth, w), "max_balance_residual": balance,
+            "dirichlet_error": errors["dirichlet"] if has["dirichlet"] else None,
+            "neumann_flux_error": errors["neumann-flux"] if has["neumann-flux"] else None,
+            "log_likelihood": gaussian_log_likelihood(u, var, truth), "crps": crps_gaussian(u, var, truth),
+            "coverage90": coverage(u, var, truth), "rel_l2_over_time": per_time.mean(axis=0).tolist()}
+
+
+def _validate(case, predict_dir: Path, out: Path, ranks: int) -> str:
+    data = read_dataset(Path(case.output_dir) / "solve" / "dataset.h5")
+    cv, _ = case_transfer(case, data)
+    test, times = data["test"], data["times"]
+    S, T1, N = test["u"].shape
+    layout = StateLayout(N, cv.num_faces, T1 - 1)
+    names = test["parameter_names"]
+    params = [dict(zip(names, map(float, test["params"][i]))) for i in range(S)]
+    boundary = [boundary_rows(case, cv, layout, times, params[i]) for i in range(S)]
+    variants, extra = _read_variants(predict_dir / "variants.h5")
+    predicted = json.loads((predict_dir / "metrics.json").read_text())
+    scores = {}
+    for name, v in variants.items():
+        s = variant_scores(cv, data, layout, boundary, v)
+        s["constraint_seconds"] = predicted["variants"].get(name, {}).get("update_seconds")
+        if extra["front_true"] is not None and "front" in v:
+            s["front_error"] = float(np.mean(np.abs(v["front"].mean(axis=1) - extra["front_true"])))
+            s["front_std"] = float(np.mean(v["front"].std(axis=1)))
+        else:
+            s["front_error"] = None
+        scores[name] = s
+    train_stage = json.loads((Path(case.output_dir) / "train" / "stage.json").read_text())
+    timing = {"solver_seconds_per_scenario": predicted["solver_seconds"],
+              "surrogate_seconds_per_scenario": predicted["surrogate_seconds"],
+              "solver_over_surrogate": predicted["solver_seconds"] / max(predicted["surrogate_seconds"], 1e-300),
+              "training_seconds": train_stage.get("training_seconds")}
+    surrogate = {k: predicted[k] for k in ("rel_l2_mean", "rel_l2_nearest_train", "nearest_over_ensemble",
+                                           "coverage90", "flux_rel_l2")}
+    figures = _figures(case, cv, data, variants, extra, scores, out) if case.output["figures"] else []
+    metrics = {"case": case.name, "description": case.description, "ranks": ranks,
+               "test_scenarios": S, "report_time": extra["report_time"], "front_kind": extra["front_kind"] or None,
+               "variants": scores, "times": timing, "surrogate": surrogate,
+               "figures": [p.name for p in figures]}
+    with atomic_path(out / "metrics.json") as tmp:
+        tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+    text = _report(case, metrics, figures)
+    with atomic_path(out / "report.md") as tmp:
+        tmp.write_text(text)
+    return f"validate: {case.name}: report {out / 'report.md'}\n" + _table(scores)
+
+
+def _fmt(value, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def _table(scores: dict) -> str:
+    head = "| variant | " + " | ".join(h for _, h, _ in METRIC_KEYS) + " |"
+    rule = "|---|" + "|".join("---:" for _ in METRIC_KEYS) + "|"
+    rows = [f"| {name} | " + " | ".join(_fmt(s.get(k), f) for k, _, f in METRIC_KEYS) + " |"
+            for name, s in scores.items()]
+    return "\n".join([head, rule, *rows])
+
+
+def _report(case, m: dict, figures: list[Path]) -> str:
+    t, s = m["times"], m["surrogate"]
+    lines = [f"# {case.name}: surrogate variants against the reference solver", "",
+             f"{m['description']}  ", f"{m['test_scenarios']} test scenarios, report time t = {m['report_time']:g}, "
+             f"{m['ranks']} MPI rank(s), written {datetime.datetime.now().isoformat(timespec='seconds')}.", "",
+             "## Variants", "", _table(m["variants"]), "",
+             "Errors are over all output times and test scenarios, volume-weighted on the mesh; balance = the "
+             "largest per-control-volume balance residual relative to |K| max|u|; mass err = the largest global "
+             "mass error relative to the total amount; Dirichlet/Neumann = the largest boundary-value / "
+             "boundary-flux error ('–': the case has no such rows); front err = |mean posterior front − solver "
+             f"front| ({m['front_kind'] or 'no front in this case'}). Definitions: docs/metrics.md.", "",
+             "## Wall-clock time per test scenario", "",
+             "| solver s | surrogate s | solver / surrogate | training s (all members) |", "|---:|---:|---:|---:|",
+             f"| {t['solver_seconds_per_scenario']:.3g} | {t['surrogate_seconds_per_scenario']:.3g} | "
+             f"{t['solver_over_surrogate']:.0f} | {_fmt(t['training_seconds'], '.0f')} |", "",
+             "The constraint update's time per scenario is the variants table's last column.", "",
+             "## Surrogate against the nearest training scenario", "",
+             "| ensemble rel. L2 | nearest-training rel. L2 | ratio | 90% coverage | flux rel. L2 |",
+             "|---:|---:|---:|---:|---:|",
+             f"| {s['rel_l2_mean']:.4f} | {s['rel_l2_nearest_train']:.4f} | {s['nearest_over_ensemble']:.2f} | "
+             f"{s['coverage90']:.2f} | {s['flux_rel_l2']:.4f} |", ""]
+    if figures:
+        lines += ["## Figures", ""]
+        for p in figures:
+            lines += [f"![{p.stem}]({p.name})", ""]
+    return "\n".join(lines)
+
+
+def _figures(case, cv, data, variants, extra, scores, out: Path) -> list[Path]:
+    from hybrid.report import figures as fig
+
+    test, times = data["test"], data["times"]
+    w = cv.volume
+    raw_err = relative_l2(variants["raw"]["u_mean"][:, 1:], test["u"][:, 1:], w)
+    i = int(np.argmax(raw_err))      # the hardest test scenario for the raw surrogate
+    label = ", ".join(f"{k} = {v:.3g}" for k, v in zip(test["parameter_names"], test["params"][i]))
+    tag = f"{case.name}, test scenario {i}" + (f" ({label})" if label else "")
+    paths = [fig.mass_over_time(out / "mass.png", times, total_mass(test["u"][i], w),
+                                {k: total_mass(v["u_mean"][i], w) for k, v in variants.items()},
+                                f"Total mass Σ|K|u_K — {tag}")]
+    shown = {k: v for k, v in variants.items() if k in MAIN_PROFILES}
+    if cv.dim == 1:
+        front = None
+        if extra["front_true"] is not None and extra["front_kind"] == "position":
+            front = float(extra["front_true"][i])
+        paths.append(fig.profiles_with_bands(
+            out / "profiles.png", cv.centre[:, 0], test["u"][i, -1],
+            {k: (v["u_mean"][i, -1], np.sqrt(np.maximum(v["u_var"][i, -1], 0.0))) for k, v in shown.items()},
+            f"u at t = {times[-1]:g} with 90% intervals — {tag}", front=front))
+    elif cv.dim == 2:
+        main = [k for k in ("per-cell+boundary", "per-cell", "global") if k in variants][:1]
+        location = "point" if cv.kind == "dual" else "cell"
+        fields = {"solver": test["u"][i, -1], "raw mean": variants["raw"]["u_mean"][i, -1]}
+        for k in main:
+            fields[f"{k} mean"] = variants[k]["u_mean"][i, -1]
+            fields[f"|error| {k}"] = np.abs(variants[k]["u_mean"][i, -1] - test["u"][i, -1])
+        fields["|error| raw"] = np.abs(variants["raw"]["u_mean"][i, -1] - test["u"][i, -1])
+        mesh = data["mesh"]
+        paths.append(fig.field_on_mesh(out / "fields.png", mesh.points[:, :2], mesh.cells,
+                                       {k: v[cv.cv_of_entity] for k, v in fields.items()},
+                                       f"u at t = {times[-1]:g} — {tag}", location=location))
+    if extra["front_true"] is not None and all("front" in v for v in variants.values()):
+        what = "front position x" if extra["front_kind"] == "position" else "volume behind the front"
+        paths.append(fig.front_histogram(out / "front.png", {k: v["front"][i] for k, v in shown.items()},
+                                         float(extra["front_true"][i]),
+                                         f"Posterior {what} at t = {times[-1]:g} — {tag}", xlabel=what))
+    paths.append(fig.error_over_time(out / "error.png", times[1:],
+                                     {k: np.asarray(s["rel_l2_over_time"]) for k, s in scores.items()},
+                                     "relative L2 error", f"Error over time, mean over test scenarios — {case.name}"))
+    return paths
