@@ -2,6 +2,11 @@
 
 The files are parsed here with ``xml.etree`` and ``h5py`` (not only through
 ``read_time_series``), so a writer and reader that agree on a wrong layout still fail.
+Each small case runs the whole pipeline once (solve, a tiny 2-member surrogate trained
+for 2 epochs, predict with every constraint variant, export) and the tests share it; the
+surrogate is bad on purpose — the tests check what is exported, not how good it is.
+When ParaView's ``pvbatch`` and ``xvfb-run`` are installed, ParaView's own reader opens
+every series too.
 """
 
 from __future__ import annotations
@@ -16,16 +21,32 @@ import h5py
 import numpy as np
 import pytest
 
-from helpers import run_cli, small_case
+from helpers import edit_toml, mpi_env, run_cli, small_case
+from hybrid.constraints.variants import VARIANTS
 from hybrid.export.xdmf import read_time_series, write_time_series
 from hybrid.mesh.control_volumes import balance_residual
+from hybrid.stages.export import VARIANT_FIELDS, field_prefix
 from hybrid.stages.solve import read_dataset
 
+TINY_SURROGATE = {"epochs": "2", "members": "2", "grid": "32", "modes": "8", "width": "8", "batch": "2"}
+# every variant: per-cell conservation with exact boundary rows, compared with all the others
+EVERY_VARIANT = {"conservation": '"per-cell"', "boundary": '"exact"',
+                 "compare": '["raw", "hardc", "softc", "global", "per-cell"]'}
+EXPECTED_VARIANTS = ["raw", "hardc", "softc", "global", "per-cell", "per-cell+boundary"]   # the table's order
 EXPORTS = {
     # name: (case edits, outputs, centre of the fields, topology)
-    "stefan-1d": ({"time": {"t_end": "0.02", "outputs": "4"}}, 4, "Cell", "Polyline"),
-    "heat-2d": ({"time": {"t_end": "0.2", "outputs": "4"}}, 4, "Node", "Triangle"),
+    "stefan-1d": ({"time": {"t_end": "0.02", "outputs": "4"}, "surrogate": TINY_SURROGATE,
+                   "constraints": EVERY_VARIANT}, 4, "Cell", "Polyline"),
+    "heat-2d": ({"time": {"t_end": "0.2", "outputs": "4"}, "surrogate": TINY_SURROGATE,
+                 "constraints": EVERY_VARIANT}, 4, "Node", "Triangle"),
 }
+
+
+def read_variants_h5(path: Path) -> dict[str, dict[str, np.ndarray]]:
+    """The variant groups of predict's variants.h5, read here without the export module."""
+    with h5py.File(path, "r") as f:
+        return {name: {k: g[k][()] for k in ("u_mean", "u_var", "flux_mean")}
+                for name, g in f.items() if isinstance(g, h5py.Group) and "u_mean" in g}
 
 
 @pytest.fixture(scope="module")
@@ -35,19 +56,24 @@ def exported(tmp_path_factory):
     def get(name: str) -> dict:
         if name not in cache:
             edits = EXPORTS[name][0]
-            case = small_case(name, tmp_path_factory.mktemp(name), train=1, test=2, **edits)
-            proc = run_cli(["export", case, "--quiet"], timeout=300)
+            case = small_case(name, tmp_path_factory.mktemp(name), train=3, test=2, **edits)
+            proc = run_cli(["export", case, "--quiet"], timeout=600)
             assert proc.returncode == 0, proc.stderr
             out = case / "results"
             cache[name] = {"case": case, "stdout": proc.stdout, "export": out / "export",
-                           "data": read_dataset(out / "solve" / "dataset.h5")}
+                           "data": read_dataset(out / "solve" / "dataset.h5"),
+                           "variants": read_variants_h5(out / "predict" / "variants.h5")}
         return cache[name]
     return get
 
 
+def expected_fields(variants) -> set[str]:
+    return {"u", "balance_residual"} | {f"{field_prefix(v)}_{s}" for v in variants for s in VARIANT_FIELDS}
+
+
 def parse_series(xdmf: Path) -> dict:
     """Times, topology, geometry and every attribute of every step, straight from the XML
-    and the HDF5 datasets it names (hyperslabs applied here)."""
+    and the HDF5 datasets it names."""
     root = ET.parse(xdmf).getroot()
     assert root.tag == "Xdmf"
     collection = root.find("Domain/Grid")
@@ -55,11 +81,12 @@ def parse_series(xdmf: Path) -> dict:
     out = {"times": [], "steps": []}
 
     def heavy(item: ET.Element, f: h5py.File) -> np.ndarray:
-        assert item.get("Format") == "HDF"
+        assert item.get("Format") == "HDF" and item.get("NumberType") in ("Float", "Int")
         file, dataset = item.text.strip().split(":")
         assert file == xdmf.with_suffix(".h5").name
         arr = f[dataset][()]
         assert tuple(int(s) for s in item.get("Dimensions").split()) == arr.shape
+        assert int(item.get("Precision")) == arr.dtype.itemsize
         return arr
 
     with h5py.File(xdmf.with_suffix(".h5"), "r") as f:
@@ -72,16 +99,17 @@ def parse_series(xdmf: Path) -> dict:
                     "topology": heavy(topo.find("DataItem"), f), "geometry": heavy(geo.find("DataItem"), f),
                     "fields": {}}
             for att in grid.findall("Attribute"):
-                slab_item, data_item = att.find("DataItem").findall("DataItem")
-                slab = np.array(slab_item.text.split(), dtype=int).reshape(3, -1)
-                data = heavy(data_item, f)
-                start, stride, count = slab
-                assert np.all(stride == 1) and count[0] == 1 and np.all(start[1:] == 0)
-                assert tuple(count[1:]) == data.shape[1:]
-                step["fields"][att.get("Name")] = (att.get("Center"), att.get("AttributeType"), data[start[0]])
+                items = att.findall("DataItem")
+                assert len(items) == 1   # a plain HDF reference: VTK's XDMF 3 reader skips hyperslabs
+                step["fields"][att.get("Name")] = (att.get("Center"), att.get("AttributeType"), heavy(items[0], f))
             out["steps"].append(step)
     out["times"] = np.array(out["times"])
     return out
+
+
+def on_cvs(values: np.ndarray, centre: str, cvd: dict) -> np.ndarray:
+    """Exported values (cells or vertices) seen from the control volumes."""
+    return values if centre == "Cell" else values[cvd["entity_of_cv"]]
 
 
 @pytest.mark.parametrize("name", list(EXPORTS))
@@ -89,6 +117,11 @@ def test_export_writes_one_series_per_test_scenario(exported, name):
     run = exported(name)
     names = sorted(p.name for p in run["export"].iterdir())
     assert names == ["stage.json", "test-000.h5", "test-000.xdmf", "test-001.h5", "test-001.xdmf"]
+    # the closing message names the folder, a file and the variants in the files
+    last = run["stdout"].strip().splitlines()[-1]
+    assert last.startswith(f"export: 2 ParaView series in {run['export']} (open e.g. test-000.xdmf)")
+    assert f"for the variants {', '.join(EXPECTED_VARIANTS)}," in last
+    assert "V = raw, hardc, softc, global, per_cell, per_cell_boundary" in last
     again = run_cli(["export", run["case"], "--quiet"])
     assert again.returncode == 0 and "up to date" in again.stdout
 
@@ -119,7 +152,7 @@ def test_exported_series_match_the_dataset(exported, name):
             assert step["geometry_type"] == ("XY" if gdim == 2 else "XYZ")
             assert np.array_equal(step["geometry"][:, :gdim], mesh.points)
             assert np.all(step["geometry"][:, gdim:] == 0)
-            assert set(step["fields"]) == {"u", "balance_residual"}
+            assert set(step["fields"]) == expected_fields(EXPECTED_VARIANTS)
             where, kind, values = step["fields"]["u"]
             assert where == centre and kind == "Scalar"
             bal_where, _, balance = step["fields"]["balance_residual"]
@@ -144,6 +177,88 @@ def test_exported_series_match_the_dataset(exported, name):
         group = "cell" if centre == "Cell" else "point"
         assert back["topology_type"] == topology
         assert np.array_equal(back[group]["u"], np.array([s["fields"]["u"][2] for s in series["steps"]]))
+
+
+@pytest.mark.parametrize("name", list(EXPORTS))
+def test_exported_variants_match_the_predictions(exported, name):
+    """Every variant's mean, std, error and balance, at every step, against variants.h5."""
+    run = exported(name)
+    _, outputs, centre, _ = EXPORTS[name]
+    data, variants = run["data"], run["variants"]
+    assert set(variants) == set(EXPECTED_VARIANTS)
+    mesh, cvd = data["mesh"], data["control_volumes"]
+    size = len(mesh.cells) if centre == "Cell" else len(mesh.points)
+    for i in range(2):
+        series = parse_series(run["export"] / f"test-{i:03d}.xdmf")
+        assert series["h5_attrs"]["variants"] == ", ".join(EXPECTED_VARIANTS)   # the ablation table's order
+        u = data["test"]["u"][i]
+        scale = cvd["volume"] * np.abs(u).max()          # |K| max|u|, per control volume
+        worst = {}
+        for v, pred in variants.items():
+            p = field_prefix(v)
+            relative = []
+            for n, step in enumerate(series["steps"]):
+                fields = {s: step["fields"][f"{p}_{s}"] for s in VARIANT_FIELDS}
+                for where, kind, values in fields.values():
+                    assert (where, kind, values.shape) == (centre, "Scalar", (size,))
+                mean, std, error, balance = (fields[s][2] for s in VARIANT_FIELDS)
+                exact = step["fields"]["u"][2]
+                # the mean on the mesh: cell K is control volume K; a vertex shows its control volume
+                placed = pred["u_mean"][i, n] if centre == "Cell" else pred["u_mean"][i, n][cvd["cv_of_entity"]]
+                assert np.array_equal(mean, placed)
+                assert np.array_equal(on_cvs(mean, centre, cvd), pred["u_mean"][i, n])
+                assert np.array_equal(error, np.abs(mean - exact))
+                assert np.all(std >= 0)
+                np.testing.assert_allclose(on_cvs(std, centre, cvd) ** 2, np.maximum(pred["u_var"][i, n], 0),
+                                           rtol=1e-12, atol=0)
+                if n == 0:   # the given initial state: no uncertainty, no interval
+                    assert np.array_equal(mean, exact) and np.all(std == 0) and np.all(balance == 0)
+                else:
+                    relative.append(np.abs(on_cvs(balance, centre, cvd)) / scale)
+            expected = balance_residual(cvd["volume"], cvd["face_cv"], pred["u_mean"][i], pred["flux_mean"][i],
+                                        data["test"]["source"][i])
+            got = np.array([on_cvs(s["fields"][f"{p}_balance_residual"][2], centre, cvd)
+                            for s in series["steps"][1:]])
+            assert np.array_equal(got, expected)
+            worst[v] = float(np.max(relative))
+        # conservation holds per control volume for the per-cell variants, not for the raw ensemble
+        assert worst["per-cell+boundary"] <= 1e-9, worst
+        assert worst["per-cell"] <= 1e-9, worst
+        assert worst["raw"] > 1e-6 and worst["softc"] > 1e-6, worst
+
+
+def test_export_follows_the_constraints_and_solver_only(exported, tmp_path):
+    """A changed [constraints] section redoes predict and export (not training), and the
+    series carry exactly the variants now in variants.h5; --solver-only drops them."""
+    run = exported("stefan-1d")
+    case = tmp_path / "stefan-1d"
+    shutil.copytree(run["case"], case)
+    toml = case / "case.toml"
+    toml.write_text(edit_toml(toml.read_text(), "constraints", "compare", '["raw", "global"]'))
+    proc = run_cli(["export", case, "--quiet"], timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "train:" not in proc.stdout and "predict: stefan-1d: constraint variants" in proc.stdout
+    assert "for the variants raw, global, per-cell+boundary," in proc.stdout
+    variants = read_variants_h5(case / "results" / "predict" / "variants.h5")
+    assert set(variants) == {"raw", "global", "per-cell+boundary"}
+    step = parse_series(case / "results" / "export" / "test-001.xdmf")["steps"][-1]
+    assert set(step["fields"]) == expected_fields(variants)
+    assert np.array_equal(step["fields"]["global_mean"][2], variants["global"]["u_mean"][1, -1])
+
+    solver = run_cli(["export", case, "--quiet", "--solver-only"])
+    assert solver.returncode == 0, solver.stderr
+    assert solver.stdout.strip().endswith("u, balance_residual (solver only)")
+    for i in range(2):
+        series = parse_series(case / "results" / "export" / f"test-{i:03d}.xdmf")
+        assert all(set(s["fields"]) == {"u", "balance_residual"} for s in series["steps"])
+    again = run_cli(["export", case, "--quiet", "--solver-only"])
+    assert again.returncode == 0 and "export: up to date" in again.stdout
+
+
+def test_variant_array_names_are_identifiers():
+    assert [field_prefix(v) for v in VARIANTS] == ["raw", "hardc", "softc", "global", "per_cell",
+                                                   "per_cell_boundary"]
+    assert all(f"{field_prefix(v)}_{s}".isidentifier() for v in VARIANTS for s in VARIANT_FIELDS)
 
 
 def _cube_tetrahedra() -> tuple[np.ndarray, np.ndarray]:
@@ -189,40 +304,125 @@ def test_time_series_wrong_length_writes_nothing(tmp_path):
     with pytest.raises(ValueError, match="time steps"):
         write_time_series(tmp_path / "bad", points, cells, "tetrahedron", np.array([0.0, 1.0]),
                           point_data={"u": np.zeros((3, 8))})
+    with pytest.raises(ValueError, match="HDF5"):
+        write_time_series(tmp_path / "bad", points, cells, "tetrahedron", np.array([0.0, 1.0]),
+                          point_data={"u/v": np.zeros((2, 8))})
     assert list(tmp_path.iterdir()) == []
 
 
-PVBATCH_SCRIPT = textwrap.dedent("""
+PVBATCH_SCRIPT = textwrap.dedent('''
+    """Open every series on the command line with ParaView's own reader; print what it sees
+    at the first and the last time, and save a screenshot of COLOUR at the last time."""
+    import os
     import sys
-    from paraview.simple import XDMFReader, UpdatePipeline
-    reader = XDMFReader(FileNames=[sys.argv[1]])
-    reader.UpdatePipelineInformation()
-    times = list(reader.TimestepValues)
-    UpdatePipeline(time=times[-1], proxy=reader)
-    data = reader.GetClientSideObject().GetOutputDataObject(0)
-    cells = data.GetCellData()
-    names = sorted(cells.GetArrayName(i) for i in range(cells.GetNumberOfArrays()))
-    print("TIMES", " ".join(repr(t) for t in times))
-    print("CELLARRAYS", " ".join(names))
-    print("NCELLS", data.GetNumberOfCells())
-""")
+
+    from paraview.simple import ColorBy, GetActiveViewOrCreate, Hide, OpenDataFile, ResetCamera, SaveScreenshot, Show
+    from vtkmodules.util.numpy_support import vtk_to_numpy
+
+    outdir, colour, files = sys.argv[1], sys.argv[2], sys.argv[3:]
+    view = GetActiveViewOrCreate("RenderView")
+    for path in files:
+        reader = OpenDataFile(path)
+        print("FILE", path)
+        print("READER", reader.GetXMLName())
+        reader.UpdatePipelineInformation()
+        times = [float(t) for t in reader.TimestepValues]
+        print("TIMES", " ".join(repr(t) for t in times))
+        association = None
+        for k in (0, len(times) - 1):
+            reader.UpdatePipeline(times[k])   # not simple.UpdatePipeline(time=0.0): it drops a zero time
+            data = reader.GetClientSideObject().GetOutputDataObject(0)
+            if data.IsA("vtkCompositeDataSet"):
+                blocks = data.NewIterator()
+                blocks.InitTraversal()
+                data = blocks.GetCurrentDataObject()
+            print("SIZE", k, data.GetNumberOfPoints(), data.GetNumberOfCells())
+            for where, arrays in (("point", data.GetPointData()), ("cell", data.GetCellData())):
+                for i in range(arrays.GetNumberOfArrays()):
+                    values = vtk_to_numpy(arrays.GetArray(i))
+                    print("ARRAY", k, where, arrays.GetArrayName(i), values.shape[0], repr(float(values.sum())))
+                    if arrays.GetArrayName(i) == colour:
+                        association = "POINTS" if where == "point" else "CELLS"
+        view.ViewTime = times[-1]
+        display = Show(reader, view)
+        if association:   # a missing array fails in the test, with the arrays listed above
+            ColorBy(display, (association, colour))
+            display.RescaleTransferFunctionToDataRange(False, True)
+            display.SetScalarBarVisibility(view, True)
+        display.LineWidth = 5.0
+        ResetCamera(view)
+        png = os.path.join(outdir, os.path.basename(path).replace(".xdmf", ".png"))
+        SaveScreenshot(png, view, ImageResolution=[640, 400])
+        Hide(reader, view)
+        print("PNG", png)
+''')
 
 
-@pytest.mark.skipif(shutil.which("pvbatch") is None, reason="ParaView's pvbatch is not installed")
-def test_paraview_opens_the_series(exported, tmp_path):
-    run = exported("stefan-1d")
+def parse_pvbatch(stdout: str) -> dict[str, dict]:
+    """The pvbatch script's report, per file."""
+    report: dict[str, dict] = {}
+    for line in stdout.splitlines():
+        key, _, rest = line.partition(" ")
+        if key == "FILE":
+            current = report.setdefault(rest, {"arrays": {}, "size": {}})
+        elif key == "READER":
+            current["reader"] = rest
+        elif key == "TIMES":
+            current["times"] = np.array([float(t) for t in rest.split()])
+        elif key == "SIZE":
+            k, points, cells = map(int, rest.split())
+            current["size"][k] = (points, cells)
+        elif key == "ARRAY":
+            k, where, name, tuples, total = rest.split()
+            current["arrays"][(int(k), where, name)] = (int(tuples), float(total))
+        elif key == "PNG":
+            current["png"] = Path(rest)
+    return report
+
+
+@pytest.mark.skipif(shutil.which("pvbatch") is None or shutil.which("xvfb-run") is None,
+                    reason="ParaView's pvbatch or xvfb-run is not installed (Debian: apt-get install "
+                           "paraview python3-paraview xvfb xauth)")
+@pytest.mark.parametrize("name", list(EXPORTS))
+def test_paraview_opens_the_series(exported, tmp_path, name):
+    run = exported(name)
+    _, outputs, centre, _ = EXPORTS[name]
+    data, mesh = run["data"], run["data"]["mesh"]
+    files = [run["export"] / f"test-{i:03d}.xdmf" for i in range(2)]
     script = tmp_path / "open.py"
     script.write_text(PVBATCH_SCRIPT)
-    cmd = ["pvbatch", str(script), str(run["export"] / "test-000.xdmf")]
-    if shutil.which("xvfb-run"):
-        cmd = ["xvfb-run", "-a"] + cmd
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    lines = {line.split(" ", 1)[0]: line.split(" ", 1)[1] if " " in line else ""
-             for line in proc.stdout.splitlines() if line.split(" ", 1)[0] in ("TIMES", "CELLARRAYS", "NCELLS")}
-    np.testing.assert_allclose([float(t) for t in lines["TIMES"].split()], run["data"]["times"], rtol=1e-12)
-    assert set(lines["CELLARRAYS"].split()) >= {"u", "balance_residual"}
-    assert int(lines["NCELLS"]) == len(run["data"]["mesh"].cells)
+    colour = "per_cell_boundary_mean"
+    env = {k: v for k, v in mpi_env().items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    proc = subprocess.run(["xvfb-run", "-a", "pvbatch", str(script), str(tmp_path), colour, *map(str, files)],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Skipping unrecognized array type" not in proc.stderr     # VTK's reader drops such arrays silently
+    report = parse_pvbatch(proc.stdout)
+    assert sorted(report) == sorted(map(str, files))
+    where = "cell" if centre == "Cell" else "point"
+    names = expected_fields(EXPECTED_VARIANTS)
+    for f in files:
+        seen, series = report[str(f)], parse_series(f)
+        assert "xdmf" in seen["reader"].lower()
+        np.testing.assert_array_equal(seen["times"], data["times"])
+        last = len(data["times"]) - 1
+        for k in (0, last):
+            assert seen["size"][k] == (len(mesh.points), len(mesh.cells))
+            arrays = {name: value for (step, w, name), value in seen["arrays"].items() if step == k and w == where}
+            assert set(arrays) >= names
+            for name in names:
+                values = series["steps"][k]["fields"][name][2]
+                tuples, total = arrays[name]
+                assert tuples == len(values)
+                assert abs(total - values.sum()) <= 1e-9 * max(np.abs(values).sum(), 1e-300), name
+        png = seen["png"]
+        assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        import matplotlib.image
+        image = matplotlib.image.imread(png)[..., :3]
+        assert image.shape[:2] == (400, 640)
+        colours = np.unique(image.reshape(-1, 3), axis=0)
+        drawn = np.any(image != image[0, 0], axis=-1).mean()
+        assert len(colours) > 20 and drawn > 0.005, (len(colours), drawn)
 
 
 def test_export_under_mpirun_matches_serial(exported):
@@ -239,5 +439,6 @@ def test_export_under_mpirun_matches_serial(exported):
         new = parse_series(f)
         assert np.array_equal(new["times"], old["times"])
         for a, b in zip(old["steps"], new["steps"]):
-            for key in ("u", "balance_residual"):
+            assert set(a["fields"]) == set(b["fields"]) == expected_fields(EXPECTED_VARIANTS)
+            for key in a["fields"]:
                 assert np.array_equal(a["fields"][key][2], b["fields"][key][2])

@@ -1,9 +1,13 @@
 """The one XDMF writer: a time series of point and cell fields on a simplex mesh.
 
 Each series is ``NAME.xdmf`` (XML, XDMF 3) plus ``NAME.h5`` (heavy data) that ParaView's
-XDMF reader opens as one dataset with physical time values. The mesh is stored once; every
-time step's grid refers to it. 1-D meshes are written as ``Polyline`` cells in 3-D
-coordinates (y = z = 0), 2-D as ``Triangle`` in XY, 3-D as ``Tetrahedron`` in XYZ.
+XDMF readers (``Xdmf3ReaderS``, the one ``paraview NAME.xdmf`` picks, and the older
+``XDMFReader``) open as one dataset with physical time values. The mesh is stored once
+(``/mesh/geometry``, ``/mesh/topology``); every time step's grid refers to it. 1-D meshes
+are written as ``Polyline`` cells in 3-D coordinates (y = z = 0), 2-D as ``Triangle`` in
+XY, 3-D as ``Tetrahedron`` in XYZ. Field ``NAME`` at step ``i`` is the dataset
+``/point/NAME/i`` or ``/cell/NAME/i`` (one dataset per step, as DOLFINx writes them:
+VTK's XDMF 3 reader cannot read attributes given as hyperslabs of one (T, n) dataset).
 Both files are written under temporary names and renamed, so a failed export never
 leaves a half-written series.
 """
@@ -50,6 +54,8 @@ def write_time_series(path: Path | str, points: np.ndarray, cells: np.ndarray, c
     for name, arr in {**point_data, **cell_data}.items():
         if arr.shape[0] != T:
             raise ValueError(f"field {name!r} has {arr.shape[0]} time steps, expected {T}")
+        if "/" in name or name in ("", "."):
+            raise ValueError(f"field name {name!r} cannot name an HDF5 group")
 
     with atomic_path(h5path) as tmp_h5:
         with h5py.File(tmp_h5, "w") as f:
@@ -58,7 +64,8 @@ def write_time_series(path: Path | str, points: np.ndarray, cells: np.ndarray, c
             f["time"] = np.asarray(times, dtype=np.float64)
             for group, data in (("point", point_data), ("cell", cell_data)):
                 for name, arr in data.items():
-                    f[f"{group}/{name}"] = np.asarray(arr, dtype=np.float64)
+                    for i, values in enumerate(np.asarray(arr, dtype=np.float64)):
+                        f[f"{group}/{name}/{i}"] = values
             for key, value in (attributes or {}).items():
                 f.attrs[key] = value
     h5name = h5path.name
@@ -76,18 +83,9 @@ def write_time_series(path: Path | str, points: np.ndarray, cells: np.ndarray, c
             for name, arr in data.items():
                 a = np.asarray(arr)
                 kind = "Scalar" if a.ndim == 2 else "Vector"
-                shape = a.shape[1:]
-                # a hyperslab picks step i out of the (T, n[, c]) dataset
-                start = " ".join(["%d" % i] + ["0"] * len(shape))
-                stride = " ".join(["1"] * (1 + len(shape)))
-                count = " ".join(["1"] + [str(s) for s in shape])
-                dims_full = " ".join(str(s) for s in a.shape)
-                lines.append(
-                    f'<Attribute Name={quoteattr(name)} AttributeType="{kind}" Center="{center}">'
-                    f'<DataItem ItemType="HyperSlab" Dimensions="{" ".join(str(s) for s in shape)}" Type="HyperSlab">'
-                    f'<DataItem Dimensions="3 {1 + len(shape)}" Format="XML">{start} {stride} {count}</DataItem>'
-                    f'<DataItem Dimensions="{dims_full}" NumberType="Float" Precision="8" Format="HDF">'
-                    f'{h5name}:/{group}/{name}</DataItem></DataItem></Attribute>')
+                item = _item(h5name, f"/{group}/{name}/{i}", a.shape[1:], np.dtype(np.float64))
+                lines.append(f'<Attribute Name={quoteattr(name)} AttributeType="{kind}" Center="{center}">{item}'
+                             f'</Attribute>')
         lines.append("</Grid>")
     lines += ["</Grid>", "</Domain>", "</Xdmf>", ""]
     # the XML last: it names the heavy data, which is complete by now
@@ -116,10 +114,8 @@ def read_time_series(path: Path | str) -> dict:
         for g in grids:
             out["times"].append(float(g.find("Time").get("Value")))
             for att in g.findall("Attribute"):
-                slab, data = att.find("DataItem").findall("DataItem")
-                start = int(slab.text.split()[0])
                 group = "point" if att.get("Center") == "Node" else "cell"
-                out[group].setdefault(att.get("Name"), []).append(load(data.text)[start])
+                out[group].setdefault(att.get("Name"), []).append(load(att.find("DataItem").text))
     out["times"] = np.array(out["times"])
     for group in ("point", "cell"):
         out[group] = {k: np.array(v) for k, v in out[group].items()}

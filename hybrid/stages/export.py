@@ -1,27 +1,60 @@
-"""``hybrid export CASE``: XDMF + HDF5 time series of the solver's fields for ParaView.
+"""``hybrid export CASE``: XDMF + HDF5 time series of the solver and the constrained surrogate.
 
 One series per test scenario, ``OUTPUT/export/test-NNN.xdmf`` (``--train`` adds the
-training scenarios), with physical time values. Fields: ``u`` (the reference solution)
-and ``balance_residual`` (the per-control-volume balance
-``|K|(u^n - u^{n-1}) + Σ_f s Φ_f - S`` of each output interval; zero at t = 0). Values
-live where the control volumes live: on vertices (point data) for ``dual``, on cells
-(cell data) for ``cells``. Series are spread over ranks like the solve.
+training scenarios, which have solver fields only), with physical time values. Solver
+fields: ``u`` (the reference solution) and ``balance_residual`` (the per-control-volume
+balance ``|K|(u^n - u^{n-1}) + Σ_f s Φ_f - S`` of each output interval; zero at t = 0).
+
+Unless ``--solver-only``, the export first runs ``hybrid predict`` (and the solve and
+training it needs) and adds, for every constraint variant ``V`` in
+``OUTPUT/predict/variants.h5``:
+
+``P_mean``
+    the variant's predictive mean ``V/u_mean``
+``P_std``
+    its predictive standard deviation ``sqrt(max(V/u_var, 0))``
+``P_abs_error``
+    ``|P_mean - u|`` against the reference solution
+``P_balance_residual``
+    the balance above evaluated with the variant's ``u_mean`` and ``flux_mean`` and the
+    solver's source: round-off for the per-cell variants, not for ``raw``
+
+where the array prefix ``P`` is the variant's name with ``+`` and ``-`` replaced by ``_``,
+so that every array name is a plain identifier (ParaView's calculator and Python shell
+use them as variable names): ``raw`` → ``raw``, ``hardc`` → ``hardc``, ``softc`` →
+``softc``, ``global`` → ``global``, ``per-cell`` → ``per_cell``, ``per-cell+boundary``
+→ ``per_cell_boundary`` (see :func:`field_prefix`). Datasets of variants.h5 other than
+``u_mean``, ``u_var`` and ``flux_mean`` are not exported.
+
+Values live where the control volumes live: on vertices (point data) for ``dual``, on
+cells (cell data) for ``cells``. Series are spread over ranks like the solve.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import h5py
 import numpy as np
 from mpi4py import MPI
 
+from hybrid.constraints.variants import VARIANTS
 from hybrid.export.xdmf import write_time_series
 from hybrid.files import mark_stage_done, stage_is_current
 from hybrid.mesh.control_volumes import balance_residual
 from hybrid.parallel import ScenarioProgress, my_indices, root_print
+from hybrid.stages.predict import PREDICT_SECTIONS, run_predict
 from hybrid.stages.solve import SOLVE_SECTIONS, read_dataset, run_solve
 
-__all__ = ["run_export", "cv_fields"]
+__all__ = ["run_export", "cv_fields", "field_prefix", "read_variants", "variant_fields", "VARIANT_FIELDS"]
+
+VARIANT_FIELDS = ("mean", "std", "abs_error", "balance_residual")   # suffixes of each variant's arrays
+_VARIANT_DATASETS = ("u_mean", "u_var", "flux_mean")
+
+
+def field_prefix(variant: str) -> str:
+    """The array-name prefix of a variant: ``per-cell+boundary`` → ``per_cell_boundary``."""
+    return variant.replace("+", "_").replace("-", "_")
 
 
 def _balance(cvd: dict, u: np.ndarray, flux: np.ndarray, source: np.ndarray) -> np.ndarray:
@@ -38,12 +71,43 @@ def cv_fields(kind: str, cvd: dict, fields: dict[str, np.ndarray]) -> tuple[dict
     return {}, dict(fields)
 
 
-def run_export(case, *, force: bool = False, train: bool = False, comm: MPI.Comm = MPI.COMM_WORLD,
-               progress: bool = True) -> list[Path]:
+def read_variants(path: Path | str) -> dict[str, dict[str, np.ndarray]]:
+    """The variants of ``variants.h5``: ``{name: {u_mean, u_var, flux_mean}}`` in the ablation
+    table's order; groups without those datasets and every other dataset are skipped."""
+    out = {}
+    with h5py.File(path, "r") as f:
+        names = [k for k, g in f.items() if isinstance(g, h5py.Group) and all(d in g for d in _VARIANT_DATASETS)]
+        names.sort(key=lambda v: (VARIANTS.index(v) if v in VARIANTS else len(VARIANTS), v))
+        for name in names:
+            out[name] = {d: f[name][d][()] for d in _VARIANT_DATASETS}
+    prefixes = [field_prefix(v) for v in out]
+    if len(set(prefixes)) != len(prefixes):
+        raise ValueError(f"{path}: variants {list(out)} map to clashing array names {prefixes}")
+    return out
+
+
+def variant_fields(cvd: dict, variant: str, u_mean: np.ndarray, u_var: np.ndarray, flux_mean: np.ndarray,
+                   u: np.ndarray, source: np.ndarray) -> dict[str, np.ndarray]:
+    """One scenario's arrays of one variant, per control volume, shape (T+1, N) each."""
+    p = field_prefix(variant)
+    return {f"{p}_mean": u_mean, f"{p}_std": np.sqrt(np.maximum(u_var, 0.0)),
+            f"{p}_abs_error": np.abs(u_mean - u),
+            f"{p}_balance_residual": _balance(cvd, u_mean, flux_mean, source)}
+
+
+def run_export(case, *, force: bool = False, train: bool = False, solver_only: bool = False,
+               comm: MPI.Comm = MPI.COMM_WORLD, progress: bool = True) -> list[Path]:
     """Write the series (collective); returns the paths of the .xdmf files."""
-    dataset = run_solve(case, comm=comm, progress=progress, announce=False)
+    if solver_only:
+        dataset = run_solve(case, comm=comm, progress=progress, announce=False)
+        digest = case.hash(*SOLVE_SECTIONS)
+    else:
+        predict_dir = run_predict(case, comm=comm, progress=progress, announce=False)
+        dataset = Path(case.output_dir) / "solve" / "dataset.h5"
+        # the predict stage's sections (TRAIN_SECTIONS + constraints): the variants change when these do
+        digest = case.hash(*PREDICT_SECTIONS) + "+variants"
+    digest += "+train" if train else ""
     out = Path(case.output_dir) / "export"
-    digest = case.hash(*SOLVE_SECTIONS) + ("+train" if train else "")
     data = read_dataset(dataset)
     splits = ["test"] + (["train"] if train else [])
     tasks = [(s, i) for s in splits if s in data for i in range(data[s]["u"].shape[0])]
@@ -51,22 +115,41 @@ def run_export(case, *, force: bool = False, train: bool = False, comm: MPI.Comm
     if not force and stage_is_current(out, digest, [p.name for p in names]):
         root_print(f"export: up to date ({out})", comm=comm)
         return names
+    variants = {} if solver_only else read_variants(predict_dir / "variants.h5")
+    for v, arrays in variants.items():
+        if arrays["u_mean"].shape != data["test"]["u"].shape:
+            raise RuntimeError(f"{predict_dir / 'variants.h5'}: {v}/u_mean has shape {arrays['u_mean'].shape}, "
+                               f"the solver's test states {data['test']['u'].shape}; rerun hybrid predict --force")
     mesh, cvd, kind = data["mesh"], data["control_volumes"], data["control_volumes_kind"]
     bar = ScenarioProgress(comm, len(tasks), "export", enabled=progress)
     for j in my_indices(len(tasks), comm):
         split, i = tasks[j]
         d = data[split]
         fields = {"u": d["u"][i], "balance_residual": _balance(cvd, d["u"][i], d["flux"][i], d["source"][i])}
+        if split == "test":
+            for v, a in variants.items():
+                fields.update(variant_fields(cvd, v, a["u_mean"][i], a["u_var"][i], a["flux_mean"][i],
+                                             d["u"][i], d["source"][i]))
         point, cell = cv_fields(kind, cvd, fields)
         params = dict(zip(d["parameter_names"], d["params"][i]))
+        attributes = {"case": case.name, "scenario": f"{split} {i}",
+                      "parameters": ", ".join(f"{k}={v:.6g}" for k, v in params.items())}
+        if split == "test":
+            attributes["variants"] = ", ".join(variants)
         write_time_series(names[j], mesh.points, mesh.cells, mesh.cell_type, data["times"], point, cell,
-                          attributes={"case": case.name, "scenario": f"{split} {i}",
-                                      "parameters": ", ".join(f"{k}={v:.6g}" for k, v in params.items())})
+                          attributes=attributes)
         bar.done()
     bar.close()
     if comm.rank == 0:
-        mark_stage_done(out, digest, files=[p.name for p in names])
-        root_print(f"export: {len(names)} ParaView series in {out} (open e.g. {names[0].name if names else '-'})",
-                   comm=comm)
+        mark_stage_done(out, digest, files=[p.name for p in names], variants=list(variants))
+        if variants:
+            what = (f"u, balance_residual and, {'in the test series, ' if train else ''}"
+                    f"for the variants {', '.join(variants)}, "
+                    f"{' '.join('V_' + s for s in VARIANT_FIELDS)} "
+                    f"(V = {', '.join(field_prefix(v) for v in variants)})")
+        else:
+            what = "u, balance_residual (solver only)"
+        root_print(f"export: {len(names)} ParaView series in {out} (open e.g. "
+                   f"{names[0].name if names else '-'}): {what}", comm=comm)
     comm.Barrier()
     return names
