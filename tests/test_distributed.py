@@ -76,12 +76,14 @@ def _predict(case, ranks):
 
 
 def test_predict_variants_agree_at_one_and_two_ranks(tmp_path):
-    """The real command: a tiny heat-2d pipeline (dual, Dirichlet walls) at 1 and 2 ranks."""
+    """The real command: a tiny heat-2d pipeline (dual, Dirichlet walls) at 1 rank and at 2
+    ranks with every update distributed over the partition."""
     edits = dict(train=4, test=2, surrogate={"members": "2", "epochs": "2", "grid": "16", "modes": "4",
                                               "width": "8", "layers": "2", "batch": "2"},
                  time={"t_end": "0.05", "outputs": "3"},
                  constraints={"compare": '["hardc", "global", "per-cell"]'})
     one = small_case(CASES / "heat-2d", tmp_path / "one", **edits)
+    edits["constraints"] = {**edits["constraints"], "parallel": '"partition"'}   # the PETSc update, not scenarios
     two = small_case(CASES / "heat-2d", tmp_path / "two", **edits)
     mean1, samples1 = _predict(one, 1)
     mean2, samples2 = _predict(two, 2)

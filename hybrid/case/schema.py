@@ -330,6 +330,9 @@ _section(
        choices=("diagonal", "ensemble", "ensemble+diagonal")),
     _k("compare", "choices", ["raw", "hardc", "global", "per-cell"], "Variants to report.",
        choices=("raw", "hardc", "softc", "global", "per-cell", "per-cell+boundary")),
+    _k("parallel", "choice", "auto", "Under mpirun: distribute each update over the mesh partition "
+       "(partition), give each rank whole scenarios (scenarios), or choose by size (auto).",
+       choices=("auto", "partition", "scenarios")),
 )
 
 _section(

@@ -11,16 +11,19 @@ Written to ``OUTPUT/predict/variants.h5``, one group per variant:
 ``front`` (S, K)
     where the case has a front (Stefan: u = u*, porous medium: the edge of the support
     u = 1% of the reference maximum): its position (1-D) or the volume behind it (2-D/3-D)
-    for every sample
+    for every sample (see :func:`front_measure`)
 
 and into ``metrics.json`` under ``variants``: MSE, relative L2, the largest constraint
 residual per row kind relative to its row scale, the largest per-cell balance residual,
 the global mass error, the Dirichlet boundary error, log-likelihood, CRPS, 90% coverage,
-the front error of the sample mean, and the update's wall time per scenario.
+the front error of the sample mean, and the update's wall time per scenario (all of it,
+and the mean alone).
 
-Under ``mpirun -n P`` with P > 1 every update is the distributed PETSc one over the
-control volumes' partition (:mod:`hybrid.constraints.distributed`), with the same random
-numbers as the serial one; on one rank it is the serial sparse LU / CG update.
+Under ``mpirun -n P`` with P > 1, ``[constraints] parallel`` chooses how ranks share the
+work: ``partition`` distributes every update over the control volumes' partition (PETSc,
+:mod:`hybrid.constraints.distributed`), ``scenarios`` gives each rank whole scenarios
+updated serially (sparse LU / CG), ``auto`` (default) picks by size (:func:`parallel_mode`).
+All use the same random numbers, so results agree across modes and rank counts.
 """
 
 from __future__ import annotations
@@ -37,12 +40,14 @@ from hybrid.constraints.variants import (VARIANTS, boundary_rows, make_update, p
                                          variant_rows)
 from hybrid.files import atomic_path
 from hybrid.mesh.control_volumes import balance_residual
-from hybrid.metrics import coverage, crps_gaussian, front_position, gaussian_log_likelihood, relative_l2
+from hybrid.parallel import my_indices
+from hybrid.metrics import coverage, crps_gaussian, gaussian_log_likelihood, relative_l2
 
 __all__ = ["requested_variants", "run_variants", "front_threshold", "front_measure", "FRONT_SAMPLES"]
 
 FRONT_SAMPLES = 100       # posterior samples per scenario kept for the front histogram
 VARIANCE_SAMPLES = 200    # Matheron samples estimating the posterior variance of large (or distributed) updates
+DISTRIBUTE_ROWS = 50_000  # parallel = "auto": distribute updates with more per-cell rows than this
 
 
 def requested_variants(case, extra: dict | None = None) -> list[str]:
@@ -54,6 +59,18 @@ def requested_variants(case, extra: dict | None = None) -> list[str]:
         main = "per-cell+boundary"
     wanted = ["raw", main] + [v for v in c["compare"] if v != "softc" or v in (extra or {})]
     return [v for v in VARIANTS if v in wanted]
+
+
+def parallel_mode(setting: str, comm: MPI.Comm, state_rows: int) -> str:
+    """``partition`` (every update distributed over the control volumes' partition) or
+    ``scenarios`` (each rank updates its own scenarios serially). ``auto`` distributes an
+    update once its per-cell rows (N × T) exceed DISTRIBUTE_ROWS: below, one rank's sparse
+    LU is faster than CG across ranks (measured: 0.15 s against 3.2 s per stefan-1d scenario)."""
+    if comm.size == 1:
+        return "scenarios"
+    if setting == "auto":
+        return "partition" if state_rows > DISTRIBUTE_ROWS else "scenarios"
+    return setting
 
 
 def front_threshold(case, params: dict, truth_final: np.ndarray) -> float | None:
@@ -68,12 +85,14 @@ def front_threshold(case, params: dict, truth_final: np.ndarray) -> float | None
 
 
 def front_measure(cv, u: np.ndarray, threshold: float) -> np.ndarray:
-    """Front of each profile u (..., N): its position from the left end in 1-D (where u falls
-    below the threshold), the volume where u ≥ threshold in 2-D and 3-D."""
+    """Front of each profile u (..., N): the volume where u ≥ threshold (2-D, 3-D), and in
+    1-D the left end plus that length — the front's position for a profile that falls
+    through the level once. Integrating, rather than taking the first crossing, keeps the
+    front of a sample with uncorrelated noise where the profile is, not at the first noisy dip."""
+    behind = (u >= threshold) @ cv.volume
     if cv.dim == 1:
-        order = np.argsort(cv.centre[:, 0])
-        return front_position(u[..., order], cv.centre[order, 0], threshold)
-    return (u >= threshold) @ cv.volume
+        return cv.centre[:, 0].min() - 0.5 * cv.volume[np.argmin(cv.centre[:, 0])] * (cv.kind == "cells") + behind
+    return behind
 
 
 def run_variants(case, cv, data: dict, pred: dict | None, out_path, comm: MPI.Comm = MPI.COMM_SELF,
@@ -87,8 +106,10 @@ def run_variants(case, cv, data: dict, pred: dict | None, out_path, comm: MPI.Co
     S, T1, N = test["u"].shape
     T = T1 - 1
     layout = StateLayout(N, cv.num_faces, T)
+    c = case.constraints
+    partition = parallel_mode(c["parallel"], comm, N * T) == "partition"
     owner = None
-    if comm.size > 1:
+    if partition:
         from hybrid.constraints.distributed import entry_owners
         from hybrid.mesh.distribute import partition_owners
         cv.assign_owners(*partition_owners(data["mesh"], comm))
@@ -97,14 +118,14 @@ def run_variants(case, cv, data: dict, pred: dict | None, out_path, comm: MPI.Co
     params = [dict(zip(names, map(float, test["params"][i]))) for i in range(S)]
     # the boundary rows of each scenario: used by the per-cell+boundary variant and by the scores
     boundary = [boundary_rows(case, cv, layout, times, params[i]) for i in range(S)]
-    c = case.constraints
     final = layout.u(T)
+    # partition: every rank works on every scenario; scenarios: each rank on its own, serially
+    mine, sub = (range(S), comm) if partition else (my_indices(S, comm), MPI.COMM_SELF)
     results, seconds, own_rows = {}, {}, {}
     for variant in requested_variants(case, extra):
-        means, variances, fluxes, samples, spent = [], [], [], [], 0.0
-        own_rows[variant] = {}
+        done, spent, spent_mean = {}, 0.0, 0.0
         source = extra.get(variant, pred)
-        for i in range(S):
+        for i in mine:
             t0 = time.perf_counter()
             mean = layout.pack(source["u_mean"][i, 1:], source["flux_mean"][i])
             var = layout.pack(source["u_var"][i, 1:], source["flux_var"][i])
@@ -113,19 +134,31 @@ def run_variants(case, cv, data: dict, pred: dict | None, out_path, comm: MPI.Co
             diag, U = prediction_covariance(var, dev, c["covariance"])
             seed = int(case.seed) * 1000 + i
             rows = variant_rows(variant, cv, layout, test["u"][i, 0], test["source"][i], boundary[i])
-            m, v, post = _constrain(variant, rows, mean, var, diag, U, float(c["sigma"]), owner, comm, seed, final)
+            m, v, post, mean_seconds = _constrain(variant, rows, mean, var, diag, U, float(c["sigma"]), owner,
+                                                  sub, seed, final)
             spent += time.perf_counter() - t0
-            if comm.rank == 0:
+            spent_mean += mean_seconds
+            if sub.rank == 0:
                 um, fm = layout.unpack(m)
                 uv, _ = layout.unpack(v)
-                means.append(np.concatenate([test["u"][i, :1], um]))
-                variances.append(np.concatenate([np.zeros((1, N)), uv]))
-                fluxes.append(fm)
-                samples.append(post)
+                residual = {}
                 if rows is not None:   # the exactness of the variant's own rows
-                    _residual_by_kind(rows, m, own_rows[variant])
-        results[variant] = (np.array(means), np.array(variances), np.array(fluxes), np.array(samples))
-        seconds[variant] = comm.allreduce(spent, op=MPI.MAX) / max(S, 1)
+                    _residual_by_kind(rows, m, residual)
+                done[i] = (np.concatenate([test["u"][i, :1], um]), np.concatenate([np.zeros((1, N)), uv]), fm, post,
+                           residual)
+        if not partition:
+            parts = comm.gather(done, root=0)
+            done = {i: r for part in parts for i, r in part.items()} if comm.rank == 0 else {}
+        # seconds per scenario: the slowest rank's wall time when ranks share each update, the
+        # ranks' summed time when each update ran on one rank
+        op = MPI.MAX if partition else MPI.SUM
+        seconds[variant] = (comm.allreduce(spent, op=op) / max(S, 1), comm.allreduce(spent_mean, op=op) / max(S, 1))
+        if comm.rank == 0:
+            results[variant] = tuple(np.array([done[i][k] for i in range(S)]) for k in range(4))
+            own_rows[variant] = {}
+            for i in range(S):
+                for kind, value in done[i][4].items():
+                    own_rows[variant][kind] = max(own_rows[variant].get(kind, 0.0), value)
     if comm.rank != 0:
         return None
     thresholds = [front_threshold(case, params[i], test["u"][i, -1]) for i in range(S)]
@@ -149,7 +182,8 @@ def run_variants(case, cv, data: dict, pred: dict | None, out_path, comm: MPI.Co
                     f[f"{variant}/front"] = fronts[variant]
     scores = {}
     for variant, (m, v, fl, _) in results.items():
-        scores[variant] = _scores(cv, data, layout, boundary, m, v, fl, seconds[variant])
+        scores[variant] = _scores(cv, data, layout, boundary, m, v, fl, seconds[variant][0])
+        scores[variant]["mean_update_seconds"] = seconds[variant][1]
         scores[variant]["row_residual"] = own_rows[variant]
         if fronts:
             scores[variant]["front_error"] = float(np.mean(np.abs(fronts[variant].mean(axis=1) - true_front)))
@@ -159,21 +193,24 @@ def run_variants(case, cv, data: dict, pred: dict | None, out_path, comm: MPI.Co
 
 def _constrain(variant, rows, mean, var, diag, U, sigma, owner, comm, seed, final):
     """(mean, variance, states at the report time of FRONT_SAMPLES posterior samples) of one
-    scenario's state vector, on rank 0 (None elsewhere)."""
+    scenario's state vector, on rank 0 (None elsewhere), and the seconds the mean took."""
     def prior(k: int) -> np.ndarray:
         return prior_deviation(seed, k, np.sqrt(diag), U, np.arange(len(mean)))[final]
 
+    t0 = time.perf_counter()
     if rows is None or variant == "hardc":
         m = mean
         if variant == "hardc":   # Euclidean projection (Σ = I); the variance is left as it was
             update = make_update(rows, 1.0, None, 0.0, owner, comm)
             m = update.gather(update.mean(mean[update.entries]))
+        mean_seconds = time.perf_counter() - t0
         if comm.rank != 0:
-            return None, None, None
+            return None, None, None, mean_seconds
         post = np.stack([m[final] + prior(k) for k in range(FRONT_SAMPLES)])
-        return m, var, post
+        return m, var, post, mean_seconds
     update = make_update(rows, diag, U, sigma, owner, comm)
     m = update.gather(update.mean(mean[update.entries]))
+    mean_seconds = time.perf_counter() - t0
     exact = comm.size == 1 and rows.count <= EXACT_VARIANCE_ROWS
     count = FRONT_SAMPLES if exact else VARIANCE_SAMPLES
     local = update.sample(update.prior_samples(mean[update.entries], count, seed), seed)
@@ -185,8 +222,8 @@ def _constrain(variant, rows, mean, var, diag, U, sigma, owner, comm, seed, fina
     if hasattr(update, "destroy"):
         update.destroy()
     if comm.rank != 0:
-        return None, None, None
-    return m, np.maximum(v, 0.0), drawn[:FRONT_SAMPLES, final]
+        return None, None, None, mean_seconds
+    return m, np.maximum(v, 0.0), drawn[:FRONT_SAMPLES, final], mean_seconds
 
 
 def _scores(cv, data, layout, boundary, u, var, flux, seconds) -> dict:

@@ -30,7 +30,7 @@ import numpy as np
 from mpi4py import MPI
 
 from hybrid.constraints.rows import StateLayout
-from hybrid.constraints.variants import boundary_rows
+from hybrid.constraints.variants import VARIANTS, boundary_rows
 from hybrid.files import atomic_path, mark_stage_done, stage_is_current
 from hybrid.metrics import (coverage, crps_gaussian, gaussian_log_likelihood, mass_error, max_error, mse,
                             relative_l2, total_mass)
@@ -73,7 +73,8 @@ def run_validate(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, 
 
 def _read_variants(path: Path) -> tuple[dict, dict]:
     with h5py.File(path, "r") as f:
-        variants = {k: {name: f[k][name][()] for name in f[k]} for k in f if isinstance(f[k], h5py.Group)}
+        order = [k for k in VARIANTS if k in f] + sorted(k for k in f if isinstance(f[k], h5py.Group) and k not in VARIANTS)
+        variants = {k: {name: f[k][name][()] for name in f[k]} for k in order}
         extra = {"front_true": f["front_true"][()] if "front_true" in f else None,
                  "front_kind": str(f.attrs.get("front_kind", "")), "report_time": float(f.attrs["report_time"])}
     return variants, extra
@@ -119,6 +120,7 @@ def _validate(case, predict_dir: Path, out: Path, ranks: int) -> str:
     for name, v in variants.items():
         s = variant_scores(cv, data, layout, boundary, v)
         s["constraint_seconds"] = predicted["variants"].get(name, {}).get("update_seconds")
+        s["constraint_mean_seconds"] = predicted["variants"].get(name, {}).get("mean_update_seconds")
         if extra["front_true"] is not None and "front" in v:
             s["front_error"] = float(np.mean(np.abs(v["front"].mean(axis=1) - extra["front_true"])))
             s["front_std"] = float(np.mean(v["front"].std(axis=1)))

@@ -1,0 +1,75 @@
+"""``hybrid validate`` and ``hybrid run`` end to end on a tiny Stefan case: the report's
+tables, stable metric keys, the figures; re-running an unchanged case redoes no stage, and
+changing ``[surrogate]`` redoes train onward only."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from helpers import CASES, edit_toml, run_cli, small_case
+from hybrid.stages.validate import METRIC_KEYS
+
+TINY = dict(train=6, test=2, surrogate={"members": "2", "epochs": "3", "grid": "32", "modes": "8", "width": "8",
+                                        "layers": "2", "batch": "4"},
+            time={"t_end": "0.02", "outputs": "4"})
+
+
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory):
+    case = small_case(CASES / "stefan-1d", tmp_path_factory.mktemp("run"), **TINY)
+    first = run_cli(["run", str(case), "--quiet"], ranks=2, timeout=900)
+    assert first.returncode == 0, first.stderr[-3000:]
+    return case, first
+
+
+def test_report_tables_metrics_and_figures(ran):
+    case, first = ran
+    out = case / "results" / "validate"
+    metrics = json.loads((out / "metrics.json").read_text())
+    variants = metrics["variants"]
+    # the shipped case compares every variant; SoftC is its own (second) ensemble
+    assert list(variants) == ["raw", "hardc", "softc", "global", "per-cell", "per-cell+boundary"]
+    for name, scores in variants.items():
+        assert {k for k, _, _ in METRIC_KEYS} <= set(scores), name
+        assert len(scores["rel_l2_over_time"]) == 4
+    # the constrained variants balance every control volume, raw and SoftC do not
+    for name in ("per-cell", "per-cell+boundary"):
+        assert variants[name]["max_balance_residual"] < 1e-10
+    assert variants["raw"]["max_balance_residual"] > 1e-6
+    # exact boundary rows: the Neumann flux at the insulated end is imposed
+    assert variants["per-cell+boundary"]["neumann_flux_error"] < 1e-12 < variants["raw"]["neumann_flux_error"]
+    assert variants["raw"]["dirichlet_error"] is None          # cell-centred: no boundary values
+    assert metrics["front_kind"] == "position" and variants["raw"]["front_error"] >= 0
+    for name in ("mass.png", "profiles.png", "front.png", "error.png"):
+        assert (out / name).stat().st_size > 10_000, name
+        assert name in metrics["figures"]
+    report = (out / "report.md").read_text()
+    tables_end = report.index("## Figures")
+    assert "| variant | rel. L2 |" in report[:tables_end] and "| per-cell+boundary |" in report
+    assert "![mass](mass.png)" in report[tables_end:]
+    # the summary of hybrid run names the report and the ParaView files
+    assert "report.md" in first.stdout and "ParaView" in first.stdout and ".xdmf" in first.stdout
+
+
+def test_rerun_redoes_nothing_and_surrogate_change_redoes_train_onward(ran):
+    case, _ = ran
+    results = case / "results"
+    stamps = {p: p.stat().st_mtime_ns for p in results.rglob("*") if p.is_file()}
+    again = run_cli(["run", str(case), "--quiet"], ranks=2, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    for stage in ("solve", "train", "train: SoftC", "predict", "validate", "export"):
+        assert f"{stage}: up to date" in again.stdout.replace("SoftC up", "SoftC: up"), stage
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps      # not one file rewritten
+    toml = case / "case.toml"
+    toml.write_text(edit_toml(toml.read_text(), "surrogate", "epochs", "4"))
+    changed = run_cli(["run", str(case), "--quiet"], ranks=2, timeout=900)
+    assert changed.returncode == 0, changed.stderr[-3000:]
+    assert (results / "solve/dataset.h5").stat().st_mtime_ns == stamps[results / "solve/dataset.h5"]
+    for redone in ("train/member-0.pt", "predict/variants.h5", "validate/report.md"):
+        assert (results / redone).stat().st_mtime_ns > stamps[results / redone], redone
+    history = json.loads((results / "train/stage.json").read_text())["members"]
+    assert all(m["epochs"] == 4 for m in history.values())
+    assert np.isfinite(json.loads((results / "validate/metrics.json").read_text())["variants"]["raw"]["rel_l2"])
