@@ -194,11 +194,13 @@ def _figures(case, cv, data, variants, extra, scores, out: Path) -> list[Path]:
     w = cv.volume
     raw_err = relative_l2(variants["raw"]["u_mean"][:, 1:], test["u"][:, 1:], w)
     i = int(np.argmax(raw_err))      # the hardest test scenario for the raw surrogate
-    label = ", ".join(f"{k} = {v:.3g}" for k, v in zip(test["parameter_names"], test["params"][i]))
+    # name the parameters that vary between scenarios, not the constants
+    varying = np.ptp(np.concatenate([data["train"]["params"], test["params"]]), axis=0) > 0
+    label = ", ".join(f"{k} = {v:.3g}" for k, v, keep in zip(test["parameter_names"], test["params"][i], varying) if keep)
     tag = f"{case.name}, test scenario {i}" + (f" ({label})" if label else "")
     paths = [fig.mass_over_time(out / "mass.png", times, total_mass(test["u"][i], w),
                                 {k: total_mass(v["u_mean"][i], w) for k, v in variants.items()},
-                                f"Total mass Σ|K|u_K — {tag}")]
+                                f"Total mass Σ|K|u_K\n{tag}")]
     shown = {k: v for k, v in variants.items() if k in MAIN_PROFILES}
     if cv.dim == 1:
         front = None
@@ -207,7 +209,7 @@ def _figures(case, cv, data, variants, extra, scores, out: Path) -> list[Path]:
         paths.append(fig.profiles_with_bands(
             out / "profiles.png", cv.centre[:, 0], test["u"][i, -1],
             {k: (v["u_mean"][i, -1], np.sqrt(np.maximum(v["u_var"][i, -1], 0.0))) for k, v in shown.items()},
-            f"u at t = {times[-1]:g} with 90% intervals — {tag}", front=front))
+            f"u at t = {times[-1]:g} with 90% intervals\n{tag}", front=front))
     elif cv.dim == 2:
         main = [k for k in ("per-cell+boundary", "per-cell", "global") if k in variants][:1]
         location = "point" if cv.kind == "dual" else "cell"
@@ -219,13 +221,13 @@ def _figures(case, cv, data, variants, extra, scores, out: Path) -> list[Path]:
         mesh = data["mesh"]
         paths.append(fig.field_on_mesh(out / "fields.png", mesh.points[:, :2], mesh.cells,
                                        {k: v[cv.cv_of_entity] for k, v in fields.items()},
-                                       f"u at t = {times[-1]:g} — {tag}", location=location))
+                                       f"u at t = {times[-1]:g}, {tag}", location=location))
     if extra["front_true"] is not None and all("front" in v for v in variants.values()):
         what = "front position x" if extra["front_kind"] == "position" else "volume behind the front"
         paths.append(fig.front_histogram(out / "front.png", {k: v["front"][i] for k, v in shown.items()},
                                          float(extra["front_true"][i]),
-                                         f"Posterior {what} at t = {times[-1]:g} — {tag}", xlabel=what))
+                                         f"Posterior {what} at t = {times[-1]:g}\n{tag}", xlabel=what))
     paths.append(fig.error_over_time(out / "error.png", times[1:],
                                      {k: np.asarray(s["rel_l2_over_time"]) for k, s in scores.items()},
-                                     "relative L2 error", f"Error over time, mean over test scenarios — {case.name}"))
+                                     "relative L2 error", f"Error over time, mean over test scenarios\n{case.name}"))
     return paths
