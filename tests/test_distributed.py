@@ -92,3 +92,22 @@ def test_predict_variants_agree_at_one_and_two_ranks(tmp_path):
         scale = np.abs(mean1[variant]).max()
         assert np.abs(mean1[variant] - mean2[variant]).max() <= 1e-8 * scale, variant
         assert np.abs(samples1[variant] - samples2[variant]).max() <= 1e-8 * np.abs(samples1[variant]).max()
+
+
+@pytest.mark.parallel(nprocs=2)
+def test_distributed_update_reports_inconsistent_rows(comm):
+    import scipy.sparse as sp
+
+    from hybrid.constraints.distributed import DistributedUpdate
+    from hybrid.constraints.update import ConstraintError
+
+    n = 8
+    G = sp.csr_matrix(np.array([[1.0] * 4 + [0.0] * 4, [1.0] * 4 + [0.0] * 4, [0.0] * 4 + [1.0] * 4]))
+    owner = np.repeat([0, 1], 4)
+    ok = DistributedUpdate(G, np.array([1.0, 1.0, 2.0]), 1.0, None, 0.0, owner, comm)   # redundant but consistent
+    mean = ok.gather(ok.mean(np.zeros(n)[ok.entries]))
+    if comm.rank == 0:
+        np.testing.assert_allclose(G @ mean, [1.0, 1.0, 2.0], atol=1e-10)
+    with pytest.raises(ConstraintError, match="inconsistent"):
+        bad = DistributedUpdate(G, np.array([1.0, 3.0, 2.0]), 1.0, None, 0.0, owner, comm)
+        bad.mean(np.zeros(n)[bad.entries])

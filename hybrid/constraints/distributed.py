@@ -145,8 +145,18 @@ class DistributedUpdate:
 
     # -- the update ---------------------------------------------------------------------
     def mean(self, mu: np.ndarray) -> np.ndarray:
-        """μ̃ = μ − Σ Gᵀ A⁻¹ (G μ − b), on the rank's entries."""
-        return mu - self.sigma_times(self.Gt_times(self.solve(self.G_times(mu) - self.b)))
+        """μ̃ = μ − Σ Gᵀ A⁻¹ (G μ − b), on the rank's entries. With σ_G = 0 the rows must then
+        hold; when they do not (inconsistent rows: CG converged to a least-squares answer),
+        that is an error, not a silently mis-solved constraint."""
+        r = self.G_times(mu) - self.b
+        out = mu - self.sigma_times(self.Gt_times(self.solve(r)))
+        if self.sigma == 0:
+            after = np.sqrt(self._sum(np.sum(self.residual(out) ** 2)))
+            before = np.sqrt(self._sum(np.sum(r ** 2)))
+            if after > 1e-8 * max(before, np.sqrt(self._sum(np.sum(self.b ** 2))), 1e-300):
+                raise ConstraintError(f"the constraint rows cannot all hold (residual {after:.1e} after the update, "
+                                      f"{before:.1e} before): they are inconsistent")
+        return out
 
     def residual(self, x: np.ndarray) -> np.ndarray:
         return self.G_times(x) - self.b

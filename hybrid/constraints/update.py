@@ -34,7 +34,7 @@ __all__ = ["ConstraintError", "GaussianUpdate", "normals", "prior_deviation"]
 
 EXACT_VARIANCE_ROWS = 2000  # above: the variance is estimated from posterior samples
 DIRECT_ROWS = 10000  # LU factors are reused by the many variance-sample solves; CG is not
-_SINGULAR = ("G Σ Gᵀ is singular: some rows are redundant (e.g. global rows together with all per-cell "
+_SINGULAR = ("G Σ Gᵀ is singular: some rows are redundant or inconsistent (e.g. global rows together with all per-cell "
              "rows), or touch only entries the prediction is certain of (zero variance)")
 
 
