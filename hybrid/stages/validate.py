@@ -47,6 +47,7 @@ VALIDATE_SECTIONS = PREDICT_SECTIONS + ("output",)
 METRIC_KEYS = (("rel_l2", "rel. L2", ".4f"), ("mse", "MSE", ".3e"), ("max_error", "max err", ".3g"),
                ("mass_error", "mass err", ".1e"), ("max_balance_residual", "balance", ".1e"),
                ("dirichlet_error", "Dirichlet", ".1e"), ("neumann_flux_error", "Neumann", ".1e"),
+               ("normal_derivative_error", "du/dn", ".1e"),
                ("log_likelihood", "log-lik", ".2f"), ("crps", "CRPS", ".3e"), ("coverage90", "cover90", ".2f"),
                ("front_error", "front err", ".3g"), ("constraint_seconds", "update s", ".3g"))
 MAIN_PROFILES = ("raw", "softc", "global", "per-cell", "per-cell+boundary")
@@ -88,7 +89,7 @@ def variant_scores(cv, data: dict, layout: StateLayout, boundary: list, v: dict)
     scale = np.abs(test["u"]).max() * w.max()
     balance = max(float(np.abs(balance_residual(w, cv.face_cv, v["u_mean"][i], flux[i], test["source"][i])).max())
                   for i in range(len(u))) / scale
-    errors = {"dirichlet": 0.0, "neumann-flux": 0.0}
+    errors = {"dirichlet": 0.0, "neumann-flux": 0.0, "normal-derivative": 0.0}
     for i, rows in enumerate(boundary):
         x = layout.pack(u[i], flux[i])
         for kind in errors:
@@ -101,6 +102,7 @@ def variant_scores(cv, data: dict, layout: StateLayout, boundary: list, v: dict)
             "mass_error": mass_error(u, truth, w), "max_balance_residual": balance,
             "dirichlet_error": errors["dirichlet"] if has["dirichlet"] else None,
             "neumann_flux_error": errors["neumann-flux"] if has["neumann-flux"] else None,
+            "normal_derivative_error": errors["normal-derivative"] if has["normal-derivative"] else None,
             "log_likelihood": gaussian_log_likelihood(u, var, truth), "crps": crps_gaussian(u, var, truth),
             "coverage90": coverage(u, var, truth), "rel_l2_over_time": per_time.mean(axis=0).tolist()}
 
