@@ -15,7 +15,7 @@ import os
 import sys
 import traceback
 
-from hybrid.errors import EXIT_BAD_INPUT, CaseError
+from hybrid.errors import EXIT_BAD_INPUT, CaseError, catch_interrupts
 
 __all__ = ["main"]
 
@@ -123,6 +123,7 @@ def _summary(case, report, files) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    catch_interrupts()
     logging.getLogger().setLevel(logging.WARNING)  # FFCx/DOLFINx JIT chatter
     rank = int(os.environ.get("OMPI_COMM_WORLD_RANK", os.environ.get("PMI_RANK", "0")))
     try:

@@ -5,7 +5,9 @@ The CLI prints ``str(error)`` (one message, no traceback) and exits with code 2.
 
 from __future__ import annotations
 
-__all__ = ["CaseError", "EXIT_BAD_INPUT"]
+import signal
+
+__all__ = ["CaseError", "EXIT_BAD_INPUT", "catch_interrupts", "raise_if_interrupted"]
 
 EXIT_BAD_INPUT = 2
 
@@ -22,3 +24,23 @@ class CaseError(Exception):
         self.key = key
         where = (f"{file}: " if file else "") + (f"{key}: " if key else "")
         super().__init__(where + message)
+
+
+_interrupted = False
+
+
+def _on_interrupt(signum, frame):
+    global _interrupted
+    _interrupted = True
+    raise KeyboardInterrupt
+
+
+def catch_interrupts() -> None:
+    """Remember Ctrl-C as well as raising it: an interrupt that lands inside a PETSc callback
+    (Newton's residual) comes back as a failed solve, which the solver would otherwise retry."""
+    signal.signal(signal.SIGINT, _on_interrupt)
+
+
+def raise_if_interrupted() -> None:
+    if _interrupted:
+        raise KeyboardInterrupt

@@ -38,6 +38,7 @@ from typing import Callable
 import numpy as np
 from petsc4py import PETSc
 
+from hybrid.errors import raise_if_interrupted
 from hybrid.mesh.control_volumes import ControlVolumes
 
 __all__ = ["Conductivity", "BoundaryData", "Trajectory", "GPMESolver", "SolverError", "output_schedule"]
@@ -351,6 +352,7 @@ class GPMESolver:
         self.snes.setTolerances(rtol=self.rtol, atol=max(self.atol * max(scale, 1e-300), 1e-300),
                                 stol=0.0, max_it=self.max_it)
         self.snes.solve(None, self.x)
+        raise_if_interrupted()   # Ctrl-C inside a callback looks like a failed Newton solve
         converged = self.snes.getConvergedReason() > 0
         u1 = self.x.getArray().copy()
         if not converged or not np.all(np.isfinite(u1)):
