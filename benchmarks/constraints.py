@@ -129,7 +129,7 @@ def main() -> None:
         distributed_worker(float(sys.argv[2]), sys.argv[3])
         return
     per_case()
-    print("\ngrowth with the number of control volumes (serial: sparse LU up to 10000 rows, CG + GAMG above):")
+    print("\ngrowth with the number of control volumes (serial: sparse LU up to 30000 rows, CG + GAMG above):")
     growth()
     print("\ndistributed update, 1 vs 2 ranks:")
     ranks()

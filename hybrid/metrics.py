@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import ndtr
 
-__all__ = ["Z90", "relative_l2", "mse", "max_error", "mass_error", "total_mass", "coverage",
+__all__ = ["variance_floor", "Z90", "relative_l2", "mse", "max_error", "mass_error", "total_mass", "coverage",
            "gaussian_log_likelihood", "crps_gaussian", "front_position", "front_error"]
 
 Z90 = 1.6448536269514722  # half-width of the central 90% interval of a standard Gaussian
@@ -61,6 +61,13 @@ def mass_error(pred: np.ndarray, true: np.ndarray, weight: np.ndarray) -> float:
 def coverage(mean: np.ndarray, var: np.ndarray, true: np.ndarray) -> float:
     """Fraction of values inside mean ± z₀.₉₅ σ (a calibrated model gives 0.90)."""
     return float(np.mean(np.abs(true - mean) <= Z90 * np.sqrt(np.maximum(var, 0.0))))
+
+
+def variance_floor(var: np.ndarray, relative: float = 1e-10) -> float:
+    """The smallest variance a score takes seriously: ``relative`` × the mean variance. Entries
+    an update makes exactly known (Dirichlet values) have variance 0 up to round-off, and
+    their log-likelihood would otherwise be decided by that round-off."""
+    return relative * max(float(np.mean(np.maximum(var, 0.0))), 1e-300)
 
 
 def gaussian_log_likelihood(mean: np.ndarray, var: np.ndarray, true: np.ndarray, floor: float = 1e-300) -> float:

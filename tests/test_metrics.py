@@ -155,3 +155,20 @@ def test_a_too_narrow_gaussian_undercovers_and_scores_worse():
     # CRPS and LL are proper: the calibrated forecast scores better on its own samples
     assert crps_gaussian(mean, narrow, true) > 1.1 * crps_gaussian(mean, calibrated, true)
     assert gaussian_log_likelihood(mean, narrow, true) < gaussian_log_likelihood(mean, calibrated, true) - 1
+
+
+def test_variance_floor_keeps_exactly_known_entries_from_deciding_the_log_likelihood():
+    from hybrid.metrics import gaussian_log_likelihood, variance_floor
+
+    rng = np.random.default_rng(3)
+    mean = rng.standard_normal(1000)
+    var = np.ones(1000)
+    true = mean + rng.standard_normal(1000)
+    var[:10], true[:10] = 1e-31, mean[:10] + 1e-15      # ten Dirichlet entries: known up to round-off
+    floor = variance_floor(var)
+    assert floor == pytest.approx(1e-10 * var.mean())
+    unfloored = gaussian_log_likelihood(mean, var, true)
+    floored = gaussian_log_likelihood(mean, var, true, floor)
+    calibrated = gaussian_log_likelihood(mean[10:], var[10:], true[10:])
+    # with the floor the ten exact entries add a bounded bonus (log of 1/√floor each), not round-off noise
+    assert abs(floored - calibrated) < 0.2 < abs(unfloored - calibrated)

@@ -41,7 +41,7 @@ from hybrid.constraints.variants import (VARIANTS, boundary_rows, make_update, p
 from hybrid.files import atomic_path
 from hybrid.mesh.control_volumes import balance_residual
 from hybrid.parallel import my_indices
-from hybrid.metrics import coverage, crps_gaussian, gaussian_log_likelihood, relative_l2
+from hybrid.metrics import coverage, crps_gaussian, gaussian_log_likelihood, relative_l2, variance_floor
 
 __all__ = ["requested_variants", "run_variants", "front_threshold", "front_measure", "FRONT_SAMPLES"]
 
@@ -247,7 +247,7 @@ def _scores(cv, data, layout, boundary, u, var, flux, seconds) -> dict:
     return {"mse": float(np.mean(err ** 2)), "rel_l2": float(rel.mean()), "max_balance_residual": balance,
             "mass_error": mass_err, "dirichlet_error": dirichlet_error, "boundary_row_residual": row_residual,
             "coverage90": coverage(u[:, 1:], var[:, 1:], truth[:, 1:]),
-            "log_likelihood": gaussian_log_likelihood(u[:, 1:], var[:, 1:], truth[:, 1:]),
+            "log_likelihood": gaussian_log_likelihood(u[:, 1:], var[:, 1:], truth[:, 1:], variance_floor(var[:, 1:])),
             "crps": crps_gaussian(u[:, 1:], var[:, 1:], truth[:, 1:]), "update_seconds": seconds}
 
 

@@ -33,7 +33,7 @@ from hybrid.constraints.rows import StateLayout
 from hybrid.constraints.variants import VARIANTS, boundary_rows
 from hybrid.files import atomic_path, mark_stage_done, stage_is_current
 from hybrid.metrics import (coverage, crps_gaussian, gaussian_log_likelihood, mass_error, max_error, mse,
-                            relative_l2, total_mass)
+                            relative_l2, total_mass, variance_floor)
 from hybrid.mesh.control_volumes import balance_residual
 from hybrid.parallel import root_print
 from hybrid.stages.predict import PREDICT_SECTIONS, run_predict
@@ -103,7 +103,7 @@ def variant_scores(cv, data: dict, layout: StateLayout, boundary: list, v: dict)
             "dirichlet_error": errors["dirichlet"] if has["dirichlet"] else None,
             "neumann_flux_error": errors["neumann-flux"] if has["neumann-flux"] else None,
             "normal_derivative_error": errors["normal-derivative"] if has["normal-derivative"] else None,
-            "log_likelihood": gaussian_log_likelihood(u, var, truth), "crps": crps_gaussian(u, var, truth),
+            "log_likelihood": gaussian_log_likelihood(u, var, truth, variance_floor(var)), "crps": crps_gaussian(u, var, truth),
             "coverage90": coverage(u, var, truth), "rel_l2_over_time": per_time.mean(axis=0).tolist()}
 
 
