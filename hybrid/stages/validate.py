@@ -169,8 +169,10 @@ def _report(case, m: dict, figures: list[Path]) -> str:
              "## Variants", "", _table(m["variants"]), "",
              "Errors are over all output times and test scenarios, volume-weighted on the mesh; balance = the "
              "largest per-control-volume balance residual relative to |K| max|u|; mass err = the largest global "
-             "mass error relative to the total amount; Dirichlet/Neumann = the largest boundary-value / "
-             "boundary-flux error ('–': the case has no such rows); front err = |mean posterior front − solver "
+             "mass error relative to the total amount; Dirichlet / Neumann / du/dn = the largest boundary-value / "
+             "boundary-flux / normal-derivative error ('–': the case has no such rows); log-lik with variances "
+             "floored at 1e-10 of their mean; update s = the constraint update per scenario (mean, variance and "
+             "posterior samples); front err = |mean posterior front − solver "
              f"front| ({m['front_kind'] or 'no front in this case'}). Definitions: docs/metrics.md.", "",
              "## Wall-clock time per test scenario", "",
              "| solver s | surrogate s | solver / surrogate | training s (all members) |", "|---:|---:|---:|---:|",
