@@ -154,7 +154,7 @@ def test_training_resumes_after_a_kill(tiny_case, tmp_path):
     assert not (case / "results" / "train" / "member-0.pt").exists()
     rerun = run_cli(["train", str(case)])
     assert rerun.returncode == 0, rerun.stderr
-    assert f"resumed at epoch" in rerun.stdout
+    assert "resumed at epoch" in rerun.stdout
     final = torch.load(case / "results" / "train" / "member-0.pt", weights_only=True)
     history = final["history"]
     stopped_early = len(history) < 40
@@ -231,3 +231,41 @@ def test_nearest_training_baseline_picks_the_closest_scenario():
     train = {"params": np.array([[1.0], [1.1]]), "u": np.stack([np.zeros((2, 4)), np.ones((2, 4))])}
     test = {"params": np.array([[1.02]]), "u": np.ones((1, 2, 4))}
     assert nearest_training_baseline(train, test)[0] == 1
+
+
+def test_variance_heads_map_a_constant_log_variance_exactly():
+    from hybrid.mesh.control_volumes import build_control_volumes
+    from hybrid.mesh.shapes import generate
+    from hybrid.surrogates.data import Normaliser, to_mesh_variances
+    from hybrid.surrogates.transfer import Transfer
+
+    mesh = generate({"shape": "rectangle", "h": 0.2}, seed=0)
+    cv = build_control_volumes(mesh, "dual")
+    transfer = Transfer.build(mesh, cv, (17, 17))
+    T, d = 3, 2
+    norm = Normaliser(np.zeros(1), np.ones(1), 0.0, 1.0, 2.0, 3.0)
+    output = torch.zeros(1, 2 * (T + T * d), 17, 17, dtype=torch.float64)
+    output[:, T + T * d:] = 0.4                       # log-variance 0.4 everywhere
+    var_u, var_phi = to_mesh_variances(transfer, output, norm, T, torch.as_tensor(cv.face_normal))
+    # the transfer reproduces constants; unit normals: Σ n_k² = 1
+    np.testing.assert_allclose(var_u.numpy(), np.exp(0.4) * 4.0, rtol=1e-12)
+    np.testing.assert_allclose(var_phi.numpy(), np.exp(0.4) * 9.0, rtol=1e-12)
+
+
+def test_heteroscedastic_members_add_their_own_variance(tiny_case, tmp_path):
+    from helpers import edit_toml
+
+    case = _copy(tiny_case, tmp_path)
+    toml = case / "case.toml"
+    toml.write_text(edit_toml(toml.read_text(), "surrogate", "heteroscedastic", "true"))
+    proc = run_cli(["predict", str(case), "--quiet"])
+    assert proc.returncode == 0, proc.stderr
+    with h5py.File(case / "results" / "predict" / "predictions.h5", "r") as f:
+        u_var, u_dev = f["u_var"][()], f["u_dev"][()]
+        flux_var, flux_dev = f["flux_var"][()], f["flux_dev"][()]
+    spread = (u_dev ** 2).sum(axis=1) / (u_dev.shape[1] - 1)
+    # the mixture's variance: the members' spread plus their heads' (positive) variances
+    assert (u_var[:, 1:] > spread[:, 1:]).all()
+    assert (flux_var > (flux_dev ** 2).sum(axis=1) / (flux_dev.shape[1] - 1)).all()
+    member = torch.load(case / "results" / "train" / "member-0.pt", weights_only=True)
+    assert member["config"]["heteroscedastic"] and member["config"]["out_channels"] == 2 * (4 + 4)

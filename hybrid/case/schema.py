@@ -317,7 +317,7 @@ _section(
        low=0, high=1, high_open=True),
     _k("patience", "int", 20, "Epochs without validation improvement before stopping.", low=1),
     _k("softc_weight", "number", 0.0, "Weight of the PDE-residual penalty (SoftC); 0 = off.", low=0),
-    _k("heteroscedastic", "bool", False, "Members also predict a variance per output."),
+    _k("heteroscedastic", "bool", False, "Members also predict a variance per output (Gaussian NLL heads); the ensemble's variance is then the mixture's."),
 )
 
 _section(

@@ -31,7 +31,7 @@ from hybrid.metrics import coverage, relative_l2
 from hybrid.parallel import my_indices, root_print
 from hybrid.stages.solve import read_dataset
 from hybrid.stages.train import TRAIN_SECTIONS, case_transfer, load_members, run_train, wants_softc
-from hybrid.surrogates.data import build_inputs, to_mesh_outputs
+from hybrid.surrogates.data import build_inputs, to_mesh_outputs, to_mesh_variances
 from hybrid.surrogates.training import device
 
 __all__ = ["run_predict", "nearest_training_baseline", "PREDICT_SECTIONS"]
@@ -120,12 +120,17 @@ def _ensemble(members: dict, M: int, transfer, cv, data: dict, comm: MPI.Comm):
             inputs = build_inputs(transfer, test["u"][:, 0], test["params"], norm)
             output = model(inputs.grid_inputs.to(dev))
             u, phi = to_mesh_outputs(transfer, output, inputs.u0.to(dev), norm, T, normal)
+            noise = to_mesh_variances(transfer, output, norm, T, normal) if config.get("heteroscedastic") else None
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             seconds = time.perf_counter() - t0
-            flux = phi.double().cpu().numpy() * cv.face_area * dt[:, None]
+            scale = cv.face_area * dt[:, None]        # flux density -> time-integrated face flux
+            flux = phi.double().cpu().numpy() * scale
             u_full = np.concatenate([test["u"][:, :1], u.double().cpu().numpy()], axis=1)
-            results[m] = (u_full, flux, seconds)
+            if noise is not None:
+                noise = (np.concatenate([np.zeros_like(u_full[:, :1]), noise[0].double().cpu().numpy()], axis=1),
+                         noise[1].double().cpu().numpy() * scale ** 2)
+            results[m] = (u_full, flux, seconds, noise)
     gathered = comm.gather(results, root=0)
     if comm.rank != 0:
         return None, None
@@ -135,8 +140,13 @@ def _ensemble(members: dict, M: int, transfer, cv, data: dict, comm: MPI.Comm):
     surrogate_seconds = np.full(S, sum(allres[m][2] for m in range(M)) / max(S, 1))
     u_mean, flux_mean = U.mean(axis=1), Fx.mean(axis=1)
     ddof = 1 if M > 1 else 0
-    return ({"u_mean": u_mean, "u_var": U.var(axis=1, ddof=ddof), "u_dev": U - u_mean[:, None],
-             "flux_mean": flux_mean, "flux_var": Fx.var(axis=1, ddof=ddof), "flux_dev": Fx - flux_mean[:, None]},
+    u_var, flux_var = U.var(axis=1, ddof=ddof), Fx.var(axis=1, ddof=ddof)
+    if allres[0][3] is not None:
+        # heteroscedastic members: the mixture's variance, spread of the means + mean of the heads' variances
+        u_var = u_var + np.mean([allres[m][3][0] for m in range(M)], axis=0)
+        flux_var = flux_var + np.mean([allres[m][3][1] for m in range(M)], axis=0)
+    return ({"u_mean": u_mean, "u_var": u_var, "u_dev": U - u_mean[:, None],
+             "flux_mean": flux_mean, "flux_var": flux_var, "flux_dev": Fx - flux_mean[:, None]},
             surrogate_seconds)
 
 

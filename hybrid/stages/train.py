@@ -79,11 +79,9 @@ def _training_set(case, data: dict, cv, transfer, penalty: float) -> TrainingSet
     n_val = int(round(case.surrogate["validation"] * S))
     n_val = min(max(n_val, 1 if case.surrogate["validation"] > 0 else 0), S - 1)
     s = case.surrogate
-    if s["heteroscedastic"]:
-        raise CaseError("heteroscedastic variance heads are not built yet; use heteroscedastic = false",
-                        file=str(case.display_file), key="surrogate.heteroscedastic")
     T, d = T1 - 1, cv.dim
-    config = {"in_channels": int(inputs.grid_inputs.shape[1]), "out_channels": T + T * d, "dim": d,
+    config = {"in_channels": int(inputs.grid_inputs.shape[1]), "out_channels": (T + T * d) * (2 if s["heteroscedastic"] else 1), "dim": d,
+              "heteroscedastic": bool(s["heteroscedastic"]),
               "modes": int(s["modes"]), "width": int(s["width"]), "layers": int(s["layers"]),
               "padding": 0 if _fully_periodic(case, data["mesh"]) else max(2, max(transfer.grid.shape) // 8),
               "outputs": T}

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["Normaliser", "SurrogateInputs", "build_inputs", "to_mesh_outputs", "flux_density"]
+__all__ = ["to_mesh_variances", "Normaliser", "SurrogateInputs", "build_inputs", "to_mesh_outputs", "flux_density"]
 
 
 def flux_density(flux: np.ndarray, face_area: np.ndarray, times: np.ndarray) -> np.ndarray:
@@ -80,6 +80,25 @@ def build_inputs(transfer, u0: np.ndarray, params: np.ndarray, norm: Normaliser)
     inside = np.broadcast_to(transfer.inside.reshape(1, 1, *shape).astype(float), (S, 1, *shape))
     x = np.concatenate([u0_grid, p_grid, coords, inside], axis=1)
     return SurrogateInputs(torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(u0, dtype=torch.float64))
+
+
+def to_mesh_variances(transfer, output: torch.Tensor, norm: Normaliser, T: int,
+                      face_normal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Heteroscedastic heads (B, 2C, *grid) → variances of the states (B, T, N) and of the
+    normal flux densities (B, T, F), in physical units.
+
+    The log-variance channels follow the C = T + T d mean channels in the same order. The
+    transfer's weights are non-negative, so interpolated variances stay positive; flux
+    components count as independent, var(q·n) = Σ_k n_k² var(q_k).
+    """
+    B = output.shape[0]
+    d = face_normal.shape[1]
+    C = T + T * d
+    var = torch.exp(output[:, C:2 * C].clamp(-30.0, 30.0))
+    var_u = transfer.to_mesh(var[:, :T]) * norm.du_std ** 2
+    var_q = transfer.to_faces(var[:, T:].reshape(B, T, d, *output.shape[2:])) * norm.flux_std ** 2
+    var_phi = torch.einsum("btdf,fd->btf", var_q, face_normal.to(var_q.dtype) ** 2)
+    return var_u, var_phi
 
 
 def to_mesh_outputs(transfer, output: torch.Tensor, u0: torch.Tensor, norm: Normaliser, T: int,

@@ -8,7 +8,11 @@ one torch thread, which makes a member's result independent of how members are s
 over MPI ranks.
 
 Loss: relative squared error of the states (volume-weighted) plus that of the face flux
-densities (area-weighted), plus ``softc_weight`` × the PDE residual penalty (SoftC).
+densities (area-weighted), plus ``softc_weight`` × the PDE residual penalty (SoftC). With
+heteroscedastic heads, plus the Gaussian negative log-likelihood of the targets under the
+heads' variances, taken with the mean detached: the mean is fitted exactly as without
+heads, and the heads learn the size of what it misses (Lakshminarayanan et al. 2017 fit
+both at once; detaching keeps the mean's accuracy independent of the option).
 
 Checkpoints hold only tensors, numbers and strings, and load with
 ``torch.load(..., weights_only=True)``.
@@ -28,7 +32,7 @@ import torch
 
 from hybrid.errors import CaseError
 from hybrid.files import atomic_path
-from hybrid.surrogates.data import Normaliser, SurrogateInputs, to_mesh_outputs
+from hybrid.surrogates.data import Normaliser, SurrogateInputs, to_mesh_outputs, to_mesh_variances
 from hybrid.surrogates.fno import FNO
 
 __all__ = ["TrainingSet", "MemberResult", "train_member", "load_checkpoint", "member_seed", "build_model", "device"]
@@ -85,6 +89,22 @@ def member_seed(seed: int, member: int) -> int:
 def build_model(config: dict) -> FNO:
     return FNO(config["in_channels"], config["out_channels"], config["dim"], modes=config["modes"],
                width=config["width"], layers=config["layers"], padding=config["padding"])
+
+
+def variance_nll(data: TrainingSet, output: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
+    """Mean Gaussian NLL (up to a constant) of the targets under the heads' variances, in
+    normalised units, states volume-weighted and fluxes area-weighted; the mean is detached."""
+    T = data.u.shape[1]
+    with torch.no_grad():
+        u_pred, phi_pred = to_mesh_outputs(data.transfer, output, data.inputs.u0[idx], data.norm, T,
+                                           data.face_normal)
+    var_u, var_phi = to_mesh_variances(data.transfer, output, data.norm, T, data.face_normal)
+    su, sf = data.norm.du_std ** 2, data.norm.flux_std ** 2
+    vol = data.volume.to(var_u.dtype) / data.volume.sum()
+    area = data.face_area.to(var_phi.dtype) / data.face_area.sum()
+    nll_u = (((u_pred - data.u[idx]) ** 2 / var_u + torch.log(var_u / su)) * vol).sum(-1).mean()
+    nll_f = (((phi_pred - data.phi[idx]) ** 2 / var_phi + torch.log(var_phi / sf)) * area).sum(-1).mean()
+    return 0.5 * (nll_u + nll_f)
 
 
 def relative_errors(data: TrainingSet, output: torch.Tensor, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -151,6 +171,8 @@ def train_member(data: TrainingSet, member: int, seed: int, digest: str, checkpo
             loss = (eu + ephi).mean()
             if s["softc_weight"] > 0 and data.residual is not None:
                 loss = loss + s["softc_weight"] * data.residual(out, idx)
+            if data.model_config.get("heteroscedastic"):
+                loss = loss + variance_nll(data, out, idx)
             opt.zero_grad()
             loss.backward()
             opt.step()
