@@ -245,7 +245,8 @@ def _scores(cv, data, layout, boundary, u, var, flux, seconds) -> dict:
             dirichlet_error = max(dirichlet_error, float(np.abs(rows.G[dirichlet] @ x - rows.b[dirichlet]).max()))
         _residual_by_kind(rows, x, row_residual)
     return {"mse": float(np.mean(err ** 2)), "rel_l2": float(rel.mean()), "max_balance_residual": balance,
-            "mass_error": mass_err, "dirichlet_error": dirichlet_error, "boundary_row_residual": row_residual,
+            "mass_error": mass_err, "boundary_row_residual": row_residual,
+            "dirichlet_error": dirichlet_error if any((r.kind == "dirichlet").any() for r in boundary) else None,
             "coverage90": coverage(u[:, 1:], var[:, 1:], truth[:, 1:]),
             "log_likelihood": gaussian_log_likelihood(u[:, 1:], var[:, 1:], truth[:, 1:], variance_floor(var[:, 1:])),
             "crps": crps_gaussian(u[:, 1:], var[:, 1:], truth[:, 1:]), "update_seconds": seconds}

@@ -150,13 +150,17 @@ def _ensemble(members: dict, M: int, transfer, cv, data: dict, comm: MPI.Comm):
             surrogate_seconds)
 
 
+def _or_dash(value, width: int) -> str:
+    return f"{'–':>{width}s}" if value is None else f"{value:{width}.1e}"
+
+
 def _ablation_table(name: str, variants: dict) -> str:
     lines = [f"predict: {name}: constraint variants (test scenarios)",
              f"  {'variant':18s} {'MSE':>10s} {'rel L2':>8s} {'balance':>9s} {'mass err':>9s} "
              f"{'Dirichlet':>9s} {'cover90':>7s} {'loglik':>8s} {'update s':>9s}"]
     for v, m in variants.items():
         lines.append(f"  {v:18s} {m['mse']:10.3e} {m['rel_l2']:8.4f} {m['max_balance_residual']:9.1e} "
-                     f"{m['mass_error']:9.1e} {m['dirichlet_error']:9.1e} {m['coverage90']:7.2f} "
+                     f"{m['mass_error']:9.1e} {_or_dash(m['dirichlet_error'], 9)} {m['coverage90']:7.2f} "
                      f"{m['log_likelihood']:8.2f} {m['update_seconds']:9.4f}")
     return "\n".join(lines)
 
