@@ -268,4 +268,4 @@ def test_heteroscedastic_members_add_their_own_variance(tiny_case, tmp_path):
     assert (u_var[:, 1:] > spread[:, 1:]).all()
     assert (flux_var > (flux_dev ** 2).sum(axis=1) / (flux_dev.shape[1] - 1)).all()
     member = torch.load(case / "results" / "train" / "member-0.pt", weights_only=True)
-    assert member["config"]["heteroscedastic"] and member["config"]["out_channels"] == 2 * (4 + 4)
+    assert member["config"]["heteroscedastic"] and member["config"]["variance_channels"] == 4 + 4

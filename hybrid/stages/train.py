@@ -80,8 +80,9 @@ def _training_set(case, data: dict, cv, transfer, penalty: float) -> TrainingSet
     n_val = min(max(n_val, 1 if case.surrogate["validation"] > 0 else 0), S - 1)
     s = case.surrogate
     T, d = T1 - 1, cv.dim
-    config = {"in_channels": int(inputs.grid_inputs.shape[1]), "out_channels": (T + T * d) * (2 if s["heteroscedastic"] else 1), "dim": d,
+    config = {"in_channels": int(inputs.grid_inputs.shape[1]), "out_channels": T + T * d, "dim": d,
               "heteroscedastic": bool(s["heteroscedastic"]),
+              "variance_channels": (T + T * d) if s["heteroscedastic"] else 0,
               "modes": int(s["modes"]), "width": int(s["width"]), "layers": int(s["layers"]),
               "padding": 0 if _fully_periodic(case, data["mesh"]) else max(2, max(transfer.grid.shape) // 8),
               "outputs": T}

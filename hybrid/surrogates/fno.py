@@ -6,7 +6,9 @@ Tensor contract of :class:`FNO` (``d`` = 1, 2 or 3 grid dimensions):
                                channels), grid coordinates, inside-domain mask
     output (B, C_out, *grid)   channels: the state at each output time t_1..t_T, then the
                                time-integrated flux density (d components) of each output
-                               interval, then (heteroscedastic) log-variances
+                               interval, then (heteroscedastic, ``variance_channels``)
+                               the log-variance of each of those channels, from a
+                               separate projection of the detached features
 
 Blocks (as in Li et al., "Fourier neural operator for parametric PDEs", ICLR 2021, and
 the neuraloperator package): lifting (pointwise MLP) → L × [spectral convolution (the
@@ -68,7 +70,7 @@ class FNO(nn.Module):
     """Lifting → spectral layers → projection; see the module docstring for the contract."""
 
     def __init__(self, in_channels: int, out_channels: int, dim: int, modes: int = 16, width: int = 32,
-                 layers: int = 4, padding: int = 8):
+                 layers: int = 4, padding: int = 8, variance_channels: int = 0):
         super().__init__()
         self.dim, self.padding = dim, padding
         conv = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[dim]
@@ -77,6 +79,10 @@ class FNO(nn.Module):
         self.skip = nn.ModuleList(conv(width, width, 1) for _ in range(layers))
         self.projection = nn.Sequential(conv(width, 2 * width, 1), nn.GELU(), conv(2 * width, out_channels, 1))
         self.activation = nn.GELU()
+        # heteroscedastic heads: their own projection of the detached features, so that fitting the
+        # variances never changes the mean's path (created last: the mean's initialisation is unchanged)
+        self.variance = (nn.Sequential(conv(width, 2 * width, 1), nn.GELU(), conv(2 * width, variance_channels, 1))
+                         if variance_channels else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.lifting(x)
@@ -88,7 +94,9 @@ class FNO(nn.Module):
                 h = self.activation(h)
         if self.padding:
             h = h[(Ellipsis,) + (slice(0, -self.padding),) * self.dim]
-        return self.projection(h)
+        if self.variance is None:
+            return self.projection(h)
+        return torch.cat([self.projection(h), self.variance(h.detach())], dim=1)
 
     @staticmethod
     def parameter_count(model: nn.Module) -> int:
