@@ -112,7 +112,8 @@ def run_train(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, pro
     dataset = run_solve(case, comm=comm, progress=progress, announce=False)
     out = Path(case.output_dir) / "train"
     digest = case.hash(*TRAIN_SECTIONS)
-    flavours = [(out, digest, float(case.surrogate["softc_weight"]), "")]
+    # softc_weight > 0 trains the main ensemble with the penalty, unless SoftC is its own variant
+    flavours = [(out, digest, 0.0 if wants_softc(case) else float(case.surrogate["softc_weight"]), "")]
     if wants_softc(case):
         flavours.append((out / "softc", digest + "+softc", softc_weight(case), "SoftC "))
     M = int(case.surrogate["members"])
