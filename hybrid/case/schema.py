@@ -317,7 +317,7 @@ _section(
        low=0, high=1, high_open=True),
     _k("patience", "int", 20, "Epochs without validation improvement before stopping.", low=1),
     _k("softc_weight", "number", 0.0, "Weight of the PDE-residual penalty (SoftC). With softc in [constraints] compare it "
-       "trains the separate SoftC ensemble (0 there means 1) and the main ensemble has none; otherwise "
+       "trains the separate SoftC ensemble (0 there means 0.01) and the main ensemble has none; otherwise "
        "it trains the main ensemble (0 = off).", low=0),
     _k("heteroscedastic", "bool", False, "Members also predict a variance per output (Gaussian NLL heads); the ensemble's variance is then the mixture's."),
 )

@@ -30,7 +30,7 @@ from hybrid.files import atomic_path, mark_stage_done, stage_is_current
 from hybrid.metrics import coverage, relative_l2
 from hybrid.parallel import my_indices, root_print
 from hybrid.stages.solve import read_dataset
-from hybrid.stages.train import TRAIN_SECTIONS, case_transfer, load_members, run_train, wants_softc
+from hybrid.stages.train import TRAIN_SECTIONS, case_transfer, load_members, run_train, softc_weight, wants_softc
 from hybrid.surrogates.data import build_inputs, to_mesh_outputs, to_mesh_variances
 from hybrid.surrogates.training import device
 
@@ -69,7 +69,7 @@ def run_predict(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, p
                                         M, transfer, cv, data, comm)
     extra = {}
     if wants_softc(case):
-        members = load_members(train_dir / "softc", M, my_indices(M, comm), case.hash(*TRAIN_SECTIONS) + "+softc")
+        members = load_members(train_dir / "softc", M, my_indices(M, comm), f"{case.hash(*TRAIN_SECTIONS)}+softc{softc_weight(case):g}")
         extra["softc"] = _ensemble(members, M, transfer, cv, data, comm)[0]
     metrics = None
     if comm.rank == 0:
