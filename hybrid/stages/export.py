@@ -43,7 +43,7 @@ from hybrid.export.xdmf import write_time_series
 from hybrid.files import mark_stage_done, stage_is_current
 from hybrid.mesh.control_volumes import balance_residual
 from hybrid.parallel import ScenarioProgress, my_indices, root_print
-from hybrid.stages.predict import PREDICT_SECTIONS, run_predict
+from hybrid.stages.predict import predict_digest, run_predict
 from hybrid.stages.solve import SOLVE_SECTIONS, read_dataset, run_solve
 
 __all__ = ["run_export", "cv_fields", "field_prefix", "read_variants", "variant_fields", "VARIANT_FIELDS"]
@@ -105,7 +105,7 @@ def run_export(case, *, force: bool = False, train: bool = False, solver_only: b
         predict_dir = run_predict(case, comm=comm, progress=progress, announce=False)
         dataset = Path(case.output_dir) / "solve" / "dataset.h5"
         # the predict stage's sections (TRAIN_SECTIONS + constraints): the variants change when these do
-        digest = case.hash(*PREDICT_SECTIONS) + "+variants"
+        digest = predict_digest(case) + "+variants"
     digest += "+train" if train else ""
     out = Path(case.output_dir) / "export"
     data = read_dataset(dataset)

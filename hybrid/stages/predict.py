@@ -34,7 +34,7 @@ from hybrid.stages.train import TRAIN_SECTIONS, case_transfer, load_members, run
 from hybrid.surrogates.data import build_inputs, to_mesh_outputs, to_mesh_variances
 from hybrid.surrogates.training import device
 
-__all__ = ["run_predict", "nearest_training_baseline", "PREDICT_SECTIONS"]
+__all__ = ["run_predict", "nearest_training_baseline", "PREDICT_SECTIONS", "predict_digest"]
 
 PREDICT_SECTIONS = TRAIN_SECTIONS + ("constraints",)
 
@@ -52,11 +52,17 @@ def nearest_training_baseline(train: dict, test: dict) -> np.ndarray:
     return np.argmin(dist, axis=1)
 
 
+def predict_digest(case, *extra_sections: str) -> str:
+    """The hash of what the predictions depend on: the sections predict reads (and any a later
+    stage adds), plus the SoftC ensemble's weight, which is in no section when it is the default."""
+    return case.hash(*PREDICT_SECTIONS, *extra_sections) + (f"+softc{softc_weight(case):g}" if wants_softc(case) else "")
+
+
 def run_predict(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, progress: bool = True,
                 announce: bool = True) -> Path:
     train_dir = run_train(case, comm=comm, progress=progress, announce=False)
     out = Path(case.output_dir) / "predict"
-    digest = case.hash(*PREDICT_SECTIONS)
+    digest = predict_digest(case)
     if not force and stage_is_current(out, digest, ["predictions.h5", "metrics.json", "variants.h5"]):
         if announce:
             root_print(f"predict: up to date ({out}); --force redoes it", comm=comm)

@@ -36,7 +36,7 @@ from hybrid.metrics import (coverage, crps_gaussian, gaussian_log_likelihood, ma
                             relative_l2, total_mass, variance_floor)
 from hybrid.mesh.control_volumes import balance_residual
 from hybrid.parallel import root_print
-from hybrid.stages.predict import PREDICT_SECTIONS, run_predict
+from hybrid.stages.predict import PREDICT_SECTIONS, predict_digest, run_predict
 from hybrid.stages.solve import read_dataset
 from hybrid.stages.train import case_transfer
 
@@ -58,7 +58,7 @@ def run_validate(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, 
     """Write the report (collective; rank 0 works); returns the path of report.md."""
     predict_dir = run_predict(case, comm=comm, progress=progress, announce=False)
     out = Path(case.output_dir) / "validate"
-    digest = case.hash(*VALIDATE_SECTIONS)
+    digest = predict_digest(case, "output")
     if not force and stage_is_current(out, digest, ["report.md", "metrics.json"]):
         if announce:
             root_print(f"validate: up to date ({out / 'report.md'}); --force redoes it", comm=comm)
