@@ -32,7 +32,15 @@ def colour_fraction(image, colour, tol=0.02):
 def kept_figures(monkeypatch):
     """The figures the functions draw, kept open (pyplot.close is intercepted) for inspection."""
     kept = []
-    monkeypatch.setattr(figures.plt, "close", kept.append)
+    real_close = figures.plt.close
+
+    def keep(fig=None):
+        # matplotlib itself may call close("all") (e.g. when it switches backend): let that through
+        if isinstance(fig, figures.plt.Figure):
+            kept.append(fig)
+        else:
+            real_close(fig)
+    monkeypatch.setattr(figures.plt, "close", keep)
     yield kept
     monkeypatch.undo()
     for fig in kept:
