@@ -29,7 +29,7 @@ import numpy as np
 import scipy.sparse as sp
 from mpi4py import MPI
 
-from hybrid.constraints.update import _SINGULAR, NOISE_ROWS, ConstraintError, normals, prior_deviation
+from hybrid.constraints.update import NOISE_ROWS, ConstraintError, _IterativeSolver, normals, prior_deviation
 
 __all__ = ["DistributedUpdate", "entry_owners"]
 
@@ -95,12 +95,7 @@ class DistributedUpdate:
         self.A0 = GS.matTransposeMult(GS)
         if self.sigma > 0:
             self.A0.shift(self.sigma ** 2)
-        self.ksp = PETSc.KSP().create(comm)
-        self.ksp.setOperators(self.A0)
-        self.ksp.setType("cg")
-        self.ksp.getPC().setType("gamg")
-        self.ksp.setTolerances(rtol=rtol, atol=0.0, max_it=2000)
-        self._y = self._r.duplicate()
+        self._cg = _IterativeSolver(self.A0, comm, rtol)
         if self.U is not None:
             self.W = np.stack([self.G_times(self.U[:, j]) for j in range(self.U.shape[1])], axis=1)
             self._A0inv_W = np.stack([self._solve0(self.W[:, j]) for j in range(self.W.shape[1])], axis=1)
@@ -122,12 +117,7 @@ class DistributedUpdate:
         return self._x.getArray().copy()
 
     def _solve0(self, r: np.ndarray) -> np.ndarray:
-        self._r.setArray(r)
-        self._y.set(0.0)
-        self.ksp.solve(self._r, self._y)
-        if self.ksp.getConvergedReason() < 0:
-            raise ConstraintError(f"{_SINGULAR} (CG did not converge: reason {self.ksp.getConvergedReason()})")
-        return self._y.getArray().copy()
+        return self._cg._solve1(r)
 
     def solve(self, r: np.ndarray) -> np.ndarray:
         """A⁻¹ r, A = G Σ Gᵀ + σ_G² I (Woodbury for the ensemble part)."""
@@ -189,5 +179,6 @@ class DistributedUpdate:
         return out
 
     def destroy(self) -> None:
-        for obj in (self.ksp, self.A0, self.G, self._x, self._r, self._y):
+        self._cg.destroy()
+        for obj in (self.A0, self.G, self._x, self._r):
             obj.destroy()

@@ -82,23 +82,34 @@ class _DirectSolver:
 class _IterativeSolver:
     """CG preconditioned by PETSc's algebraic multigrid (GAMG) on the SPD A₀ — near-linear
     in the number of rows, where the LU's fill-in grows like N^1.8 on space-time rows.
-    The tolerance is tight because the constraint residual G μ̃ − b equals A y − r."""
+    The tolerance is tight because the constraint residual G μ̃ − b equals A y − r.
+    ``mat`` is a PETSc matrix on ``comm`` (the distributed update passes its own); vectors
+    are this process's rows."""
 
-    def __init__(self, A0: sp.csc_matrix, rtol: float = 1e-14):
+    def __init__(self, mat, comm=None, rtol: float = 1e-14):
         from petsc4py import PETSc
 
-        A = A0.tocsr()
-        self.PETSc = PETSc
-        self.A = A
-        self.mat = PETSc.Mat().createAIJ(A.shape, csr=(A.indptr.astype(PETSc.IntType),
-                                                       A.indices.astype(PETSc.IntType), A.data),
-                                         comm=PETSc.COMM_SELF)
-        self.ksp = PETSc.KSP().create(PETSc.COMM_SELF)
-        self.ksp.setOperators(self.mat)
+        self.mat = mat
+        self.ksp = PETSc.KSP().create(comm or PETSc.COMM_SELF)
+        self.ksp.setOperators(mat)
         self.ksp.setType("cg")
         self.ksp.getPC().setType("gamg")
         self.ksp.setTolerances(rtol=rtol, atol=0.0, max_it=2000)
-        self.b, self.x = self.mat.createVecLeft(), self.mat.createVecRight()
+        self.b, self.x = mat.createVecLeft(), mat.createVecRight()
+
+    @classmethod
+    def from_scipy(cls, A0: sp.spmatrix) -> "_IterativeSolver":
+        from petsc4py import PETSc
+
+        A = A0.tocsr()
+        IT = PETSc.IntType
+        mat = PETSc.Mat().createAIJ(A.shape, csr=(A.indptr.astype(IT), A.indices.astype(IT), A.data),
+                                    comm=PETSc.COMM_SELF)
+        return cls(mat)
+
+    def destroy(self) -> None:
+        for obj in (self.ksp, self.b, self.x):
+            obj.destroy()
 
     def _solve1(self, r: np.ndarray) -> np.ndarray:
         self.b.setArray(r)
@@ -138,7 +149,7 @@ class GaussianUpdate:
             self.U = np.asarray(self.U, np.float64)
             self.W = np.asarray(self.G @ self.U)
         use_direct = self.direct if self.direct is not None else rows <= DIRECT_ROWS
-        self._lu = _DirectSolver(A0) if use_direct else _IterativeSolver(A0)
+        self._lu = _DirectSolver(A0) if use_direct else _IterativeSolver.from_scipy(A0)
         if self.U is not None:
             self._A0inv_W = self._lu.solve(self.W)
             self._small = np.linalg.cholesky(np.eye(self.W.shape[1]) + self.W.T @ self._A0inv_W)

@@ -15,8 +15,9 @@ inputs changed) and writes, in ``OUTPUT/validate/``:
     positions — plus the relative error over time per variant, and field plots on the
     mesh for 2-D cases
 
-All scores come from :mod:`hybrid.metrics` (volume-weighted on the mesh). Rank 0 does the
-work; the other ranks wait.
+The scores are the ones ``hybrid predict`` computed with
+:func:`hybrid.stages.constrain.variant_scores` (from :mod:`hybrid.metrics`, volume-weighted
+on the mesh), read from its ``metrics.json``. Rank 0 does the work; the other ranks wait.
 """
 
 from __future__ import annotations
@@ -29,27 +30,23 @@ import h5py
 import numpy as np
 from mpi4py import MPI
 
-from hybrid.constraints.rows import StateLayout
-from hybrid.constraints.variants import VARIANTS, boundary_rows
+from hybrid.constraints.variants import VARIANTS
 from hybrid.files import atomic_path, mark_stage_done, stage_is_current
-from hybrid.metrics import (coverage, crps_gaussian, gaussian_log_likelihood, mass_error, max_error, mse,
-                            relative_l2, total_mass, variance_floor)
-from hybrid.mesh.control_volumes import balance_residual
+from hybrid.metrics import relative_l2, total_mass
 from hybrid.parallel import root_print
-from hybrid.stages.predict import PREDICT_SECTIONS, predict_digest, run_predict
+from hybrid.stages.predict import predict_digest, run_predict
 from hybrid.stages.solve import read_dataset
 from hybrid.stages.train import case_transfer
 
-__all__ = ["run_validate", "VALIDATE_SECTIONS", "METRIC_KEYS"]
+__all__ = ["run_validate", "METRIC_KEYS"]
 
-VALIDATE_SECTIONS = PREDICT_SECTIONS + ("output",)
 # the per-variant keys of metrics.json, in the report's column order: (key, header, format)
 METRIC_KEYS = (("rel_l2", "rel. L2", ".4f"), ("mse", "MSE", ".3e"), ("max_error", "max err", ".3g"),
                ("mass_error", "mass err", ".1e"), ("max_balance_residual", "balance", ".1e"),
                ("dirichlet_error", "Dirichlet", ".1e"), ("neumann_flux_error", "Neumann", ".1e"),
                ("normal_derivative_error", "du/dn", ".1e"),
                ("log_likelihood", "log-lik", ".2f"), ("crps", "CRPS", ".3e"), ("coverage90", "cover90", ".2f"),
-               ("front_error", "front err", ".3g"), ("constraint_seconds", "update s", ".3g"))
+               ("front_error", "front err", ".3g"), ("update_seconds", "update s", ".3g"))
 MAIN_PROFILES = ("raw", "softc", "global", "per-cell", "per-cell+boundary")
 
 
@@ -81,54 +78,12 @@ def _read_variants(path: Path) -> tuple[dict, dict]:
     return variants, extra
 
 
-def variant_scores(cv, data: dict, layout: StateLayout, boundary: list, v: dict) -> dict:
-    """Every metric of one variant over the test scenarios (see docs/metrics.md)."""
-    test = data["test"]
-    truth, u, var, flux = test["u"][:, 1:], v["u_mean"][:, 1:], np.maximum(v["u_var"][:, 1:], 0.0), v["flux_mean"]
-    w = cv.volume
-    scale = np.abs(test["u"]).max() * w.max()
-    balance = max(float(np.abs(balance_residual(w, cv.face_cv, v["u_mean"][i], flux[i], test["source"][i])).max())
-                  for i in range(len(u))) / scale
-    errors = {"dirichlet": 0.0, "neumann-flux": 0.0, "normal-derivative": 0.0}
-    for i, rows in enumerate(boundary):
-        x = layout.pack(u[i], flux[i])
-        for kind in errors:
-            sel = rows.kind == kind
-            if sel.any():
-                errors[kind] = max(errors[kind], float(np.abs(rows.G[sel] @ x - rows.b[sel]).max()))
-    has = {kind: any((rows.kind == kind).any() for rows in boundary) for kind in errors}
-    per_time = np.stack([relative_l2(u[:, n], truth[:, n], w) for n in range(u.shape[1])], axis=1)
-    return {"rel_l2": float(relative_l2(u, truth, w).mean()), "mse": mse(u, truth, w), "max_error": max_error(u, truth),
-            "mass_error": mass_error(u, truth, w), "max_balance_residual": balance,
-            "dirichlet_error": errors["dirichlet"] if has["dirichlet"] else None,
-            "neumann_flux_error": errors["neumann-flux"] if has["neumann-flux"] else None,
-            "normal_derivative_error": errors["normal-derivative"] if has["normal-derivative"] else None,
-            "log_likelihood": gaussian_log_likelihood(u, var, truth, variance_floor(var)), "crps": crps_gaussian(u, var, truth),
-            "coverage90": coverage(u, var, truth), "rel_l2_over_time": per_time.mean(axis=0).tolist()}
-
-
 def _validate(case, predict_dir: Path, out: Path, ranks: int) -> str:
     data = read_dataset(Path(case.output_dir) / "solve" / "dataset.h5")
     cv, _ = case_transfer(case, data)
-    test, times = data["test"], data["times"]
-    S, T1, N = test["u"].shape
-    layout = StateLayout(N, cv.num_faces, T1 - 1)
-    names = test["parameter_names"]
-    params = [dict(zip(names, map(float, test["params"][i]))) for i in range(S)]
-    boundary = [boundary_rows(case, cv, layout, times, params[i]) for i in range(S)]
     variants, extra = _read_variants(predict_dir / "variants.h5")
     predicted = json.loads((predict_dir / "metrics.json").read_text())
-    scores = {}
-    for name, v in variants.items():
-        s = variant_scores(cv, data, layout, boundary, v)
-        s["constraint_seconds"] = predicted["variants"].get(name, {}).get("update_seconds")
-        s["constraint_mean_seconds"] = predicted["variants"].get(name, {}).get("mean_update_seconds")
-        if extra["front_true"] is not None and "front" in v:
-            s["front_error"] = float(np.mean(np.abs(v["front"].mean(axis=1) - extra["front_true"])))
-            s["front_std"] = float(np.mean(v["front"].std(axis=1)))
-        else:
-            s["front_error"] = None
-        scores[name] = s
+    scores = {name: predicted["variants"][name] for name in variants}   # scored once, by predict
     train_stage = json.loads((Path(case.output_dir) / "train" / "stage.json").read_text())
     timing = {"solver_seconds_per_scenario": predicted["solver_seconds"],
               "surrogate_seconds_per_scenario": predicted["surrogate_seconds"],
@@ -138,7 +93,7 @@ def _validate(case, predict_dir: Path, out: Path, ranks: int) -> str:
                                            "coverage90", "flux_rel_l2")}
     figures = _figures(case, cv, data, variants, extra, scores, out) if case.output["figures"] else []
     metrics = {"case": case.name, "description": case.description, "ranks": ranks,
-               "test_scenarios": S, "report_time": extra["report_time"], "front_kind": extra["front_kind"] or None,
+               "test_scenarios": int(data["test"]["u"].shape[0]), "report_time": extra["report_time"], "front_kind": extra["front_kind"] or None,
                "variants": scores, "times": timing, "surrogate": surrogate,
                "figures": [p.name for p in figures]}
     with atomic_path(out / "metrics.json") as tmp:
