@@ -37,6 +37,7 @@ from hybrid.surrogates.training import device
 __all__ = ["run_predict", "nearest_training_baseline", "PREDICT_SECTIONS", "predict_digest"]
 
 PREDICT_SECTIONS = TRAIN_SECTIONS + ("constraints",)
+PREDICT_FORMAT = 2   # raise when metrics.json / variants.h5 change shape, so older results are redone
 
 def nearest_training_baseline(train: dict, test: dict) -> np.ndarray:
     """Index of the training scenario nearest to each test scenario, in normalised
@@ -55,7 +56,8 @@ def nearest_training_baseline(train: dict, test: dict) -> np.ndarray:
 def predict_digest(case, *extra_sections: str) -> str:
     """The hash of what the predictions depend on: the sections predict reads (and any a later
     stage adds), plus the SoftC ensemble's weight, which is in no section when it is the default."""
-    return case.hash(*PREDICT_SECTIONS, *extra_sections) + (f"+softc{softc_weight(case):g}" if wants_softc(case) else "")
+    return (case.hash(*PREDICT_SECTIONS, *extra_sections) + f"+format{PREDICT_FORMAT}"
+            + (f"+softc{softc_weight(case):g}" if wants_softc(case) else ""))
 
 
 def run_predict(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, progress: bool = True,
