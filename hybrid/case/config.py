@@ -329,6 +329,8 @@ class _Builder:
         applicable = set(defaults) | ({"re"} if family == "navier-stokes" else set())
         if family in ("gpme", "burgers", "wave"):
             applicable.add("source")
+        if family == "burgers":
+            applicable.add("convection")
         context = f'family = "{family}"' + (f', k = "{model}"' if model else "")
         for name in table:
             if name in ("family",) or (name == "k" and family == "gpme"):
@@ -336,7 +338,7 @@ class _Builder:
             if name not in applicable:
                 raise self.error(f"pde.{name}", f"{name} is used by {schema.coefficient_users(name)};"
                                  f" this case has {context}")
-            if name != "source":
+            if name not in ("source", "convection"):
                 given[name] = self.reader.read(table, section[name], "pde")
         source_text = self.reader.read(table, section["source"], "pde")
 
@@ -370,6 +372,9 @@ class _Builder:
         pde = {"family": family, "k": model, "coefficients": coefficients, "source_text": source_text}
         self.settings["pde"] = {"family": family, "k": model, "coefficients": dict(coefficients),
                                 "source": source_text}
+        if family == "burgers":   # only here, so that other families' stage hashes do not change
+            pde["convection"] = self.settings["pde"]["convection"] = \
+                self.reader.read(table, section["convection"], "pde")
         self.defaults = defaults
         return pde, names, coefficients
 

@@ -140,6 +140,8 @@ def coefficient_users(name: str) -> str:
         return 'family = "gpme" (the conductivity model, or the value of a constant k)'
     if name == "source":
         return "family " + ", ".join(_SCALAR_FAMILIES)
+    if name == "convection":
+        return "family burgers"
     models = [m for m, coefficients in _K_MODEL_COEFFICIENTS.items() if name in coefficients]
     families = [f for f, coefficients in _FAMILY_COEFFICIENTS.items() if name in coefficients]
     parts = []
@@ -229,8 +231,12 @@ _section(
     _k("smoothing", "coefficient", 0.005, 'gpme, k = "stefan": width of the smoothed step.',
        low=0, low_open=True),
     _k("source", "expression", "0", "gpme, burgers, wave: source term f(x, t) of u_t + ... = f."),
-    _k("nu", "coefficient", REQUIRED, "burgers: viscosity; navier-stokes: kinematic viscosity.",
+    _k("nu", "coefficient", REQUIRED, "burgers: viscosity of u_t + sum_i (u^2/2)_x_i = nu "
+       "laplace(u) + f; navier-stokes: kinematic viscosity.",
        low=0, low_open=True),
+    _k("convection", "choice", "central", "burgers: the convective face flux; central (second "
+       "order, for cell Peclet numbers u h / nu below 2) or upwind (Engquist-Osher: monotone, "
+       "first order).", choices=("central", "upwind")),
     _k("c", "coefficient", REQUIRED, "wave: wave speed.", low=0, low_open=True),
     _k("re", "coefficient", None, "navier-stokes: Reynolds number, instead of nu (nu = 1/re).",
        low=0, low_open=True),

@@ -1,11 +1,13 @@
 """Reference solver for the generalised porous medium equation on control volumes.
 
-    u_t = ∇·(k(u) ∇u) + f(x, t)
+    u_t + ∇·(b u²/2) = ∇·(k(u) ∇u) + f(x, t)
 
 with ``k`` constant, a power ``u^m`` (porous medium) or a step at ``u*`` (Stefan; the
 step is smoothed over ``[u* - ε, u* + ε]`` by a C¹ cubic, exact where |u - u*| ≥ ε and
 exactly degenerate where ``k_min = 0``). This is the GPME family of ProbConserv
-(Hansen et al., ICML 2023).
+(Hansen et al., ICML 2023). With a convection direction ``b`` (all ones: the scalar
+viscous Burgers equation u_t + Σ_i (u²/2)_{x_i} = ν Δu, k = ν) the same solver is the
+Burgers reference; ``b = None`` is the GPME.
 
 Discretisation: finite volumes on :class:`~hybrid.mesh.control_volumes.ControlVolumes`
 (cell-centred two-point fluxes, or median-dual cells = P1 with lumped mass), θ-scheme in
@@ -16,8 +18,15 @@ time (θ = 1 implicit Euler, θ = 1/2 Crank–Nicolson), each step solved by PET
     Φ_f^n = Δt [θ F_f(u^n, t_n) + (1 - θ) F_f(u^{n-1}, t_{n-1})],
     S_K^n = Δt |K| [θ f(x_K, t_n) + (1 - θ) f(x_K, t_{n-1})].
 
-Boundary faces: prescribed outward flux ``F·n = q`` gives ``F_f = q |f|``; a prescribed
-outward normal derivative ``du/dn = h`` gives ``F_f = -k(u_K) h |f|``; Dirichlet values
+Convective flux through a face with area vector n|f| and c = b·n|f|: ``central``
+c (u_a² + u_b²)/4 (second order; the cell Péclet number should stay below 2) or
+``upwind`` Engquist–Osher c (P(u_a)² + Q(u_b)²)/2 with P, Q the positive / negative
+parts for c > 0 (swapped for c < 0): monotone, first order, C¹ for Newton.
+
+Boundary faces: prescribed outward flux ``F·n = q`` gives ``F_f = q |f|`` (the whole
+flux, convection included); a prescribed
+outward normal derivative ``du/dn = h`` gives ``F_f = -k(u_K) h |f|`` (plus the outflow
+c u_K²/2 with convection); Dirichlet values
 are strong on dual control volumes (vertex values) and weak two-point fluxes on cells.
 The flux through a Dirichlet face of a dual control volume is the reaction that closes
 its balance: the gradient estimate of the adjacent cell, plus the remaining imbalance
@@ -136,8 +145,15 @@ class GPMESolver:
 
     def __init__(self, cv: ControlVolumes, conductivity: Conductivity, boundaries: list[BoundaryData],
                  params: dict, source: Expr | None = None, theta: float = 1.0,
-                 rtol: float = 1e-10, atol: float = 1e-13, max_it: int = 30, max_halvings: int = 8):
+                 rtol: float = 1e-10, atol: float = 1e-13, max_it: int = 30, max_halvings: int = 8,
+                 convection: np.ndarray | None = None, scheme: str = "central"):
         self.cv, self.k, self.params, self.theta = cv, conductivity, dict(params), float(theta)
+        if scheme not in ("central", "upwind"):
+            raise ValueError(f"convection scheme {scheme!r}: use central or upwind")
+        self.scheme = scheme
+        # c_f = b·n_f|f| per face (None: no convection)
+        self.conv = None if convection is None else \
+            (cv.face_normal * cv.face_area[:, None]) @ np.asarray(convection, float).reshape(cv.dim)
         self.source_expr = source
         self.rtol, self.atol, self.max_it, self.max_halvings = rtol, atol, max_it, max_halvings
         self.D = cv.incidence()
@@ -176,6 +192,7 @@ class GPMESolver:
             self.weak_dir_faces = self.dir_faces
         self.is_dir = np.zeros(self.N, bool)
         self.is_dir[self.dir_cvs] = True
+        self.interior = np.flatnonzero(cv.face_cv[:, 1] >= 0)
         # Dirichlet values at control-volume centres (dual): which expression applies to each CV
         self.dir_cv_expr = []
         for faces, expr, _ in self.face_expr["dirichlet"]:
@@ -192,8 +209,13 @@ class GPMESolver:
         self._piece_rows_valid = rows >= 0
         bnd_a = cv.face_cv[np.concatenate([self.dn_faces, self.weak_dir_faces]), 0]
         diag = np.arange(self.N)
-        all_rows = np.concatenate([rows, bnd_a, diag])
-        all_cols = np.concatenate([cc, bnd_a, diag])
+        conv_rows, conv_cols = np.zeros(0, np.int64), np.zeros(0, np.int64)
+        if self.conv is not None:
+            ia, ib = cv.face_cv[self.interior, 0], cv.face_cv[self.interior, 1]
+            conv_rows = np.concatenate([ia, ia, ib, ib, bnd_a])
+            conv_cols = np.concatenate([ia, ib, ia, ib, bnd_a])
+        all_rows = np.concatenate([rows, bnd_a, conv_rows, diag])
+        all_cols = np.concatenate([cc, bnd_a, conv_cols, diag])
         valid = all_rows >= 0
         key = all_rows[valid] * self.N + all_cols[valid]
         uniq, pos = np.unique(key, return_inverse=True)
@@ -293,12 +315,45 @@ class GPMESolver:
                 flux[faces] = kbar_f * coef * (ua - g)
                 dw = np.concatenate([dw, 0.5 * dkk * coef * (ua - g) + kbar_f * coef])
             derivs["weak"] = dw
+        if self.conv is not None:
+            derivs["conv"] = self._convective_flux(u, flux, t)
         if with_derivatives:
             d_stencil = kbar[:, None] * P.weight
             d_k = dk[P.k_cvs] / nk * grad[:, None]
             derivs["pieces"] = np.concatenate([d_stencil, d_k], axis=1)
             return flux, derivs
         return flux
+
+    def _pair_flux(self, c: np.ndarray, ua: np.ndarray, ub: np.ndarray):
+        """Convective flux c·(u²/2) from a to b and its derivatives in u_a and u_b."""
+        if self.scheme == "central":
+            return 0.25 * c * (ua * ua + ub * ub), 0.5 * c * ua, 0.5 * c * ub
+        forward = c > 0
+        p = np.where(forward, np.maximum(ua, 0.0), np.minimum(ua, 0.0))
+        q = np.where(forward, np.minimum(ub, 0.0), np.maximum(ub, 0.0))
+        return 0.5 * c * (p * p + q * q), c * p, c * q
+
+    def _convective_flux(self, u: np.ndarray, flux: np.ndarray, t: float) -> np.ndarray:
+        """Add the convective flux to ``flux`` (interior faces; outflow/inflow through
+        normal-derivative and weak Dirichlet faces); returns the Jacobian entries in the
+        order of the pattern: (a,a) (a,b) on row a, (b,a) (b,b) on row b, boundary (a,a)."""
+        cv, I, c = self.cv, self.interior, self.conv
+        ia, ib = cv.face_cv[I, 0], cv.face_cv[I, 1]
+        f, da, db = self._pair_flux(c[I], u[ia], u[ib])
+        flux[I] += f
+        bnd = []
+        if len(self.dn_faces):
+            fd = self.dn_faces
+            ua = u[cv.face_cv[fd, 0]]
+            flux[fd] += 0.5 * c[fd] * ua * ua
+            bnd.append(c[fd] * ua)
+        if len(self.weak_dir_faces):
+            for faces, expr, pts in self.face_expr["dirichlet"]:
+                g = self._eval(expr, pts, t)
+                fw, dwa, _ = self._pair_flux(c[faces], u[cv.face_cv[faces, 0]], g)
+                flux[faces] += fw
+                bnd.append(dwa)
+        return np.concatenate([da, db, -da, -db] + bnd)
 
     # ------------------------------------------------------------------ one step
     def _residual(self, u: np.ndarray) -> np.ndarray:
@@ -318,6 +373,8 @@ class GPMESolver:
             vals.append(w * derivs["dn"])
         if len(self.weak_dir_faces):
             vals.append(w * derivs["weak"])
+        if self.conv is not None:
+            vals.append(w * derivs["conv"])
         vals.append(self.cv.volume.copy())
         vals = np.concatenate(vals)
         rows = self._coo_rows

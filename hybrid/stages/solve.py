@@ -87,10 +87,14 @@ def solve_scenario(case, cv: ControlVolumes, params: dict, split: str, index: in
     from hybrid.case.parameters import scenario_rng
 
     family = case.pde["family"]
-    if family != "gpme":
+    if family not in ("gpme", "burgers"):
         raise CaseError(f"the reference solver for family {family!r} is not available yet "
-                        f"(available: gpme)", file=str(case.display_file), key="pde.family")
-    kind = case.pde["k"]
+                        f"(available: gpme, burgers)", file=str(case.display_file), key="pde.family")
+    kind = case.pde["k"] if family == "gpme" else "constant"
+    convection = None
+    if family == "burgers":   # u_t + Σ_i (u²/2)_{x_i} = ν Δu: the GPME solver with k = ν and b = (1, ..., 1)
+        params = dict(params, k=params["nu"])
+        convection = np.ones(cv.dim)
     if kind == "stefan" and params.get("smoothing", 0.0) <= 0:
         raise CaseError("the Stefan step needs smoothing > 0 (Newton needs a derivative); "
                         "use e.g. smoothing = 0.005", file=str(case.display_file), key="pde.smoothing")
@@ -100,7 +104,8 @@ def solve_scenario(case, cv: ControlVolumes, params: dict, split: str, index: in
     solver = GPMESolver(cv, Conductivity.from_params(kind, params), boundary_data(case), params,
                         source=case.pde.get("source"), theta=case.time["theta"],
                         rtol=case.solver["newton_rtol"], atol=case.solver["newton_atol"],
-                        max_it=case.solver["newton_max_it"])
+                        max_it=case.solver["newton_max_it"], convection=convection,
+                        scheme=case.pde.get("convection", "central"))
     try:
         return solver.run(u0, case.time["t_end"], case.time["dt"], case.time["outputs"])
     finally:

@@ -6,7 +6,9 @@ surrogate's grid, as ProbConserv's SoftC takes it on its model's output:
     r_n = (u_n - u_{n-1}) / Δt_n - Σ_axes D⁻[ k(ū_{i+½}) D⁺u ]_i - f
 
 (backward difference in time, conservative centred differences in space, k at the
-mid-point average), on interior grid nodes inside the domain. The penalty is the mean
+mid-point average), on interior grid nodes inside the domain. For Burgers
+``u_t + Σ_i (u²/2)_{x_i} = ν Δu`` the residual also holds the convective term with the
+solver's central face flux (u_i² + u_{i+1}²)/4, and k = ν. The penalty is the mean
 of (r Δt̄ / σ_Δu)², dimensionless, so ``softc_weight`` means the same in every case.
 It shapes training only: nothing here constrains a prediction.
 """
@@ -39,8 +41,9 @@ def conductivity_torch(kind: str, p: dict[str, torch.Tensor]) -> Callable[[torch
 
 def gpme_residual_penalty(case, transfer, inputs, norm, times: np.ndarray, params: np.ndarray,
                           names: list[str]) -> Callable[[torch.Tensor, np.ndarray], torch.Tensor]:
-    if case.pde["family"] != "gpme":
-        raise CaseError("SoftC is available for the gpme family only", file=str(case.display_file),
+    family = case.pde["family"]
+    if family not in ("gpme", "burgers"):
+        raise CaseError("SoftC is available for the gpme and burgers families only", file=str(case.display_file),
                         key="surrogate.softc_weight")
     source = case.pde.get("source")
     if source is not None and not (source.is_constant and source.constant_value() == 0.0):
@@ -57,7 +60,8 @@ def gpme_residual_penalty(case, transfer, inputs, norm, times: np.ndarray, param
     interior[tuple(slice(1, -1) for _ in range(d))] = True
     mask = (inside & interior).float()
     P = torch.as_tensor(params, dtype=torch.float32)
-    kind = case.pde["k"]
+    kind = case.pde["k"] if family == "gpme" else "constant"
+    convective = family == "burgers"
 
     def penalty(output: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
         dev = output.device
@@ -66,6 +70,8 @@ def gpme_residual_penalty(case, transfer, inputs, norm, times: np.ndarray, param
         u = start + output[:, :T] * norm.du_std                        # (B, T, *grid)
         u_all = torch.cat([start, u], dim=1)
         pb = {n: P[idx, names.index(n)].to(dev).reshape(-1, 1, *([1] * d)) for n in names}
+        if convective:
+            pb["k"] = pb["nu"]
         k = conductivity_torch(kind, pb)
         u_t = (u_all[:, 1:] - u_all[:, :-1]) / dt.to(dev).reshape(1, -1, *([1] * d))
         div = torch.zeros_like(u)
@@ -74,6 +80,8 @@ def gpme_residual_penalty(case, transfer, inputs, norm, times: np.ndarray, param
             n = u.shape[ax]
             lo, hi = u.narrow(ax, 0, n - 1), u.narrow(ax, 1, n - 1)
             flux = k(0.5 * (lo + hi)) * (hi - lo) / h[a]                 # at i+½
+            if convective:
+                flux = flux - 0.25 * (lo * lo + hi * hi)
             inner = (flux.narrow(ax, 1, n - 2) - flux.narrow(ax, 0, n - 2)) / h[a]
             div = div + torch.nn.functional.pad(inner, _pad_for(d, a))
         r = (u_t - div) * (dt_mean / norm.du_std)
