@@ -336,8 +336,10 @@ _section(
     _k("sigma", "number", 0.0, "Constraint noise sigma_G; 0 = exact.", low=0),
     _k("covariance", "choice", "diagonal", "Covariance of the prediction used by the update.",
        choices=("diagonal", "ensemble", "ensemble+diagonal")),
-    _k("compare", "choices", ["raw", "hardc", "global", "per-cell"], "Variants to report.",
-       choices=("raw", "hardc", "softc", "global", "per-cell", "per-cell+boundary")),
+    _k("compare", "choices", ["raw", "hardc", "global", "per-cell"], "Variants to report. softc and boon "
+       "train their own ensembles: SoftC (the PDE residual as a penalty) and BOON (boundary-corrected "
+       "Fourier layers, 1-D cases).",
+       choices=("raw", "hardc", "softc", "boon", "global", "per-cell", "per-cell+boundary")),
     _k("parallel", "choice", "auto", "Under mpirun: distribute each update over the mesh partition "
        "(partition), give each rank whole scenarios (scenarios), or choose by size (auto).",
        choices=("auto", "partition", "scenarios")),

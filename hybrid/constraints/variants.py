@@ -21,15 +21,20 @@ from hybrid.mesh.control_volumes import ControlVolumes
 
 __all__ = ["VARIANTS", "variant_rows", "boundary_rows", "prediction_covariance", "make_update"]
 
-VARIANTS = ("raw", "hardc", "softc", "global", "per-cell", "per-cell+boundary")
+VARIANTS = ("raw", "hardc", "softc", "boon", "global", "per-cell", "per-cell+boundary")
+# differently trained ensembles, scored as they come (no rows)
+ENSEMBLE_VARIANTS = ("softc", "boon")
 VARIANCE_FLOOR = 1e-8  # relative to the mean variance: keeps G Σ Gᵀ well conditioned where members agree exactly
 
 
-def boundary_rows(case, cv: ControlVolumes, layout: StateLayout, times: np.ndarray, params: dict) -> ConstraintRows:
+def boundary_rows(case, cv: ControlVolumes, layout: StateLayout, times: np.ndarray, params: dict,
+                  derivative_rows: bool = False) -> ConstraintRows:
     """The scenario's exact boundary conditions as rows: known Neumann fluxes Φ_f^n = |f| ∫ q dt
     (Simpson over the interval); Dirichlet values of dual control volumes at the output
     times; normal derivatives as known fluxes −k |f| ∫ h dt when the conductivity is a
-    constant k, else (dual) on the values through the boundary cell's P1 gradient. Periodic pairs need no rows: partner vertices share one
+    constant k, else (dual) on the values through the boundary cell's P1 gradient
+    (``derivative_rows``: on the values as well, for scoring what a variant does to the
+    states' boundary derivative). Periodic pairs need no rows: partner vertices share one
     control volume, so values and fluxes match by construction."""
     from hybrid.stages.solve import boundary_data
 
@@ -59,7 +64,7 @@ def boundary_rows(case, cv: ControlVolumes, layout: StateLayout, times: np.ndarr
                 values = [-params["k"] * integrated(bc.expr, pts, n) * cv.face_area[faces]
                           for n in range(1, layout.T + 1)]
                 blocks.append(boundary_flux_rows(layout, faces, np.array(values)))
-            elif cv.kind == "dual":
+            if (derivative_rows or not constant_k) and cv.kind == "dual":
                 blocks.append(normal_derivative_rows(cv, layout, faces,
                                                      lambda x, n, e=bc.expr: e(x, t=times[n], params=params)))
         elif bc.kind == "dirichlet" and cv.kind == "dual":
@@ -84,7 +89,7 @@ def _dedupe(rows: ConstraintRows) -> ConstraintRows:
 
 def variant_rows(variant: str, cv, layout, u0, source, boundary: ConstraintRows) -> ConstraintRows | None:
     """The rows of a variant; ``boundary`` is the scenario's :func:`boundary_rows`."""
-    if variant in ("raw", "softc"):   # SoftC is a differently trained ensemble, not a constraint
+    if variant == "raw" or variant in ENSEMBLE_VARIANTS:   # other ensembles, not constraints
         return None
     if variant in ("hardc", "global"):
         return global_rows(cv, layout, u0, source)

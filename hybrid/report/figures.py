@@ -35,6 +35,7 @@ VARIANT_STYLE = {
     "raw": {"color": "tab:red", "marker": "o"},
     "hardc": {"color": "tab:orange", "marker": "v"},
     "softc": {"color": "tab:purple", "marker": "s"},
+    "boon": {"color": "tab:olive", "marker": "X"},
     "global": {"color": "tab:blue", "marker": "^"},
     "per-cell": {"color": "tab:green", "marker": "D"},
     "per-cell+boundary": {"color": "tab:cyan", "marker": "P"},

@@ -35,8 +35,8 @@ from mpi4py import MPI
 
 from hybrid.constraints.rows import StateLayout
 from hybrid.constraints.update import EXACT_VARIANCE_ROWS, prior_deviation
-from hybrid.constraints.variants import (VARIANTS, boundary_rows, make_update, prediction_covariance,
-                                         variant_rows)
+from hybrid.constraints.variants import (ENSEMBLE_VARIANTS, VARIANTS, boundary_rows, make_update,
+                                         prediction_covariance, variant_rows)
 from hybrid.files import atomic_path
 from hybrid.mesh.control_volumes import balance_residual
 from hybrid.parallel import my_indices
@@ -52,12 +52,12 @@ DISTRIBUTE_ROWS = 50_000  # parallel = "auto": distribute updates with more per-
 
 def requested_variants(case, extra: dict | None = None) -> list[str]:
     """raw, the case's main variant and those it compares with, in the table's order
-    (``softc`` only when its ensemble is in ``extra``)."""
+    (``softc`` and ``boon`` only when their ensembles are in ``extra``)."""
     c = case.constraints
     main = "raw" if c["conservation"] == "none" else c["conservation"]
     if main == "per-cell" and c["boundary"] == "exact":
         main = "per-cell+boundary"
-    wanted = ["raw", main] + [v for v in c["compare"] if v != "softc" or v in (extra or {})]
+    wanted = ["raw", main] + [v for v in c["compare"] if v not in ENSEMBLE_VARIANTS or v in (extra or {})]
     return [v for v in VARIANTS if v in wanted]
 
 
@@ -118,6 +118,8 @@ def run_variants(case, cv, data: dict, pred: dict | None, out_path, comm: MPI.Co
     params = [dict(zip(names, map(float, test["params"][i]))) for i in range(S)]
     # the boundary rows of each scenario: used by the per-cell+boundary variant and by the scores
     boundary = [boundary_rows(case, cv, layout, times, params[i]) for i in range(S)]
+    # the scores also measure the states' boundary derivative where the rows impose a flux instead
+    scored = [boundary_rows(case, cv, layout, times, params[i], derivative_rows=True) for i in range(S)]
     final = layout.u(T)
     # partition: every rank works on every scenario; scenarios: each rank on its own, serially
     mine, sub = (range(S), comm) if partition else (my_indices(S, comm), MPI.COMM_SELF)
@@ -182,7 +184,7 @@ def run_variants(case, cv, data: dict, pred: dict | None, out_path, comm: MPI.Co
                     f[f"{variant}/front"] = fronts[variant]
     scores = {}
     for variant, (m, v, fl, _) in results.items():
-        scores[variant] = variant_scores(cv, data, layout, boundary, m, v, fl)
+        scores[variant] = variant_scores(cv, data, layout, scored, m, v, fl)
         scores[variant].update(update_seconds=seconds[variant][0], mean_update_seconds=seconds[variant][1],
                                row_residual=own_rows[variant], front_error=None, front_std=None)
         if fronts:

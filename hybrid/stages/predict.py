@@ -30,14 +30,16 @@ from hybrid.files import atomic_path, mark_stage_done, stage_is_current
 from hybrid.metrics import coverage, relative_l2
 from hybrid.parallel import my_indices, root_print
 from hybrid.stages.solve import read_dataset
-from hybrid.stages.train import TRAIN_SECTIONS, case_transfer, load_members, run_train, softc_weight, wants_softc
+from hybrid.stages.train import (TRAIN_SECTIONS, case_transfer, load_members, run_train, softc_weight, wants_boon,
+                                 wants_softc)
+from hybrid.surrogates.boon import boundary_ends, enforce_on_mesh, with_boundary_channels
 from hybrid.surrogates.data import build_inputs, to_mesh_outputs, to_mesh_variances
 from hybrid.surrogates.training import device
 
 __all__ = ["run_predict", "nearest_training_baseline", "PREDICT_SECTIONS", "predict_digest"]
 
 PREDICT_SECTIONS = TRAIN_SECTIONS + ("constraints",)
-PREDICT_FORMAT = 2   # raise when metrics.json / variants.h5 change shape, so older results are redone
+PREDICT_FORMAT = 3   # raise when metrics.json / variants.h5 change shape, so older results are redone
 
 def nearest_training_baseline(train: dict, test: dict) -> np.ndarray:
     """Index of the training scenario nearest to each test scenario, in normalised
@@ -79,6 +81,9 @@ def run_predict(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, p
     if wants_softc(case):
         members = load_members(train_dir / "softc", M, my_indices(M, comm), f"{case.hash(*TRAIN_SECTIONS)}+softc{softc_weight(case):g}")
         extra["softc"] = _ensemble(members, M, transfer, cv, data, comm)[0]
+    if wants_boon(case):
+        members = load_members(train_dir / "boon", M, my_indices(M, comm), f"{case.hash(*TRAIN_SECTIONS)}+boon")
+        extra["boon"] = _ensemble(members, M, transfer, cv, data, comm, boon_case=case)[0]
     metrics = None
     if comm.rank == 0:
         with atomic_path(out / "predictions.h5") as tmp:
@@ -110,10 +115,11 @@ def run_predict(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, p
     return out
 
 
-def _ensemble(members: dict, M: int, transfer, cv, data: dict, comm: MPI.Comm):
+def _ensemble(members: dict, M: int, transfer, cv, data: dict, comm: MPI.Comm, boon_case=None):
     """Every member's prediction of the test scenarios (each rank its own members), combined
     on rank 0 into mean, variance over members and deviations; (pred, seconds per scenario),
-    (None, None) on the other ranks."""
+    (None, None) on the other ranks. ``boon_case``: the members are BOON networks of this
+    case (boundary-data input channels, and BOON's strict enforcement again on the mesh)."""
     test = data["test"]
     S, T1, _ = test["u"].shape
     T = T1 - 1
@@ -126,6 +132,9 @@ def _ensemble(members: dict, M: int, transfer, cv, data: dict, comm: MPI.Comm):
             model.to(dev)
             t0 = time.perf_counter()
             inputs = build_inputs(transfer, test["u"][:, 0], test["params"], norm)
+            if boon_case is not None:
+                inputs, ends = with_boundary_channels(boon_case, cv, transfer, inputs, test["params"],
+                                                      test["parameter_names"], data["times"], norm)
             output = model(inputs.grid_inputs.to(dev))
             u, phi = to_mesh_outputs(transfer, output, inputs.u0.to(dev), norm, T, normal)
             noise = to_mesh_variances(transfer, output, norm, T, normal) if config.get("heteroscedastic") else None
@@ -144,6 +153,9 @@ def _ensemble(members: dict, M: int, transfer, cv, data: dict, comm: MPI.Comm):
         return None, None
     allres = {k: v for part in gathered for k, v in part.items()}
     U = np.stack([allres[m][0] for m in range(M)], axis=1)       # (S, M, T+1, N)
+    if boon_case is not None:
+        plist = [dict(zip(test["parameter_names"], map(float, row))) for row in test["params"]]
+        U = enforce_on_mesh(U, boundary_ends(boon_case, cv), cv, data["times"], plist)
     Fx = np.stack([allres[m][1] for m in range(M)], axis=1)      # (S, M, T, F)
     surrogate_seconds = np.full(S, sum(allres[m][2] for m in range(M)) / max(S, 1))
     u_mean, flux_mean = U.mean(axis=1), Fx.mean(axis=1)

@@ -28,13 +28,19 @@ from hybrid.surrogates.training import TrainingSet, load_checkpoint, train_membe
 from hybrid.surrogates.transfer import Transfer
 
 __all__ = ["TRAIN_SECTIONS", "run_train", "case_transfer", "grid_shape", "load_members", "wants_softc",
-           "softc_weight"]
+           "softc_weight", "wants_boon"]
 
 TRAIN_SECTIONS = SOLVE_SECTIONS + ("surrogate",)
 CHECKPOINT_EVERY = 5
 # the SoftC baseline's penalty weight when [surrogate] softc_weight is 0: on stefan-1d's test scenarios
 # weights 1 / 0.1 / 0.01 gave relative L2 0.167 / 0.106 / 0.099 against 0.114 without the penalty
 SOFTC_DEFAULT_WEIGHT = 0.01
+
+
+def wants_boon(case) -> bool:
+    """The case compares against BOON: an ensemble of boundary-corrected FNOs
+    (:mod:`hybrid.surrogates.boon`), in ``OUTPUT/train/boon``."""
+    return "boon" in case.constraints["compare"]
 
 
 def wants_softc(case) -> bool:
@@ -67,7 +73,7 @@ def case_transfer(case, data: dict):
     return cv, Transfer.build(mesh, cv, grid_shape(case, mesh.gdim))
 
 
-def _training_set(case, data: dict, cv, transfer, penalty: float) -> TrainingSet:
+def _training_set(case, data: dict, cv, transfer, penalty: float, boon: bool = False) -> TrainingSet:
     train = data["train"]
     S, T1, N = train["u"].shape
     if S < 2:
@@ -76,6 +82,11 @@ def _training_set(case, data: dict, cv, transfer, penalty: float) -> TrainingSet
     phi = flux_density(train["flux"], cv.face_area, data["times"])
     norm = Normaliser.fit(params, u, phi)
     inputs = build_inputs(transfer, u[:, 0], params, norm)
+    ends = None
+    if boon:
+        from hybrid.surrogates.boon import model_ends, with_boundary_channels
+        inputs, ends = with_boundary_channels(case, cv, transfer, inputs, params, train["parameter_names"],
+                                              data["times"], norm)
     rng = np.random.default_rng(np.random.SeedSequence([case.seed, 9001]))
     order = rng.permutation(S)
     n_val = int(round(case.surrogate["validation"] * S))
@@ -88,6 +99,8 @@ def _training_set(case, data: dict, cv, transfer, penalty: float) -> TrainingSet
               "modes": int(s["modes"]), "width": int(s["width"]), "layers": int(s["layers"]),
               "padding": 0 if _fully_periodic(case, data["mesh"]) else max(2, max(transfer.grid.shape) // 8),
               "outputs": T}
+    if ends is not None:
+        config.update(boon_ends=list(model_ends(ends)), padding=0)
     residual = None
     if penalty > 0:
         from hybrid.surrogates.softc import gpme_residual_penalty
@@ -118,6 +131,8 @@ def run_train(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, pro
     flavours = [(out, digest, 0.0 if wants_softc(case) else float(case.surrogate["softc_weight"]), "")]
     if wants_softc(case):
         flavours.append((out / "softc", f"{digest}+softc{softc_weight(case):g}", softc_weight(case), "SoftC "))
+    if wants_boon(case):
+        flavours.append((out / "boon", f"{digest}+boon", 0.0, "BOON "))
     M = int(case.surrogate["members"])
     files = [f"member-{m}.pt" for m in range(M)]
     prepared = None
@@ -129,18 +144,19 @@ def run_train(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, pro
         if prepared is None:
             data = read_dataset(dataset)
             prepared = (data, *case_transfer(case, data))
-        _train_ensemble(case, folder, stage_digest, penalty, label, prepared, force, comm, progress)
+        _train_ensemble(case, folder, stage_digest, penalty, label, prepared, force, comm, progress,
+                        boon=label == "BOON ")
     return out
 
 
 def _train_ensemble(case, out: Path, digest: str, penalty: float, label: str, prepared, force: bool,
-                    comm: MPI.Comm, progress: bool) -> None:
+                    comm: MPI.Comm, progress: bool, boon: bool = False) -> None:
     M = int(case.surrogate["members"])
     if force and comm.rank == 0 and (out / "checkpoints").exists():
         shutil.rmtree(out / "checkpoints")
     comm.Barrier()
     data, cv, transfer = prepared
-    tset = _training_set(case, data, cv, transfer, penalty)
+    tset = _training_set(case, data, cv, transfer, penalty, boon)
     epochs = tset.settings["epochs"]
     root_print(f"train: {case.name}: {label}{M} members x up to {epochs} epochs, grid {list(transfer.grid.shape)}, "
                f"{len(tset.train_idx)} training / {len(tset.val_idx)} validation scenarios, on {comm.size} rank(s)"

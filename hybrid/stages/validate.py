@@ -47,7 +47,7 @@ METRIC_KEYS = (("rel_l2", "rel. L2", ".4f"), ("mse", "MSE", ".3e"), ("max_error"
                ("normal_derivative_error", "du/dn", ".1e"),
                ("log_likelihood", "log-lik", ".2f"), ("crps", "CRPS", ".3e"), ("coverage90", "cover90", ".2f"),
                ("front_error", "front err", ".3g"), ("update_seconds", "update s", ".3g"))
-MAIN_PROFILES = ("raw", "softc", "global", "per-cell", "per-cell+boundary")
+MAIN_PROFILES = ("raw", "softc", "boon", "global", "per-cell", "per-cell+boundary")
 
 
 def run_validate(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, progress: bool = True,

@@ -88,6 +88,11 @@ def member_seed(seed: int, member: int) -> int:
 
 
 def build_model(config: dict) -> FNO:
+    if config.get("boon_ends"):
+        from hybrid.surrogates.boon import BoonFNO
+        return BoonFNO(config["in_channels"], config["out_channels"], config["dim"], ends=tuple(config["boon_ends"]),
+                       outputs=config["outputs"], modes=config["modes"], width=config["width"],
+                       layers=config["layers"], variance_channels=config.get("variance_channels", 0))
     return FNO(config["in_channels"], config["out_channels"], config["dim"], modes=config["modes"],
                width=config["width"], layers=config["layers"], padding=config["padding"],
                variance_channels=config.get("variance_channels", 0))
