@@ -59,8 +59,8 @@ def unit_square(n=6):
 
 def test_each_variant_has_one_colour_in_every_figure():
     colours = [s["color"] for s in VARIANT_STYLE.values()]
-    assert set(VARIANT_STYLE) == {"raw", "hardc", "softc", "global", "per-cell", "per-cell+boundary"}
-    assert len(set(colours)) == 6 and "black" not in colours
+    assert set(VARIANT_STYLE) == {"raw", "hardc", "softc", "boon", "global", "per-cell", "per-cell+boundary"}
+    assert len(set(colours)) == len(colours) and "black" not in colours
     other = variant_style("my-variant")
     assert other == variant_style("my-variant") and other["color"] not in colours
 
@@ -180,3 +180,36 @@ def test_field_on_mesh_rejects_bad_meshes_and_fields(tmp_path):
         field_on_mesh(tmp_path / "b.png", points[:, :1], cells, good, "u")
     with pytest.raises(ValueError, match="location"):
         field_on_mesh(tmp_path / "b.png", points, cells, good, "u", location="edge")
+
+
+def test_profiles_over_time_draws_three_times_with_log_errors(tmp_path, kept_figures):
+    x = np.linspace(0.0, 1.0, 40)[::-1]              # unsorted input is sorted for drawing
+    truth = np.sin(np.pi * x)[None] * np.exp(-T)[:, None]
+    variants = {"raw": truth + 0.01, "boon": truth + 1e-4 * x}
+    path = figures.profiles_over_time(tmp_path / "p.png", x, T, truth, variants, "title")
+    read_png(path, (13.5, 7))
+    fig = kept_figures[-1]
+    tops, bottoms = fig.axes[:3], fig.axes[3:]
+    assert [ax.get_title() for ax in tops] == ["t = 0.0333", "t = 0.533", "t = 1"]
+    assert all(ax.get_yscale() == "log" for ax in bottoms)
+    raw_err = [line for line in bottoms[0].get_lines() if line.get_label() == "raw"][0].get_ydata()
+    assert np.allclose(raw_err, 0.01)
+    with pytest.raises(ValueError, match=r"variants\['raw'\]"):
+        figures.profiles_over_time(tmp_path / "q.png", x, T, truth, {"raw": truth[:, :5]}, "title")
+
+
+def test_boundary_over_time_puts_exact_variants_on_the_floor(tmp_path, kept_figures):
+    t = T[1:]
+    data = np.sin(np.pi * t)
+    ends = [("left end", "u", data, {"raw": data + 0.1, "boon": data.copy()}),
+            ("right end", "du/dn", 0 * t, {"raw": 0.5 + 0 * t, "boon": 0 * t})]
+    path = figures.boundary_over_time(tmp_path / "b.png", t, ends, "title")
+    read_png(path, (11, 7))
+    fig = kept_figures[-1]
+    bottom_left = fig.axes[2]
+    boon = [line for line in bottom_left.get_lines() if line.get_label() == "boon"][0].get_ydata()
+    assert bottom_left.get_yscale() == "log" and np.all(boon == 1e-16)
+    with pytest.raises(ValueError, match="ends must list"):
+        figures.boundary_over_time(tmp_path / "c.png", t, [], "title")
+    with pytest.raises(ValueError, match=r"ends\[0\] data"):
+        figures.boundary_over_time(tmp_path / "d.png", t, [("l", "u", data[:3], {"raw": data})], "title")

@@ -27,10 +27,10 @@ from matplotlib.tri import Triangulation  # noqa: E402
 from hybrid.metrics import Z90  # noqa: E402
 
 __all__ = ["DPI", "VARIANT_STYLE", "variant_style", "mass_over_time", "profiles_with_bands", "front_histogram",
-           "error_over_time", "field_on_mesh"]
+           "error_over_time", "field_on_mesh", "profiles_over_time", "boundary_over_time"]
 
 DPI = 120
-# the six variants of docs/metrics.md; truth is always black
+# the seven variants of docs/metrics.md; truth is always black
 VARIANT_STYLE = {
     "raw": {"color": "tab:red", "marker": "o"},
     "hardc": {"color": "tab:orange", "marker": "v"},
@@ -258,5 +258,74 @@ def field_on_mesh(path, points, cells, fields: dict, title: str, location: str =
         ax.set_xlabel("x")
         ax.set_ylabel("y")
         ax.grid(True, alpha=0.3)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def profiles_over_time(path, x, times, truth, variants: dict, title: str, count: int = 3) -> Path:
+    """1-D profiles at ``count`` times spread over the run (top row: the solver in black and
+    each variant's mean) and their absolute errors |u - u_solver| (bottom row, log scale).
+    ``truth`` and each variant are (T+1, N) over ``times``. 4.5 in per column, 7 in high."""
+    x = _vector("x", x)
+    t = _vector("times", times)
+    u_true = np.asarray(truth, dtype=float)
+    if u_true.shape != (t.size, x.size):
+        raise ValueError(f"truth must have shape {(t.size, x.size)}, found {u_true.shape}")
+    curves = {}
+    for name, u in _named("variants", variants).items():
+        u = np.asarray(u, dtype=float)
+        if u.shape != u_true.shape:
+            raise ValueError(f"variants[{name!r}] must have shape {u_true.shape}, found {u.shape}")
+        curves[name] = u
+    order = np.argsort(x, kind="stable")
+    picks = np.unique(np.linspace(1, t.size - 1, count).round().astype(int))
+    fig, axes = plt.subplots(2, len(picks), figsize=(4.5 * len(picks), 7), sharex=True, squeeze=False)
+    for j, n in enumerate(picks):
+        top, bottom = axes[0, j], axes[1, j]
+        top.plot(x[order], u_true[n, order], color="black", lw=2.2, label="solver (truth)")
+        for k, (name, u) in enumerate(curves.items()):
+            style = variant_style(name)
+            top.plot(x[order], u[n, order], color=style["color"], lw=1.3, label=name)
+            err = np.maximum(np.abs(u[n, order] - u_true[n, order]), 1e-16)
+            bottom.semilogy(x[order], err, color=style["color"], lw=1.1, marker=style["marker"], ms=4,
+                            markevery=_markevery(x.size, k), label=name)
+        top.set_title(f"t = {t[n]:.3g}")
+        top.grid(True, alpha=0.4)
+        bottom.grid(True, alpha=0.4)
+        bottom.set_xlabel("position x")
+    axes[0, 0].set_ylabel("u(x)")
+    axes[1, 0].set_ylabel("|u − u_solver|")
+    axes[0, 0].legend(fontsize="small")
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def boundary_over_time(path, times, ends: list, title: str) -> Path:
+    """What each end of a 1-D domain sees over time: for every end a panel of the boundary
+    quantity (the end value for a Dirichlet end, the outward derivative du/dn for a Neumann
+    end) with the data in black and each variant in colour, and below it the variant's
+    distance from the data (log scale; exact variants sit at the floor 1e-16).
+    ``ends``: a list of (label, quantity name, data (T,), {variant: values (T,)})."""
+    t = _vector("times", times)
+    if not ends:
+        raise ValueError("ends must list at least one end")
+    fig, axes = plt.subplots(2, len(ends), figsize=(5.5 * len(ends), 7), sharex=True, squeeze=False)
+    for j, (label, quantity, data, variants) in enumerate(ends):
+        data = _vector(f"ends[{j}] data", data, t.size)
+        top, bottom = axes[0, j], axes[1, j]
+        top.plot(t, data, color="black", lw=2.4, label="boundary data")
+        for k, (name, values) in enumerate(_named(f"ends[{j}] variants", variants).items()):
+            values = _vector(f"ends[{j}][{name!r}]", values, t.size)
+            style = variant_style(name)
+            top.plot(t, values, lw=1.3, ms=5, markevery=_markevery(t.size, k), label=name, **style)
+            bottom.semilogy(t, np.maximum(np.abs(values - data), 1e-16), lw=1.3, ms=5,
+                            markevery=_markevery(t.size, k), label=name, **style)
+        top.set_title(label)
+        top.set_ylabel(quantity)
+        bottom.set_ylabel(f"|{quantity} − data|")
+        bottom.set_xlabel("time t")
+        for ax in (top, bottom):
+            ax.grid(True, alpha=0.4)
+    axes[0, 0].legend(fontsize="small")
     fig.suptitle(title)
     return _save(fig, path)

@@ -48,6 +48,7 @@ METRIC_KEYS = (("rel_l2", "rel. L2", ".4f"), ("mse", "MSE", ".3e"), ("max_error"
                ("log_likelihood", "log-lik", ".2f"), ("crps", "CRPS", ".3e"), ("coverage90", "cover90", ".2f"),
                ("front_error", "front err", ".3g"), ("update_seconds", "update s", ".3g"))
 MAIN_PROFILES = ("raw", "softc", "boon", "global", "per-cell", "per-cell+boundary")
+BOUNDARY_PROFILES = ("raw", "boon", "per-cell+boundary")
 
 
 def run_validate(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, progress: bool = True,
@@ -146,6 +147,35 @@ def _report(case, m: dict, figures: list[Path]) -> str:
     return "\n".join(lines)
 
 
+def _end_series(case, cv, times, params: dict, fields: dict) -> list:
+    """For each non-periodic end of a 1-D dual mesh with data: (label, quantity, data (T,),
+    {name: values (T,)}) — the end value (Dirichlet) or the outward derivative du/dn from
+    the end cell's gradient (Neumann), at t_1..t_T."""
+    from hybrid.surrogates.boon import boundary_ends
+
+    if cv.kind != "dual":
+        return []
+    x = cv.centre[:, 0]
+    order = np.argsort(x)
+    series = []
+    for e, (name, kind, expr) in enumerate(boundary_ends(case, cv)):
+        if kind in ("periodic", "none"):
+            continue
+        end, nxt = (order[0], order[1]) if e == 0 else (order[-1], order[-2])
+        point = cv.centre[[end]]
+        data = np.array([float(np.ravel(expr(point, t=t, params=params))[0]) for t in times[1:]])
+        if kind == "dirichlet":
+            values = {k: u[1:, end] for k, u in fields.items()}
+            series.append((f"{name} end (x = {x[end]:.3g}): Dirichlet", "u", data, values))
+        else:
+            if kind == "neumann_flux":
+                data = -data / float(params["k"])
+            gap = abs(x[end] - x[nxt])
+            values = {k: (u[1:, end] - u[1:, nxt]) / gap for k, u in fields.items()}
+            series.append((f"{name} end (x = {x[end]:.3g}): Neumann", "du/dn", data, values))
+    return series
+
+
 def _figures(case, cv, data, variants, extra, scores, out: Path) -> list[Path]:
     from hybrid.report import figures as fig
 
@@ -181,6 +211,15 @@ def _figures(case, cv, data, variants, extra, scores, out: Path) -> list[Path]:
         paths.append(fig.field_on_mesh(out / "fields.png", mesh.points[:, :2], mesh.cells,
                                        {k: v[cv.cv_of_entity] for k, v in fields.items()},
                                        f"u at t = {times[-1]:g}, {tag}", location=location))
+    if cv.dim == 1:
+        near = {k: v["u_mean"][i] for k, v in variants.items() if k in BOUNDARY_PROFILES}
+        paths.append(fig.profiles_over_time(out / "profiles_over_time.png", cv.centre[:, 0], times, test["u"][i],
+                                            near, f"Profiles and absolute errors over time\n{tag}"))
+        ends = _end_series(case, cv, times, dict(zip(test["parameter_names"], map(float, test["params"][i]))),
+                           {"solver": test["u"][i], **near})
+        if ends:
+            paths.append(fig.boundary_over_time(out / "boundary.png", times[1:], ends,
+                                                f"The boundary conditions over time\n{tag}"))
     if extra["front_true"] is not None and all("front" in v for v in variants.values()):
         what = "front position x" if extra["front_kind"] == "position" else "volume behind the front"
         paths.append(fig.front_histogram(out / "front.png", {k: v["front"][i] for k, v in shown.items()},
