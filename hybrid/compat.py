@@ -15,6 +15,8 @@ Differences handled (0.5 -> 0.9):
 - ``meshtags_from_entities``: ``cpp.graph.AdjacencyList_int32`` -> ``graph.adjacencylist``
 - the geometry dofmap: an AdjacencyList -> a 2-D array
 - ``io.distribute_entity_data``: the raw C++ function (takes ``mesh._mesh``) -> a Python wrapper
+- mixed and vector elements (Taylor–Hood): ``ufl.MixedElement([ufl.VectorElement(...), ...])``
+  -> ``basix.ufl.mixed_element([basix.ufl.element(..., shape=(gdim,)), ...])``
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ __all__ = [
     "write_meshtags",
     "geometry_dofmap",
     "model_to_mesh",
+    "taylor_hood_space",
+    "vector_space",
 ]
 
 DOLFINX_VERSION: tuple[int, int, int] = tuple(
@@ -138,3 +142,28 @@ def model_to_mesh(model, comm, rank: int, gdim: int):
     if isinstance(result, tuple):
         return result[:3]
     return result.mesh, result.cell_tags, result.facet_tags
+
+
+def _lagrange(mesh, degree: int, vector: bool):
+    cell = mesh.topology.cell_name() if _NEW else mesh.ufl_cell()
+    gdim = mesh.geometry.dim
+    if _NEW:
+        import basix.ufl
+        return basix.ufl.element("Lagrange", cell, degree, shape=(gdim,) if vector else None)
+    import ufl
+    return ufl.VectorElement("Lagrange", cell, degree) if vector else ufl.FiniteElement("Lagrange", cell, degree)
+
+
+def taylor_hood_space(mesh):
+    """The mixed space P2 (velocity, vector) x P1 (pressure) on ``mesh``."""
+    velocity, pressure = _lagrange(mesh, 2, True), _lagrange(mesh, 1, False)
+    if _NEW:
+        import basix.ufl
+        return function_space(mesh, basix.ufl.mixed_element([velocity, pressure]))
+    import ufl
+    return function_space(mesh, ufl.MixedElement([velocity, pressure]))
+
+
+def vector_space(mesh, degree: int):
+    """Vector-valued Lagrange space of ``degree`` on ``mesh``."""
+    return function_space(mesh, _lagrange(mesh, degree, True))

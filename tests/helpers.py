@@ -12,14 +12,19 @@ import os
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = ROOT / "cases"
 MESHES = ROOT / "meshes"
 SHIPPED_CASES = sorted(p.name for p in CASES.iterdir() if (p / "case.toml").is_file())
+# the cases with a scalar unknown and control-volume fluxes: every stage runs on them
+# (navier-stokes cases have velocity vectors and no surrogate yet)
+SCALAR_CASES = [n for n in SHIPPED_CASES
+                if tomllib.loads((CASES / n / "case.toml").read_text())["pde"]["family"] != "navier-stokes"]
 
-__all__ = ["ROOT", "CASES", "MESHES", "SHIPPED_CASES", "hybrid_command", "mpi_env", "mpirun_prefix",
+__all__ = ["ROOT", "CASES", "MESHES", "SHIPPED_CASES", "SCALAR_CASES", "hybrid_command", "mpi_env", "mpirun_prefix",
            "edit_toml", "small_case", "run_cli", "popen_cli"]
 
 _HEADER = re.compile(r"^\s*\[([^\[\]]+)\]\s*(#.*)?$")

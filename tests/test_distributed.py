@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from helpers import CASES, SHIPPED_CASES, run_cli, small_case
+from helpers import CASES, SCALAR_CASES, run_cli, small_case
 from hybrid.constraints.rows import StateLayout
 from hybrid.constraints.update import GaussianUpdate
 from hybrid.constraints.variants import boundary_rows, variant_rows
@@ -23,7 +23,7 @@ def _relative_row_residual(rows, x):
 
 
 @pytest.mark.parallel(nprocs=2)
-@pytest.mark.parametrize("name", SHIPPED_CASES)
+@pytest.mark.parametrize("name", SCALAR_CASES)
 def test_distributed_update_matches_serial_on_every_case(name, comm):
     from hybrid.case import load_case
     from hybrid.constraints.distributed import DistributedUpdate, entry_owners

@@ -218,13 +218,15 @@ def _is_error(name: str) -> bool:
     return name.startswith("|") or name.lower().startswith("error")
 
 
-def field_on_mesh(path, points, cells, fields: dict, title: str, location: str = "point") -> Path:
+def field_on_mesh(path, points, cells, fields: dict, title: str, location: str = "point",
+                  scale: tuple[float, float] | None = None, cmap: str = "viridis") -> Path:
     """A row of panels, one per named field, on a 2-D triangle mesh (``points`` (P, 2) or
     (P, 3), of which x and y are drawn; ``cells`` (C, 3) vertex indices). ``location``
     "point": values per vertex (P,), Gouraud-shaded; "cell": values per triangle (C,),
     flat. Fields share one colour scale (viridis); error fields — names starting with "|"
     or "error" — share another (magma), so raw and constrained errors compare directly.
-    Each panel 4.2 × 3.8 in."""
+    ``scale`` = (low, high) fixes the non-error colour scale, values beyond it saturate; ``cmap`` is
+    its colour map. Each panel 4.2 × 3.8 in."""
     pts = np.asarray(points, dtype=float)
     if pts.ndim != 2 or pts.shape[0] < 3 or pts.shape[1] not in (2, 3):
         raise ValueError(f"points must have shape (P, 2) or (P, 3), found {pts.shape}")
@@ -243,11 +245,16 @@ def field_on_mesh(path, points, cells, fields: dict, title: str, location: str =
         members = [v for k, v in values.items() if _is_error(k) == group]
         if members:
             limits[group] = (min(np.nanmin(v) for v in members), max(np.nanmax(v) for v in members))
+    if scale is not None:
+        lo_hi = tuple(float(v) for v in scale)
+        if len(lo_hi) != 2 or not lo_hi[0] < lo_hi[1]:
+            raise ValueError(f"scale must be (low, high) with low < high, found {scale!r}")
+        limits[False] = lo_hi
     fig, axes = plt.subplots(1, len(values), figsize=(4.2 * len(values), 3.8), squeeze=False)
     for ax, (name, v) in zip(axes[0], values.items()):
         err = _is_error(name)
         vmin, vmax = limits[err]
-        opts = {"cmap": "magma" if err else "viridis", "vmin": vmin, "vmax": vmax}
+        opts = {"cmap": "magma" if err else cmap, "vmin": vmin, "vmax": vmax}
         if location == "point":
             image = ax.tripcolor(mesh, v, shading="gouraud", **opts)
         else:

@@ -81,15 +81,65 @@ def boundary_data(case) -> list[BoundaryData]:
     return out
 
 
-def solve_scenario(case, cv: ControlVolumes, params: dict, split: str, index: int, box=None):
-    """Solve one scenario; returns the :class:`~hybrid.solvers.gpme.Trajectory`."""
+def net_volume_flux(cv: ControlVolumes, velocity: np.ndarray) -> np.ndarray:
+    """Net outward volume flux of every dual control volume, Σ_f s (ū_f · n_f)|f| with ū_f the
+    mean of the two vertex velocities of an interior face (the vertex's own on the boundary),
+    for velocities (..., N, d) in control-volume order; (..., N)."""
+    a, b = cv.face_cv[:, 0], cv.face_cv[:, 1]
+    mean = np.where((b >= 0)[:, None], 0.5 * (velocity[..., a, :] + velocity[..., np.maximum(b, 0), :]),
+                    velocity[..., a, :])
+    flux = np.einsum("...fd,fd->...f", mean, cv.face_normal * cv.face_area[:, None])
+    D = cv.incidence()
+    return np.moveaxis(D @ np.moveaxis(flux, -1, 0), 0, -1)
+
+
+def _solve_flow(case, cv: ControlVolumes, mesh: MeshData, params: dict, split: str, index: int):
+    """One Navier–Stokes scenario: the velocity (T+1, N, d), pressure and vorticity (T+1, N)
+    in control-volume order, and the control volumes' net volume flux."""
+    from hybrid.case.initial import initial_values
+    from hybrid.case.parameters import scenario_rng
+    from hybrid.solvers.navier_stokes import NavierStokesSolver, Wall
+
+    where = dict(file=str(case.display_file))
+    if cv.kind != "dual" or mesh.cell_type != "triangle":
+        raise CaseError("navier-stokes needs a triangle mesh with control_volumes = \"dual\" (velocities live "
+                        "at the vertices)", key="mesh.control_volumes", **where)
+    walls = []
+    for name in mesh.boundary_names:
+        bc = case.boundary_condition(name)
+        if bc.type != "dirichlet" or not isinstance(bc.value, list):
+            raise CaseError(f"navier-stokes: boundary {name!r} needs type = \"dirichlet\" with a vector value, "
+                            "e.g. value = [\"1\", \"0\"] (found " + (bc.type if bc.type != "dirichlet" else
+                                                                         "a scalar value") + ")",
+                            key=f"boundary.{name}", **where)
+        walls.append(Wall(name, tuple(bc.value)))
+    rng = scenario_rng(case.seed, split, index, "initial")
+    initial = lambda points: initial_values(case, points, params, rng)
+    solver = NavierStokesSolver(mesh, float(params["nu"]), walls, params, rtol=case.solver["newton_rtol"],
+                                atol=case.solver["newton_atol"], max_it=case.solver["newton_max_it"])
+    try:
+        flow = solver.run(case.time["t_end"], case.time["dt"], case.time["outputs"], initial=initial)
+    except RuntimeError as exc:
+        raise SolverError(str(exc)) from None
+    order = cv.entity_of_cv          # vertex of each control volume
+    flow.u, flow.p, flow.vorticity = flow.u[:, order], flow.p[:, order], flow.vorticity[:, order]
+    flow.net_flux = net_volume_flux(cv, flow.u)
+    return flow
+
+
+def solve_scenario(case, cv: ControlVolumes, params: dict, split: str, index: int, box=None,
+                   mesh: MeshData | None = None):
+    """Solve one scenario; returns the :class:`~hybrid.solvers.gpme.Trajectory` (navier-stokes:
+    a :class:`~hybrid.solvers.navier_stokes.FlowTrajectory`, which needs ``mesh``)."""
     from hybrid.case.initial import initial_values
     from hybrid.case.parameters import scenario_rng
 
     family = case.pde["family"]
+    if family == "navier-stokes":
+        return _solve_flow(case, cv, mesh, params, split, index)
     if family not in ("gpme", "burgers"):
         raise CaseError(f"the reference solver for family {family!r} is not available yet "
-                        f"(available: gpme, burgers)", file=str(case.display_file), key="pde.family")
+                        f"(available: gpme, burgers, navier-stokes)", file=str(case.display_file), key="pde.family")
     kind = case.pde["k"] if family == "gpme" else "constant"
     convection = None
     if family == "burgers":   # u_t + Σ_i (u²/2)_{x_i} = ν Δu: the GPME solver with k = ν and b = (1, ..., 1)
@@ -160,7 +210,7 @@ def run_solve(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, pro
         split, i, params = tasks[j]
         t0 = time.perf_counter()
         try:
-            traj = solve_scenario(case, cv, params, split, i, box=box)
+            traj = solve_scenario(case, cv, params, split, i, box=box, mesh=mesh)
         except (SolverError, CaseError) as exc:
             error = f"{split} scenario {i} ({params}): {exc}"
             break
@@ -173,6 +223,7 @@ def run_solve(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, pro
     bar.close()
 
     gathered = comm.gather(mine, root=0)
+    flow = case.pde["family"] == "navier-stokes"
     if comm.rank == 0:
         results = {}
         for part in gathered:
@@ -198,23 +249,37 @@ def run_solve(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, pro
                     if not len(scen):
                         continue
                     g["u"] = np.stack([results[j][0].u for j in idx])
-                    g["flux"] = np.stack([results[j][0].flux for j in idx])
-                    g["source"] = np.stack([results[j][0].source for j in idx])
+                    if flow:
+                        for name, attr in (("pressure", "p"), ("vorticity", "vorticity"),
+                                           ("net_volume_flux", "net_flux")):
+                            g[name] = np.stack([getattr(results[j][0], attr) for j in idx])
+                    else:
+                        g["flux"] = np.stack([results[j][0].flux for j in idx])
+                        g["source"] = np.stack([results[j][0].source for j in idx])
+                        g["max_correction"] = np.array([results[j][0].stats["max_correction"] for j in idx])
                     g["solve_seconds"] = np.array([results[j][1] for j in idx])
                     g["newton_iterations"] = np.array([results[j][0].stats["newton_its"] for j in idx])
-                    g["max_correction"] = np.array([results[j][0].stats["max_correction"] for j in idx])
                     g.attrs["dt"] = results[idx[0]][0].stats["dt"]
         with atomic_path(out / "control_volumes.h5") as tmp:
             with h5py.File(tmp, "w") as f:
                 _write_cvs(f, cv, owners=True)
                 f.attrs["ranks"] = comm.size
-        balance = max((float(np.abs(cv.balance_residual(t.u, t.flux, t.source)).max()
-                             / max(np.abs(t.u).max() * cv.volume.max(), 1e-300)) for t, _ in results.values()),
-                      default=0.0)
-        mark_stage_done(out, digest, scenarios=len(tasks), ranks=comm.size, max_relative_balance=balance)
         seconds = [s for _, s in results.values()]
-        root_print(f"solve: wrote {out / 'dataset.h5'}  (mean {np.mean(seconds):.2f} s per scenario, "
-                   f"max relative balance residual {balance:.1e})", comm=comm)
+        if flow:
+            # the Taylor–Hood velocity is divergence-free weakly, not per median-dual cell: report by how much
+            scale = max((np.abs(t.u).max() * cv.face_area.max() for t, _ in results.values()), default=1.0)
+            net = max((float(np.abs(t.net_flux).max()) for t, _ in results.values()), default=0.0) / scale
+            mark_stage_done(out, digest, scenarios=len(tasks), ranks=comm.size, max_relative_net_volume_flux=net)
+            root_print(f"solve: wrote {out / 'dataset.h5'}  (mean {np.mean(seconds):.2f} s per scenario; largest "
+                       f"net volume flux of a control volume from the vertex velocities {net:.1e} "
+                       "of max|u| x max face area)", comm=comm)
+        else:
+            balance = max((float(np.abs(cv.balance_residual(t.u, t.flux, t.source)).max()
+                                 / max(np.abs(t.u).max() * cv.volume.max(), 1e-300)) for t, _ in results.values()),
+                          default=0.0)
+            mark_stage_done(out, digest, scenarios=len(tasks), ranks=comm.size, max_relative_balance=balance)
+            root_print(f"solve: wrote {out / 'dataset.h5'}  (mean {np.mean(seconds):.2f} s per scenario, "
+                       f"max relative balance residual {balance:.1e})", comm=comm)
     comm.Barrier()
     return out / "dataset.h5"
 

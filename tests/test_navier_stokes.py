@@ -1,0 +1,89 @@
+"""The Navier–Stokes reference solver (Taylor–Hood, hybrid/solvers/navier_stokes.py) and the
+cavity case: steady centreline velocities at Re = 100 against Ghia, Ghia & Shin (1982), the
+walls' data and discrete incompressibility in time, and ``hybrid run`` on a small cavity."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+from scipy.interpolate import LinearNDInterpolator
+
+from helpers import CASES, run_cli, small_case
+from hybrid.mesh.shapes import generate
+from hybrid.solvers.navier_stokes import NavierStokesSolver, Wall
+
+# Ghia, Ghia & Shin, J. Comput. Phys. 48 (1982) 387-411, Re = 100: u on the vertical
+# centreline x = 0.5 (their Table I) and v on the horizontal centreline y = 0.5 (Table II)
+GHIA_Y = [0.9766, 0.9688, 0.9609, 0.9531, 0.8516, 0.7344, 0.6172, 0.5, 0.4531, 0.2813, 0.1719, 0.1016,
+          0.0703, 0.0625, 0.0547]
+GHIA_U = [0.84123, 0.78871, 0.73722, 0.68717, 0.23151, 0.00332, -0.13641, -0.20581, -0.21090, -0.15662,
+          -0.10150, -0.06434, -0.04775, -0.04192, -0.03717]
+GHIA_X = [0.9688, 0.9609, 0.9531, 0.9453, 0.9063, 0.8594, 0.8047, 0.5, 0.2344, 0.2266, 0.1563, 0.0938,
+          0.0781, 0.0703, 0.0625]
+GHIA_V = [-0.05906, -0.07391, -0.08864, -0.10313, -0.16914, -0.22445, -0.24533, 0.05454, 0.17527, 0.17507,
+          0.16077, 0.12317, 0.10890, 0.10091, 0.09233]
+
+
+def const(value):
+    return lambda points, t=0.0, params=None: np.full(len(points), float(value))
+
+
+def cavity(h: float, lid: float = 1.0, nu: float = 0.01):
+    mesh = generate({"shape": "rectangle", "h": h}, seed=0)
+    walls = [Wall("top", (const(lid), const(0)))] + [Wall(n, (const(0), const(0))) for n in ("left", "right", "bottom")]
+    return mesh, NavierStokesSolver(mesh, nu, walls, {})
+
+
+def test_steady_cavity_matches_ghia_at_re_100():
+    mesh, solver = cavity(0.04)
+    u, p, w = solver.steady()
+    at = lambda k: LinearNDInterpolator(mesh.points[:, :2], u[:, k])
+    du = at(0)(np.c_[np.full(len(GHIA_Y), 0.5), GHIA_Y]) - GHIA_U
+    dv = at(1)(np.c_[GHIA_X, np.full(len(GHIA_X), 0.5)]) - GHIA_V
+    # within 2% of the lid speed at every tabulated point (measured: about 1%)
+    assert np.abs(du).max() < 0.02 and np.abs(dv).max() < 0.02
+    # the primary vortex turns clockwise: negative vorticity in the core
+    core = np.argmin(np.hypot(mesh.points[:, 0] - 0.62, mesh.points[:, 1] - 0.74))
+    assert w[core] < 0
+    assert np.abs(solver.weak_divergence()).max() < 1e-10
+
+
+def test_transient_cavity_walls_incompressibility_and_approach_to_steady():
+    mesh, solver = cavity(0.1, lid=1.0)
+    flow = solver.run(1.0, 0.05, 5)
+    top = mesh.points[:, 1] > 1 - 1e-12
+    corners = top & ((mesh.points[:, 0] < 1e-12) | (mesh.points[:, 0] > 1 - 1e-12))
+    lid = top & ~corners
+    walls = (mesh.points[:, 1] < 1e-12) | (mesh.points[:, 0] < 1e-12) | (mesh.points[:, 0] > 1 - 1e-12)
+    for n in range(1, 6):
+        assert np.allclose(flow.u[n][lid], [1.0, 0.0], atol=1e-14)
+        assert np.abs(flow.u[n][walls]).max() < 1e-14        # no-slip, the corners included
+    assert np.abs(solver.weak_divergence()).max() < 1e-10
+    assert np.all(flow.u[0] == 0)
+    _, steady = cavity(0.1, lid=1.0)
+    u_steady = steady.steady()[0]
+    gap = [np.abs(flow.u[n] - u_steady).max() for n in range(1, 6)]
+    assert gap[-1] < gap[0] and gap[-1] < 0.2
+
+
+def test_cavity_case_runs_solve_and_export_and_train_says_why_not(tmp_path):
+    case = small_case(CASES / "cavity-2d", tmp_path, train=2, test=1,
+                      mesh={"generate": '{ shape = "rectangle", h = 0.125 }'},
+                      time={"t_end": "0.2", "dt": "0.05", "outputs": "4"})
+    done = run_cli(["run", str(case), "--quiet"], ranks=2, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "not available yet" in done.stdout
+    with h5py.File(case / "results/solve/dataset.h5") as f:
+        u = f["test/u"][()]
+        assert u.shape[1:] == (5, f["control_volumes/volume"].shape[0], 2)
+        assert f["test/vorticity"].shape == u.shape[:-1]
+    series = case / "results/export/test-000.xdmf"
+    text = series.read_text()
+    assert 'Name="velocity" AttributeType="Vector"' in text and 'Name="vorticity"' in text
+    assert (case / "results/export/vorticity.png").stat().st_size > 10_000
+    train = run_cli(["train", str(case)])
+    assert train.returncode == 2 and "vector outputs" in train.stderr
+    assert json.loads((case / "results/solve/stage.json").read_text())["scenarios"] == 3
