@@ -220,3 +220,44 @@ def test_burgers_periodic_mass_round_off(kind):
         assert np.abs(mass - mass[0]).max() <= 1e-13 * np.abs(mass[0])
         # the solution really moved (the front steepened and decayed): not a trivial constant
         assert np.abs(traj.u[-1] - u0).max() > 0.3
+
+
+@pytest.mark.parametrize("kind, shape", [("dirichlet", np.sin), ("normal_derivative", np.cos)])
+def test_wave_1d_rate_and_balance(kind, shape):
+    """Standing wave u = cos(π c t) shape(π x), fixed (Dirichlet) or free (du/dn = 0) ends,
+    jittered dual meshes, trapezoidal rule: second order, and the impulse balance of u at round-off."""
+    from hybrid.solvers.wave import WaveSolver
+
+    c = 1.0
+    exact = lambda x, t: np.cos(np.pi * c * t) * shape(np.pi * x[:, 0])
+    hs, errors = [], []
+    for n in (20, 40, 80, 160):
+        cv = build_control_volumes(generate({"shape": "interval", "cells": n, "jitter": 0.3}, seed=1), "dual")
+        solver = WaveSolver(cv, c, [BoundaryData("left", kind, constant(0.0)),
+                                    BoundaryData("right", kind, constant(0.0))], {})
+        traj = solver.run(exact(cv.centre, 0), 2.0, 1.0 / n, 4)
+        scale = np.abs(traj.u).max() * cv.volume.max()
+        assert np.abs(cv.balance_residual(traj.u, traj.flux, traj.source)).max() <= 1e-12 * scale
+        hs.append(1 / n)
+        errors.append(max(l2(cv, traj.u[i] - exact(cv.centre, t)) for i, t in enumerate(traj.times)))
+    assert fitted_rate(hs, errors) > 1.9
+
+
+def test_wave_2d_rate_and_energy():
+    """u = cos(√2 π t) sin(π x) sin(π y) on unstructured triangles; the trapezoidal rule keeps
+    the discrete energy ½|K|v² + ½ uᵀ(DA)u to round-off."""
+    from hybrid.solvers.wave import WaveSolver
+
+    exact = lambda x, t: np.cos(np.sqrt(2) * np.pi * t) * np.sin(np.pi * x[:, 0]) * np.sin(np.pi * x[:, 1])
+    hs, errors = [], []
+    for h in (0.1, 0.05, 0.025):
+        cv = build_control_volumes(generate({"shape": "rectangle", "h": h}, seed=0), "dual")
+        solver = WaveSolver(cv, 1.0, [BoundaryData(n, "dirichlet", constant(0.0)) for n in cv.boundary_names], {})
+        u0 = exact(cv.centre, 0)
+        u0[solver.is_dir] = 0.0
+        energy = solver.energy(u0, np.zeros(cv.num_cvs))
+        traj = solver.run(u0, 1.0, h / 2, 2)
+        assert abs(solver.energy(traj.u[-1], solver.velocity) - energy) <= 1e-12 * energy
+        hs.append(h)
+        errors.append(l2(cv, traj.u[-1] - exact(cv.centre, 1.0)))
+    assert fitted_rate(hs, errors) > 1.8

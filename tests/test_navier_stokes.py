@@ -8,7 +8,6 @@ import json
 
 import h5py
 import numpy as np
-import pytest
 from scipy.interpolate import LinearNDInterpolator
 
 from helpers import CASES, run_cli, small_case

@@ -127,6 +127,27 @@ def _solve_flow(case, cv: ControlVolumes, mesh: MeshData, params: dict, split: s
     return flow
 
 
+def _solve_wave(case, cv: ControlVolumes, params: dict, split: str, index: int, box):
+    """One wave-equation scenario (released from rest); see :mod:`hybrid.solvers.wave`."""
+    from hybrid.case.initial import initial_values
+    from hybrid.case.parameters import scenario_rng
+    from hybrid.solvers.wave import WaveSolver
+
+    source = case.pde.get("source")
+    if source is not None and not (source.is_constant and source.constant_value() == 0.0):
+        raise CaseError('the wave solver supports source = "0" only', file=str(case.display_file), key="pde.source")
+    rng = scenario_rng(case.seed, split, index, "initial")
+    u0 = initial_values(case, cv.centre, params, rng, box=box)
+    try:
+        solver = WaveSolver(cv, float(params["c"]), boundary_data(case), params, theta=case.time["theta"])
+    except ValueError as exc:
+        raise CaseError(f"wave: {exc}", file=str(case.display_file), key="mesh.control_volumes") from None
+    try:
+        return solver.run(u0, case.time["t_end"], case.time["dt"], case.time["outputs"])
+    finally:
+        solver.close()
+
+
 def solve_scenario(case, cv: ControlVolumes, params: dict, split: str, index: int, box=None,
                    mesh: MeshData | None = None):
     """Solve one scenario; returns the :class:`~hybrid.solvers.gpme.Trajectory` (navier-stokes:
@@ -137,9 +158,8 @@ def solve_scenario(case, cv: ControlVolumes, params: dict, split: str, index: in
     family = case.pde["family"]
     if family == "navier-stokes":
         return _solve_flow(case, cv, mesh, params, split, index)
-    if family not in ("gpme", "burgers"):
-        raise CaseError(f"the reference solver for family {family!r} is not available yet "
-                        f"(available: gpme, burgers, navier-stokes)", file=str(case.display_file), key="pde.family")
+    if family == "wave":
+        return _solve_wave(case, cv, params, split, index, box)
     kind = case.pde["k"] if family == "gpme" else "constant"
     convection = None
     if family == "burgers":   # u_t + Σ_i (u²/2)_{x_i} = ν Δu: the GPME solver with k = ν and b = (1, ..., 1)
