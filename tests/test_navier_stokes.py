@@ -86,3 +86,38 @@ def test_cavity_case_runs_solve_and_export_and_train_says_why_not(tmp_path):
     train = run_cli(["train", str(case)])
     assert train.returncode == 2 and "vector outputs" in train.stderr
     assert json.loads((case / "results/solve/stage.json").read_text())["scenarios"] == 3
+
+
+def test_flow_rows_make_a_velocity_divergence_free_with_exact_walls():
+    """hybrid/constraints/flow.py on a perturbed steady cavity: after the Gaussian update
+    every control volume's net volume flux vanishes (the dropped row included) and the wall
+    rows hold exactly; the divergence rows agree with the solve stage's net_volume_flux."""
+    from hybrid.constraints.flow import divergence_rows, flow_rows
+    from hybrid.constraints.update import GaussianUpdate
+    from hybrid.mesh.control_volumes import build_control_volumes
+    from hybrid.stages.solve import net_volume_flux
+
+    mesh, solver = cavity(0.1)
+    cv = build_control_volumes(mesh, "dual")
+    u = solver.steady()[0][cv.entity_of_cv]
+    N = cv.num_cvs
+    truth = np.concatenate([u[:, 0], u[:, 1]])
+    div = divergence_rows(cv)
+    assert np.abs(div.G @ truth - net_volume_flux(cv, u)).max() < 1e-14
+    walls = []
+    for name, value in (("top", (1.0, 0.0)), ("left", (0.0, 0.0)), ("right", (0.0, 0.0)), ("bottom", (0.0, 0.0))):
+        n = len(np.unique(cv.face_cv[cv.faces_of(name), 0]))
+        walls.append((name, np.tile(value, (n, 1))))
+    rows = flow_rows(cv, walls)
+    rng = np.random.default_rng(1)
+    predicted = truth + 0.05 * rng.standard_normal(2 * N)
+    scale = np.abs(truth).max() * cv.face_area.max()
+    assert np.abs(div.G @ predicted).max() > 1e-3 * scale
+    mean = GaussianUpdate(rows.G, rows.b, np.ones(2 * N)).mean(predicted)
+    assert np.abs(div.G @ mean).max() <= 1e-10 * scale          # every control volume, the dropped row too
+    wall = rows.kind == "dirichlet"
+    assert np.abs(rows.G[wall] @ mean - rows.b[wall]).max() < 1e-14
+    # the lid's corners belong to the side walls (listed after the lid): no-slip there
+    top_corners = [k for k in range(N) if cv.centre[k, 1] > 1 - 1e-12 and cv.centre[k, 0] in (0.0, 1.0)]
+    assert len(top_corners) == 2
+    assert np.abs(mean[top_corners]).max() < 1e-14 and np.abs(mean[[N + k for k in top_corners]]).max() < 1e-14

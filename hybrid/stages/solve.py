@@ -93,6 +93,12 @@ def net_volume_flux(cv: ControlVolumes, velocity: np.ndarray) -> np.ndarray:
     return np.moveaxis(D @ np.moveaxis(flux, -1, 0), 0, -1)
 
 
+def wall_order(case, mesh: MeshData) -> list[str]:
+    """The mesh's boundaries in the order of the case's [boundary.*] tables (then the rest)."""
+    listed = [n for n in case.boundaries if n in mesh.boundary_names]
+    return listed + [n for n in mesh.boundary_names if n not in listed]
+
+
 def _solve_flow(case, cv: ControlVolumes, mesh: MeshData, params: dict, split: str, index: int):
     """One Navier–Stokes scenario: the velocity (T+1, N, d), pressure and vorticity (T+1, N)
     in control-volume order, and the control volumes' net volume flux."""
@@ -105,7 +111,8 @@ def _solve_flow(case, cv: ControlVolumes, mesh: MeshData, params: dict, split: s
         raise CaseError("navier-stokes needs a triangle mesh with control_volumes = \"dual\" (velocities live "
                         "at the vertices)", key="mesh.control_volumes", **where)
     walls = []
-    for name in mesh.boundary_names:
+    # in the case file's order: where walls meet, the one listed later owns the shared nodes
+    for name in wall_order(case, mesh):
         bc = case.boundary_condition(name)
         if bc.type != "dirichlet" or not isinstance(bc.value, list):
             raise CaseError(f"navier-stokes: boundary {name!r} needs type = \"dirichlet\" with a vector value, "
