@@ -38,6 +38,7 @@ __all__ = [
     "geometry_dofmap",
     "model_to_mesh",
     "taylor_hood_space",
+    "scalar_space",
     "vector_space",
 ]
 
@@ -144,24 +145,32 @@ def model_to_mesh(model, comm, rank: int, gdim: int):
     return result.mesh, result.cell_tags, result.facet_tags
 
 
-def _lagrange(mesh, degree: int, vector: bool):
+def _lagrange(mesh, degree: int, vector: bool, discontinuous: bool = False):
     cell = mesh.topology.cell_name() if _NEW else mesh.ufl_cell()
     gdim = mesh.geometry.dim
     if _NEW:
         import basix.ufl
-        return basix.ufl.element("Lagrange", cell, degree, shape=(gdim,) if vector else None)
+        return basix.ufl.element("Lagrange", cell, degree, shape=(gdim,) if vector else None,
+                                 discontinuous=discontinuous)
     import ufl
-    return ufl.VectorElement("Lagrange", cell, degree) if vector else ufl.FiniteElement("Lagrange", cell, degree)
+    family = "DG" if discontinuous else "Lagrange"
+    return ufl.VectorElement(family, cell, degree) if vector else ufl.FiniteElement(family, cell, degree)
 
 
-def taylor_hood_space(mesh):
-    """The mixed space P2 (velocity, vector) x P1 (pressure) on ``mesh``."""
-    velocity, pressure = _lagrange(mesh, 2, True), _lagrange(mesh, 1, False)
+def taylor_hood_space(mesh, discontinuous_pressure: bool = False):
+    """The mixed space P2 (velocity, vector) x P1 (pressure) on ``mesh``; with
+    ``discontinuous_pressure`` the pressure is DG1 (Scott–Vogelius on a barycentric split)."""
+    velocity, pressure = _lagrange(mesh, 2, True), _lagrange(mesh, 1, False, discontinuous_pressure)
     if _NEW:
         import basix.ufl
         return function_space(mesh, basix.ufl.mixed_element([velocity, pressure]))
     import ufl
     return function_space(mesh, ufl.MixedElement([velocity, pressure]))
+
+
+def scalar_space(mesh, degree: int):
+    """Continuous scalar Lagrange space of ``degree`` on ``mesh``."""
+    return function_space(mesh, _lagrange(mesh, degree, False))
 
 
 def vector_space(mesh, degree: int):

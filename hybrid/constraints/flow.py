@@ -1,26 +1,27 @@
 """Constraint rows for incompressible flow on median-dual control volumes (the cavity).
 
-The unknowns are the vertex velocities of one output time, stacked by component,
-x = (u_1 … u_N, v_1 … v_N) (index c N + k). Two kinds of rows:
+The unknowns of one output time are the vertex velocities, stacked by component, and the
+volume flux through every dual face: x = (u_1 … u_N, v_1 … v_N, Φ_1 … Φ_F) (velocity
+component c of control volume k at c N + k, face f at d N + f). Rows:
 
-* ``divergence``: zero net volume flux through every control volume,
-  Σ_f s_{K,f} (ū_f · n_f) |f| = 0, with ū_f the mean of the two vertex velocities of an
-  interior face and the vertex's own velocity on a boundary face (the same discrete
-  divergence as :func:`hybrid.stages.solve.net_volume_flux`);
+* ``divergence``: zero net volume flux out of every control volume, Σ_f s_{K,f} Φ_f = 0 —
+  what the Scott–Vogelius reference satisfies to round-off (its velocity is
+  divergence-free pointwise and the solver records the faces' exact fluxes);
 * ``dirichlet``: the wall velocities (no-slip, the lid) at the wall vertices; where two
-  walls meet, the one listed later in the case owns the vertex, as in the solver.
+  walls meet, the one listed later in the case owns the vertex, as in the solver;
+* ``boundary-flux``: the volume flux through each boundary face, known from the wall data.
 
-With every wall a Dirichlet wall the divergence rows sum to the net flux of the wall data,
-so one of them is implied by the others and the wall rows: :func:`flow_rows` drops the
-last divergence row (checked: the dropped row still holds, to round-off, after the update).
+With every boundary face's flux known, the divergence rows sum to the net flux of the data,
+so one of them is implied by the others: :func:`flow_rows` drops the last divergence row
+(tests check that it still holds after the update).
 
-Not yet part of a variant: the cavity has no surrogate (vector outputs) yet. Measured on
-the steady Re = 100 cavity (h = 0.05): the Taylor–Hood reference is divergence-free only
-weakly, so its own vertex velocities miss these rows — by up to 0.13 of max|u| × max|f| in
-the control volumes at the lid's corners, 7.6e-5 in the median one — and imposing them on
-a noisy copy of it raised the relative error from 0.149 to 0.168. A reference that is
-divergence-free per control volume (Scott–Vogelius; an attempt on barycentric splits gave
-near-singular systems here) is what these rows need.
+:func:`vertex_divergence_rows` is the same balance written on the vertex velocities alone
+(face flux ≈ ½ S·(u_a + u_b)). The reference's own velocities miss it by O(h²) — on the
+steady Re = 100 cavity at h = 0.05 up to 0.13 of max|u| × max|f| in the control volumes at
+the lid's corners — so imposing it moves predictions away from the truth there; the flux
+rows above are the ones to impose.
+
+Not yet part of a variant: the cavity has no surrogate (vector outputs) yet.
 """
 
 from __future__ import annotations
@@ -31,11 +32,26 @@ import scipy.sparse as sp
 from hybrid.constraints.rows import ConstraintRows, stack_rows
 from hybrid.mesh.control_volumes import ControlVolumes
 
-__all__ = ["divergence_rows", "wall_rows", "flow_rows"]
+__all__ = ["flux_divergence_rows", "vertex_divergence_rows", "wall_rows", "boundary_flux_rows", "flow_rows",
+           "flow_size"]
 
 
-def divergence_rows(cv: ControlVolumes) -> ConstraintRows:
-    """One row per control volume: its net outward volume flux, G x (N × N d)."""
+def flow_size(cv: ControlVolumes) -> int:
+    """Length of one time's unknown vector: N d velocity components and F face fluxes."""
+    return cv.num_cvs * cv.dim + cv.num_faces
+
+
+def flux_divergence_rows(cv: ControlVolumes) -> ConstraintRows:
+    """One row per control volume: Σ_f s_{K,f} Φ_f = 0 (signed incidence on the face fluxes)."""
+    N, off = cv.num_cvs, cv.num_cvs * cv.dim
+    D = cv.incidence().tocoo()
+    G = sp.csr_matrix((D.data, (D.row, off + D.col)), shape=(N, flow_size(cv)))
+    return ConstraintRows(G, np.zeros(N), np.full(N, "divergence", dtype="U24"))
+
+
+def vertex_divergence_rows(cv: ControlVolumes) -> ConstraintRows:
+    """One row per control volume: its net volume flux from the vertex velocities,
+    Σ_f s ½ S_f·(u_a + u_b) (boundary faces: S_f·u_a); only the velocity columns."""
     N, d = cv.num_cvs, cv.dim
     a, b = cv.face_cv[:, 0], cv.face_cv[:, 1]
     S = cv.face_normal * cv.face_area[:, None]
@@ -44,22 +60,18 @@ def divergence_rows(cv: ControlVolumes) -> ConstraintRows:
     for c in range(d):
         half = 0.5 * S[inner, c]
         ai, bi = a[inner], b[inner]
-        # face flux ½ S·(u_a + u_b): out of a, into b
-        rows += [ai, ai, bi, bi]
-        cols += [c * N + ai, c * N + bi, c * N + ai, c * N + bi]
-        vals += [half, half, -half, -half]
-        rows.append(a[~inner])
-        cols.append(c * N + a[~inner])
-        vals.append(S[~inner, c])
-    G = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(N, N * d))
+        rows += [ai, ai, bi, bi, a[~inner]]
+        cols += [c * N + ai, c * N + bi, c * N + ai, c * N + bi, c * N + a[~inner]]
+        vals += [half, half, -half, -half, S[~inner, c]]
+    G = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(N, flow_size(cv)))
     G.sum_duplicates()
     return ConstraintRows(G, np.zeros(N), np.full(N, "divergence", dtype="U24"))
 
 
 def wall_rows(cv: ControlVolumes, walls: list[tuple[str, np.ndarray]]) -> ConstraintRows:
     """Rows fixing the velocity of every vertex on the listed walls; ``walls`` holds
-    (boundary name, velocities (n, d) at ``cv.centre`` of that wall's control volumes in
-    ascending order), later walls overriding earlier ones at shared vertices."""
+    (boundary name, velocities (n, d) of that wall's control volumes in ascending order),
+    later walls overriding earlier ones at shared vertices."""
     N, d = cv.num_cvs, cv.dim
     value: dict[int, np.ndarray] = {}
     for name, velocities in walls:
@@ -71,12 +83,22 @@ def wall_rows(cv: ControlVolumes, walls: list[tuple[str, np.ndarray]]) -> Constr
     rows = np.arange(len(ks) * d)
     cols = np.concatenate([c * N + ks for c in range(d)])
     b = np.concatenate([[value[int(k)][c] for k in ks] for c in range(d)]) if len(ks) else np.zeros(0)
-    G = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(rows), N * d))
+    G = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(rows), flow_size(cv)))
     return ConstraintRows(G, b, np.full(len(rows), "dirichlet", dtype="U24"))
 
 
-def flow_rows(cv: ControlVolumes, walls: list[tuple[str, np.ndarray]]) -> ConstraintRows:
-    """Divergence rows (all but the last, which the others and the walls imply) and the walls."""
-    div = divergence_rows(cv)
+def boundary_flux_rows(cv: ControlVolumes, flux: np.ndarray) -> ConstraintRows:
+    """Φ_f = ``flux[f]`` on every boundary face (``flux``: (F,), read at boundary faces)."""
+    faces = cv.boundary_faces
+    off = cv.num_cvs * cv.dim
+    G = sp.csr_matrix((np.ones(len(faces)), (np.arange(len(faces)), off + faces)),
+                      shape=(len(faces), flow_size(cv)))
+    return ConstraintRows(G, np.asarray(flux, float)[faces], np.full(len(faces), "boundary-flux", dtype="U24"))
+
+
+def flow_rows(cv: ControlVolumes, walls: list[tuple[str, np.ndarray]], boundary_flux: np.ndarray) -> ConstraintRows:
+    """Divergence rows on the fluxes (all but the last, which the others and the boundary
+    fluxes imply), the wall velocities and the boundary fluxes."""
+    div = flux_divergence_rows(cv)
     keep = ConstraintRows(div.G[:-1], div.b[:-1], div.kind[:-1])
-    return stack_rows([keep, wall_rows(cv, walls)])
+    return stack_rows([keep, wall_rows(cv, walls), boundary_flux_rows(cv, boundary_flux)])

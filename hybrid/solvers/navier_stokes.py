@@ -2,14 +2,22 @@
 
     u_t + (u·∇)u - ν Δu + ∇p = 0,    ∇·u = 0
 
-Taylor–Hood elements (P2 velocity, P1 pressure) on the case's triangle mesh, implicit
-Euler in time, each step solved by Newton's method (DOLFINx's NewtonSolver, MUMPS LU for
-the saddle-point systems). Velocity Dirichlet data on every named wall (the lid-driven
+Scott–Vogelius elements by default: P2 velocity and discontinuous P1 pressure on the
+barycentric (Alfeld) split of the case's triangle mesh (Arnold & Qin 1992: inf-sup stable
+there), whose discrete velocity is divergence-free pointwise, so the volume flux out of
+*any* region — every median-dual control volume of the case mesh — vanishes;
+:meth:`NavierStokesSolver.dual_face_fluxes` records those fluxes exactly. At the domain's
+corners, where no-slip walls meet, div u = 0 holds automatically and leaves pressure
+modes the continuity equation does not see; a pressure penalty ε ∫ p q dx (ε = 1e-12)
+fixes them (and the constant), at the price of div u = ε p, i.e. ~1e-12. With
+``element = "taylor-hood"`` (continuous P1 pressure fixed at one corner, no split) the
+velocity is divergence-free only weakly. Implicit Euler in time, each step solved by
+Newton's method (DOLFINx's NewtonSolver, MUMPS LU for the saddle-point systems). Velocity Dirichlet data on every named wall (the lid-driven
 cavity: u = (U, 0) on the lid, 0 on the other walls); the pressure is fixed to 0 at the
 lowest-leftmost vertex. Where walls meet, the wall listed later in the case file wins at
 the shared corner nodes (the cavity lists the lid first: its corners are no-slip).
 
-Outputs at the vertices of the mesh (MeshData order): the velocity (its P2 field's nodal
+Outputs at the vertices of the case mesh (MeshData order; the split's centroids are not output): the velocity (its P2 field's nodal
 values), the pressure, and the vorticity ω = ∂v/∂x - ∂u/∂y of the P2 velocity, projected
 onto P1 with a lumped mass matrix, ω_i = ∫ φ_i ω dx / ∫ φ_i dx.
 
@@ -32,7 +40,9 @@ from hybrid import compat
 from hybrid.errors import raise_if_interrupted
 from hybrid.mesh.meshdata import MeshData
 
-__all__ = ["NavierStokesSolver", "FlowTrajectory", "Wall"]
+__all__ = ["NavierStokesSolver", "FlowTrajectory", "Wall", "barycentric_split", "PRESSURE_PENALTY"]
+
+PRESSURE_PENALTY = 1e-12
 
 Expr = Callable[..., np.ndarray]
 
@@ -58,11 +68,24 @@ class FlowTrajectory:
     stats: dict = field(default_factory=dict)
 
 
+def barycentric_split(meshdata: MeshData) -> MeshData:
+    """Each triangle (v0, v1, v2) split at its centroid c into (v0, v1, c), (v1, v2, c),
+    (v2, v0, c) — cells 3K, 3K+1, 3K+2. The case mesh's vertices keep their numbers (the
+    centroids follow them) and its boundary facets, hence the boundary tags, are unchanged."""
+    pts, cells = meshdata.points, meshdata.cells
+    centroid = pts[cells].mean(axis=1)
+    c = len(pts) + np.arange(len(cells))
+    split = np.stack([np.stack([cells[:, 0], cells[:, 1], c], 1), np.stack([cells[:, 1], cells[:, 2], c], 1),
+                      np.stack([cells[:, 2], cells[:, 0], c], 1)], axis=1).reshape(-1, 3)
+    return MeshData(np.vstack([pts, centroid]), split, meshdata.cell_type, meshdata.facets, meshdata.facet_tags,
+                    dict(meshdata.boundary_names))
+
+
 class NavierStokesSolver:
-    """Taylor–Hood Navier–Stokes on one mesh, serial per scenario."""
+    """Scott–Vogelius (default) or Taylor–Hood Navier–Stokes on one mesh, serial per scenario."""
 
     def __init__(self, meshdata: MeshData, nu: float, walls: list[Wall], params: dict,
-                 rtol: float = 1e-10, atol: float = 1e-12, max_it: int = 30):
+                 rtol: float = 1e-10, atol: float = 1e-12, max_it: int = 30, element: str = "scott-vogelius"):
         import dolfinx.fem
         import dolfinx.fem.petsc
         import dolfinx.nls.petsc
@@ -74,11 +97,15 @@ class NavierStokesSolver:
 
         if meshdata.cell_type != "triangle":
             raise ValueError(f"the Navier–Stokes solver needs a triangle mesh, not {meshdata.cell_type}")
-        self.meshdata, self.params = meshdata, dict(params)
+        if element not in ("scott-vogelius", "taylor-hood"):
+            raise ValueError(f"element {element!r}: use scott-vogelius or taylor-hood")
+        self.meshdata, self.params, self.element = meshdata, dict(params), element
+        sv = element == "scott-vogelius"
+        self.solved_on = barycentric_split(meshdata) if sv else meshdata
         comm = MPI.COMM_SELF
-        mesh, tags = to_dolfinx(meshdata, comm, ghost_mode="none")
+        mesh, tags = to_dolfinx(self.solved_on, comm, ghost_mode="none")
         self.mesh = mesh
-        W = compat.taylor_hood_space(mesh)
+        W = compat.taylor_hood_space(mesh, discontinuous_pressure=sv)
         V, _ = W.sub(0).collapse()
         Q, _ = W.sub(1).collapse()
         self.W, self.V, self.Q = W, V, Q
@@ -91,6 +118,8 @@ class NavierStokesSolver:
         dx = ufl.dx
         F = (self.inv_dt * ufl.inner(u - u_old, v) + ufl.inner(ufl.grad(u) * u, v)
              + nu_c * ufl.inner(ufl.grad(u), ufl.grad(v)) - p * ufl.div(v) - q * ufl.div(u)) * dx
+        if sv:
+            F = F - PRESSURE_PENALTY * p * q * dx
 
         fdim = mesh.topology.dim - 1
         self.walls: list[tuple[Wall, object]] = []
@@ -102,13 +131,15 @@ class NavierStokesSolver:
             g = dolfinx.fem.Function(V)
             bcs.append(dolfinx.fem.dirichletbc(g, dofs, W.sub(0)))
             self.walls.append((wall, g))
-        corner = meshdata.points[np.lexsort((meshdata.points[:, 0], meshdata.points[:, 1]))[0]]
-        pin = dolfinx.fem.locate_dofs_geometrical(
-            (W.sub(1), Q), lambda x: np.isclose(x[0], corner[0]) & np.isclose(x[1], corner[1]))
-        bcs.append(dolfinx.fem.dirichletbc(dolfinx.fem.Function(Q), pin, W.sub(1)))
+        if not sv:   # Taylor–Hood: the pressure's constant is fixed at one corner
+            corner = meshdata.points[np.lexsort((meshdata.points[:, 0], meshdata.points[:, 1]))[0]]
+            pin = dolfinx.fem.locate_dofs_geometrical(
+                (W.sub(1), Q), lambda x: np.isclose(x[0], corner[0]) & np.isclose(x[1], corner[1]))
+            bcs.append(dolfinx.fem.dirichletbc(dolfinx.fem.Function(Q), pin, W.sub(1)))
         self.bcs = bcs
 
         problem = dolfinx.fem.petsc.NonlinearProblem(F, self.w, bcs)
+        self._problem = problem
         solver = dolfinx.nls.petsc.NewtonSolver(comm, problem)
         solver.rtol, solver.atol, solver.max_it = rtol, atol, max_it
         solver.convergence_criterion = "residual"
@@ -117,19 +148,30 @@ class NavierStokesSolver:
         ksp.setType("preonly")
         ksp.getPC().setType("lu")
         ksp.getPC().setFactorSolverType("mumps")
+        # the discontinuous pressure's delayed pivots overflow MUMPS' default workspace (error -9)
+        prefix = f"hybrid_ns_{id(self)}_"
+        ksp.setOptionsPrefix(prefix)
+        opts = PETSc.Options()
+        opts[f"{prefix}mat_mumps_icntl_14"] = 300   # read at each factorisation: left in place
+        ksp.setFromOptions()
         self.newton = solver
 
         # vertex outputs: P1 spaces and the lumped projection of the vorticity
-        V1 = compat.vector_space(mesh, 1)
-        self.u1, self.p1 = dolfinx.fem.Function(V1), dolfinx.fem.Function(Q)
-        phi = ufl.TestFunction(Q)
+        V1, P1 = compat.vector_space(mesh, 1), compat.scalar_space(mesh, 1)
+        self.u1, self.p1 = dolfinx.fem.Function(V1), dolfinx.fem.Function(P1)
+        phi = ufl.TestFunction(P1)
         u_now = ufl.split(self.w)[0]
         self._curl = dolfinx.fem.form(phi * (u_now[1].dx(0) - u_now[0].dx(1)) * dx)
         self._lumped = dolfinx.fem.petsc.assemble_vector(dolfinx.fem.form(phi * dx)).getArray().copy()
         self._divergence = dolfinx.fem.form(phi * ufl.div(u_now) * dx)
-        tree = cKDTree(meshdata.points[:, :2])
+        tree = cKDTree(self.solved_on.points[:, :2])
         self._v1_order = tree.query(V1.tabulate_dof_coordinates()[:, :2])[1]
-        self._q_order = tree.query(Q.tabulate_dof_coordinates()[:, :2])[1]
+        self._q_order = tree.query(P1.tabulate_dof_coordinates()[:, :2])[1]
+        # local cell of each cell of the mesh solved on (for evaluating the velocity)
+        original = np.asarray(mesh.topology.original_cell_index, dtype=np.int64)
+        self._local_cell = np.empty(len(original), dtype=np.int32)
+        self._local_cell[original] = np.arange(len(original), dtype=np.int32)
+        self._pieces = None
         self.stats = {"steps": 0, "newton_its": 0}
 
     # ------------------------------------------------------------------ boundary data
@@ -155,25 +197,82 @@ class NavierStokesSolver:
         import dolfinx.fem.petsc
 
         nv, d = self.meshdata.num_vertices, self.meshdata.gdim
+        n_all = self.solved_on.num_vertices
         self.u1.interpolate(self.w.sub(0).collapse())
         self.p1.interpolate(self.w.sub(1).collapse())
-        u = np.zeros((nv, d))
+        u = np.zeros((n_all, d))
         u[self._v1_order] = self.u1.x.array.reshape(-1, d)
-        p = np.zeros(nv)
+        p = np.zeros(n_all)
         p[self._q_order] = self.p1.x.array
         curl = dolfinx.fem.petsc.assemble_vector(self._curl).getArray()
-        w = np.zeros(nv)
+        w = np.zeros(n_all)
         w[self._q_order] = curl / self._lumped
-        return u, p, w
+        return u[:nv], p[:nv], w[:nv]   # the case mesh's vertices come first
 
     def weak_divergence(self) -> np.ndarray:
         """∫ φ_i ∇·u dx for every P1 pressure basis function φ_i: zero to the Newton
         tolerance (the discrete incompressibility Taylor–Hood imposes), per vertex."""
         import dolfinx.fem.petsc
 
-        values = np.zeros(self.meshdata.num_vertices)
+        values = np.zeros(self.solved_on.num_vertices)
         values[self._q_order] = dolfinx.fem.petsc.assemble_vector(self._divergence).getArray()
         return values
+
+    def dual_face_fluxes(self, cv, t: float) -> np.ndarray:
+        """Volume flux ∫ u·n dA through every face of the case mesh's median-dual control
+        volumes ``cv`` (its face order; positive from a to b). Interior faces: each piece,
+        the segment from an edge midpoint m to a cell centroid c, lies in one cell of the
+        split, where u is quadratic, so Simpson's rule (u(m) + 4 u((m+c)/2) + u(c))/6 · S is
+        exact. Boundary faces: the wall data at the face centroid · S (exact for data linear
+        along the wall, as the cavity's). Scott–Vogelius only (pieces must lie in one cell)."""
+        if self.element != "scott-vogelius" or cv.kind != "dual":
+            raise ValueError("dual face fluxes need the Scott–Vogelius solver and dual control volumes")
+        geom = self._piece_geometry(cv)
+        u = self.w.sub(0).collapse()
+        values = u.eval(geom["points"], geom["cells"]).reshape(-1, 3, self.meshdata.gdim)
+        mean = (values[:, 0] + 4 * values[:, 1] + values[:, 2]) / 6.0
+        flux = np.bincount(geom["face"], weights=np.einsum("pd,pd->p", mean, geom["S"]), minlength=cv.num_faces)
+        inner = cv.face_cv[:, 1] >= 0
+        S_b = cv.face_normal[~inner] * cv.face_area[~inner, None]
+        data = np.zeros_like(S_b)
+        pts_b, tags_b = cv.face_centroid[~inner], cv.face_tag[~inner]
+        for wall, _ in self.walls:
+            on = tags_b == cv.boundary_names[wall.name]
+            data[on] = np.stack([np.broadcast_to(np.asarray(c(pts_b[on], t=t, params=self.params), float),
+                                                 (int(on.sum()),)) for c in wall.components], axis=1)
+        flux[~inner] = np.einsum("fd,fd->f", data, S_b)
+        return flux
+
+    def _piece_geometry(self, cv) -> dict:
+        """Evaluation points (3 per interior dual-face piece), their cells in the split, the
+        pieces' area vectors (oriented a -> b of their face) and face indices; cached."""
+        if self._pieces is not None:
+            return self._pieces
+        pts, cells = self.meshdata.points[:, :2], self.meshdata.cells
+        m = len(cells)
+        pairs = [(0, 1), (1, 2), (0, 2)]     # the split's cell 3K + s holds edge pairs[s] and the centroid
+        K = np.repeat(np.arange(m), 3)
+        li = np.tile([p[0] for p in pairs], m)
+        lj = np.tile([p[1] for p in pairs], m)
+        vi, vj = cells[K, li], cells[K, lj]
+        mid = 0.5 * (pts[vi] + pts[vj])
+        c = pts[cells].mean(axis=1)[K]
+        t = c - mid
+        S = np.stack([t[:, 1], -t[:, 0]], axis=1)
+        S *= np.sign(np.einsum("pd,pd->p", S, pts[vj] - pts[vi]))[:, None]
+        ci, cj = cv.cv_of_entity[vi], cv.cv_of_entity[vj]
+        flip = ci > cj
+        S = np.where(flip[:, None], -S, S)
+        lo, hi = np.where(flip, cj, ci), np.where(flip, ci, cj)
+        inner = np.flatnonzero(cv.face_cv[:, 1] >= 0)
+        keys = cv.face_cv[inner, 0] * cv.num_cvs + cv.face_cv[inner, 1]
+        order = np.argsort(keys)
+        face = inner[order[np.searchsorted(keys[order], lo * cv.num_cvs + hi)]]
+        points = np.stack([mid, 0.5 * (mid + c), c], axis=1).reshape(-1, 2)
+        points = np.hstack([points, np.zeros((len(points), 1))])
+        sub_cell = 3 * K + np.tile(np.arange(3), m)
+        self._pieces = {"points": points, "cells": np.repeat(self._local_cell[sub_cell], 3), "S": S, "face": face}
+        return self._pieces
 
     # ------------------------------------------------------------------ solves
     def steady(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -184,7 +283,8 @@ class NavierStokesSolver:
         return self.vertex_values()
 
     def run(self, t_end: float, dt: float, outputs: int, initial: Callable[[np.ndarray], np.ndarray] | None = None,
-            progress: Callable[[int], None] | None = None) -> FlowTrajectory:
+            progress: Callable[[int], None] | None = None,
+            at_output: Callable[[float], None] | None = None) -> FlowTrajectory:
         """From the initial velocity ``initial(points (n, d)) -> (n, d)`` (default: rest), with
         the walls' data applied from the first step on; implicit Euler."""
         from hybrid.solvers.gpme import output_schedule
@@ -199,6 +299,8 @@ class NavierStokesSolver:
         U, P, Wv = [], [], []
         for field_, value in zip((U, P, Wv), self.vertex_values()):
             field_.append(value)
+        if at_output:
+            at_output(0.0)
         for n in range(outputs):
             for s in range(steps):
                 self.w_old.x.array[:] = self.w.x.array
@@ -207,6 +309,8 @@ class NavierStokesSolver:
                 self.stats["steps"] += 1
             for field_, value in zip((U, P, Wv), self.vertex_values()):
                 field_.append(value)
+            if at_output:
+                at_output(float(times[n + 1]))
             if progress:
                 progress(n + 1)
         return FlowTrajectory(times, np.array(U), np.array(P), np.array(Wv),
