@@ -151,25 +151,15 @@ def _end_series(case, cv, times, params: dict, fields: dict) -> list:
     """For each non-periodic end of a 1-D dual mesh with data: (label, quantity, data (T,),
     {name: values (T,)}) — the end value (Dirichlet) or the outward derivative du/dn from
     the end cell's gradient (Neumann), at t_1..t_T."""
-    from hybrid.surrogates.boon import boundary_ends
+    from hybrid.surrogates.boon import boundary_ends, mesh_ends
 
-    if cv.kind != "dual":
-        return []
     x = cv.centre[:, 0]
-    order = np.argsort(x)
     series = []
-    for e, (name, kind, expr) in enumerate(boundary_ends(case, cv)):
-        if kind in ("periodic", "none"):
-            continue
-        end, nxt = (order[0], order[1]) if e == 0 else (order[-1], order[-2])
-        point = cv.centre[[end]]
-        data = np.array([float(np.ravel(expr(point, t=t, params=params))[0]) for t in times[1:]])
+    for name, kind, end, nxt, data in mesh_ends(boundary_ends(case, cv), cv, times, params):
         if kind == "dirichlet":
             values = {k: u[1:, end] for k, u in fields.items()}
             series.append((f"{name} end (x = {x[end]:.3g}): Dirichlet", "u", data, values))
         else:
-            if kind == "neumann_flux":
-                data = -data / float(params["k"])
             gap = abs(x[end] - x[nxt])
             values = {k: (u[1:, end] - u[1:, nxt]) / gap for k, u in fields.items()}
             series.append((f"{name} end (x = {x[end]:.3g}): Neumann", "du/dn", data, values))

@@ -48,7 +48,7 @@ import torch
 from hybrid.errors import CaseError
 from hybrid.surrogates.fno import FNO
 
-__all__ = ["BoonFNO", "boundary_ends", "boundary_data", "enforce_on_mesh", "KINDS"]
+__all__ = ["BoonFNO", "boundary_ends", "boundary_data", "mesh_ends", "enforce_on_mesh", "KINDS"]
 
 KINDS = ("dirichlet", "neumann", "periodic", "none")
 
@@ -199,28 +199,37 @@ def boundary_data(ends, transfer, u0_mesh: np.ndarray, params: list[dict], times
     return beta
 
 
+def mesh_ends(ends, cv, times: np.ndarray, params: dict) -> list[tuple[str, str, int, int, np.ndarray]]:
+    """For each end of a 1-D dual mesh with data: (name, "dirichlet" | "neumann", end control
+    volume, its neighbour, the data at t_1..t_T — the value, or the outward du/dn)."""
+    if cv.kind != "dual":
+        return []
+    order = np.argsort(cv.centre[:, 0])
+    out = []
+    for e, (name, kind, expr) in enumerate(ends):
+        if kind in ("periodic", "none"):
+            continue
+        end, nxt = (order[0], order[1]) if e == 0 else (order[-1], order[-2])
+        data = np.array([float(np.ravel(expr(cv.centre[[end]], t=t, params=params))[0]) for t in times[1:]])
+        if kind == "neumann_flux":   # outward flux q = -k du/dn
+            data = -data / float(params["k"])
+        out.append((name, "dirichlet" if kind == "dirichlet" else "neumann", int(end), int(nxt), data))
+    return out
+
+
 def enforce_on_mesh(U: np.ndarray, ends, cv, times: np.ndarray, params: list[dict]) -> np.ndarray:
     """BOON's strict enforcement again, in float64 on the control-volume values U (S, M, T+1, N)
     of a 1-D dual mesh: Dirichlet end values are set to the data and Neumann ends follow the
     mesh's own two-point difference, u_end = u_next + h |x_end - x_next| (the P1 gradient of
     the end cell). The network's float32 grid output meets the data to ~1e-7 only."""
-    if cv.kind != "dual" or ends[0][1] == "periodic":
-        return U
-    x = cv.centre[:, 0]
-    order = np.argsort(x)
     U = U.copy()
-    for e, (name, kind, expr) in enumerate(ends):
-        if kind == "none":
-            continue
-        end, nxt = (order[0], order[1]) if e == 0 else (order[-1], order[-2])
-        point = cv.centre[[end]]
-        for i, p in enumerate(params):
-            value = np.array([float(np.ravel(expr(point, t=t, params=p))[0]) for t in times[1:]])
+    x = cv.centre[:, 0]
+    for i, p in enumerate(params):
+        for _, kind, end, nxt, data in mesh_ends(ends, cv, times, p):
             if kind == "dirichlet":
-                U[i, :, 1:, end] = value
+                U[i, :, 1:, end] = data
             else:
-                h = -value / float(p["k"]) if kind == "neumann_flux" else value
-                U[i, :, 1:, end] = U[i, :, 1:, nxt] + h * abs(x[end] - x[nxt])
+                U[i, :, 1:, end] = U[i, :, 1:, nxt] + data * abs(x[end] - x[nxt])
     return U
 
 
