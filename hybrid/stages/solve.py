@@ -81,19 +81,6 @@ def boundary_data(case) -> list[BoundaryData]:
     return out
 
 
-def net_volume_flux(cv: ControlVolumes, velocity: np.ndarray) -> np.ndarray:
-    """Net outward volume flux of every dual control volume from vertex velocities alone,
-    Σ_f s (ū_f · n_f)|f| with ū_f the mean of the two vertex velocities of an interior face
-    (the vertex's own on the boundary), for velocities (..., N, d) in control-volume order;
-    (..., N). An O(h²) estimate: the solver records the exact fluxes (``face_flux``)."""
-    a, b = cv.face_cv[:, 0], cv.face_cv[:, 1]
-    mean = np.where((b >= 0)[:, None], 0.5 * (velocity[..., a, :] + velocity[..., np.maximum(b, 0), :]),
-                    velocity[..., a, :])
-    flux = np.einsum("...fd,fd->...f", mean, cv.face_normal * cv.face_area[:, None])
-    D = cv.incidence()
-    return np.moveaxis(D @ np.moveaxis(flux, -1, 0), 0, -1)
-
-
 def wall_order(case, mesh: MeshData) -> list[str]:
     """The mesh's boundaries in the order of the case's [boundary.*] tables (then the rest)."""
     listed = [n for n in case.boundaries if n in mesh.boundary_names]

@@ -175,6 +175,13 @@ def model_ends(ends) -> tuple[str, str]:
     return tuple("neumann" if kind == "neumann_flux" else kind for _, kind, _ in ends)
 
 
+def _end_data(kind: str, expr, point: np.ndarray, times: np.ndarray, params: dict) -> np.ndarray:
+    """An end's data at t_1..t_T at ``point`` (1, d): the value (Dirichlet) or the outward
+    du/dn (Neumann; from a flux condition q = -k du/dn when ``kind`` is neumann_flux)."""
+    data = np.array([float(np.ravel(expr(point, t=t, params=params))[0]) for t in times[1:]])
+    return -data / float(params["k"]) if kind == "neumann_flux" else data
+
+
 def boundary_data(ends, transfer, u0_mesh: np.ndarray, params: list[dict], times: np.ndarray,
                   du_std: float) -> np.ndarray:
     """β (S, 2, T) of :class:`BoonFNO` for S scenarios (zeros where an end has no data)."""
@@ -188,9 +195,7 @@ def boundary_data(ends, transfer, u0_mesh: np.ndarray, params: list[dict], times
             continue
         point = np.array([[lo if e == 0 else hi]])
         for i, p in enumerate(params):
-            value = np.array([float(np.ravel(expr(point, t=t, params=p))[0]) for t in times[1:]])
-            if kind == "neumann_flux":   # outward flux q = -k du/dn
-                value = -value / float(p["k"])
+            value = _end_data(kind, expr, point, times, p)
             if kind == "dirichlet":
                 beta[i, e] = (value - a[i, 0 if e == 0 else -1]) / du_std
             else:
@@ -210,9 +215,7 @@ def mesh_ends(ends, cv, times: np.ndarray, params: dict) -> list[tuple[str, str,
         if kind in ("periodic", "none"):
             continue
         end, nxt = (order[0], order[1]) if e == 0 else (order[-1], order[-2])
-        data = np.array([float(np.ravel(expr(cv.centre[[end]], t=t, params=params))[0]) for t in times[1:]])
-        if kind == "neumann_flux":   # outward flux q = -k du/dn
-            data = -data / float(params["k"])
+        data = _end_data(kind, expr, cv.centre[[end]], times, params)
         out.append((name, "dirichlet" if kind == "dirichlet" else "neumann", int(end), int(nxt), data))
     return out
 
