@@ -84,17 +84,6 @@ def _run(args) -> int:
         from hybrid.stages.predict import run_predict
         from hybrid.stages.solve import run_solve
         from hybrid.stages.train import run_train
-        if args.command == "run" and case.pde["family"] == "navier-stokes":
-            run_solve(case, force=args.force, comm=comm, progress=progress)
-            files = run_export(case, force=args.force, solver_only=True, comm=comm, progress=progress)
-            if comm.rank == 0:
-                print(f"\nhybrid run {case.name}: solved and exported. Surrogates with vector outputs "
-                      f"(navier-stokes) are not available yet, so train / predict / validate were skipped.\n"
-                      f"  ParaView  {len(files)} series in {case.output_dir / 'export'}"
-                      + (f"  (e.g. paraview {files[0]})" if files else "")
-                      + f"\n  figures   {case.output_dir / 'export' / 'vorticity.png'}"
-                      f"\n  data      {case.output_dir / 'solve' / 'dataset.h5'}")
-            return 0
         if args.command == "run":
             run_solve(case, force=args.force, comm=comm, progress=progress)
             run_train(case, force=args.force, comm=comm, progress=progress)

@@ -134,11 +134,19 @@ def run_export(case, *, force: bool = False, train: bool = False, solver_only: b
         root_print(f"export: up to date ({out})", comm=comm)
         return names
     variants = {} if solver_only else read_variants(predict_dir / "variants.h5")
+    flow = "vorticity" in data["test"]
     for v, arrays in variants.items():
-        if arrays["u_mean"].shape != data["test"]["u"].shape:
+        expected = data["test"]["u"].shape
+        if flow:   # velocities, flattened to (S, T+1, d N)
+            expected = expected[:2] + (expected[2] * expected[3],)
+        if arrays["u_mean"].shape != expected:
             raise RuntimeError(f"{predict_dir / 'variants.h5'}: {v}/u_mean has shape {arrays['u_mean'].shape}, "
                                f"the solver's test states {data['test']['u'].shape}; rerun hybrid predict --force")
     mesh, cvd, kind = data["mesh"], data["control_volumes"], data["control_volumes_kind"]
+    if flow and variants:
+        from hybrid.mesh.control_volumes import build_control_volumes
+        from hybrid.stages.flow import flow_variant_fields
+        cv = build_control_volumes(mesh, kind)
     bar = ScenarioProgress(comm, len(tasks), "export", enabled=progress)
     for j in my_indices(len(tasks), comm):
         split, i = tasks[j]
@@ -152,8 +160,12 @@ def run_export(case, *, force: bool = False, train: bool = False, solver_only: b
             fields = {"u": d["u"][i], "balance_residual": _balance(cvd, d["u"][i], d["flux"][i], d["source"][i])}
         if split == "test":
             for v, a in variants.items():
-                fields.update(variant_fields(cvd, v, a["u_mean"][i], a["u_var"][i], a["flux_mean"][i],
-                                             d["u"][i], d["source"][i]))
+                if flow:
+                    fields.update(flow_variant_fields(mesh, cv, v, a["u_mean"][i], a["u_var"][i], a["flux_mean"][i],
+                                                      d["u"][i]))
+                else:
+                    fields.update(variant_fields(cvd, v, a["u_mean"][i], a["u_var"][i], a["flux_mean"][i],
+                                                 d["u"][i], d["source"][i]))
         point, cell = cv_fields(kind, cvd, fields)
         params = dict(zip(d["parameter_names"], d["params"][i]))
         attributes = {"case": case.name, "scenario": f"{split} {i}",
@@ -166,7 +178,12 @@ def run_export(case, *, force: bool = False, train: bool = False, solver_only: b
     bar.close()
     if comm.rank == 0:
         mark_stage_done(out, digest, files=[p.name for p in names], variants=list(variants))
-        if variants:
+        if variants and flow:
+            what = (f"velocity, pressure, vorticity, net_volume_flux and, {'in the test series, ' if train else ''}"
+                    f"for the variants {', '.join(variants)}, V_velocity V_velocity_std V_abs_error V_vorticity "
+                    f"V_net_volume_flux (V = {', '.join(field_prefix(v) for v in variants)})")
+            _vorticity_figure(case, data, out)
+        elif variants:
             what = (f"u, balance_residual and, {'in the test series, ' if train else ''}"
                     f"for the variants {', '.join(variants)}, "
                     f"{' '.join('V_' + s for s in VARIANT_FIELDS)} "

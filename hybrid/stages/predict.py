@@ -30,8 +30,8 @@ from hybrid.files import atomic_path, mark_stage_done, stage_is_current
 from hybrid.metrics import coverage, relative_l2
 from hybrid.parallel import my_indices, root_print
 from hybrid.stages.solve import read_dataset
-from hybrid.stages.train import (TRAIN_SECTIONS, case_transfer, load_members, run_train, softc_weight, wants_boon,
-                                 wants_softc)
+from hybrid.stages.train import (TRAIN_SECTIONS, case_transfer, is_flow, load_members, run_train, softc_weight,
+                                 wants_boon, wants_softc)
 from hybrid.surrogates.boon import boundary_ends, enforce_on_mesh, with_boundary_channels
 from hybrid.surrogates.data import build_inputs, to_mesh_outputs, to_mesh_variances
 from hybrid.surrogates.training import device
@@ -73,6 +73,9 @@ def run_predict(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, p
         return out
     data = read_dataset(Path(case.output_dir) / "solve" / "dataset.h5")
     cv, transfer = case_transfer(case, data)
+    if is_flow(case):
+        from hybrid.stages.flow import flow_view
+        data = flow_view(data)   # velocities flattened to (S, T+1, d N), face fluxes at t_1..t_T
     test = data["test"]
     M = int(case.surrogate["members"])
     pred, surrogate_seconds = _ensemble(load_members(train_dir, M, my_indices(M, comm), case.hash(*TRAIN_SECTIONS)),
@@ -97,8 +100,12 @@ def run_predict(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, p
                     for name, arr in values.items():
                         f[f"{flavour}/{name}"] = arr
         metrics = _score(data, cv, pred["u_mean"], pred["u_var"], pred["flux_mean"], surrogate_seconds)
-    from hybrid.stages.constrain import run_variants
-    variants = run_variants(case, cv, data, pred, out / "variants.h5", comm, extra=extra)
+    if is_flow(case):
+        from hybrid.stages.flow import run_flow_variants
+        variants = run_flow_variants(case, cv, data, pred, out / "variants.h5", comm)
+    else:
+        from hybrid.stages.constrain import run_variants
+        variants = run_variants(case, cv, data, pred, out / "variants.h5", comm, extra=extra)
     if comm.rank == 0:
         metrics["variants"] = variants
         with atomic_path(out / "metrics.json") as tmp:
@@ -110,7 +117,7 @@ def run_predict(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, p
                    f"{metrics['coverage90']:.2f}; flux relative L2 {metrics['flux_rel_l2']:.4f}; surrogate "
                    f"{metrics['surrogate_seconds']:.3g} s vs solver {metrics['solver_seconds']:.3g} s per scenario",
                    comm=comm)
-        root_print(_ablation_table(case.name, metrics["variants"]), comm=comm)
+        root_print((_flow_table if is_flow(case) else _ablation_table)(case.name, metrics["variants"]), comm=comm)
     comm.Barrier()
     return out
 
@@ -124,6 +131,8 @@ def _ensemble(members: dict, M: int, transfer, cv, data: dict, comm: MPI.Comm, b
     S, T1, _ = test["u"].shape
     T = T1 - 1
     dt = np.diff(data["times"])
+    # fluxes: scalar states' are integrated over each output interval, a velocity's face fluxes instantaneous
+    scale = cv.face_area * (1.0 if "face_flux" in test else dt[:, None])   # flux density -> face flux
     dev = device()
     normal = torch.as_tensor(cv.face_normal).to(dev)
     results = {}
@@ -131,17 +140,18 @@ def _ensemble(members: dict, M: int, transfer, cv, data: dict, comm: MPI.Comm, b
         for m, (model, config, norm) in members.items():
             model.to(dev)
             t0 = time.perf_counter()
-            inputs = build_inputs(transfer, test["u"][:, 0], test["params"], norm)
+            C = config.get("components", 1)
+            u0 = test["u"][:, 0] if C == 1 else test["u"][:, 0].reshape(S, C, -1)
+            inputs = build_inputs(transfer, u0, test["params"], norm)
             if boon_case is not None:
                 inputs, ends = with_boundary_channels(boon_case, cv, transfer, inputs, test["params"],
                                                       test["parameter_names"], data["times"], norm)
             output = model(inputs.grid_inputs.to(dev))
-            u, phi = to_mesh_outputs(transfer, output, inputs.u0.to(dev), norm, T, normal)
-            noise = to_mesh_variances(transfer, output, norm, T, normal) if config.get("heteroscedastic") else None
+            u, phi = to_mesh_outputs(transfer, output, inputs.u0.to(dev), norm, T, normal, C)
+            noise = to_mesh_variances(transfer, output, norm, T, normal, C) if config.get("heteroscedastic") else None
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             seconds = time.perf_counter() - t0
-            scale = cv.face_area * dt[:, None]        # flux density -> time-integrated face flux
             flux = phi.double().cpu().numpy() * scale
             u_full = np.concatenate([test["u"][:, :1], u.double().cpu().numpy()], axis=1)
             if noise is not None:
@@ -185,10 +195,21 @@ def _ablation_table(name: str, variants: dict) -> str:
     return "\n".join(lines)
 
 
+def _flow_table(name: str, variants: dict) -> str:
+    lines = [f"predict: {name}: constraint variants (test scenarios)",
+             f"  {'variant':18s} {'MSE':>10s} {'rel L2':>8s} {'divergence':>10s} {'walls':>9s} {'bnd flux':>9s} "
+             f"{'cover90':>7s} {'loglik':>8s} {'update s':>9s}"]
+    for v, m in variants.items():
+        lines.append(f"  {v:18s} {m['mse']:10.3e} {m['rel_l2']:8.4f} {m['max_divergence']:10.1e} "
+                     f"{m['wall_error']:9.1e} {m['boundary_flux_error']:9.1e} {m['coverage90']:7.2f} "
+                     f"{m['log_likelihood']:8.2f} {m['update_seconds']:9.4f}")
+    return "\n".join(lines)
+
+
 def _score(data: dict, cv, u_mean, u_var, flux_mean, surrogate_seconds) -> dict:
     test, train = data["test"], data["train"]
     truth = test["u"][:, 1:]
-    w = cv.volume
+    w = np.tile(cv.volume, truth.shape[-1] // cv.num_cvs)   # a velocity's components share their volumes
     rel = relative_l2(u_mean[:, 1:], truth, w)
     nearest = nearest_training_baseline(train, test)
     rel_base = relative_l2(train["u"][nearest][:, 1:], truth, w)

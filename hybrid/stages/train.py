@@ -28,13 +28,36 @@ from hybrid.surrogates.training import TrainingSet, load_checkpoint, train_membe
 from hybrid.surrogates.transfer import Transfer
 
 __all__ = ["TRAIN_SECTIONS", "run_train", "case_transfer", "grid_shape", "load_members", "wants_softc",
-           "softc_weight", "wants_boon"]
+           "softc_weight", "wants_boon", "is_flow", "flat_states", "state_targets"]
 
 TRAIN_SECTIONS = SOLVE_SECTIONS + ("surrogate",)
 CHECKPOINT_EVERY = 5
 # the SoftC baseline's penalty weight when [surrogate] softc_weight is 0: on stefan-1d's test scenarios
 # weights 1 / 0.1 / 0.01 gave relative L2 0.167 / 0.106 / 0.099 against 0.114 without the penalty
 SOFTC_DEFAULT_WEIGHT = 0.01
+
+
+def is_flow(case) -> bool:
+    """Navier–Stokes: the state is the vertex velocity (d components) and the face targets
+    are the instantaneous volume fluxes of the dual faces (:mod:`hybrid.constraints.flow`)."""
+    return case.pde["family"] == "navier-stokes"
+
+
+def flat_states(u: np.ndarray) -> np.ndarray:
+    """States (..., N) stay; vector states (..., N, C) become (..., C N), component blocks one
+    after the other (the layout of :mod:`hybrid.constraints.flow`)."""
+    return u if u.ndim == 3 else np.swapaxes(u, -1, -2).reshape(*u.shape[:-2], -1)
+
+
+def state_targets(split: dict, cv, times: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """(states (S, T+1, C N), face-flux densities (S, T, F), initial states (S, N) or
+    (S, C, N), components C) of a dataset split: for scalar states the mean flux density of
+    each output interval, for a velocity the volume flux at each output time over |f|."""
+    if "face_flux" in split:
+        u = split["u"]
+        return (flat_states(u), split["face_flux"][:, 1:] / cv.face_area, np.swapaxes(u[:, 0], -1, -2),
+                u.shape[-1])
+    return split["u"], flux_density(split["flux"], cv.face_area, times), split["u"][:, 0], 1
 
 
 def wants_boon(case) -> bool:
@@ -75,13 +98,13 @@ def case_transfer(case, data: dict):
 
 def _training_set(case, data: dict, cv, transfer, penalty: float, boon: bool = False) -> TrainingSet:
     train = data["train"]
-    S, T1, N = train["u"].shape
+    S, T1 = train["u"].shape[:2]
     if S < 2:
         raise CaseError("training needs at least 2 training scenarios", file=str(case.display_file), key="data.train")
-    u, params = train["u"], train["params"]
-    phi = flux_density(train["flux"], cv.face_area, data["times"])
+    params = train["params"]
+    u, phi, u0, C = state_targets(train, cv, data["times"])
     norm = Normaliser.fit(params, u, phi)
-    inputs = build_inputs(transfer, u[:, 0], params, norm)
+    inputs = build_inputs(transfer, u0, params, norm)
     ends = None
     if boon:
         from hybrid.surrogates.boon import model_ends, with_boundary_channels
@@ -93,20 +116,22 @@ def _training_set(case, data: dict, cv, transfer, penalty: float, boon: bool = F
     n_val = min(max(n_val, 1 if case.surrogate["validation"] > 0 else 0), S - 1)
     s = case.surrogate
     T, d = T1 - 1, cv.dim
-    config = {"in_channels": int(inputs.grid_inputs.shape[1]), "out_channels": T + T * d, "dim": d,
+    config = {"in_channels": int(inputs.grid_inputs.shape[1]), "out_channels": T * C + T * d, "dim": d,
               "heteroscedastic": bool(s["heteroscedastic"]),
-              "variance_channels": (T + T * d) if s["heteroscedastic"] else 0,
+              "variance_channels": (T * C + T * d) if s["heteroscedastic"] else 0,
               "modes": int(s["modes"]), "width": int(s["width"]), "layers": int(s["layers"]),
               "padding": 0 if _fully_periodic(case, data["mesh"]) else max(2, max(transfer.grid.shape) // 8),
               "outputs": T}
     if ends is not None:
         config.update(boon_ends=list(model_ends(ends)), padding=0)
+    if C > 1:
+        config["components"] = C
     residual = None
     if penalty > 0:
         from hybrid.surrogates.softc import gpme_residual_penalty
         residual = gpme_residual_penalty(case, transfer, inputs, norm, data["times"], params, train["parameter_names"])
     return TrainingSet(transfer, inputs, torch.as_tensor(u[:, 1:]), torch.as_tensor(phi),
-                       torch.as_tensor(cv.volume), torch.as_tensor(cv.face_area), torch.as_tensor(cv.face_normal),
+                       torch.as_tensor(np.tile(cv.volume, C)), torch.as_tensor(cv.face_area), torch.as_tensor(cv.face_normal),
                        norm, np.sort(order[n_val:]), np.sort(order[:n_val]), config,
                        {"epochs": int(s["epochs"]), "lr": float(s["lr"]), "batch": int(s["batch"]),
                         "patience": int(s["patience"]), "softc_weight": float(penalty),
@@ -124,10 +149,10 @@ def run_train(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, pro
               announce: bool = True) -> Path:
     """Train every member (collective), and the SoftC ensemble when the case compares
     against it; returns the train directory."""
-    if case.pde["family"] == "navier-stokes":
-        raise CaseError("surrogates with vector outputs (navier-stokes) are not available yet; on this case "
-                        "hybrid solve and hybrid export --solver-only work, and hybrid run does both",
-                        file=str(case.display_file), key="pde.family")
+    if is_flow(case) and (wants_softc(case) or wants_boon(case)):
+        raise CaseError("navier-stokes cases compare raw, hardc, global, per-cell and per-cell+boundary; softc "
+                        "and boon (a PDE-residual penalty and 1-D boundary-corrected layers) are scalar-only",
+                        file=str(case.display_file), key="constraints.compare")
     dataset = run_solve(case, comm=comm, progress=progress, announce=False)
     out = Path(case.output_dir) / "train"
     digest = case.hash(*TRAIN_SECTIONS)

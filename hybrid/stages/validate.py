@@ -36,7 +36,7 @@ from hybrid.metrics import relative_l2, total_mass
 from hybrid.parallel import root_print
 from hybrid.stages.predict import predict_digest, run_predict
 from hybrid.stages.solve import read_dataset
-from hybrid.stages.train import case_transfer
+from hybrid.stages.train import case_transfer, is_flow
 
 __all__ = ["run_validate", "METRIC_KEYS"]
 
@@ -82,6 +82,11 @@ def _read_variants(path: Path) -> tuple[dict, dict]:
 def _validate(case, predict_dir: Path, out: Path, ranks: int) -> str:
     data = read_dataset(Path(case.output_dir) / "solve" / "dataset.h5")
     cv, _ = case_transfer(case, data)
+    flow = is_flow(case)
+    if flow:
+        from hybrid.stages.flow import FLOW_METRIC_KEYS, flow_figures, flow_view
+        data = flow_view(data)
+    keys = FLOW_METRIC_KEYS if flow else METRIC_KEYS
     variants, extra = _read_variants(predict_dir / "variants.h5")
     predicted = json.loads((predict_dir / "metrics.json").read_text())
     scores = {name: predicted["variants"][name] for name in variants}   # scored once, by predict
@@ -92,44 +97,51 @@ def _validate(case, predict_dir: Path, out: Path, ranks: int) -> str:
               "training_seconds": train_stage.get("training_seconds")}
     surrogate = {k: predicted[k] for k in ("rel_l2_mean", "rel_l2_nearest_train", "nearest_over_ensemble",
                                            "coverage90", "flux_rel_l2")}
-    figures = _figures(case, cv, data, variants, extra, scores, out) if case.output["figures"] else []
+    figures = []
+    if case.output["figures"]:
+        figures = (flow_figures(case, cv, data, variants, scores, out) if flow
+                   else _figures(case, cv, data, variants, extra, scores, out))
     metrics = {"case": case.name, "description": case.description, "ranks": ranks,
                "test_scenarios": int(data["test"]["u"].shape[0]), "report_time": extra["report_time"], "front_kind": extra["front_kind"] or None,
                "variants": scores, "times": timing, "surrogate": surrogate,
                "figures": [p.name for p in figures]}
     with atomic_path(out / "metrics.json") as tmp:
         tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-    text = _report(case, metrics, figures)
+    text = _report(case, metrics, figures, keys)
     with atomic_path(out / "report.md") as tmp:
         tmp.write_text(text)
-    return f"validate: {case.name}: report {out / 'report.md'}\n" + _table(scores)
+    return f"validate: {case.name}: report {out / 'report.md'}\n" + _table(scores, keys)
 
 
 def _fmt(value, spec: str) -> str:
     return "–" if value is None else format(value, spec)
 
 
-def _table(scores: dict) -> str:
-    head = "| variant | " + " | ".join(h for _, h, _ in METRIC_KEYS) + " |"
-    rule = "|---|" + "|".join("---:" for _ in METRIC_KEYS) + "|"
-    rows = [f"| {name} | " + " | ".join(_fmt(s.get(k), f) for k, _, f in METRIC_KEYS) + " |"
+def _table(scores: dict, keys=METRIC_KEYS) -> str:
+    head = "| variant | " + " | ".join(h for _, h, _ in keys) + " |"
+    rule = "|---|" + "|".join("---:" for _ in keys) + "|"
+    rows = [f"| {name} | " + " | ".join(_fmt(s.get(k), f) for k, _, f in keys) + " |"
             for name, s in scores.items()]
     return "\n".join([head, rule, *rows])
 
 
-def _report(case, m: dict, figures: list[Path]) -> str:
+def _report(case, m: dict, figures: list[Path], keys=METRIC_KEYS) -> str:
     t, s = m["times"], m["surrogate"]
+    if keys is METRIC_KEYS:
+        note = ("Errors are over all output times and test scenarios, volume-weighted on the mesh; balance = the "
+                "largest per-control-volume balance residual relative to |K| max|u|; mass err = the largest global "
+                "mass error relative to the total amount; Dirichlet / Neumann / du/dn = the largest boundary-value / "
+                "boundary-flux / normal-derivative error ('–': the case has no such rows); log-lik with variances "
+                "floored at 1e-10 of their mean; update s = the constraint update per scenario (mean, variance and "
+                "posterior samples); front err = |mean posterior front − solver "
+                f"front| ({m['front_kind'] or 'no front in this case'}). Definitions: docs/metrics.md.")
+    else:
+        from hybrid.stages.flow import FLOW_NOTE
+        note = FLOW_NOTE
     lines = [f"# {case.name}: surrogate variants against the reference solver", "",
              f"{m['description']}  ", f"{m['test_scenarios']} test scenarios, report time t = {m['report_time']:g}, "
              f"{m['ranks']} MPI rank(s), written {datetime.datetime.now().isoformat(timespec='seconds')}.", "",
-             "## Variants", "", _table(m["variants"]), "",
-             "Errors are over all output times and test scenarios, volume-weighted on the mesh; balance = the "
-             "largest per-control-volume balance residual relative to |K| max|u|; mass err = the largest global "
-             "mass error relative to the total amount; Dirichlet / Neumann / du/dn = the largest boundary-value / "
-             "boundary-flux / normal-derivative error ('–': the case has no such rows); log-lik with variances "
-             "floored at 1e-10 of their mean; update s = the constraint update per scenario (mean, variance and "
-             "posterior samples); front err = |mean posterior front − solver "
-             f"front| ({m['front_kind'] or 'no front in this case'}). Definitions: docs/metrics.md.", "",
+             "## Variants", "", _table(m["variants"], keys), "", note, "",
              "## Wall-clock time per test scenario", "",
              "| solver s | surrogate s | solver / surrogate | training s (all members) |", "|---:|---:|---:|---:|",
              f"| {t['solver_seconds_per_scenario']:.3g} | {t['surrogate_seconds_per_scenario']:.3g} | "

@@ -13,6 +13,12 @@ normal flux density of every face over each output interval, φ_f^n = Φ_f^n / (
 The model predicts on the grid (state increments from the initial state, and flux
 density vectors); :meth:`Normaliser` and :func:`to_mesh_outputs` map its output back to
 control-volume states and face fluxes Φ_f^n, whatever the model.
+
+Vector states (the cavity's velocity, ``components`` = C > 1) take C input channels for the
+initial state and C output channels per time, ordered (time, component); on the mesh a
+time's state is the C blocks of N values one after the other, (u_1 … u_N, v_1 … v_N), the
+layout of :mod:`hybrid.constraints.flow`. Their face targets are the instantaneous volume
+fluxes at t_1..t_T divided by |f|, not interval averages.
 """
 
 from __future__ import annotations
@@ -67,10 +73,12 @@ class SurrogateInputs:
 
 
 def build_inputs(transfer, u0: np.ndarray, params: np.ndarray, norm: Normaliser) -> SurrogateInputs:
-    """Stack the input channels of the module docstring for S scenarios."""
+    """Stack the input channels of the module docstring for S scenarios; ``u0`` is (S, N),
+    or (S, C, N) for a state of C components."""
     S = u0.shape[0]
     shape = tuple(transfer.grid.shape)
-    u0_grid = transfer.to_grid((u0 - norm.u_mean) / norm.u_std).reshape(S, 1, *shape)
+    C = 1 if u0.ndim == 2 else u0.shape[1]
+    u0_grid = transfer.to_grid((u0 - norm.u_mean) / norm.u_std).reshape(S, C, *shape)
     p = (params - norm.param_mean) / norm.param_std
     p_grid = np.broadcast_to(p.reshape(S, -1, *([1] * len(shape))), (S, p.shape[1], *shape))
     coords = transfer.grid.points.T.reshape(len(shape), *shape)
@@ -79,40 +87,50 @@ def build_inputs(transfer, u0: np.ndarray, params: np.ndarray, norm: Normaliser)
     coords = np.broadcast_to(coords, (S, *coords.shape))
     inside = np.broadcast_to(transfer.inside.reshape(1, 1, *shape).astype(float), (S, 1, *shape))
     x = np.concatenate([u0_grid, p_grid, coords, inside], axis=1)
-    return SurrogateInputs(torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(u0, dtype=torch.float64))
+    return SurrogateInputs(torch.as_tensor(x, dtype=torch.float32),
+                           torch.as_tensor(u0.reshape(S, -1), dtype=torch.float64))
+
+
+def _states(transfer, grid_values: torch.Tensor, T: int, components: int) -> torch.Tensor:
+    """State channels (B, T C, *grid), ordered (time, component) → (B, T, C N) on the mesh."""
+    on_mesh = transfer.to_mesh(grid_values)                                   # (B, T C, N)
+    return on_mesh.reshape(on_mesh.shape[0], T, components * on_mesh.shape[-1])
 
 
 def to_mesh_variances(transfer, output: torch.Tensor, norm: Normaliser, T: int,
-                      face_normal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Heteroscedastic heads (B, 2C, *grid) → variances of the states (B, T, N) and of the
-    normal flux densities (B, T, F), in physical units.
+                      face_normal: torch.Tensor, components: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Heteroscedastic heads (B, 2C, *grid) → variances of the states (B, T, N) (vector
+    states: (B, T, C N)) and of the normal flux densities (B, T, F), in physical units.
 
-    The log-variance channels follow the C = T + T d mean channels in the same order. The
+    The log-variance channels follow the C = T·components + T d mean channels in the same order. The
     transfer's weights are non-negative, so interpolated variances stay positive; flux
     components count as independent, var(q·n) = Σ_k n_k² var(q_k).
     """
     B = output.shape[0]
     d = face_normal.shape[1]
-    C = T + T * d
+    Tu = T * components
+    C = Tu + T * d
     var = torch.exp(output[:, C:2 * C].clamp(-30.0, 30.0))
-    var_u = transfer.to_mesh(var[:, :T]) * norm.du_std ** 2
-    var_q = transfer.to_faces(var[:, T:].reshape(B, T, d, *output.shape[2:])) * norm.flux_std ** 2
+    var_u = _states(transfer, var[:, :Tu], T, components) * norm.du_std ** 2
+    var_q = transfer.to_faces(var[:, Tu:].reshape(B, T, d, *output.shape[2:])) * norm.flux_std ** 2
     var_phi = torch.einsum("btdf,fd->btf", var_q, face_normal.to(var_q.dtype) ** 2)
     return var_u, var_phi
 
 
 def to_mesh_outputs(transfer, output: torch.Tensor, u0: torch.Tensor, norm: Normaliser, T: int,
-                    face_normal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Model output (B, C_out, *grid) → states (B, T, N) and normal flux densities (B, T, F).
+                    face_normal: torch.Tensor, components: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Model output (B, C_out, *grid) → states (B, T, N) (vector states: (B, T, C N), u0
+    (B, C N)) and normal flux densities (B, T, F).
 
     States are the initial control-volume values plus the transferred increments, so a
     prediction reproduces the initial state exactly.
     """
     B = output.shape[0]
     d = face_normal.shape[1]
-    du = transfer.to_mesh(output[:, :T]) * norm.du_std                      # (B, T, N)
+    Tu = T * components
+    du = _states(transfer, output[:, :Tu], T, components) * norm.du_std     # (B, T, C N)
     u = u0.to(du.dtype)[:, None, :] + du
-    q = output[:, T:T + T * d].reshape(B, T, d, *output.shape[2:])
+    q = output[:, Tu:Tu + T * d].reshape(B, T, d, *output.shape[2:])
     q_faces = transfer.to_faces(q) * norm.flux_std                           # (B, T, d, F)
     phi = torch.einsum("btdf,fd->btf", q_faces, face_normal.to(q_faces.dtype))
     return u, phi

@@ -45,9 +45,9 @@ class TrainingSet:
 
     transfer: object
     inputs: SurrogateInputs            # all training scenarios
-    u: torch.Tensor                    # (S, T, N) float64 targets at t_1..t_T
+    u: torch.Tensor                    # (S, T, N) float64 targets at t_1..t_T ((S, T, C N) for C components)
     phi: torch.Tensor                  # (S, T, F) float64 flux-density targets
-    volume: torch.Tensor               # (N,)
+    volume: torch.Tensor               # (N,) (C components: (C N,), the volumes repeated)
     face_area: torch.Tensor            # (F,)
     face_normal: torch.Tensor          # (F, d)
     norm: Normaliser
@@ -102,10 +102,11 @@ def variance_nll(data: TrainingSet, output: torch.Tensor, idx: np.ndarray) -> to
     """Mean Gaussian NLL (up to a constant) of the targets under the heads' variances, in
     normalised units, states volume-weighted and fluxes area-weighted; the mean is detached."""
     T = data.u.shape[1]
+    C = data.model_config.get("components", 1)
     with torch.no_grad():
         u_pred, phi_pred = to_mesh_outputs(data.transfer, output, data.inputs.u0[idx], data.norm, T,
-                                           data.face_normal)
-    var_u, var_phi = to_mesh_variances(data.transfer, output, data.norm, T, data.face_normal)
+                                           data.face_normal, C)
+    var_u, var_phi = to_mesh_variances(data.transfer, output, data.norm, T, data.face_normal, C)
     su, sf = data.norm.du_std ** 2, data.norm.flux_std ** 2
     vol = data.volume.to(var_u.dtype) / data.volume.sum()
     area = data.face_area.to(var_phi.dtype) / data.face_area.sum()
@@ -116,7 +117,8 @@ def variance_nll(data: TrainingSet, output: torch.Tensor, idx: np.ndarray) -> to
 
 def relative_errors(data: TrainingSet, output: torch.Tensor, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     T = data.u.shape[1]
-    u_pred, phi_pred = to_mesh_outputs(data.transfer, output, data.inputs.u0[idx], data.norm, T, data.face_normal)
+    u_pred, phi_pred = to_mesh_outputs(data.transfer, output, data.inputs.u0[idx], data.norm, T, data.face_normal,
+                                       data.model_config.get("components", 1))
     u_true, phi_true = data.u[idx], data.phi[idx]
     vol, area = data.volume.to(u_pred.dtype), data.face_area.to(phi_pred.dtype)
     eu = ((u_pred - u_true) ** 2 * vol).sum(dim=(1, 2)) / ((u_true ** 2 * vol).sum(dim=(1, 2)) + 1e-30)
