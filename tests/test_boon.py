@@ -77,6 +77,75 @@ def test_boon_needs_matching_periodic_ends():
         model(("periodic", "dirichlet"))
 
 
+def model2d(ends, T=2, C=2, seed=0):
+    torch.manual_seed(seed)
+    return BoonFNO(5 + T * C, 2 * T * C, 2, ends=ends, outputs=T, components=C, modes=5, width=5, layers=3)
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_2d_face_blocks_are_the_full_grid_responses_to_a_face(axis):
+    """The blocks come from a grid reduced to one node across the face; on the full grid a
+    unit input on a whole face gives the same response, constant along every face."""
+    m = model2d(("dirichlet",) * 4)
+    spectral, skip = m.spectral[1], m.skip[1]
+    layer = lambda v: spectral(v) + skip(v)
+    C, shape = 5, (20, 16)
+    with torch.no_grad():
+        blocks = m._face_blocks(layer, C, shape, axis, torch.float32, "cpu")
+        for c in range(C):
+            for side, (on_low, on_high) in ((0, (blocks[0], blocks[1])), (-1, (blocks[2], blocks[3]))):
+                unit = torch.zeros((1, C, *shape))
+                unit[0, c].select(axis, side).fill_(1.0)
+                response = layer(unit) - layer(torch.zeros_like(unit))
+                low, high = response[0].select(1 + axis, 0), response[0].select(1 + axis, -1)
+                scale = float(response.abs().max())
+                assert scale > 1e-3 and float((low - low[:, :1]).abs().max()) < 1e-5 * scale  # constant along the face
+                np.testing.assert_allclose(low[:, 0].numpy(), on_low[:, c].numpy(), atol=1e-5 * scale)
+                np.testing.assert_allclose(high[:, 0].numpy(), on_high[:, c].numpy(), atol=1e-5 * scale)
+
+
+def test_2d_output_meets_the_boundary_fields_and_periodic_faces_agree():
+    T, C = 2, 2
+    m = model2d(("dirichlet", "none", "dirichlet", "dirichlet"), T, C)
+    x = torch.randn(3, 5 + T * C, 18, 14)
+    with torch.no_grad():
+        z = m(x)[:, :T * C]
+    beta = x[:, -T * C:]
+    for face in (z[..., 0, :] - beta[..., 0, :], z[..., :, 0] - beta[..., :, 0], z[..., :, -1] - beta[..., :, -1]):
+        assert float(face.abs().max()) == 0.0
+    assert float((z[..., -1, 1:-1] - beta[..., -1, 1:-1]).abs().max()) > 1e-3    # the uncorrected face is free
+    p = model2d(("periodic", "periodic", "dirichlet", "dirichlet"), T, C)
+    out = p(x)
+    assert torch.equal(out[:, :T * C, 0], out[:, :T * C, -1])
+    out.pow(2).mean().backward()
+    assert all(q.grad is not None and torch.isfinite(q.grad).all() for q in p.parameters())
+    with pytest.raises(ValueError, match="Neumann"):
+        model2d(("neumann", "dirichlet", "dirichlet", "dirichlet"))
+
+
+def test_2d_box_faces_of_the_cavity():
+    """Every face of the cavity's grid is Dirichlet; where walls meet, the one listed later in
+    the case owns the node, as in the solver: the lid's corners are the side walls'."""
+    from hybrid.case import load_case
+    from hybrid.mesh.control_volumes import build_control_volumes
+    from hybrid.mesh.shapes import generate
+    from hybrid.surrogates.boon import box_faces
+    from hybrid.surrogates.transfer import Transfer
+
+    case = load_case(CASES / "cavity-2d" / "case.toml")
+    mesh = generate({"shape": "rectangle", "h": 0.2}, seed=0)
+    cv = build_control_volumes(mesh, "dual")
+    transfer = Transfer.build(mesh, cv, (12, 10))
+    kinds, owned = box_faces(case, cv, transfer)
+    assert kinds == ("dirichlet",) * 4
+    index = np.arange(120).reshape(12, 10)
+    assert sorted(owned["top"]) == sorted(index[1:-1, -1])
+    # the walls in the case's order top, left, right, bottom: the bottom, listed last, owns its corners
+    assert sorted(owned["bottom"]) == sorted(index[:, 0])
+    assert sorted(owned["left"]) == sorted(index[0, 1:]) and sorted(owned["right"]) == sorted(index[-1, 1:])
+    assert sum(len(v) for v in owned.values()) == len(np.unique(np.concatenate(list(owned.values()))))
+
+
 TINY = dict(train=6, test=2, surrogate={"members": "2", "epochs": "3", "grid": "32", "modes": "8", "width": "8",
                                         "layers": "2", "batch": "4"},
             time={"t_end": "0.05", "outputs": "4"},

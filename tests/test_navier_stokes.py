@@ -92,26 +92,80 @@ def test_transient_cavity_walls_incompressibility_and_approach_to_steady():
     assert gap[-1] < gap[0] and gap[-1] < 0.2
 
 
-def test_cavity_case_runs_solve_and_export_and_train_says_why_not(tmp_path):
-    case = small_case(CASES / "cavity-2d", tmp_path, train=2, test=1,
+def test_cavity_case_runs_end_to_end_with_exact_walls_and_incompressibility(tmp_path):
+    """``mpirun -n 2 hybrid run`` on a small cavity: solve, a vector-output ensemble, every flow
+    variant, the report and ParaView series. Checked from the files, not from the scores alone:
+    the per-cell variants' face fluxes leave no control volume with a net volume flux, the
+    per-cell+boundary velocities meet the walls exactly, and t = 0 is the given state."""
+    from hybrid.mesh.control_volumes import build_control_volumes
+    from hybrid.stages.solve import read_dataset
+
+    case = small_case(CASES / "cavity-2d", tmp_path, train=4, test=2,
                       mesh={"generate": '{ shape = "rectangle", h = 0.125 }'},
-                      time={"t_end": "0.2", "dt": "0.05", "outputs": "4"})
+                      time={"t_end": "0.2", "dt": "0.05", "outputs": "4"},
+                      surrogate={"members": "2", "epochs": "3", "grid": "16", "modes": "4", "width": "8"})
     done = run_cli(["run", str(case), "--quiet"], ranks=2, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "not available yet" in done.stdout
-    with h5py.File(case / "results/solve/dataset.h5") as f:
-        u = f["test/u"][()]
-        assert u.shape[1:] == (5, f["control_volumes/volume"].shape[0], 2)
-        assert f["test/vorticity"].shape == u.shape[:-1]
-        net = np.abs(f["test/net_volume_flux"][()]).max()
-        assert net <= 1e-12 * np.abs(u).max() * f["control_volumes/face_area"][()].max()
-    series = case / "results/export/test-000.xdmf"
-    text = series.read_text()
-    assert 'Name="velocity" AttributeType="Vector"' in text and 'Name="vorticity"' in text
-    assert (case / "results/export/vorticity.png").stat().st_size > 10_000
-    train = run_cli(["train", str(case)])
-    assert train.returncode == 2 and "vector outputs" in train.stderr
-    assert json.loads((case / "results/solve/stage.json").read_text())["scenarios"] == 3
+    data = read_dataset(case / "results/solve/dataset.h5")
+    u = data["test"]["u"]
+    S, T1, N, d = u.shape
+    assert (T1, d) == (5, 2) and data["test"]["vorticity"].shape == u.shape[:-1]
+    cv = build_control_volumes(data["mesh"], "dual")
+    scale = np.abs(u).max() * cv.face_area.max()
+    assert np.abs(data["test"]["net_volume_flux"]).max() <= 1e-12 * scale
+    D = cv.incidence()
+    x, y = cv.centre[:, 0], cv.centre[:, 1]
+    on_lid = np.isclose(y, 1.0) & (x > 1e-12) & (x < 1 - 1e-12)   # the side walls own the lid's corners
+    lid = list(np.flatnonzero(on_lid))
+    walls = list(np.flatnonzero(~on_lid & (np.isclose(cv.centre, 0.0) | np.isclose(cv.centre, 1.0)).any(axis=1)))
+    U = data["test"]["params"][:, data["test"]["parameter_names"].index("U")]
+    with h5py.File(case / "results/predict/variants.h5") as f:
+        assert sorted(f) == sorted(["raw", "hardc", "global", "per-cell", "per-cell+boundary"])
+        flat0 = np.swapaxes(u[:, 0], 1, 2).reshape(S, d * N)
+        for v in f:
+            assert f[v]["u_mean"].shape == (S, T1, d * N) and f[v]["flux_mean"].shape == (S, T1 - 1, cv.num_faces)
+            assert np.array_equal(f[v]["u_mean"][:, 0], flat0)
+        div = lambda v: np.abs(np.einsum("kf,stf->stk", D.toarray(), f[v]["flux_mean"][()])).max() / scale
+        assert div("raw") > 1e-8                      # the network alone is not incompressible
+        assert div("per-cell") <= 1e-10 and div("per-cell+boundary") <= 1e-10 and div("hardc") <= 1e-10
+        vel = f["per-cell+boundary"]["u_mean"][:, 1:]
+        assert np.abs(vel[..., lid] - U[:, None, None]).max() <= 1e-12        # the lid's speed
+        assert np.abs(vel[..., [N + k for k in lid]]).max() <= 1e-12
+        assert np.abs(vel[..., walls + [N + k for k in walls]]).max() <= 1e-12  # no-slip, corners included
+        assert np.abs(f["raw"]["u_mean"][:, 1:][..., walls]).max() > 1e-6
+    metrics = json.loads((case / "results/predict/metrics.json").read_text())["variants"]
+    assert metrics["per-cell+boundary"]["wall_error"] <= 1e-12
+    assert metrics["per-cell+boundary"]["boundary_flux_error"] <= 1e-12
+    assert metrics["per-cell"]["max_divergence"] <= 1e-10 < metrics["raw"]["max_divergence"]
+    text = (case / "results/export/test-000.xdmf").read_text()
+    for name in ("velocity", "per_cell_boundary_velocity", "raw_velocity_std"):
+        assert f'Name="{name}" AttributeType="Vector"' in text
+    assert 'Name="per_cell_boundary_net_volume_flux"' in text and 'Name="raw_vorticity"' in text
+    for png in ("vorticity_step1", "vorticity_final", "centreline", "error", "divergence"):
+        assert (case / f"results/validate/{png}.png").stat().st_size > 10_000, png
+    report = (case / "results/validate/report.md").read_text()
+    assert "| per-cell+boundary |" in report and "divergence" in report
+
+
+def test_cavity_refuses_scalar_only_variants(tmp_path):
+    case = small_case(CASES / "cavity-2d", tmp_path, train=2, test=1,
+                      mesh={"generate": '{ shape = "rectangle", h = 0.25 }'},
+                      time={"t_end": "0.1", "dt": "0.05", "outputs": "2"},
+                      constraints={"compare": '["raw", "softc"]'})
+    done = run_cli(["train", str(case)])
+    assert done.returncode == 2 and "scalar-only" in done.stderr
+
+
+def test_vertex_vorticity_is_exact_for_linear_velocities():
+    from hybrid.mesh.control_volumes import build_control_volumes
+    from hybrid.stages.flow import vertex_vorticity
+
+    mesh = generate({"shape": "rectangle", "h": 0.2}, seed=0)
+    cv = build_control_volumes(mesh, "dual")
+    x, y = cv.centre[:, 0], cv.centre[:, 1]
+    vel = np.stack([np.concatenate([x - 3 * y, 2 * x - y]), np.concatenate([y, 5 * x])])   # ω = 2 + 3, 5 - 1
+    omega = vertex_vorticity(mesh.points, mesh.cells, cv.cv_of_entity, vel)
+    np.testing.assert_allclose(omega, np.stack([np.full(cv.num_cvs, 5.0), np.full(cv.num_cvs, 4.0)]), atol=1e-11)
 
 
 def test_flow_rows_hold_for_the_reference_and_after_an_update():

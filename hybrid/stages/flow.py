@@ -8,6 +8,9 @@ and the variants are
 
 ``raw``
     the ensemble as it comes;
+``boon``
+    the BOON ensemble (2-D boundary-corrected Fourier layers, :mod:`hybrid.surrogates.boon`)
+    as it comes: its wall velocities are the data, its fluxes unconstrained;
 ``hardc``
     the Euclidean projection (Σ = I) of the mean onto every flow row — the divergence, wall
     and boundary-flux rows — with the variance left as it was (the paper's HardC);
@@ -58,7 +61,7 @@ from hybrid.stages.train import flat_states
 __all__ = ["FLOW_VARIANTS", "flow_view", "wall_data", "flow_variant_rows", "run_flow_variants", "flow_scores",
            "vertex_vorticity", "flow_variants_requested"]
 
-FLOW_VARIANTS = ("raw", "hardc", "global", "per-cell", "per-cell+boundary")
+FLOW_VARIANTS = ("raw", "hardc", "boon", "global", "per-cell", "per-cell+boundary")
 
 
 def flow_view(data: dict) -> dict:
@@ -102,8 +105,8 @@ def wall_data(case, cv, mesh, times: np.ndarray, params: dict) -> tuple[list, np
 
 
 def flow_variant_rows(variant: str, cv, walls: list, bflux: np.ndarray) -> ConstraintRows | None:
-    """The rows of one output time for a variant (None: raw)."""
-    if variant == "raw":
+    """The rows of one output time for a variant (None: raw, and BOON's own ensemble)."""
+    if variant in ("raw", "boon"):
         return None
     if variant == "global":
         div = flux_divergence_rows(cv)
@@ -117,12 +120,16 @@ def flow_variant_rows(variant: str, cv, walls: list, bflux: np.ndarray) -> Const
                     key="constraints.compare")
 
 
-def flow_variants_requested(case) -> list[str]:
+def flow_variants_requested(case, extra: dict | None = None) -> list[str]:
+    """raw, the case's main variant and those it compares with (``boon`` when its ensemble
+    is in ``extra``), in the table's order."""
     c = case.constraints
     main = "raw" if c["conservation"] == "none" else c["conservation"]
     if main == "per-cell" and c["boundary"] == "exact":
         main = "per-cell+boundary"
     wanted = {"raw", main, *c["compare"]}
+    if "boon" not in (extra or {}):
+        wanted.discard("boon")
     bad = sorted(wanted - set(FLOW_VARIANTS))
     if bad:
         raise CaseError(f"navier-stokes cases compare {', '.join(FLOW_VARIANTS)}; {', '.join(bad)} "
@@ -147,29 +154,32 @@ def _update_time(variant, rows, mean, var, dev, covariance: str, sigma: float):
     return m, np.maximum(v, 0.0), seconds
 
 
-def run_flow_variants(case, cv, data: dict, pred: dict | None, out_path, comm: MPI.Comm = MPI.COMM_SELF) -> dict | None:
+def run_flow_variants(case, cv, data: dict, pred: dict | None, out_path, comm: MPI.Comm = MPI.COMM_SELF,
+                      extra: dict | None = None) -> dict | None:
     """Every requested variant of every test scenario (collective; ``data`` is the
-    :func:`flow_view`, ``pred`` the ensemble's ``u_* flux_*`` arrays, needed on rank 0).
-    Writes ``variants.h5``; returns the scores on rank 0, None elsewhere."""
-    pred = comm.bcast(pred if comm.rank == 0 else None, root=0)
+    :func:`flow_view`, ``pred`` the ensemble's ``u_* flux_*`` arrays and ``extra`` other
+    ensembles (``boon``), needed on rank 0). Writes ``variants.h5``; returns the scores on
+    rank 0, None elsewhere."""
+    pred, extra = comm.bcast((pred, extra or {}) if comm.rank == 0 else None, root=0)
     test, times, mesh = data["test"], data["times"], data["mesh"]
     S, T1, NC = test["u"].shape
     T, N = T1 - 1, cv.num_cvs
     c = case.constraints
     params = [dict(zip(test["parameter_names"], map(float, test["params"][i]))) for i in range(S)]
     boundary = [wall_data(case, cv, mesh, times, params[i]) for i in range(S)]
-    variants = flow_variants_requested(case)
+    variants = flow_variants_requested(case, extra)
     results, seconds, residuals = {}, {}, {}
     for variant in variants:
         done, spent, spent_mean, worst = {}, 0.0, 0.0, {}
+        pred_v = extra.get(variant, pred)
         for i in my_indices(S, comm):
             t0 = time.perf_counter()
-            um, uv, fm = [pred["u_mean"][i, 0]], [np.zeros(NC)], []
+            um, uv, fm = [pred_v["u_mean"][i, 0]], [np.zeros(NC)], []
             walls_t, bflux = boundary[i]
             for n in range(1, T + 1):
-                mean = np.concatenate([pred["u_mean"][i, n], pred["flux_mean"][i, n - 1]])
-                var = np.concatenate([pred["u_var"][i, n], pred["flux_var"][i, n - 1]])
-                dev = np.concatenate([pred["u_dev"][i, :, n], pred["flux_dev"][i, :, n - 1]], axis=1)
+                mean = np.concatenate([pred_v["u_mean"][i, n], pred_v["flux_mean"][i, n - 1]])
+                var = np.concatenate([pred_v["u_var"][i, n], pred_v["flux_var"][i, n - 1]])
+                dev = np.concatenate([pred_v["u_dev"][i, :, n], pred_v["flux_dev"][i, :, n - 1]], axis=1)
                 rows = flow_variant_rows(variant, cv, walls_t[n - 1], bflux[n - 1])
                 m, v, mean_seconds = _update_time(variant, rows, mean, var, dev, c["covariance"], float(c["sigma"]))
                 spent_mean += mean_seconds
@@ -285,11 +295,13 @@ def flow_figures(case, cv, data: dict, variants: dict, scores: dict, out) -> lis
     N = cv.num_cvs
     w = np.tile(cv.volume, test["u"].shape[-1] // N)
     i = int(np.argmax(relative_l2(variants["raw"]["u_mean"][:, 1:], test["u"][:, 1:], w)))
-    label = ", ".join(f"{k} = {v:.3g}" for k, v in zip(test["parameter_names"], test["params"][i]))
-    tag = f"{case.name}, test scenario {i} ({label})"
+    varying = np.ptp(np.concatenate([data["train"]["params"], test["params"]]), axis=0) > 0
+    label = ", ".join(f"{k} = {v:.3g}" for k, v, keep in zip(test["parameter_names"], test["params"][i], varying)
+                      if keep)
+    tag = f"{case.name}, test scenario {i}" + (f" ({label})" if label else "")
     main = [k for k in ("per-cell+boundary", "per-cell", "hardc") if k in variants][:1]
     shown = {"solver": test["u"][i], "raw": variants["raw"]["u_mean"][i],
-             **{k: variants[k]["u_mean"][i] for k in main}}
+             **{k: variants[k]["u_mean"][i] for k in ["boon"] * ("boon" in variants) + main}}
     pts, cells, expand = mesh.points[:, :2], mesh.cells, cv.cv_of_entity
     omega = {k: vertex_vorticity(pts, cells, expand, v) for k, v in shown.items()}
     bound = float(np.percentile(np.abs(omega["solver"][1:]), 98)) or 1.0   # the lid's corners are singular

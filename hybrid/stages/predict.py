@@ -32,7 +32,7 @@ from hybrid.parallel import my_indices, root_print
 from hybrid.stages.solve import read_dataset
 from hybrid.stages.train import (TRAIN_SECTIONS, case_transfer, is_flow, load_members, run_train, softc_weight,
                                  wants_boon, wants_softc)
-from hybrid.surrogates.boon import boundary_ends, enforce_on_mesh, with_boundary_channels
+from hybrid.surrogates.boon import boundary_ends, enforce_on_mesh, enforce_walls_on_mesh, with_boundary_channels
 from hybrid.surrogates.data import build_inputs, to_mesh_outputs, to_mesh_variances
 from hybrid.surrogates.training import device
 
@@ -102,7 +102,7 @@ def run_predict(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, p
         metrics = _score(data, cv, pred["u_mean"], pred["u_var"], pred["flux_mean"], surrogate_seconds)
     if is_flow(case):
         from hybrid.stages.flow import run_flow_variants
-        variants = run_flow_variants(case, cv, data, pred, out / "variants.h5", comm)
+        variants = run_flow_variants(case, cv, data, pred, out / "variants.h5", comm, extra=extra)
     else:
         from hybrid.stages.constrain import run_variants
         variants = run_variants(case, cv, data, pred, out / "variants.h5", comm, extra=extra)
@@ -165,7 +165,8 @@ def _ensemble(members: dict, M: int, transfer, cv, data: dict, comm: MPI.Comm, b
     U = np.stack([allres[m][0] for m in range(M)], axis=1)       # (S, M, T+1, N)
     if boon_case is not None:
         plist = [dict(zip(test["parameter_names"], map(float, row))) for row in test["params"]]
-        U = enforce_on_mesh(U, boundary_ends(boon_case, cv), cv, data["times"], plist)
+        U = (enforce_on_mesh(U, boundary_ends(boon_case, cv), cv, data["times"], plist) if cv.dim == 1
+             else enforce_walls_on_mesh(U, boon_case, cv, data["times"], plist))
     Fx = np.stack([allres[m][1] for m in range(M)], axis=1)      # (S, M, T, F)
     surrogate_seconds = np.full(S, sum(allres[m][2] for m in range(M)) / max(S, 1))
     u_mean, flux_mean = U.mean(axis=1), Fx.mean(axis=1)

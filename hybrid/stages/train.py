@@ -149,10 +149,10 @@ def run_train(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, pro
               announce: bool = True) -> Path:
     """Train every member (collective), and the SoftC ensemble when the case compares
     against it; returns the train directory."""
-    if is_flow(case) and (wants_softc(case) or wants_boon(case)):
-        raise CaseError("navier-stokes cases compare raw, hardc, global, per-cell and per-cell+boundary; softc "
-                        "and boon (a PDE-residual penalty and 1-D boundary-corrected layers) are scalar-only",
-                        file=str(case.display_file), key="constraints.compare")
+    if is_flow(case) and (wants_softc(case) or float(case.surrogate["softc_weight"]) > 0):
+        raise CaseError("navier-stokes cases compare raw, hardc, boon, global, per-cell and per-cell+boundary; "
+                        "softc (a scalar PDE-residual penalty) is scalar-only", file=str(case.display_file),
+                        key="constraints.compare")
     dataset = run_solve(case, comm=comm, progress=progress, announce=False)
     out = Path(case.output_dir) / "train"
     digest = case.hash(*TRAIN_SECTIONS)

@@ -44,7 +44,10 @@ class SpectralConv(nn.Module):
                                                        dtype=torch.cfloat))
 
     def _corner_slices(self, shape: tuple[int, ...]):
-        """Index slices of the kept frequency blocks of an rfftn output of ``shape``."""
+        """Index slices of the kept frequency blocks of an rfftn output of ``shape``, as
+        (corner, slices). A non-last axis of size 1 holds the zero frequency alone (the input
+        is constant along it), which belongs to the low corner only: BOON evaluates a layer's
+        response to inputs constant along the other axes on such reduced grids."""
         d = self.dim
         blocks = []
         for c in range(2 ** (d - 1)):
@@ -52,15 +55,17 @@ class SpectralConv(nn.Module):
             for axis in range(d - 1):
                 m = min(self.modes[axis], shape[axis])
                 idx.append(slice(0, m) if not (c >> axis) & 1 else slice(shape[axis] - m, shape[axis]))
+            if any(shape[axis] == 1 and (c >> axis) & 1 for axis in range(d - 1)):
+                continue
             idx.append(slice(0, min(self.modes[-1], shape[-1])))
-            blocks.append(tuple(idx))
+            blocks.append((c, tuple(idx)))
         return blocks
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dims = tuple(range(-self.dim, 0))
         xf = torch.fft.rfftn(x, dim=dims)
         out = torch.zeros(x.shape[0], self.weight.shape[2], *xf.shape[2:], dtype=xf.dtype, device=x.device)
-        for c, idx in enumerate(self._corner_slices(tuple(xf.shape[2:]))):
+        for c, idx in self._corner_slices(tuple(xf.shape[2:])):
             w = self.weight[c][(slice(None), slice(None)) + tuple(slice(0, s.stop - s.start) for s in idx)]
             out[(slice(None), slice(None)) + idx] = torch.einsum("bi...,io...->bo...", xf[(slice(None), slice(None)) + idx], w)
         return torch.fft.irfftn(out, s=x.shape[-self.dim:], dim=dims)

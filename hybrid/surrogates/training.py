@@ -91,7 +91,8 @@ def build_model(config: dict) -> FNO:
     if config.get("boon_ends"):
         from hybrid.surrogates.boon import BoonFNO
         return BoonFNO(config["in_channels"], config["out_channels"], config["dim"], ends=tuple(config["boon_ends"]),
-                       outputs=config["outputs"], modes=config["modes"], width=config["width"],
+                       outputs=config["outputs"], components=config.get("components", 1), modes=config["modes"],
+                       width=config["width"],
                        layers=config["layers"], variance_channels=config.get("variance_channels", 0))
     return FNO(config["in_channels"], config["out_channels"], config["dim"], modes=config["modes"],
                width=config["width"], layers=config["layers"], padding=config["padding"],
