@@ -32,7 +32,8 @@ def boundary_rows(case, cv: ControlVolumes, layout: StateLayout, times: np.ndarr
     """The scenario's exact boundary conditions as rows: known Neumann fluxes Φ_f^n = |f| ∫ q dt
     (Simpson over the interval); Dirichlet values of dual control volumes at the output
     times; normal derivatives as known fluxes −k |f| ∫ h dt when the conductivity is a
-    constant k, else (dual) on the values through the boundary cell's P1 gradient
+    constant k (and as zero impulses on a wave's free edges, h = 0), else (dual) on the
+    values through the boundary cell's P1 gradient
     (``derivative_rows``: on the values as well, for scoring what a variant does to the
     states' boundary derivative). Periodic pairs need no rows: partner vertices share one
     control volume, so values and fluxes match by construction."""
@@ -46,6 +47,7 @@ def boundary_rows(case, cv: ControlVolumes, layout: StateLayout, times: np.ndarr
         return simpson(np.stack([expr(pts, t=t, params=params) * np.ones(len(pts)) for t in ts]), x=ts, axis=0)
 
     constant_k = case.pde.get("k") == "constant" and "k" in params
+    wave = case.pde.get("family") == "wave"
     for bc in boundary_data(case):
         if bc.name not in cv.boundary_names or bc.kind == "periodic":
             continue
@@ -66,7 +68,12 @@ def boundary_rows(case, cv: ControlVolumes, layout: StateLayout, times: np.ndarr
                 values = [-params["k"] * integrated(bc.expr, pts, n) * cv.face_area[faces]
                           for n in range(1, layout.T + 1)]
                 blocks.append(boundary_flux_rows(layout, faces, np.array(values)))
-            if (derivative_rows or not constant_k) and cv.kind == "dual":
+            # a free edge of a membrane (du/dn = 0) passes no impulse: the wave solver's recorded
+            # boundary fluxes are exactly zero there (other data would need a double time integral)
+            free_edge = wave and bc.expr.is_constant and bc.expr.constant_value(params) == 0.0
+            if free_edge:
+                blocks.append(boundary_flux_rows(layout, faces, np.zeros((layout.T, len(faces)))))
+            if (derivative_rows or not (constant_k or free_edge)) and cv.kind == "dual":
                 blocks.append(normal_derivative_rows(cv, layout, faces,
                                                      lambda x, n, e=bc.expr: e(x, t=times[n], params=params)))
         elif bc.kind == "dirichlet" and cv.kind == "dual":
