@@ -19,8 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CASES = ROOT / "cases"
 MESHES = ROOT / "meshes"
 SHIPPED_CASES = sorted(p.name for p in CASES.iterdir() if (p / "case.toml").is_file())
-# the cases with a scalar unknown and control-volume fluxes: every stage runs on them
-# (navier-stokes cases have velocity vectors and no surrogate yet)
+# the cases with a scalar unknown and control-volume balance rows (navier-stokes cases have
+# velocity vectors and face fluxes at the output times: tests/test_navier_stokes.py)
 SCALAR_CASES = [n for n in SHIPPED_CASES
                 if tomllib.loads((CASES / n / "case.toml").read_text())["pde"]["family"] != "navier-stokes"]
 

@@ -93,10 +93,11 @@ def test_transient_cavity_walls_incompressibility_and_approach_to_steady():
 
 
 def test_cavity_case_runs_end_to_end_with_exact_walls_and_incompressibility(tmp_path):
-    """``mpirun -n 2 hybrid run`` on a small cavity: solve, a vector-output ensemble, every flow
-    variant, the report and ParaView series. Checked from the files, not from the scores alone:
-    the per-cell variants' face fluxes leave no control volume with a net volume flux, the
-    per-cell+boundary velocities meet the walls exactly, and t = 0 is the given state."""
+    """``mpirun -n 2 hybrid run`` on a small cavity: solve, a vector-output ensemble and a BOON
+    one, every flow variant, the report and ParaView series. Checked from the files, not from
+    the scores alone: the per-cell variants' face fluxes leave no control volume with a net
+    volume flux, the per-cell+boundary and BOON velocities meet the walls exactly, and t = 0
+    is the given state."""
     from hybrid.mesh.control_volumes import build_control_volumes
     from hybrid.stages.solve import read_dataset
 
@@ -120,7 +121,7 @@ def test_cavity_case_runs_end_to_end_with_exact_walls_and_incompressibility(tmp_
     walls = list(np.flatnonzero(~on_lid & (np.isclose(cv.centre, 0.0) | np.isclose(cv.centre, 1.0)).any(axis=1)))
     U = data["test"]["params"][:, data["test"]["parameter_names"].index("U")]
     with h5py.File(case / "results/predict/variants.h5") as f:
-        assert sorted(f) == sorted(["raw", "hardc", "global", "per-cell", "per-cell+boundary"])
+        assert sorted(f) == sorted(["raw", "hardc", "boon", "global", "per-cell", "per-cell+boundary"])
         flat0 = np.swapaxes(u[:, 0], 1, 2).reshape(S, d * N)
         for v in f:
             assert f[v]["u_mean"].shape == (S, T1, d * N) and f[v]["flux_mean"].shape == (S, T1 - 1, cv.num_faces)
@@ -128,13 +129,14 @@ def test_cavity_case_runs_end_to_end_with_exact_walls_and_incompressibility(tmp_
         div = lambda v: np.abs(np.einsum("kf,stf->stk", D.toarray(), f[v]["flux_mean"][()])).max() / scale
         assert div("raw") > 1e-8                      # the network alone is not incompressible
         assert div("per-cell") <= 1e-10 and div("per-cell+boundary") <= 1e-10 and div("hardc") <= 1e-10
-        vel = f["per-cell+boundary"]["u_mean"][:, 1:]
-        assert np.abs(vel[..., lid] - U[:, None, None]).max() <= 1e-12        # the lid's speed
-        assert np.abs(vel[..., [N + k for k in lid]]).max() <= 1e-12
-        assert np.abs(vel[..., walls + [N + k for k in walls]]).max() <= 1e-12  # no-slip, corners included
+        for v in ("per-cell+boundary", "boon"):     # the constraint engine, and BOON by construction
+            vel = f[v]["u_mean"][:, 1:]
+            assert np.abs(vel[..., lid] - U[:, None, None]).max() <= 1e-12        # the lid's speed
+            assert np.abs(vel[..., [N + k for k in lid]]).max() <= 1e-12
+            assert np.abs(vel[..., walls + [N + k for k in walls]]).max() <= 1e-12  # no-slip, corners included
         assert np.abs(f["raw"]["u_mean"][:, 1:][..., walls]).max() > 1e-6
     metrics = json.loads((case / "results/predict/metrics.json").read_text())["variants"]
-    assert metrics["per-cell+boundary"]["wall_error"] <= 1e-12
+    assert metrics["per-cell+boundary"]["wall_error"] <= 1e-12 and metrics["boon"]["wall_error"] <= 1e-12
     assert metrics["per-cell+boundary"]["boundary_flux_error"] <= 1e-12
     assert metrics["per-cell"]["max_divergence"] <= 1e-10 < metrics["raw"]["max_divergence"]
     text = (case / "results/export/test-000.xdmf").read_text()
@@ -147,7 +149,7 @@ def test_cavity_case_runs_end_to_end_with_exact_walls_and_incompressibility(tmp_
     assert "| per-cell+boundary |" in report and "divergence" in report
 
 
-def test_cavity_refuses_scalar_only_variants(tmp_path):
+def test_cavity_refuses_the_scalar_only_softc(tmp_path):
     case = small_case(CASES / "cavity-2d", tmp_path, train=2, test=1,
                       mesh={"generate": '{ shape = "rectangle", h = 0.25 }'},
                       time={"t_end": "0.1", "dt": "0.05", "outputs": "2"},

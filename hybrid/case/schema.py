@@ -338,7 +338,7 @@ _section(
        choices=("diagonal", "ensemble", "ensemble+diagonal")),
     _k("compare", "choices", ["raw", "hardc", "global", "per-cell"], "Variants to report. softc and boon "
        "train their own ensembles: SoftC (the PDE residual as a penalty) and BOON (boundary-corrected "
-       "Fourier layers, 1-D cases).",
+       "Fourier layers: 1-D cases, and 2-D rectangles with Dirichlet or periodic walls).",
        choices=("raw", "hardc", "softc", "boon", "global", "per-cell", "per-cell+boundary")),
     _k("parallel", "choice", "auto", "Under mpirun: distribute each update over the mesh partition "
        "(partition), give each rank whole scenarios (scenarios), or choose by size (auto).",

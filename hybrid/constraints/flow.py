@@ -21,7 +21,8 @@ steady Re = 100 cavity at h = 0.05 up to 0.13 of max|u| × max|f| in the control
 the lid's corners — so imposing it moves predictions away from the truth there; the flux
 rows above are the ones to impose.
 
-Not yet part of a variant: the cavity has no surrogate (vector outputs) yet.
+The cavity's variants (:mod:`hybrid.stages.flow`) impose these rows on the surrogate's
+prediction of each output time.
 """
 
 from __future__ import annotations

@@ -117,7 +117,8 @@ def run_predict(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, p
                    f"{metrics['coverage90']:.2f}; flux relative L2 {metrics['flux_rel_l2']:.4f}; surrogate "
                    f"{metrics['surrogate_seconds']:.3g} s vs solver {metrics['solver_seconds']:.3g} s per scenario",
                    comm=comm)
-        root_print((_flow_table if is_flow(case) else _ablation_table)(case.name, metrics["variants"]), comm=comm)
+        root_print(_variants_table(case.name, metrics["variants"], FLOW_TABLE_COLUMNS if is_flow(case) else TABLE_COLUMNS),
+                   comm=comm)
     comm.Barrier()
     return out
 
@@ -181,29 +182,23 @@ def _ensemble(members: dict, M: int, transfer, cv, data: dict, comm: MPI.Comm, b
             surrogate_seconds)
 
 
-def _or_dash(value, width: int) -> str:
-    return f"{'–':>{width}s}" if value is None else f"{value:{width}.1e}"
+# the columns of the variants table printed by predict: (metrics key, header, width, format)
+TABLE_COLUMNS = (("mse", "MSE", 10, ".3e"), ("rel_l2", "rel L2", 8, ".4f"), ("max_balance_residual", "balance", 9, ".1e"),
+                 ("mass_error", "mass err", 9, ".1e"), ("dirichlet_error", "Dirichlet", 9, ".1e"),
+                 ("coverage90", "cover90", 7, ".2f"), ("log_likelihood", "loglik", 8, ".2f"),
+                 ("update_seconds", "update s", 9, ".4f"))
+FLOW_TABLE_COLUMNS = (("mse", "MSE", 10, ".3e"), ("rel_l2", "rel L2", 8, ".4f"), ("max_divergence", "divergence", 10, ".1e"),
+                      ("wall_error", "walls", 9, ".1e"), ("boundary_flux_error", "bnd flux", 9, ".1e"),
+                      ("coverage90", "cover90", 7, ".2f"), ("log_likelihood", "loglik", 8, ".2f"),
+                      ("update_seconds", "update s", 9, ".4f"))
 
 
-def _ablation_table(name: str, variants: dict) -> str:
+def _variants_table(name: str, variants: dict, columns=TABLE_COLUMNS) -> str:
+    cell = lambda value, width, spec: f"{'–':>{width}s}" if value is None else f"{value:{width}{spec}}"
     lines = [f"predict: {name}: constraint variants (test scenarios)",
-             f"  {'variant':18s} {'MSE':>10s} {'rel L2':>8s} {'balance':>9s} {'mass err':>9s} "
-             f"{'Dirichlet':>9s} {'cover90':>7s} {'loglik':>8s} {'update s':>9s}"]
+             f"  {'variant':18s} " + " ".join(f"{head:>{width}s}" for _, head, width, _ in columns)]
     for v, m in variants.items():
-        lines.append(f"  {v:18s} {m['mse']:10.3e} {m['rel_l2']:8.4f} {m['max_balance_residual']:9.1e} "
-                     f"{m['mass_error']:9.1e} {_or_dash(m['dirichlet_error'], 9)} {m['coverage90']:7.2f} "
-                     f"{m['log_likelihood']:8.2f} {m['update_seconds']:9.4f}")
-    return "\n".join(lines)
-
-
-def _flow_table(name: str, variants: dict) -> str:
-    lines = [f"predict: {name}: constraint variants (test scenarios)",
-             f"  {'variant':18s} {'MSE':>10s} {'rel L2':>8s} {'divergence':>10s} {'walls':>9s} {'bnd flux':>9s} "
-             f"{'cover90':>7s} {'loglik':>8s} {'update s':>9s}"]
-    for v, m in variants.items():
-        lines.append(f"  {v:18s} {m['mse']:10.3e} {m['rel_l2']:8.4f} {m['max_divergence']:10.1e} "
-                     f"{m['wall_error']:9.1e} {m['boundary_flux_error']:9.1e} {m['coverage90']:7.2f} "
-                     f"{m['log_likelihood']:8.2f} {m['update_seconds']:9.4f}")
+        lines.append(f"  {v:18s} " + " ".join(cell(m[key], width, spec) for key, _, width, spec in columns))
     return "\n".join(lines)
 
 
