@@ -169,7 +169,7 @@ TINY = dict(train=6, test=2, surrogate={"members": "2", "epochs": "3", "grid": "
             constraints={"compare": '["raw", "boon", "per-cell"]'})
 
 
-@pytest.mark.parametrize("name", ["burgers-dirichlet-1d", "heat-boon-1d"])
+@pytest.mark.parametrize("name", ["burgers-dirichlet-1d", "heat-boon-1d", "wave-2d"])
 def test_run_reports_the_boon_variant(tmp_path, name):
     case = small_case(CASES / name, tmp_path, **TINY)
     done = run_cli(["run", str(case), "--quiet"], timeout=900)
@@ -178,8 +178,8 @@ def test_run_reports_the_boon_variant(tmp_path, name):
     assert list(variants) == ["raw", "boon", "per-cell", "per-cell+boundary"]
     boon, raw = variants["boon"], variants["raw"]
     assert np.isfinite(boon["rel_l2"])
-    if name == "burgers-dirichlet-1d":
-        # BOON's strict enforcement: exact end values; the raw FNO misses them
+    if name in ("burgers-dirichlet-1d", "wave-2d"):
+        # BOON's strict enforcement: exact end (1-D) or wall (2-D) values; the raw FNO misses them
         assert boon["dirichlet_error"] < 1e-12 < raw["dirichlet_error"]
         assert variants["per-cell+boundary"]["dirichlet_error"] < 1e-12
     else:
