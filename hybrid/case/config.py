@@ -48,6 +48,15 @@ class BoundaryCondition:
     normal_derivative: Expression | None = None
     partner: str | None = None
 
+    def dirichlet_values(self, points, t: float, params: dict):
+        """The Dirichlet data at ``points`` (n, d) and time ``t``: (components, n), one row
+        for a scalar value."""
+        import numpy as np
+
+        exprs = self.value if isinstance(self.value, list) else [self.value]
+        return np.stack([np.broadcast_to(np.asarray(e(points, t=t, params=params), float), (len(points),))
+                         for e in exprs])
+
 
 @dataclass(frozen=True)
 class InitialCondition:

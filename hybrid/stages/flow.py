@@ -55,7 +55,7 @@ from hybrid.errors import CaseError
 from hybrid.files import atomic_path
 from hybrid.metrics import coverage, crps_gaussian, gaussian_log_likelihood, max_error, mse, relative_l2, variance_floor
 from hybrid.parallel import my_indices
-from hybrid.stages.solve import wall_order
+from hybrid.stages.solve import dirichlet_walls
 from hybrid.stages.train import flat_states
 
 __all__ = ["FLOW_VARIANTS", "flow_view", "wall_data", "flow_variant_rows", "run_flow_variants", "flow_scores",
@@ -84,23 +84,13 @@ def wall_data(case, cv, mesh, times: np.ndarray, params: dict) -> tuple[list, np
     bfaces = cv.boundary_faces
     walls_t, bflux = [], np.zeros((len(times) - 1, cv.num_faces))
     for n, t in enumerate(times[1:]):
-        walls = []
-        for name in wall_order(case, mesh):
-            bc = case.boundary_condition(name)
-            if bc.type != "dirichlet" or not isinstance(bc.value, list):
-                raise CaseError(f"navier-stokes: boundary {name!r} needs a vector Dirichlet value",
-                                file=str(case.display_file), key=f"boundary.{name}")
-
-            def velocity(pts, bc=bc, t=t):
-                return np.stack([np.broadcast_to(np.asarray(c(pts, t=t, params=params), float), (len(pts),))
-                                 for c in bc.value], axis=1)
-
-            cvs = np.unique(cv.face_cv[cv.faces_of(name), 0])
-            walls.append((name, velocity(cv.centre[cvs])))
+        walls = dirichlet_walls(case, cv, t, params)
+        for name, _, _ in walls:
             faces = bfaces[cv.face_tag[bfaces] == cv.boundary_names[name]]
             S = cv.face_normal[faces] * cv.face_area[faces, None]
-            bflux[n, faces] = np.einsum("fd,fd->f", velocity(cv.face_centroid[faces]), S)
-        walls_t.append(walls)
+            g = case.boundary_condition(name).dirichlet_values(cv.face_centroid[faces], t, params).T
+            bflux[n, faces] = np.einsum("fd,fd->f", g, S)
+        walls_t.append([(name, values) for name, _, values in walls])
     return walls_t, bflux
 
 

@@ -82,9 +82,25 @@ def boundary_data(case) -> list[BoundaryData]:
 
 
 def wall_order(case, mesh: MeshData) -> list[str]:
-    """The mesh's boundaries in the order of the case's [boundary.*] tables (then the rest)."""
+    """The mesh's boundaries in the order of the case's [boundary.*] tables (then the rest);
+    ``mesh`` may be the control volumes, which carry the same names."""
     listed = [n for n in case.boundaries if n in mesh.boundary_names]
     return listed + [n for n in mesh.boundary_names if n not in listed]
+
+
+def dirichlet_walls(case, cv: ControlVolumes, t: float, params: dict) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(name, control volumes in ascending order, data (n, components) at their centres) of
+    every non-periodic Dirichlet boundary at time ``t``, in :func:`wall_order`: where walls
+    meet, the later one's data is the one that stands, as in the solvers."""
+    periodic = {name for pair in cv.periodic_pairs for name in pair}
+    walls = []
+    for name in wall_order(case, cv):
+        bc = case.boundary_condition(name)
+        if bc.type != "dirichlet" or name in periodic:
+            continue
+        cvs = np.unique(cv.face_cv[cv.faces_of(name), 0])
+        walls.append((name, cvs, bc.dirichlet_values(cv.centre[cvs], t, params).T))
+    return walls
 
 
 def _solve_flow(case, cv: ControlVolumes, mesh: MeshData, params: dict, split: str, index: int):

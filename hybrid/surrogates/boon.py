@@ -338,18 +338,6 @@ def with_boundary_channels(case, cv, transfer, inputs, params: np.ndarray, names
 
 
 # ------------------------------------------------------------------ 2-D: the faces of the grid's box
-def _wall_order(case, cv) -> list[str]:
-    listed = [n for n in case.boundaries if n in cv.boundary_names]
-    return listed + [n for n in cv.boundary_names if n not in listed]
-
-
-def _values(bc, points: np.ndarray, t: float, params: dict) -> np.ndarray:
-    """A Dirichlet condition's data at ``points`` (n, d): (components, n)."""
-    exprs = bc.value if isinstance(bc.value, list) else [bc.value]
-    return np.stack([np.broadcast_to(np.asarray(e(points, t=t, params=params), float), (len(points),))
-                     for e in exprs])
-
-
 def box_faces(case, cv, transfer) -> tuple[tuple[str, ...], dict[str, np.ndarray]]:
     """The kinds of the four faces of a 2-D grid (x low, x high, y low, y high) and, for every
     Dirichlet wall, the flat indices of the grid's face nodes it owns (in the case's order:
@@ -375,7 +363,9 @@ def box_faces(case, cv, transfer) -> tuple[tuple[str, ...], dict[str, np.ndarray
     periodic = {name for pair in cv.periodic_pairs for name in pair}
     owned: dict[str, np.ndarray] = {}
     covered = np.zeros(grid.size, dtype=bool)
-    for name in _wall_order(case, cv):
+    from hybrid.stages.solve import wall_order
+
+    for name in wall_order(case, cv):
         on = bfaces[cv.face_tag[bfaces] == cv.boundary_names[name]]
         if not len(on) or name in periodic:
             continue
@@ -430,7 +420,7 @@ def boundary_fields(case, cv, transfer, u0_mesh: np.ndarray, params: list[dict],
         pts = transfer.grid.points[nodes]
         for i, p in enumerate(params):
             for n, t in enumerate(times[1:]):
-                beta[i, n][:, nodes] = (_values(bc, pts, t, p) - a[i][:, nodes]) / du_std
+                beta[i, n][:, nodes] = (bc.dirichlet_values(pts, t, p) - a[i][:, nodes]) / du_std
     return beta.reshape(S, T * C, *transfer.grid.shape)
 
 
@@ -438,17 +428,13 @@ def enforce_walls_on_mesh(U: np.ndarray, case, cv, times: np.ndarray, params: li
     """BOON's strict Dirichlet enforcement again, in float64 on the control-volume values
     U (S, M, T+1, C N) of a 2-D dual mesh: every Dirichlet wall's control volumes take the
     data, in the case's order (later walls own shared vertices)."""
+    from hybrid.stages.solve import dirichlet_walls
+
     U = U.copy()
     N = cv.num_cvs
-    C = U.shape[-1] // N
-    for name in _wall_order(case, cv):
-        bc = case.boundary_condition(name)
-        if bc.type != "dirichlet" or name in {n for pair in cv.periodic_pairs for n in pair}:
-            continue
-        cvs = np.unique(cv.face_cv[cv.faces_of(name), 0])
-        for i, p in enumerate(params):
-            for n, t in enumerate(times[1:], start=1):
-                values = _values(bc, cv.centre[cvs], t, p)                               # (C, n)
-                for c in range(C):
-                    U[i, :, n][:, c * N + cvs] = values[c]
+    for i, p in enumerate(params):
+        for n, t in enumerate(times[1:], start=1):
+            for _, cvs, values in dirichlet_walls(case, cv, t, p):                     # values (n, C)
+                for c in range(values.shape[1]):
+                    U[i, :, n][:, c * N + cvs] = values[:, c]
     return U
