@@ -43,7 +43,8 @@ from hybrid.parallel import my_indices
 from hybrid.metrics import (coverage, crps_gaussian, gaussian_log_likelihood, mass_error, max_error, mse,
                             relative_l2, variance_floor)
 
-__all__ = ["requested_variants", "run_variants", "variant_scores", "front_threshold", "front_measure", "FRONT_SAMPLES"]
+__all__ = ["requested_variants", "run_variants", "variant_scores", "front_threshold", "front_measure", "FRONT_SAMPLES",
+           "residual_by_kind"]
 
 FRONT_SAMPLES = 100       # posterior samples per scenario kept for the front histogram
 VARIANCE_SAMPLES = 200    # Matheron samples estimating the posterior variance of large (or distributed) updates
@@ -145,7 +146,7 @@ def run_variants(case, cv, data: dict, pred: dict | None, out_path, comm: MPI.Co
                 uv, _ = layout.unpack(v)
                 residual = {}
                 if rows is not None:   # the exactness of the variant's own rows
-                    _residual_by_kind(rows, m, residual)
+                    residual_by_kind(rows, m, residual)
                 done[i] = (np.concatenate([test["u"][i, :1], um]), np.concatenate([np.zeros((1, N)), uv]), fm, post,
                            residual)
         if not partition:
@@ -257,7 +258,7 @@ def variant_scores(cv, data: dict, layout: StateLayout, boundary: list, u, var, 
             "rel_l2_over_time": per_time.mean(axis=0).tolist()}
 
 
-def _residual_by_kind(rows, x: np.ndarray, into: dict) -> None:
+def residual_by_kind(rows, x: np.ndarray, into: dict) -> None:
     """Largest |G x − b| per row kind, relative to the row's scale ‖G_i‖_∞ max|x| + |b_i|."""
     if not rows.count:
         return

@@ -55,6 +55,7 @@ from hybrid.errors import CaseError
 from hybrid.files import atomic_path
 from hybrid.metrics import coverage, crps_gaussian, gaussian_log_likelihood, max_error, mse, relative_l2, variance_floor
 from hybrid.parallel import my_indices
+from hybrid.stages.constrain import residual_by_kind
 from hybrid.stages.solve import dirichlet_walls
 from hybrid.stages.train import flat_states
 
@@ -174,8 +175,7 @@ def run_flow_variants(case, cv, data: dict, pred: dict | None, out_path, comm: M
                 m, v, mean_seconds = _update_time(variant, rows, mean, var, dev, c["covariance"], float(c["sigma"]))
                 spent_mean += mean_seconds
                 if rows is not None:
-                    from hybrid.stages.constrain import _residual_by_kind
-                    _residual_by_kind(rows, m, worst)
+                    residual_by_kind(rows, m, worst)
                 um.append(m[:NC])
                 uv.append(v[:NC])
                 fm.append(m[NC:])
