@@ -47,7 +47,7 @@ import numpy as np
 import scipy.sparse as sp
 from mpi4py import MPI
 
-from hybrid.constraints.flow import flow_rows, flow_size, flux_divergence_rows, wall_rows
+from hybrid.constraints.flow import flow_rows, flux_divergence_rows, wall_rows
 from hybrid.constraints.rows import ConstraintRows
 from hybrid.constraints.update import EXACT_VARIANCE_ROWS, GaussianUpdate
 from hybrid.constraints.variants import VARIANTS, prediction_covariance
