@@ -57,24 +57,11 @@ from hybrid.metrics import coverage, crps_gaussian, gaussian_log_likelihood, max
 from hybrid.parallel import my_indices
 from hybrid.stages.constrain import residual_by_kind
 from hybrid.stages.solve import dirichlet_walls
-from hybrid.stages.train import flat_states
 
-__all__ = ["FLOW_VARIANTS", "flow_view", "wall_data", "flow_variant_rows", "run_flow_variants", "flow_scores",
+__all__ = ["FLOW_VARIANTS", "wall_data", "flow_variant_rows", "run_flow_variants", "flow_scores",
            "vertex_vorticity", "flow_variants_requested"]
 
 FLOW_VARIANTS = ("raw", "hardc", "boon", "global", "per-cell", "per-cell+boundary")
-
-
-def flow_view(data: dict) -> dict:
-    """The dataset with each split's velocity flattened to (S, T+1, d N) under ``u`` (the
-    original stays under ``velocity``) and its face fluxes at t_1..t_T under ``flux``, so
-    the scalar stages' arrays line up."""
-    view = dict(data)
-    for split in ("train", "test"):
-        if split in data:
-            s = data[split]
-            view[split] = dict(s, velocity=s["u"], u=flat_states(s["u"]), flux=s["face_flux"][:, 1:])
-    return view
 
 
 def wall_data(case, cv, mesh, times: np.ndarray, params: dict) -> tuple[list, np.ndarray]:
@@ -148,7 +135,7 @@ def _update_time(variant, rows, mean, var, dev, covariance: str, sigma: float):
 def run_flow_variants(case, cv, data: dict, pred: dict | None, out_path, comm: MPI.Comm = MPI.COMM_SELF,
                       extra: dict | None = None) -> dict | None:
     """Every requested variant of every test scenario (collective; ``data`` is the
-    :func:`flow_view`, ``pred`` the ensemble's ``u_* flux_*`` arrays and ``extra`` other
+    :func:`~hybrid.stages.train.flow_view`, ``pred`` the ensemble's ``u_* flux_*`` arrays and ``extra`` other
     ensembles (``boon``), needed on rank 0). Writes ``variants.h5``; returns the scores on
     rank 0, None elsewhere."""
     pred, extra = comm.bcast((pred, extra or {}) if comm.rank == 0 else None, root=0)

@@ -30,8 +30,8 @@ from hybrid.files import atomic_path, mark_stage_done, stage_is_current
 from hybrid.metrics import coverage, relative_l2
 from hybrid.parallel import my_indices, root_print
 from hybrid.stages.solve import read_dataset
-from hybrid.stages.train import (TRAIN_SECTIONS, case_transfer, is_flow, load_members, run_train, softc_weight,
-                                 wants_boon, wants_softc)
+from hybrid.stages.train import (TRAIN_SECTIONS, case_transfer, flow_view, initial_states, is_flow, load_members,
+                                 run_train, softc_weight, wants_boon, wants_softc)
 from hybrid.surrogates.boon import boundary_ends, enforce_on_mesh, enforce_walls_on_mesh, with_boundary_channels
 from hybrid.surrogates.data import build_inputs, to_mesh_outputs, to_mesh_variances
 from hybrid.surrogates.training import device
@@ -74,7 +74,6 @@ def run_predict(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, p
     data = read_dataset(Path(case.output_dir) / "solve" / "dataset.h5")
     cv, transfer = case_transfer(case, data)
     if is_flow(case):
-        from hybrid.stages.flow import flow_view
         data = flow_view(data)   # velocities flattened to (S, T+1, d N), face fluxes at t_1..t_T
     test = data["test"]
     M = int(case.surrogate["members"])
@@ -133,7 +132,8 @@ def _ensemble(members: dict, M: int, transfer, cv, data: dict, comm: MPI.Comm, b
     T = T1 - 1
     dt = np.diff(data["times"])
     # fluxes: scalar states' are integrated over each output interval, a velocity's face fluxes instantaneous
-    scale = cv.face_area * (1.0 if "face_flux" in test else dt[:, None])   # flux density -> face flux
+    scale = cv.face_area * (1.0 if "velocity" in test else dt[:, None])   # flux density -> face flux
+    u0, C = initial_states(test)
     dev = device()
     normal = torch.as_tensor(cv.face_normal).to(dev)
     results = {}
@@ -141,8 +141,6 @@ def _ensemble(members: dict, M: int, transfer, cv, data: dict, comm: MPI.Comm, b
         for m, (model, config, norm) in members.items():
             model.to(dev)
             t0 = time.perf_counter()
-            C = config.get("components", 1)
-            u0 = test["u"][:, 0] if C == 1 else test["u"][:, 0].reshape(S, C, -1)
             inputs = build_inputs(transfer, u0, test["params"], norm)
             if boon_case is not None:
                 inputs, ends = with_boundary_channels(boon_case, cv, transfer, inputs, test["params"],

@@ -28,7 +28,7 @@ from hybrid.surrogates.training import TrainingSet, load_checkpoint, train_membe
 from hybrid.surrogates.transfer import Transfer
 
 __all__ = ["TRAIN_SECTIONS", "run_train", "case_transfer", "grid_shape", "load_members", "wants_softc",
-           "softc_weight", "wants_boon", "is_flow", "flat_states", "state_targets"]
+           "softc_weight", "wants_boon", "is_flow", "flow_view", "initial_states", "state_targets"]
 
 TRAIN_SECTIONS = SOLVE_SECTIONS + ("surrogate",)
 CHECKPOINT_EVERY = 5
@@ -43,21 +43,37 @@ def is_flow(case) -> bool:
     return case.pde["family"] == "navier-stokes"
 
 
-def flat_states(u: np.ndarray) -> np.ndarray:
-    """States (..., N) stay; vector states (..., N, C) become (..., C N), component blocks one
-    after the other (the layout of :mod:`hybrid.constraints.flow`)."""
-    return u if u.ndim == 3 else np.swapaxes(u, -1, -2).reshape(*u.shape[:-2], -1)
+def flow_view(data: dict) -> dict:
+    """A navier-stokes dataset as the scalar stages' arrays: each split's velocity (S, T+1, N, d)
+    flattened to (S, T+1, d N) under ``u``, component blocks one after the other (the layout of
+    :mod:`hybrid.constraints.flow`), the original kept under ``velocity``, and its face fluxes
+    at t_1..t_T under ``flux``."""
+    view = dict(data)
+    for split in ("train", "test"):
+        if split in data:
+            s = data[split]
+            flat = np.swapaxes(s["u"], -1, -2).reshape(*s["u"].shape[:2], -1)
+            view[split] = dict(s, velocity=s["u"], u=flat, flux=s["face_flux"][:, 1:])
+    return view
+
+
+def initial_states(split: dict) -> tuple[np.ndarray, int]:
+    """(initial states, components C) of a split: (S, N), or (S, C, N) for a :func:`flow_view`
+    velocity."""
+    u0 = split["u"][:, 0]
+    if "velocity" not in split:
+        return u0, 1
+    C = split["velocity"].shape[-1]
+    return u0.reshape(len(u0), C, -1), C
 
 
 def state_targets(split: dict, cv, times: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """(states (S, T+1, C N), face-flux densities (S, T, F), initial states (S, N) or
-    (S, C, N), components C) of a dataset split: for scalar states the mean flux density of
-    each output interval, for a velocity the volume flux at each output time over |f|."""
-    if "face_flux" in split:
-        u = split["u"]
-        return (flat_states(u), split["face_flux"][:, 1:] / cv.face_area, np.swapaxes(u[:, 0], -1, -2),
-                u.shape[-1])
-    return split["u"], flux_density(split["flux"], cv.face_area, times), split["u"][:, 0], 1
+    """(states (S, T+1, C N), face-flux densities (S, T, F), initial states, components C) of
+    a split: for scalar states the mean flux density of each output interval, for a
+    :func:`flow_view` velocity the volume flux at each output time over |f|."""
+    u0, C = initial_states(split)
+    phi = split["flux"] / cv.face_area if "velocity" in split else flux_density(split["flux"], cv.face_area, times)
+    return split["u"], phi, u0, C
 
 
 def wants_boon(case) -> bool:
@@ -97,6 +113,8 @@ def case_transfer(case, data: dict):
 
 
 def _training_set(case, data: dict, cv, transfer, penalty: float, boon: bool = False) -> TrainingSet:
+    if is_flow(case):
+        data = flow_view(data)
     train = data["train"]
     S, T1 = train["u"].shape[:2]
     if S < 2:

@@ -36,7 +36,7 @@ from hybrid.metrics import relative_l2, total_mass
 from hybrid.parallel import root_print
 from hybrid.stages.predict import predict_digest, run_predict
 from hybrid.stages.solve import read_dataset
-from hybrid.stages.train import case_transfer, is_flow
+from hybrid.stages.train import case_transfer, flow_view, is_flow
 
 __all__ = ["run_validate", "METRIC_KEYS"]
 
@@ -84,9 +84,9 @@ def _validate(case, predict_dir: Path, out: Path, ranks: int) -> str:
     cv, _ = case_transfer(case, data)
     flow = is_flow(case)
     if flow:
-        from hybrid.stages.flow import FLOW_METRIC_KEYS, flow_figures, flow_view
+        from hybrid.stages.flow import FLOW_METRIC_KEYS, FLOW_NOTE, flow_figures
         data = flow_view(data)
-    keys = FLOW_METRIC_KEYS if flow else METRIC_KEYS
+    keys, note = (FLOW_METRIC_KEYS, FLOW_NOTE) if flow else (METRIC_KEYS, None)
     variants, extra = _read_variants(predict_dir / "variants.h5")
     predicted = json.loads((predict_dir / "metrics.json").read_text())
     scores = {name: predicted["variants"][name] for name in variants}   # scored once, by predict
@@ -107,7 +107,7 @@ def _validate(case, predict_dir: Path, out: Path, ranks: int) -> str:
                "figures": [p.name for p in figures]}
     with atomic_path(out / "metrics.json") as tmp:
         tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-    text = _report(case, metrics, figures, keys)
+    text = _report(case, metrics, figures, keys, note)
     with atomic_path(out / "report.md") as tmp:
         tmp.write_text(text)
     return f"validate: {case.name}: report {out / 'report.md'}\n" + _table(scores, keys)
@@ -125,19 +125,21 @@ def _table(scores: dict, keys=METRIC_KEYS) -> str:
     return "\n".join([head, rule, *rows])
 
 
-def _report(case, m: dict, figures: list[Path], keys=METRIC_KEYS) -> str:
+def _scalar_note(front_kind: str | None) -> str:
+    return ("Errors are over all output times and test scenarios, volume-weighted on the mesh; balance = the "
+            "largest per-control-volume balance residual relative to |K| max|u|; mass err = the largest global "
+            "mass error relative to the total amount; Dirichlet / Neumann / du/dn = the largest boundary-value / "
+            "boundary-flux / normal-derivative error ('–': the case has no such rows); log-lik with variances "
+            "floored at 1e-10 of their mean; update s = the constraint update per scenario (mean, variance and "
+            "posterior samples); front err = |mean posterior front − solver "
+            f"front| ({front_kind or 'no front in this case'}). Definitions: docs/metrics.md.")
+
+
+def _report(case, m: dict, figures: list[Path], keys=METRIC_KEYS, note: str | None = None) -> str:
+    """The report; ``keys`` and ``note``: the variants table's columns and what they mean
+    (default: the scalar cases')."""
     t, s = m["times"], m["surrogate"]
-    if keys is METRIC_KEYS:
-        note = ("Errors are over all output times and test scenarios, volume-weighted on the mesh; balance = the "
-                "largest per-control-volume balance residual relative to |K| max|u|; mass err = the largest global "
-                "mass error relative to the total amount; Dirichlet / Neumann / du/dn = the largest boundary-value / "
-                "boundary-flux / normal-derivative error ('–': the case has no such rows); log-lik with variances "
-                "floored at 1e-10 of their mean; update s = the constraint update per scenario (mean, variance and "
-                "posterior samples); front err = |mean posterior front − solver "
-                f"front| ({m['front_kind'] or 'no front in this case'}). Definitions: docs/metrics.md.")
-    else:
-        from hybrid.stages.flow import FLOW_NOTE
-        note = FLOW_NOTE
+    note = note if note is not None else _scalar_note(m["front_kind"])
     lines = [f"# {case.name}: surrogate variants against the reference solver", "",
              f"{m['description']}  ", f"{m['test_scenarios']} test scenarios, report time t = {m['report_time']:g}, "
              f"{m['ranks']} MPI rank(s), written {datetime.datetime.now().isoformat(timespec='seconds')}.", "",

@@ -178,13 +178,8 @@ class BoonFNO(FNO):
     def enforce(self, z: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
         """Strict enforcement on the state channels z (B, T C, *grid): 1-D from the data β
         (B, 2, T); 2-D from the boundary fields β (B, T C, *grid) at the Dirichlet faces."""
-        if self.dim == 2:
-            fixed = torch.zeros(z.shape[2:], dtype=torch.bool, device=z.device)
-            for axis, (lo, hi) in enumerate(self.pairs):
-                for kind, index in ((lo, 0), (hi, -1)):
-                    if kind == "dirichlet":
-                        fixed.select(axis, index).fill_(True)
-            return self._periodic(torch.where(fixed, beta, z))
+        if self.dim == 2:   # no Neumann faces in 2-D: the fixed nodes are the Dirichlet faces
+            return self._periodic(torch.where(self._fixed(tuple(z.shape[2:]), z.device), beta, z))
         if self.ends[0] == "periodic":
             return self._periodic(z)
         first, last = z[..., 0], z[..., -1]
