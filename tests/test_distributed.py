@@ -91,7 +91,9 @@ def test_predict_variants_agree_at_one_and_two_ranks(tmp_path):
     for variant in mean1:
         scale = np.abs(mean1[variant]).max()
         assert np.abs(mean1[variant] - mean2[variant]).max() <= 1e-8 * scale, variant
-        assert np.abs(samples1[variant] - samples2[variant]).max() <= 1e-8 * np.abs(samples1[variant]).max()
+        assert samples1[variant].shape == samples2[variant].shape
+        if samples1[variant].size:   # posterior samples are kept where the case has a front
+            assert np.abs(samples1[variant] - samples2[variant]).max() <= 1e-8 * np.abs(samples1[variant]).max()
 
 
 @pytest.mark.parallel(nprocs=2)

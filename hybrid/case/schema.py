@@ -340,6 +340,8 @@ _section(
        "train their own ensembles: SoftC (the PDE residual as a penalty) and BOON (boundary-corrected "
        "Fourier layers: 1-D cases, and 2-D rectangles with Dirichlet or periodic walls).",
        choices=("raw", "hardc", "softc", "boon", "global", "per-cell", "per-cell+boundary")),
+    _k("calibrate", "bool", True, "Scale the ensemble's state and flux variances, per output time, by the "
+       "factors that maximise the validation scenarios' Gaussian likelihood, before any variant uses them."),
     _k("parallel", "choice", "auto", "Under mpirun: distribute each update over the mesh partition "
        "(partition), give each rank whole scenarios (scenarios), or choose by size (auto).",
        choices=("auto", "partition", "scenarios")),

@@ -6,7 +6,7 @@ Written to ``OUTPUT/predict/variants.h5``, one group per variant:
 ``u_mean`` (S, T+1, N), ``u_var``, ``flux_mean`` (S, T, F)
     the constrained predictive mean and marginal variance (t = 0 is the given state)
 ``u_samples`` (S, K, N)
-    K posterior samples of the states at the report time t_T (Matheron's rule; for raw
+    K posterior samples (K = FRONT_SAMPLES where the case has a front, else 0) of the states at the report time t_T (Matheron's rule; for raw
     the prior, for HardC the projected mean plus prior deviations — its variance is unchanged)
 ``front`` (S, K)
     where the case has a front (Stefan: u = u*, porous medium: the edge of the support
@@ -34,7 +34,7 @@ import numpy as np
 from mpi4py import MPI
 
 from hybrid.constraints.rows import StateLayout
-from hybrid.constraints.update import EXACT_VARIANCE_ROWS, prior_deviation
+from hybrid.constraints.update import GaussianUpdate, prior_deviation
 from hybrid.constraints.variants import (ENSEMBLE_VARIANTS, VARIANTS, boundary_rows, make_update,
                                          prediction_covariance, variant_rows)
 from hybrid.files import atomic_path
@@ -121,12 +121,15 @@ def run_variants(case, cv, data: dict, pred: dict | None, out_path, comm: MPI.Co
     boundary = [boundary_rows(case, cv, layout, times, params[i]) for i in range(S)]
     # the scores also measure the states' boundary derivative where the rows impose a flux instead
     scored = [boundary_rows(case, cv, layout, times, params[i], derivative_rows=True) for i in range(S)]
-    final = layout.u(T)
+    thresholds = [front_threshold(case, params[i], test["u"][i, -1]) for i in range(S)]
+    has_front = S > 0 and all(t is not None for t in thresholds)
+    samples = FRONT_SAMPLES if has_front else 0   # posterior samples serve the front histogram only
     # partition: every rank works on every scenario; scenarios: each rank on its own, serially
     mine, sub = (range(S), comm) if partition else (my_indices(S, comm), MPI.COMM_SELF)
-    results, seconds, own_rows = {}, {}, {}
+    results, own_rows = {}, {}
+    phases_of = {}
     for variant in requested_variants(case, extra):
-        done, spent, spent_mean = {}, 0.0, 0.0
+        done, phases, plans = {}, {}, {}
         source = extra.get(variant, pred)
         for i in mine:
             t0 = time.perf_counter()
@@ -136,26 +139,33 @@ def run_variants(case, cv, data: dict, pred: dict | None, out_path, comm: MPI.Co
                             for m in range(source["u_dev"].shape[1])])
             diag, U = prediction_covariance(var, dev, c["covariance"])
             seed = int(case.seed) * 1000 + i
+            t1 = time.perf_counter()
             rows = variant_rows(variant, cv, layout, test["u"][i, 0], test["source"][i], boundary[i])
-            m, v, post, mean_seconds = _constrain(variant, rows, mean, var, diag, U, float(c["sigma"]), owner,
-                                                  sub, seed, final)
-            spent += time.perf_counter() - t0
-            spent_mean += mean_seconds
+            t2 = time.perf_counter()
+            m, v, post, spent = _constrain(variant, rows, mean, var, diag, U, float(c["sigma"]), owner, sub, seed,
+                                           layout, samples, plans)
+            spent.update(prior=t1 - t0, rows=t2 - t1, total=time.perf_counter() - t0)
+            spent["total_mean"] += t2 - t0
+            for phase, seconds_spent in spent.items():
+                phases[phase] = phases.get(phase, 0.0) + seconds_spent
             if sub.rank == 0:
                 um, fm = layout.unpack(m)
-                uv, _ = layout.unpack(v)
+                uv = v.reshape(T, N)
                 residual = {}
                 if rows is not None:   # the exactness of the variant's own rows
                     residual_by_kind(rows, m, residual)
                 done[i] = (np.concatenate([test["u"][i, :1], um]), np.concatenate([np.zeros((1, N)), uv]), fm, post,
                            residual)
+        for plan in plans.values():
+            plan.destroy()
         if not partition:
             parts = comm.gather(done, root=0)
             done = {i: r for part in parts for i, r in part.items()} if comm.rank == 0 else {}
         # seconds per scenario: the slowest rank's wall time when ranks share each update, the
         # ranks' summed time when each update ran on one rank
         op = MPI.MAX if partition else MPI.SUM
-        seconds[variant] = (comm.allreduce(spent, op=op) / max(S, 1), comm.allreduce(spent_mean, op=op) / max(S, 1))
+        names = sorted(set().union(*comm.allgather(set(phases))))
+        phases_of[variant] = {k: comm.allreduce(phases.get(k, 0.0), op=op) / max(S, 1) for k in names}
         if comm.rank == 0:
             results[variant] = tuple(np.array([done[i][k] for i in range(S)]) for k in range(4))
             own_rows[variant] = {}
@@ -164,9 +174,8 @@ def run_variants(case, cv, data: dict, pred: dict | None, out_path, comm: MPI.Co
                     own_rows[variant][kind] = max(own_rows[variant].get(kind, 0.0), value)
     if comm.rank != 0:
         return None
-    thresholds = [front_threshold(case, params[i], test["u"][i, -1]) for i in range(S)]
     fronts = {}
-    if all(t is not None for t in thresholds):
+    if has_front:
         for variant, (_, _, _, post) in results.items():
             fronts[variant] = np.stack([front_measure(cv, post[i], thresholds[i]) for i in range(S)])
         true_front = np.array([front_measure(cv, test["u"][i, -1], thresholds[i]) for i in range(S)])
@@ -186,7 +195,9 @@ def run_variants(case, cv, data: dict, pred: dict | None, out_path, comm: MPI.Co
     scores = {}
     for variant, (m, v, fl, _) in results.items():
         scores[variant] = variant_scores(cv, data, layout, scored, m, v, fl)
-        scores[variant].update(update_seconds=seconds[variant][0], mean_update_seconds=seconds[variant][1],
+        phases = phases_of[variant]
+        scores[variant].update(update_seconds=phases["total"], mean_update_seconds=phases["total_mean"],
+                               update_phases={k: v for k, v in phases.items() if not k.startswith("total")},
                                row_residual=own_rows[variant], front_error=None, front_std=None)
         if fronts:
             scores[variant]["front_error"] = float(np.mean(np.abs(fronts[variant].mean(axis=1) - true_front)))
@@ -194,39 +205,51 @@ def run_variants(case, cv, data: dict, pred: dict | None, out_path, comm: MPI.Co
     return scores
 
 
-def _constrain(variant, rows, mean, var, diag, U, sigma, owner, comm, seed, final):
-    """(mean, variance, states at the report time of FRONT_SAMPLES posterior samples) of one
-    scenario's state vector, on rank 0 (None elsewhere), and the seconds the mean took."""
+def _constrain(variant, rows, mean, var, diag, U, sigma, owner, comm, seed, layout, samples: int, plans: dict):
+    """(mean of x, variance of the states, states at the report time of ``samples`` posterior
+    samples) of one scenario on rank 0 (None elsewhere), and the seconds of each phase of the
+    update. ``plans`` caches the serial update's :class:`UpdatePlan` of each variant's rows."""
+    states, final = slice(0, layout.T * layout.N), layout.u(layout.T)
+
     def prior(k: int) -> np.ndarray:
         return prior_deviation(seed, k, np.sqrt(diag), U, np.arange(len(mean)))[final]
 
     t0 = time.perf_counter()
     if rows is None or variant == "hardc":
-        m = mean
+        m, phases = mean, {}
         if variant == "hardc":   # Euclidean projection (Σ = I); the variance is left as it was
-            update = make_update(rows, 1.0, None, 0.0, owner, comm)
+            update = _update(variant, rows, 1.0, None, 0.0, owner, comm, plans)
             m = update.gather(update.mean(mean[update.entries]))
-        mean_seconds = time.perf_counter() - t0
+            phases = getattr(update, "timings", {})
+        phases = {**phases, "total_mean": time.perf_counter() - t0}
         if comm.rank != 0:
-            return None, None, None, mean_seconds
-        post = np.stack([m[final] + prior(k) for k in range(FRONT_SAMPLES)])
-        return m, var, post, mean_seconds
-    update = make_update(rows, diag, U, sigma, owner, comm)
-    m = update.gather(update.mean(mean[update.entries]))
-    mean_seconds = time.perf_counter() - t0
-    exact = comm.size == 1 and rows.count <= EXACT_VARIANCE_ROWS
-    count = FRONT_SAMPLES if exact else VARIANCE_SAMPLES
-    local = update.sample(update.prior_samples(mean[update.entries], count, seed), seed)
-    drawn = update.gather(local)
-    if exact:
-        v = update.variance(exact=True)
-    elif comm.rank == 0:
-        v = drawn.var(axis=0, ddof=1)
-    if hasattr(update, "destroy"):
+            return None, None, None, phases
+        post = np.stack([m[final] + prior(k) for k in range(samples)]) if samples else np.zeros((0, layout.N))
+        return m, var[states], post, phases
+    update = _update(variant, rows, diag, U, sigma, owner, comm, plans)
+    if comm.size == 1:
+        m, v, post = update.posterior(mean, samples, seed, entries=states)
+        phases = dict(update.timings)
+        phases["total_mean"] = phases["assemble"] + phases["factor"] + phases["mean"]
         update.destroy()
+        return m, v, post[:, final], phases
+    m = update.gather(update.mean(mean[update.entries]))
+    phases = {"total_mean": time.perf_counter() - t0}
+    local = update.sample(update.prior_samples(mean[update.entries], VARIANCE_SAMPLES, seed), seed)
+    drawn = update.gather(local)
+    update.destroy()
     if comm.rank != 0:
-        return None, None, None, mean_seconds
-    return m, np.maximum(v, 0.0), drawn[:FRONT_SAMPLES, final], mean_seconds
+        return None, None, None, phases
+    return m, np.maximum(drawn.var(axis=0, ddof=1), 0.0)[states], drawn[:samples, final], phases
+
+
+def _update(variant, rows, diag, U, sigma, owner, comm, plans: dict):
+    """The update of a variant's rows: serial with the variant's cached plan, or distributed."""
+    if comm.size > 1:
+        return make_update(rows, diag, U, sigma, owner, comm)
+    update = GaussianUpdate(rows.G, rows.b, diag, U, sigma, plan=plans.get(variant))
+    plans[variant] = update.plan
+    return update
 
 
 def variant_scores(cv, data: dict, layout: StateLayout, boundary: list, u, var, flux) -> dict:

@@ -31,7 +31,8 @@ from hybrid.metrics import coverage, relative_l2
 from hybrid.parallel import my_indices, root_print
 from hybrid.stages.solve import read_dataset
 from hybrid.stages.train import (TRAIN_SECTIONS, case_transfer, flow_view, initial_states, is_flow, load_members,
-                                 run_train, softc_weight, wants_boon, wants_softc)
+                                 run_train, softc_weight, split_indices, wants_boon, wants_softc)
+from hybrid.surrogates.calibration import apply_scales, fit_scales
 from hybrid.surrogates.boon import boundary_ends, enforce_on_mesh, enforce_walls_on_mesh, with_boundary_channels
 from hybrid.surrogates.data import build_inputs, to_mesh_outputs, to_mesh_variances
 from hybrid.surrogates.training import device
@@ -77,8 +78,12 @@ def run_predict(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, p
         data = flow_view(data)   # velocities flattened to (S, T+1, d N), face fluxes at t_1..t_T
     test = data["test"]
     M = int(case.surrogate["members"])
-    pred, surrogate_seconds = _ensemble(load_members(train_dir, M, my_indices(M, comm), case.hash(*TRAIN_SECTIONS)),
-                                        M, transfer, cv, data, comm)
+    members = load_members(train_dir, M, my_indices(M, comm), case.hash(*TRAIN_SECTIONS))
+    pred, surrogate_seconds = _ensemble(members, M, transfer, cv, data, comm)
+    scales, uncalibrated = _calibration(case, members, M, transfer, cv, data, comm), None
+    if comm.rank == 0 and scales is not None:
+        uncalibrated = coverage(pred["u_mean"][:, 1:], np.maximum(pred["u_var"][:, 1:], 1e-300), test["u"][:, 1:])
+        pred = apply_scales(pred, scales)
     extra = {}
     if wants_softc(case):
         members = load_members(train_dir / "softc", M, my_indices(M, comm), f"{case.hash(*TRAIN_SECTIONS)}+softc{softc_weight(case):g}")
@@ -99,6 +104,8 @@ def run_predict(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, p
                     for name, arr in values.items():
                         f[f"{flavour}/{name}"] = arr
         metrics = _score(data, cv, pred["u_mean"], pred["u_var"], pred["flux_mean"], surrogate_seconds)
+        metrics["variance_scales"] = None if scales is None else scales.as_dict()
+        metrics["coverage90_uncalibrated"] = uncalibrated
     if is_flow(case):
         from hybrid.stages.flow import run_flow_variants
         variants = run_flow_variants(case, cv, data, pred, out / "variants.h5", comm, extra=extra)
@@ -120,6 +127,26 @@ def run_predict(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, p
                    comm=comm)
     comm.Barrier()
     return out
+
+
+def _calibration(case, members: dict, M: int, transfer, cv, data: dict, comm: MPI.Comm):
+    """The variance scales fitted on the validation split (:mod:`hybrid.surrogates.calibration`),
+    on rank 0 (None elsewhere, or when ``[constraints] calibrate`` is off or there is no
+    validation scenario)."""
+    if not case.constraints["calibrate"]:
+        return None
+    _, val_idx = split_indices(case, data["train"]["u"].shape[0])
+    if not len(val_idx):
+        return None
+    train = data["train"]
+    S = train["u"].shape[0]
+    view = {k: (v[val_idx] if isinstance(v, np.ndarray) and v.ndim and v.shape[0] == S else v)
+            for k, v in train.items()}
+    val_pred, _ = _ensemble(members, M, transfer, cv, {**data, "test": view}, comm)
+    if comm.rank != 0:
+        return None
+    return fit_scales(view["u"], {"mean": val_pred["u_mean"], "var": val_pred["u_var"]},
+                        view["flux"], {"mean": val_pred["flux_mean"], "var": val_pred["flux_var"]})
 
 
 def _ensemble(members: dict, M: int, transfer, cv, data: dict, comm: MPI.Comm, boon_case=None):

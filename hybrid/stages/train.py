@@ -28,7 +28,7 @@ from hybrid.surrogates.training import TrainingSet, load_checkpoint, train_membe
 from hybrid.surrogates.transfer import Transfer
 
 __all__ = ["TRAIN_SECTIONS", "run_train", "case_transfer", "grid_shape", "load_members", "wants_softc",
-           "softc_weight", "wants_boon", "is_flow", "flow_view", "initial_states", "state_targets"]
+           "softc_weight", "wants_boon", "is_flow", "flow_view", "initial_states", "state_targets", "split_indices"]
 
 TRAIN_SECTIONS = SOLVE_SECTIONS + ("surrogate",)
 CHECKPOINT_EVERY = 5
@@ -128,10 +128,7 @@ def _training_set(case, data: dict, cv, transfer, penalty: float, boon: bool = F
         from hybrid.surrogates.boon import model_ends, with_boundary_channels
         inputs, ends = with_boundary_channels(case, cv, transfer, inputs, params, train["parameter_names"],
                                               data["times"], norm)
-    rng = np.random.default_rng(np.random.SeedSequence([case.seed, 9001]))
-    order = rng.permutation(S)
-    n_val = int(round(case.surrogate["validation"] * S))
-    n_val = min(max(n_val, 1 if case.surrogate["validation"] > 0 else 0), S - 1)
+    train_idx, val_idx = split_indices(case, S)
     s = case.surrogate
     T, d = T1 - 1, cv.dim
     config = {"in_channels": int(inputs.grid_inputs.shape[1]), "out_channels": T * C + T * d, "dim": d,
@@ -150,10 +147,20 @@ def _training_set(case, data: dict, cv, transfer, penalty: float, boon: bool = F
         residual = gpme_residual_penalty(case, transfer, inputs, norm, data["times"], params, train["parameter_names"])
     return TrainingSet(transfer, inputs, torch.as_tensor(u[:, 1:]), torch.as_tensor(phi),
                        torch.as_tensor(np.tile(cv.volume, C)), torch.as_tensor(cv.face_area), torch.as_tensor(cv.face_normal),
-                       norm, np.sort(order[n_val:]), np.sort(order[:n_val]), config,
+                       norm, train_idx, val_idx, config,
                        {"epochs": int(s["epochs"]), "lr": float(s["lr"]), "batch": int(s["batch"]),
                         "patience": int(s["patience"]), "softc_weight": float(penalty),
                         "checkpoint_every": CHECKPOINT_EVERY}, residual)
+
+
+def split_indices(case, S: int) -> tuple[np.ndarray, np.ndarray]:
+    """(fitting, validation) indices of the S training scenarios: one seeded split shared by
+    every member, so the validation scenarios are unseen by the whole ensemble (early
+    stopping and the calibration of variances use them, never the test scenarios)."""
+    order = np.random.default_rng(np.random.SeedSequence([case.seed, 9001])).permutation(S)
+    n_val = int(round(case.surrogate["validation"] * S))
+    n_val = min(max(n_val, 1 if case.surrogate["validation"] > 0 else 0), S - 1)
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
 def _fully_periodic(case, mesh) -> bool:
