@@ -189,3 +189,124 @@ def test_normal_derivative_rows_hold_for_a_linear_field_and_are_imposed_exactly(
     assert np.abs(wrong.G @ post - wrong.b).max() < 1e-10
     with pytest.raises(ValueError, match="dual"):
         normal_derivative_rows(_problem("cells")[0], layout, right, lambda p, n: 0 * p[:, 0])
+
+
+def _space_time_problem(shape: dict, T: int, flux_var: float, seed: int = 0):
+    cv = build_control_volumes(generate(shape, seed=0), "dual")
+    layout = StateLayout(cv.num_cvs, cv.num_faces, T)
+    rng = np.random.default_rng(seed)
+    walls = np.unique(cv.face_cv[cv.boundary_faces, 0])[:3]
+    rows = stack_rows([conservation_rows(cv, layout, rng.standard_normal(cv.num_cvs)),
+                       dirichlet_rows(layout, walls, rng.standard_normal((T, len(walls))))])
+    states = T * cv.num_cvs
+    var = np.concatenate([rng.uniform(0.5, 1.5, states) * 1e-3, rng.uniform(0.5, 1.5, layout.size - states) * flux_var])
+    return cv, layout, rows, var, rng.standard_normal(layout.size)
+
+
+@pytest.mark.parametrize("method", ["cholesky", "pcg"])
+@pytest.mark.parametrize("ensemble", [False, True])
+def test_fast_update_matches_the_dense_reference(method, ensemble):
+    """The plan's Cholesky (1-D and 2-D meshes) and the time-block PCG give the dense formula's
+    mean to 1e-10 and, through the exact diagonal, its variance to 1e-8; a plan reused for another
+    scenario's variances gives the same answer as a fresh one."""
+    for shape in ({"shape": "interval", "cells": 40, "jitter": 0.3}, {"shape": "rectangle", "h": 0.3}):
+        cv, layout, rows, var, mu = _space_time_problem(shape, 4, 1e-4)
+        U = np.random.default_rng(2).standard_normal((layout.size, 3)) * np.sqrt(var)[:, None] if ensemble else None
+        Sigma = np.diag(var) + (U @ U.T if ensemble else 0)
+        mean_ref, cov_ref = dense_update(mu, rows.G, rows.b, Sigma, 0.0)
+        other = GaussianUpdate(rows.G, rows.b, var * 2.0, U, layout=layout, method=method)
+        upd = GaussianUpdate(rows.G, rows.b, var, U, plan=other.plan, layout=layout, method=method)
+        assert upd.plan is other.plan and upd.plan.method == method
+        scale = np.abs(mean_ref).max()
+        np.testing.assert_allclose(upd.mean(mu), mean_ref, rtol=0, atol=1e-10 * scale)
+        np.testing.assert_allclose(upd.variance(exact=True), np.diag(cov_ref), rtol=1e-8, atol=1e-14)
+        fresh = GaussianUpdate(rows.G, rows.b, var, U, layout=layout, method=method)
+        np.testing.assert_allclose(fresh.mean(mu), upd.mean(mu), rtol=0, atol=1e-12 * scale)
+
+
+@pytest.mark.parametrize("flux_var", [1e-8, 1e-5])
+def test_probed_variance_is_within_its_stated_error(flux_var):
+    """The probe estimate of the posterior variance against the exact diagonal: relative RMS
+    error over the states ≤ 5% (the estimate's own error, the stopping rule's input, is within
+    a factor 2 of the true one), zero where a Dirichlet row fixes the value, and one block solve
+    of posterior samples that meet the rows."""
+    cv, layout, rows, var, mu = _space_time_problem({"shape": "interval", "cells": 100, "jitter": 0.3}, 10, flux_var)
+    states = slice(0, layout.T * layout.N)
+    upd = GaussianUpdate(rows.G, rows.b, var, layout=layout)
+    exact = upd.variance(exact=True)[states]
+    m, v, post = upd.posterior(mu, 20, seed=4, probes=1024, entries=states)
+    # the error measure of the stopping rule: relative to the variance, or to 1% of the prior
+    # where the rows all but fix the entry
+    from hybrid.constraints.update import PINNED
+
+    rel = (v - exact) / np.maximum(exact, PINNED * var[states])
+    rms = np.sqrt(np.mean(rel ** 2))
+    assert rms <= 0.05, rms
+    stated = np.sqrt(np.mean(upd.probe_error ** 2))
+    assert 0.5 * rms <= stated <= 2.0 * rms, (stated, rms)
+    fixed = exact <= 1e-12
+    assert fixed.any() and np.abs(v[fixed]).max() <= 1e-6 * var.max()
+    full = GaussianUpdate(rows.G, rows.b, var, layout=layout).posterior(mu, 20, seed=4, probes=0)[2]
+    assert post.shape == (20, layout.T * layout.N)
+    assert np.abs(full @ rows.G.T - rows.b).max() <= 1e-9 * np.abs(rows.b).max()
+    np.testing.assert_allclose(m, dense_update(mu, rows.G, rows.b, np.diag(var), 0.0)[0], rtol=0,
+                               atol=1e-10 * np.abs(m).max())
+
+
+def test_calibration_recovers_a_known_scale_per_block_and_time():
+    from hybrid.surrogates.calibration import apply_scales, fit_scales
+
+    rng = np.random.default_rng(9)
+    S, T, N, F, M = 40, 3, 200, 240, 4
+    var_u, var_f = rng.uniform(0.5, 2.0, (S, T + 1, N)), rng.uniform(0.5, 2.0, (S, T, F))
+    true_u = np.array([4.0, 9.0, 0.25])          # the errors are this much larger than the variances claim
+    err_u = rng.standard_normal((S, T + 1, N)) * np.sqrt(var_u * np.concatenate([[0.0], true_u])[None, :, None])
+    err_f = rng.standard_normal((S, T, F)) * np.sqrt(var_f * 16.0)
+    mean_u, mean_f = rng.standard_normal((S, T + 1, N)), rng.standard_normal((S, T, F))
+    scales = fit_scales(mean_u + err_u, {"mean": mean_u, "var": var_u}, mean_f + err_f, {"mean": mean_f, "var": var_f})
+    np.testing.assert_allclose(scales.state, true_u, rtol=0.08)
+    np.testing.assert_allclose(scales.flux, 16.0, rtol=0.08)
+    pred = {"u_mean": mean_u, "u_var": var_u, "u_dev": rng.standard_normal((S, M, T + 1, N)),
+            "flux_mean": mean_f, "flux_var": var_f, "flux_dev": rng.standard_normal((S, M, T, F))}
+    out = apply_scales(pred, scales)
+    np.testing.assert_allclose(out["u_var"][:, 2], var_u[:, 2] * scales.state[1])
+    np.testing.assert_allclose(out["u_dev"][:, :, 0], pred["u_dev"][:, :, 0])      # t = 0 stays as given
+    np.testing.assert_allclose(out["flux_dev"] ** 2, pred["flux_dev"] ** 2 * scales.flux[None, None, :, None])
+
+
+def test_flux_inflation_is_chosen_by_validation_error():
+    """Fluxes that are wrong while their variances claim otherwise: at λ = 1 a diagonal prior's
+    update pushes the balance defect into the states and makes them worse than predicted; the
+    validation choice of λ has the smallest MSE ratio of the grid, below 1."""
+    from hybrid.constraints.selection import ValidationScenario, choose_flux_inflation
+
+    cv, layout, rows, var, _ = _space_time_problem({"shape": "interval", "cells": 60, "jitter": 0.3}, 5, 1e-6)
+    rng = np.random.default_rng(3)
+    scenarios = []
+    flux = np.zeros(layout.size, bool)
+    flux[layout.T * layout.N:] = True
+    for _ in range(3):
+        truth = layout.pack(rng.standard_normal((layout.T, layout.N)), rng.standard_normal((layout.T, layout.F)))
+        truth = GaussianUpdate(rows.G, rows.b, 1.0).mean(truth)                  # a state that meets the rows
+        error = layout.pack(0.01 * rng.standard_normal((layout.T, layout.N)), 0.1 * rng.standard_normal((layout.T, layout.F)))
+        scenarios.append(ValidationScenario(rows, truth + error, var, None, flux,
+                                            truth[:layout.T * layout.N].reshape(layout.T, layout.N)))
+    lam, table = choose_flux_inflation(scenarios, cv.volume, layout=layout)
+    assert table["1"] > 1.0
+    assert lam > 1.0 and table[f"{lam:g}"] < 1.0
+    assert table[f"{lam:g}"] <= min(table.values()) + 0.05     # the best, or within its standard error
+
+
+def test_variant_rhs_is_the_right_hand_side_of_the_variant_rows():
+    """A driver builds each variant's G once and only b per scenario: that b is variant_rows' b."""
+    from hybrid.constraints.variants import variant_rhs, variant_rows
+
+    cv, layout = _problem("dual", T=3)
+    rng = np.random.default_rng(12)
+    walls = np.unique(cv.face_cv[cv.boundary_faces, 0])[:4]
+    for _ in range(2):
+        u0, source = rng.standard_normal(cv.num_cvs), rng.standard_normal((layout.T, cv.num_cvs))
+        boundary = dirichlet_rows(layout, walls, rng.standard_normal((layout.T, len(walls))))
+        for variant in ("hardc", "global", "per-cell", "per-cell+boundary"):
+            rows = variant_rows(variant, cv, layout, u0, source, boundary)
+            np.testing.assert_array_equal(variant_rhs(variant, cv, layout, u0, source, boundary), rows.b)

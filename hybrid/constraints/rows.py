@@ -30,7 +30,7 @@ import scipy.sparse as sp
 
 from hybrid.mesh.control_volumes import ControlVolumes
 
-__all__ = ["StateLayout", "ConstraintRows", "conservation_rows", "global_rows", "boundary_flux_rows",
+__all__ = ["StateLayout", "ConstraintRows", "conservation_rows", "conservation_rhs", "global_rows", "boundary_flux_rows",
            "dirichlet_rows", "normal_derivative_rows", "stack_rows"]
 
 
@@ -89,7 +89,7 @@ def conservation_rows(cv: ControlVolumes, layout: StateLayout, u0: np.ndarray,
     N, T = layout.N, layout.T
     D = cv.incidence().tocoo()
     rows, cols, vals = [], [], []
-    b = np.zeros(T * N)
+    b = conservation_rhs(cv, layout, u0, source)
     for n in range(1, T + 1):
         r0 = (n - 1) * N
         K = np.arange(N)
@@ -100,14 +100,20 @@ def conservation_rows(cv: ControlVolumes, layout: StateLayout, u0: np.ndarray,
             rows += [r0 + K]
             cols += [layout.u(n - 1).start + K]
             vals += [-cv.volume]
-        else:
-            b[r0:r0 + N] += cv.volume * u0
         rows += [r0 + D.row]
         cols += [layout.flux(n).start + D.col]
         vals += [D.data]
-        if source is not None:
-            b[r0:r0 + N] += source[n - 1]
     return _rows(layout, np.concatenate(rows), np.concatenate(cols), np.concatenate(vals), b, "per-cell")
+
+
+def conservation_rhs(cv: ControlVolumes, layout: StateLayout, u0: np.ndarray,
+                     source: np.ndarray | None = None) -> np.ndarray:
+    """b of the per-cell rows: |K| u_K^0 in the first interval's rows, plus ∫_K source dt."""
+    b = np.zeros(layout.T * layout.N)
+    b[:layout.N] = cv.volume * u0
+    if source is not None:
+        b += np.asarray(source, float).ravel()
+    return b
 
 
 def global_rows(cv: ControlVolumes, layout: StateLayout, u0: np.ndarray,

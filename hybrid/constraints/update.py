@@ -41,6 +41,12 @@ __all__ = ["ConstraintError", "GaussianUpdate", "UpdatePlan", "normals", "prior_
 EXACT_VARIANCE_ROWS = 2000  # variance(exact=None): the dense formula up to here, the probe estimate above
 DIRECT_ROWS = 30000  # sparse Cholesky up to here (one factorisation serves every block solve), CG + AMG above
 VARIANCE_PROBES = 256  # Rademacher probes of the marginal-variance estimate
+PROBE_ROUND = 32  # probes per round of the variance estimate
+PROBE_TARGET = 0.03  # the variance estimate stops adding probes at this relative RMS error (its own estimate)
+PINNED = 1e-2  # posterior / prior variance below which an entry's probe error counts against its prior
+PROBE_RTOL = 1e-3  # relative residual of the probes' iterative solves (their statistical error is ~1e-2)
+PCG_NEIGHBOURS = 3.0  # plan method "auto": PCG once rows have more same-time neighbours than this on average
+PCG_MAX_ITERATIONS = 300
 OPTIONS_PREFIX = "hybrid_update_"  # PETSc options of the update's solvers: -hybrid_update_pc_factor_mat_solver_type mumps
 _SINGULAR = ("G Σ Gᵀ is singular: some rows are redundant or inconsistent (e.g. global rows together with all per-cell "
              "rows), or touch only entries the prediction is certain of (zero variance)")
@@ -116,7 +122,8 @@ class _CholeskySolver:
                 raise ConstraintError(f"{_SINGULAR} (a test solve is off by {err:.1e})")
             self.checked = True
 
-    def solve(self, r: np.ndarray) -> np.ndarray:
+    def solve(self, r: np.ndarray, rtol: float | None = None) -> np.ndarray:
+        """A₀⁻¹ r (exact: ``rtol`` is for the iterative solvers' signature)."""
         if r.ndim == 1:
             self.b.setArray(r)
             self.ksp.solve(self.b, self.x)
@@ -172,7 +179,7 @@ class UpdatePlan:
     The rows of a variant have the same G in every scenario of a case (only b differs), so
     one plan serves all of them."""
 
-    def __init__(self, G: sp.csr_matrix, direct: bool | None = None):
+    def __init__(self, G: sp.csr_matrix, direct: bool | None = None, layout=None, method: str = "auto"):
         G = sp.csr_matrix(G, dtype=np.float64)
         G.sort_indices()
         self.G = G
@@ -198,7 +205,21 @@ class UpdatePlan:
         self.GT = G.T.tocsr()                      # Gᵀ and (G ∘ G)ᵀ by rows: the variance's products
         self.G2T = G.multiply(G).T.tocsr()
         self.direct = direct if direct is not None else rows <= DIRECT_ROWS
-        self._solver = None
+        self.method = "cg-amg" if not self.direct else "cholesky"
+        self.same_time = None
+        if layout is not None and self.direct:
+            # the output time of each row: the latest time among its entries (x's layout: T state blocks, T flux blocks)
+            entry_time = np.concatenate([np.repeat(np.arange(layout.T), layout.N), np.repeat(np.arange(layout.T), layout.F)])
+            row_time = np.maximum.reduceat(entry_time[G.indices], G.indptr[:-1]) if G.nnz else np.zeros(rows, int)
+            row_of = self._row_of = np.repeat(np.arange(rows), np.diff(pattern.indptr))
+            self.same_time = row_time[row_of] == row_time[pattern.indices]
+            off = row_of != pattern.indices
+            spatial = np.count_nonzero(self.same_time & off) / max(rows, 1)
+            # 1-D meshes (two neighbours per row in space) factor cheaply; wider stencils fill in
+            if method == "pcg" or (method == "auto" and spatial > PCG_NEIGHBOURS):
+                self.method = "pcg"
+            self._blocks = {"space": self.same_time, "time": ~self.same_time | ~off}
+        self._solver, self._preconditioners = None, {}
 
     def matches(self, G: sp.spmatrix) -> bool:
         G = sp.csr_matrix(G, dtype=np.float64)
@@ -213,20 +234,88 @@ class UpdatePlan:
             out[self.diagonal] += sigma ** 2
         return out
 
-    def solver(self, values: np.ndarray):
-        """The solver of A₀ with these values: the plan's Cholesky refactored, or CG + AMG."""
-        if not self.direct:
-            A0 = sp.csr_matrix((values, self.pattern.indices, self.pattern.indptr), shape=self.pattern.shape)
-            return _IterativeSolver.from_scipy(A0)
+    def _exact(self, values: np.ndarray) -> "_CholeskySolver":
         if self._solver is None:
             self._solver = _CholeskySolver(self.pattern)
         self._solver.factor(values)
         return self._solver
 
+    def solver(self, values: np.ndarray):
+        """The solver of A₀ with these values: the plan's Cholesky refactored, or CG + AMG."""
+        if not self.direct:
+            A0 = sp.csr_matrix((values, self.pattern.indices, self.pattern.indptr), shape=self.pattern.shape)
+            return _IterativeSolver.from_scipy(A0)
+        if self.method == "pcg":
+            return self._pcg(values)
+        if self._solver is None:
+            self._solver = _CholeskySolver(self.pattern)
+        self._solver.factor(values)
+        return self._solver
+
+    def _pcg(self, values: np.ndarray) -> "_BlockPCG":
+        """CG preconditioned by A₀ without its weaker half of couplings: those between output
+        times (the preconditioner is then one spatial system per time) or those within them
+        (one chain in time per row), whichever drops the smaller sum of squares."""
+        dropped = {keep: float(np.sum(values[~mask] ** 2)) for keep, mask in self._blocks.items()}
+        keep = min(dropped, key=dropped.get)
+        mask = self._blocks[keep]
+        if keep not in self._preconditioners:
+            counts = np.bincount(self._row_of[mask], minlength=self.pattern.shape[0])
+            sub = sp.csr_matrix((np.ones(np.count_nonzero(mask)), self.pattern.indices[mask],
+                                 np.concatenate([[0], np.cumsum(counts)])), shape=self.pattern.shape)
+            self._preconditioners[keep] = _CholeskySolver(sub)
+        pre = self._preconditioners[keep]
+        pre.factor(values[mask])
+        A0 = sp.csr_matrix((values, self.pattern.indices, self.pattern.indptr), shape=self.pattern.shape)
+        return _BlockPCG(A0, pre, self)
+
     def destroy(self) -> None:
         if self._solver is not None:
             self._solver.destroy()
             self._solver = None
+        for pre in self._preconditioners.values():
+            pre.destroy()
+        self._preconditioners = {}
+
+
+class _BlockPCG:
+    """Preconditioned CG on a block of right-hand sides at once (one independent CG per
+    column, vectorised), to a relative residual ``rtol``; a column still short of it after
+    PCG_MAX_ITERATIONS is solved by the exact Cholesky of the plan instead."""
+
+    def __init__(self, A0: sp.csr_matrix, preconditioner: "_CholeskySolver", plan: "UpdatePlan"):
+        self.A0, self.pre, self.plan = A0, preconditioner, plan
+        self.iterations = 0
+
+    def solve(self, r: np.ndarray, rtol: float = 1e-13) -> np.ndarray:
+        one = r.ndim == 1
+        R = r[:, None] if one else r
+        X = np.zeros_like(R)
+        norm0 = np.sqrt((R ** 2).sum(axis=0))
+        target = rtol * np.maximum(norm0, 1e-300)
+        res = R.copy()
+        active = norm0 > 0
+        Z = self.pre.solve(res)
+        P = Z.copy()
+        rz = (res * Z).sum(axis=0)
+        for _ in range(PCG_MAX_ITERATIONS):
+            if not active.any():
+                break
+            AP = self.A0 @ P
+            pAp = (P * AP).sum(axis=0)
+            alpha = np.where(active & (pAp > 0), rz / np.where(pAp > 0, pAp, 1.0), 0.0)
+            X += alpha * P
+            res -= alpha * AP
+            active &= np.sqrt((res ** 2).sum(axis=0)) > target
+            self.iterations += 1
+            Z = self.pre.solve(res)
+            rz_new = (res * Z).sum(axis=0)
+            P = Z + np.where(rz > 0, rz_new / np.where(rz > 0, rz, 1.0), 0.0) * P
+            rz = rz_new
+        if active.any():   # not converged: the exact factorisation for these columns
+            direct = self.plan._exact(self.A0.data)
+            X[:, active] = direct.solve(R[:, active])
+        return X[:, 0] if one else X
 
 
 class _IterativeSolver:
@@ -269,7 +358,7 @@ class _IterativeSolver:
             raise ConstraintError(f"{_SINGULAR} (CG did not converge: reason {self.ksp.getConvergedReason()})")
         return self.x.getArray().copy()
 
-    def solve(self, r: np.ndarray) -> np.ndarray:
+    def solve(self, r: np.ndarray, rtol: float | None = None) -> np.ndarray:
         if r.ndim == 1:
             return self._solve1(r)
         return np.stack([self._solve1(r[:, j]) for j in range(r.shape[1])], axis=1)
@@ -290,12 +379,14 @@ class GaussianUpdate:
     sigma: float = 0.0
     direct: bool | None = None   # None: sparse Cholesky up to DIRECT_ROWS rows, else CG + algebraic multigrid
     plan: UpdatePlan | None = None
+    layout: object = None        # x's StateLayout: lets the plan precondition CG by output time
+    method: str = "auto"         # cholesky | pcg | auto (PCG for 2-D and 3-D stencils)
 
     def __post_init__(self) -> None:
         t0 = time.perf_counter()
         if self.plan is None or not self.plan.matches(self.G) or \
                 (self.direct is not None and self.direct != self.plan.direct):
-            self.plan = UpdatePlan(self.G, self.direct)
+            self.plan = UpdatePlan(self.G, self.direct, self.layout, self.method)
         self.G = self.plan.G
         self.b = np.asarray(self.b, np.float64)
         self.var = np.broadcast_to(np.asarray(self.var, np.float64), (self.G.shape[1],)).copy()
@@ -316,9 +407,10 @@ class GaussianUpdate:
     def _tick(self, phase: str, t0: float) -> None:
         self.timings[phase] = self.timings.get(phase, 0.0) + time.perf_counter() - t0
 
-    def solve(self, r: np.ndarray) -> np.ndarray:
-        """A⁻¹ r with A = G Σ Gᵀ + σ_G² I (r: rows, or rows × k)."""
-        y = self._lu.solve(r)
+    def solve(self, r: np.ndarray, rtol: float = 1e-13) -> np.ndarray:
+        """A⁻¹ r with A = G Σ Gᵀ + σ_G² I (r: rows, or rows × k; ``rtol``: the relative
+        residual an iterative solve stops at)."""
+        y = self._lu.solve(r, rtol)
         if self.U is not None:
             t = np.linalg.solve(self._small.T, np.linalg.solve(self._small, self.W.T @ y))
             y = y - self._A0inv_W @ t
@@ -341,9 +433,12 @@ class GaussianUpdate:
         t0 = time.perf_counter()
         r = self.G @ mu - self.b
         y = self.solve(r)
-        y += self.solve(r - self._apply_A(y))
+        left = r - self._apply_A(y)
+        if np.abs(left).max() > 1e-13 * np.abs(r).max():   # one step of iterative refinement
+            y += self.solve(left)
         out = mu - self.sigma_times(self.G.T @ y)
         self._tick("mean", t0)
+        self.mean_iterations = getattr(self._lu, "iterations", 0)
         if self.sigma == 0:
             after, scale = np.abs(self.residual(out)).max(), max(np.abs(r).max(), np.abs(self.b).max(), 1e-300)
             if not np.isfinite(after) or after > 1e-8 * scale:
@@ -369,11 +464,11 @@ class GaussianUpdate:
 
     def posterior(self, mu: np.ndarray, samples: int, seed: int, probes: int = VARIANCE_PROBES,
                   entries: slice | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(mean, marginal variance, posterior samples) from the one factorisation: the mean's
-        solve, then the samples' and the variance probes' right-hand sides in a single block
-        solve. ``entries`` (a slice of x, all by default) selects the entries of the variance
-        and of the samples that are returned. The variance is the probe estimate of
-        :meth:`variance` (``probes`` = 0: the exact dense formula)."""
+        """(mean, marginal variance, posterior samples) from the one factorisation (or
+        preconditioner): the mean's solve, the samples' right-hand sides in one block solve,
+        and the variance of :meth:`variance` with at most ``probes`` probes (the exact dense
+        formula when the rows are fewer). ``entries`` (a slice of x, all by default) selects
+        the entries of the variance and of the samples that are returned."""
         m = self.mean(mu)
         t0 = time.perf_counter()
         entries = slice(None) if entries is None else entries
@@ -382,15 +477,8 @@ class GaussianUpdate:
         if self.sigma and samples:
             r_samples -= self.sigma * np.stack([normals(seed, NOISE_ROWS, k, self.G.shape[0])
                                                 for k in range(samples)], axis=1)
-        if probes:
-            Z, X, R = self._probe_rhs(probes, seed)
-            Y = self.solve(np.concatenate([r_samples, R], axis=1))
-            v = self._probe_variance(Z, X, R, Y[:, samples:], entries)
-            Y = Y[:, :samples]
-        else:
-            Y = self.solve(r_samples)
-            v = self.variance(exact=True)[entries]
-        post = xs[:, entries] + self._sigma_Gt(Y, entries).T
+        post = xs[:, entries] + self._sigma_Gt(self.solve(r_samples), entries).T if samples else xs[:, entries]
+        v = self._variance(probes, seed, entries)
         self._tick("posterior", t0)
         return m, v, post
 
@@ -403,61 +491,85 @@ class GaussianUpdate:
         return out
 
     # -- the marginal variance -----------------------------------------------------------
-    def _probe_rhs(self, probes: int, seed: int):
-        """Rademacher probes: X (n × K), samples of a zero-mean prior with covariance Σ
-        (diag(√var) Z, plus U Z₂ with an ensemble part), and their right-hand sides R = G X."""
-        rng = np.random.default_rng(np.random.SeedSequence([seed, NOISE_PROBES]))
-        Z = rng.integers(0, 2, size=(self.G.shape[1], probes), dtype=np.int8) * 2.0 - 1.0
+    def _variance(self, probes: int, seed: int, entries: slice) -> np.ndarray:
+        """diag(Σ̃)[entries]: exact when the rows are no more than ``probes``, else probed in
+        rounds until the estimate's own relative RMS error is PROBE_TARGET or ``probes`` are spent."""
+        if not probes or self.G.shape[0] <= probes:
+            self.probe_error = np.zeros(0)
+            return self.variance(exact=True)[entries]
+        if self.U is None:   # Hutchinson's exact part: var − diag(D Gᵀ D_A⁻¹ G D)
+            var = self.var[entries]
+            self._h_base = var - var ** 2 * (self.plan.G2T[entries] @ (1.0 / self._A_diagonal()))
+        self._prior_entries = self.prior_variance()[entries]
+        sums, K, round_ = None, 0, 0
+        count = min(PROBE_ROUND, probes)
+        while count > 0:
+            sums = self._probe_sums(count, seed, round_, entries, sums)
+            K += count
+            est, rel = self._probe_estimate(sums, K)
+            rms = float(np.sqrt(np.mean(rel ** 2))) if rel.size else 0.0
+            want = int(np.ceil(K * (rms / PROBE_TARGET) ** 2)) if rms > PROBE_TARGET else K
+            count, round_ = min(want - K, probes - K), round_ + 1
+        self.probe_error, self.probes_used = rel, K
+        self.timings["count_probes"] = float(K)
+        self.timings["count_iterations"] = float(getattr(self._lu, "iterations", 0))
+        return est
+
+    def _probe_sums(self, count: int, seed: int, round_: int, entries: slice, sums: dict | None) -> dict:
+        """Running sums over ``count`` new Rademacher probes of the two estimators' terms:
+        ``sq`` = x̃_i² of the probes conditioned by Matheron's rule (X − Σ Gᵀ A⁻¹ G X, X a
+        zero-mean prior sample: diag(√var) Z, plus U Z₂ with an ensemble part), and, for a
+        diagonal Σ, Hutchinson's ``h`` = s_i z_i ((B − C) S⁻¹ z)_i with B = Σ Gᵀ A⁻¹ G Σ and
+        its diagonal-of-A part C = Σ Gᵀ D_A⁻¹ G Σ."""
+        rng = np.random.default_rng(np.random.SeedSequence([seed, NOISE_PROBES, round_]))
+        Z = rng.integers(0, 2, size=(self.G.shape[1], count), dtype=np.int8) * 2.0 - 1.0
         X = np.sqrt(self.var)[:, None] * Z
         if self.U is not None:
-            X += self.U @ (rng.integers(0, 2, size=(self.U.shape[1], probes), dtype=np.int8) * 2.0 - 1.0)
-        return Z, X, self.G @ X
+            X += self.U @ (rng.integers(0, 2, size=(self.U.shape[1], count), dtype=np.int8) * 2.0 - 1.0)
+        R = self.G @ X
+        Y = self.solve(R, PROBE_RTOL)
+        terms = {"sq": (X[entries] - self._sigma_Gt(Y, entries)) ** 2}
+        if self.U is None:
+            rest = self._sigma_Gt(Y - R / self._A_diagonal()[:, None], entries)
+            terms["h"] = np.sqrt(self.var[entries])[:, None] * Z[entries] * rest
+        new = {k: (t.sum(axis=1), (t ** 2).sum(axis=1)) for k, t in terms.items()}
+        if sums is None:
+            return new
+        return {k: (sums[k][0] + new[k][0], sums[k][1] + new[k][1]) for k in new}
+
+    def _probe_estimate(self, sums: dict, K: int) -> tuple[np.ndarray, np.ndarray]:
+        """(estimate, its relative standard error) from the running sums of K probes: the
+        squares' mean (relative error ≈ √(2/K), never < 0) and, for a diagonal Σ, Hutchinson's
+        var − diag(C) − mean(h) (its error vanishes on entries the rows constrain little),
+        weighted per entry by the inverses of their empirical variances."""
+        def mean_and_se2(key):
+            total, total2 = sums[key]
+            mean = total / K
+            return mean, np.maximum(total2 / K - mean ** 2, 0.0) / K
+        est, se2 = mean_and_se2("sq")
+        if "h" in sums:
+            h, h2 = mean_and_se2("h")
+            hutchinson = self._h_base - h
+            w, wh = 1.0 / np.maximum(se2, 1e-300), 1.0 / np.maximum(h2, 1e-300)
+            est, se2 = (w * est + wh * hutchinson) / (w + wh), 1.0 / (w + wh)
+        est = np.maximum(est, 0.0)
+        # relative to the estimate, or to 1% of the prior where the rows all but fix the entry
+        # (a Dirichlet value's variance is 0 up to the probes' solve tolerance)
+        return est, np.sqrt(se2) / np.maximum(est, PINNED * self._prior_entries)
 
     def _A_diagonal(self) -> np.ndarray:
         return self._A0_diagonal + (0 if self.U is None else (self.W ** 2).sum(1))
 
-    def _local_reduction(self, entries: slice) -> np.ndarray:
-        """diag(D Gᵀ D_A⁻¹ G D)[entries] for Σ = D = diag(var), D_A = diag(A): the variance
-        reduction if A were its diagonal, exactly (the control variate of the probe estimate)."""
-        return self.var[entries] ** 2 * (self.plan.G2T[entries] @ (1.0 / self._A_diagonal()))
-
-    def _probe_variance(self, Z, X, R, Y, entries: slice = slice(None)) -> np.ndarray:
-        """diag(Σ̃)[entries] from K probes X with Y = A⁻¹ G X, by two unbiased estimators
-        weighted per entry by the inverse of their empirical variances:
-
-        - squares: the probes conditioned by Matheron's rule, x̃ = X − Σ Gᵀ Y, have
-          covariance Σ̃, so mean_k x̃_ik² estimates Σ̃_ii (relative error ≈ √(2/K), never < 0);
-        - Hutchinson (diagonal Σ only): Σ̃_ii = var_i − diag(B)_i with B = Σ Gᵀ A⁻¹ G Σ, its exact
-          local part diag(C) (C = Σ Gᵀ D_A⁻¹ G Σ) plus mean_k z_ik s_i ((B − C) S⁻¹ z_k)_i, whose
-          error vanishes on entries the rows constrain little.
-
-        ``self.probe_error`` is the estimate's own relative standard error per entry."""
-        K = X.shape[1]
-        post = X[entries] - self._sigma_Gt(Y, entries)
-        squares = post ** 2
-        est, se2 = squares.mean(axis=1), squares.var(axis=1) / K
-        if self.U is None:
-            rest = self._sigma_Gt(Y - R / self._A_diagonal()[:, None], entries)
-            terms = np.sqrt(self.var[entries])[:, None] * Z[entries] * rest
-            hutchinson = self.var[entries] - self._local_reduction(entries) - terms.mean(axis=1)
-            h2 = terms.var(axis=1) / K
-            w, wh = 1.0 / np.maximum(se2, 1e-300), 1.0 / np.maximum(h2, 1e-300)
-            est, se2 = (w * est + wh * hutchinson) / (w + wh), 1.0 / (w + wh)
-        est = np.maximum(est, 0.0)
-        self.probe_error = np.sqrt(se2) / np.maximum(est, 1e-300)
-        return est
-
     def variance(self, exact: bool | None = None, samples: int = VARIANCE_PROBES, seed: int = 0) -> np.ndarray:
         """diag(Σ̃): exact (the dense formula, rows × n: for small problems and as the
-        reference), else the probe estimate with ``samples`` Rademacher probes."""
+        reference), else estimated with up to ``samples`` Rademacher probes (:meth:`_variance`)."""
         rows = self.G.shape[0]
         if exact is None:
-            exact = rows <= EXACT_VARIANCE_ROWS
+            exact = rows <= min(EXACT_VARIANCE_ROWS, max(samples, 1))
         if exact:
             SGt = self.sigma_times(self.G.T.toarray())            # n × rows
             return self.prior_variance() - np.einsum("ij,ji->i", SGt, self.solve(SGt.T))
-        Z, X, R = self._probe_rhs(samples, seed)
-        return self._probe_variance(Z, X, R, self.solve(R))
+        return self._variance(samples, seed, slice(None))
 
     def gather(self, x: np.ndarray) -> np.ndarray:
         return x

@@ -14,12 +14,12 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.integrate import simpson
 
-from hybrid.constraints.rows import (ConstraintRows, StateLayout, boundary_flux_rows, conservation_rows,
+from hybrid.constraints.rows import (ConstraintRows, StateLayout, boundary_flux_rows, conservation_rhs, conservation_rows,
                                      dirichlet_rows, global_rows, normal_derivative_rows, stack_rows)
 from hybrid.constraints.update import GaussianUpdate
 from hybrid.mesh.control_volumes import ControlVolumes
 
-__all__ = ["VARIANTS", "variant_rows", "boundary_rows", "prediction_covariance", "make_update"]
+__all__ = ["VARIANTS", "variant_rows", "variant_rhs", "boundary_rows", "prediction_covariance", "make_update"]
 
 VARIANTS = ("raw", "hardc", "softc", "boon", "global", "per-cell", "per-cell+boundary")
 # differently trained ensembles, scored as they come (no rows)
@@ -108,6 +108,17 @@ def variant_rows(variant: str, cv, layout, u0, source, boundary: ConstraintRows)
     if variant == "per-cell+boundary" and boundary.count:
         rows = stack_rows([rows, boundary])
     return rows
+
+
+def variant_rhs(variant: str, cv, layout, u0, source, boundary: ConstraintRows) -> np.ndarray:
+    """b of :func:`variant_rows` alone: G is the same for every scenario of a case, so a driver
+    builds the rows once and this per scenario."""
+    per_cell = conservation_rhs(cv, layout, u0, source)
+    if variant in ("hardc", "global"):
+        return per_cell.reshape(layout.T, layout.N).sum(axis=1)
+    if variant == "per-cell+boundary" and boundary.count:
+        return np.concatenate([per_cell, boundary.b])
+    return per_cell
 
 
 def prediction_covariance(var: np.ndarray, deviations: np.ndarray | None,

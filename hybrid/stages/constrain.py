@@ -33,17 +33,18 @@ import h5py
 import numpy as np
 from mpi4py import MPI
 
-from hybrid.constraints.rows import StateLayout
+from hybrid.constraints.rows import ConstraintRows, StateLayout
+from hybrid.constraints.selection import ValidationScenario, choose_flux_inflation
 from hybrid.constraints.update import GaussianUpdate, prior_deviation
 from hybrid.constraints.variants import (ENSEMBLE_VARIANTS, VARIANTS, boundary_rows, make_update,
-                                         prediction_covariance, variant_rows)
+                                         prediction_covariance, variant_rhs, variant_rows)
 from hybrid.files import atomic_path
 from hybrid.mesh.control_volumes import balance_residual
 from hybrid.parallel import my_indices
 from hybrid.metrics import (coverage, crps_gaussian, gaussian_log_likelihood, mass_error, max_error, mse,
                             relative_l2, variance_floor)
 
-__all__ = ["requested_variants", "run_variants", "variant_scores", "front_threshold", "front_measure", "FRONT_SAMPLES",
+__all__ = ["requested_variants", "main_variant", "run_variants", "variant_scores", "front_threshold", "front_measure", "FRONT_SAMPLES",
            "residual_by_kind"]
 
 FRONT_SAMPLES = 100       # posterior samples per scenario kept for the front histogram
@@ -55,11 +56,15 @@ def requested_variants(case, extra: dict | None = None) -> list[str]:
     """raw, the case's main variant and those it compares with, in the table's order
     (``softc`` and ``boon`` only when their ensembles are in ``extra``)."""
     c = case.constraints
-    main = "raw" if c["conservation"] == "none" else c["conservation"]
-    if main == "per-cell" and c["boundary"] == "exact":
-        main = "per-cell+boundary"
-    wanted = ["raw", main] + [v for v in c["compare"] if v not in ENSEMBLE_VARIANTS or v in (extra or {})]
+    wanted = ["raw", main_variant(case)] + [v for v in c["compare"] if v not in ENSEMBLE_VARIANTS or v in (extra or {})]
     return [v for v in VARIANTS if v in wanted]
+
+
+def main_variant(case) -> str:
+    """The variant the case's ``conservation`` and ``boundary`` keys ask for."""
+    c = case.constraints
+    main = "raw" if c["conservation"] == "none" else c["conservation"]
+    return "per-cell+boundary" if main == "per-cell" and c["boundary"] == "exact" else main
 
 
 def parallel_mode(setting: str, comm: MPI.Comm, state_rows: int) -> str:
@@ -97,12 +102,17 @@ def front_measure(cv, u: np.ndarray, threshold: float) -> np.ndarray:
 
 
 def run_variants(case, cv, data: dict, pred: dict | None, out_path, comm: MPI.Comm = MPI.COMM_SELF,
-                 extra: dict | None = None) -> dict | None:
+                 extra: dict | None = None, validation: dict | None = None) -> tuple[dict, dict] | None:
     """Every requested variant of every test scenario (collective over ``comm``; ``pred``,
     the ensemble's ``u_mean u_var u_dev flux_mean flux_var flux_dev``, is needed on rank 0
-    only; ``extra`` holds other ensembles scored unconstrained, such as ``softc``).
-    Returns the scores on rank 0, None elsewhere."""
-    pred, extra = comm.bcast((pred, extra or {}) if comm.rank == 0 else None, root=0)
+    only; ``extra`` holds other ensembles scored unconstrained, such as ``softc``;
+    ``validation``, the validation scenarios' ``split`` and the ensemble's ``pred`` of them,
+    chooses the flux-variance inflation of :mod:`hybrid.constraints.selection`).
+    Returns (the scores, the inflation chosen and its validation table) on rank 0, None elsewhere."""
+    inflation, table = (_flux_inflation(case, cv, data["times"], validation)
+                        if comm.rank == 0 else (None, None))
+    pred, extra, inflation, table = comm.bcast((pred, extra or {}, inflation, table) if comm.rank == 0 else None,
+                                               root=0)
     test, times = data["test"], data["times"]
     S, T1, N = test["u"].shape
     T = T1 - 1
@@ -129,7 +139,7 @@ def run_variants(case, cv, data: dict, pred: dict | None, out_path, comm: MPI.Co
     results, own_rows = {}, {}
     phases_of = {}
     for variant in requested_variants(case, extra):
-        done, phases, plans = {}, {}, {}
+        done, phases, plans, built = {}, {}, {}, {}
         source = extra.get(variant, pred)
         for i in mine:
             t0 = time.perf_counter()
@@ -138,9 +148,17 @@ def run_variants(case, cv, data: dict, pred: dict | None, out_path, comm: MPI.Co
             dev = np.stack([layout.pack(source["u_dev"][i, m, 1:], source["flux_dev"][i, m])
                             for m in range(source["u_dev"].shape[1])])
             diag, U = prediction_covariance(var, dev, c["covariance"])
+            if source is pred and inflation != 1.0:
+                diag, U = _inflate(diag, U, layout, inflation)
             seed = int(case.seed) * 1000 + i
             t1 = time.perf_counter()
-            rows = variant_rows(variant, cv, layout, test["u"][i, 0], test["source"][i], boundary[i])
+            if variant in built:   # the variant's G is the same for every scenario: only b changes
+                rows = ConstraintRows(built[variant].G, variant_rhs(variant, cv, layout, test["u"][i, 0],
+                                                                   test["source"][i], boundary[i]), built[variant].kind)
+            else:
+                rows = variant_rows(variant, cv, layout, test["u"][i, 0], test["source"][i], boundary[i])
+                if rows is not None:
+                    built[variant] = rows
             t2 = time.perf_counter()
             m, v, post, spent = _constrain(variant, rows, mean, var, diag, U, float(c["sigma"]), owner, sub, seed,
                                            layout, samples, plans)
@@ -202,7 +220,39 @@ def run_variants(case, cv, data: dict, pred: dict | None, out_path, comm: MPI.Co
         if fronts:
             scores[variant]["front_error"] = float(np.mean(np.abs(fronts[variant].mean(axis=1) - true_front)))
             scores[variant]["front_std"] = float(np.mean(fronts[variant].std(axis=1)))
-    return scores
+    return scores, {"flux_inflation": inflation, "validation_mse_ratio": table}
+
+
+def _inflate(diag: np.ndarray, U: np.ndarray | None, layout: StateLayout, inflation: float):
+    """The prior covariance with the fluxes' variances scaled by ``inflation``."""
+    scale = np.ones(layout.size)
+    scale[layout.T * layout.N:] = inflation
+    return diag * scale, None if U is None else U * np.sqrt(scale)[:, None]
+
+
+def _flux_inflation(case, cv, times: np.ndarray, validation: dict | None) -> tuple[float, dict]:
+    """The flux-variance inflation of the main variant chosen on the validation scenarios."""
+    main = main_variant(case)
+    if validation is None or main == "raw":
+        return 1.0, {}
+    split, pred = validation["split"], validation["pred"]
+    S, T1, N = split["u"].shape
+    layout = StateLayout(N, cv.num_faces, T1 - 1)
+    names = split["parameter_names"]
+    scenarios = []
+    for i in range(S):
+        params = dict(zip(names, map(float, split["params"][i])))
+        rows = variant_rows(main, cv, layout, split["u"][i, 0], split["source"][i],
+                            boundary_rows(case, cv, layout, times, params))
+        var = layout.pack(pred["u_var"][i, 1:], pred["flux_var"][i])
+        dev = np.stack([layout.pack(pred["u_dev"][i, m, 1:], pred["flux_dev"][i, m])
+                        for m in range(pred["u_dev"].shape[1])])
+        diag, U = prediction_covariance(var, dev, case.constraints["covariance"])
+        flux = np.zeros(layout.size, bool)
+        flux[layout.T * N:] = True
+        scenarios.append(ValidationScenario(rows, layout.pack(pred["u_mean"][i, 1:], pred["flux_mean"][i]), diag, U,
+                                            flux, split["u"][i, 1:]))
+    return choose_flux_inflation(scenarios, cv.volume, float(case.constraints["sigma"]), layout=layout)
 
 
 def _constrain(variant, rows, mean, var, diag, U, sigma, owner, comm, seed, layout, samples: int, plans: dict):
@@ -218,7 +268,7 @@ def _constrain(variant, rows, mean, var, diag, U, sigma, owner, comm, seed, layo
     if rows is None or variant == "hardc":
         m, phases = mean, {}
         if variant == "hardc":   # Euclidean projection (Σ = I); the variance is left as it was
-            update = _update(variant, rows, 1.0, None, 0.0, owner, comm, plans)
+            update = _update(variant, rows, 1.0, None, 0.0, owner, comm, plans, layout)
             m = update.gather(update.mean(mean[update.entries]))
             phases = getattr(update, "timings", {})
         phases = {**phases, "total_mean": time.perf_counter() - t0}
@@ -226,11 +276,12 @@ def _constrain(variant, rows, mean, var, diag, U, sigma, owner, comm, seed, layo
             return None, None, None, phases
         post = np.stack([m[final] + prior(k) for k in range(samples)]) if samples else np.zeros((0, layout.N))
         return m, var[states], post, phases
-    update = _update(variant, rows, diag, U, sigma, owner, comm, plans)
+    update = _update(variant, rows, diag, U, sigma, owner, comm, plans, layout)
     if comm.size == 1:
         m, v, post = update.posterior(mean, samples, seed, entries=states)
         phases = dict(update.timings)
         phases["total_mean"] = phases["assemble"] + phases["factor"] + phases["mean"]
+        phases["mean_iterations"] = float(update.mean_iterations)
         update.destroy()
         return m, v, post[:, final], phases
     m = update.gather(update.mean(mean[update.entries]))
@@ -243,11 +294,11 @@ def _constrain(variant, rows, mean, var, diag, U, sigma, owner, comm, seed, layo
     return m, np.maximum(drawn.var(axis=0, ddof=1), 0.0)[states], drawn[:samples, final], phases
 
 
-def _update(variant, rows, diag, U, sigma, owner, comm, plans: dict):
+def _update(variant, rows, diag, U, sigma, owner, comm, plans: dict, layout=None):
     """The update of a variant's rows: serial with the variant's cached plan, or distributed."""
     if comm.size > 1:
         return make_update(rows, diag, U, sigma, owner, comm)
-    update = GaussianUpdate(rows.G, rows.b, diag, U, sigma, plan=plans.get(variant))
+    update = GaussianUpdate(rows.G, rows.b, diag, U, sigma, plan=plans.get(variant), layout=layout)
     plans[variant] = update.plan
     return update
 

@@ -80,7 +80,8 @@ def run_predict(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, p
     M = int(case.surrogate["members"])
     members = load_members(train_dir, M, my_indices(M, comm), case.hash(*TRAIN_SECTIONS))
     pred, surrogate_seconds = _ensemble(members, M, transfer, cv, data, comm)
-    scales, uncalibrated = _calibration(case, members, M, transfer, cv, data, comm), None
+    scales, validation = _calibration(case, members, M, transfer, cv, data, comm)
+    uncalibrated = None
     if comm.rank == 0 and scales is not None:
         uncalibrated = coverage(pred["u_mean"][:, 1:], np.maximum(pred["u_var"][:, 1:], 1e-300), test["u"][:, 1:])
         pred = apply_scales(pred, scales)
@@ -111,9 +112,12 @@ def run_predict(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, p
         variants = run_flow_variants(case, cv, data, pred, out / "variants.h5", comm, extra=extra)
     else:
         from hybrid.stages.constrain import run_variants
-        variants = run_variants(case, cv, data, pred, out / "variants.h5", comm, extra=extra)
+        found = run_variants(case, cv, data, pred, out / "variants.h5", comm, extra=extra, validation=validation)
+        variants, selection = found if found is not None else (None, None)
     if comm.rank == 0:
         metrics["variants"] = variants
+        if not is_flow(case):
+            metrics.update(selection)
         with atomic_path(out / "metrics.json") as tmp:
             tmp.write_text(json.dumps(metrics, indent=2) + "\n")
         mark_stage_done(out, digest, **{k: v for k, v in metrics.items() if not isinstance(v, (list, dict))})
@@ -130,23 +134,24 @@ def run_predict(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, p
 
 
 def _calibration(case, members: dict, M: int, transfer, cv, data: dict, comm: MPI.Comm):
-    """The variance scales fitted on the validation split (:mod:`hybrid.surrogates.calibration`),
-    on rank 0 (None elsewhere, or when ``[constraints] calibrate`` is off or there is no
-    validation scenario)."""
+    """(the variance scales fitted on the validation split, :mod:`hybrid.surrogates.calibration`;
+    the validation scenarios and their calibrated prediction) on rank 0, (None, None) elsewhere
+    or when ``[constraints] calibrate`` is off or there is no validation scenario."""
     if not case.constraints["calibrate"]:
-        return None
+        return None, None
     _, val_idx = split_indices(case, data["train"]["u"].shape[0])
     if not len(val_idx):
-        return None
+        return None, None
     train = data["train"]
     S = train["u"].shape[0]
     view = {k: (v[val_idx] if isinstance(v, np.ndarray) and v.ndim and v.shape[0] == S else v)
             for k, v in train.items()}
     val_pred, _ = _ensemble(members, M, transfer, cv, {**data, "test": view}, comm)
     if comm.rank != 0:
-        return None
-    return fit_scales(view["u"], {"mean": val_pred["u_mean"], "var": val_pred["u_var"]},
+        return None, None
+    scales = fit_scales(view["u"], {"mean": val_pred["u_mean"], "var": val_pred["u_var"]},
                         view["flux"], {"mean": val_pred["flux_mean"], "var": val_pred["flux_var"]})
+    return scales, {"split": view, "pred": apply_scales(val_pred, scales)}
 
 
 def _ensemble(members: dict, M: int, transfer, cv, data: dict, comm: MPI.Comm, boon_case=None):

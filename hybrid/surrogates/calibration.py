@@ -5,13 +5,16 @@ the smaller variance, so the two blocks' variances must be right relative to eac
 well as in size. The ensemble's raw spread is not: members trained from one data set agree
 more than their errors warrant, and by different factors for states and fluxes.
 
-For each block and output time n the prior covariance Σ is scaled by the factor that
-maximises the Gaussian likelihood of the validation scenarios' errors (scenarios no member
-trained on; never the test scenarios):
+For each block and output time n the prior covariance Σ is scaled by the factor s_n at which
+90% of the validation scenarios' errors (scenarios no member trained on; never the test
+scenarios) fall inside the central 90% interval:
 
-    s_n = mean over validation scenarios and entries of (truth − mean)² / var
+    s_n = (q_0.9(|truth − mean| / √var) / 1.645)²
 
-(the maximiser of Σ log N(e; 0, s var) over s). The ensemble's deviations are scaled by √s_n,
+For Gaussian errors this is the likelihood's maximiser, mean((truth − mean)² / var), in
+expectation; the surrogates' errors are heavy-tailed (a front a cell off), where the
+likelihood's scale is set by the tail and over-covers the rest (measured on stefan-1d: 0.99
+of the test values inside the 90% interval). The ensemble's deviations are scaled by √s_n,
 so the variance, the low-rank ensemble covariance and the samples stay consistent.
 """
 
@@ -24,6 +27,7 @@ import numpy as np
 __all__ = ["VarianceScales", "fit_scales", "apply_scales"]
 
 RELATIVE_FLOOR = 1e-8   # variances below this × their block's mean are floored before the fit
+Z90 = 1.6448536269514722   # the standard normal's 95% quantile: ±Z90 holds 90%
 
 
 @dataclass(frozen=True)
@@ -38,10 +42,12 @@ class VarianceScales:
 
 
 def _block_scale(truth: np.ndarray, mean: np.ndarray, var: np.ndarray) -> np.ndarray:
-    """Per output time (axis 1): the likelihood-maximising scale of var, (S, T, ...) arrays."""
+    """Per output time (axis 1): the scale of var with 90% of |z| inside the 90% interval,
+    for (S, T, ...) arrays."""
     floor = RELATIVE_FLOOR * max(float(np.mean(var)), 1e-300)
-    z2 = (truth - mean) ** 2 / np.maximum(var, floor)
-    scale = z2.reshape(z2.shape[0], z2.shape[1], -1).mean(axis=(0, 2))
+    z = np.abs(truth - mean) / np.sqrt(np.maximum(var, floor))
+    z = np.swapaxes(z, 0, 1).reshape(z.shape[1], -1)
+    scale = (np.quantile(z, 0.9, axis=1) / Z90) ** 2
     return np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
 
 
