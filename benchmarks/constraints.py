@@ -1,24 +1,30 @@
-"""Constraint-update benchmark: its cost against surrogate inference, and its growth with
-the number of control volumes. Ratios and fitted exponents from one run; never gated on.
+"""Constraint-update benchmark: where its time goes, its cost against the surrogate's inference
+and the solver, its growth with the number of control volumes, the accuracy of the variance
+estimate, and the 1 vs 2 rank distributed update. Ratios and fitted exponents from one run;
+never gated on.
 
-    .venv/bin/python benchmarks/constraints.py
+    .venv/bin/python benchmarks/constraints.py [--results DIR] [--largest H]
 
-1. For every shipped case that has been run (``results/predict/metrics.json``): seconds of
-   the per-cell + boundary update per test scenario against the ensemble's inference
-   seconds per scenario (target: update ≤ 10% of inference).
-2. Growth: per-cell rows on rectangles of decreasing h (dual control volumes, 10 output
-   intervals, a random prediction with a diagonal covariance): update time for the mean
-   alone and with the posterior variance, against the number of control volumes, with
-   the fitted exponent (target ≤ 1.1).
-
-3. Ranks: the distributed update (PETSc over the control volumes' partition, CG + GAMG)
-   of per-cell rows on the finest rectangle, mean and 32 Matheron samples, under
-   ``mpirun -n 1`` and ``-n 2``: the speed-up (on this 2-core machine), and the largest
-   difference between the two results.
+1. Per case, from every run case's ``results/predict/metrics.json`` under ``DIR/cases``
+   (default: this checkout): the main variant's seconds per test scenario split into phases
+   (prior: packing the prediction; rows: the scenario's right-hand side; assemble: A₀'s
+   values; factor: numeric Cholesky or the preconditioner's; mean; posterior: samples and
+   variance), and as ratios: mean / inference, update / inference, solver / (inference +
+   update). Targets: mean ≤ 1×, update ≤ 5× inference; solver ≥ 100× inference + update.
+2. Growth: per-cell + Dirichlet rows on dual rectangles from about 10³ to 10⁵ control volumes
+   × 10 intervals, a random prediction with a diagonal covariance (state variances 1e-3, flux
+   variances 1e-5): seconds of the mean and of mean + variance, against an untrained FNO
+   ensemble's inference on a grid of the mesh's resolution (4 members, as the shipped cases),
+   with the fitted exponents. Target: exponent ≤ 1.2 for mean + variance.
+3. The variance estimate's relative RMS error against the exact diagonal on the smallest
+   rectangle and a 1-D interval (stated and true).
+4. Ranks: the distributed update (PETSc over the control volumes' partition) of per-cell rows
+   on a rectangle, mean and 32 Matheron samples, under ``mpirun -n 1`` and ``-n 2``.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -29,46 +35,116 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+PHASES = ("prior", "rows", "assemble", "factor", "mean", "posterior")
 
-def per_case() -> None:
-    print(f"{'case':18s} {'variant':18s} {'update s':>9s} {'inference s':>11s} {'update/inference':>16s}")
-    for metrics_file in sorted((ROOT / "cases").glob("*/results/predict/metrics.json")):
+
+def per_case(results: Path) -> None:
+    head = f"{'case':22s} {'variant':18s} " + " ".join(f"{p:>9s}" for p in PHASES)
+    print(head + f" {'probes':>6s} {'mean/inf':>8s} {'upd/inf':>8s} {'sol/(inf+upd)':>13s}")
+    for metrics_file in sorted(results.glob("cases/*/results/predict/metrics.json")):
         m = json.loads(metrics_file.read_text())
-        variants = m.get("variants", {})
-        for variant in ("per-cell", "per-cell+boundary"):
-            if variant in variants:
-                upd, inf = variants[variant]["update_seconds"], m["surrogate_seconds"]
-                print(f"{metrics_file.parts[-4]:18s} {variant:18s} {upd:9.4f} {inf:11.4f} {upd / inf:16.1f}")
+        variants = m.get("variants") or {}
+        variant = "per-cell+boundary" if "per-cell+boundary" in variants else "per-cell"
+        if variant not in variants or "update_phases" not in variants[variant]:
+            continue
+        v, inf, solver = variants[variant], m["surrogate_seconds"], m["solver_seconds"]
+        ms = " ".join(f"{1e3 * v['update_phases'].get(p, 0.0):7.1f}ms" for p in PHASES)
+        print(f"{metrics_file.parts[-4]:22s} {variant:18s} {ms} {v['update_phases'].get('count_probes', 0):6.0f} "
+              f"{v['mean_update_seconds'] / inf:8.2f} {v['update_seconds'] / inf:8.2f} "
+              f"{solver / (inf + v['update_seconds']):13.1f}")
 
 
-def growth() -> None:
-    from hybrid.constraints.rows import StateLayout, conservation_rows
-    from hybrid.constraints.update import GaussianUpdate
+def _problem(h: float, T: int = 10, seed: int = 0):
+    from hybrid.constraints.rows import StateLayout, conservation_rows, dirichlet_rows, stack_rows
     from hybrid.mesh.control_volumes import build_control_volumes
     from hybrid.mesh.shapes import generate
 
-    rng = np.random.default_rng(0)
-    sizes, mean_s, var_s = [], [], []
-    for h in (0.1, 0.05, 0.025, 0.0125):
-        cv = build_control_volumes(generate({"shape": "rectangle", "h": h}, seed=0), "dual")
-        layout = StateLayout(cv.num_cvs, cv.num_faces, 10)
-        rows = conservation_rows(cv, layout, rng.standard_normal(cv.num_cvs))
-        mu = rng.standard_normal(layout.size)
-        var = rng.uniform(0.5, 1.5, layout.size)
+    cv = build_control_volumes(generate({"shape": "rectangle", "h": h}, seed=0), "dual")
+    layout = StateLayout(cv.num_cvs, cv.num_faces, T)
+    rng = np.random.default_rng(seed)
+    left = np.unique(cv.face_cv[cv.faces_of("left"), 0])
+    rows = stack_rows([conservation_rows(cv, layout, rng.standard_normal(cv.num_cvs)),
+                       dirichlet_rows(layout, left, np.ones((T, len(left))))])
+    states = T * cv.num_cvs
+    var = np.concatenate([rng.uniform(0.5, 1.5, states) * 1e-3, rng.uniform(0.5, 1.5, layout.size - states) * 1e-5])
+    return cv, layout, rows, var, rng.standard_normal(layout.size)
+
+
+def _inference_seconds(cv, T: int, members: int = 4) -> float:
+    """One scenario's inference by an untrained FNO ensemble on a grid of the mesh's resolution."""
+    import torch
+
+    from hybrid.surrogates.fno import FNO
+
+    side = int(2 ** np.ceil(np.log2(max(16, np.sqrt(cv.num_cvs)))))
+    model = FNO(in_channels=4, out_channels=T + 2 * T, dim=2, modes=12, width=24, layers=4, padding=side // 8)
+    model.eval()
+    x = torch.randn(1, 4, side, side)
+    torch.set_num_threads(1)
+    with torch.no_grad():
+        model(x)
         t0 = time.perf_counter()
-        update = GaussianUpdate(rows.G, rows.b, var)
+        for _ in range(members):
+            model(x)
+    return time.perf_counter() - t0
+
+
+def growth(largest: float) -> None:
+    from hybrid.constraints.update import GaussianUpdate
+
+    sizes, mean_s, full_s = [], [], []
+    print(f"  {'CVs':>7s} {'rows':>8s} {'method':>8s} {'mean s':>8s} {'mean+var s':>10s} {'probes':>6s} "
+          f"{'inference s':>11s} {'mean/inf':>8s} {'(mean+var)/inf':>14s}")
+    for h in [h for h in (0.035, 0.02, 0.011, 0.006, 0.0035) if h >= largest]:
+        cv, layout, rows, var, mu = _problem(h)
+        states = slice(0, layout.T * layout.N)
+        t0 = time.perf_counter()
+        update = GaussianUpdate(rows.G, rows.b, var, layout=layout)
         update.mean(mu)
         t1 = time.perf_counter()
-        update.variance(exact=False, samples=64)
+        update._variance(64, 0, states)
         t2 = time.perf_counter()
+        inf = _inference_seconds(cv, layout.T)
         sizes.append(cv.num_cvs)
         mean_s.append(t1 - t0)
-        var_s.append(t2 - t0)
-        print(f"  {cv.num_cvs:7d} control volumes, {rows.count:8d} rows: mean {t1 - t0:7.3f} s, "
-              f"mean + variance (64 samples) {t2 - t0:7.3f} s")
-    for label, seconds in (("mean", mean_s), ("mean + variance", var_s)):
-        slope = np.polyfit(np.log(sizes[1:]), np.log(seconds[1:]), 1)[0]
-        print(f"  fitted exponent ({label}, three finest meshes): {slope:.2f}")
+        full_s.append(t2 - t0)
+        print(f"  {cv.num_cvs:7d} {rows.count:8d} {update.plan.method:>8s} {t1 - t0:8.3f} {t2 - t0:10.3f} "
+              f"{update.probes_used:6d} {inf:11.3f} {(t1 - t0) / inf:8.2f} {(t2 - t0) / inf:14.2f}")
+        update.plan.destroy()
+    if len(sizes) >= 3:
+        for label, seconds in (("mean", mean_s), ("mean + variance", full_s)):
+            slope = np.polyfit(np.log(sizes[1:]), np.log(seconds[1:]), 1)[0]
+            print(f"  fitted exponent ({label}, all but the smallest mesh): {slope:.2f}")
+
+
+def variance_error() -> None:
+    from hybrid.constraints.rows import StateLayout, conservation_rows, dirichlet_rows, stack_rows
+    from hybrid.constraints.update import PINNED, GaussianUpdate
+    from hybrid.mesh.control_volumes import build_control_volumes
+    from hybrid.mesh.shapes import generate
+
+    problems = {"rectangle h=0.1, T=10": _problem(0.1)}
+    cv = build_control_volumes(generate({"shape": "interval", "cells": 200, "jitter": 0.3}, seed=0), "dual")
+    layout = StateLayout(cv.num_cvs, cv.num_faces, 20)
+    rng = np.random.default_rng(1)
+    rows = stack_rows([conservation_rows(cv, layout, rng.standard_normal(cv.num_cvs)),
+                       dirichlet_rows(layout, np.array([0]), np.ones((20, 1)))])
+    for label, flux_var in (("interval 200, T=20, flux var 1e-5", 1e-5), ("interval 200, T=20, flux var 1e-8", 1e-8)):
+        states = 20 * cv.num_cvs
+        var = np.concatenate([rng.uniform(0.5, 1.5, states) * 1e-3, rng.uniform(0.5, 1.5, layout.size - states) * flux_var])
+        problems[label] = (cv, layout, rows, var, rng.standard_normal(layout.size))
+    for label, (_, layout, rows, var, _) in problems.items():
+        states = slice(0, layout.T * layout.N)
+        update = GaussianUpdate(rows.G, rows.b, var, layout=layout)
+        t0 = time.perf_counter()
+        exact = update.variance(exact=True)[states]
+        t1 = time.perf_counter()
+        estimate = update._variance(256, 0, states)
+        t2 = time.perf_counter()
+        rel = (estimate - exact) / np.maximum(exact, PINNED * var[states])
+        print(f"  {label:36s}: {update.probes_used:4d} probes, relative RMS error {np.sqrt(np.mean(rel ** 2)):.3f} "
+              f"(stated {np.sqrt(np.mean(update.probe_error ** 2)):.3f}), max {np.abs(rel).max():.2f}; "
+              f"{t2 - t1:.3f} s against {t1 - t0:.2f} s for the exact dense formula")
 
 
 def distributed_worker(h: float, out: str) -> None:
@@ -103,10 +179,11 @@ def distributed_worker(h: float, out: str) -> None:
 
 
 def ranks(h: float = 0.0125) -> None:
+    import os
     import subprocess
     import tempfile
 
-    env = dict(__import__("os").environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
     results, means = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for P in (1, 2):
@@ -128,9 +205,16 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
         distributed_worker(float(sys.argv[2]), sys.argv[3])
         return
-    per_case()
-    print("\ngrowth with the number of control volumes (serial: sparse LU up to 30000 rows, CG + GAMG above):")
-    growth()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=Path, default=ROOT, help="folder holding cases/*/results")
+    parser.add_argument("--largest", type=float, default=0.0035, help="smallest h of the growth study")
+    args = parser.parse_args()
+    print("per case (main variant, seconds per test scenario):")
+    per_case(args.results)
+    print("\ngrowth with the number of control volumes (per-cell + Dirichlet rows, 10 intervals):")
+    growth(args.largest)
+    print("\nthe variance estimate against the exact diagonal (states):")
+    variance_error()
     print("\ndistributed update, 1 vs 2 ranks:")
     ranks()
 

@@ -311,3 +311,18 @@ def test_variant_rhs_is_the_right_hand_side_of_the_variant_rows():
             rows = variant_rows(variant, cv, layout, u0, source, boundary)
             np.testing.assert_allclose(variant_rhs(variant, cv, layout, u0, source, boundary), rows.b, rtol=1e-14,
                                        atol=1e-14 * np.abs(rows.b).max())
+
+
+def test_stefan_mass_is_the_integral_of_the_similarity_solution():
+    from scipy.integrate import quad
+    from scipy.optimize import brentq
+    from scipy.special import erf
+
+    from hybrid.constraints.variants import stefan_mass
+
+    for u_star in (0.5, 0.6):
+        lam = brentq(lambda z: u_star * np.sqrt(np.pi) * z * erf(z) * np.exp(z * z) - (1 - u_star), 1e-9, 10)
+        for t in (0.01, 0.1):
+            front = 2 * lam * np.sqrt(t)
+            profile = lambda x: 1 - (1 - u_star) * erf(x / (2 * np.sqrt(t))) / erf(lam)
+            assert abs(stefan_mass(u_star, np.array([t]))[0] - quad(profile, 0, front)[0]) < 1e-12

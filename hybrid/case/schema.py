@@ -338,8 +338,10 @@ _section(
        choices=("diagonal", "ensemble", "ensemble+diagonal")),
     _k("compare", "choices", ["raw", "hardc", "global", "per-cell"], "Variants to report. softc and boon "
        "train their own ensembles: SoftC (the PDE residual as a penalty) and BOON (boundary-corrected "
-       "Fourier layers: 1-D cases, and 2-D rectangles with Dirichlet or periodic walls).",
-       choices=("raw", "hardc", "softc", "boon", "global", "per-cell", "per-cell+boundary")),
+       "Fourier layers: 1-D cases, and 2-D rectangles with Dirichlet or periodic walls). known-mass is "
+       "ProbConserv's own setting, per-cell + boundary rows plus the closed-form total mass (data no "
+       "surrogate has: 1-D Stefan cases started from 0 with u = 1 at the left end; skipped elsewhere).",
+       choices=("raw", "hardc", "softc", "boon", "global", "per-cell", "per-cell+boundary", "known-mass")),
     _k("calibrate", "bool", True, "Scale the ensemble's state and flux variances, per output time, by the "
        "factors that maximise the validation scenarios' Gaussian likelihood, before any variant uses them."),
     _k("parallel", "choice", "auto", "Under mpirun: distribute each update over the mesh partition "

@@ -47,6 +47,7 @@ PINNED = 1e-2  # posterior / prior variance below which an entry's probe error c
 PROBE_RTOL = 1e-3  # relative residual of the probes' iterative solves (their statistical error is ~1e-2)
 PCG_NEIGHBOURS = 3.0  # plan method "auto": PCG once rows have more same-time neighbours than this on average
 PCG_MAX_ITERATIONS = 300
+PCG_SWITCH = 60  # mean iterations above which the samples and probes use the plan's Cholesky instead
 OPTIONS_PREFIX = "hybrid_update_"  # PETSc options of the update's solvers: -hybrid_update_pc_factor_mat_solver_type mumps
 _SINGULAR = ("G Σ Gᵀ is singular: some rows are redundant or inconsistent (e.g. global rows together with all per-cell "
              "rows), or touch only entries the prediction is certain of (zero variance)")
@@ -204,10 +205,11 @@ class UpdatePlan:
         self.diagonal = np.searchsorted(keys, np.arange(rows) * rows + np.arange(rows))
         self.GT = G.T.tocsr()                      # Gᵀ and (G ∘ G)ᵀ by rows: the variance's products
         self.G2T = G.multiply(G).T.tocsr()
-        self.direct = direct if direct is not None else rows <= DIRECT_ROWS
-        self.method = "cg-amg" if not self.direct else "cholesky"
+        if direct is not None:   # the older switch: the Cholesky or CG + AMG
+            method = "cholesky" if direct else "cg-amg"
         self.same_time = None
-        if layout is not None and self.direct:
+        spatial = 0.0
+        if layout is not None:
             # the output time of each row: the latest time among its entries (x's layout: T state blocks, T flux blocks)
             entry_time = np.concatenate([np.repeat(np.arange(layout.T), layout.N), np.repeat(np.arange(layout.T), layout.F)])
             row_time = np.maximum.reduceat(entry_time[G.indices], G.indptr[:-1]) if G.nnz else np.zeros(rows, int)
@@ -215,10 +217,15 @@ class UpdatePlan:
             self.same_time = row_time[row_of] == row_time[pattern.indices]
             off = row_of != pattern.indices
             spatial = np.count_nonzero(self.same_time & off) / max(rows, 1)
-            # 1-D meshes (two neighbours per row in space) factor cheaply; wider stencils fill in
-            if method == "pcg" or (method == "auto" and spatial > PCG_NEIGHBOURS):
-                self.method = "pcg"
             self._blocks = {"space": self.same_time, "time": ~self.same_time | ~off}
+        if method == "auto":
+            # 1-D meshes (two neighbours per row in space) factor cheaply; wider stencils fill in
+            method = "pcg" if layout is not None and spatial > PCG_NEIGHBOURS else \
+                "cholesky" if rows <= DIRECT_ROWS else "cg-amg"
+        if method == "pcg" and layout is None:
+            raise ValueError("the time-block PCG needs the state layout")
+        self.method = method
+        self.direct = method != "cg-amg"
         self._solver, self._preconditioners = None, {}
 
     def matches(self, G: sp.spmatrix) -> bool:
@@ -242,7 +249,7 @@ class UpdatePlan:
 
     def solver(self, values: np.ndarray):
         """The solver of A₀ with these values: the plan's Cholesky refactored, or CG + AMG."""
-        if not self.direct:
+        if self.method == "cg-amg":
             A0 = sp.csr_matrix((values, self.pattern.indices, self.pattern.indptr), shape=self.pattern.shape)
             return _IterativeSolver.from_scipy(A0)
         if self.method == "pcg":
@@ -312,9 +319,10 @@ class _BlockPCG:
             rz_new = (res * Z).sum(axis=0)
             P = Z + np.where(rz > 0, rz_new / np.where(rz > 0, rz, 1.0), 0.0) * P
             rz = rz_new
-        if active.any():   # not converged: the exact factorisation for these columns
-            direct = self.plan._exact(self.A0.data)
-            X[:, active] = direct.solve(R[:, active])
+        if active.any():   # not converged: the exact factorisation for these columns, where it is affordable
+            if self.A0.shape[0] > DIRECT_ROWS:
+                raise ConstraintError(f"{_SINGULAR} (PCG did not converge in {PCG_MAX_ITERATIONS} iterations)")
+            X[:, active] = self.plan._exact(self.A0.data).solve(R[:, active])
         return X[:, 0] if one else X
 
 
@@ -384,8 +392,8 @@ class GaussianUpdate:
 
     def __post_init__(self) -> None:
         t0 = time.perf_counter()
-        if self.plan is None or not self.plan.matches(self.G) or \
-                (self.direct is not None and self.direct != self.plan.direct):
+        wanted = self.method if self.direct is None else ("cholesky" if self.direct else "cg-amg")
+        if self.plan is None or not self.plan.matches(self.G) or (wanted != "auto" and wanted != self.plan.method):
             self.plan = UpdatePlan(self.G, self.direct, self.layout, self.method)
         self.G = self.plan.G
         self.b = np.asarray(self.b, np.float64)
@@ -471,6 +479,10 @@ class GaussianUpdate:
         the entries of the variance and of the samples that are returned."""
         m = self.mean(mu)
         t0 = time.perf_counter()
+        if isinstance(self._lu, _BlockPCG) and self.mean_iterations > PCG_SWITCH and \
+                self.G.shape[0] <= DIRECT_ROWS:   # a slow preconditioner: factor, here and for later scenarios
+            self._lu = self.plan._exact(self._lu.A0.data)
+            self.plan.method = "cholesky"
         entries = slice(None) if entries is None else entries
         xs = self.prior_samples(mu, samples, seed) if samples else np.zeros((0, len(mu)))
         r_samples = self.b[:, None] - self.G @ xs.T

@@ -19,9 +19,9 @@ from hybrid.constraints.rows import (ConstraintRows, StateLayout, boundary_flux_
 from hybrid.constraints.update import GaussianUpdate
 from hybrid.mesh.control_volumes import ControlVolumes
 
-__all__ = ["VARIANTS", "variant_rows", "variant_rhs", "boundary_rows", "prediction_covariance", "make_update"]
+__all__ = ["VARIANTS", "variant_rows", "variant_rhs", "known_mass_rows", "stefan_mass", "boundary_rows", "prediction_covariance", "make_update"]
 
-VARIANTS = ("raw", "hardc", "softc", "boon", "global", "per-cell", "per-cell+boundary")
+VARIANTS = ("raw", "hardc", "softc", "boon", "global", "per-cell", "per-cell+boundary", "known-mass")
 # differently trained ensembles, scored as they come (no rows)
 ENSEMBLE_VARIANTS = ("softc", "boon")
 VARIANCE_FLOOR = 1e-8  # relative to the mean variance: keeps G Σ Gᵀ well conditioned where members agree exactly
@@ -98,27 +98,68 @@ def _dedupe(rows: ConstraintRows) -> ConstraintRows:
     return ConstraintRows(G[keep], rows.b[keep], rows.kind[keep])
 
 
-def variant_rows(variant: str, cv, layout, u0, source, boundary: ConstraintRows) -> ConstraintRows | None:
-    """The rows of a variant; ``boundary`` is the scenario's :func:`boundary_rows`."""
+def variant_rows(variant: str, cv, layout, u0, source, boundary: ConstraintRows,
+                 known_mass: ConstraintRows | None = None) -> ConstraintRows | None:
+    """The rows of a variant; ``boundary`` is the scenario's :func:`boundary_rows`, ``known_mass``
+    its :func:`known_mass_rows` (the ``known-mass`` variant: per-cell + boundary + those)."""
     if variant == "raw" or variant in ENSEMBLE_VARIANTS:   # other ensembles, not constraints
         return None
     if variant in ("hardc", "global"):
         return global_rows(cv, layout, u0, source)
     rows = conservation_rows(cv, layout, u0, source)
-    if variant == "per-cell+boundary" and boundary.count:
+    if variant in ("per-cell+boundary", "known-mass") and boundary.count:
         rows = stack_rows([rows, boundary])
+    if variant == "known-mass":
+        rows = stack_rows([rows, known_mass])
     return rows
 
 
-def variant_rhs(variant: str, cv, layout, u0, source, boundary: ConstraintRows) -> np.ndarray:
+def stefan_mass(u_star: float, t: np.ndarray) -> np.ndarray:
+    """∫ u dx of the one-phase Stefan similarity solution (u = 1 at x = 0, u = 0 ahead of the
+    front, k = 1 behind it): u = 1 − (1 − u*) erf(ξ)/erf(λ), ξ = x / (2√t), up to the front
+    ξ = λ, λ the root of u* √π λ erf(λ) e^{λ²} = 1 − u*; so
+    M(t) = 2√t [λ − (1 − u*)(λ erf λ + (e^{−λ²} − 1)/√π) / erf λ]."""
+    from scipy.optimize import brentq
+    from scipy.special import erf
+
+    lam = brentq(lambda z: u_star * np.sqrt(np.pi) * z * erf(z) * np.exp(z * z) - (1 - u_star), 1e-9, 10)
+    inner = lam * erf(lam) + (np.exp(-lam * lam) - 1) / np.sqrt(np.pi)
+    return 2 * np.sqrt(np.asarray(t, float)) * (lam - (1 - u_star) * inner / erf(lam))
+
+
+def known_mass_rows(case, cv, layout, u0, params: dict, boundary: ConstraintRows,
+                    times: np.ndarray) -> ConstraintRows | None:
+    """ProbConserv's known-mass setting: Σ_K |K| u_K^n = M(t_n) with M the closed-form total
+    mass, for a 1-D Stefan case started from 0 with u = 1 held at its left end (k_max = 1,
+    k_min = 0); None for any other case. Data no surrogate has: the variant is labelled so."""
+    get = lambda name, default: float(params.get(name, case.pde.get(name, default)))
+    if cv.dim != 1 or case.pde.get("family") != "gpme" or case.pde.get("k") != "stefan" or np.any(u0 != 0):
+        return None
+    if get("k_max", 1.0) != 1.0 or get("k_min", 0.0) != 0.0 or "u_star" not in params:
+        return None
+    dirichlet = boundary.kind == "dirichlet"
+    left = int(np.argmin(cv.centre[:, 0]))
+    cols = boundary.G[dirichlet].indices % layout.N if dirichlet.any() else np.zeros(0, int)
+    if not dirichlet.any() or np.any(cols != left) or np.any(boundary.b[dirichlet] != 1.0):
+        return None
+    T, N = layout.T, layout.N
+    G = sp.csr_matrix((np.tile(cv.volume, T), np.arange(T * N), np.arange(0, T * N + 1, N)), shape=(T, layout.size))
+    return ConstraintRows(G, stefan_mass(params["u_star"], times[1:]), np.full(T, "known-mass", dtype="U24"))
+
+
+def variant_rhs(variant: str, cv, layout, u0, source, boundary: ConstraintRows,
+                known_mass: ConstraintRows | None = None) -> np.ndarray:
     """b of :func:`variant_rows` alone: G is the same for every scenario of a case, so a driver
     builds the rows once and this per scenario."""
     per_cell = conservation_rhs(cv, layout, u0, source)
     if variant in ("hardc", "global"):
         return per_cell.reshape(layout.T, layout.N).sum(axis=1)
-    if variant == "per-cell+boundary" and boundary.count:
-        return np.concatenate([per_cell, boundary.b])
-    return per_cell
+    parts = [per_cell]
+    if variant in ("per-cell+boundary", "known-mass") and boundary.count:
+        parts.append(boundary.b)
+    if variant == "known-mass":
+        parts.append(known_mass.b)
+    return np.concatenate(parts)
 
 
 def prediction_covariance(var: np.ndarray, deviations: np.ndarray | None,

@@ -36,7 +36,7 @@ from mpi4py import MPI
 from hybrid.constraints.rows import ConstraintRows, StateLayout
 from hybrid.constraints.selection import ValidationScenario, choose_flux_inflation
 from hybrid.constraints.update import GaussianUpdate, prior_deviation
-from hybrid.constraints.variants import (ENSEMBLE_VARIANTS, VARIANTS, boundary_rows, make_update,
+from hybrid.constraints.variants import (ENSEMBLE_VARIANTS, VARIANTS, boundary_rows, known_mass_rows, make_update,
                                          prediction_covariance, variant_rhs, variant_rows)
 from hybrid.files import atomic_path
 from hybrid.mesh.control_volumes import balance_residual
@@ -129,6 +129,8 @@ def run_variants(case, cv, data: dict, pred: dict | None, out_path, comm: MPI.Co
     params = [dict(zip(names, map(float, test["params"][i]))) for i in range(S)]
     # the boundary rows of each scenario: used by the per-cell+boundary variant and by the scores
     boundary = [boundary_rows(case, cv, layout, times, params[i]) for i in range(S)]
+    # ProbConserv's known-mass setting, where the case has a closed-form mass (1-D Stefan)
+    known = [known_mass_rows(case, cv, layout, test["u"][i, 0], params[i], boundary[i], times) for i in range(S)]
     # the scores also measure the states' boundary derivative where the rows impose a flux instead
     scored = [boundary_rows(case, cv, layout, times, params[i], derivative_rows=True) for i in range(S)]
     thresholds = [front_threshold(case, params[i], test["u"][i, -1]) for i in range(S)]
@@ -138,7 +140,8 @@ def run_variants(case, cv, data: dict, pred: dict | None, out_path, comm: MPI.Co
     mine, sub = (range(S), comm) if partition else (my_indices(S, comm), MPI.COMM_SELF)
     results, own_rows = {}, {}
     phases_of = {}
-    for variant in requested_variants(case, extra):
+    wanted = [v for v in requested_variants(case, extra) if v != "known-mass" or all(k is not None for k in known)]
+    for variant in wanted:
         done, phases, plans, built = {}, {}, {}, {}
         source = extra.get(variant, pred)
         for i in mine:
@@ -154,9 +157,10 @@ def run_variants(case, cv, data: dict, pred: dict | None, out_path, comm: MPI.Co
             t1 = time.perf_counter()
             if variant in built:   # the variant's G is the same for every scenario: only b changes
                 rows = ConstraintRows(built[variant].G, variant_rhs(variant, cv, layout, test["u"][i, 0],
-                                                                   test["source"][i], boundary[i]), built[variant].kind)
+                                                                   test["source"][i], boundary[i], known[i]),
+                                      built[variant].kind)
             else:
-                rows = variant_rows(variant, cv, layout, test["u"][i, 0], test["source"][i], boundary[i])
+                rows = variant_rows(variant, cv, layout, test["u"][i, 0], test["source"][i], boundary[i], known[i])
                 if rows is not None:
                     built[variant] = rows
             t2 = time.perf_counter()
