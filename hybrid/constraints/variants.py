@@ -133,14 +133,15 @@ def known_mass_rows(case, cv, layout, u0, params: dict, boundary: ConstraintRows
     mass, for a 1-D Stefan case started from 0 with u = 1 held at its left end (k_max = 1,
     k_min = 0); None for any other case. Data no surrogate has: the variant is labelled so."""
     get = lambda name, default: float(params.get(name, case.pde.get(name, default)))
-    if cv.dim != 1 or case.pde.get("family") != "gpme" or case.pde.get("k") != "stefan" or np.any(u0 != 0):
+    if cv.dim != 1 or case.pde.get("family") != "gpme" or case.pde.get("k") != "stefan":
         return None
     if get("k_max", 1.0) != 1.0 or get("k_min", 0.0) != 0.0 or "u_star" not in params:
         return None
     dirichlet = boundary.kind == "dirichlet"
     left = int(np.argmin(cv.centre[:, 0]))
     cols = boundary.G[dirichlet].indices % layout.N if dirichlet.any() else np.zeros(0, int)
-    if not dirichlet.any() or np.any(cols != left) or np.any(boundary.b[dirichlet] != 1.0):
+    if not dirichlet.any() or np.any(cols != left) or np.any(boundary.b[dirichlet] != 1.0) or \
+            np.any(np.delete(u0, left) != 0):   # started from 0 (the wall's own value is its data)
         return None
     T, N = layout.T, layout.N
     G = sp.csr_matrix((np.tile(cv.volume, T), np.arange(T * N), np.arange(0, T * N + 1, N)), shape=(T, layout.size))
