@@ -35,8 +35,9 @@ EVERY_VARIANT = {"conservation": '"per-cell"', "boundary": '"exact"',
 EXPECTED_VARIANTS = ["raw", "hardc", "softc", "global", "per-cell", "per-cell+boundary"]   # the table's order
 EXPORTS = {
     # name: (case edits, outputs, centre of the fields, topology)
+    # stefan-1d on cell-centred control volumes (the shipped case is dual): fields on the cells
     "stefan-1d": ({"time": {"t_end": "0.02", "outputs": "4"}, "surrogate": TINY_SURROGATE,
-                   "constraints": EVERY_VARIANT}, 4, "Cell", "Polyline"),
+                   "constraints": EVERY_VARIANT, "mesh": {"control_volumes": '"cells"'}}, 4, "Cell", "Polyline"),
     "heat-2d": ({"time": {"t_end": "0.2", "outputs": "4"}, "surrogate": TINY_SURROGATE,
                  "constraints": EVERY_VARIANT}, 4, "Node", "Triangle"),
 }
@@ -257,7 +258,7 @@ def test_export_follows_the_constraints_and_solver_only(exported, tmp_path):
 
 def test_variant_array_names_are_identifiers():
     assert [field_prefix(v) for v in VARIANTS] == ["raw", "hardc", "softc", "boon", "global", "per_cell",
-                                                   "per_cell_boundary"]
+                                                   "per_cell_boundary", "known_mass"]
     assert all(f"{field_prefix(v)}_{s}".isidentifier() for v in VARIANTS for s in VARIANT_FIELDS)
 
 

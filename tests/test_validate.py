@@ -31,7 +31,7 @@ def test_report_tables_metrics_and_figures(ran):
     metrics = json.loads((out / "metrics.json").read_text())
     variants = metrics["variants"]
     # the shipped case compares every variant; SoftC is its own (second) ensemble
-    assert list(variants) == ["raw", "hardc", "softc", "global", "per-cell", "per-cell+boundary"]
+    assert list(variants) == ["raw", "hardc", "softc", "global", "per-cell", "per-cell+boundary", "known-mass"]
     for name, scores in variants.items():
         assert {k for k, _, _ in METRIC_KEYS} <= set(scores), name
         assert len(scores["rel_l2_over_time"]) == 4
@@ -41,7 +41,15 @@ def test_report_tables_metrics_and_figures(ran):
     assert variants["raw"]["max_balance_residual"] > 1e-6
     # exact boundary rows: the Neumann flux at the insulated end is imposed
     assert variants["per-cell+boundary"]["neumann_flux_error"] < 1e-12 < variants["raw"]["neumann_flux_error"]
-    assert variants["raw"]["dirichlet_error"] is None          # cell-centred: no boundary values
+    # the default case's report shows exact boundary values (dual control volumes)
+    assert variants["per-cell+boundary"]["dirichlet_error"] <= 1e-12 < variants["raw"]["dirichlet_error"]
+    # ProbConserv's known-mass setting meets its closed-form mass rows too
+    assert variants["known-mass"]["row_residual"]["known-mass"] <= 1e-10
+    assert variants["known-mass"]["dirichlet_error"] <= 1e-12
+    # the prior's calibration and flux inflation are recorded, fitted on the validation split
+    prior = metrics["prior"]
+    assert len(prior["variance_scales"]["state"]) == 4 and all(v > 0 for v in prior["variance_scales"]["flux"])
+    assert prior["flux_inflation"] in [float(k) for k in prior["validation_mse_ratio"]]
     assert metrics["front_kind"] == "position" and variants["raw"]["front_error"] >= 0
     for name in ("mass.png", "profiles.png", "front.png", "error.png"):
         assert (out / name).stat().st_size > 10_000, name
@@ -49,6 +57,7 @@ def test_report_tables_metrics_and_figures(ran):
     report = (out / "report.md").read_text()
     tables_end = report.index("## Figures")
     assert "| variant | rel. L2 |" in report[:tables_end] and "| per-cell+boundary |" in report
+    assert "## Prior calibration (validation split)" in report[:tables_end]
     assert "![mass](mass.png)" in report[tables_end:]
     # the summary of hybrid run names the report and the ParaView files
     assert "report.md" in first.stdout and "ParaView" in first.stdout and ".xdmf" in first.stdout

@@ -97,13 +97,15 @@ def _validate(case, predict_dir: Path, out: Path, ranks: int) -> str:
               "training_seconds": train_stage.get("training_seconds")}
     surrogate = {k: predicted[k] for k in ("rel_l2_mean", "rel_l2_nearest_train", "nearest_over_ensemble",
                                            "coverage90", "flux_rel_l2")}
+    prior = {k: predicted.get(k) for k in ("variance_scales", "coverage90_uncalibrated", "flux_inflation",
+                                            "validation_mse_ratio")}
     figures = []
     if case.output["figures"]:
         figures = (flow_figures(case, cv, data, variants, scores, out) if flow
                    else _figures(case, cv, data, variants, extra, scores, out))
     metrics = {"case": case.name, "description": case.description, "ranks": ranks,
                "test_scenarios": int(data["test"]["u"].shape[0]), "report_time": extra["report_time"], "front_kind": extra["front_kind"] or None,
-               "variants": scores, "times": timing, "surrogate": surrogate,
+               "variants": scores, "times": timing, "surrogate": surrogate, "prior": prior,
                "figures": [p.name for p in figures]}
     with atomic_path(out / "metrics.json") as tmp:
         tmp.write_text(json.dumps(metrics, indent=2) + "\n")
@@ -135,6 +137,24 @@ def _scalar_note(front_kind: str | None) -> str:
             f"front| ({front_kind or 'no front in this case'}). Definitions: docs/metrics.md.")
 
 
+def _prior_section(prior: dict) -> list[str]:
+    """The calibration of the ensemble's variances and the flux-variance inflation (both
+    fitted on the validation split), as report lines."""
+    scales = prior.get("variance_scales")
+    if not scales:
+        return []
+    span = lambda v: f"{min(v):.3g}–{max(v):.3g}" if len(v) > 1 else f"{v[0]:.3g}"
+    lines = ["## Prior calibration (validation split)", "",
+             f"Variance scales per output time: states {span(scales['state'])}, fluxes {span(scales['flux'])}. "
+             f"Raw 90% coverage on the test scenarios: {prior['coverage90_uncalibrated']:.2f} before, the "
+             "variants table's after."]
+    if prior.get("flux_inflation") is not None:
+        table = ", ".join(f"λ = {k}: {v:.3f}" for k, v in (prior.get("validation_mse_ratio") or {}).items())
+        lines += ["", f"Flux-variance inflation of the updates λ = {prior['flux_inflation']:g} (validation MSE of the "
+                  f"main variant over the raw mean's: {table or '–'})."]
+    return lines + [""]
+
+
 def _report(case, m: dict, figures: list[Path], keys=METRIC_KEYS, note: str | None = None) -> str:
     """The report; ``keys`` and ``note``: the variants table's columns and what they mean
     (default: the scalar cases')."""
@@ -154,6 +174,7 @@ def _report(case, m: dict, figures: list[Path], keys=METRIC_KEYS, note: str | No
              "|---:|---:|---:|---:|---:|",
              f"| {s['rel_l2_mean']:.4f} | {s['rel_l2_nearest_train']:.4f} | {s['nearest_over_ensemble']:.2f} | "
              f"{s['coverage90']:.2f} | {s['flux_rel_l2']:.4f} |", ""]
+    lines += _prior_section(m.get("prior") or {})
     if figures:
         lines += ["## Figures", ""]
         for p in figures:
