@@ -326,3 +326,16 @@ def test_stefan_mass_is_the_integral_of_the_similarity_solution():
             front = 2 * lam * np.sqrt(t)
             profile = lambda x: 1 - (1 - u_star) * erf(x / (2 * np.sqrt(t))) / erf(lam)
             assert abs(stefan_mass(u_star, np.array([t]))[0] - quad(profile, 0, front)[0]) < 1e-12
+
+
+def test_plan_values_are_g_diag_gt_beyond_int32_keys():
+    """A₀'s values from the plan's map, on more rows than √(2³¹) (row × rows overflows int32)."""
+    from hybrid.constraints.update import UpdatePlan
+
+    rows = 50_000
+    G = (sp.eye(rows, rows + 10, format="csr") + sp.eye(rows, rows + 10, k=7, format="csr") * 0.5).tocsr()
+    var = np.random.default_rng(0).uniform(0.5, 1.5, rows + 10)
+    plan = UpdatePlan(G)
+    A0 = sp.csr_matrix((plan.values(var, 0.1), plan.pattern.indices, plan.pattern.indptr), shape=plan.pattern.shape)
+    expected = (G @ sp.diags(var) @ G.T + 0.01 * sp.identity(rows)).tocsr()
+    assert abs(A0 - expected).max() <= 1e-14

@@ -196,7 +196,7 @@ class UpdatePlan:
         for k in np.unique(counts[counts > 0]):   # columns with k entries: all k² pairs at once
             cols = np.flatnonzero(counts == k)
             idx = Gc.indptr[cols][:, None] + np.arange(k)
-            r, g = Gc.indices[idx], Gc.data[idx]
+            r, g = Gc.indices[idx].astype(np.int64), Gc.data[idx]   # row × rows overflows int32
             pos.append(np.searchsorted(keys, (r[:, :, None] * rows + r[:, None, :]).ravel()))
             col.append(np.repeat(cols, k * k))
             val.append((g[:, :, None] * g[:, None, :]).ravel())
@@ -217,7 +217,15 @@ class UpdatePlan:
             self.same_time = row_time[row_of] == row_time[pattern.indices]
             off = row_of != pattern.indices
             spatial = np.count_nonzero(self.same_time & off) / max(rows, 1)
-            self._blocks = {"space": self.same_time, "time": ~self.same_time | ~off}
+            # the preconditioners are principal block-diagonal parts of A₀ (so SPD): the rows of one
+            # output time, or the rows joined by couplings across times (each control volume's chain)
+            from scipy.sparse.csgraph import connected_components
+
+            across = ~self.same_time
+            graph = sp.csr_matrix((np.ones(np.count_nonzero(across)), (row_of[across], pattern.indices[across])),
+                                  shape=pattern.shape)
+            chain = connected_components(graph, directed=False)[1]
+            self._blocks = {"space": self.same_time, "time": chain[row_of] == chain[pattern.indices]}
         if method == "auto":
             # 1-D meshes (two neighbours per row in space) factor cheaply; wider stencils fill in
             method = "pcg" if layout is not None and spatial > PCG_NEIGHBOURS else \
@@ -260,9 +268,9 @@ class UpdatePlan:
         return self._solver
 
     def _pcg(self, values: np.ndarray) -> "_BlockPCG":
-        """CG preconditioned by A₀ without its weaker half of couplings: those between output
-        times (the preconditioner is then one spatial system per time) or those within them
-        (one chain in time per row), whichever drops the smaller sum of squares."""
+        """CG preconditioned by a block-diagonal part of A₀: the blocks of the output times (one
+        spatial system per time) or of the chains in time, whichever drops the smaller sum of
+        squares of A₀'s entries."""
         dropped = {keep: float(np.sum(values[~mask] ** 2)) for keep, mask in self._blocks.items()}
         keep = min(dropped, key=dropped.get)
         mask = self._blocks[keep]
