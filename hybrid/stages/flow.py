@@ -49,7 +49,7 @@ from mpi4py import MPI
 
 from hybrid.constraints.flow import flow_rows, flux_divergence_rows, wall_rows
 from hybrid.constraints.rows import ConstraintRows
-from hybrid.constraints.update import EXACT_VARIANCE_ROWS, GaussianUpdate
+from hybrid.constraints.update import GaussianUpdate
 from hybrid.constraints.variants import VARIANTS, prediction_covariance
 from hybrid.errors import CaseError
 from hybrid.files import atomic_path
@@ -116,19 +116,24 @@ def flow_variants_requested(case, extra: dict | None = None) -> list[str]:
     return [v for v in VARIANTS if v in wanted]
 
 
-def _update_time(variant, rows, mean, var, dev, covariance: str, sigma: float):
-    """(mean, variance, seconds of the mean) of one output time's unknowns."""
+def _update_time(variant, rows, mean, var, dev, covariance: str, sigma: float, plans: dict):
+    """(mean, variance of the velocities, seconds of the mean) of one output time's unknowns;
+    ``plans`` caches the :class:`UpdatePlan` of each variant's rows (the same G at every output
+    time and in every scenario)."""
     t0 = time.perf_counter()
     if rows is None:
         return mean, var, 0.0
     if variant == "hardc":
-        m = GaussianUpdate(rows.G, rows.b, np.ones_like(mean)).mean(mean)
-        return m, var, time.perf_counter() - t0
+        update = GaussianUpdate(rows.G, rows.b, np.ones_like(mean), plan=plans.get(variant))
+        plans[variant] = update.plan
+        return update.mean(mean), var, time.perf_counter() - t0
     diag, U = prediction_covariance(var, dev, covariance)
-    update = GaussianUpdate(rows.G, rows.b, diag, U, sigma)
+    update = GaussianUpdate(rows.G, rows.b, diag, U, sigma, plan=plans.get(variant))
+    plans[variant] = update.plan
     m = update.mean(mean)
     seconds = time.perf_counter() - t0
-    v = update.variance(exact=rows.count <= EXACT_VARIANCE_ROWS)
+    v = update.variance()   # exact where the rows are fewer than the probes, else the probe estimate
+    update.destroy()
     return m, np.maximum(v, 0.0), seconds
 
 
@@ -148,7 +153,7 @@ def run_flow_variants(case, cv, data: dict, pred: dict | None, out_path, comm: M
     variants = flow_variants_requested(case, extra)
     results, seconds, residuals = {}, {}, {}
     for variant in variants:
-        done, spent, spent_mean, worst = {}, 0.0, 0.0, {}
+        done, spent, spent_mean, worst, plans = {}, 0.0, 0.0, {}, {}
         pred_v = extra.get(variant, pred)
         for i in my_indices(S, comm):
             t0 = time.perf_counter()
@@ -159,7 +164,8 @@ def run_flow_variants(case, cv, data: dict, pred: dict | None, out_path, comm: M
                 var = np.concatenate([pred_v["u_var"][i, n], pred_v["flux_var"][i, n - 1]])
                 dev = np.concatenate([pred_v["u_dev"][i, :, n], pred_v["flux_dev"][i, :, n - 1]], axis=1)
                 rows = flow_variant_rows(variant, cv, walls_t[n - 1], bflux[n - 1])
-                m, v, mean_seconds = _update_time(variant, rows, mean, var, dev, c["covariance"], float(c["sigma"]))
+                m, v, mean_seconds = _update_time(variant, rows, mean, var, dev, c["covariance"], float(c["sigma"]),
+                                                  plans)
                 spent_mean += mean_seconds
                 if rows is not None:
                     residual_by_kind(rows, m, worst)
@@ -168,6 +174,8 @@ def run_flow_variants(case, cv, data: dict, pred: dict | None, out_path, comm: M
                 fm.append(m[NC:])
             spent += time.perf_counter() - t0
             done[i] = (np.array(um), np.array(uv), np.array(fm))
+        for plan in plans.values():
+            plan.destroy()
         parts = comm.gather((done, worst), root=0)
         seconds[variant] = (comm.allreduce(spent, op=MPI.SUM) / max(S, 1),
                             comm.allreduce(spent_mean, op=MPI.SUM) / max(S, 1))
