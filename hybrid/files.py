@@ -2,20 +2,21 @@
 
 Every result file is written under a temporary name in the same directory and renamed
 into place, so an interrupted or failed run never leaves a half-written file under its
-final name. A stage records the hash of the case sections it read in ``stage.json``
-(written last); the stage is reused when that hash is unchanged and ``--force`` is not
-given.
+final name. A stage records the hash of the case sections it read and the sha256 of
+every output it vouches for in ``stage.json`` (written last, removed when the stage is
+redone); the stage is reused when both still hold and ``--force`` is not given.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["atomic_path", "stage_is_current", "mark_stage_done", "stage_dir"]
+__all__ = ["atomic_path", "stage_is_current", "mark_stage_done", "begin_stage", "file_digest", "stage_dir"]
 
 
 @contextlib.contextmanager
@@ -36,16 +37,41 @@ def stage_dir(output_dir: Path, stage: str) -> Path:
     return Path(output_dir) / stage
 
 
+def file_digest(path: Path | str) -> str:
+    """sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def stage_is_current(directory: Path, digest: str, required: list[str]) -> bool:
-    """True when ``directory/stage.json`` records ``digest`` and every required file exists."""
+    """True when ``directory/stage.json`` records ``digest``, every required file exists, and
+    every output the stamp vouches for still has the bytes it had when the stage finished (a
+    later failed run, a corrupted or a copied-in file makes the stage stale)."""
     stamp = Path(directory) / "stage.json"
     try:
         recorded = json.loads(stamp.read_text())
     except (OSError, ValueError):
         return False
-    return recorded.get("hash") == digest and all((Path(directory) / f).exists() for f in required)
+    if recorded.get("hash") != digest or not all((Path(directory) / f).exists() for f in required):
+        return False
+    try:
+        return all(file_digest(Path(directory) / name) == sha for name, sha in recorded.get("outputs", {}).items())
+    except OSError:
+        return False
 
 
-def mark_stage_done(directory: Path, digest: str, **info) -> None:
-    with atomic_path(Path(directory) / "stage.json") as tmp:
-        tmp.write_text(json.dumps({"hash": digest, **info}, indent=2, default=str) + "\n")
+def begin_stage(directory: Path) -> None:
+    """A stage that is about to be redone is no longer current, whatever happens next."""
+    with contextlib.suppress(FileNotFoundError):
+        (Path(directory) / "stage.json").unlink()
+
+
+def mark_stage_done(directory: Path, digest: str, outputs: list[str] | tuple[str, ...] = (), **info) -> None:
+    """Write ``stage.json``: the case hash and the sha256 of each output file it vouches for."""
+    directory = Path(directory)
+    sums = {name: file_digest(directory / name) for name in outputs}
+    with atomic_path(directory / "stage.json") as tmp:
+        tmp.write_text(json.dumps({"hash": digest, "outputs": sums, **info}, indent=2, default=str) + "\n")

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from mpi4py import MPI
 
-from hybrid.files import atomic_path, mark_stage_done, stage_is_current
+from hybrid.files import atomic_path, begin_stage, mark_stage_done, stage_is_current
 from hybrid.metrics import coverage, relative_l2
 from hybrid.parallel import my_indices, root_print
 from hybrid.stages.solve import read_dataset
@@ -40,7 +40,8 @@ from hybrid.surrogates.training import device
 __all__ = ["run_predict", "nearest_training_baseline", "PREDICT_SECTIONS", "predict_digest"]
 
 PREDICT_SECTIONS = TRAIN_SECTIONS + ("constraints",)
-PREDICT_FORMAT = 3   # raise when metrics.json / variants.h5 change shape, so older results are redone
+PREDICT_OUTPUTS = ("predictions.h5", "metrics.json", "variants.h5")   # what predict's stage.json vouches for
+PREDICT_FORMAT = 4   # raise when metrics.json / variants.h5 change shape, so older results are redone
 
 def nearest_training_baseline(train: dict, test: dict) -> np.ndarray:
     """Index of the training scenario nearest to each test scenario, in normalised
@@ -68,10 +69,12 @@ def run_predict(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, p
     train_dir = run_train(case, comm=comm, progress=progress, announce=False)
     out = Path(case.output_dir) / "predict"
     digest = predict_digest(case)
-    if not force and stage_is_current(out, digest, ["predictions.h5", "metrics.json", "variants.h5"]):
+    if not force and stage_is_current(out, digest, list(PREDICT_OUTPUTS)):
         if announce:
             root_print(f"predict: up to date ({out}); --force redoes it", comm=comm)
         return out
+    if comm.rank == 0:
+        begin_stage(out)
     data = read_dataset(Path(case.output_dir) / "solve" / "dataset.h5")
     cv, transfer = case_transfer(case, data)
     if is_flow(case):
@@ -120,7 +123,8 @@ def run_predict(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, p
             metrics.update(selection)
         with atomic_path(out / "metrics.json") as tmp:
             tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-        mark_stage_done(out, digest, **{k: v for k, v in metrics.items() if not isinstance(v, (list, dict))})
+        mark_stage_done(out, digest, PREDICT_OUTPUTS,
+                        **{k: v for k, v in metrics.items() if not isinstance(v, (list, dict))})
         root_print(f"predict: {case.name}: ensemble mean relative L2 {metrics['rel_l2_mean']:.4f} vs nearest "
                    f"training scenario {metrics['rel_l2_nearest_train']:.4f} "
                    f"(ratio {metrics['nearest_over_ensemble']:.2f}x); 90% interval coverage "

@@ -31,7 +31,7 @@ import numpy as np
 from mpi4py import MPI
 
 from hybrid.errors import CaseError
-from hybrid.files import atomic_path, mark_stage_done, stage_is_current
+from hybrid.files import atomic_path, begin_stage, mark_stage_done, stage_is_current
 from hybrid.mesh.control_volumes import ControlVolumes, build_control_volumes
 from hybrid.mesh.meshdata import MeshData
 from hybrid.parallel import ScenarioProgress, my_indices, root_print
@@ -216,15 +216,19 @@ def _write_cvs(group: h5py.Group, cv: ControlVolumes, owners: bool) -> None:
         group.attrs[f"boundary:{name}"] = int(tag)
 
 
+SOLVE_OUTPUTS = ("dataset.h5", "control_volumes.h5")   # what solve's stage.json vouches for
+
 def run_solve(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, progress: bool = True,
               announce: bool = True) -> Path:
     """Run the solve stage; returns the path of ``dataset.h5``. Collective."""
     out = Path(case.output_dir) / "solve"
     digest = case.hash(*SOLVE_SECTIONS)
-    if not force and stage_is_current(out, digest, ["dataset.h5", "control_volumes.h5"]):
+    if not force and stage_is_current(out, digest, list(SOLVE_OUTPUTS)):
         if announce:
             root_print(f"solve: up to date ({out / 'dataset.h5'}); --force redoes it", comm=comm)
         return out / "dataset.h5"
+    if comm.rank == 0:
+        begin_stage(out)
 
     mesh = case_mesh(case, comm)
     cv = case_control_volumes(case, mesh)
@@ -303,14 +307,15 @@ def run_solve(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, pro
             # the Taylor–Hood velocity is divergence-free weakly, not per median-dual cell: report by how much
             scale = max((np.abs(t.u).max() * cv.face_area.max() for t, _ in results.values()), default=1.0)
             net = max((float(np.abs(t.net_flux).max()) for t, _ in results.values()), default=0.0) / scale
-            mark_stage_done(out, digest, scenarios=len(tasks), ranks=comm.size, max_relative_net_volume_flux=net)
+            mark_stage_done(out, digest, SOLVE_OUTPUTS, scenarios=len(tasks), ranks=comm.size,
+                            max_relative_net_volume_flux=net)
             root_print(f"solve: wrote {out / 'dataset.h5'}  (mean {np.mean(seconds):.2f} s per scenario; largest "
                        f"net volume flux out of a control volume {net:.1e} of max|u| x max face area)", comm=comm)
         else:
             balance = max((float(np.abs(cv.balance_residual(t.u, t.flux, t.source)).max()
                                  / max(np.abs(t.u).max() * cv.volume.max(), 1e-300)) for t, _ in results.values()),
                           default=0.0)
-            mark_stage_done(out, digest, scenarios=len(tasks), ranks=comm.size, max_relative_balance=balance)
+            mark_stage_done(out, digest, SOLVE_OUTPUTS, scenarios=len(tasks), ranks=comm.size, max_relative_balance=balance)
             root_print(f"solve: wrote {out / 'dataset.h5'}  (mean {np.mean(seconds):.2f} s per scenario, "
                        f"max relative balance residual {balance:.1e})", comm=comm)
     comm.Barrier()

@@ -1,0 +1,73 @@
+"""Faults between stages: a stage's outputs are vouched for by the sha256 that its stage.json
+records, so a file that a later failed run, a corruption or a copy replaced is never taken as
+current (issue 15, defects 1, 4 and 6)."""
+
+from __future__ import annotations
+
+import shutil
+
+import h5py
+import pytest
+
+from helpers import run_cli, small_case
+
+TINY = dict(train=4, test=2, surrogate={"members": "2", "epochs": "3", "grid": "16", "modes": "4", "width": "8",
+                                        "layers": "2", "batch": "2"},
+            time={"t_end": "0.01", "outputs": "3"}, constraints={"compare": '["raw", "per-cell"]'})
+
+
+@pytest.fixture()
+def predicted(tmp_path):
+    case = small_case("stefan-1d", tmp_path, **TINY)
+    first = run_cli(["predict", str(case), "--quiet"])
+    assert first.returncode == 0, first.stderr[-2000:]
+    return case
+
+
+def _stdout(case, *args):
+    proc = run_cli([*args, str(case)])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+def test_a_replaced_prediction_is_redone_not_called_up_to_date(predicted):
+    out = predicted / "results" / "predict"
+    assert "predict: up to date" in _stdout(predicted, "predict")
+    # what a predict that failed after writing predictions.h5 leaves: other bytes under the final name
+    with h5py.File(out / "predictions.h5", "a") as f:
+        f.attrs["members"] = 1
+    text = _stdout(predicted, "predict")
+    assert "predict: up to date" not in text and "constraint variants" in text
+    with h5py.File(out / "predictions.h5", "r") as f:
+        assert f.attrs["members"] == 2
+
+
+def test_a_failed_stage_is_not_current_afterwards(predicted):
+    out = predicted / "results" / "predict"
+    toml = predicted / "case.toml"
+    good = toml.read_text()
+    toml.write_text(good.replace('compare = ["raw", "per-cell"]', 'compare = ["raw", "per-cell"]\nsigma = 0.5'))
+    (out / "variants.h5").unlink()
+    (out / "variants.h5").mkdir()   # the next predict cannot write its variants
+    failed = run_cli(["predict", str(predicted), "--quiet"])
+    assert failed.returncode != 0
+    (out / "variants.h5").rmdir()
+    toml.write_text(good)
+    assert not (out / "stage.json").exists()
+    assert "predict: up to date" not in _stdout(predicted, "predict")
+
+
+@pytest.mark.parametrize("fault", ["truncated", "another case's"])
+def test_a_damaged_or_foreign_dataset_is_solved_again(predicted, tmp_path, fault):
+    dataset = predicted / "results" / "solve" / "dataset.h5"
+    if fault == "truncated":
+        with open(dataset, "r+b") as f:
+            f.truncate(dataset.stat().st_size // 2)
+    else:
+        other = small_case("pme-1d", tmp_path / "other", train=2, test=1, time={"t_end": "0.1", "outputs": "2"})
+        assert run_cli(["solve", str(other), "--quiet"]).returncode == 0
+        shutil.copy(other / "results" / "solve" / "dataset.h5", dataset)
+    text = _stdout(predicted, "predict")
+    assert "solve: up to date" not in text and "solve: wrote" in text
+    with h5py.File(dataset, "r") as f:
+        assert f["test/u"].shape[0] == 2 and f["times"].shape[0] == 4
