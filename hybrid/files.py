@@ -3,8 +3,10 @@
 Every result file is written under a temporary name in the same directory and renamed
 into place, so an interrupted or failed run never leaves a half-written file under its
 final name. A stage records the hash of the case sections it read and the sha256 of
-every output it vouches for in ``stage.json`` (written last, removed when the stage is
-redone); the stage is reused when both still hold and ``--force`` is not given.
+every output it vouches for in ``stage.json`` (written last); the stage is reused when
+both still hold and ``--force`` is not given, so an output that a failed or killed later
+run replaced, a corrupted one or one copied in from elsewhere makes the stage stale, while
+outputs a killed run left untouched stay current.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["atomic_path", "stage_is_current", "mark_stage_done", "begin_stage", "file_digest", "stage_dir"]
+__all__ = ["atomic_path", "stage_is_current", "mark_stage_done", "file_digest", "stage_dir"]
 
 
 @contextlib.contextmanager
@@ -61,12 +63,6 @@ def stage_is_current(directory: Path, digest: str, required: list[str]) -> bool:
         return all(file_digest(Path(directory) / name) == sha for name, sha in recorded.get("outputs", {}).items())
     except OSError:
         return False
-
-
-def begin_stage(directory: Path) -> None:
-    """A stage that is about to be redone is no longer current, whatever happens next."""
-    with contextlib.suppress(FileNotFoundError):
-        (Path(directory) / "stage.json").unlink()
 
 
 def mark_stage_done(directory: Path, digest: str, outputs: list[str] | tuple[str, ...] = (), **info) -> None:

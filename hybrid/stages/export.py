@@ -40,7 +40,7 @@ from mpi4py import MPI
 
 from hybrid.constraints.variants import VARIANTS
 from hybrid.export.xdmf import write_time_series
-from hybrid.files import begin_stage, mark_stage_done, stage_is_current
+from hybrid.files import mark_stage_done, stage_is_current
 from hybrid.mesh.control_volumes import balance_residual
 from hybrid.parallel import ScenarioProgress, my_indices, root_print
 from hybrid.stages.predict import predict_digest, run_predict
@@ -133,8 +133,6 @@ def run_export(case, *, force: bool = False, train: bool = False, solver_only: b
     if not force and stage_is_current(out, digest, [p.name for p in names]):
         root_print(f"export: up to date ({out})", comm=comm)
         return names
-    if comm.rank == 0:
-        begin_stage(out)
     variants = {} if solver_only else read_variants(predict_dir / "variants.h5")
     flow = "vorticity" in data["test"]
     for v, arrays in variants.items():

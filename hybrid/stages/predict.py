@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from mpi4py import MPI
 
-from hybrid.files import atomic_path, begin_stage, mark_stage_done, stage_is_current
+from hybrid.files import atomic_path, mark_stage_done, stage_is_current
 from hybrid.metrics import coverage, relative_l2
 from hybrid.parallel import my_indices, root_print
 from hybrid.stages.solve import read_dataset
@@ -73,8 +73,6 @@ def run_predict(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, p
         if announce:
             root_print(f"predict: up to date ({out}); --force redoes it", comm=comm)
         return out
-    if comm.rank == 0:
-        begin_stage(out)
     data = read_dataset(Path(case.output_dir) / "solve" / "dataset.h5")
     cv, transfer = case_transfer(case, data)
     if is_flow(case):

@@ -31,7 +31,7 @@ import numpy as np
 from mpi4py import MPI
 
 from hybrid.errors import CaseError
-from hybrid.files import atomic_path, begin_stage, mark_stage_done, stage_is_current
+from hybrid.files import atomic_path, mark_stage_done, stage_is_current
 from hybrid.mesh.control_volumes import ControlVolumes, build_control_volumes
 from hybrid.mesh.meshdata import MeshData
 from hybrid.parallel import ScenarioProgress, my_indices, root_print
@@ -227,8 +227,6 @@ def run_solve(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, pro
         if announce:
             root_print(f"solve: up to date ({out / 'dataset.h5'}); --force redoes it", comm=comm)
         return out / "dataset.h5"
-    if comm.rank == 0:
-        begin_stage(out)
 
     mesh = case_mesh(case, comm)
     cv = case_control_volumes(case, mesh)

@@ -19,7 +19,7 @@ import torch
 from mpi4py import MPI
 
 from hybrid.errors import CaseError
-from hybrid.files import atomic_path, begin_stage, mark_stage_done, stage_is_current
+from hybrid.files import atomic_path, mark_stage_done, stage_is_current
 from hybrid.mesh.control_volumes import build_control_volumes
 from hybrid.parallel import ScenarioProgress, my_indices, root_print
 from hybrid.stages.solve import SOLVE_SECTIONS, periodic_pairs, read_dataset, run_solve
@@ -206,8 +206,6 @@ def run_train(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, pro
 def _train_ensemble(case, out: Path, digest: str, penalty: float, label: str, prepared, force: bool,
                     comm: MPI.Comm, progress: bool, boon: bool = False) -> None:
     M = int(case.surrogate["members"])
-    if comm.rank == 0:
-        begin_stage(out)
     if force and comm.rank == 0 and (out / "checkpoints").exists():
         shutil.rmtree(out / "checkpoints")
     comm.Barrier()

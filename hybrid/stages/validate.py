@@ -31,7 +31,7 @@ import numpy as np
 from mpi4py import MPI
 
 from hybrid.constraints.variants import VARIANTS
-from hybrid.files import atomic_path, begin_stage, mark_stage_done, stage_is_current
+from hybrid.files import atomic_path, mark_stage_done, stage_is_current
 from hybrid.metrics import relative_l2, total_mass
 from hybrid.parallel import root_print
 from hybrid.stages.predict import predict_digest, run_predict
@@ -61,8 +61,6 @@ def run_validate(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, 
         if announce:
             root_print(f"validate: up to date ({out / 'report.md'}); --force redoes it", comm=comm)
         return out / "report.md"
-    if comm.rank == 0:
-        begin_stage(out)
         out.mkdir(parents=True, exist_ok=True)
         report = _validate(case, predict_dir, out, comm.size)
         mark_stage_done(out, digest, ["report.md", "metrics.json"], files=sorted(p.name for p in out.glob("*.png")))
