@@ -61,6 +61,7 @@ def run_validate(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, 
         if announce:
             root_print(f"validate: up to date ({out / 'report.md'}); --force redoes it", comm=comm)
         return out / "report.md"
+    if comm.rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         report = _validate(case, predict_dir, out, comm.size)
         mark_stage_done(out, digest, ["report.md", "metrics.json"], files=sorted(p.name for p in out.glob("*.png")))
