@@ -70,3 +70,36 @@ def test_a_damaged_or_foreign_dataset_is_solved_again(predicted, tmp_path, fault
     assert "solve: up to date" not in text and "solve: wrote" in text
     with h5py.File(dataset, "r") as f:
         assert f["test/u"].shape[0] == 2 and f["times"].shape[0] == 4
+
+
+def _bad(case, *args, ranks: int = 1):
+    proc = run_cli([*args, str(case)], ranks=ranks)
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("hybrid: error:")]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    return lines[0]
+
+
+def test_k_min_above_k_max_is_refused_across_sections(tmp_path):
+    """k_max in [parameters] (as the shipped stefan-1d) and k_min = 2 in [pde] (defect 11)."""
+    case = small_case("stefan-1d", tmp_path, pde={"k_min": "2"})
+    line = _bad(case, "solve")
+    assert "case.toml: pde.k_min:" in line and "k_max" in line
+    assert not (case / "results").exists()
+
+
+def test_no_test_scenarios_is_refused_before_any_work(tmp_path):
+    """[data] test = 0 (defect 5): predict refuses at once, naming the key, before solving."""
+    case = small_case("stefan-1d", tmp_path, **{**TINY, "test": 0})
+    line = _bad(case, "predict")
+    assert "data.test" in line
+    assert not (case / "results" / "solve" / "dataset.h5").exists()
+
+
+def test_diverged_training_is_an_error_not_a_success(tmp_path):
+    """[surrogate] lr = 1e6 (defect 2): every loss is NaN; train fails naming the key, at 2 ranks
+    with one message, and leaves no stage that predict would take as trained."""
+    case = small_case("stefan-1d", tmp_path, **{**TINY, "surrogate": {**TINY["surrogate"], "lr": "1e6"}})
+    line = _bad(case, "train", ranks=2)
+    assert "surrogate.lr" in line and "diverged" in line
+    assert not (case / "results" / "train" / "stage.json").exists()

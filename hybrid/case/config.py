@@ -240,6 +240,7 @@ class _Builder:
         mesh = self.mesh()
         pde, coefficient_names, coefficient_laws = self.pde()
         parameters, test_parameters = self.parameters(coefficient_names, coefficient_laws)
+        self.check_conductivity_bounds(pde, parameters, test_parameters)
         names = set(parameters) | set(coefficient_names) | set(coefficient_laws)
         source = compile_expression(pde.pop("source_text"), names, file=self.reader.file,
                                     key="pde.source")
@@ -386,6 +387,26 @@ class _Builder:
                 self.reader.read(table, section["convection"], "pde")
         self.defaults = defaults
         return pde, names, coefficients
+
+    def check_conductivity_bounds(self, pde: dict, parameters: dict, test_parameters: dict) -> None:
+        """A Stefan step needs k_min ≤ k_max for every draw, wherever each is given ([pde],
+        [parameters], [parameters.test]): checked once the sections are merged."""
+        if pde["k"] != "stefan":
+            return
+        def span(name: str) -> tuple[list[float], str]:
+            values, where = [], None
+            for laws, section in ((parameters, "parameters"), (test_parameters, "parameters.test")):
+                if name in laws:
+                    values += [float(v) for v in laws[name].support()]
+                    where = where or f"{section}.{name}"
+            if name in pde["coefficients"]:
+                values.append(float(pde["coefficients"][name]))
+                where = where or f"pde.{name}"
+            return values, where
+        (low, low_at), (high, high_at) = span("k_min"), span("k_max")
+        if low and high and max(low) > min(high):
+            raise self.error(low_at, f"k_min can be {max(low):g}, larger than k_max's {min(high):g} "
+                             f"({high_at}); the step needs k_min <= k_max")
 
     # [parameters] -----------------------------------------------------------------------
     def parameters(self, coefficient_names, coefficients) -> tuple[dict, dict]:

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from mpi4py import MPI
 
+from hybrid.errors import CaseError
 from hybrid.files import atomic_path, mark_stage_done, stage_is_current
 from hybrid.metrics import coverage, relative_l2
 from hybrid.parallel import my_indices, root_print
@@ -66,6 +67,9 @@ def predict_digest(case, *extra_sections: str) -> str:
 
 def run_predict(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, progress: bool = True,
                 announce: bool = True) -> Path:
+    if int(case.data["test"]) < 1:   # refused before the solve and the training, not after them
+        raise CaseError("predict needs at least 1 test scenario (found 0)", file=str(case.display_file),
+                        key="data.test")
     train_dir = run_train(case, comm=comm, progress=progress, announce=False)
     out = Path(case.output_dir) / "predict"
     digest = predict_digest(case)

@@ -10,6 +10,7 @@ draws the loss curves in ``OUTPUT/train/history.png``.
 
 from __future__ import annotations
 
+import math
 import shutil
 import time
 from pathlib import Path
@@ -243,9 +244,14 @@ def _train_ensemble(case, out: Path, digest: str, penalty: float, label: str, pr
         torch.set_num_threads(threads)
     bar.close()
     loop_seconds = time.perf_counter() - loop_start  # after the collective close: the slowest rank
-    gathered = comm.gather(summaries, root=0)
+    gathered = comm.allgather(summaries)
+    allsum = {k: v for part in gathered for k, v in part.items()}
+    diverged = sorted(m for m, s in allsum.items() if not math.isfinite(s["best_validation_rel_l2"]))
+    if diverged:   # every rank raises: no stage.json, so nothing downstream takes these members as trained
+        raise CaseError(f"{label}member(s) {', '.join(map(str, diverged))} diverged: no epoch gave a finite "
+                        f"validation error (lr = {case.surrogate['lr']:g}); lower the learning rate",
+                        file=str(case.display_file), key="surrogate.lr")
     if comm.rank == 0:
-        allsum = {k: v for part in gathered for k, v in part.items()}
         for m in sorted(allsum):
             s = allsum[m]
             resumed = f", resumed at epoch {s['resumed_from_epoch']}" if s["resumed_from_epoch"] else ""
