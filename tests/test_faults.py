@@ -103,3 +103,15 @@ def test_diverged_training_is_an_error_not_a_success(tmp_path):
     line = _bad(case, "train", ranks=2)
     assert "surrogate.lr" in line and "diverged" in line
     assert not (case / "results" / "train" / "stage.json").exists()
+
+
+@pytest.mark.parametrize("section,key,value", [
+    ("initial", "value", '"sqrt(-1)"'), ("initial", "value", '"1/(x-x)"'), ("initial", "value", '"(x+2)**10**10"'),
+    ("pde", "source", '"where(t > 0.005, log(-1), 0)"'), ("boundary.left", "value", '"1 + log(t - 1)"')])
+def test_non_finite_data_is_refused_naming_the_key(tmp_path, section, key, value):
+    """Defect 3: a non-finite initial state, source or boundary value gives one message naming
+    its key and exit 2 (no PETSc traceback), at 2 ranks too."""
+    case = small_case("stefan-1d", tmp_path, train=2, test=1, time={"t_end": "0.01", "outputs": "2"},
+                      **{section: {key: value}})
+    line = _bad(case, "solve", ranks=2)
+    assert f"{section}.{key}" in line and "not finite" in line, line

@@ -141,6 +141,29 @@ def _solve_flow(case, cv: ControlVolumes, mesh: MeshData, params: dict, split: s
     return flow
 
 
+def check_finite_data(case, cv: ControlVolumes, params: dict, u0: np.ndarray) -> None:
+    """The initial state, and the source and boundary data at every solver step, are finite:
+    refused here, naming the key, before PETSc sees a NaN (its tolerances would become NaN)."""
+    where = dict(file=str(case.display_file))
+    bad = np.flatnonzero(~np.isfinite(u0))
+    if len(bad):
+        raise CaseError(f"the initial state is not finite at {len(bad)} control volume(s), e.g. "
+                        f"x = {np.round(cv.centre[bad[0]], 6).tolist()}", key="initial.value", **where)
+    steps = np.append(np.arange(0.0, case.time["t_end"], case.time["dt"]), case.time["t_end"])
+    checks = []
+    if case.pde.get("source") is not None:
+        checks.append(("pde.source", case.pde["source"], cv.centre))
+    keys = {"dirichlet": "value", "flux": "flux", "normal_derivative": "normal_derivative"}
+    for bc in boundary_data(case):
+        if bc.kind in keys and bc.name in cv.boundary_names:
+            checks.append((f"boundary.{bc.name}.{keys[bc.kind]}", bc.expr, cv.face_centroid[cv.faces_of(bc.name)]))
+    for key, expr, points in checks:
+        for t in (steps[:1] if expr.is_constant else steps):
+            values = np.asarray(expr(points, t=float(t), params=params), float)
+            if not np.all(np.isfinite(values)):
+                raise CaseError(f"is not finite at t = {t:.6g}", key=key, **where)
+
+
 def _solve_wave(case, cv: ControlVolumes, params: dict, split: str, index: int, box):
     """One wave-equation scenario (released from rest); see :mod:`hybrid.solvers.wave`."""
     from hybrid.case.initial import initial_values
@@ -152,6 +175,7 @@ def _solve_wave(case, cv: ControlVolumes, params: dict, split: str, index: int, 
         raise CaseError('the wave solver supports source = "0" only', file=str(case.display_file), key="pde.source")
     rng = scenario_rng(case.seed, split, index, "initial")
     u0 = initial_values(case, cv.centre, params, rng, box=box)
+    check_finite_data(case, cv, params, u0)
     try:
         solver = WaveSolver(cv, float(params["c"]), boundary_data(case), params, theta=case.time["theta"])
     except ValueError as exc:
@@ -185,6 +209,7 @@ def solve_scenario(case, cv: ControlVolumes, params: dict, split: str, index: in
     rng = scenario_rng(case.seed, split, index, "initial")
     # the random field lives on the mesh's bounding box, so it is the same field on any mesh of the domain
     u0 = initial_values(case, cv.centre, params, rng, box=box)
+    check_finite_data(case, cv, params, u0)
     solver = GPMESolver(cv, Conductivity.from_params(kind, params), boundary_data(case), params,
                         source=case.pde.get("source"), theta=case.time["theta"],
                         rtol=case.solver["newton_rtol"], atol=case.solver["newton_atol"],
