@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 import traceback
+from pathlib import Path
 
 from hybrid.errors import EXIT_BAD_INPUT, CaseError, catch_interrupts
 
@@ -50,6 +51,21 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_output_dir(case) -> None:
+    """The output directory can be created and written, checked before any work (a file in the
+    way, or no permission, found after the whole solve would waste it)."""
+    import tempfile
+
+    out = Path(case.output_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        raise CaseError(f"{out} cannot be written: {exc.strerror or exc}", file=str(case.display_file),
+                        key="output.dir") from None
+
+
 def _run(args) -> int:
     if args.command == "keys":
         from hybrid.case import describe_keys
@@ -66,6 +82,7 @@ def _run(args) -> int:
                   f"available: solve, train, predict, export, run", file=sys.stderr)
         return 1
     case = load_case(args.case)
+    check_output_dir(case)
     progress = not args.quiet
     if args.command == "solve":
         from hybrid.stages.solve import run_solve

@@ -115,3 +115,20 @@ def test_non_finite_data_is_refused_naming_the_key(tmp_path, section, key, value
                       **{section: {key: value}})
     line = _bad(case, "solve", ranks=2)
     assert f"{section}.{key}" in line and "not finite" in line, line
+
+
+def test_outputs_beyond_memory_are_refused_before_any_work(tmp_path):
+    """Defect 8: time.outputs = 10⁹ (or 10⁶) is refused from an estimate of the dataset's size."""
+    for outputs in ("1000000000", "1000000"):
+        case = small_case("stefan-1d", tmp_path / outputs, time={"outputs": outputs, "dt": "1e-10"})
+        line = _bad(case, "solve")
+        assert "time.outputs" in line and "GiB" in line
+
+
+def test_an_output_dir_that_is_a_file_is_refused_before_any_work(tmp_path):
+    """Defect 9: [output] dir names an existing file: one message naming output.dir, at once."""
+    case = small_case("stefan-1d", tmp_path, output={"dir": '"taken"'})
+    (case / "taken").write_text("not a directory\\n")
+    line = _bad(case, "run", ranks=2)
+    assert "output.dir" in line and "cannot be written" in line
+    assert (case / "taken").read_text() == "not a directory\\n"

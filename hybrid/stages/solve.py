@@ -23,6 +23,7 @@ Outputs in ``OUTPUT/solve/``:
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -139,6 +140,24 @@ def _solve_flow(case, cv: ControlVolumes, mesh: MeshData, params: dict, split: s
     flow.face_flux = np.array(face_flux)                    # (T+1, F) exact volume fluxes of the dual faces
     flow.net_flux = (cv.incidence() @ flow.face_flux.T).T   # (T+1, N): zero up to the solver's tolerance
     return flow
+
+
+def check_dataset_size(case, cv: ControlVolumes) -> None:
+    """Refuse, before any work, a dataset that would not fit in memory: scenarios × (outputs + 1)
+    × (control volumes + faces) float64 values, three times over (states, fluxes and sources,
+    gathered on rank 0), against half of this machine's memory."""
+    scenarios = int(case.data["train"]) + int(case.data["test"])
+    outputs = int(case.time["outputs"])
+    need = 3 * 8 * scenarios * (outputs + 1) * (cv.num_cvs + cv.num_faces)
+    try:
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return
+    if need > have / 2:
+        raise CaseError(f"{outputs} outputs × {scenarios} scenarios × {cv.num_cvs + cv.num_faces} control volumes "
+                        f"and faces need about {need / 2**30:.1f} GiB, more than half of this machine's "
+                        f"{have / 2**30:.0f} GiB; use fewer outputs or scenarios ([data] train, test)",
+                        file=str(case.display_file), key="time.outputs")
 
 
 def check_finite_data(case, cv: ControlVolumes, params: dict, u0: np.ndarray) -> None:
@@ -259,6 +278,7 @@ def run_solve(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, pro
     cell_owner, vertex_owner = partition_owners(mesh, comm)
     cv.assign_owners(cell_owner, vertex_owner)
 
+    check_dataset_size(case, cv)
     box = (mesh.points.min(axis=0), mesh.points.max(axis=0))
     splits = [("train", case.scenarios("train")), ("test", case.scenarios("test"))]
     tasks = [(split, i, params) for split, scen in splits for i, params in enumerate(scen)]
