@@ -426,3 +426,21 @@ def test_load_mesh_error_reaches_every_rank(comm):
     with pytest.raises(CaseError, match="mesh.boundaries.outlet"):
         load_mesh({"file": None, "generate": {"shape": "interval"}, "boundaries": {"outlet": 7}},
                   seed=0, comm=comm, file="case.toml")
+
+
+def test_a_tangled_mesh_is_refused(tmp_path):
+    """Issue 15, defect 7: a vertex moved across its neighbours folds cells over each other; the
+    volumes stay non-zero, so only the orientation across interior facets shows it."""
+    import pytest
+
+    from hybrid.errors import CaseError
+
+    m = generate({"shape": "rectangle", "h": 0.25}, seed=0)
+    write_msh(m, tmp_path / "ok.msh")
+    assert read_mesh_file(tmp_path / "ok.msh").cells.shape == m.cells.shape
+    interior = np.flatnonzero((m.points > 0.01).all(axis=1) & (m.points < 0.99).all(axis=1))[0]
+    m.points = m.points.copy()
+    m.points[interior] += [0.6, 0.0]
+    write_msh(m, tmp_path / "tangled.msh")
+    with pytest.raises(CaseError, match="tangled"):
+        read_mesh_file(tmp_path / "tangled.msh", file="case.toml")

@@ -363,6 +363,29 @@ def _simplex_volumes(meshdata: MeshData) -> np.ndarray:
     return np.abs(np.linalg.det(edges)) / factorial
 
 
+def _folded_facets(meshdata: MeshData) -> int:
+    """How many facets are shared by more than two cells, or by two cells on the same side of
+    them: in a mesh that tiles its domain, the two cells of an interior facet lie on opposite
+    sides (the signed volumes of (facet, opposite vertex) differ in sign)."""
+    tdim, cells, points = meshdata.tdim, meshdata.cells, meshdata.points
+    if points.shape[1] != tdim:
+        return 0
+    local = [[j for j in range(tdim + 1) if j != i] for i in range(tdim + 1)]
+    facets = np.sort(cells[:, local], axis=2).reshape(-1, tdim)            # (m (tdim+1), tdim)
+    opposite = cells.reshape(-1)                                             # vertex i is opposite facet i
+    base = points[facets[:, 0]]
+    edges = np.concatenate([points[facets[:, 1:]] - base[:, None, :], (points[opposite] - base)[:, None, :]], axis=1)
+    side = np.sign(np.linalg.det(edges))
+    _, inverse, counts = np.unique(facets, axis=0, return_inverse=True, return_counts=True)
+    inverse = inverse.ravel()
+    if np.any(counts > 2):
+        return int(np.sum(counts > 2))
+    shared = counts[inverse] == 2
+    order = np.argsort(inverse[shared], kind="stable")
+    pairs = side[shared][order].reshape(-1, 2)
+    return int(np.sum(pairs[:, 0] == pairs[:, 1]))
+
+
 def _check_mesh(meshdata: MeshData, source: str, file, key) -> None:
     """Reject meshes the finite-volume stages cannot use: degenerate cells and tagged
     facets inside the domain (boundary conditions live on the boundary)."""
@@ -371,6 +394,10 @@ def _check_mesh(meshdata: MeshData, source: str, file, key) -> None:
     if np.any(degenerate):
         raise CaseError(f"{source}: {int(degenerate.sum())} cells have zero volume (e.g. cell "
                         f"{int(np.argmax(degenerate))})", file=file, key=key)
+    folded = _folded_facets(meshdata)
+    if folded:
+        raise CaseError(f"{source}: the mesh is tangled: {folded} interior facets have both of their cells on one "
+                        "side (inverted or overlapping cells)", file=file, key=key)
     boundary = exterior_facets(meshdata)
     tagged = np.sort(meshdata.facets, axis=1)
     inside = ~_rows_in(tagged, boundary)
