@@ -53,13 +53,17 @@ def _parser() -> argparse.ArgumentParser:
 
 def check_output_dir(case) -> None:
     """The output directory can be created and written, checked before any work (a file in the
-    way, or no permission, found after the whole solve would waste it)."""
+    way, or no permission, found after the whole solve would waste it); nothing is created."""
     import tempfile
 
     out = Path(case.output_dir)
+    probe = out
+    while not probe.exists() and probe != probe.parent:   # the nearest folder that exists
+        probe = probe.parent
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
+        if not probe.is_dir():
+            raise NotADirectoryError(20, f"{probe} is a file, not a directory")
+        with tempfile.NamedTemporaryFile(dir=probe, prefix=".hybrid-write-test-"):
             pass
     except OSError as exc:
         raise CaseError(f"{out} cannot be written: {exc.strerror or exc}", file=str(case.display_file),
