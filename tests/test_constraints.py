@@ -291,7 +291,8 @@ def test_flux_inflation_is_chosen_by_validation_error():
         error = layout.pack(0.01 * rng.standard_normal((layout.T, layout.N)), 0.1 * rng.standard_normal((layout.T, layout.F)))
         scenarios.append(ValidationScenario(rows, truth + error, var, None, flux,
                                             truth[:layout.T * layout.N].reshape(layout.T, layout.N)))
-    lam, table = choose_flux_inflation(scenarios, cv.volume, layout=layout)
+    lam, table, safe = choose_flux_inflation(scenarios, cv.volume, layout=layout)
+    assert safe >= 1.0 and (safe == lam or table[f"{safe:g}"] <= 1.0)
     assert table["1"] > 1.0
     assert lam > 1.0 and table[f"{lam:g}"] < 1.0
     assert table[f"{lam:g}"] <= min(table.values()) + 0.05     # the best, or within its standard error

@@ -56,11 +56,12 @@ def choose_flux_inflation(scenarios: list[ValidationScenario], volume: np.ndarra
     choice that changes the states least is the one that carries to other scenarios.
 
     Returns:
-        (λ, {λ: mean over validation scenarios of the MSE ratio to the unconstrained mean});
-        λ = 1 when there is no validation scenario.
+        (λ, {λ: mean over validation scenarios of the MSE ratio to the unconstrained mean},
+        the largest λ under which no validation scenario got worse, for scenarios outside the
+        training range); λ = 1 when there is no validation scenario.
     """
     if not scenarios:
-        return 1.0, {}
+        return 1.0, {}, 1.0
     T, N = scenarios[0].truth.shape
     raw = np.array([mse(s.mean[:T * N].reshape(T, N), s.truth, volume) for s in scenarios])
     ratios, plan = {}, None
@@ -80,9 +81,12 @@ def choose_flux_inflation(scenarios: list[ValidationScenario], volume: np.ndarra
     if plan is not None:
         plan.destroy()
     if not ratios:
-        return 1.0, {}
+        return 1.0, {}, 1.0
     best = min(ratios, key=lambda lam: ratios[lam].mean())
     diff = lambda lam: ratios[lam] - ratios[best]
     se = lambda lam: diff(lam).std(ddof=1) / np.sqrt(len(scenarios)) if len(scenarios) > 1 else 0.0
     chosen = max(lam for lam in ratios if diff(lam).mean() <= se(lam))
-    return float(chosen), {f"{lam:g}": float(r.mean()) for lam, r in ratios.items()}
+    table = {f"{lam:g}": float(r.mean()) for lam, r in ratios.items()}
+    # for scenarios no validation scenario resembles: the largest λ that made no validation scenario worse
+    safe = [lam for lam in ratios if ratios[lam].max() <= 1.0]
+    return float(chosen), table, float(max(safe) if safe else chosen)

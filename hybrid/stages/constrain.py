@@ -109,13 +109,16 @@ def run_variants(case, cv, data: dict, pred: dict | None, out_path, comm: MPI.Co
     ``validation``, the validation scenarios' ``split`` and the ensemble's ``pred`` of them,
     chooses the flux-variance inflation of :mod:`hybrid.constraints.selection`).
     Returns (the scores, the inflation chosen and its validation table) on rank 0, None elsewhere."""
-    inflation, table = (_flux_inflation(case, cv, data["times"], validation)
-                        if comm.rank == 0 else (None, None))
-    pred, extra, inflation, table = comm.bcast((pred, extra or {}, inflation, table) if comm.rank == 0 else None,
-                                               root=0)
+    inflation, table, safe = (_flux_inflation(case, cv, data["times"], validation)
+                              if comm.rank == 0 else (None, None, None))
+    pred, extra, inflation, table, safe = comm.bcast((pred, extra or {}, inflation, table, safe)
+                                                     if comm.rank == 0 else None, root=0)
     test, times = data["test"], data["times"]
     S, T1, N = test["u"].shape
     T = T1 - 1
+    # λ was chosen on validation scenarios, all inside the training parameters' span; a scenario
+    # outside it is an extrapolation no validation spoke for: it takes the λ that made none worse
+    inside = within_training_span(data["train"]["params"], test["params"])
     layout = StateLayout(N, cv.num_faces, T)
     c = case.constraints
     partition = parallel_mode(c["parallel"], comm, N * T) == "partition"
@@ -151,8 +154,9 @@ def run_variants(case, cv, data: dict, pred: dict | None, out_path, comm: MPI.Co
             dev = np.stack([layout.pack(source["u_dev"][i, m, 1:], source["flux_dev"][i, m])
                             for m in range(source["u_dev"].shape[1])])
             diag, U = prediction_covariance(var, dev, c["covariance"])
-            if source is pred and inflation != 1.0:
-                diag, U = _inflate(diag, U, layout, inflation)
+            lam = inflation if inside[i] else safe
+            if source is pred and lam != 1.0:
+                diag, U = _inflate(diag, U, layout, lam)
             seed = int(case.seed) * 1000 + i
             t1 = time.perf_counter()
             if variant in built:   # the variant's G is the same for every scenario: only b changes
@@ -224,7 +228,18 @@ def run_variants(case, cv, data: dict, pred: dict | None, out_path, comm: MPI.Co
         if fronts:
             scores[variant]["front_error"] = float(np.mean(np.abs(fronts[variant].mean(axis=1) - true_front)))
             scores[variant]["front_std"] = float(np.mean(fronts[variant].std(axis=1)))
-    return scores, {"flux_inflation": inflation, "validation_mse_ratio": table}
+    return scores, {"flux_inflation": inflation, "validation_mse_ratio": table,
+                    "flux_inflation_outside_training_span": safe,
+                    "test_outside_training_span": int(np.count_nonzero(~inside))}
+
+
+def within_training_span(train_params: np.ndarray, params: np.ndarray) -> np.ndarray:
+    """For each scenario, whether every parameter lies within the training scenarios' range."""
+    if train_params.size == 0 or params.size == 0:
+        return np.ones(len(params), bool)
+    low, high = train_params.min(axis=0), train_params.max(axis=0)
+    pad = 1e-9 * np.maximum(np.abs(high - low), 1e-300)
+    return np.all((params >= low - pad) & (params <= high + pad), axis=1)
 
 
 def _inflate(diag: np.ndarray, U: np.ndarray | None, layout: StateLayout, inflation: float):
@@ -238,7 +253,7 @@ def _flux_inflation(case, cv, times: np.ndarray, validation: dict | None) -> tup
     """The flux-variance inflation of the main variant chosen on the validation scenarios."""
     main = main_variant(case)
     if validation is None or main == "raw":
-        return 1.0, {}
+        return 1.0, {}, 1.0
     split, pred = validation["split"], validation["pred"]
     S, T1, N = split["u"].shape
     layout = StateLayout(N, cv.num_faces, T1 - 1)
