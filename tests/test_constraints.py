@@ -280,7 +280,7 @@ def test_flux_inflation_is_chosen_by_validation_error():
     validation choice of λ has the smallest MSE ratio of the grid, below 1."""
     from hybrid.constraints.selection import ValidationScenario, choose_flux_inflation
 
-    cv, layout, rows, var, _ = _space_time_problem({"shape": "interval", "cells": 60, "jitter": 0.3}, 5, 1e-6)
+    cv, layout, rows, var, _ = _space_time_problem({"shape": "interval", "cells": 60, "jitter": 0.3}, 5, 1e-5)
     rng = np.random.default_rng(3)
     scenarios = []
     flux = np.zeros(layout.size, bool)
