@@ -132,3 +132,27 @@ def test_an_output_dir_that_is_a_file_is_refused_before_any_work(tmp_path):
     line = _bad(case, "run", ranks=2)
     assert "output.dir" in line and "cannot be written" in line
     assert (case / "taken").read_text() == "not a directory\\n"
+
+
+def test_a_one_member_ensemble_covariance_is_refused_at_load(tmp_path):
+    case = small_case("stefan-1d", tmp_path, surrogate={"members": "1"}, constraints={"covariance": '"ensemble"'})
+    line = _bad(case, "solve")
+    assert "constraints.covariance" in line and "members" in line
+    assert not (case / "results").exists()
+
+
+def test_temporary_files_of_dead_processes_are_removed(tmp_path):
+    """kill -9 leaves .NAME.tmp-PID behind; the next write of NAME removes those of dead PIDs."""
+    import subprocess
+
+    from hybrid.files import atomic_path
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    orphan = tmp_path / f".member-0.pt.tmp-{dead.pid}"
+    orphan.write_text("partial")
+    mine = tmp_path / f".member-0.pt.tmp-{__import__('os').getpid() + 0}"
+    with atomic_path(tmp_path / "member-0.pt") as tmp:
+        assert tmp == mine
+        tmp.write_text("done")
+    assert not orphan.exists() and (tmp_path / "member-0.pt").read_text() == "done"

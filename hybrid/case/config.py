@@ -258,6 +258,9 @@ class _Builder:
             settings=self.settings)
         if mesh["generate"] is not None:
             case.check_boundary_names(schema.GENERATED_BOUNDARIES[mesh["generate"]["shape"]])
+        if case.constraints["covariance"] == "ensemble" and int(case.surrogate["members"]) < 2:
+            raise self.error("constraints.covariance", '"ensemble" is the members\' spread alone, which one member '
+                             "does not have; use members >= 2, or covariance = \"diagonal\" or \"ensemble+diagonal\"")
         return case
 
     # [mesh] ---------------------------------------------------------------------------
