@@ -149,11 +149,7 @@ def run_variants(case, cv, data: dict, pred: dict | None, out_path, comm: MPI.Co
         source = extra.get(variant, pred)
         for i in mine:
             t0 = time.perf_counter()
-            mean = layout.pack(source["u_mean"][i, 1:], source["flux_mean"][i])
-            var = layout.pack(source["u_var"][i, 1:], source["flux_var"][i])
-            dev = np.stack([layout.pack(source["u_dev"][i, m, 1:], source["flux_dev"][i, m])
-                            for m in range(source["u_dev"].shape[1])])
-            diag, U = prediction_covariance(var, dev, c["covariance"])
+            mean, var, diag, U = scenario_prior(source, i, layout, c["covariance"])
             lam = inflation if inside[i] else safe
             if source is pred and lam != 1.0:
                 diag, U = _inflate(diag, U, layout, lam)
@@ -233,6 +229,15 @@ def run_variants(case, cv, data: dict, pred: dict | None, out_path, comm: MPI.Co
                     "test_outside_training_span": int(np.count_nonzero(~inside))}
 
 
+def scenario_prior(pred: dict, i: int, layout: StateLayout, covariance: str):
+    """(mean, per-entry variance, and the update's covariance diagonal and low-rank factor) of
+    scenario i's state vector x = [u^1..u^T, Φ^1..Φ^T], from an ensemble prediction."""
+    mean = layout.pack(pred["u_mean"][i, 1:], pred["flux_mean"][i])
+    var = layout.pack(pred["u_var"][i, 1:], pred["flux_var"][i])
+    dev = np.stack([layout.pack(pred["u_dev"][i, m, 1:], pred["flux_dev"][i, m]) for m in range(pred["u_dev"].shape[1])])
+    return (mean, var, *prediction_covariance(var, dev, covariance))
+
+
 def within_training_span(train_params: np.ndarray, params: np.ndarray) -> np.ndarray:
     """For each scenario, whether every parameter lies within the training scenarios' range."""
     if train_params.size == 0 or params.size == 0:
@@ -263,14 +268,10 @@ def _flux_inflation(case, cv, times: np.ndarray, validation: dict | None) -> tup
         params = dict(zip(names, map(float, split["params"][i])))
         rows = variant_rows(main, cv, layout, split["u"][i, 0], split["source"][i],
                             boundary_rows(case, cv, layout, times, params))
-        var = layout.pack(pred["u_var"][i, 1:], pred["flux_var"][i])
-        dev = np.stack([layout.pack(pred["u_dev"][i, m, 1:], pred["flux_dev"][i, m])
-                        for m in range(pred["u_dev"].shape[1])])
-        diag, U = prediction_covariance(var, dev, case.constraints["covariance"])
+        mean, _, diag, U = scenario_prior(pred, i, layout, case.constraints["covariance"])
         flux = np.zeros(layout.size, bool)
         flux[layout.T * N:] = True
-        scenarios.append(ValidationScenario(rows, layout.pack(pred["u_mean"][i, 1:], pred["flux_mean"][i]), diag, U,
-                                            flux, split["u"][i, 1:]))
+        scenarios.append(ValidationScenario(rows, mean, diag, U, flux, split["u"][i, 1:]))
     return choose_flux_inflation(scenarios, cv.volume, float(case.constraints["sigma"]), layout=layout)
 
 
