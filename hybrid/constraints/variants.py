@@ -37,7 +37,7 @@ def boundary_rows(case, cv: ControlVolumes, layout: StateLayout, times: np.ndarr
     (``derivative_rows``: on the values as well, for scoring what a variant does to the
     states' boundary derivative). Periodic pairs need no rows: partner vertices share one
     control volume, so values and fluxes match by construction."""
-    from hybrid.stages.solve import boundary_data
+    from hybrid.solvers.boundaries import boundary_data
 
     blocks = []
     bfaces = cv.boundary_faces

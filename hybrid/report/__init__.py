@@ -2,3 +2,5 @@
 
 The scores themselves live in :mod:`hybrid.metrics`; this package only draws.
 """
+
+__all__ = ["figures"]

@@ -56,7 +56,7 @@ from hybrid.files import atomic_path
 from hybrid.metrics import coverage, crps_gaussian, gaussian_log_likelihood, max_error, mse, relative_l2, variance_floor
 from hybrid.parallel import my_indices
 from hybrid.stages.constrain import residual_by_kind
-from hybrid.stages.solve import dirichlet_walls
+from hybrid.solvers.boundaries import dirichlet_walls
 
 __all__ = ["FLOW_VARIANTS", "wall_data", "flow_variant_rows", "run_flow_variants", "flow_scores",
            "vertex_vorticity", "flow_variants_requested"]

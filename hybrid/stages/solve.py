@@ -36,7 +36,8 @@ from hybrid.files import atomic_path, mark_stage_done, stage_is_current
 from hybrid.mesh.control_volumes import ControlVolumes, build_control_volumes
 from hybrid.mesh.meshdata import MeshData
 from hybrid.parallel import ScenarioProgress, my_indices, root_print
-from hybrid.solvers.gpme import BoundaryData, Conductivity, GPMESolver, SolverError
+from hybrid.solvers.boundaries import boundary_data, wall_order
+from hybrid.solvers.gpme import Conductivity, GPMESolver, SolverError
 
 __all__ = ["SOLVE_SECTIONS", "run_solve", "case_mesh", "case_control_volumes", "solve_scenario",
            "boundary_data", "read_dataset"]
@@ -64,44 +65,6 @@ def periodic_pairs(case) -> list[tuple[str, str]]:
 
 def case_control_volumes(case, mesh: MeshData) -> ControlVolumes:
     return build_control_volumes(mesh, case.mesh["control_volumes"], periodic_pairs(case))
-
-
-def boundary_data(case) -> list[BoundaryData]:
-    """The case's [boundary.*] tables as the solver's boundary conditions."""
-    out = []
-    for name, bc in case.boundaries.items():
-        if bc.type == "dirichlet":
-            out.append(BoundaryData(name, "dirichlet", bc.value))
-        elif bc.type == "neumann":
-            if bc.flux is not None:
-                out.append(BoundaryData(name, "flux", bc.flux))
-            else:
-                out.append(BoundaryData(name, "normal_derivative", bc.normal_derivative))
-        else:
-            out.append(BoundaryData(name, "periodic"))
-    return out
-
-
-def wall_order(case, mesh: MeshData) -> list[str]:
-    """The mesh's boundaries in the order of the case's [boundary.*] tables (then the rest);
-    ``mesh`` may be the control volumes, which carry the same names."""
-    listed = [n for n in case.boundaries if n in mesh.boundary_names]
-    return listed + [n for n in mesh.boundary_names if n not in listed]
-
-
-def dirichlet_walls(case, cv: ControlVolumes, t: float, params: dict) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """(name, control volumes in ascending order, data (n, components) at their centres) of
-    every non-periodic Dirichlet boundary at time ``t``, in :func:`wall_order`: where walls
-    meet, the later one's data is the one that stands, as in the solvers."""
-    periodic = {name for pair in cv.periodic_pairs for name in pair}
-    walls = []
-    for name in wall_order(case, cv):
-        bc = case.boundary_condition(name)
-        if bc.type != "dirichlet" or name in periodic:
-            continue
-        cvs = np.unique(cv.face_cv[cv.faces_of(name), 0])
-        walls.append((name, cvs, bc.dirichlet_values(cv.centre[cvs], t, params).T))
-    return walls
 
 
 def _solve_flow(case, cv: ControlVolumes, mesh: MeshData, params: dict, split: str, index: int):

@@ -1,1 +1,3 @@
 """Neural-operator surrogates."""
+
+__all__ = ["boon", "calibration", "data", "fno", "softc", "training", "transfer"]

@@ -358,7 +358,7 @@ def box_faces(case, cv, transfer) -> tuple[tuple[str, ...], dict[str, np.ndarray
     periodic = {name for pair in cv.periodic_pairs for name in pair}
     owned: dict[str, np.ndarray] = {}
     covered = np.zeros(grid.size, dtype=bool)
-    from hybrid.stages.solve import wall_order
+    from hybrid.solvers.boundaries import wall_order
 
     for name in wall_order(case, cv):
         on = bfaces[cv.face_tag[bfaces] == cv.boundary_names[name]]
@@ -423,7 +423,7 @@ def enforce_walls_on_mesh(U: np.ndarray, case, cv, times: np.ndarray, params: li
     """BOON's strict Dirichlet enforcement again, in float64 on the control-volume values
     U (S, M, T+1, C N) of a 2-D dual mesh: every Dirichlet wall's control volumes take the
     data, in the case's order (later walls own shared vertices)."""
-    from hybrid.stages.solve import dirichlet_walls
+    from hybrid.solvers.boundaries import dirichlet_walls
 
     U = U.copy()
     N = cv.num_cvs
