@@ -22,9 +22,14 @@ import numpy as np
 
 from hybrid.files import atomic_path
 
-__all__ = ["write_time_series", "read_time_series"]
+__all__ = ["write_time_series", "read_time_series", "field_prefix"]
 
 _TOPOLOGY = {"interval": ("Polyline", 2), "triangle": ("Triangle", 3), "tetrahedron": ("Tetrahedron", 4)}
+
+
+def field_prefix(variant: str) -> str:
+    """The array-name prefix of a variant: ``per-cell+boundary`` → ``per_cell_boundary``."""
+    return variant.replace("+", "_").replace("-", "_")
 
 
 def _item(h5name: str, path: str, shape: tuple[int, ...], dtype: np.dtype) -> str:

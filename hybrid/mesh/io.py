@@ -11,8 +11,9 @@ it). The case's ``[mesh] boundaries = { name = tag }`` is applied on top by
 :func:`apply_boundary_names`: it names tags of files without names, and a tag it names loses
 the name the file gave it.
 
-:func:`load_mesh` is the one entry point for the stages: rank 0 reads or generates, every
-rank receives the same MeshData, and a mistake found on rank 0 is raised on every rank.
+:func:`hybrid.mesh.load.load_mesh` is the one entry point for the stages: rank 0 reads or
+generates, every rank receives the same MeshData, and a mistake found on rank 0 is raised on
+every rank.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ __all__ = [
     "read_mesh_file",
     "write_msh",
     "write_xdmf_mesh",
-    "load_mesh",
     "apply_boundary_names",
     "exterior_facets",
     "gmsh_session",
@@ -447,43 +447,3 @@ def apply_boundary_names(meshdata: MeshData, boundaries: dict | None, *, file: s
     names.update({str(n): int(t) for n, t in boundaries.items()})
     meshdata.boundary_names = names
     return meshdata
-
-
-def load_mesh(mesh_section: dict, *, seed: int, comm, file: str | None = None) -> MeshData:
-    """The case's mesh on every rank of ``comm``: read or generated on rank 0, broadcast.
-
-    ``mesh_section`` holds ``file`` (an absolute path or None), ``generate`` (a shape spec or
-    None) and ``boundaries`` (name -> tag or None), exactly one of file/generate given.
-    A :class:`CaseError` on rank 0 is raised on every rank (so no rank waits forever);
-    any other failure on rank 0 raises there and a RuntimeError elsewhere.
-    """
-    outcome = None
-    if comm.rank == 0:
-        try:
-            outcome = ("ok", _load_serial(mesh_section, seed=seed, file=file))
-        except CaseError as error:
-            outcome = ("case", error)
-        except Exception as error:
-            comm.bcast(("bug", f"{type(error).__name__}: {error}"), root=0)
-            raise
-    outcome = comm.bcast(outcome, root=0)
-    if outcome[0] == "ok":
-        return outcome[1]
-    if outcome[0] == "case":
-        raise outcome[1]
-    raise RuntimeError(f"loading the mesh failed on rank 0: {outcome[1]}")
-
-
-def _load_serial(mesh_section: dict, *, seed: int, file: str | None) -> MeshData:
-    path = mesh_section.get("file")
-    spec = mesh_section.get("generate")
-    if (path is None) == (spec is None):
-        raise CaseError("give exactly one of file = \"mesh.msh\" or generate = { shape = ... }",
-                        file=file, key="mesh")
-    if path is not None:
-        meshdata = read_mesh_file(path, file=file, key="mesh.file")
-    else:
-        from hybrid.mesh.shapes import generate
-
-        meshdata = generate(spec, seed, file=file, key="mesh.generate")
-    return apply_boundary_names(meshdata, mesh_section.get("boundaries"), file=file, key="mesh.boundaries")

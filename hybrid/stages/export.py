@@ -39,7 +39,7 @@ import numpy as np
 from mpi4py import MPI
 
 from hybrid.constraints.variants import VARIANTS
-from hybrid.export.xdmf import write_time_series
+from hybrid.export.xdmf import field_prefix, write_time_series
 from hybrid.files import mark_stage_done, stage_is_current
 from hybrid.mesh.control_volumes import balance_residual
 from hybrid.parallel import ScenarioProgress, my_indices, root_print
@@ -50,11 +50,6 @@ __all__ = ["run_export", "cv_fields", "field_prefix", "read_variants", "variant_
 
 VARIANT_FIELDS = ("mean", "std", "abs_error", "balance_residual")   # suffixes of each variant's arrays
 _VARIANT_DATASETS = ("u_mean", "u_var", "flux_mean")
-
-
-def field_prefix(variant: str) -> str:
-    """The array-name prefix of a variant: ``per-cell+boundary`` → ``per_cell_boundary``."""
-    return variant.replace("+", "_").replace("-", "_")
 
 
 def _balance(cvd: dict, u: np.ndarray, flux: np.ndarray, source: np.ndarray) -> np.ndarray:

@@ -351,7 +351,7 @@ def flow_variant_fields(mesh, cv, variant: str, u_mean: np.ndarray, u_var: np.nd
     (of the vertex velocities, P1) and ``P_net_volume_flux`` (zero at t = 0, where no flux is
     predicted); ``P`` as :func:`hybrid.stages.export.field_prefix`. ``u_mean``, ``u_var``
     (T+1, d N), ``flux_mean`` (T, F), ``velocity`` the reference (T+1, N, d)."""
-    from hybrid.stages.export import field_prefix
+    from hybrid.export.xdmf import field_prefix
 
     p = field_prefix(variant)
     N = cv.num_cvs

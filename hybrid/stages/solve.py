@@ -47,7 +47,7 @@ SOLVE_SECTIONS = ("case", "mesh", "pde", "parameters", "initial", "boundary", "t
 
 def case_mesh(case, comm: MPI.Comm = MPI.COMM_WORLD) -> MeshData:
     """The case's mesh (read or generated on rank 0, the same on every rank)."""
-    from hybrid.mesh.io import load_mesh
+    from hybrid.mesh.load import load_mesh
 
     mesh = load_mesh(case.mesh, seed=case.seed, comm=comm, file=str(case.display_file))
     case.check_boundary_names(mesh.boundary_names)
