@@ -55,7 +55,7 @@ from hybrid.errors import CaseError
 from hybrid.files import atomic_path
 from hybrid.metrics import coverage, crps_gaussian, gaussian_log_likelihood, max_error, mse, relative_l2, variance_floor
 from hybrid.parallel import my_indices
-from hybrid.stages.constrain import residual_by_kind
+from hybrid.stages.constrain import main_variant, residual_by_kind
 from hybrid.solvers.boundaries import dirichlet_walls
 
 __all__ = ["FLOW_VARIANTS", "wall_data", "flow_variant_rows", "run_flow_variants", "flow_scores",
@@ -101,11 +101,7 @@ def flow_variant_rows(variant: str, cv, walls: list, bflux: np.ndarray) -> Const
 def flow_variants_requested(case, extra: dict | None = None) -> list[str]:
     """raw, the case's main variant and those it compares with (``boon`` when its ensemble
     is in ``extra``), in the table's order."""
-    c = case.constraints
-    main = "raw" if c["conservation"] == "none" else c["conservation"]
-    if main == "per-cell" and c["boundary"] == "exact":
-        main = "per-cell+boundary"
-    wanted = {"raw", main, *c["compare"]}
+    wanted = {"raw", main_variant(case), *case.constraints["compare"]}
     if "boon" not in (extra or {}):
         wanted.discard("boon")
     bad = sorted(wanted - set(FLOW_VARIANTS))
