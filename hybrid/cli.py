@@ -16,7 +16,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from hybrid.errors import EXIT_BAD_INPUT, CaseError, catch_interrupts
+from hybrid.errors import EXIT_BAD_INPUT, CaseError, WriteError, catch_interrupts, is_write_failure
 
 __all__ = ["main"]
 
@@ -142,9 +142,37 @@ def _summary(case, report, files) -> str:
     return "\n".join(lines)
 
 
+def _exit_after_write_error() -> None:
+    """Exit with code 2 now, skipping the libraries' exit handlers: HDF5 would try again to
+    flush the file whose write failed, and crash (a segfault that PETSc turns into MPI_Abort)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    mpi = sys.modules.get("mpi4py.MPI")
+    if mpi is not None and mpi.Is_initialized() and not mpi.Is_finalized():
+        mpi.Finalize()
+    os._exit(EXIT_BAD_INPUT)
+
+
+def _quiet_after_write_failures(report) -> None:
+    """HDF5 objects freed after a failed write report the same failure again, unraisably, from
+    their destructors: those echoes are dropped (the WriteError itself is the message)."""
+    if is_write_failure(report.exc_value) and "dealloc" in repr(report.object):
+        return
+    sys.__unraisablehook__(report)
+
+
+def _echo_of_write_failure(kind, error, trace) -> None:
+    """h5py's destructors also print a traceback of the failure through sys.excepthook: dropped too."""
+    if is_write_failure(error) and trace is not None and "dealloc" in trace.tb_frame.f_code.co_name:
+        return
+    sys.__excepthook__(kind, error, trace)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     catch_interrupts()
+    sys.unraisablehook = _quiet_after_write_failures
+    sys.excepthook = _echo_of_write_failure
     logging.getLogger().setLevel(logging.WARNING)  # FFCx/DOLFINx JIT chatter
     rank = int(os.environ.get("OMPI_COMM_WORLD_RANK", os.environ.get("PMI_RANK", "0")))
     try:
@@ -152,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     except CaseError as exc:
         if rank == 0:
             print(f"hybrid: error: {exc}", file=sys.stderr)
+        if isinstance(exc, WriteError):
+            _exit_after_write_error()
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         if rank == 0:

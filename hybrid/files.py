@@ -18,22 +18,32 @@ import os
 from pathlib import Path
 from typing import Iterator
 
+from hybrid.errors import WriteError, is_write_failure
+
 __all__ = ["atomic_path", "stage_is_current", "mark_stage_done", "file_digest", "stage_dir"]
 
 
 @contextlib.contextmanager
 def atomic_path(path: Path | str) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; rename it onto ``path`` on success only."""
+    """Yield a temporary path next to ``path``; rename it onto ``path`` on success only.
+
+    An error of the operating system while writing (full disk, quota, file-size limit, no
+    permission) becomes a :class:`WriteError` naming ``path``; ``path`` keeps what it had."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_orphans(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_orphans(path)
         yield tmp
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as error:
+        if not is_write_failure(error):
+            raise
+        raise WriteError.failed(path, error) from error
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        with contextlib.suppress(OSError):
+            if tmp.exists():
+                tmp.unlink()
 
 
 def _remove_orphans(path: Path) -> None:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from typing import Iterator
 
 from mpi4py import MPI
 
-__all__ = ["my_indices", "ScenarioProgress", "is_root", "root_print"]
+from hybrid.errors import CaseError
+
+__all__ = ["my_indices", "ScenarioProgress", "is_root", "root_print", "collective"]
 
 _PROGRESS_TAG = 7301
 
@@ -18,6 +22,36 @@ def is_root(comm: MPI.Comm = MPI.COMM_WORLD) -> bool:
 def root_print(*args, comm: MPI.Comm = MPI.COMM_WORLD, **kwargs) -> None:
     if comm.rank == 0:
         print(*args, **kwargs, flush=True)
+
+
+@contextlib.contextmanager
+def collective(comm: MPI.Comm) -> Iterator[None]:
+    """Every rank runs the block (often ``if comm.rank == 0:`` and a write inside), then the
+    ranks agree on its outcome, so that no rank waits forever for one that failed: a
+    :class:`CaseError` (a :class:`~hybrid.errors.WriteError` too) raised on any rank is raised on
+    every rank, the lowest rank's first; any other failure is raised where it happened and
+    becomes a RuntimeError elsewhere. The block must hold no collective call of its own that
+    only some ranks reach. It ends with what amounts to a barrier."""
+    if comm.size == 1:
+        yield
+        return
+    outcome, failure = None, None
+    try:
+        yield
+    except KeyboardInterrupt:   # every rank gets the signal (mpirun sends SIGTERM to each)
+        raise
+    except CaseError as error:   # travels as itself (its message; a WriteError stays one)
+        outcome, failure = ("case", error), error
+    except Exception as error:
+        outcome, failure = ("bug", f"{type(error).__name__}: {error}"), error
+    outcomes = comm.allgather(outcome)
+    if failure is not None:
+        raise failure
+    for rank, found in enumerate(outcomes):
+        if found is not None:
+            if found[0] == "case":
+                raise found[1]
+            raise RuntimeError(f"rank {rank} failed: {found[1]}")
 
 
 def my_indices(n: int, comm: MPI.Comm) -> list[int]:
@@ -41,6 +75,17 @@ class ScenarioProgress:
             from tqdm import tqdm
             self.bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr,
                             dynamic_ncols=True, disable=None)
+
+    def __enter__(self) -> "ScenarioProgress":
+        return self
+
+    def __exit__(self, kind, error, trace) -> None:
+        """Closed collectively after the work succeeded, discarded after it failed (pair it with
+        :func:`collective` inside, so that every rank knows when one failed)."""
+        if kind is None:
+            self.close()
+        else:
+            self.discard()
 
     def postfix(self, **values) -> None:
         """Show values (rank 0's own work) next to the bar."""

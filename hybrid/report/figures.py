@@ -24,6 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.tri import Triangulation  # noqa: E402
 
+from hybrid.files import atomic_path  # noqa: E402
 from hybrid.metrics import Z90  # noqa: E402
 
 __all__ = ["DPI", "VARIANT_STYLE", "variant_style", "mass_over_time", "profiles_with_bands", "front_histogram",
@@ -72,8 +73,11 @@ def _named(arg: str, mapping) -> dict:
 def _save(fig, path) -> Path:
     path = Path(path)
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=DPI, format=path.suffix.lstrip(".") or "png")
+    finally:
+        plt.close(fig)
     return path
 
 

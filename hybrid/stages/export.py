@@ -42,7 +42,7 @@ from hybrid.constraints.variants import VARIANTS
 from hybrid.export.xdmf import field_prefix, write_time_series
 from hybrid.files import mark_stage_done, stage_is_current
 from hybrid.mesh.control_volumes import balance_residual
-from hybrid.parallel import ScenarioProgress, my_indices, root_print
+from hybrid.parallel import ScenarioProgress, collective, my_indices, root_print
 from hybrid.stages.predict import predict_digest, run_predict
 from hybrid.stages.solve import SOLVE_SECTIONS, read_dataset, run_solve
 
@@ -142,53 +142,52 @@ def run_export(case, *, force: bool = False, train: bool = False, solver_only: b
         from hybrid.mesh.control_volumes import build_control_volumes
         from hybrid.stages.flow import flow_variant_fields
         cv = build_control_volumes(mesh, kind)
-    bar = ScenarioProgress(comm, len(tasks), "export", enabled=progress)
-    for j in my_indices(len(tasks), comm):
-        split, i = tasks[j]
-        d = data[split]
-        if "vorticity" in d:   # navier-stokes: velocity (3 components for ParaView), pressure, vorticity
-            u = d["u"][i]
-            fields = {"velocity": np.concatenate([u, np.zeros(u.shape[:-1] + (3 - u.shape[-1],))], axis=-1),
-                      "pressure": d["pressure"][i], "vorticity": d["vorticity"][i],
-                      "net_volume_flux": d["net_volume_flux"][i]}
-        else:
-            fields = {"u": d["u"][i], "balance_residual": _balance(cvd, d["u"][i], d["flux"][i], d["source"][i])}
-        if split == "test":
-            for v, a in variants.items():
-                if flow:
-                    fields.update(flow_variant_fields(mesh, cv, v, a["u_mean"][i], a["u_var"][i], a["flux_mean"][i],
-                                                      d["u"][i]))
-                else:
-                    fields.update(variant_fields(cvd, v, a["u_mean"][i], a["u_var"][i], a["flux_mean"][i],
-                                                 d["u"][i], d["source"][i]))
-        point, cell = cv_fields(kind, cvd, fields)
-        params = dict(zip(d["parameter_names"], d["params"][i]))
-        attributes = {"case": case.name, "scenario": f"{split} {i}",
-                      "parameters": ", ".join(f"{k}={v:.6g}" for k, v in params.items())}
-        if split == "test":
-            attributes["variants"] = ", ".join(variants)
-        write_time_series(names[j], mesh.points, mesh.cells, mesh.cell_type, data["times"], point, cell,
-                          attributes=attributes)
-        bar.done()
-    bar.close()
-    if comm.rank == 0:
-        mark_stage_done(out, digest, [p.name for p in names], files=[p.name for p in names], variants=list(variants))
-        if variants and flow:
-            what = (f"velocity, pressure, vorticity, net_volume_flux and, {'in the test series, ' if train else ''}"
-                    f"for the variants {', '.join(variants)}, V_velocity V_velocity_std V_abs_error V_vorticity "
-                    f"V_net_volume_flux (V = {', '.join(field_prefix(v) for v in variants)})")
-            _vorticity_figure(case, data, out)
-        elif variants:
-            what = (f"u, balance_residual and, {'in the test series, ' if train else ''}"
-                    f"for the variants {', '.join(variants)}, "
-                    f"{' '.join('V_' + s for s in VARIANT_FIELDS)} "
-                    f"(V = {', '.join(field_prefix(v) for v in variants)})")
-        elif "vorticity" in data["test"]:
-            what = "velocity, pressure, vorticity, net_volume_flux (solver only)"
-            _vorticity_figure(case, data, out)
-        else:
-            what = "u, balance_residual (solver only)"
-        root_print(f"export: {len(names)} ParaView series in {out} (open e.g. "
-                   f"{names[0].name if names else '-'}): {what}", comm=comm)
-    comm.Barrier()
+    with ScenarioProgress(comm, len(tasks), "export", enabled=progress) as bar, collective(comm):
+        for j in my_indices(len(tasks), comm):
+            split, i = tasks[j]
+            d = data[split]
+            if "vorticity" in d:   # navier-stokes: velocity (3 components for ParaView), pressure, vorticity
+                u = d["u"][i]
+                fields = {"velocity": np.concatenate([u, np.zeros(u.shape[:-1] + (3 - u.shape[-1],))], axis=-1),
+                          "pressure": d["pressure"][i], "vorticity": d["vorticity"][i],
+                          "net_volume_flux": d["net_volume_flux"][i]}
+            else:
+                fields = {"u": d["u"][i], "balance_residual": _balance(cvd, d["u"][i], d["flux"][i], d["source"][i])}
+            if split == "test":
+                for v, a in variants.items():
+                    if flow:
+                        fields.update(flow_variant_fields(mesh, cv, v, a["u_mean"][i], a["u_var"][i], a["flux_mean"][i],
+                                                          d["u"][i]))
+                    else:
+                        fields.update(variant_fields(cvd, v, a["u_mean"][i], a["u_var"][i], a["flux_mean"][i],
+                                                     d["u"][i], d["source"][i]))
+            point, cell = cv_fields(kind, cvd, fields)
+            params = dict(zip(d["parameter_names"], d["params"][i]))
+            attributes = {"case": case.name, "scenario": f"{split} {i}",
+                          "parameters": ", ".join(f"{k}={v:.6g}" for k, v in params.items())}
+            if split == "test":
+                attributes["variants"] = ", ".join(variants)
+            write_time_series(names[j], mesh.points, mesh.cells, mesh.cell_type, data["times"], point, cell,
+                              attributes=attributes)
+            bar.done()
+    with collective(comm):
+        if comm.rank == 0:
+            mark_stage_done(out, digest, [p.name for p in names], files=[p.name for p in names], variants=list(variants))
+            if variants and flow:
+                what = (f"velocity, pressure, vorticity, net_volume_flux and, {'in the test series, ' if train else ''}"
+                        f"for the variants {', '.join(variants)}, V_velocity V_velocity_std V_abs_error V_vorticity "
+                        f"V_net_volume_flux (V = {', '.join(field_prefix(v) for v in variants)})")
+                _vorticity_figure(case, data, out)
+            elif variants:
+                what = (f"u, balance_residual and, {'in the test series, ' if train else ''}"
+                        f"for the variants {', '.join(variants)}, "
+                        f"{' '.join('V_' + s for s in VARIANT_FIELDS)} "
+                        f"(V = {', '.join(field_prefix(v) for v in variants)})")
+            elif "vorticity" in data["test"]:
+                what = "velocity, pressure, vorticity, net_volume_flux (solver only)"
+                _vorticity_figure(case, data, out)
+            else:
+                what = "u, balance_residual (solver only)"
+            root_print(f"export: {len(names)} ParaView series in {out} (open e.g. "
+                       f"{names[0].name if names else '-'}): {what}", comm=comm)
     return names

@@ -29,7 +29,7 @@ from mpi4py import MPI
 from hybrid.errors import CaseError
 from hybrid.files import atomic_path, mark_stage_done, stage_is_current
 from hybrid.metrics import coverage, relative_l2
-from hybrid.parallel import my_indices, root_print
+from hybrid.parallel import collective, my_indices, root_print
 from hybrid.stages.solve import read_dataset
 from hybrid.stages.train import (TRAIN_SECTIONS, case_transfer, flow_view, initial_states, is_flow, load_members,
                                  run_train, softc_weight, split_indices, wants_boon, wants_softc)
@@ -43,6 +43,9 @@ __all__ = ["run_predict", "nearest_training_baseline", "PREDICT_SECTIONS", "pred
 PREDICT_SECTIONS = TRAIN_SECTIONS + ("constraints",)
 PREDICT_OUTPUTS = ("predictions.h5", "metrics.json", "variants.h5")   # what predict's stage.json vouches for
 PREDICT_FORMAT = 4   # raise when metrics.json / variants.h5 change shape, so older results are redone
+
+REPEAT_TOLERANCE = 1e-12   # relative L2 of the nearest training scenario below which it repeats the test one
+
 
 def nearest_training_baseline(train: dict, test: dict) -> np.ndarray:
     """Index of the training scenario nearest to each test scenario, in normalised
@@ -85,6 +88,9 @@ def run_predict(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, p
     M = int(case.surrogate["members"])
     members = load_members(train_dir, M, my_indices(M, comm), case.hash(*TRAIN_SECTIONS))
     pred, surrogate_seconds = _ensemble(members, M, transfer, cv, data, comm)
+    with collective(comm):   # before the calibration and the update, which would blame their own maths
+        if comm.rank == 0:
+            _check_finite_prediction(case, pred, train_dir)
     scales, validation = _calibration(case, members, M, transfer, cv, data, comm)
     uncalibrated = None
     if comm.rank == 0 and scales is not None:
@@ -98,44 +104,44 @@ def run_predict(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, p
         members = load_members(train_dir / "boon", M, my_indices(M, comm), f"{case.hash(*TRAIN_SECTIONS)}+boon")
         extra["boon"] = _ensemble(members, M, transfer, cv, data, comm, boon_case=case)[0]
     metrics = None
-    if comm.rank == 0:
-        with atomic_path(out / "predictions.h5") as tmp:
-            with h5py.File(tmp, "w") as f:
-                f.attrs["members"] = M
-                f["times"] = data["times"]
-                for name, arr in (*pred.items(), ("solver_seconds", test["solve_seconds"]),
-                                  ("surrogate_seconds", surrogate_seconds)):
-                    f[name] = arr
-                for flavour, values in extra.items():
-                    for name, arr in values.items():
-                        f[f"{flavour}/{name}"] = arr
-        metrics = _score(data, cv, pred["u_mean"], pred["u_var"], pred["flux_mean"], surrogate_seconds)
-        metrics["variance_scales"] = None if scales is None else scales.as_dict()
-        metrics["coverage90_uncalibrated"] = uncalibrated
-    if is_flow(case):
-        from hybrid.stages.flow import run_flow_variants
-        variants = run_flow_variants(case, cv, data, pred, out / "variants.h5", comm, extra=extra)
-    else:
-        from hybrid.stages.constrain import run_variants
-        found = run_variants(case, cv, data, pred, out / "variants.h5", comm, extra=extra, validation=validation)
-        variants, selection = found if found is not None else (None, None)
-    if comm.rank == 0:
-        metrics["variants"] = variants
-        if not is_flow(case):
-            metrics.update(selection)
-        with atomic_path(out / "metrics.json") as tmp:
-            tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-        mark_stage_done(out, digest, PREDICT_OUTPUTS,
-                        **{k: v for k, v in metrics.items() if not isinstance(v, (list, dict))})
-        root_print(f"predict: {case.name}: ensemble mean relative L2 {metrics['rel_l2_mean']:.4f} vs nearest "
-                   f"training scenario {metrics['rel_l2_nearest_train']:.4f} "
-                   f"(ratio {metrics['nearest_over_ensemble']:.2f}x); 90% interval coverage "
-                   f"{metrics['coverage90']:.2f}; flux relative L2 {metrics['flux_rel_l2']:.4f}; surrogate "
-                   f"{metrics['surrogate_seconds']:.3g} s vs solver {metrics['solver_seconds']:.3g} s per scenario",
-                   comm=comm)
-        root_print(_variants_table(case.name, metrics["variants"], FLOW_TABLE_COLUMNS if is_flow(case) else TABLE_COLUMNS),
-                   comm=comm)
-    comm.Barrier()
+    with collective(comm):   # a write that fails on rank 0 fails on every rank
+        if comm.rank == 0:
+            with atomic_path(out / "predictions.h5") as tmp:
+                with h5py.File(tmp, "w") as f:
+                    f.attrs["members"] = M
+                    f["times"] = data["times"]
+                    for name, arr in (*pred.items(), ("solver_seconds", test["solve_seconds"]),
+                                      ("surrogate_seconds", surrogate_seconds)):
+                        f[name] = arr
+                    for flavour, values in extra.items():
+                        for name, arr in values.items():
+                            f[f"{flavour}/{name}"] = arr
+            metrics = _score(data, cv, pred["u_mean"], pred["u_var"], pred["flux_mean"], surrogate_seconds)
+            metrics["variance_scales"] = None if scales is None else scales.as_dict()
+            metrics["coverage90_uncalibrated"] = uncalibrated
+    with collective(comm):
+        if is_flow(case):
+            from hybrid.stages.flow import run_flow_variants
+            variants = run_flow_variants(case, cv, data, pred, out / "variants.h5", comm, extra=extra)
+        else:
+            from hybrid.stages.constrain import run_variants
+            found = run_variants(case, cv, data, pred, out / "variants.h5", comm, extra=extra, validation=validation)
+            variants, selection = found if found is not None else (None, None)
+        if comm.rank == 0:
+            metrics["variants"] = variants
+            if not is_flow(case):
+                metrics.update(selection)
+            with atomic_path(out / "metrics.json") as tmp:
+                tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+            mark_stage_done(out, digest, PREDICT_OUTPUTS,
+                            **{k: v for k, v in metrics.items() if not isinstance(v, (list, dict))})
+            root_print(f"predict: {case.name}: ensemble mean relative L2 {metrics['rel_l2_mean']:.4f} vs "
+                       f"{_nearest_text(metrics)}; 90% interval coverage "
+                       f"{metrics['coverage90']:.2f}; flux relative L2 {metrics['flux_rel_l2']:.4f}; surrogate "
+                       f"{metrics['surrogate_seconds']:.3g} s vs solver {metrics['solver_seconds']:.3g} s per scenario",
+                       comm=comm)
+            root_print(_variants_table(case.name, metrics["variants"], FLOW_TABLE_COLUMNS if is_flow(case) else TABLE_COLUMNS),
+                       comm=comm)
     return out
 
 
@@ -238,6 +244,26 @@ def _variants_table(name: str, variants: dict, columns=TABLE_COLUMNS) -> str:
     return "\n".join(lines)
 
 
+def _check_finite_prediction(case, pred: dict, train_dir: Path) -> None:
+    """NaN or inf in the ensemble's prediction (members trained into overflow, or weights damaged)
+    is named here, not later as a singular G Σ Gᵀ or a failed calibration."""
+    for name in ("u_mean", "u_var", "flux_mean", "flux_var"):
+        bad = ~np.isfinite(pred[name])
+        if bad.any():
+            scenario = int(np.argwhere(bad)[0][0])
+            raise CaseError(f"the ensemble's {name} is not finite ({int(bad.sum())} values, first in test scenario "
+                            f"{scenario}): the members in {train_dir} give NaN or inf; lower [surrogate] lr and run "
+                            "hybrid train --force", file=str(case.display_file), key="surrogate")
+
+
+def _nearest_text(metrics: dict) -> str:
+    if metrics["nearest_over_ensemble"] is None:
+        return ("nearest training scenario: none to compare with (every test scenario repeats a training one's "
+                "parameters and initial state)")
+    return (f"nearest training scenario {metrics['rel_l2_nearest_train']:.4f} "
+            f"(ratio {metrics['nearest_over_ensemble']:.2f}x)")
+
+
 def _score(data: dict, cv, u_mean, u_var, flux_mean, surrogate_seconds) -> dict:
     test, train = data["test"], data["train"]
     truth = test["u"][:, 1:]
@@ -249,8 +275,11 @@ def _score(data: dict, cv, u_mean, u_var, flux_mean, surrogate_seconds) -> dict:
     per = [{"params": dict(zip(test["parameter_names"], map(float, test["params"][i]))),
             "rel_l2": float(rel[i]), "rel_l2_nearest_train": float(rel_base[i]), "flux_rel_l2": float(flux_rel[i])}
            for i in range(len(rel))]
+    # a test scenario whose parameters and initial state repeat a training one's has the solver's
+    # answer in the training set: there the lookup is exact and its ratio says nothing
+    repeats = bool(np.all(rel_base <= REPEAT_TOLERANCE))
     return {"rel_l2_mean": float(rel.mean()), "rel_l2_nearest_train": float(rel_base.mean()),
-            "nearest_over_ensemble": float(rel_base.mean() / max(rel.mean(), 1e-300)),
+            "nearest_over_ensemble": None if repeats else float(rel_base.mean() / max(rel.mean(), 1e-300)),
             "coverage90": coverage(u_mean[:, 1:], np.maximum(u_var[:, 1:], 1e-300), truth),
             "flux_rel_l2": float(flux_rel.mean()),
             "solver_seconds": float(np.mean(test["solve_seconds"])),

@@ -35,7 +35,7 @@ from hybrid.errors import CaseError
 from hybrid.files import atomic_path, mark_stage_done, stage_is_current
 from hybrid.mesh.control_volumes import ControlVolumes, build_control_volumes
 from hybrid.mesh.meshdata import MeshData
-from hybrid.parallel import ScenarioProgress, my_indices, root_print
+from hybrid.parallel import ScenarioProgress, collective, my_indices, root_print
 from hybrid.solvers.boundaries import boundary_data, wall_order
 from hybrid.solvers.gpme import Conductivity, GPMESolver, SolverError
 
@@ -268,63 +268,63 @@ def run_solve(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, pro
 
     gathered = comm.gather(mine, root=0)
     flow = case.pde["family"] == "navier-stokes"
-    if comm.rank == 0:
-        results = {}
-        for part in gathered:
-            results.update(part)
-        names = sorted(tasks[0][2]) if tasks else []
-        with atomic_path(out / "dataset.h5") as tmp:
-            with h5py.File(tmp, "w") as f:
-                f.attrs["case"] = case.name
-                f.attrs["hash"] = digest
-                f.attrs["control_volumes"] = cv.kind
-                _write_mesh(f.create_group("mesh"), mesh)
-                _write_cvs(f.create_group("control_volumes"), cv, owners=False)
-                first = results[0][0] if results else None
-                if first is not None:
-                    f["times"] = first.times
-                offset = 0
-                for split, scen in splits:
-                    g = f.create_group(split)
-                    idx = range(offset, offset + len(scen))
-                    offset += len(scen)
-                    g.attrs["parameter_names"] = names
-                    g["params"] = np.array([[tasks[j][2][n] for n in names] for j in idx]).reshape(len(scen), len(names))
-                    if not len(scen):
-                        continue
-                    g["u"] = np.stack([results[j][0].u for j in idx])
-                    if flow:
-                        for name, attr in (("pressure", "p"), ("vorticity", "vorticity"),
-                                           ("face_flux", "face_flux"), ("net_volume_flux", "net_flux")):
-                            g[name] = np.stack([getattr(results[j][0], attr) for j in idx])
-                    else:
-                        g["flux"] = np.stack([results[j][0].flux for j in idx])
-                        g["source"] = np.stack([results[j][0].source for j in idx])
-                        g["max_correction"] = np.array([results[j][0].stats["max_correction"] for j in idx])
-                    g["solve_seconds"] = np.array([results[j][1] for j in idx])
-                    g["newton_iterations"] = np.array([results[j][0].stats["newton_its"] for j in idx])
-                    g.attrs["dt"] = results[idx[0]][0].stats["dt"]
-        with atomic_path(out / "control_volumes.h5") as tmp:
-            with h5py.File(tmp, "w") as f:
-                _write_cvs(f, cv, owners=True)
-                f.attrs["ranks"] = comm.size
-        seconds = [s for _, s in results.values()]
-        if flow:
-            # the Taylor–Hood velocity is divergence-free weakly, not per median-dual cell: report by how much
-            scale = max((np.abs(t.u).max() * cv.face_area.max() for t, _ in results.values()), default=1.0)
-            net = max((float(np.abs(t.net_flux).max()) for t, _ in results.values()), default=0.0) / scale
-            mark_stage_done(out, digest, SOLVE_OUTPUTS, scenarios=len(tasks), ranks=comm.size,
-                            max_relative_net_volume_flux=net)
-            root_print(f"solve: wrote {out / 'dataset.h5'}  (mean {np.mean(seconds):.2f} s per scenario; largest "
-                       f"net volume flux out of a control volume {net:.1e} of max|u| x max face area)", comm=comm)
-        else:
-            balance = max((float(np.abs(cv.balance_residual(t.u, t.flux, t.source)).max()
-                                 / max(np.abs(t.u).max() * cv.volume.max(), 1e-300)) for t, _ in results.values()),
-                          default=0.0)
-            mark_stage_done(out, digest, SOLVE_OUTPUTS, scenarios=len(tasks), ranks=comm.size, max_relative_balance=balance)
-            root_print(f"solve: wrote {out / 'dataset.h5'}  (mean {np.mean(seconds):.2f} s per scenario, "
-                       f"max relative balance residual {balance:.1e})", comm=comm)
-    comm.Barrier()
+    with collective(comm):
+        if comm.rank == 0:
+            results = {}
+            for part in gathered:
+                results.update(part)
+            names = sorted(tasks[0][2]) if tasks else []
+            with atomic_path(out / "dataset.h5") as tmp:
+                with h5py.File(tmp, "w") as f:
+                    f.attrs["case"] = case.name
+                    f.attrs["hash"] = digest
+                    f.attrs["control_volumes"] = cv.kind
+                    _write_mesh(f.create_group("mesh"), mesh)
+                    _write_cvs(f.create_group("control_volumes"), cv, owners=False)
+                    first = results[0][0] if results else None
+                    if first is not None:
+                        f["times"] = first.times
+                    offset = 0
+                    for split, scen in splits:
+                        g = f.create_group(split)
+                        idx = range(offset, offset + len(scen))
+                        offset += len(scen)
+                        g.attrs["parameter_names"] = names
+                        g["params"] = np.array([[tasks[j][2][n] for n in names] for j in idx]).reshape(len(scen), len(names))
+                        if not len(scen):
+                            continue
+                        g["u"] = np.stack([results[j][0].u for j in idx])
+                        if flow:
+                            for name, attr in (("pressure", "p"), ("vorticity", "vorticity"),
+                                               ("face_flux", "face_flux"), ("net_volume_flux", "net_flux")):
+                                g[name] = np.stack([getattr(results[j][0], attr) for j in idx])
+                        else:
+                            g["flux"] = np.stack([results[j][0].flux for j in idx])
+                            g["source"] = np.stack([results[j][0].source for j in idx])
+                            g["max_correction"] = np.array([results[j][0].stats["max_correction"] for j in idx])
+                        g["solve_seconds"] = np.array([results[j][1] for j in idx])
+                        g["newton_iterations"] = np.array([results[j][0].stats["newton_its"] for j in idx])
+                        g.attrs["dt"] = results[idx[0]][0].stats["dt"]
+            with atomic_path(out / "control_volumes.h5") as tmp:
+                with h5py.File(tmp, "w") as f:
+                    _write_cvs(f, cv, owners=True)
+                    f.attrs["ranks"] = comm.size
+            seconds = [s for _, s in results.values()]
+            if flow:
+                # the Taylor–Hood velocity is divergence-free weakly, not per median-dual cell: report by how much
+                scale = max((np.abs(t.u).max() * cv.face_area.max() for t, _ in results.values()), default=1.0)
+                net = max((float(np.abs(t.net_flux).max()) for t, _ in results.values()), default=0.0) / scale
+                mark_stage_done(out, digest, SOLVE_OUTPUTS, scenarios=len(tasks), ranks=comm.size,
+                                max_relative_net_volume_flux=net)
+                root_print(f"solve: wrote {out / 'dataset.h5'}  (mean {np.mean(seconds):.2f} s per scenario; largest "
+                           f"net volume flux out of a control volume {net:.1e} of max|u| x max face area)", comm=comm)
+            else:
+                balance = max((float(np.abs(cv.balance_residual(t.u, t.flux, t.source)).max()
+                                     / max(np.abs(t.u).max() * cv.volume.max(), 1e-300)) for t, _ in results.values()),
+                              default=0.0)
+                mark_stage_done(out, digest, SOLVE_OUTPUTS, scenarios=len(tasks), ranks=comm.size, max_relative_balance=balance)
+                root_print(f"solve: wrote {out / 'dataset.h5'}  (mean {np.mean(seconds):.2f} s per scenario, "
+                           f"max relative balance residual {balance:.1e})", comm=comm)
     return out / "dataset.h5"
 
 

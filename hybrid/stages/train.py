@@ -22,10 +22,10 @@ from mpi4py import MPI
 from hybrid.errors import CaseError
 from hybrid.files import atomic_path, mark_stage_done, stage_is_current
 from hybrid.mesh.control_volumes import build_control_volumes
-from hybrid.parallel import ScenarioProgress, my_indices, root_print
+from hybrid.parallel import ScenarioProgress, collective, my_indices, root_print
 from hybrid.stages.solve import SOLVE_SECTIONS, periodic_pairs, read_dataset, run_solve
 from hybrid.surrogates.data import Normaliser, build_inputs, flux_density
-from hybrid.surrogates.training import TrainingSet, load_checkpoint, train_member
+from hybrid.surrogates.training import TrainingSet, load_checkpoint, save_state, train_member
 from hybrid.surrogates.transfer import Transfer
 
 __all__ = ["TRAIN_SECTIONS", "run_train", "case_transfer", "grid_shape", "load_members", "wants_softc",
@@ -218,31 +218,30 @@ def _train_ensemble(case, out: Path, digest: str, penalty: float, label: str, pr
                + (f", PDE-residual penalty weight {penalty:g}" if penalty > 0 else ""), comm=comm)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a member's arithmetic must not depend on the thread count, hence on P
-    bar = ScenarioProgress(comm, M * epochs, "train", enabled=progress, unit="epoch")
     summaries = {}
     comm.Barrier()
     loop_start = time.perf_counter()
     try:
-        for m in my_indices(M, comm):
-            def on_epoch(done, train_loss, val, m=m):
-                bar.done()
-                bar.postfix(member=m, epoch=done, loss=f"{train_loss:.3g}", val=f"{val:.3g}")
-            ckpt = out / "checkpoints" / f"member-{m}.pt"
-            member_start = time.perf_counter()
-            result, best = train_member(tset, m, case.seed, digest, ckpt, on_epoch)
-            member_seconds = time.perf_counter() - member_start
-            # epochs done before a resume, and those early stopping skipped
-            bar.done(result.resumed_from + epochs - result.epochs_run)
-            with atomic_path(out / f"member-{m}.pt") as tmp:
-                torch.save({"digest": digest, "member": m, "model": best, "config": tset.model_config,
+        with ScenarioProgress(comm, M * epochs, "train", enabled=progress, unit="epoch") as bar, collective(comm):
+            for m in my_indices(M, comm):
+                def on_epoch(done, train_loss, val, m=m):
+                    bar.done()
+                    bar.postfix(member=m, epoch=done, loss=f"{train_loss:.3g}", val=f"{val:.3g}")
+                ckpt = out / "checkpoints" / f"member-{m}.pt"
+                member_start = time.perf_counter()
+                result, best = train_member(tset, m, case.seed, digest, ckpt, on_epoch)
+                member_seconds = time.perf_counter() - member_start
+                # epochs done before a resume, and those early stopping skipped
+                bar.done(result.resumed_from + epochs - result.epochs_run)
+                save_state(out / f"member-{m}.pt",
+                           {"digest": digest, "member": m, "model": best, "config": tset.model_config,
                             "normaliser": tset.norm.to_state(),
-                            "history": torch.tensor(result.history, dtype=torch.float64)}, tmp)
-            summaries[m] = {"epochs": result.epochs_run, "best_validation_rel_l2": result.best_val,
-                            "resumed_from_epoch": result.resumed_from,
-                            "seconds_per_epoch": member_seconds / max(result.epochs_run - result.resumed_from, 1)}
+                            "history": torch.tensor(result.history, dtype=torch.float64)})
+                summaries[m] = {"epochs": result.epochs_run, "best_validation_rel_l2": result.best_val,
+                                "resumed_from_epoch": result.resumed_from,
+                                "seconds_per_epoch": member_seconds / max(result.epochs_run - result.resumed_from, 1)}
     finally:
         torch.set_num_threads(threads)
-    bar.close()
     loop_seconds = time.perf_counter() - loop_start  # after the collective close: the slowest rank
     gathered = comm.allgather(summaries)
     allsum = {k: v for part in gathered for k, v in part.items()}
@@ -251,18 +250,18 @@ def _train_ensemble(case, out: Path, digest: str, penalty: float, label: str, pr
         raise CaseError(f"{label}member(s) {', '.join(map(str, diverged))} diverged: no epoch gave a finite "
                         f"validation error (lr = {case.surrogate['lr']:g}); lower the learning rate",
                         file=str(case.display_file), key="surrogate.lr")
-    if comm.rank == 0:
-        for m in sorted(allsum):
-            s = allsum[m]
-            resumed = f", resumed at epoch {s['resumed_from_epoch']}" if s["resumed_from_epoch"] else ""
-            root_print(f"train: {label}member {m}: {s['epochs']} epochs, best validation relative L2 "
-                       f"{s['best_validation_rel_l2']:.4f}{resumed}", comm=comm)
-        if case.output["figures"]:
-            _plot_history(out, M)
-        mark_stage_done(out, digest, [f"member-{m}.pt" for m in range(M)],
-                        members={str(k): v for k, v in allsum.items()}, ranks=comm.size,
-                        training_seconds=loop_seconds)
-    comm.Barrier()
+    with collective(comm):
+        if comm.rank == 0:
+            for m in sorted(allsum):
+                s = allsum[m]
+                resumed = f", resumed at epoch {s['resumed_from_epoch']}" if s["resumed_from_epoch"] else ""
+                root_print(f"train: {label}member {m}: {s['epochs']} epochs, best validation relative L2 "
+                           f"{s['best_validation_rel_l2']:.4f}{resumed}", comm=comm)
+            if case.output["figures"]:
+                _plot_history(out, M)
+            mark_stage_done(out, digest, [f"member-{m}.pt" for m in range(M)],
+                            members={str(k): v for k, v in allsum.items()}, ranks=comm.size,
+                            training_seconds=loop_seconds)
 
 
 

@@ -33,7 +33,7 @@ from mpi4py import MPI
 from hybrid.constraints.variants import VARIANTS
 from hybrid.files import atomic_path, mark_stage_done, stage_is_current
 from hybrid.metrics import relative_l2, total_mass
-from hybrid.parallel import root_print
+from hybrid.parallel import collective, root_print
 from hybrid.stages.predict import predict_digest, run_predict
 from hybrid.stages.solve import read_dataset
 from hybrid.stages.train import case_transfer, flow_view, is_flow
@@ -61,12 +61,12 @@ def run_validate(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, 
         if announce:
             root_print(f"validate: up to date ({out / 'report.md'}); --force redoes it", comm=comm)
         return out / "report.md"
-    if comm.rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        report = _validate(case, predict_dir, out, comm.size)
-        mark_stage_done(out, digest, ["report.md", "metrics.json"], files=sorted(p.name for p in out.glob("*.png")))
-        root_print(report, comm=comm)
-    comm.Barrier()
+    with collective(comm):
+        if comm.rank == 0:
+            out.mkdir(parents=True, exist_ok=True)
+            report = _validate(case, predict_dir, out, comm.size)
+            mark_stage_done(out, digest, ["report.md", "metrics.json"], files=sorted(p.name for p in out.glob("*.png")))
+            root_print(report, comm=comm)
     return out / "report.md"
 
 
@@ -172,7 +172,8 @@ def _report(case, m: dict, figures: list[Path], keys=METRIC_KEYS, note: str | No
              "## Surrogate against the nearest training scenario", "",
              "| ensemble rel. L2 | nearest-training rel. L2 | ratio | 90% coverage | flux rel. L2 |",
              "|---:|---:|---:|---:|---:|",
-             f"| {s['rel_l2_mean']:.4f} | {s['rel_l2_nearest_train']:.4f} | {s['nearest_over_ensemble']:.2f} | "
+             f"| {s['rel_l2_mean']:.4f} | {s['rel_l2_nearest_train']:.4f} | "
+             f"{_fmt(s['nearest_over_ensemble'], '.2f')} | "
              f"{s['coverage90']:.2f} | {s['flux_rel_l2']:.4f} |", ""]
     lines += _prior_section(m.get("prior") or {})
     if figures:

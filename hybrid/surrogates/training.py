@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +37,7 @@ from hybrid.files import atomic_path
 from hybrid.surrogates.data import Normaliser, SurrogateInputs, to_mesh_outputs, to_mesh_variances
 from hybrid.surrogates.fno import FNO
 
-__all__ = ["TrainingSet", "MemberResult", "train_member", "load_checkpoint", "member_seed", "build_model", "device"]
+__all__ = ["TrainingSet", "MemberResult", "train_member", "load_checkpoint", "save_state", "member_seed", "build_model", "device"]
 
 
 @dataclass
@@ -136,9 +137,13 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
                         f"delete it or run with --force") from None
 
 
-def _save(path: Path, state: dict) -> None:
+def save_state(path: Path, state: dict) -> None:
+    """``torch.save`` through memory, then one plain write: a full disk is an OSError naming
+    the file (torch's own writer reports it as an unexplained RuntimeError)."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
     with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+        tmp.write_bytes(buffer.getbuffer())
 
 
 def train_member(data: TrainingSet, member: int, seed: int, digest: str, checkpoint: Path,
@@ -203,7 +208,7 @@ def train_member(data: TrainingSet, member: int, seed: int, digest: str, checkpo
         stopped = bad >= s["patience"]
         done = epoch + 1
         if done % s["checkpoint_every"] == 0 or done == s["epochs"] or stopped:
-            _save(checkpoint, {"digest": digest, "member": member, "epoch": done, "model": model.state_dict(),
+            save_state(checkpoint, {"digest": digest, "member": member, "epoch": done, "model": model.state_dict(),
                                "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                                "best_model": best_state, "best_val": best_val, "bad_epochs": bad,
                                "history": torch.tensor(history, dtype=torch.float64)})
