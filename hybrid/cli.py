@@ -70,6 +70,17 @@ def check_output_dir(case) -> None:
                         key="output.dir") from None
 
 
+def check_trainable(case, args) -> None:
+    """A command that trains (or needs the surrogate) refuses a case it could not train, before
+    the solve: one training scenario leaves none to validate on."""
+    trains = args.command in ("run", "train", "predict", "validate") or (
+        args.command == "export" and not getattr(args, "solver_only", False))
+    if trains and int(case.data["train"]) < 2:
+        raise CaseError(f"training needs at least 2 training scenarios (found {case.data['train']}): one is "
+                        "held out to validate on; hybrid solve alone works with 1", file=str(case.display_file),
+                        key="data.train")
+
+
 def _run(args) -> int:
     if args.command == "keys":
         from hybrid.case import describe_keys
@@ -87,6 +98,7 @@ def _run(args) -> int:
         return 1
     case = load_case(args.case)
     check_output_dir(case)
+    check_trainable(case, args)
     progress = not args.quiet
     if args.command == "solve":
         from hybrid.stages.solve import run_solve

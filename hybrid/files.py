@@ -20,7 +20,7 @@ from typing import Iterator
 
 from hybrid.errors import WriteError, is_write_failure
 
-__all__ = ["atomic_path", "stage_is_current", "mark_stage_done", "file_digest", "stage_dir"]
+__all__ = ["atomic_path", "replace_file", "stage_is_current", "mark_stage_done", "file_digest", "stage_dir"]
 
 
 @contextlib.contextmanager
@@ -44,6 +44,14 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             if tmp.exists():
                 tmp.unlink()
+
+
+def replace_file(source: Path | str, path: Path | str) -> None:
+    """Rename ``source`` onto ``path`` (one atomic step); a failure is a :class:`WriteError`."""
+    try:
+        os.replace(source, path)
+    except OSError as error:
+        raise WriteError.failed(path, error) from error
 
 
 def _remove_orphans(path: Path) -> None:

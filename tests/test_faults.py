@@ -156,3 +156,32 @@ def test_temporary_files_of_dead_processes_are_removed(tmp_path):
         assert tmp == mine
         tmp.write_text("done")
     assert not orphan.exists() and (tmp_path / "member-0.pt").read_text() == "done"
+
+
+def test_scenarios_that_repeat_training_ones_have_no_lookup_ratio(tmp_path):
+    """Every scenario with the same parameters and initial state: the nearest training scenario
+    is the test scenario itself, so its 'ratio 0.00x' meant nothing; it is '–' now."""
+    import json
+
+    case = small_case("stefan-1d", tmp_path, **{**TINY, "train": 3, "test": 1},
+                      parameters={"u_star": "0.6"}, **{"parameters.test": {"u_star": "0.6"}})
+    text = _stdout(case, "validate")
+    assert "ratio 0.00x" not in text and "none to compare with" in text
+    metrics = json.loads((case / "results" / "validate" / "metrics.json").read_text())
+    assert metrics["surrogate"]["nearest_over_ensemble"] is None
+
+
+def test_a_non_finite_prediction_is_named_before_the_update(tmp_path):
+    """NaN in the ensemble's prediction was reported as a singular G Σ Gᵀ; now as the surrogate's."""
+    import numpy as np
+
+    from hybrid.case import load_case
+    from hybrid.errors import CaseError
+    from hybrid.stages.predict import _check_finite_prediction
+
+    case = load_case(small_case("stefan-1d", tmp_path, **TINY))
+    pred = {name: np.ones((2, 3, 4)) for name in ("u_mean", "u_var", "flux_mean", "flux_var")}
+    _check_finite_prediction(case, pred, tmp_path)
+    pred["flux_var"][1, 2, 0] = np.nan
+    with pytest.raises(CaseError, match=r"surrogate: the ensemble's flux_var is not finite .* test scenario 1"):
+        _check_finite_prediction(case, pred, tmp_path)
