@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything hybrid needs, once; later calls return at once.
 #
-#  1. Debian packages: DOLFINx (with PETSc, petsc4py, mpi4py, OpenMPI), h5py, gmsh, scipy, venv.
+#  1. Debian packages: DOLFINx (with PETSc, petsc4py, mpi4py, OpenMPI), h5py, gmsh, scipy,
+#     meshio (Debian's: it uses Debian's h5py, which DOLFINx needs), venv.
 #  2. A virtual environment .venv made from Debian's /usr/bin/python3 with
 #     --system-site-packages (so it sees DOLFINx), holding hybrid itself (editable)
 #     and the pip dependencies of pyproject.toml (torch==2.13.0, numpy<2, ...).
@@ -22,7 +23,7 @@ python=/usr/bin/python3
 debian=$(cat /etc/debian_version 2>/dev/null || echo none)
 case "$debian" in
   12.*|12|13.*|13|trixie*)
-    pkgs="python3-dolfinx-real python3-dolfinx python3-venv python3-h5py python3-gmsh python3-scipy openmpi-bin"
+    pkgs="python3-dolfinx-real python3-dolfinx python3-venv python3-h5py python3-gmsh python3-scipy python3-meshio openmpi-bin"
     missing=""
     for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
     if [ -n "$missing" ]; then
@@ -36,9 +37,9 @@ case "$debian" in
     ;;
   *)
     say "found /etc/debian_version = '$debian': not Debian 12 or 13, so no Debian packages are installed."
-    say "trying a python3 on PATH that already imports dolfinx, petsc4py, mpi4py, h5py, gmsh and scipy"
+    say "trying a python3 on PATH that already imports dolfinx, petsc4py, mpi4py, h5py, gmsh, scipy and meshio"
     python=$(command -v python3 || true)
-    if [ -z "$python" ] || ! "$python" -c "import dolfinx, petsc4py, mpi4py, h5py, gmsh, scipy" 2>/dev/null; then
+    if [ -z "$python" ] || ! "$python" -c "import dolfinx, petsc4py, mpi4py, h5py, gmsh, scipy, meshio" 2>/dev/null; then
       say "no such python3: install DOLFINx 0.5-0.9 with PETSc, then run this again"; exit 1
     fi
     ;;

@@ -28,7 +28,16 @@ from hybrid.errors import CaseError
 
 __all__ = ["Case", "BoundaryCondition", "InitialCondition", "load_case", "MESH_SUFFIXES"]
 
-MESH_SUFFIXES = (".msh", ".xdmf")
+MESH_SUFFIXES = (".msh", ".xdmf")   # read without meshio
+
+
+def mesh_suffixes() -> tuple[str, ...]:
+    """Every mesh file suffix accepted: gmsh, DOLFINx XDMF, and those meshio reads."""
+    try:
+        from meshio._helpers import extension_to_filetypes
+    except ImportError:   # pragma: no cover - the set-up installs meshio
+        return MESH_SUFFIXES
+    return tuple(sorted(set(MESH_SUFFIXES) | set(extension_to_filetypes)))
 ExpressionValue = Expression | list[Expression]
 
 
@@ -297,9 +306,10 @@ class _Builder:
         if not resolved.is_file():
             what = "is a directory" if resolved.is_dir() else "does not exist"
             raise self.error("mesh.file", f'"{text}" {what} (looked for {resolved})')
-        if resolved.suffix.lower() not in MESH_SUFFIXES:
+        suffixes = mesh_suffixes()
+        if not any(resolved.name.lower().endswith(s) for s in suffixes):
             raise self.error("mesh.file", f'"{text}" has suffix "{resolved.suffix}"; allowed: '
-                             + ", ".join(MESH_SUFFIXES) + " (gmsh or XDMF)")
+                             + ", ".join(suffixes) + " (gmsh, DOLFINx XDMF, and the formats meshio reads)")
         return resolved
 
     def generate(self, table: dict) -> dict[str, Any]:

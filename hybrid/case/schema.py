@@ -174,7 +174,11 @@ _section(
 
 _section(
     "mesh", "The mesh: a file, or a generated shape (exactly one of file, generate).",
-    _k("file", "string", None, "gmsh .msh or XDMF file, relative to the case directory."),
+    _k("file", "string", None, "Mesh file, relative to the case directory: gmsh .msh, DOLFINx XDMF, or any "
+       "format meshio reads (.vtu .vtk .inp .med .mesh .bdf ...)."),
+    _k("tag_data", "string", None, "Files read through meshio: the integer cell data holding the boundary "
+       "tags (default: gmsh:physical, medit:ref, CellEntityIds, cell_tags or nastran:ref, whichever is "
+       "there, else named cell sets)."),
     _k("generate", "table", None, "Inline table describing a generated shape: see [mesh.generate]."),
     _k("boundaries", "table", {}, "For files: boundary name = physical tag (int)."),
     _k("control_volumes", "choice", "dual",

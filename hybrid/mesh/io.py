@@ -1,4 +1,5 @@
-"""Mesh files in and out: gmsh ``.msh`` and DOLFINx XDMF (+ HDF5), and the case's ``[mesh]``.
+"""Mesh files in and out: gmsh ``.msh`` and DOLFINx XDMF (+ HDF5), and the case's ``[mesh]``;
+every other format meshio reads goes through :mod:`hybrid.mesh.formats`.
 
 Files are read into a :class:`~hybrid.mesh.meshdata.MeshData` in the file's own numbering
 (nodes by gmsh node tag, cells by element tag; XDMF nodes and cells in the order stored), so
@@ -40,7 +41,6 @@ __all__ = [
     "meshdata_from_gmsh",
 ]
 
-MESH_SUFFIXES = (".msh", ".xdmf")
 BOUNDARY_NAMES_INFO = "boundary_names"  # name of the XDMF <Information> element
 DOMAIN_GROUP_NAME = "domain"  # physical group of the cells in the .msh files we write
 
@@ -321,30 +321,45 @@ def _read_xdmf(path: Path, file, key) -> MeshData:
 
 
 # --------------------------------------------------------------------------- entry points
-def read_mesh_file(path: str | os.PathLike, *, file: str | None = None, key: str = "mesh.file") -> MeshData:
-    """Read a gmsh ``.msh`` or DOLFINx ``.xdmf`` mesh into MeshData (serial).
+def read_mesh_file(path: str | os.PathLike, *, file: str | None = None, key: str = "mesh.file",
+                   tag_data: str | None = None) -> MeshData:
+    """Read a mesh file into MeshData (serial): gmsh ``.msh``, DOLFINx ``.xdmf``, and every
+    format meshio reads (:mod:`hybrid.mesh.formats`; ``tag_data`` names the integer cell data
+    with the boundary tags there).
 
     A missing, unreadable or unsupported file, or one without tagged boundary facets,
     raises :class:`CaseError` naming ``path`` and what was expected; ``file``/``key`` say
     where in the case the path was given.
     """
+    from hybrid.mesh.formats import read_meshio
+
     path = Path(path)
-    if path.suffix.lower() not in MESH_SUFFIXES:
-        raise CaseError(f"{path}: unsupported mesh file type {path.suffix!r}; expected a gmsh .msh "
-                        "or a DOLFINx .xdmf (+ .h5) file", file=file, key=key)
     if not path.is_file():
         raise CaseError(f"mesh file {path} does not exist", file=file, key=key)
-    if path.suffix.lower() == ".msh":
+    suffix = path.suffix.lower()
+    if suffix == ".msh":
         meshdata = _read_msh(path, file, key)
-    else:
+    elif suffix == ".xdmf" and not _written_by_meshio(path):
         meshdata = _read_xdmf(path, file, key)
+    else:
+        meshdata = read_meshio(path, tag_data=tag_data, file=file, key=key)
     if meshdata.facets.shape[0] == 0:
-        what = ("physical groups of dimension %d" % (meshdata.tdim - 1) if path.suffix.lower() == ".msh"
-                else "a facet meshtags grid")
+        what = ("physical groups of dimension %d" % (meshdata.tdim - 1) if suffix == ".msh"
+                else "a facet meshtags grid" if suffix == ".xdmf" else "tagged facets")
         raise CaseError(f"mesh file {path} has no tagged boundary facets; expected {what} "
                         "marking the boundaries", file=file, key=key)
     _check_mesh(meshdata, str(path), file, key)
     return meshdata
+
+
+def _written_by_meshio(path: Path) -> bool:
+    """An XDMF file in meshio's layout (its one Grid is named "Grid", or grids in a temporal
+    collection), rather than DOLFINx's (a Grid named after the mesh, one per meshtags)."""
+    try:
+        grids = list(ElementTree.parse(path).getroot().iter("Grid"))
+    except (ElementTree.ParseError, OSError):
+        return False   # the DOLFINx reader gives the message
+    return any(g.get("Name") == "Grid" or g.get("GridType") == "Collection" for g in grids)
 
 
 def exterior_facets(meshdata: MeshData) -> np.ndarray:
