@@ -12,8 +12,6 @@ every series too.
 from __future__ import annotations
 
 import shutil
-import subprocess
-import textwrap
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -21,7 +19,8 @@ import h5py
 import numpy as np
 import pytest
 
-from helpers import edit_toml, mpi_env, run_cli, small_case
+from helpers import edit_toml, run_cli, small_case
+from paraview_check import assert_drawn, needs_paraview, open_in_paraview
 from hybrid.constraints.variants import VARIANTS
 from hybrid.export.xdmf import read_time_series, write_time_series
 from hybrid.mesh.control_volumes import balance_residual
@@ -311,98 +310,14 @@ def test_time_series_wrong_length_writes_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-PVBATCH_SCRIPT = textwrap.dedent('''
-    """Open every series on the command line with ParaView's own reader; print what it sees
-    at the first and the last time, and save a screenshot of COLOUR at the last time."""
-    import os
-    import sys
-
-    from paraview.simple import ColorBy, GetActiveViewOrCreate, Hide, OpenDataFile, ResetCamera, SaveScreenshot, Show
-    from vtkmodules.util.numpy_support import vtk_to_numpy
-
-    outdir, colour, files = sys.argv[1], sys.argv[2], sys.argv[3:]
-    view = GetActiveViewOrCreate("RenderView")
-    for path in files:
-        reader = OpenDataFile(path)
-        print("FILE", path)
-        print("READER", reader.GetXMLName())
-        reader.UpdatePipelineInformation()
-        times = [float(t) for t in reader.TimestepValues]
-        print("TIMES", " ".join(repr(t) for t in times))
-        association = None
-        for k in (0, len(times) - 1):
-            reader.UpdatePipeline(times[k])   # not simple.UpdatePipeline(time=0.0): it drops a zero time
-            data = reader.GetClientSideObject().GetOutputDataObject(0)
-            if data.IsA("vtkCompositeDataSet"):
-                blocks = data.NewIterator()
-                blocks.InitTraversal()
-                data = blocks.GetCurrentDataObject()
-            print("SIZE", k, data.GetNumberOfPoints(), data.GetNumberOfCells())
-            for where, arrays in (("point", data.GetPointData()), ("cell", data.GetCellData())):
-                for i in range(arrays.GetNumberOfArrays()):
-                    values = vtk_to_numpy(arrays.GetArray(i))
-                    print("ARRAY", k, where, arrays.GetArrayName(i), values.shape[0], repr(float(values.sum())))
-                    if arrays.GetArrayName(i) == colour:
-                        association = "POINTS" if where == "point" else "CELLS"
-        view.ViewTime = times[-1]
-        display = Show(reader, view)
-        if association:   # a missing array fails in the test, with the arrays listed above
-            ColorBy(display, (association, colour))
-            display.RescaleTransferFunctionToDataRange(False, True)
-            display.SetScalarBarVisibility(view, True)
-        display.LineWidth = 5.0
-        ResetCamera(view)
-        png = os.path.join(outdir, os.path.basename(path).replace(".xdmf", ".png"))
-        SaveScreenshot(png, view, ImageResolution=[640, 400])
-        Hide(reader, view)
-        print("PNG", png)
-''')
-
-
-def parse_pvbatch(stdout: str) -> dict[str, dict]:
-    """The pvbatch script's report, per file."""
-    report: dict[str, dict] = {}
-    for line in stdout.splitlines():
-        key, _, rest = line.partition(" ")
-        if key == "FILE":
-            current = report.setdefault(rest, {"arrays": {}, "size": {}})
-        elif key == "READER":
-            current["reader"] = rest
-        elif key == "TIMES":
-            current["times"] = np.array([float(t) for t in rest.split()])
-        elif key == "SIZE":
-            k, points, cells = map(int, rest.split())
-            current["size"][k] = (points, cells)
-        elif key == "ARRAY":
-            k, where, name, tuples, total = rest.split()
-            current["arrays"][(int(k), where, name)] = (int(tuples), float(total))
-        elif key == "PNG":
-            current["png"] = Path(rest)
-    return report
-
-
-@pytest.mark.skipif(shutil.which("pvbatch") is None or shutil.which("xvfb-run") is None,
-                    reason="ParaView's pvbatch or xvfb-run is not installed (Debian: apt-get install "
-                           "paraview python3-paraview xvfb xauth)")
+@needs_paraview
 @pytest.mark.parametrize("name", list(EXPORTS))
 def test_paraview_opens_the_series(exported, tmp_path, name):
     run = exported(name)
     _, outputs, centre, _ = EXPORTS[name]
     data, mesh = run["data"], run["data"]["mesh"]
     files = [run["export"] / f"test-{i:03d}.xdmf" for i in range(2)]
-    script = tmp_path / "open.py"
-    script.write_text(PVBATCH_SCRIPT)
-    colour = "per_cell_boundary_mean"
-    env = {k: v for k, v in mpi_env().items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
-    for _ in range(3):   # a loaded machine can start Xvfb too slowly for pvbatch's first connection
-        proc = subprocess.run(["xvfb-run", "-a", "-s", "-screen 0 1280x1024x24", "pvbatch", str(script),
-                               str(tmp_path), colour, *map(str, files)],
-                              capture_output=True, text=True, timeout=300, env=env)
-        if "bad X server connection" not in proc.stdout + proc.stderr:
-            break
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "Skipping unrecognized array type" not in proc.stderr     # VTK's reader drops such arrays silently
-    report = parse_pvbatch(proc.stdout)
+    report = open_in_paraview(files, "per_cell_boundary_mean", tmp_path)
     assert sorted(report) == sorted(map(str, files))
     where = "cell" if centre == "Cell" else "point"
     names = expected_fields(EXPECTED_VARIANTS)
@@ -420,14 +335,7 @@ def test_paraview_opens_the_series(exported, tmp_path, name):
                 tuples, total = arrays[name]
                 assert tuples == len(values)
                 assert abs(total - values.sum()) <= 1e-9 * max(np.abs(values).sum(), 1e-300), name
-        png = seen["png"]
-        assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        import matplotlib.image
-        image = matplotlib.image.imread(png)[..., :3]
-        assert image.shape[:2] == (400, 640)
-        colours = np.unique(image.reshape(-1, 3), axis=0)
-        drawn = np.any(image != image[0, 0], axis=-1).mean()
-        assert len(colours) > 20 and drawn > 0.005, (len(colours), drawn)
+        assert_drawn(seen["png"])
 
 
 def test_export_under_mpirun_matches_serial(exported):

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from scipy.interpolate import LinearNDInterpolator
 
+from paraview_check import HAVE_PARAVIEW, assert_drawn, open_in_paraview
 from helpers import CASES, run_cli, small_case
 from hybrid.mesh.shapes import generate
 from hybrid.solvers.navier_stokes import NavierStokesSolver, Wall
@@ -147,6 +148,25 @@ def test_cavity_case_runs_end_to_end_with_exact_walls_and_incompressibility(tmp_
         assert (case / f"results/validate/{png}.png").stat().st_size > 10_000, png
     report = (case / "results/validate/report.md").read_text()
     assert "| per-cell+boundary |" in report and "divergence" in report
+    if not HAVE_PARAVIEW:   # ./test.sh installs it on Debian
+        return
+    # ParaView's own reader: every array of both series, with its tuple count, at t = 0 and t_end
+    from hybrid.export.xdmf import read_time_series
+
+    files = [case / f"results/export/test-{i:03d}.xdmf" for i in range(2)]
+    report = open_in_paraview(files, "per_cell_boundary_velocity", tmp_path)
+    for path in files:
+        seen, written = report[str(path)], read_time_series(path)
+        np.testing.assert_allclose(seen["times"], data["times"], rtol=0, atol=1e-15)
+        for k in (0, len(data["times"]) - 1):
+            assert seen["size"][k] == (len(data["mesh"].points), len(data["mesh"].cells))
+            arrays = {name: value for (step, where, name), value in seen["arrays"].items() if step == k}
+            assert set(arrays) == set(written["point"]) | set(written["cell"])
+            for name, value in {**written["point"], **written["cell"]}.items():
+                tuples, total = arrays[name]
+                assert tuples == value[k].shape[0], name
+                assert abs(total - value[k].sum()) <= 1e-9 * max(np.abs(value[k]).sum(), 1e-300), name
+        assert_drawn(seen["png"])
 
 
 def test_cavity_refuses_the_scalar_only_softc(tmp_path):
