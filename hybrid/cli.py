@@ -45,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--train", action="store_true", help="also export the training scenarios")
     ex.add_argument("--solver-only", action="store_true",
                     help="export the solver's fields only (u, balance_residual): no training or prediction")
+    ex.add_argument("--format", choices=("xdmf", "vtu"), default="xdmf",
+                    help="xdmf: NAME.xdmf + NAME.h5 (default); vtu: NAME.pvd + NAME/step-IIII.vtu, for readers "
+                         "without XDMF")
     for name, why in _PLANNED.items():
         stage(name, f"(not available yet: {why})")
     sub.add_parser("keys", help="print every case.toml key with its type, default and meaning")
@@ -124,7 +127,8 @@ def _run(args) -> int:
             from hybrid.stages.validate import run_validate
             report = run_validate(case, force=args.force, comm=comm, progress=progress)
         files = run_export(case, force=args.force, train=getattr(args, "train", False),
-                           solver_only=getattr(args, "solver_only", False), comm=comm, progress=progress)
+                           solver_only=getattr(args, "solver_only", False), comm=comm, progress=progress,
+                           fmt=getattr(args, "format", "xdmf"))
         if args.command == "run" and comm.rank == 0:
             print(_summary(case, report, files))
     return 0

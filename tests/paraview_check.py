@@ -67,7 +67,7 @@ PVBATCH_SCRIPT = textwrap.dedent('''
             display.SetScalarBarVisibility(view, True)
         display.LineWidth = 5.0
         ResetCamera(view)
-        png = os.path.join(outdir, os.path.basename(path).replace(".xdmf", ".png"))
+        png = os.path.join(outdir, os.path.splitext(os.path.basename(path))[0] + ".png")
         SaveScreenshot(png, view, ImageResolution=[640, 400])
         Hide(reader, view)
         print("PNG", png)

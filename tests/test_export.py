@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from helpers import edit_toml, run_cli, small_case
-from paraview_check import assert_drawn, needs_paraview, open_in_paraview
+from paraview_check import HAVE_PARAVIEW, assert_drawn, needs_paraview, open_in_paraview
 from hybrid.constraints.variants import VARIANTS
 from hybrid.export.xdmf import read_time_series, write_time_series
 from hybrid.mesh.control_volumes import balance_residual
@@ -355,3 +355,50 @@ def test_export_under_mpirun_matches_serial(exported):
             assert set(a["fields"]) == set(b["fields"]) == expected_fields(EXPECTED_VARIANTS)
             for key in a["fields"]:
                 assert np.array_equal(a["fields"][key][2], b["fields"][key][2])
+
+
+def _read_pvd(pvd: Path) -> tuple[np.ndarray, list]:
+    """The times of a .pvd collection and each step's mesh read by meshio (not our reader)."""
+    import meshio
+
+    sets = ET.parse(pvd).getroot().find("Collection").findall("DataSet")
+    return (np.array([float(s.get("timestep")) for s in sets]),
+            [meshio.read(pvd.parent / s.get("file")) for s in sets])
+
+
+@pytest.mark.parametrize("name", list(EXPORTS))
+def test_vtu_export_holds_what_the_xdmf_holds(exported, tmp_path, name):
+    """``hybrid export --format vtu``: a .pvd per scenario whose .vtu steps hold, bit for bit,
+    the times, mesh and fields of the XDMF series; ParaView's own reader opens them."""
+    run = exported(name)
+    case = tmp_path / name
+    shutil.copytree(run["case"], case)
+    proc = run_cli(["export", case, "--format", "vtu", "--quiet"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "predict:" not in proc.stdout and "test-000.pvd" in proc.stdout
+    mesh = run["data"]["mesh"]
+    pvds = [case / f"results/export/test-{i:03d}.pvd" for i in range(2)]
+    for pvd in pvds:
+        xdmf = read_time_series(pvd.with_suffix(".xdmf"))
+        times, steps = _read_pvd(pvd)
+        np.testing.assert_array_equal(times, xdmf["times"])
+        for k, step in enumerate(steps):
+            np.testing.assert_array_equal(step.points[:, :mesh.gdim], mesh.points)
+            np.testing.assert_array_equal(step.cells[0].data, mesh.cells)
+            for where, got in (("point", step.point_data), ("cell", {n: v[0] for n, v in step.cell_data.items()})):
+                assert set(got) == set(xdmf[where])
+                for field_name, values in xdmf[where].items():
+                    np.testing.assert_array_equal(got[field_name], values[k])
+    rerun = run_cli(["export", case, "--format", "vtu", "--quiet"])
+    assert "export: up to date" in rerun.stdout
+    (pvds[0].with_suffix("") / "step-0001.vtu").write_text("damaged")
+    assert "export: up to date" not in run_cli(["export", case, "--format", "vtu", "--quiet"]).stdout
+    if HAVE_PARAVIEW:
+        report = open_in_paraview(pvds, "per_cell_boundary_mean", tmp_path)
+        for pvd in pvds:
+            seen = report[str(pvd)]
+            assert "pvd" in seen["reader"].lower(), seen["reader"]
+            np.testing.assert_array_equal(seen["times"], run["data"]["times"])
+            assert seen["size"][0] == (len(mesh.points), len(mesh.cells))
+            assert {n for (k, _, n) in seen["arrays"] if k == 0} >= expected_fields(EXPECTED_VARIANTS)
+            assert_drawn(seen["png"])

@@ -39,6 +39,8 @@ import numpy as np
 from mpi4py import MPI
 
 from hybrid.constraints.variants import VARIANTS
+from hybrid.errors import CaseError
+from hybrid.export.vtu import write_vtu_series
 from hybrid.export.xdmf import field_prefix, write_time_series
 from hybrid.files import mark_stage_done, stage_is_current
 from hybrid.mesh.control_volumes import balance_residual
@@ -108,9 +110,15 @@ def _vorticity_figure(case, data: dict, out: Path) -> Path:
                          scale=(-bound, bound), cmap="RdBu_r")
 
 
+EXPORT_FORMATS = ("xdmf", "vtu")
+
+
 def run_export(case, *, force: bool = False, train: bool = False, solver_only: bool = False,
-               comm: MPI.Comm = MPI.COMM_WORLD, progress: bool = True) -> list[Path]:
-    """Write the series (collective); returns the paths of the .xdmf files."""
+               comm: MPI.Comm = MPI.COMM_WORLD, progress: bool = True, fmt: str = "xdmf") -> list[Path]:
+    """Write the series (collective); returns the paths of the .xdmf files, or with
+    ``fmt = "vtu"`` of the .pvd collections (:mod:`hybrid.export.vtu`)."""
+    if fmt not in EXPORT_FORMATS:
+        raise CaseError(f"unknown export format {fmt!r}; allowed: {', '.join(EXPORT_FORMATS)}", key="--format")
     if solver_only:
         dataset = run_solve(case, comm=comm, progress=progress, announce=False)
         digest = case.hash(*SOLVE_SECTIONS)
@@ -119,13 +127,15 @@ def run_export(case, *, force: bool = False, train: bool = False, solver_only: b
         dataset = Path(case.output_dir) / "solve" / "dataset.h5"
         # the predict stage's sections (TRAIN_SECTIONS + constraints): the variants change when these do
         digest = predict_digest(case) + "+variants"
-    digest += "+train" if train else ""
+    digest += ("+train" if train else "") + ("" if fmt == "xdmf" else f"+{fmt}")
     out = Path(case.output_dir) / "export"
     data = read_dataset(dataset)
     splits = ["test"] + (["train"] if train else [])
     tasks = [(s, i) for s in splits if s in data for i in range(data[s]["u"].shape[0])]
-    names = [out / f"{s}-{i:03d}.xdmf" for s, i in tasks]
-    if not force and stage_is_current(out, digest, [p.name for p in names]):
+    names = [out / f"{s}-{i:03d}.{'pvd' if fmt == 'vtu' else 'xdmf'}" for s, i in tasks]
+    outputs = [p.name for p in names] + ([f"{p.stem}/step-{k:04d}.vtu" for p in names for k in range(len(data["times"]))]
+                                         if fmt == "vtu" else [])
+    if not force and stage_is_current(out, digest, outputs):
         root_print(f"export: up to date ({out})", comm=comm)
         return names
     variants = {} if solver_only else read_variants(predict_dir / "variants.h5")
@@ -167,12 +177,15 @@ def run_export(case, *, force: bool = False, train: bool = False, solver_only: b
                           "parameters": ", ".join(f"{k}={v:.6g}" for k, v in params.items())}
             if split == "test":
                 attributes["variants"] = ", ".join(variants)
-            write_time_series(names[j], mesh.points, mesh.cells, mesh.cell_type, data["times"], point, cell,
-                              attributes=attributes)
+            if fmt == "vtu":
+                write_vtu_series(names[j], mesh.points, mesh.cells, mesh.cell_type, data["times"], point, cell)
+            else:
+                write_time_series(names[j], mesh.points, mesh.cells, mesh.cell_type, data["times"], point, cell,
+                                  attributes=attributes)
             bar.done()
     with collective(comm):
         if comm.rank == 0:
-            mark_stage_done(out, digest, [p.name for p in names], files=[p.name for p in names], variants=list(variants))
+            mark_stage_done(out, digest, outputs, files=[p.name for p in names], variants=list(variants), format=fmt)
             if variants and flow:
                 what = (f"velocity, pressure, vorticity, net_volume_flux and, {'in the test series, ' if train else ''}"
                         f"for the variants {', '.join(variants)}, V_velocity V_velocity_std V_abs_error V_vorticity "
