@@ -10,3 +10,9 @@ Stages of the data flow, one sub-package each:
 """
 
 __version__ = "0.1.0"
+
+import warnings
+
+# Debian's python3-paraview brings Debian's matplotlib, whose mpl_toolkits shadow those of the
+# venv's matplotlib: 3-D axes (unused here) then fail to import, with a warning at every plot
+warnings.filterwarnings("ignore", message="Unable to import Axes3D", category=UserWarning)

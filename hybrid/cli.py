@@ -2,6 +2,7 @@
 
     mpirun -n 4 hybrid run cases/stefan-1d     # solve -> train -> predict -> validate -> export
     hybrid solve|train|predict|validate|export CASE [--force] [--quiet]
+    hybrid constrain CASE --prediction FILE --name NAME    # any model's prediction, made exact
     hybrid keys                                # every case.toml key with its default
 
 Every mistake in the input is one message on stderr (rank 0), no traceback, exit code 2.
@@ -48,6 +49,12 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--format", choices=("xdmf", "vtu"), default="xdmf",
                     help="xdmf: NAME.xdmf + NAME.h5 (default); vtu: NAME.pvd + NAME/step-IIII.vtu, for readers "
                          "without XDMF")
+    con = stage("constrain", "make any model's prediction of the test scenarios exact: per-cell conservation "
+                             "and boundary conditions (results/external/NAME/: variants, report, ParaView series)")
+    con.add_argument("--prediction", required=True, metavar="FILE",
+                     help="HDF5 with u_mean, u_var (S, T+1, N); optional flux_mean, flux_var (S, T, F), "
+                          "u_dev, flux_dev (S, M, ...)")
+    con.add_argument("--name", required=True, help="the folder under results/external/")
     for name, why in _PLANNED.items():
         stage(name, f"(not available yet: {why})")
     sub.add_parser("keys", help="print every case.toml key with its type, default and meaning")
@@ -115,6 +122,11 @@ def _run(args) -> int:
     elif args.command == "validate":
         from hybrid.stages.validate import run_validate
         run_validate(case, force=args.force, comm=comm, progress=progress)
+    elif args.command == "constrain":
+        from hybrid.stages.external import run_constrain
+        out = run_constrain(case, args.prediction, args.name, force=args.force, comm=comm, progress=progress)
+        if comm.rank == 0:
+            print(f"constrain: wrote {out} (report.md, metrics.json, variants.h5, export/)")
     elif args.command in ("export", "run"):
         from hybrid.stages.export import run_export
         from hybrid.stages.predict import run_predict

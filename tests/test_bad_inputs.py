@@ -290,7 +290,7 @@ def test_catalogue(finished, tmp_path, fault):
 def test_the_catalogue_is_large_enough():
     """Issue 15 asks for at least 60 bad inputs and faults run through the real command (the
     catalogue above and the process faults below)."""
-    process_faults = len(FULL_DISK) + 2
+    process_faults = len(FULL_DISK) + 2 + len(BAD_PREDICTIONS) + 2
     assert len(CATALOGUE) + process_faults >= 60
     assert len({f.name for f in CATALOGUE}) == len(CATALOGUE)
 
@@ -358,3 +358,61 @@ def test_a_sigterm_to_one_process_is_an_interrupt(finished, tmp_path):
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, (proc.returncode, stderr[-3000:])
     assert "hybrid: interrupted" in stderr and "Traceback" not in stderr
+
+
+# --- bad prediction files for hybrid constrain ------------------------------------------------
+
+def _prediction(case: Path, path: Path, change: Callable[[dict], None]) -> Path:
+    import h5py
+    import numpy as np
+
+    with h5py.File(case / "results/solve/dataset.h5") as f:
+        u, flux = f["test/u"][()], f["test/flux"][()]
+    arrays = {"u_mean": u.copy(), "u_var": np.full(u.shape, 1e-4), "flux_mean": flux.copy(),
+              "flux_var": np.full(flux.shape, 1e-6)}
+    change(arrays)
+    with h5py.File(path, "w") as f:
+        for name, values in arrays.items():
+            f[name] = values
+    return path
+
+
+def _set_item(name, index, value):
+    def change(arrays):
+        arrays[name][index] = value
+    return change
+
+
+BAD_PREDICTIONS = [   # (what, change of a good file, the dataset named)
+    ("missing-u-var", lambda a: a.pop("u_var"), "u_var"),
+    ("flux-var-without-flux-mean", lambda a: a.pop("flux_mean"), "flux_mean"),
+    ("wrong-shape", lambda a: a.update(u_mean=a["u_mean"][:, :, :-1]), "u_mean"),
+    ("too-few-scenarios", lambda a: a.update(u_mean=a["u_mean"][:1], u_var=a["u_var"][:1]), "u_mean"),
+    ("nan-in-mean", _set_item("u_mean", (0, 1, 3), float("nan")), "u_mean"),
+    ("negative-variance", _set_item("flux_var", (1, 0, 2), -1.0), "flux_var"),
+    ("inf-in-flux", _set_item("flux_mean", (0, 0, 0), float("inf")), "flux_mean"),
+    ("wrong-initial-state", _set_item("u_mean", (0, 0, 5), 7.0), "u_mean"),
+    ("deviations-without-flux-deviations", lambda a: a.update(u_dev=a["u_mean"][:, None] * 0), "u_dev"),
+]
+
+
+@pytest.mark.parametrize("what,change,dataset", BAD_PREDICTIONS, ids=[b[0] for b in BAD_PREDICTIONS])
+def test_a_bad_prediction_file_is_one_message(finished, tmp_path, what, change, dataset):
+    case = _copy(finished, tmp_path)
+    before = _tree_digest(case / "results")
+    bad = _prediction(case, tmp_path / "bad.h5", change)
+    proc = run_cli(["constrain", str(case), "--prediction", str(bad), "--name", "mine"])
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-3000:])
+    lines = _error_lines(proc.stderr)
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert f"{bad}: {dataset}:" in lines[0], lines[0]
+    assert _tree_digest(case / "results") == before
+
+
+def test_constrain_refuses_a_missing_file_and_a_bad_name(finished, tmp_path):
+    case = _copy(finished, tmp_path)
+    for args, says in ((["--prediction", str(tmp_path / "none.h5"), "--name", "x"], "--prediction: does not exist"),
+                       (["--prediction", str(tmp_path / "none.h5"), "--name", "../up"], "--name: '../up' is not")):
+        proc = run_cli(["constrain", str(case), *args])
+        assert proc.returncode == 2 and len(_error_lines(proc.stderr)) == 1, proc.stderr[-2000:]
+        assert says in _error_lines(proc.stderr)[0]

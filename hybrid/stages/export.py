@@ -114,21 +114,25 @@ EXPORT_FORMATS = ("xdmf", "vtu")
 
 
 def run_export(case, *, force: bool = False, train: bool = False, solver_only: bool = False,
-               comm: MPI.Comm = MPI.COMM_WORLD, progress: bool = True, fmt: str = "xdmf") -> list[Path]:
+               comm: MPI.Comm = MPI.COMM_WORLD, progress: bool = True, fmt: str = "xdmf",
+               variants_file: Path | None = None, out: Path | None = None, digest: str | None = None) -> list[Path]:
     """Write the series (collective); returns the paths of the .xdmf files, or with
-    ``fmt = "vtu"`` of the .pvd collections (:mod:`hybrid.export.vtu`)."""
+    ``fmt = "vtu"`` of the .pvd collections (:mod:`hybrid.export.vtu`). ``variants_file``,
+    ``out`` and ``digest``: another stage's variants (``hybrid constrain``), its folder and hash."""
     if fmt not in EXPORT_FORMATS:
         raise CaseError(f"unknown export format {fmt!r}; allowed: {', '.join(EXPORT_FORMATS)}", key="--format")
-    if solver_only:
+    if variants_file is not None:
+        dataset = Path(case.output_dir) / "solve" / "dataset.h5"
+    elif solver_only:
         dataset = run_solve(case, comm=comm, progress=progress, announce=False)
         digest = case.hash(*SOLVE_SECTIONS)
     else:
-        predict_dir = run_predict(case, comm=comm, progress=progress, announce=False)
+        variants_file = run_predict(case, comm=comm, progress=progress, announce=False) / "variants.h5"
         dataset = Path(case.output_dir) / "solve" / "dataset.h5"
         # the predict stage's sections (TRAIN_SECTIONS + constraints): the variants change when these do
         digest = predict_digest(case) + "+variants"
     digest += ("+train" if train else "") + ("" if fmt == "xdmf" else f"+{fmt}")
-    out = Path(case.output_dir) / "export"
+    out = Path(out) if out is not None else Path(case.output_dir) / "export"
     data = read_dataset(dataset)
     splits = ["test"] + (["train"] if train else [])
     tasks = [(s, i) for s in splits if s in data for i in range(data[s]["u"].shape[0])]
@@ -138,14 +142,14 @@ def run_export(case, *, force: bool = False, train: bool = False, solver_only: b
     if not force and stage_is_current(out, digest, outputs):
         root_print(f"export: up to date ({out})", comm=comm)
         return names
-    variants = {} if solver_only else read_variants(predict_dir / "variants.h5")
+    variants = {} if variants_file is None else read_variants(variants_file)
     flow = "vorticity" in data["test"]
     for v, arrays in variants.items():
         expected = data["test"]["u"].shape
         if flow:   # velocities, flattened to (S, T+1, d N)
             expected = expected[:2] + (expected[2] * expected[3],)
         if arrays["u_mean"].shape != expected:
-            raise RuntimeError(f"{predict_dir / 'variants.h5'}: {v}/u_mean has shape {arrays['u_mean'].shape}, "
+            raise RuntimeError(f"{variants_file}: {v}/u_mean has shape {arrays['u_mean'].shape}, "
                                f"the solver's test states {data['test']['u'].shape}; rerun hybrid predict --force")
     mesh, cvd, kind = data["mesh"], data["control_volumes"], data["control_volumes_kind"]
     if flow and variants:

@@ -202,6 +202,11 @@ def _end_series(case, cv, times, params: dict, fields: dict) -> list:
     return series
 
 
+def variant_figures(case, cv, data, variants, extra, scores, out: Path) -> list[Path]:
+    """The report's figures of a scalar case's variants (``hybrid constrain`` draws them too)."""
+    return _figures(case, cv, data, variants, extra, scores, out)
+
+
 def _figures(case, cv, data, variants, extra, scores, out: Path) -> list[Path]:
     from hybrid.report import figures as fig
 
