@@ -40,53 +40,89 @@ from hybrid.mesh.control_volumes import build_control_volumes
 from hybrid.parallel import collective, root_print
 from hybrid.stages.solve import SOLVE_SECTIONS, periodic_pairs, read_dataset, run_solve
 
-__all__ = ["run_constrain", "read_prediction"]
+__all__ = ["run_constrain", "read_prediction", "check_prediction", "constrain_arrays"]
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 OUTPUTS = ("variants.h5", "metrics.json", "report.md")
 STATE_VARIANTS = ("raw", "global", "per-cell", "per-cell+boundary")   # those that apply without fluxes
 FLUX_VARIANTS = ("raw", "hardc", "global", "per-cell", "per-cell+boundary")
+PREDICTION_ARRAYS = ("u_mean", "u_var", "flux_mean", "flux_var", "u_dev", "flux_dev")
 
 
 def read_prediction(path: Path, S: int, T1: int, N: int, F: int) -> dict:
-    """The arrays of FILE, checked: present, shaped for this case, finite, variances ≥ 0."""
-    shapes = {"u_mean": (S, T1, N), "u_var": (S, T1, N), "flux_mean": (S, T1 - 1, F), "flux_var": (S, T1 - 1, F)}
-    where = str(path)
+    """The arrays of FILE, checked by :func:`check_prediction`."""
     try:
         f = h5py.File(path, "r")
     except OSError as error:
-        raise CaseError(f"cannot read the prediction: {error}", file=where, key="--prediction") from None
+        raise CaseError(f"cannot read the prediction: {error}", file=str(path), key="--prediction") from None
     with f:
-        for name in ("u_mean", "u_var"):
-            if name not in f:
-                raise CaseError(f"has no dataset {name!r} (found: {', '.join(sorted(f)) or 'nothing'}); expected "
-                                f"u_mean and u_var of shape (S, T+1, N) = {shapes[name]}", file=where, key=name)
-        fluxes = "flux_mean" in f or "flux_var" in f
-        if fluxes and not ("flux_mean" in f and "flux_var" in f):
-            raise CaseError("has one of flux_mean and flux_var but not both", file=where,
-                            key="flux_mean" if "flux_mean" not in f else "flux_var")
-        pred = {}
-        for name in [n for n in shapes if n in f] + [n for n in ("u_dev", "flux_dev") if n in f]:
-            values = f[name][()]
-            expected = shapes.get(name)
-            if name == "u_dev":
-                expected = (S, values.shape[1] if values.ndim == 4 else -1, T1, N)
-            if name == "flux_dev":
-                expected = (S, values.shape[1] if values.ndim == 4 else -1, T1 - 1, F)
-            if values.shape != expected:
-                count = (f"{values.shape[0]} scenarios, the case has {S} test scenarios"
-                         if values.ndim and values.shape[0] != S else f"the case needs {expected}")
-                raise CaseError(f"has shape {values.shape}: {count} (S test scenarios, T+1 = {T1} output times "
-                                f"with t = 0, N = {N} control volumes, F = {F} faces)", file=where, key=name)
-            if not np.all(np.isfinite(values)):
-                raise CaseError(f"has {int(np.count_nonzero(~np.isfinite(values)))} values that are not finite",
-                                file=where, key=name)
-            if name.endswith("_var") and values.min() < 0:
-                raise CaseError(f"has negative variances (smallest {values.min():.3g})", file=where, key=name)
-            pred[name] = values.astype(np.float64)
-    if "flux_dev" in pred and "u_dev" not in pred or "u_dev" in pred and fluxes and "flux_dev" not in pred:
+        arrays = {name: f[name][()] for name in PREDICTION_ARRAYS if name in f}
+        found = sorted(f)
+    return check_prediction(arrays, str(path), S, T1, N, F, found)
+
+
+def check_prediction(arrays: dict, where: str, S: int, T1: int, N: int, F: int, found: list | None = None) -> dict:
+    """The prediction's arrays as float64, checked: u_mean and u_var present, fluxes both or
+    neither, every shape the case's (S test scenarios, T+1 times, N control volumes, F faces),
+    finite values, variances ≥ 0. Raises :class:`CaseError` naming ``where`` and the array."""
+    shapes = {"u_mean": (S, T1, N), "u_var": (S, T1, N), "flux_mean": (S, T1 - 1, F), "flux_var": (S, T1 - 1, F)}
+    for name in ("u_mean", "u_var"):
+        if name not in arrays:
+            listed = ", ".join(found if found is not None else sorted(arrays)) or "nothing"
+            raise CaseError(f"has no dataset {name!r} (found: {listed}); expected u_mean and u_var of shape "
+                            f"(S, T+1, N) = {shapes[name]}", file=where, key=name)
+    fluxes = "flux_mean" in arrays or "flux_var" in arrays
+    if fluxes and not ("flux_mean" in arrays and "flux_var" in arrays):
+        raise CaseError("has one of flux_mean and flux_var but not both", file=where,
+                        key="flux_mean" if "flux_mean" not in arrays else "flux_var")
+    pred = {}
+    for name in PREDICTION_ARRAYS:
+        if name not in arrays:
+            continue
+        values = np.asarray(arrays[name])
+        expected = shapes.get(name)
+        if name in ("u_dev", "flux_dev"):
+            members = values.shape[1] if values.ndim == 4 else -1
+            expected = (S, members, T1, N) if name == "u_dev" else (S, members, T1 - 1, F)
+        if values.shape != expected:
+            count = (f"{values.shape[0]} scenarios, the case has {S} test scenarios"
+                     if values.ndim and values.shape[0] != S else f"the case needs {expected}")
+            raise CaseError(f"has shape {values.shape}: {count} (S test scenarios, T+1 = {T1} output times "
+                            f"with t = 0, N = {N} control volumes, F = {F} faces)", file=where, key=name)
+        if not np.all(np.isfinite(values)):
+            raise CaseError(f"has {int(np.count_nonzero(~np.isfinite(values)))} values that are not finite",
+                            file=where, key=name)
+        if name.endswith("_var") and values.min() < 0:
+            raise CaseError(f"has negative variances (smallest {values.min():.3g})", file=where, key=name)
+        pred[name] = values.astype(np.float64)
+    if ("flux_dev" in pred and "u_dev" not in pred) or ("u_dev" in pred and fluxes and "flux_dev" not in pred):
         raise CaseError("member deviations need both u_dev and flux_dev", file=where, key="u_dev")
     return pred
+
+
+def constrain_arrays(case, arrays: dict, variant: str = "per-cell+boundary") -> dict:
+    """In memory: one variant of a prediction of the case's test scenarios (the arrays of
+    FILE, as for ``hybrid constrain``), after ``hybrid solve``. Returns ``u_mean``, ``u_var``
+    (S, T+1, N) and ``flux_mean`` (S, T, F), and ``residual``, the rows' largest relative
+    residual. Serial; every rank that calls it computes the same."""
+    data = read_dataset(Path(case.output_dir) / "solve" / "dataset.h5")
+    cv = build_control_volumes(data["mesh"], data["control_volumes_kind"], periodic_pairs(case))
+    test, times = data["test"], data["times"]
+    S, T1, N = test["u"].shape
+    pred = check_prediction(arrays, "the prediction", S, T1, N, cv.num_faces)
+    fluxes = "flux_mean" in pred
+    allowed = FLUX_VARIANTS if fluxes else STATE_VARIANTS
+    if variant not in allowed:
+        raise CaseError(f"variant {variant!r} does not apply to a prediction {'with' if fluxes else 'without'} "
+                        f"fluxes; allowed: {', '.join(allowed)}", key="variant")
+    layout = StateLayout(N, cv.num_faces, T1 - 1)
+    names = test["parameter_names"]
+    rs = [_one(case, cv, layout, test, times, pred, i, dict(zip(names, map(float, test["params"][i]))), variant,
+               fluxes) for i in range(S)]
+    out = _as_arrays(rs)
+    out.pop("u_samples")
+    out["residual"] = max((r[3] for r in rs if r[3] is not None), default=0.0)
+    return out
 
 
 def run_constrain(case, prediction: str | Path, name: str, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD,
