@@ -21,7 +21,6 @@ from hybrid.errors import EXIT_BAD_INPUT, CaseError, WriteError, catch_interrupt
 
 __all__ = ["main"]
 
-_PLANNED: dict[str, str] = {}   # commands announced but not built yet: name -> why
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -55,8 +54,6 @@ def _parser() -> argparse.ArgumentParser:
                      help="HDF5 with u_mean, u_var (S, T+1, N); optional flux_mean, flux_var (S, T, F), "
                           "u_dev, flux_dev (S, M, ...)")
     con.add_argument("--name", required=True, help="the folder under results/external/")
-    for name, why in _PLANNED.items():
-        stage(name, f"(not available yet: {why})")
     sub.add_parser("keys", help="print every case.toml key with its type, default and meaning")
     return p
 
@@ -101,11 +98,6 @@ def _run(args) -> int:
     from hybrid.case import load_case
 
     comm = MPI.COMM_WORLD
-    if args.command in _PLANNED:
-        if comm.rank == 0:
-            print(f"hybrid {args.command}: {_PLANNED[args.command]} in this version; "
-                  f"available: solve, train, predict, export, run", file=sys.stderr)
-        return 1
     case = load_case(args.case)
     check_output_dir(case)
     check_trainable(case, args)

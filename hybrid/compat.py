@@ -31,7 +31,6 @@ __all__ = [
     "petsc_vec",
     "coordinate_domain",
     "create_mesh",
-    "create_meshtags",
     "distribute_entity_data",
     "meshtags_from_entities",
     "write_meshtags",
@@ -84,13 +83,6 @@ def create_mesh(comm, cells: np.ndarray, x: np.ndarray, domain, ghost_mode):
         partitioner = dolfinx.mesh.create_cell_partitioner(ghost_mode)
         return dolfinx.mesh.create_mesh(comm, cells, x, domain, partitioner=partitioner)
     return dolfinx.mesh.create_mesh(comm, cells, x, domain, ghost_mode=ghost_mode)
-
-
-def create_meshtags(mesh, dim: int, indices: np.ndarray, values: np.ndarray):
-    """MeshTags on process-local entity ``indices`` (sorted here, as DOLFINx requires)."""
-    indices = np.asarray(indices, dtype=np.int32)
-    order = np.argsort(indices, kind="stable")
-    return dolfinx.mesh.meshtags(mesh, dim, indices[order], np.asarray(values, dtype=np.int32)[order])
 
 
 def meshtags_from_entities(mesh, dim: int, entities: np.ndarray, values: np.ndarray):

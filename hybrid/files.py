@@ -20,7 +20,7 @@ from typing import Iterator
 
 from hybrid.errors import WriteError, is_write_failure
 
-__all__ = ["atomic_path", "replace_file", "stage_is_current", "mark_stage_done", "file_digest", "stage_dir"]
+__all__ = ["atomic_path", "replace_file", "stage_is_current", "mark_stage_done", "file_digest"]
 
 
 @contextlib.contextmanager
@@ -66,10 +66,6 @@ def _remove_orphans(path: Path) -> None:
                 tmp.unlink()
         except PermissionError:   # alive, another user's
             continue
-
-
-def stage_dir(output_dir: Path, stage: str) -> Path:
-    return Path(output_dir) / stage
 
 
 def file_digest(path: Path | str) -> str:

@@ -10,13 +10,9 @@ from mpi4py import MPI
 
 from hybrid.errors import CaseError
 
-__all__ = ["my_indices", "ScenarioProgress", "is_root", "root_print", "collective"]
+__all__ = ["my_indices", "ScenarioProgress", "root_print", "collective"]
 
 _PROGRESS_TAG = 7301
-
-
-def is_root(comm: MPI.Comm = MPI.COMM_WORLD) -> bool:
-    return comm.rank == 0
 
 
 def root_print(*args, comm: MPI.Comm = MPI.COMM_WORLD, **kwargs) -> None:

@@ -25,6 +25,7 @@ from hybrid.case.parameters import Distribution, Fixed, draw_scenario, parse_dis
 from hybrid.case.reader import Reader, describe_value
 from hybrid.case.schema import REQUIRED, SECTIONS
 from hybrid.errors import CaseError
+from hybrid.petsc_options import check_petsc_options
 
 __all__ = ["Case", "BoundaryCondition", "InitialCondition", "load_case", "MESH_SUFFIXES"]
 
@@ -237,6 +238,9 @@ class _Builder:
             self.table(name)
         simple = {name: self.reader.section(self.table(name), SECTIONS[name])
                   for name in ("case", "time", "solver", "data", "surrogate", "constraints", "output")}
+        for section in ("solver", "constraints"):
+            simple[section]["petsc_options"] = check_petsc_options(simple[section]["petsc_options"],
+                                                                   f"{section}.petsc_options", self.error)
         time = simple["time"]
         if time["dt"] > time["t_end"]:
             raise self.error("time.dt", f"{time['dt']:g} is larger than t_end = {time['t_end']:g}")

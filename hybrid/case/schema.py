@@ -303,6 +303,10 @@ _section(
     _k("newton_rtol", "number", 1e-10, "Relative residual tolerance.", low=0, low_open=True),
     _k("newton_atol", "number", 1e-13, "Absolute residual tolerance.", low=0),
     _k("newton_max_it", "int", 30, "Most iterations per step.", low=1),
+    _k("petsc_options", "table", {}, "PETSc options of the GPME/Burgers and Navier-Stokes solvers' Newton "
+       "and linear solvers, without '-' or prefix (e.g. { ksp_type = \"gmres\", pc_type = \"hypre\" }); "
+       "set under the prefix hybrid_solver_ (so also -hybrid_solver_ksp_type in PETSC_OPTIONS). "
+       "Defaults: Newton with a backtracking line search and LU (MUMPS for Navier-Stokes)."),
 )
 
 _section(
@@ -351,6 +355,8 @@ _section(
     _k("parallel", "choice", "auto", "Under mpirun: distribute each update over the mesh partition "
        "(partition), give each rank whole scenarios (scenarios), or choose by size (auto).",
        choices=("auto", "partition", "scenarios")),
+    _k("petsc_options", "table", {}, "PETSc options of the update's sparse Cholesky, without '-' or prefix "
+       "(e.g. { pc_factor_mat_solver_type = \"mumps\" }); set under the prefix hybrid_update_."),
 )
 
 _section(

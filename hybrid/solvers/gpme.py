@@ -49,6 +49,7 @@ from petsc4py import PETSc
 
 from hybrid.errors import raise_if_interrupted
 from hybrid.mesh.control_volumes import ControlVolumes
+from hybrid.petsc_options import SOLVER_PREFIX, set_default
 
 __all__ = ["Conductivity", "BoundaryData", "Trajectory", "GPMESolver", "SolverError", "output_schedule"]
 
@@ -235,19 +236,20 @@ class GPMESolver:
         self.x = PETSc.Vec().createSeq(self.N, comm=comm)
         snes = PETSc.SNES().create(comm)
         snes.setType("newtonls")
-        # petsc4py 3.18 has no SNESLineSearch wrapper: set the line search by option prefix
-        prefix = f"hybrid_gpme_{id(self)}_"
-        snes.setOptionsPrefix(prefix)
-        opts = PETSc.Options()
-        opts[f"{prefix}snes_linesearch_type"] = "bt"
-        snes.setFromOptions()
-        del opts[f"{prefix}snes_linesearch_type"]
         snes.setFunction(self._snes_residual, self.r)
         snes.setJacobian(self._snes_jacobian, self.J)
         ksp = snes.getKSP()
         ksp.setType("preonly")
         ksp.getPC().setType("lu")
         snes.setTolerances(rtol=self.rtol, atol=self.atol, stol=0.0, max_it=self.max_it)
+        # the defaults above and a backtracking line search (petsc4py 3.18 has no SNESLineSearch
+        # wrapper: by option), then whatever -hybrid_solver_* options the case or the user gave
+        snes.setOptionsPrefix(SOLVER_PREFIX)
+        opts = PETSc.Options()
+        ours = set_default(opts, f"{SOLVER_PREFIX}snes_linesearch_type", "bt")
+        snes.setFromOptions()
+        if ours:
+            opts.delValue(f"{SOLVER_PREFIX}snes_linesearch_type")
         snes.setConvergenceTest("default")
         self.snes = snes
 

@@ -39,6 +39,7 @@ from mpi4py import MPI
 from hybrid import compat
 from hybrid.errors import raise_if_interrupted
 from hybrid.mesh.meshdata import MeshData
+from hybrid.petsc_options import SOLVER_PREFIX, set_default
 
 __all__ = ["NavierStokesSolver", "FlowTrajectory", "Wall", "barycentric_split", "PRESSURE_PENALTY"]
 
@@ -149,10 +150,10 @@ class NavierStokesSolver:
         ksp.getPC().setType("lu")
         ksp.getPC().setFactorSolverType("mumps")
         # the discontinuous pressure's delayed pivots overflow MUMPS' default workspace (error -9)
-        prefix = f"hybrid_ns_{id(self)}_"
-        ksp.setOptionsPrefix(prefix)
-        opts = PETSc.Options()
-        opts[f"{prefix}mat_mumps_icntl_14"] = 300   # read at each factorisation: left in place
+        # (read at each factorisation, so left in the database under the solvers' prefix), then
+        # whatever -hybrid_solver_* options the case or the user gave
+        ksp.setOptionsPrefix(SOLVER_PREFIX)
+        set_default(PETSc.Options(), f"{SOLVER_PREFIX}mat_mumps_icntl_14", "300")
         ksp.setFromOptions()
         self.newton = solver
 

@@ -38,6 +38,7 @@ from hybrid.errors import CaseError
 from hybrid.files import atomic_path, file_digest, mark_stage_done, stage_is_current
 from hybrid.mesh.control_volumes import build_control_volumes
 from hybrid.parallel import collective, root_print
+from hybrid.petsc_options import UPDATE_PREFIX, petsc_options
 from hybrid.stages.solve import SOLVE_SECTIONS, periodic_pairs, read_dataset, run_solve
 
 __all__ = ["run_constrain", "read_prediction", "check_prediction", "constrain_arrays"]
@@ -141,7 +142,9 @@ def run_constrain(case, prediction: str | Path, name: str, *, force: bool = Fals
         return out
     with collective(comm):
         if comm.rank == 0:
-            _constrain_on_root(case, dataset, prediction, out, digest)
+            with petsc_options(UPDATE_PREFIX, case.constraints.get("petsc_options") or {},
+                               key="constraints.petsc_options", file=str(case.display_file)):
+                _constrain_on_root(case, dataset, prediction, out, digest)
     from hybrid.stages.export import run_export
     run_export(case, force=True, comm=comm, progress=progress, variants_file=out / "variants.h5",
                out=out / "export", digest=digest)

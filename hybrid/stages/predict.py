@@ -30,6 +30,7 @@ from hybrid.errors import CaseError
 from hybrid.files import atomic_path, mark_stage_done, stage_is_current
 from hybrid.metrics import coverage, relative_l2
 from hybrid.parallel import collective, my_indices, root_print
+from hybrid.petsc_options import UPDATE_PREFIX, petsc_options
 from hybrid.stages.solve import read_dataset
 from hybrid.stages.train import (TRAIN_SECTIONS, case_transfer, flow_view, initial_states, is_flow, load_members,
                                  run_train, softc_weight, split_indices, wants_boon, wants_softc)
@@ -125,7 +126,10 @@ def run_predict(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, p
             variants = run_flow_variants(case, cv, data, pred, out / "variants.h5", comm, extra=extra)
         else:
             from hybrid.stages.constrain import run_variants
-            found = run_variants(case, cv, data, pred, out / "variants.h5", comm, extra=extra, validation=validation)
+            with petsc_options(UPDATE_PREFIX, case.constraints.get("petsc_options") or {},
+                               key="constraints.petsc_options", file=str(case.display_file)):
+                found = run_variants(case, cv, data, pred, out / "variants.h5", comm, extra=extra,
+                                     validation=validation)
             variants, selection = found if found is not None else (None, None)
         if comm.rank == 0:
             metrics["variants"] = variants

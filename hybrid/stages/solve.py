@@ -36,6 +36,7 @@ from hybrid.files import atomic_path, mark_stage_done, stage_is_current
 from hybrid.mesh.control_volumes import ControlVolumes, build_control_volumes
 from hybrid.mesh.meshdata import MeshData
 from hybrid.parallel import ScenarioProgress, collective, my_indices, root_print
+from hybrid.petsc_options import SOLVER_PREFIX, petsc_options
 from hybrid.solvers.boundaries import boundary_data, wall_order
 from hybrid.solvers.gpme import Conductivity, GPMESolver, SolverError
 
@@ -171,7 +172,14 @@ def _solve_wave(case, cv: ControlVolumes, params: dict, split: str, index: int, 
 def solve_scenario(case, cv: ControlVolumes, params: dict, split: str, index: int, box=None,
                    mesh: MeshData | None = None):
     """Solve one scenario; returns the :class:`~hybrid.solvers.gpme.Trajectory` (navier-stokes:
-    a :class:`~hybrid.solvers.navier_stokes.FlowTrajectory`, which needs ``mesh``)."""
+    a :class:`~hybrid.solvers.navier_stokes.FlowTrajectory`, which needs ``mesh``), with the
+    case's ``[solver] petsc_options`` in force."""
+    with petsc_options(SOLVER_PREFIX, case.solver.get("petsc_options") or {}, key="solver.petsc_options",
+                       file=str(case.display_file)):
+        return _solve_scenario(case, cv, params, split, index, box, mesh)
+
+
+def _solve_scenario(case, cv: ControlVolumes, params: dict, split: str, index: int, box, mesh):
     from hybrid.case.initial import initial_values
     from hybrid.case.parameters import scenario_rng
 
