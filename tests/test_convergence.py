@@ -1,7 +1,8 @@
 """Convergence rates of the reference solver against closed-form solutions.
 
 As in scikit-fem's convergence tests: refine the mesh, fit log(error) against log(h),
-assert the slope. Every run also checks the per-control-volume balance at round-off.
+assert the slope from both sides (|rate − expected| < ε) and the finest error. Every run
+also checks the per-control-volume balance at round-off.
 """
 
 from __future__ import annotations
@@ -22,6 +23,15 @@ def constant(value):
 
 def fitted_rate(h, errors) -> float:
     return float(np.polyfit(np.log(h), np.log(errors), 1)[0])
+
+
+def assert_converges(h, errors, expected: float, within: float, finest: float) -> None:
+    """Two-sided: the fitted rate is the scheme's, |rate − expected| < within (a rate far above
+    it means the error was not in the asymptotic range, or the exact solution is wrong), and
+    the finest mesh's error is below ``finest`` (a right rate at a wrong level still fails)."""
+    rate = fitted_rate(h, errors)
+    assert abs(rate - expected) < within, (rate, expected, errors)
+    assert errors[-1] < finest, (errors[-1], finest)
 
 
 def solve(cv, conductivity, boundaries, u0, t_end, dt, outputs, theta, **burgers):
@@ -52,7 +62,7 @@ def test_heat_1d_rate(kind):
                      BoundaryData("right", "dirichlet", zero)], exact(cv.centre, 0), t_end, t_end / n, 4, 0.5)
         hs.append(1 / n)
         errors.append(l2(cv, traj.u[-1] - exact(cv.centre, t_end)))
-    assert fitted_rate(hs, errors) > 1.8
+    assert_converges(hs, errors, 2.0, 0.1, 5e-5)
 
 
 def test_heat_2d_rate():
@@ -67,7 +77,7 @@ def test_heat_2d_rate():
         traj = solve(cv, Conductivity("constant", k=k), bcs, exact(cv.centre, 0), t_end, t_end * h, 2, 0.5)
         hs.append(h)
         errors.append(l2(cv, traj.u[-1] - exact(cv.centre, t_end)))
-    assert fitted_rate(hs, errors) > 1.7
+    assert_converges(hs, errors, 2.0, 0.1, 1.5e-4)
 
 
 def test_barenblatt_2d_rate():
@@ -99,8 +109,8 @@ def test_barenblatt_2d_rate():
         # mass is conserved exactly (insulated box)
         mass = traj.u @ cv.volume
         assert np.ptp(mass) <= 1e-12 * mass[0]
-    assert errors[-1] < 0.03
-    assert fitted_rate(hs, errors) > 1.5
+    # second order away from the front, where u^m has a square-root edge: measured 1.82
+    assert_converges(hs, errors, 2.0, 0.25, 0.03)
 
 
 def stefan_similarity(u_star: float):
@@ -135,8 +145,8 @@ def test_stefan_front_rate(kind):
         traj = solve(cv, k, bcs, np.zeros(cv.num_cvs), t_end, t_end / (2 * n), 2, 1.0)
         hs.append(1 / n)
         errors.append(abs(front_position(cv.centre[:, 0], traj.u[-1], u_star / 2) - exact_front))
-    assert errors[-1] < 3e-3
-    assert fitted_rate(hs, errors) > 0.8
+    # the smoothed Stefan step moves the front by O(h): first order (measured 1.27 dual, 0.96 cells)
+    assert_converges(hs, errors, 1.0, 0.35, 3e-3)
 
 
 @pytest.mark.parametrize("kind", ["dual", "cells"])
@@ -154,7 +164,7 @@ def test_stokes_second_problem_rate(kind):
         traj = solve(cv, Conductivity("constant", k=nu), bcs, exact(cv.centre, 0), 1.0, 0.5 / n, 4, 0.5)
         hs.append(1 / n)
         errors.append(max(l2(cv, traj.u[i] - exact(cv.centre, t)) for i, t in enumerate(traj.times)))
-    assert fitted_rate(hs, errors) > 1.8
+    assert_converges(hs, errors, 2.0, 0.15, 1.2e-4)
 
 
 def burgers_shock(nu: float, speed: float, jump: float, along: float = 1.0):
@@ -170,7 +180,7 @@ def burgers_shock(nu: float, speed: float, jump: float, along: float = 1.0):
 
 
 @pytest.mark.parametrize("kind", ["dual", "cells"])
-@pytest.mark.parametrize("scheme, rate", [("central", 1.8), ("upwind", 0.85)])
+@pytest.mark.parametrize("scheme, rate", [("central", (2.0, 0.1, 3.5e-4)), ("upwind", (1.0, 0.1, 1.7e-2))])
 def test_burgers_1d_rate(kind, scheme, rate):
     """Burgers (ν = 0.1) on jittered intervals, Dirichlet data from the travelling shock."""
     nu = 0.1
@@ -185,7 +195,7 @@ def test_burgers_1d_rate(kind, scheme, rate):
                      convection=np.ones(1), scheme=scheme)
         hs.append(1 / n)
         errors.append(l2(cv, traj.u[-1] - exact(cv.centre, 1.0)))
-    assert fitted_rate(hs, errors) > rate
+    assert_converges(hs, errors, *rate)
 
 
 def test_burgers_2d_rate():
@@ -202,7 +212,7 @@ def test_burgers_2d_rate():
                      convection=np.ones(2))
         hs.append(h)
         errors.append(l2(cv, traj.u[-1] - exact(cv.centre, 0.5)))
-    assert fitted_rate(hs, errors) > 1.7
+    assert_converges(hs, errors, 2.0, 0.1, 2.2e-4)
 
 
 @pytest.mark.parametrize("kind", ["dual", "cells"])
@@ -240,7 +250,7 @@ def test_wave_1d_rate_and_balance(kind, shape):
         assert np.abs(cv.balance_residual(traj.u, traj.flux, traj.source)).max() <= 1e-12 * scale
         hs.append(1 / n)
         errors.append(max(l2(cv, traj.u[i] - exact(cv.centre, t)) for i, t in enumerate(traj.times)))
-    assert fitted_rate(hs, errors) > 1.9
+    assert_converges(hs, errors, 2.0, 0.1, 2.5e-4)
 
 
 @pytest.mark.parametrize("kind, shape", [("dirichlet", np.sin), ("normal_derivative", np.cos)])
@@ -266,4 +276,4 @@ def test_wave_2d_rate_and_energy(kind, shape):
             assert np.abs(mass - mass[0]).max() <= 1e-13 * np.abs(traj.u).max()
         hs.append(h)
         errors.append(l2(cv, traj.u[-1] - exact(cv.centre, 1.0)))
-    assert fitted_rate(hs, errors) > 1.8
+    assert_converges(hs, errors, 2.0, 0.1, 2e-3)
