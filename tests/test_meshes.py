@@ -553,3 +553,29 @@ def test_a_case_on_a_vtu_mesh_solves_like_the_msh_one(tmp_path):
     with h5py.File(src / "results/solve/dataset.h5") as a, h5py.File(other / "results/solve/dataset.h5") as b:
         for name in ("train/u", "test/u", "train/flux", "control_volumes/volume"):
             np.testing.assert_array_equal(a[name][()], b[name][()])
+
+
+def test_a_quadratic_mesh_is_read_through_its_corners(tmp_path):
+    """triangle6 cells and line3 facets (midside nodes appended): the same control volumes as
+    the linear mesh, since the corners are the same points."""
+    import meshio
+
+    from hybrid.mesh.control_volumes import build_control_volumes
+
+    linear = read_mesh_file(MESHES / "lshape-h0.05.msh")
+    points = linear.points
+    tri, lines = linear.cells, linear.facets
+    mid_tri = np.concatenate([(points[tri[:, a]] + points[tri[:, b]]) / 2 for a, b in ((0, 1), (1, 2), (2, 0))])
+    mid_line = (points[lines[:, 0]] + points[lines[:, 1]]) / 2
+    n, m = len(points), len(tri)
+    tri6 = np.hstack([tri, n + np.arange(3 * m).reshape(3, m).T])
+    line3 = np.hstack([lines, n + 3 * m + np.arange(len(lines))[:, None]])
+    allpoints = np.vstack([points, mid_tri, mid_line])
+    meshio.write(tmp_path / "quadratic.vtu", meshio.Mesh(allpoints, [("triangle6", tri6), ("line3", line3)],
+                                                         cell_data={"CellEntityIds": [np.zeros(m, np.int32),
+                                                                                      linear.facet_tags]}))
+    quadratic = read_mesh_file(tmp_path / "quadratic.vtu")
+    np.testing.assert_array_equal(quadratic.points, linear.points)
+    np.testing.assert_array_equal(quadratic.cells, linear.cells)
+    a, b = build_control_volumes(linear, "dual"), build_control_volumes(quadratic, "dual")
+    np.testing.assert_array_equal(a.volume, b.volume)

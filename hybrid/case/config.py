@@ -117,14 +117,15 @@ class Case:
         return frozenset(self._laws("train")) | frozenset(self.coefficient_names)
 
     def hash(self, *sections: str) -> str:
-        """sha256 of the named sections (all when none), defaults included; ``"mesh"``
-        also hashes the mesh file's bytes. Stages compare it to decide whether to redo."""
+        """sha256 of the named sections (all when none), defaults included (but for the keys of
+        :data:`~hybrid.case.schema.NEUTRAL_DEFAULTS` at their default); ``"mesh"`` also
+        hashes the mesh file's bytes. Stages compare it to decide whether to redo."""
         sections = sections or schema.TOP_LEVEL
         unknown = [s for s in sections if s not in self.settings]
         if unknown:
             raise ValueError(f"unknown section(s) {unknown}; known: {', '.join(self.settings)}")
         digest = hashlib.sha256()
-        canonical = {name: self.settings[name] for name in sections}
+        canonical = {name: _hashed(name, self.settings[name]) for name in sections}
         digest.update(json.dumps(canonical, sort_keys=True, separators=(",", ":"),
                                  allow_nan=False).encode())
         if "mesh" in sections and self.mesh["file"] is not None:
@@ -191,6 +192,15 @@ def _locate(path: str | os.PathLike) -> tuple[Path, Path]:
     if path.suffix == ".toml":
         raise CaseError(f"{path} does not exist")
     raise CaseError(f"no case.toml in {path} (no such directory)")
+
+
+def _hashed(section: str, values):
+    """A section's settings as hashed: keys added later, at a default that changes nothing, are
+    left out, so that results made before those keys existed stay current."""
+    if not isinstance(values, dict):
+        return values
+    return {k: v for k, v in values.items()
+            if not ((section, k) in schema.NEUTRAL_DEFAULTS and v == schema.NEUTRAL_DEFAULTS[(section, k)])}
 
 
 def load_case(path: str | os.PathLike) -> Case:

@@ -371,6 +371,12 @@ TOP_LEVEL = ("case", "mesh", "pde", "parameters", "initial", "boundary", "time",
              "data", "surrogate", "constraints", "output")
 
 
+# keys added after results existed, whose default changes no result: at that default they are
+# left out of the stages' hashes (Case.hash), so adding them did not make every stage stale
+NEUTRAL_DEFAULTS = {("mesh", "tag_data"): None, ("solver", "petsc_options"): {},
+                    ("constraints", "petsc_options"): {}}
+
+
 def _default_text(key: Key) -> str:
     if key.default is REQUIRED:
         return "required"

@@ -1,9 +1,10 @@
 """Mesh files of other meshers, through meshio: ``.vtu``, ``.vtk``, Abaqus ``.inp``, ``.med``,
 medit ``.mesh``, Nastran ``.bdf``, meshio's ``.xdmf`` and every other format meshio reads.
 
-The cells are the linear simplices of the highest dimension in the file (lines, triangles,
-tetrahedra); the boundary facets are its cells of one dimension less (points in 1-D, lines in
-2-D, triangles in 3-D). Their tags come from the first of:
+The cells are the simplices of the highest dimension in the file (lines, triangles,
+tetrahedra; quadratic ones, line3/triangle6/tetra10, are read through their corners: the
+midside nodes are dropped and the faces are straight); the boundary facets are its cells of
+one dimension less (points in 1-D, lines in 2-D, triangles in 3-D). Their tags come from the first of:
 
 1. the integer cell data named by ``[mesh] tag_data`` in the case;
 2. integer cell data under one of the names the formats use: ``gmsh:physical`` (gmsh, and
@@ -36,6 +37,8 @@ TAG_DATA_NAMES = ("gmsh:physical", "medit:ref", "CellEntityIds", "cell_tags", "n
 _SIMPLEX = {1: "line", 2: "triangle", 3: "tetra"}           # meshio's names of linear simplices
 _CELL_TYPE = {"line": "interval", "triangle": "triangle", "tetra": "tetrahedron"}
 _FACET = {1: "vertex", 2: "line", 3: "triangle"}
+# quadratic simplices are read through their corners (listed first in meshio's node order)
+_CORNERS = {"line3": ("line", 2), "triangle6": ("triangle", 3), "tetra10": ("tetra", 4)}
 _DIMENSION = {"vertex": 0, "line": 1, "line3": 1, "triangle": 2, "triangle6": 2, "quad": 2, "quad8": 2,
               "quad9": 2, "polygon": 2, "tetra": 3, "tetra10": 3, "hexahedron": 3, "hexahedron20": 3,
               "hexahedron27": 3, "wedge": 3, "pyramid": 3}
@@ -63,7 +66,8 @@ def read_meshio(path: Path, *, tag_data: str | None = None, file: str | None = N
         reason = next((line.strip() for text in (str(error), said.getvalue()) for line in text.splitlines()
                        if line.strip() and line.strip() != "1"), type(error).__name__)
         raise CaseError(f"meshio cannot read {path}: {reason}", file=file, key=key) from None
-    blocks = [(block.type, np.asarray(block.data)) for block in mesh.cells]
+    blocks = [(_CORNERS[block.type][0], np.asarray(block.data)[:, :_CORNERS[block.type][1]])
+              if block.type in _CORNERS else (block.type, np.asarray(block.data)) for block in mesh.cells]
     dims = [_DIMENSION.get(kind, -1) for kind, _ in blocks]
     if not blocks or max(dims) < 1:
         raise CaseError(f"{path} holds no cells of dimension 1, 2 or 3 ({_inventory(mesh)})", file=file, key=key)
@@ -82,6 +86,7 @@ def read_meshio(path: Path, *, tag_data: str | None = None, file: str | None = N
                         f"by integer cell data ({', '.join(TAG_DATA_NAMES)}, or the name given as "
                         "[mesh] tag_data) or by named cell sets", file=file, key=key)
     facets = np.concatenate([blocks[i][1].reshape(len(blocks[i][1]), -1) for i in facet_blocks]).astype(np.int64)
+    # (a quadratic mesh's facets are cut to their corners above, like its cells)
     keep = tags != 0 if tag_data is None else np.ones(len(tags), dtype=bool)   # 0: an untagged facet
     facets, tags = facets[keep], tags[keep]
 
