@@ -322,10 +322,11 @@ def test_stefan_mass_is_the_integral_of_the_similarity_solution():
     from hybrid.constraints.variants import stefan_mass
 
     for u_star in (0.5, 0.6):
-        lam = brentq(lambda z: u_star * np.sqrt(np.pi) * z * erf(z) * np.exp(z * z) - (1 - u_star), 1e-9, 10)
+        lam = brentq(lambda z, u_star=u_star: u_star * np.sqrt(np.pi) * z * erf(z) * np.exp(z * z) - (1 - u_star),
+                     1e-9, 10)
         for t in (0.01, 0.1):
             front = 2 * lam * np.sqrt(t)
-            profile = lambda x: 1 - (1 - u_star) * erf(x / (2 * np.sqrt(t))) / erf(lam)
+            profile = lambda x, u_star=u_star, t=t, lam=lam: 1 - (1 - u_star) * erf(x / (2 * np.sqrt(t))) / erf(lam)
             assert abs(stefan_mass(u_star, np.array([t]))[0] - quad(profile, 0, front)[0]) < 1e-12
 
 

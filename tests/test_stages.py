@@ -9,7 +9,6 @@ reused when its inputs are unchanged and must never leave a half-written dataset
 from __future__ import annotations
 
 import json
-import os
 import signal
 import threading
 import time

@@ -516,7 +516,7 @@ class _Builder:
             compiled = {key: self.expressions(values[key], family, names, f"{prefix}.{key}")
                         for key in ("value", "flux", "normal_derivative") if values[key] is not None}
             conditions[name] = BoundaryCondition(name, kind, partner=values["partner"], **compiled)
-        for name, condition in conditions.items():
+        for condition in conditions.values():
             if condition.type == "periodic":
                 self.check_partner(condition, conditions)
         self.settings["boundary"] = {name: {k: v for k, v in tables[name].items()}

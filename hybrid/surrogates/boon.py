@@ -263,7 +263,7 @@ def boundary_data(ends, transfer, u0_mesh: np.ndarray, params: list[dict], times
     dx = float(transfer.grid.spacing[0])
     lo, hi = float(transfer.grid.lo[0]), float(transfer.grid.hi[0])
     beta = np.zeros((S, 2, T))
-    for e, (name, kind, expr) in enumerate(ends):
+    for e, (_name, kind, expr) in enumerate(ends):
         if kind in ("periodic", "none"):
             continue
         point = np.array([[lo if e == 0 else hi]])
