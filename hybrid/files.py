@@ -7,35 +7,113 @@ every output it vouches for in ``stage.json`` (written last); the stage is reuse
 both still hold and ``--force`` is not given, so an output that a failed or killed later
 run replaced, a corrupted one or one copied in from elsewhere makes the stage stale, while
 outputs a killed run left untouched stay current.
+
+A stage commits its outputs together (:func:`committed_together`): while it runs, each
+finished file waits under ``.NAME.pending-PID``; when the stage ends well they are renamed
+into place one after the other, ``stage.json`` last, and when it fails they are deleted, so
+a failed stage leaves every earlier output as it was. Only a kill during those renames (a
+few milliseconds) can leave some outputs replaced, and then ``stage.json``'s hashes make the
+stage stale.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from hybrid.errors import WriteError, is_write_failure
 
-__all__ = ["atomic_path", "replace_file", "stage_is_current", "mark_stage_done", "file_digest"]
+__all__ = ["atomic_path", "replace_file", "stage_is_current", "mark_stage_done", "file_digest",
+           "committed_together", "commits_together", "commit_pending"]
+
+_frames: list[list[tuple[Path, Path]]] = []   # per stage being run (nested: a stage runs its inputs' stages)
 
 
 @contextlib.contextmanager
-def atomic_path(path: Path | str) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; rename it onto ``path`` on success only.
+def committed_together() -> Iterator[None]:
+    """The files this process writes through :func:`atomic_path` inside the block are renamed
+    into place when the block ends without an exception, and deleted when it raises."""
+    _frames.append([])
+    try:
+        yield
+    except BaseException:
+        for pending, _ in _frames[-1]:
+            with contextlib.suppress(OSError):
+                pending.unlink()
+        raise
+    else:
+        try:
+            commit_pending()
+        except BaseException:
+            for pending, _ in _frames[-1]:
+                with contextlib.suppress(OSError):
+                    pending.unlink()
+            raise
+    finally:
+        _frames.pop()
+
+
+def commits_together(stage: Callable) -> Callable:
+    """A stage function whose outputs are committed together (:func:`committed_together`)."""
+    @functools.wraps(stage)
+    def run(*args, **kwargs):
+        with committed_together():
+            return stage(*args, **kwargs)
+    return run
+
+
+def commit_pending() -> None:
+    """Rename this process's waiting files of the current stage into place now (before another
+    rank reads or hashes them; call it on every rank, then agree, e.g. with ``collective``)."""
+    if not _frames:
+        return
+    frame = _frames[-1]
+    frame.sort(key=lambda item: item[1].name == "stage.json")   # stable: stage.json last
+    for pending, path in frame:   # what would stop a rename, found before any is done
+        if path.is_dir():
+            raise WriteError.failed(path, IsADirectoryError(21, "Is a directory"))
+    while frame:
+        pending, path = frame[0]
+        replace_file(pending, path)
+        frame.pop(0)
+
+
+def _location(path: Path) -> Path:
+    """Where ``path``'s newest bytes are: its waiting file in this stage, or itself."""
+    path = Path(os.path.abspath(path))
+    for frame in reversed(_frames):
+        for pending, final in frame:
+            if final == path:
+                return pending
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path | str, immediate: bool = False) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` on success only
+    (inside :func:`committed_together`, at the stage's end, unless ``immediate``: a training
+    checkpoint must be in place at once).
 
     An error of the operating system while writing (full disk, quota, file-size limit, no
     permission) becomes a :class:`WriteError` naming ``path``; ``path`` keeps what it had."""
-    path = Path(path)
+    path = Path(os.path.abspath(path))
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         _remove_orphans(path)
         yield tmp
-        os.replace(tmp, path)
+        if _frames and not immediate:   # waits for the stage's end
+            pending = path.with_name(f".{path.name}.pending-{os.getpid()}")
+            os.replace(tmp, pending)
+            frame = _frames[-1]
+            frame[:] = [(p, f) for p, f in frame if f != path] + [(pending, path)]
+        else:
+            os.replace(tmp, path)
     except (OSError, RuntimeError) as error:
         if not is_write_failure(error):
             raise
@@ -55,8 +133,9 @@ def replace_file(source: Path | str, path: Path | str) -> None:
 
 
 def _remove_orphans(path: Path) -> None:
-    """Delete temporary files of ``path`` left by processes that no longer run (kill -9)."""
-    for tmp in path.parent.glob(f".{path.name}.tmp-*"):
+    """Delete temporary and waiting files of ``path`` left by processes that no longer run
+    (kill -9)."""
+    for tmp in [*path.parent.glob(f".{path.name}.tmp-*"), *path.parent.glob(f".{path.name}.pending-*")]:
         try:
             os.kill(int(tmp.name.rsplit("-", 1)[1]), 0)
         except ValueError:
@@ -97,6 +176,6 @@ def stage_is_current(directory: Path, digest: str, required: list[str]) -> bool:
 def mark_stage_done(directory: Path, digest: str, outputs: list[str] | tuple[str, ...] = (), **info) -> None:
     """Write ``stage.json``: the case hash and the sha256 of each output file it vouches for."""
     directory = Path(directory)
-    sums = {name: file_digest(directory / name) for name in outputs}
+    sums = {name: file_digest(_location(directory / name)) for name in outputs}
     with atomic_path(directory / "stage.json") as tmp:
         tmp.write_text(json.dumps({"hash": digest, "outputs": sums, **info}, indent=2, default=str) + "\n")

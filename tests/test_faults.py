@@ -47,10 +47,15 @@ def test_a_failed_stage_is_not_current_afterwards(predicted):
     toml = predicted / "case.toml"
     good = toml.read_text()
     toml.write_text(good.replace('compare = ["raw", "per-cell"]', 'compare = ["raw", "per-cell"]\nsigma = 0.5'))
+    before = (out / "predictions.h5").read_bytes()
     (out / "variants.h5").unlink()
     (out / "variants.h5").mkdir()   # the next predict cannot write its variants
     failed = run_cli(["predict", str(predicted), "--quiet"])
-    assert failed.returncode != 0
+    assert failed.returncode == 2 and "variants.h5: cannot be written" in failed.stderr
+    # the stage's outputs are committed together or not at all: predictions.h5 was written
+    # before the failure, and waited; it is gone, and the old one is as it was
+    assert (out / "predictions.h5").read_bytes() == before
+    assert not [p.name for p in out.iterdir() if ".pending-" in p.name or ".tmp-" in p.name]
     (out / "variants.h5").rmdir()
     toml.write_text(good)
     assert "predict: up to date" not in _stdout(predicted, "predict")

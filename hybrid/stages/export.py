@@ -42,7 +42,7 @@ from hybrid.constraints.variants import VARIANTS
 from hybrid.errors import CaseError
 from hybrid.export.vtu import write_vtu_series
 from hybrid.export.xdmf import field_prefix, write_time_series
-from hybrid.files import mark_stage_done, stage_is_current
+from hybrid.files import commit_pending, commits_together, mark_stage_done, stage_is_current
 from hybrid.mesh.control_volumes import balance_residual
 from hybrid.parallel import ScenarioProgress, collective, my_indices, root_print
 from hybrid.stages.predict import predict_digest, run_predict
@@ -113,6 +113,7 @@ def _vorticity_figure(case, data: dict, out: Path) -> Path:
 EXPORT_FORMATS = ("xdmf", "vtu")
 
 
+@commits_together
 def run_export(case, *, force: bool = False, train: bool = False, solver_only: bool = False,
                comm: MPI.Comm = MPI.COMM_WORLD, progress: bool = True, fmt: str = "xdmf",
                variants_file: Path | None = None, out: Path | None = None, digest: str | None = None) -> list[Path]:
@@ -187,6 +188,8 @@ def run_export(case, *, force: bool = False, train: bool = False, solver_only: b
                 write_time_series(names[j], mesh.points, mesh.cells, mesh.cell_type, data["times"], point, cell,
                                   attributes=attributes)
             bar.done()
+    with collective(comm):   # every rank's series in place before rank 0 hashes them
+        commit_pending()
     with collective(comm):
         if comm.rank == 0:
             mark_stage_done(out, digest, outputs, files=[p.name for p in names], variants=list(variants), format=fmt)

@@ -35,7 +35,7 @@ from hybrid.constraints.rows import StateLayout
 from hybrid.constraints.update import GaussianUpdate
 from hybrid.constraints.variants import boundary_rows, prediction_covariance, variant_rows
 from hybrid.errors import CaseError
-from hybrid.files import atomic_path, file_digest, mark_stage_done, stage_is_current
+from hybrid.files import atomic_path, commit_pending, commits_together, file_digest, mark_stage_done, stage_is_current
 from hybrid.mesh.control_volumes import build_control_volumes
 from hybrid.parallel import collective, root_print
 from hybrid.petsc_options import UPDATE_PREFIX, petsc_options
@@ -126,6 +126,7 @@ def constrain_arrays(case, arrays: dict, variant: str = "per-cell+boundary") -> 
     return out
 
 
+@commits_together
 def run_constrain(case, prediction: str | Path, name: str, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD,
                   progress: bool = True) -> Path:
     """Constrain FILE's prediction (collective; rank 0 does the work); returns the folder."""
@@ -145,6 +146,8 @@ def run_constrain(case, prediction: str | Path, name: str, *, force: bool = Fals
             with petsc_options(UPDATE_PREFIX, case.constraints.get("petsc_options") or {},
                                key="constraints.petsc_options", file=str(case.display_file)):
                 _constrain_on_root(case, dataset, prediction, out, digest)
+    with collective(comm):   # the series are made from variants.h5: in place first
+        commit_pending()
     from hybrid.stages.export import run_export
     run_export(case, force=True, comm=comm, progress=progress, variants_file=out / "variants.h5",
                out=out / "export", digest=digest)

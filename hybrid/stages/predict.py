@@ -27,7 +27,7 @@ import torch
 from mpi4py import MPI
 
 from hybrid.errors import CaseError
-from hybrid.files import atomic_path, mark_stage_done, stage_is_current
+from hybrid.files import atomic_path, commits_together, mark_stage_done, stage_is_current
 from hybrid.metrics import coverage, relative_l2
 from hybrid.parallel import collective, my_indices, root_print
 from hybrid.petsc_options import UPDATE_PREFIX, petsc_options
@@ -69,6 +69,7 @@ def predict_digest(case, *extra_sections: str) -> str:
             + (f"+softc{softc_weight(case):g}" if wants_softc(case) else ""))
 
 
+@commits_together
 def run_predict(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, progress: bool = True,
                 announce: bool = True) -> Path:
     if int(case.data["test"]) < 1:   # refused before the solve and the training, not after them

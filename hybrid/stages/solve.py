@@ -32,7 +32,7 @@ import numpy as np
 from mpi4py import MPI
 
 from hybrid.errors import CaseError
-from hybrid.files import atomic_path, mark_stage_done, stage_is_current
+from hybrid.files import atomic_path, commits_together, mark_stage_done, stage_is_current
 from hybrid.mesh.control_volumes import ControlVolumes, build_control_volumes
 from hybrid.mesh.meshdata import MeshData
 from hybrid.parallel import ScenarioProgress, collective, my_indices, root_print
@@ -233,6 +233,7 @@ def _write_cvs(group: h5py.Group, cv: ControlVolumes, owners: bool) -> None:
 
 SOLVE_OUTPUTS = ("dataset.h5", "control_volumes.h5")   # what solve's stage.json vouches for
 
+@commits_together
 def run_solve(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, progress: bool = True,
               announce: bool = True) -> Path:
     """Run the solve stage; returns the path of ``dataset.h5``. Collective."""

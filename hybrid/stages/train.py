@@ -20,7 +20,7 @@ import torch
 from mpi4py import MPI
 
 from hybrid.errors import CaseError
-from hybrid.files import atomic_path, mark_stage_done, replace_file, stage_is_current
+from hybrid.files import atomic_path, commit_pending, commits_together, mark_stage_done, stage_is_current
 from hybrid.mesh.control_volumes import build_control_volumes
 from hybrid.parallel import ScenarioProgress, collective, my_indices, root_print
 from hybrid.stages.solve import SOLVE_SECTIONS, periodic_pairs, read_dataset, run_solve
@@ -171,6 +171,7 @@ def _fully_periodic(case, mesh) -> bool:
     return bool(periodic) and set(mesh.boundary_names) <= periodic
 
 
+@commits_together
 def run_train(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, progress: bool = True,
               announce: bool = True) -> Path:
     """Train every member (collective), and the SoftC ensemble when the case compares
@@ -233,7 +234,7 @@ def _train_ensemble(case, out: Path, digest: str, penalty: float, label: str, pr
                 member_seconds = time.perf_counter() - member_start
                 # epochs done before a resume, and those early stopping skipped
                 bar.done(result.resumed_from + epochs - result.epochs_run)
-                save_state(_pending(out, m),   # renamed into place once every member is known good
+                save_state(out / f"member-{m}.pt",   # in place once every member is known good
                            {"digest": digest, "member": m, "model": best, "config": tset.model_config,
                             "normaliser": tset.norm.to_state(),
                             "history": torch.tensor(result.history, dtype=torch.float64)})
@@ -247,14 +248,11 @@ def _train_ensemble(case, out: Path, digest: str, penalty: float, label: str, pr
     allsum = {k: v for part in gathered for k, v in part.items()}
     diverged = sorted(m for m, s in allsum.items() if not math.isfinite(s["best_validation_rel_l2"]))
     if diverged:   # every rank raises: no stage.json, and the members of the last good training stay
-        for m in summaries:
-            _pending(out, m).unlink(missing_ok=True)
         raise CaseError(f"{label}member(s) {', '.join(map(str, diverged))} diverged: no epoch gave a finite "
                         f"validation error (lr = {case.surrogate['lr']:g}); lower the learning rate",
                         file=str(case.display_file), key="surrogate.lr")
-    with collective(comm):   # this training's members replace the last ones together
-        for m in summaries:
-            replace_file(_pending(out, m), out / f"member-{m}.pt")
+    with collective(comm):   # this training's members replace the last ones together, before rank 0 hashes them
+        commit_pending()
     with collective(comm):
         if comm.rank == 0:
             for m in sorted(allsum):
@@ -267,11 +265,6 @@ def _train_ensemble(case, out: Path, digest: str, penalty: float, label: str, pr
             mark_stage_done(out, digest, [f"member-{m}.pt" for m in range(M)],
                             members={str(k): v for k, v in allsum.items()}, ranks=comm.size,
                             training_seconds=loop_seconds)
-
-
-def _pending(out: Path, m: int) -> Path:
-    """Where a member waits until every member of its training is known to have converged."""
-    return out / f".member-{m}.pt.pending"
 
 
 def _plot_history(out: Path, M: int) -> None:

@@ -31,7 +31,7 @@ import numpy as np
 from mpi4py import MPI
 
 from hybrid.constraints.variants import VARIANTS
-from hybrid.files import atomic_path, mark_stage_done, stage_is_current
+from hybrid.files import atomic_path, commits_together, mark_stage_done, stage_is_current
 from hybrid.metrics import relative_l2, total_mass
 from hybrid.parallel import collective, root_print
 from hybrid.stages.predict import predict_digest, run_predict
@@ -51,6 +51,7 @@ MAIN_PROFILES = ("raw", "softc", "boon", "global", "per-cell", "per-cell+boundar
 BOUNDARY_PROFILES = ("raw", "boon", "per-cell+boundary")
 
 
+@commits_together
 def run_validate(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, progress: bool = True,
                  announce: bool = True) -> Path:
     """Write the report (collective; rank 0 works); returns the path of report.md."""
@@ -64,8 +65,8 @@ def run_validate(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, 
     with collective(comm):
         if comm.rank == 0:
             out.mkdir(parents=True, exist_ok=True)
-            report = _validate(case, predict_dir, out, comm.size)
-            mark_stage_done(out, digest, ["report.md", "metrics.json"], files=sorted(p.name for p in out.glob("*.png")))
+            report, figures = _validate(case, predict_dir, out, comm.size)
+            mark_stage_done(out, digest, ["report.md", "metrics.json"], files=sorted(figures))
             root_print(report, comm=comm)
     return out / "report.md"
 
@@ -79,7 +80,7 @@ def _read_variants(path: Path) -> tuple[dict, dict]:
     return variants, extra
 
 
-def _validate(case, predict_dir: Path, out: Path, ranks: int) -> str:
+def _validate(case, predict_dir: Path, out: Path, ranks: int) -> tuple[str, list[str]]:
     data = read_dataset(Path(case.output_dir) / "solve" / "dataset.h5")
     cv, _ = case_transfer(case, data)
     flow = is_flow(case)
@@ -112,7 +113,7 @@ def _validate(case, predict_dir: Path, out: Path, ranks: int) -> str:
     text = _report(case, metrics, figures, keys, note)
     with atomic_path(out / "report.md") as tmp:
         tmp.write_text(text)
-    return f"validate: {case.name}: report {out / 'report.md'}\n" + _table(scores, keys)
+    return f"validate: {case.name}: report {out / 'report.md'}\n" + _table(scores, keys), metrics["figures"]
 
 
 def _fmt(value, spec: str) -> str:

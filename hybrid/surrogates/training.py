@@ -137,12 +137,13 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
                         f"delete it or run with --force") from None
 
 
-def save_state(path: Path, state: dict) -> None:
+def save_state(path: Path, state: dict, immediate: bool = False) -> None:
     """``torch.save`` through memory, then one plain write: a full disk is an OSError naming
-    the file (torch's own writer reports it as an unexplained RuntimeError)."""
+    the file (torch's own writer reports it as an unexplained RuntimeError). ``immediate``:
+    in place at once, not at the stage's end (checkpoints)."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    with atomic_path(path) as tmp:
+    with atomic_path(path, immediate=immediate) as tmp:
         tmp.write_bytes(buffer.getbuffer())
 
 
@@ -209,9 +210,10 @@ def train_member(data: TrainingSet, member: int, seed: int, digest: str, checkpo
         done = epoch + 1
         if done % s["checkpoint_every"] == 0 or done == s["epochs"] or stopped:
             save_state(checkpoint, {"digest": digest, "member": member, "epoch": done, "model": model.state_dict(),
-                               "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                               "best_model": best_state, "best_val": best_val, "bad_epochs": bad,
-                               "history": torch.tensor(history, dtype=torch.float64)})
+                                    "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                                    "best_model": best_state, "best_val": best_val, "bad_epochs": bad,
+                                    "history": torch.tensor(history, dtype=torch.float64)},
+                       immediate=True)   # a killed run resumes from it: in place at once
         if on_epoch:
             on_epoch(done, train_loss, val)
     epochs_run = len(history)
