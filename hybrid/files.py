@@ -59,11 +59,22 @@ def committed_together() -> Iterator[None]:
 
 
 def commits_together(stage: Callable) -> Callable:
-    """A stage function whose outputs are committed together (:func:`committed_together`)."""
+    """A stage function whose outputs are committed together (:func:`committed_together`).
+
+    Every rank commits its own files, then the ranks agree (``collective`` over the stage's
+    ``comm`` keyword, COMM_WORLD by default) before any returns: a rank that goes on to the
+    next stage finds this stage's files in place, whichever rank wrote them."""
     @functools.wraps(stage)
     def run(*args, **kwargs):
+        from mpi4py import MPI
+
+        from hybrid.parallel import collective
+
         with committed_together():
-            return stage(*args, **kwargs)
+            result = stage(*args, **kwargs)
+            with collective(kwargs.get("comm") or MPI.COMM_WORLD):
+                commit_pending()
+        return result
     return run
 
 
@@ -74,7 +85,7 @@ def commit_pending() -> None:
         return
     frame = _frames[-1]
     frame.sort(key=lambda item: item[1].name == "stage.json")   # stable: stage.json last
-    for pending, path in frame:   # what would stop a rename, found before any is done
+    for _, path in frame:   # what would stop a rename, found before any is done
         if path.is_dir():
             raise WriteError.failed(path, IsADirectoryError(21, "Is a directory"))
     while frame:

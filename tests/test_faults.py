@@ -190,3 +190,30 @@ def test_a_non_finite_prediction_is_named_before_the_update(tmp_path):
     pred["flux_var"][1, 2, 0] = np.nan
     with pytest.raises(CaseError, match=r"surrogate: the ensemble's flux_var is not finite .* test scenario 1"):
         _check_finite_prediction(case, pred, tmp_path)
+
+
+@pytest.mark.parallel(nprocs=2)
+def test_a_stage_returns_on_no_rank_before_its_files_are_in_place(comm, tmp_path_factory):
+    """Outputs wait until the stage's end; rank 0 writes them, and a rank that returns from
+    the stage and reads them at once must find them (the race that hung the 2-rank cavity:
+    rank 1 read dataset.h5 before rank 0 had renamed it into place)."""
+    import time
+
+    from hybrid.files import atomic_path, commits_together
+    from hybrid.parallel import collective
+
+    folder = comm.bcast(str(tmp_path_factory.mktemp("race")) if comm.rank == 0 else None, root=0)
+    target = __import__("pathlib").Path(folder) / "out.txt"
+
+    @commits_together
+    def stage(*, comm):
+        with collective(comm):
+            if comm.rank == 0:
+                with atomic_path(target) as tmp:
+                    tmp.write_text("done")
+        if comm.rank == 0:
+            time.sleep(1.0)   # rank 0 is slow to reach the stage's end
+        return target
+
+    path = stage(comm=comm)
+    assert path.read_text() == "done"   # on every rank, at once
