@@ -14,6 +14,7 @@ import argparse
 import logging
 import os
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -98,6 +99,9 @@ def _run(args) -> int:
     from hybrid.case import load_case
 
     comm = MPI.COMM_WORLD
+    global _exit_comm
+    if comm.size > 1 and _exit_comm is None:
+        _exit_comm = comm.Dup()   # for the exit handshake alone: it matches no stage's collective
     case = load_case(args.case)
     check_output_dir(case)
     check_trainable(case, args)
@@ -162,6 +166,26 @@ def _summary(case, report, files) -> str:
     return "\n".join(lines)
 
 
+_exit_comm = None
+# how long a failed rank waits for the others before it ends the job (environment: HYBRID_EXIT_GRACE)
+EXIT_GRACE_SECONDS = float(os.environ.get("HYBRID_EXIT_GRACE", "30"))
+
+
+def _every_rank_failed_too(grace: float = EXIT_GRACE_SECONDS) -> bool:
+    """After a CaseError: whether every rank reaches the exit within ``grace`` seconds (it
+    failed too: the usual case, errors the stages share with ``collective``). A rank that
+    failed alone would leave the others waiting forever in a stage's next collective call."""
+    if _exit_comm is None:
+        return True
+    request = _exit_comm.Ibarrier()
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if request.Test():
+            return True
+        time.sleep(0.01)
+    return False
+
+
 def _exit_after_write_error() -> None:
     """Exit with code 2 now, skipping the libraries' exit handlers: HDF5 would try again to
     flush the file whose write failed, and crash (a segfault that PETSc turns into MPI_Abort)."""
@@ -199,7 +223,12 @@ def main(argv: list[str] | None = None) -> int:
         return _run(args)
     except CaseError as exc:
         if rank == 0:
-            print(f"hybrid: error: {exc}", file=sys.stderr)
+            print(f"hybrid: error: {exc}", file=sys.stderr, flush=True)
+        if not _every_rank_failed_too():   # this rank failed alone: say so, and end the job
+            if rank != 0:
+                print(f"hybrid: error (rank {rank}): {exc}", file=sys.stderr, flush=True)
+            from mpi4py import MPI
+            MPI.COMM_WORLD.Abort(EXIT_BAD_INPUT)
         if isinstance(exc, WriteError):
             _exit_after_write_error()
         return EXIT_BAD_INPUT

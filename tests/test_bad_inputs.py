@@ -131,6 +131,7 @@ CATALOGUE = [
     Fault("outputs-float", _set("time", "outputs", "2.5"), (K, "time.outputs")),
     Fault("outputs-huge", _both(_set("time", "outputs", "1000000"), _set("time", "dt", "1e-10")),
           (K, "time.outputs", "GiB")),
+    Fault("dt-tiny", _set("time", "dt", "1e-300"), (K, "time.dt", "steps")),
     Fault("theta-below-half", _set("time", "theta", "0.3"), (K, "time.theta")),
     # [data]
     Fault("train-zero", _set("data", "train", "0"), (K, "data.train")),
@@ -290,7 +291,7 @@ def test_catalogue(finished, tmp_path, fault):
 def test_the_catalogue_is_large_enough():
     """Issue 15 asks for at least 60 bad inputs and faults run through the real command (the
     catalogue above and the process faults below)."""
-    process_faults = len(FULL_DISK) + 2 + len(BAD_PREDICTIONS) + 2
+    process_faults = len(FULL_DISK) + 2 + len(BAD_PREDICTIONS) + 3
     assert len(CATALOGUE) + process_faults >= 60
     assert len({f.name for f in CATALOGUE}) == len(CATALOGUE)
 
@@ -416,3 +417,21 @@ def test_constrain_refuses_a_missing_file_and_a_bad_name(finished, tmp_path):
         proc = run_cli(["constrain", str(case), *args])
         assert proc.returncode == 2 and len(_error_lines(proc.stderr)) == 1, proc.stderr[-2000:]
         assert says in _error_lines(proc.stderr)[0]
+
+
+def test_a_mistake_found_on_one_rank_alone_ends_the_job(finished, tmp_path):
+    """A CaseError on rank 1 only would leave rank 0 in the next collective forever: rank 1
+    waits HYBRID_EXIT_GRACE seconds for the others, then says what it found and ends the job
+    with exit code 2."""
+    import subprocess
+
+    case = _copy(finished, tmp_path)
+    command = mpirun_prefix(2) + [sys.executable, str(Path(__file__).with_name("rank_local_failure.py")),
+                                  "train", str(case), "--quiet", "--force"]
+    start = time.time()
+    proc = subprocess.run(command, cwd=ROOT, env=mpi_env({"HYBRID_EXIT_GRACE": "3"}), capture_output=True,
+                          text=True, timeout=120)
+    assert time.time() - start < 100
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-3000:])
+    assert "hybrid: error (rank 1): " in proc.stderr and "surrogate.grid: a mistake only rank 1 sees" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -254,6 +254,9 @@ class _Builder:
         time = simple["time"]
         if time["dt"] > time["t_end"]:
             raise self.error("time.dt", f"{time['dt']:g} is larger than t_end = {time['t_end']:g}")
+        if time["t_end"] / time["dt"] > schema.MAX_STEPS:
+            raise self.error("time.dt", f"{time['dt']:g} makes t_end / dt = {time['t_end'] / time['dt']:.3g} steps; "
+                                        f"at most {schema.MAX_STEPS:.0e}")
         if not simple["output"]["dir"].strip():
             raise self.error("output.dir", "found an empty string, expected a directory name")
         if simple["case"]["name"] is None:

@@ -371,6 +371,8 @@ TOP_LEVEL = ("case", "mesh", "pde", "parameters", "initial", "boundary", "time",
              "data", "surrogate", "constraints", "output")
 
 
+MAX_STEPS = 1e7   # reference-solver steps of one scenario (t_end / dt) a case may ask for
+
 # keys added after results existed, whose default changes no result: at that default they are
 # left out of the stages' hashes (Case.hash), so adding them did not make every stage stale
 NEUTRAL_DEFAULTS = {("mesh", "tag_data"): None, ("solver", "petsc_options"): {},
