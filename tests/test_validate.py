@@ -82,3 +82,30 @@ def test_rerun_redoes_nothing_and_surrogate_change_redoes_train_onward(ran):
     history = json.loads((results / "train/stage.json").read_text())["members"]
     assert all(m["epochs"] == 4 for m in history.values())
     assert np.isfinite(json.loads((results / "validate/metrics.json").read_text())["variants"]["raw"]["rel_l2"])
+
+
+def test_surrogate_scores_are_also_given_inside_and_outside_the_training_span(tmp_path):
+    """Issue 13: in-range and out-of-range test parameters reported apart (metrics and report)."""
+    import json
+
+    from helpers import run_cli, small_case
+
+    case = small_case("stefan-1d", tmp_path, train=4, test=4, time={"t_end": "0.01", "outputs": "3"},
+                      surrogate={"members": "2", "epochs": "2", "grid": "16", "modes": "4", "width": "8"},
+                      constraints={"compare": '["raw", "per-cell"]'})
+    proc = run_cli(["validate", str(case), "--quiet"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    predicted = json.loads((case / "results/predict/metrics.json").read_text())
+    train_range = [s["params"]["u_star"] for s in predicted["scenarios"]]
+    by_range = json.loads((case / "results/validate/metrics.json").read_text())["surrogate"]["by_range"]
+    assert sum(r["scenarios"] for r in by_range.values()) == 4
+    import h5py
+    with h5py.File(case / "results/solve/dataset.h5") as f:
+        names = list(f["train"].attrs["parameter_names"])
+        low, high = f["train/params"][:, names.index("u_star")].min(), f["train/params"][:, names.index("u_star")].max()
+    for scenario, u_star in zip(predicted["scenarios"], train_range):
+        assert scenario["in_training_span"] == bool(low - 1e-9 <= u_star <= high + 1e-9)
+    report = (case / "results/validate/report.md").read_text()
+    assert "| all (4) |" in report
+    if len(by_range) == 2:
+        assert "parameters outside it (extrapolation)" in report

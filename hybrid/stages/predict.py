@@ -283,9 +283,23 @@ def _score(data: dict, cv, u_mean, u_var, flux_mean, surrogate_seconds) -> dict:
     # a test scenario whose parameters and initial state repeat a training one's has the solver's
     # answer in the training set: there the lookup is exact and its ratio says nothing
     repeats = bool(np.all(rel_base <= REPEAT_TOLERANCE))
+    # test parameters inside the training scenarios' span, and outside it (extrapolation), apart
+    from hybrid.stages.constrain import within_training_span
+    inside = within_training_span(train["params"], test["params"])
+    by_range = {}
+    for label, chosen in (("in_range", inside), ("out_of_range", ~inside)):
+        if chosen.any():
+            r, b = float(rel[chosen].mean()), float(rel_base[chosen].mean())
+            by_range[label] = {"scenarios": int(chosen.sum()), "rel_l2_mean": r, "rel_l2_nearest_train": b,
+                               "nearest_over_ensemble": (None if np.all(rel_base[chosen] <= REPEAT_TOLERANCE)
+                                                         else b / max(r, 1e-300)),
+                               "coverage90": coverage(u_mean[chosen, 1:], np.maximum(u_var[chosen, 1:], 1e-300),
+                                                      truth[chosen])}
+    for i, scenario in enumerate(per):
+        scenario["in_training_span"] = bool(inside[i])
     return {"rel_l2_mean": float(rel.mean()), "rel_l2_nearest_train": float(rel_base.mean()),
             "nearest_over_ensemble": None if repeats else float(rel_base.mean() / max(rel.mean(), 1e-300)),
             "coverage90": coverage(u_mean[:, 1:], np.maximum(u_var[:, 1:], 1e-300), truth),
-            "flux_rel_l2": float(flux_rel.mean()),
+            "flux_rel_l2": float(flux_rel.mean()), "by_range": by_range,
             "solver_seconds": float(np.mean(test["solve_seconds"])),
             "surrogate_seconds": float(np.mean(surrogate_seconds)), "scenarios": per}

@@ -98,6 +98,7 @@ def _validate(case, predict_dir: Path, out: Path, ranks: int) -> tuple[str, list
               "training_seconds": train_stage.get("training_seconds")}
     surrogate = {k: predicted[k] for k in ("rel_l2_mean", "rel_l2_nearest_train", "nearest_over_ensemble",
                                            "coverage90", "flux_rel_l2")}
+    surrogate["by_range"] = predicted.get("by_range", {})
     prior = {k: predicted.get(k) for k in ("variance_scales", "coverage90_uncalibrated", "flux_inflation",
                                             "validation_mse_ratio")}
     figures = []
@@ -171,11 +172,18 @@ def _report(case, m: dict, figures: list[Path], keys=METRIC_KEYS, note: str | No
              f"{t['solver_over_surrogate']:.0f} | {_fmt(t['training_seconds'], '.0f')} |", "",
              "The constraint update's time per scenario is the variants table's last column.", "",
              "## Surrogate against the nearest training scenario", "",
-             "| ensemble rel. L2 | nearest-training rel. L2 | ratio | 90% coverage | flux rel. L2 |",
-             "|---:|---:|---:|---:|---:|",
-             f"| {s['rel_l2_mean']:.4f} | {s['rel_l2_nearest_train']:.4f} | "
+             "| test scenarios | ensemble rel. L2 | nearest-training rel. L2 | ratio | 90% coverage | flux rel. L2 |",
+             "|---|---:|---:|---:|---:|---:|",
+             f"| all ({m['test_scenarios']}) | {s['rel_l2_mean']:.4f} | {s['rel_l2_nearest_train']:.4f} | "
              f"{_fmt(s['nearest_over_ensemble'], '.2f')} | "
-             f"{s['coverage90']:.2f} | {s['flux_rel_l2']:.4f} |", ""]
+             f"{s['coverage90']:.2f} | {s['flux_rel_l2']:.4f} |"]
+    for label, title in (("in_range", "parameters inside the training span"),
+                         ("out_of_range", "parameters outside it (extrapolation)")):
+        r = (s.get("by_range") or {}).get(label)
+        if r and len(s["by_range"]) > 1:
+            lines.append(f"| {title} ({r['scenarios']}) | {r['rel_l2_mean']:.4f} | {r['rel_l2_nearest_train']:.4f} | "
+                         f"{_fmt(r['nearest_over_ensemble'], '.2f')} | {r['coverage90']:.2f} | – |")
+    lines += [""]
     lines += _prior_section(m.get("prior") or {})
     if figures:
         lines += ["## Figures", ""]
