@@ -61,6 +61,10 @@ def test_noisy_trajectories_become_exact_and_closer_to_the_solver(solved, tmp_pa
     assert best["mse"] < m["raw"]["mse"] and m["per-cell"]["mse"] < m["raw"]["mse"]
     validate_keys = set(json.loads((out / "metrics.json").read_text())["variants"]["raw"])
     assert {"rel_l2", "mse", "coverage90", "log_likelihood", "crps", "update_seconds"} <= validate_keys
+    top = json.loads((out / "metrics.json").read_text())
+    assert {"case", "description", "ranks", "test_scenarios", "report_time", "front_kind", "variants", "times",
+            "surrogate", "prior", "figures"} <= set(top)
+    assert top["surrogate"]["rel_l2_mean"] == pytest.approx(m["raw"]["rel_l2"])
     assert (out / "report.md").read_text().count("| per-cell+boundary |") == 1
     assert sorted(p.name for p in (out / "export").glob("*.xdmf")) == ["test-000.xdmf", "test-001.xdmf", "test-002.xdmf"]
     again = run_cli(["constrain", str(solved), "--prediction", str(tmp_path / "noisy.h5"), "--name", "noisy"])

@@ -118,7 +118,7 @@ def run_predict(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, p
                     for flavour, values in extra.items():
                         for name, arr in values.items():
                             f[f"{flavour}/{name}"] = arr
-            metrics = _score(data, cv, pred["u_mean"], pred["u_var"], pred["flux_mean"], surrogate_seconds)
+            metrics = score_prediction(data, cv, pred["u_mean"], pred["u_var"], pred["flux_mean"], surrogate_seconds)
             metrics["variance_scales"] = None if scales is None else scales.as_dict()
             metrics["coverage90_uncalibrated"] = uncalibrated
     with collective(comm):
@@ -269,7 +269,8 @@ def _nearest_text(metrics: dict) -> str:
             f"(ratio {metrics['nearest_over_ensemble']:.2f}x)")
 
 
-def _score(data: dict, cv, u_mean, u_var, flux_mean, surrogate_seconds) -> dict:
+def score_prediction(data: dict, cv, u_mean, u_var, flux_mean, surrogate_seconds) -> dict:
+    """The surrogate-level scores of a prediction of the test scenarios (docs/metrics.md)."""
     test, train = data["test"], data["train"]
     truth = test["u"][:, 1:]
     w = np.tile(cv.volume, truth.shape[-1] // cv.num_cvs)   # a velocity's components share their volumes
