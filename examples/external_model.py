@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from mpi4py import MPI
 
-from hybrid import api
+from hybrid.stages import api
 
 comm = MPI.COMM_WORLD
 case = api.load_case(sys.argv[1] if len(sys.argv) > 1 else "cases/stefan-1d")

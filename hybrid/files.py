@@ -41,19 +41,12 @@ def committed_together() -> Iterator[None]:
     _frames.append([])
     try:
         yield
-    except BaseException:
+        commit_pending()
+    except BaseException:   # the block failed, or a rename did: what still waits is deleted
         for pending, _ in _frames[-1]:
             with contextlib.suppress(OSError):
                 pending.unlink()
         raise
-    else:
-        try:
-            commit_pending()
-        except BaseException:
-            for pending, _ in _frames[-1]:
-                with contextlib.suppress(OSError):
-                    pending.unlink()
-            raise
     finally:
         _frames.pop()
 

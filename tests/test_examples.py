@@ -37,5 +37,5 @@ def test_example_runs(tmp_path, script, ranks):
 def test_examples_use_only_the_public_api():
     for script in EXAMPLES:
         imports = [line for line in script.read_text().splitlines() if line.startswith(("import hybrid", "from hybrid"))]
-        assert imports and all(line in ("from hybrid import api",) for line in imports), (script, imports)
-    assert Path(ROOT / "hybrid" / "api.py").is_file()
+        assert imports and all(line in ("from hybrid.stages import api",) for line in imports), (script, imports)
+    assert Path(ROOT / "hybrid" / "stages" / "api.py").is_file()

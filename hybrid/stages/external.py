@@ -31,9 +31,9 @@ import numpy as np
 from mpi4py import MPI
 
 from hybrid.constraints.eliminate import states_only
-from hybrid.constraints.rows import StateLayout
+from hybrid.constraints.rows import ConstraintRows, StateLayout
 from hybrid.constraints.update import GaussianUpdate
-from hybrid.constraints.variants import boundary_rows, prediction_covariance, variant_rows
+from hybrid.constraints.variants import boundary_rows, prediction_covariance, variant_rhs, variant_rows
 from hybrid.errors import CaseError
 from hybrid.files import atomic_path, commit_pending, commits_together, file_digest, mark_stage_done, stage_is_current
 from hybrid.mesh.control_volumes import build_control_volumes
@@ -118,8 +118,9 @@ def constrain_arrays(case, arrays: dict, variant: str = "per-cell+boundary") -> 
                         f"fluxes; allowed: {', '.join(allowed)}", key="variant")
     layout = StateLayout(N, cv.num_faces, T1 - 1)
     names = test["parameter_names"]
-    rs = [_one(case, cv, layout, test, times, pred, i, dict(zip(names, map(float, test["params"][i]))), variant,
-               fluxes) for i in range(S)]
+    boundary = [boundary_rows(case, cv, layout, times, dict(zip(names, map(float, test["params"][i]))))
+                for i in range(S)]
+    rs = _variant(case, cv, layout, test, pred, variant, fluxes, boundary)
     out = _as_arrays(rs)
     out.pop("u_samples")
     out["residual"] = max((r[3] for r in rs if r[3] is not None), default=0.0)
@@ -173,10 +174,11 @@ def _constrain_on_root(case, dataset: Path, prediction: Path, out: Path, digest:
     skipped = [v for v in case.constraints["compare"] if v not in wanted]
     names = test["parameter_names"]
     params = [dict(zip(names, map(float, test["params"][i]))) for i in range(S)]
+    boundary = [boundary_rows(case, cv, layout, times, params[i]) for i in range(S)]
     results, seconds = {}, {}
     for variant in wanted:
         start = time.perf_counter()
-        results[variant] = [_one(case, cv, layout, test, times, pred, i, params[i], variant, fluxes) for i in range(S)]
+        results[variant] = _variant(case, cv, layout, test, pred, variant, fluxes, boundary)
         seconds[variant] = (time.perf_counter() - start) / S
     scored = [boundary_rows(case, cv, layout, times, params[i], derivative_rows=True) for i in range(S)]
     scores = {v: _scores(cv, test, layout, scored, rs, fluxes, seconds[v]) for v, rs in results.items()}
@@ -228,15 +230,31 @@ def _as_arrays(rs) -> dict:
             "flux_mean": np.stack([r[2] for r in rs]), "u_samples": np.zeros((len(rs), 0, rs[0][0].shape[1]))}
 
 
-def _one(case, cv, layout, test, times, pred, i, params, variant, fluxes):
-    """(u (T+1, N), var (T+1, N), flux (T, F), rows' largest residual) of scenario i."""
+def _variant(case, cv, layout, test, pred, variant: str, fluxes: bool, boundary: list) -> list:
+    """:func:`_one` for every test scenario: the variant's G built once (only b changes between
+    scenarios, :func:`~hybrid.constraints.variants.variant_rhs`) and one update plan shared."""
+    plans, built, out = {}, None, []
+    for i in range(test["u"].shape[0]):
+        rows = None
+        if variant != "raw":
+            u0, source = test["u"][i, 0], test["source"][i]
+            rows = (variant_rows(variant, cv, layout, u0, source, boundary[i]) if built is None else
+                    ConstraintRows(built.G, variant_rhs(variant, cv, layout, u0, source, boundary[i]), built.kind))
+            built = built or rows
+        out.append(_one(case, cv, layout, pred, i, variant, fluxes, rows, plans))
+    for plan in plans.values():
+        plan.destroy()
+    return out
+
+
+def _one(case, cv, layout, pred, i, variant, fluxes, rows, plans: dict):
+    """(u (T+1, N), var (T+1, N), flux (T, F), rows' largest residual) of scenario i under the
+    variant's ``rows`` (None: raw); ``plans`` holds the variant's update plan across scenarios."""
     T, N = layout.T, layout.N
     u, var = pred["u_mean"][i].copy(), pred["u_var"][i].copy()
     flux = pred["flux_mean"][i].copy() if fluxes else np.zeros((T, cv.num_faces))
-    if variant == "raw":
+    if rows is None:
         return u, var, flux, None
-    boundary = boundary_rows(case, cv, layout, times, params)
-    rows = variant_rows(variant, cv, layout, test["u"][i, 0], test["source"][i], boundary)
     covariance = case.constraints["covariance"]
     if fluxes:
         mean = layout.pack(u[1:], flux)
@@ -257,7 +275,9 @@ def _one(case, cv, layout, test, times, pred, i, params, variant, fluxes):
         diag, U = np.ones_like(var_x), None
     else:
         diag, U = prediction_covariance(var_x, dev, covariance if dev is not None else "diagonal")
-    update = GaussianUpdate(rows.G, rows.b, diag, U, float(case.constraints["sigma"]), layout=sigma_layout)
+    update = GaussianUpdate(rows.G, rows.b, diag, U, float(case.constraints["sigma"]), plan=plans.get(variant),
+                            layout=sigma_layout)
+    plans[variant] = update.plan
     m, v, _ = update.posterior(mean, 0, int(case.seed) * 1000 + i, entries=slice(0, T * N))
     update.destroy()
     residual = float(np.abs(rows.G @ m - rows.b).max() / max(np.abs(rows.b).max(), np.abs(m).max(), 1e-300))

@@ -1,6 +1,6 @@
 """The public Python API: the ``hybrid`` commands as functions, and the coupling layer on arrays.
 
-    from hybrid import api
+    from hybrid.stages import api
     case = api.load_case("cases/stefan-1d")
     dataset = api.solve(case)                      # results/solve/dataset.h5
     api.train(case); api.predict(case)             # the FNO ensemble and its constraint variants
@@ -9,7 +9,8 @@
     api.constrain(case, "mine.h5", "mine")         # results/external/mine/: report and ParaView series
     api.export(case)                               # ParaView series of the solver and the variants
 
-Every function that runs a stage is collective over ``comm`` (all ranks call it, as with
+It sits in the stage layer, beside the CLI's commands, as their Python face. Every function
+that runs a stage is collective over ``comm`` (all ranks call it, as with
 ``mpirun -n P python script.py``) and reuses a stage whose inputs did not change; mistakes
 raise :class:`hybrid.errors.CaseError` with the one message the command would print.
 """
