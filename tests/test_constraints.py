@@ -341,3 +341,83 @@ def test_plan_values_are_g_diag_gt_beyond_int32_keys():
     A0 = sp.csr_matrix((plan.values(var, 0.1), plan.pattern.indices, plan.pattern.indptr), shape=plan.pattern.shape)
     expected = (G @ sp.diags(var) @ G.T + 0.01 * sp.identity(rows)).tocsr()
     assert abs(A0 - expected).max() <= 1e-14
+
+
+def _insulated_problem(T: int = 4, cells: int = 40):
+    """A 1-D interval whose every boundary flux is known (as heat-boon-1d's): per-cell rows plus
+    the two end faces' fluxes, so the rows pin each output time's total mass."""
+    from hybrid.constraints.rows import boundary_flux_rows
+
+    cv = build_control_volumes(generate({"shape": "interval", "cells": cells, "jitter": 0.3}, seed=0), "dual")
+    layout = StateLayout(cv.num_cvs, cv.num_faces, T)
+    rng = np.random.default_rng(5)
+    ends = cv.boundary_faces
+    rows = stack_rows([conservation_rows(cv, layout, rng.standard_normal(cv.num_cvs)),
+                       boundary_flux_rows(layout, ends, rng.standard_normal((T, len(ends))))])
+    return cv, layout, rows
+
+
+def _state_mse(layout, x, truth, volume):
+    n = layout.T * layout.N
+    return float((((x[:n] - truth[:n]).reshape(layout.T, layout.N)) ** 2 * volume).sum())
+
+
+def test_outside_prior_cannot_increase_the_state_error():
+    """The prior of scenarios outside the training span: whatever the ensemble's variances and
+    errors, the update does not increase the volume-weighted state error (the projection onto
+    the rows' mass is orthogonal in that norm), while the ensemble's own variances can: a mass
+    defect they place where the error already has the other sign (heat-boon-1d's ω = 4.5)."""
+    from hybrid.constraints.selection import outside_prior
+
+    cv, layout, rows = _insulated_problem()
+    T, N = layout.T, layout.N
+    x = cv.centre[:, 0]
+    rng = np.random.default_rng(8)
+    truth = GaussianUpdate(rows.G, rows.b, 1.0).mean(rng.standard_normal(layout.size))   # meets the rows
+    worse = 0
+    for trial in range(20):
+        var = rng.uniform(0.2, 5.0, layout.size) * 1e-3
+        error = np.concatenate([rng.standard_normal(T * N) * 0.05 + rng.normal(0, 0.05), rng.standard_normal(layout.size - T * N) * 0.01])
+        if trial == 0:   # the adversarial case: excess mass, and a large negative error where the variance is large
+            state = np.where(x > 0.8, -0.5, 0.3)
+            error[:T * N] = np.tile(state, T)
+            var[:T * N] = np.tile(np.where(x > 0.8, 1e-1, 1e-4), T)
+        mu = truth + error
+        raw = _state_mse(layout, mu, truth, cv.volume)
+        own = _state_mse(layout, GaussianUpdate(rows.G, rows.b, var * np.where(np.arange(layout.size) < T * N, 1, 10)).mean(mu),
+                         truth, cv.volume)
+        diag, U = outside_prior(var, layout, cv.volume)
+        assert U is None
+        flat = diag[:T * N].reshape(T, N) * cv.volume
+        np.testing.assert_allclose(flat, flat[:, :1] * np.ones(N), rtol=1e-12)        # even over the volume
+        np.testing.assert_allclose(flat.sum(1), (var[:T * N].reshape(T, N) * cv.volume).sum(1), rtol=1e-12)
+        out = _state_mse(layout, GaussianUpdate(rows.G, rows.b, diag).mean(mu), truth, cv.volume)
+        assert out <= raw * (1 + 1e-6), (trial, out / raw)
+        worse += own > raw
+        if trial == 0:
+            assert own > 1.05 * raw and out < raw   # the ensemble's variances made it worse; the even prior did not
+    assert worse >= 1
+
+
+def test_defect_statistic_measures_the_prior_scale():
+    """rᵀ (G Σ Gᵀ)⁻¹ r / rows is 1 on average for states drawn from the prior that meet the rows,
+    s when they are drawn from s Σ (an overconfident prior); defect_scale widens by the excess
+    over the largest validation statistic, never narrows, and is 1 without validation."""
+    from hybrid.constraints.selection import defect_scale
+
+    cv, layout, rows, var, mu = _space_time_problem({"shape": "interval", "cells": 60, "jitter": 0.3}, 4, 1e-4)
+    rng = np.random.default_rng(11)
+
+    def statistic(s: float) -> float:
+        truth = mu + np.sqrt(s * var) * rng.standard_normal(layout.size)
+        update = GaussianUpdate(rows.G, rows.G @ truth, var)
+        update.mean(mu)
+        return update.defect
+
+    calibrated = [statistic(1.0) for _ in range(20)]
+    assert abs(np.mean(calibrated) - 1.0) < 0.08
+    wide = [statistic(4.0) for _ in range(5)]
+    assert 3.2 < np.mean(wide) < 4.8
+    assert defect_scale(np.mean(wide), calibrated) > 2.5
+    assert defect_scale(0.5 * min(calibrated), calibrated) == 1.0
+    assert defect_scale(10.0, []) == 1.0 and defect_scale(None, calibrated) == 1.0

@@ -56,6 +56,7 @@ def test_distributed_update_matches_serial_on_every_case(name, comm):
     if comm.rank == 0:
         scale = np.abs(expected).max()
         assert np.abs(mean - expected).max() <= 1e-8 * scale
+        assert abs(update.defect - serial.defect) <= 1e-8 * serial.defect   # the same defect statistic
         assert np.abs(samples - expected_samples).max() <= 1e-8 * np.abs(expected_samples).max()
         for result in (mean, expected, *samples):
             for kind, residual in _relative_row_residual(rows, result).items():

@@ -352,6 +352,9 @@ _section(
        choices=("raw", "hardc", "softc", "boon", "global", "per-cell", "per-cell+boundary", "known-mass")),
     _k("calibrate", "bool", True, "Scale the ensemble's state and flux variances, per output time, by the "
        "factors that maximise the validation scenarios' Gaussian likelihood, before any variant uses them."),
+    _k("defect_scale", "bool", True, "Widen a test scenario's constrained variances by the factor its rows' residual "
+       "statistic r^T (G Sigma G^T)^-1 r / rows exceeds the largest validation scenario's (never narrower; the mean "
+       "is unchanged)."),
     _k("parallel", "choice", "auto", "Under mpirun: distribute each update over the mesh partition "
        "(partition), give each rank whole scenarios (scenarios), or choose by size (auto).",
        choices=("auto", "partition", "scenarios")),

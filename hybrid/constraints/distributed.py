@@ -139,7 +139,10 @@ class DistributedUpdate:
         hold; when they do not (inconsistent rows: CG converged to a least-squares answer),
         that is an error, not a silently mis-solved constraint."""
         r = self.G_times(mu) - self.b
-        out = mu - self.sigma_times(self.Gt_times(self.solve(r)))
+        y = self.solve(r)
+        out = mu - self.sigma_times(self.Gt_times(y))
+        ry, rows = self._sum(np.array([r @ y, len(r)]))
+        self.defect = float(ry) / max(float(rows), 1.0)   # as GaussianUpdate.defect
         if self.sigma == 0:
             after = np.sqrt(self._sum(np.sum(self.residual(out) ** 2)))
             before = np.sqrt(self._sum(np.sum(r ** 2)))

@@ -9,8 +9,10 @@ fluxes absorb: a large λ leaves the states nearly as predicted except where the
 them directly (Dirichlet values, and a domain's total mass where every boundary flux is
 known, which then moves the states by the mass defect). λ is chosen from a small grid by the
 states' mean squared error on validation scenarios (no member trained on them; never the
-test scenarios), with the one-standard-error rule towards large λ; test scenarios outside
-the training parameters' span take the largest λ that made no validation scenario worse.
+test scenarios), with the one-standard-error rule towards large λ. Test scenarios outside
+the training parameters' span take the prior of :func:`outside_prior` instead, and every test
+scenario's posterior variance widens by :func:`defect_scale` when its prediction breaks the
+rows by more than the validation scenarios' did.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import numpy as np
 from hybrid.constraints.update import ConstraintError, GaussianUpdate
 from hybrid.metrics import mse
 
-__all__ = ["FLUX_INFLATIONS", "ValidationScenario", "choose_flux_inflation"]
+__all__ = ["FLUX_INFLATIONS", "OUTSIDE_INFLATION", "ValidationScenario", "choose_flux_inflation", "defect_scale",
+           "outside_prior"]
 
 FLUX_INFLATIONS = (1.0, 3.0, 10.0, 30.0, 100.0, 1e3, 1e4)   # beyond 1e4 G Σ Gᵀ loses digits (periodic domains)
 
@@ -91,3 +94,45 @@ def choose_flux_inflation(scenarios: list[ValidationScenario], volume: np.ndarra
     # for scenarios no validation scenario resembles: the largest λ that made no validation scenario worse
     safe = [lam for lam in ratios if ratios[lam].max() <= 1.0]
     return float(chosen), table, float(max(safe) if safe else chosen)
+
+
+OUTSIDE_INFLATION = 1e3   # flux inflation of test scenarios outside the training span (1e4 loses digits of the balance)
+
+
+def outside_prior(diag: np.ndarray, layout, volume: np.ndarray):
+    """(diagonal, U = None) of the prior of a test scenario outside the training parameters' span
+    (``layout``: x's StateLayout): at each output time
+    the states' variances spread evenly over the domain's volume (var_K = c_n / |K|, with the
+    same Σ_K |K| var_K as the ensemble's), the fluxes' inflated by OUTSIDE_INFLATION, no
+    ensemble part. With the fluxes this free, the rows move the states only to fix what the
+    exact rows pin down (each time's total mass where every boundary flux is known, Dirichlet
+    values), by the projection that is orthogonal in the volume-weighted norm of the MSE: up to
+    the fluxes' finite inflation it cannot increase a scenario's state error, since the solver's
+    states satisfy those rows (normal-derivative rows on values, which they satisfy only to the
+    P1 gradient's accuracy, are the exception). Measured
+    on heat-boon-1d's ω = 4.5 (outside [2.01, 3.99]): the ensemble's own variances put the mass
+    correction where the error already had the other sign (MSE ×1.12 of raw)."""
+    T, N = layout.T, layout.N
+    states = diag[:T * N].reshape(T, N)
+    density = (states * volume).sum(axis=1, keepdims=True) / volume.sum()
+    out = diag.copy()
+    out[:T * N] = (density * volume.sum() / (N * volume)).ravel()
+    out[T * N:] *= OUTSIDE_INFLATION
+    return out, None
+
+
+def defect_scale(defect: float | None, reference: list | None) -> float:
+    """The factor that widens a test scenario's constrained variance when its prediction breaks
+    the rows by more than the validation scenarios' did.
+
+    The defect statistic q = rᵀ (G Σ Gᵀ)⁻¹ r / rows of the rows' residual r = G μ − b is the
+    maximum-likelihood scale of Σ that the residual alone implies (r ~ N(0, s G Σ Gᵀ) when
+    x ~ N(μ, s Σ) and the rows hold). It needs no solution, only the physics, so a test
+    scenario has it too. The variances were calibrated on validation scenarios (inside the
+    training span); a scenario whose q exceeds the largest validation q by a factor f is
+    predicted worse than any of them, and its posterior covariance is scaled by f (never
+    narrowed: 1 otherwise). The mean does not change (it is invariant to Σ's scale)."""
+    if defect is None or not reference:
+        return 1.0
+    ref = max(reference)
+    return float(max(1.0, defect / ref)) if ref > 0 and np.isfinite(defect) else 1.0

@@ -446,7 +446,9 @@ class GaussianUpdate:
 
     def mean(self, mu: np.ndarray) -> np.ndarray:
         """μ̃ = μ − Σ Gᵀ A⁻¹ (G μ − b), with iterative refinement of the solve (G μ̃ − b is
-        exactly the solve's residual, so the rows hold to round-off)."""
+        exactly the solve's residual, so the rows hold to round-off). Sets ``defect``, the
+        prior's Mahalanobis statistic of the rows' residual, rᵀ A⁻¹ r / rows (1 in expectation
+        when x ~ N(μ, Σ) and the rows hold for x)."""
         t0 = time.perf_counter()
         r = self.G @ mu - self.b
         y = self.solve(r)
@@ -456,6 +458,7 @@ class GaussianUpdate:
                 break
             y += self.solve(left)
         out = mu - self.sigma_times(self.G.T @ y)
+        self.defect = float(r @ y) / max(len(r), 1)
         self._tick("mean", t0)
         self.mean_iterations = getattr(self._lu, "iterations", 0)
         if self.sigma == 0:

@@ -34,7 +34,8 @@ import numpy as np
 from mpi4py import MPI
 
 from hybrid.constraints.rows import ConstraintRows, StateLayout
-from hybrid.constraints.selection import ValidationScenario, choose_flux_inflation
+from hybrid.constraints.selection import (OUTSIDE_INFLATION, ValidationScenario, choose_flux_inflation, defect_scale,
+                                         outside_prior)
 from hybrid.constraints.update import GaussianUpdate, prior_deviation
 from hybrid.constraints.variants import (ENSEMBLE_VARIANTS, VARIANTS, boundary_rows, known_mass_rows, make_update,
                                          prediction_covariance, variant_rhs, variant_rows)
@@ -109,15 +110,18 @@ def run_variants(case, cv, data: dict, pred: dict | None, out_path, comm: MPI.Co
     ``validation``, the validation scenarios' ``split`` and the ensemble's ``pred`` of them,
     chooses the flux-variance inflation of :mod:`hybrid.constraints.selection`).
     Returns (the scores, the inflation chosen and its validation table) on rank 0, None elsewhere."""
-    inflation, table, safe = (_flux_inflation(case, cv, data["times"], validation)
-                              if comm.rank == 0 else (None, None, None))
-    pred, extra, inflation, table, safe = comm.bcast((pred, extra or {}, inflation, table, safe)
-                                                     if comm.rank == 0 else None, root=0)
+    inflation, table, _ = (_flux_inflation(case, cv, data["times"], validation)
+                           if comm.rank == 0 else (None, None, None))
+    wanted = requested_variants(case, extra)
+    references = (_validation_defects(case, cv, data["times"], validation, wanted, inflation)
+                  if comm.rank == 0 else None)
+    pred, extra, inflation, table, references = comm.bcast(
+        (pred, extra or {}, inflation, table, references) if comm.rank == 0 else None, root=0)
     test, times = data["test"], data["times"]
     S, T1, N = test["u"].shape
     T = T1 - 1
     # λ was chosen on validation scenarios, all inside the training parameters' span; a scenario
-    # outside it is an extrapolation no validation spoke for: it takes the λ that made none worse
+    # outside it is an extrapolation no validation spoke for: it takes the prior of outside_prior
     inside = within_training_span(data["train"]["params"], test["params"])
     layout = StateLayout(N, cv.num_faces, T)
     c = case.constraints
@@ -142,17 +146,17 @@ def run_variants(case, cv, data: dict, pred: dict | None, out_path, comm: MPI.Co
     # partition: every rank works on every scenario; scenarios: each rank on its own, serially
     mine, sub = (range(S), comm) if partition else (my_indices(S, comm), MPI.COMM_SELF)
     results, own_rows = {}, {}
-    phases_of = {}
-    wanted = [v for v in requested_variants(case, extra) if v != "known-mass" or all(k is not None for k in known)]
+    phases_of, widened = {}, {}
+    wanted = [v for v in wanted if v != "known-mass" or all(k is not None for k in known)]
     for variant in wanted:
         done, phases, plans, built = {}, {}, {}, {}
         source = extra.get(variant, pred)
         for i in mine:
             t0 = time.perf_counter()
             mean, var, diag, U = scenario_prior(source, i, layout, c["covariance"])
-            lam = inflation if inside[i] else safe
-            if source is pred and lam != 1.0:
-                diag, U = _inflate(diag, U, layout, lam)
+            where = "inside" if inside[i] else "outside"
+            if source is pred:
+                diag, U = _inflate(diag, U, layout, inflation) if inside[i] else outside_prior(diag, layout, cv.volume)
             seed = int(case.seed) * 1000 + i
             t1 = time.perf_counter()
             if variant in built:   # the variant's G is the same for every scenario: only b changes
@@ -164,20 +168,23 @@ def run_variants(case, cv, data: dict, pred: dict | None, out_path, comm: MPI.Co
                 if rows is not None:
                     built[variant] = rows
             t2 = time.perf_counter()
-            m, v, post, spent = _constrain(variant, rows, mean, var, diag, U, float(c["sigma"]), owner, sub, seed,
-                                           layout, samples, plans)
+            m, v, post, spent, defect = _constrain(variant, rows, mean, var, diag, U, float(c["sigma"]), owner, sub,
+                                                   seed, layout, samples, plans)
+            scale = defect_scale(defect, references.get(variant, {}).get(where))
             spent.update(prior=t1 - t0, rows=t2 - t1, total=time.perf_counter() - t0)
             spent["total_mean"] += t2 - t0
             for phase, seconds_spent in spent.items():
                 phases[phase] = phases.get(phase, 0.0) + seconds_spent
             if sub.rank == 0:
                 um, fm = layout.unpack(m)
-                uv = v.reshape(T, N)
+                uv = v.reshape(T, N) * scale
+                if scale != 1.0:   # the samples widen about the mean as the variance does
+                    post = m[layout.u(T)] + np.sqrt(scale) * (post - m[layout.u(T)])
                 residual = {}
                 if rows is not None:   # the exactness of the variant's own rows
                     residual_by_kind(rows, m, residual)
                 done[i] = (np.concatenate([test["u"][i, :1], um]), np.concatenate([np.zeros((1, N)), uv]), fm, post,
-                           residual)
+                           residual, (defect, scale))
         for plan in plans.values():
             plan.destroy()
         if not partition:
@@ -191,6 +198,7 @@ def run_variants(case, cv, data: dict, pred: dict | None, out_path, comm: MPI.Co
         if comm.rank == 0:
             results[variant] = tuple(np.array([done[i][k] for i in range(S)]) for k in range(4))
             own_rows[variant] = {}
+            widened[variant] = [done[i][5] for i in range(S)]
             for i in range(S):
                 for kind, value in done[i][4].items():
                     own_rows[variant][kind] = max(own_rows[variant].get(kind, 0.0), value)
@@ -221,11 +229,17 @@ def run_variants(case, cv, data: dict, pred: dict | None, out_path, comm: MPI.Co
         scores[variant].update(update_seconds=phases["total"], mean_update_seconds=phases["total_mean"],
                                update_phases={k: v for k, v in phases.items() if not k.startswith("total")},
                                row_residual=own_rows[variant], front_error=None, front_std=None)
+        if variant in references:
+            q, f = zip(*widened[variant]) if widened[variant] else ((), ())
+            scores[variant]["defect"] = {"test": [None if x is None else float(x) for x in q],
+                                         "variance_scale": [float(x) for x in f],
+                                         "validation": {where: list(map(float, r))
+                                                        for where, r in references[variant].items()}}
         if fronts:
             scores[variant]["front_error"] = float(np.mean(np.abs(fronts[variant].mean(axis=1) - true_front)))
             scores[variant]["front_std"] = float(np.mean(fronts[variant].std(axis=1)))
     return scores, {"flux_inflation": inflation, "validation_mse_ratio": table,
-                    "flux_inflation_outside_training_span": safe,
+                    "flux_inflation_outside_training_span": OUTSIDE_INFLATION,
                     "test_outside_training_span": int(np.count_nonzero(~inside))}
 
 
@@ -254,31 +268,70 @@ def _inflate(diag: np.ndarray, U: np.ndarray | None, layout: StateLayout, inflat
     return diag * scale, None if U is None else U * np.sqrt(scale)[:, None]
 
 
+def _validation_scenarios(case, cv, times: np.ndarray, validation: dict, variant: str) -> list[ValidationScenario]:
+    """The validation scenarios with a variant's rows (the prediction calibrated as the test's)."""
+    split, pred = validation["split"], validation["pred"]
+    S, T1, N = split["u"].shape
+    layout = StateLayout(N, cv.num_faces, T1 - 1)
+    names = split["parameter_names"]
+    flux = np.zeros(layout.size, bool)
+    flux[layout.T * N:] = True
+    scenarios = []
+    for i in range(S):
+        params = dict(zip(names, map(float, split["params"][i])))
+        boundary = boundary_rows(case, cv, layout, times, params)
+        known = known_mass_rows(case, cv, layout, split["u"][i, 0], params, boundary, times)
+        if variant == "known-mass" and known is None:
+            continue
+        rows = variant_rows(variant, cv, layout, split["u"][i, 0], split["source"][i], boundary, known)
+        mean, _, diag, U = scenario_prior(pred, i, layout, case.constraints["covariance"])
+        scenarios.append(ValidationScenario(rows, mean, diag, U, flux, split["u"][i, 1:]))
+    return scenarios
+
+
 def _flux_inflation(case, cv, times: np.ndarray, validation: dict | None) -> tuple[float, dict]:
     """The flux-variance inflation of the main variant chosen on the validation scenarios."""
     main = main_variant(case)
     if validation is None or main == "raw":
         return 1.0, {}, 1.0
-    split, pred = validation["split"], validation["pred"]
-    S, T1, N = split["u"].shape
-    layout = StateLayout(N, cv.num_faces, T1 - 1)
-    names = split["parameter_names"]
-    scenarios = []
-    for i in range(S):
-        params = dict(zip(names, map(float, split["params"][i])))
-        rows = variant_rows(main, cv, layout, split["u"][i, 0], split["source"][i],
-                            boundary_rows(case, cv, layout, times, params))
-        mean, _, diag, U = scenario_prior(pred, i, layout, case.constraints["covariance"])
-        flux = np.zeros(layout.size, bool)
-        flux[layout.T * N:] = True
-        scenarios.append(ValidationScenario(rows, mean, diag, U, flux, split["u"][i, 1:]))
+    scenarios = _validation_scenarios(case, cv, times, validation, main)
+    layout = StateLayout(cv.num_cvs, cv.num_faces, validation["split"]["u"].shape[1] - 1)
     return choose_flux_inflation(scenarios, cv.volume, float(case.constraints["sigma"]), layout=layout)
+
+
+def _validation_defects(case, cv, times: np.ndarray, validation: dict | None, variants, inflation: float) -> dict:
+    """{variant: {"inside" | "outside": the validation scenarios' defect statistics}}
+    (:func:`~hybrid.constraints.selection.defect_scale`) of each constrained variant under the priors of test scenarios
+    inside the training span (fluxes inflated by λ) and outside it (:func:`~hybrid.constraints.selection.outside_prior`);
+    empty without validation scenarios or with ``[constraints] defect_scale = false``."""
+    if validation is None or not case.constraints["defect_scale"]:
+        return {}
+    sigma, out = float(case.constraints["sigma"]), {}
+    layout = StateLayout(cv.num_cvs, cv.num_faces, validation["split"]["u"].shape[1] - 1)
+    for variant in variants:
+        if variant in ("raw", "hardc") or variant in ENSEMBLE_VARIANTS:
+            continue
+        scenarios, plan, out[variant] = _validation_scenarios(case, cv, times, validation, variant), None, {}
+        for where in ("inside", "outside"):
+            q = []
+            for s in scenarios:
+                diag, U = (_inflate(s.var, s.U, layout, inflation) if where == "inside"
+                           else outside_prior(s.var, layout, cv.volume))
+                update = GaussianUpdate(s.rows.G, s.rows.b, diag, U, sigma, plan=plan, layout=layout)
+                plan = update.plan
+                update.mean(s.mean)
+                q.append(update.defect)
+                update.destroy()
+            out[variant][where] = q
+        if plan is not None:
+            plan.destroy()
+    return out
 
 
 def _constrain(variant, rows, mean, var, diag, U, sigma, owner, comm, seed, layout, samples: int, plans: dict):
     """(mean of x, variance of the states, states at the report time of ``samples`` posterior
-    samples) of one scenario on rank 0 (None elsewhere), and the seconds of each phase of the
-    update. ``plans`` caches the serial update's :class:`UpdatePlan` of each variant's rows."""
+    samples) of one scenario on rank 0 (None elsewhere), the seconds of each phase of the
+    update, and the update's defect statistic (None without rows). ``plans`` caches the serial update's :class:`UpdatePlan` of each variant's rows."""
     states, final = slice(0, layout.T * layout.N), layout.u(layout.T)
 
     def prior(k: int) -> np.ndarray:
@@ -293,9 +346,9 @@ def _constrain(variant, rows, mean, var, diag, U, sigma, owner, comm, seed, layo
             phases = getattr(update, "timings", {})
         phases = {**phases, "total_mean": time.perf_counter() - t0}
         if comm.rank != 0:
-            return None, None, None, phases
+            return None, None, None, phases, None
         post = np.stack([m[final] + prior(k) for k in range(samples)]) if samples else np.zeros((0, layout.N))
-        return m, var[states], post, phases
+        return m, var[states], post, phases, None
     update = _update(variant, rows, diag, U, sigma, owner, comm, plans, layout)
     if comm.size == 1:
         m, v, post = update.posterior(mean, samples, seed, entries=states)
@@ -303,15 +356,15 @@ def _constrain(variant, rows, mean, var, diag, U, sigma, owner, comm, seed, layo
         phases["total_mean"] = phases["assemble"] + phases["factor"] + phases["mean"]
         phases["mean_iterations"] = float(update.mean_iterations)
         update.destroy()
-        return m, v, post[:, final], phases
+        return m, v, post[:, final], phases, update.defect
     m = update.gather(update.mean(mean[update.entries]))
-    phases = {"total_mean": time.perf_counter() - t0}
+    phases, defect = {"total_mean": time.perf_counter() - t0}, update.defect
     local = update.sample(update.prior_samples(mean[update.entries], VARIANCE_SAMPLES, seed), seed)
     drawn = update.gather(local)
     update.destroy()
     if comm.rank != 0:
-        return None, None, None, phases
-    return m, np.maximum(drawn.var(axis=0, ddof=1), 0.0)[states], drawn[:samples, final], phases
+        return None, None, None, phases, defect
+    return m, np.maximum(drawn.var(axis=0, ddof=1), 0.0)[states], drawn[:samples, final], phases, defect
 
 
 def _update(variant, rows, diag, U, sigma, owner, comm, plans: dict, layout=None):

@@ -31,6 +31,7 @@ import numpy as np
 from mpi4py import MPI
 
 from hybrid.constraints.variants import VARIANTS
+from hybrid.stages.constrain import main_variant
 from hybrid.files import atomic_path, commits_together, mark_stage_done, stage_is_current
 from hybrid.metrics import relative_l2, total_mass
 from hybrid.parallel import collective, root_print
@@ -100,7 +101,10 @@ def _validate(case, predict_dir: Path, out: Path, ranks: int) -> tuple[str, list
                                            "coverage90", "flux_rel_l2")}
     surrogate["by_range"] = predicted.get("by_range", {})
     prior = {k: predicted.get(k) for k in ("variance_scales", "coverage90_uncalibrated", "flux_inflation",
-                                            "validation_mse_ratio")}
+                                            "validation_mse_ratio", "flux_inflation_outside_training_span",
+                                            "test_outside_training_span")}
+    main = (predicted.get("variants") or {}).get(main_variant(case)) or {}
+    prior["defect_variance_scale"] = (main.get("defect") or {}).get("variance_scale")
     figures = []
     if case.output["figures"]:
         figures = (flow_figures(case, cv, data, variants, scores, out) if flow
@@ -154,6 +158,18 @@ def _prior_section(prior: dict) -> list[str]:
         table = ", ".join(f"λ = {k}: {v:.3f}" for k, v in (prior.get("validation_mse_ratio") or {}).items())
         lines += ["", f"Flux-variance inflation of the updates λ = {prior['flux_inflation']:g} (validation MSE of the "
                   f"main variant over the raw mean's: {table or '–'})."]
+    outside = prior.get("test_outside_training_span")
+    if outside:
+        lines += ["", f"{outside} test scenario(s) lie outside the training parameters' span: their prior spreads each "
+                  "output time's state variance evenly over the volume and multiplies the flux variances by "
+                  f"{prior['flux_inflation_outside_training_span']:g}, so the update only fixes what the exact rows "
+                  "pin down (mass, Dirichlet values) by a projection that cannot increase their state MSE."]
+    widened = [f for f in prior.get("defect_variance_scale") or [] if f > 1.0]
+    if prior.get("defect_variance_scale") is not None:
+        lines += ["", f"Defect widening: {len(widened)} of {len(prior['defect_variance_scale'])} test scenarios break "
+                  "the main variant's rows by more than every validation scenario did (statistic "
+                  "rᵀ (G Σ Gᵀ)⁻¹ r / rows); their posterior variances are widened by that factor"
+                  + (f" (largest ×{max(widened):.2f})." if widened else ".")]
     return lines + [""]
 
 
