@@ -459,6 +459,10 @@ class GaussianUpdate:
             y += self.solve(left)
         out = mu - self.sigma_times(self.G.T @ y)
         self.defect = float(r @ y) / max(len(r), 1)
+        if self.sigma == 0:   # Σ Gᵀ y's round-off (large with inflated fluxes) left in G μ̃ − b: project it out once
+            left = self.residual(out)
+            if np.abs(left).max() > 1e-15 * max(np.abs(r).max(), np.abs(self.b).max()):
+                out -= self.sigma_times(self.G.T @ self.solve(left))
         self._tick("mean", t0)
         self.mean_iterations = getattr(self._lu, "iterations", 0)
         if self.sigma == 0:
