@@ -224,17 +224,18 @@ def test_fast_update_matches_the_dense_reference(method, ensemble):
         np.testing.assert_allclose(fresh.mean(mu), upd.mean(mu), rtol=0, atol=1e-12 * scale)
 
 
+@pytest.mark.parametrize("samples", [0, 20, 150])
 @pytest.mark.parametrize("flux_var", [1e-8, 1e-5])
-def test_probed_variance_is_within_its_stated_error(flux_var):
+def test_probed_variance_is_within_its_stated_error(flux_var, samples):
     """The probe estimate of the posterior variance against the exact diagonal: relative RMS
     error over the states ≤ 5% (the estimate's own error, the stopping rule's input, is within
     a factor 2 of the true one), zero where a Dirichlet row fixes the value, and one block solve
-    of posterior samples that meet the rows."""
+    of posterior samples that meet the rows, whatever their number."""
     cv, layout, rows, var, mu = _space_time_problem({"shape": "interval", "cells": 100, "jitter": 0.3}, 10, flux_var)
     states = slice(0, layout.T * layout.N)
     upd = GaussianUpdate(rows.G, rows.b, var, layout=layout)
     exact = upd.variance(exact=True)[states]
-    m, v, post = upd.posterior(mu, 20, seed=4, probes=1024, entries=states)
+    m, v, post = upd.posterior(mu, samples, seed=4, probes=1024, entries=states)
     # the error measure of the stopping rule: relative to the variance, or to 1% of the prior
     # where the rows all but fix the entry
     from hybrid.constraints.update import PINNED
@@ -246,8 +247,10 @@ def test_probed_variance_is_within_its_stated_error(flux_var):
     assert 0.5 * rms <= stated <= 2.0 * rms, (stated, rms)
     fixed = exact <= 1e-12
     assert fixed.any() and np.abs(v[fixed]).max() <= 1e-6 * var.max()
-    full = GaussianUpdate(rows.G, rows.b, var, layout=layout).posterior(mu, 20, seed=4, probes=0)[2]
-    assert post.shape == (20, layout.T * layout.N)
+    full = GaussianUpdate(rows.G, rows.b, var, layout=layout).posterior(mu, max(samples, 20), seed=4, probes=0)[2]
+    assert post.shape == (samples, layout.T * layout.N)
+    if samples:   # the returned samples are the full posterior samples' states
+        np.testing.assert_allclose(post, full[:samples, states], rtol=0, atol=1e-12 * np.abs(full).max())
     assert np.abs(full @ rows.G.T - rows.b).max() <= 1e-9 * np.abs(rows.b).max()
     np.testing.assert_allclose(m, dense_update(mu, rows.G, rows.b, np.diag(var), 0.0)[0], rtol=0,
                                atol=1e-10 * np.abs(m).max())
