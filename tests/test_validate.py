@@ -50,6 +50,13 @@ def test_report_tables_metrics_and_figures(ran):
     prior = metrics["prior"]
     assert len(prior["variance_scales"]["state"]) == 4 and all(v > 0 for v in prior["variance_scales"]["flux"])
     assert prior["flux_inflation"] in [float(k) for k in prior["validation_mse_ratio"]]
+    # every test scenario's defect statistic, and the widening it gave (never a narrowing)
+    defect = variants["per-cell+boundary"]["defect"]
+    S = metrics["test_scenarios"]
+    assert len(defect["test"]) == len(defect["variance_scale"]) == len(prior["defect_variance_scale"]) == S
+    assert all(f >= 1.0 for f in defect["variance_scale"]) and all(q > 0 for q in defect["test"])
+    assert set(defect["validation"]) == {"inside", "outside"} and all(q > 0 for q in defect["validation"]["inside"])
+    assert prior["test_outside_training_span"] >= 1   # u* = 0.5 lies below the training range
     assert metrics["front_kind"] == "position" and variants["raw"]["front_error"] >= 0
     for name in ("mass.png", "profiles.png", "front.png", "error.png"):
         assert (out / name).stat().st_size > 10_000, name
@@ -58,6 +65,7 @@ def test_report_tables_metrics_and_figures(ran):
     tables_end = report.index("## Figures")
     assert "| variant | rel. L2 |" in report[:tables_end] and "| per-cell+boundary |" in report
     assert "## Prior calibration (validation split)" in report[:tables_end]
+    assert "outside the training parameters' span" in report and "Defect widening:" in report
     assert "![mass](mass.png)" in report[tables_end:]
     # the summary of hybrid run names the report and the ParaView files
     assert "report.md" in first.stdout and "ParaView" in first.stdout and ".xdmf" in first.stdout
