@@ -22,45 +22,22 @@ scenario baseline's. Default OUT: ``docs/figures``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import re
-import subprocess
+import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from case_copies import ROOT, copy_case, predict  # noqa: E402
 
 
-def _copy(src: Path, work: Path, n: int) -> Path:
-    """The case with n training scenarios, under WORK/cases (WORK/meshes links the shipped meshes,
-    so a case's ``../../meshes/`` path still resolves)."""
-    (work / "cases").mkdir(parents=True, exist_ok=True)
-    meshes = work / "meshes"
-    if not meshes.exists():
-        meshes.symlink_to(ROOT / "meshes")
-    case = work / "cases" / f"{src.name}-n{n}"
-    case.mkdir(exist_ok=True)
-    text = (src / "case.toml").read_text()
-    text = re.sub(r"^train = \d+", f"train = {n}", text, flags=re.M)
-    text = re.sub(r"^compare = .*$", 'compare = ["raw", "per-cell"]', text, flags=re.M)
-    target = case / "case.toml"
-    if not target.exists() or target.read_text() != text:
-        target.write_text(text)
-    return case
-
-
-def _run(case: Path) -> dict:
-    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
-    hybrid = str(ROOT / ".venv" / "bin" / "hybrid")
-    subprocess.run(["mpirun", "-n", "2", hybrid, "predict", str(case), "--quiet"], check=True, env=env)
-    metrics = json.loads((case / "results" / "predict" / "metrics.json").read_text())
-    train = json.loads((case / "results" / "train" / "stage.json").read_text())
+def _run(src: Path, work: Path, n: int) -> dict:
+    metrics = predict(copy_case(src, work, f"{src.name}-n{n}", {("data", "train"): str(n)}))
     v = metrics["variants"]
     main = "per-cell+boundary" if "per-cell+boundary" in v else "per-cell"
     return {"raw": v["raw"]["rel_l2"], "constrained": v[main]["rel_l2"], "variant": main,
             "mse_ratio": v[main]["mse"] / max(v["raw"]["mse"], 1e-300),
             "nearest": metrics["rel_l2_nearest_train"], "coverage_raw": v["raw"]["coverage90"],
-            "coverage": v[main]["coverage90"], "training_seconds": train.get("training_seconds")}
+            "coverage": v[main]["coverage90"], "training_seconds": metrics["train_stage"].get("training_seconds")}
 
 
 def _figure(results: dict, path: Path) -> None:
@@ -116,7 +93,7 @@ def main() -> None:
         for n in args.counts:
             if two_d and n > args.largest_2d:
                 continue
-            results[name][n] = _run(_copy(src, args.work, n))
+            results[name][n] = _run(src, args.work, n)
             r = results[name][n]
             print(f"{name} n={n}: raw {r['raw']:.4f}, {r['variant']} {r['constrained']:.4f} "
                   f"(MSE ×{r['mse_ratio']:.3f}), nearest {r['nearest']:.4f}", flush=True)

@@ -1,0 +1,84 @@
+"""Why the sharp-front and wave surrogates barely beat the nearest training scenario: one
+change at a time to the shipped surrogate settings, scored inside and outside the training
+parameters' span.
+
+    .venv/bin/python benchmarks/surrogate_ablation.py [--cases stefan-1d wave-1d] [--work DIR] [--out DIR]
+
+Each variant is a copy of the shipped case with one ``[surrogate]`` (or ``[data]``) change,
+``compare`` reduced to raw and per-cell, run through ``mpirun -n 2 hybrid predict``; the
+test scenarios are the shipped ones. Writes ``OUT/surrogate_ablation.md`` (default OUT:
+``docs/figures``): the raw ensemble's relative L2 over all test scenarios, inside and outside
+the training span, the nearest training scenario's, their ratio, and the training seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from case_copies import ROOT, copy_case, predict  # noqa: E402
+
+VARIANTS = {
+    "as shipped": {},
+    "grid 256": {("surrogate", "grid"): "256"},
+    "modes 32": {("surrogate", "modes"): "32"},
+    "width 64": {("surrogate", "width"): "64"},
+    "6 layers": {("surrogate", "layers"): "6"},
+    "lr 3e-3": {("surrogate", "lr"): "3e-3"},
+    "3x epochs": None,   # filled per case: three times its epochs and patience
+    "4x scenarios": None,
+}
+
+
+def _edits(name: str, text: str) -> dict:
+    import re
+
+    if name == "3x epochs":
+        epochs = int(re.search(r"^epochs = (\d+)", text, flags=re.M).group(1))
+        patience = int(re.search(r"^patience = (\d+)", text, flags=re.M).group(1))
+        return {("surrogate", "epochs"): str(3 * epochs), ("surrogate", "patience"): str(3 * patience)}
+    if name == "4x scenarios":
+        return {("data", "train"): str(4 * int(re.search(r"^train = (\d+)", text, flags=re.M).group(1)))}
+    return VARIANTS[name]
+
+
+def _row(case: str, name: str, m: dict) -> str:
+    br = m.get("by_range") or {}
+
+    def part(key: str) -> str:
+        r = br.get(key)
+        if not r:
+            return "– | –"
+        return f"{r['rel_l2_mean']:.4f} | {r['rel_l2_nearest_train'] / r['rel_l2_mean']:.2f}×"
+    seconds = m["train_stage"].get("training_seconds")
+    return (f"| {case} | {name} | {m['rel_l2_mean']:.4f} | {m['rel_l2_nearest_train'] / m['rel_l2_mean']:.2f}× | "
+            f"{part('in_range')} | {part('out_of_range')} | {m['coverage90']:.2f} | "
+            f"{'–' if seconds is None else f'{seconds:.0f}'} |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cases", nargs="+", default=["stefan-1d", "wave-1d"])
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    ap.add_argument("--work", type=Path, default=Path("/tmp/hybrid-surrogate-ablation"))
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "figures")
+    args = ap.parse_args()
+    lines = ["| case | surrogate | rel. L2 | nearest / ensemble | in range | nearest / ensemble | out of range | "
+             "nearest / ensemble | coverage | training s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for case in args.cases:
+        src = ROOT / "cases" / case
+        text = (src / "case.toml").read_text()
+        for name in args.variants:
+            slug = name.replace(" ", "-").replace("(", "").replace(")", "")
+            m = predict(copy_case(src, args.work, f"{case}-{slug}", _edits(name, text)))
+            lines.append(_row(case, name, m))
+            print(lines[-1], flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "surrogate_ablation.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
