@@ -394,6 +394,12 @@ def test_outside_prior_cannot_increase_the_state_error():
         flat = diag[:T * N].reshape(T, N) * cv.volume
         np.testing.assert_allclose(flat, flat[:, :1] * np.ones(N), rtol=1e-12)        # even over the volume
         np.testing.assert_allclose(flat.sum(1), (var[:T * N].reshape(T, N) * cv.volume).sum(1), rtol=1e-12)
+        # an ensemble covariance (floor + U Uᵀ) keeps its marginal variance's total, not the floor's
+        members = rng.standard_normal((layout.size, 3)) * np.sqrt(var)[:, None]
+        diag_e, U_e = outside_prior(np.full(layout.size, 1e-12), layout, cv.volume, members)
+        assert U_e is None
+        np.testing.assert_allclose((diag_e[:T * N].reshape(T, N) * cv.volume).sum(1),
+                                   ((1e-12 + (members[:T * N] ** 2).sum(1)).reshape(T, N) * cv.volume).sum(1), rtol=1e-12)
         out = _state_mse(layout, GaussianUpdate(rows.G, rows.b, diag).mean(mu), truth, cv.volume)
         assert out <= raw * (1 + 1e-6), (trial, out / raw)
         worse += own > raw

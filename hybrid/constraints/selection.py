@@ -99,23 +99,26 @@ def choose_flux_inflation(scenarios: list[ValidationScenario], volume: np.ndarra
 OUTSIDE_INFLATION = 1e3   # flux inflation of test scenarios outside the training span (1e4 loses digits of the balance)
 
 
-def outside_prior(diag: np.ndarray, layout, volume: np.ndarray):
+def outside_prior(diag: np.ndarray, layout, volume: np.ndarray, U: np.ndarray | None = None):
     """(diagonal, U = None) of the prior of a test scenario outside the training parameters' span
-    (``layout``: x's StateLayout): at each output time
-    the states' variances spread evenly over the domain's volume (var_K = c_n / |K|, with the
-    same Σ_K |K| var_K as the ensemble's), the fluxes' inflated by OUTSIDE_INFLATION, no
-    ensemble part. With the fluxes this free, the rows move the states only to fix what the
-    exact rows pin down (each time's total mass where every boundary flux is known, Dirichlet
-    values), by the projection that is orthogonal in the volume-weighted norm of the MSE: up to
-    the fluxes' finite inflation it cannot increase a scenario's state error, since the solver's
-    states satisfy those rows (normal-derivative rows on values, which they satisfy only to the
-    P1 gradient's accuracy, are the exception). Measured
-    on heat-boon-1d's ω = 4.5 (outside [2.01, 3.99]): the ensemble's own variances put the mass
-    correction where the error already had the other sign (MSE ×1.12 of raw)."""
+    (``layout``: x's StateLayout). At each output time the states' variances are spread evenly
+    over the domain's volume (var_K = c_n / |K|, with the same Σ_K |K| var_K as the prior's
+    marginal variances: diag plus U's row sums of squares), the fluxes' are multiplied by
+    OUTSIDE_INFLATION, and there is no ensemble part.
+
+    With the fluxes this free, the rows move the states only to fix what the exact rows pin down
+    (each time's total mass where every boundary flux is known, Dirichlet values), by the
+    projection that is orthogonal in the volume-weighted norm of the MSE. Up to the fluxes'
+    finite inflation it cannot increase a scenario's state error, since the solver's states
+    satisfy those rows (normal-derivative rows on values, which they satisfy only to the P1
+    gradient's accuracy, are the exception). Measured on heat-boon-1d's ω = 4.5 (outside
+    [2.01, 3.99]): the ensemble's own variances put the mass correction where the error already
+    had the other sign (MSE ×1.12 of raw)."""
     T, N = layout.T, layout.N
-    states = diag[:T * N].reshape(T, N)
+    marginal = diag if U is None else diag + (U ** 2).sum(axis=1)
+    states = marginal[:T * N].reshape(T, N)
     density = (states * volume).sum(axis=1, keepdims=True) / volume.sum()
-    out = diag.copy()
+    out = marginal.copy()
     out[:T * N] = (density * volume.sum() / (N * volume)).ravel()
     out[T * N:] *= OUTSIDE_INFLATION
     return out, None

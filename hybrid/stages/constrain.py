@@ -156,7 +156,7 @@ def run_variants(case, cv, data: dict, pred: dict | None, out_path, comm: MPI.Co
             mean, var, diag, U = scenario_prior(source, i, layout, c["covariance"])
             where = "inside" if inside[i] else "outside"
             if source is pred:
-                diag, U = _inflate(diag, U, layout, inflation) if inside[i] else outside_prior(diag, layout, cv.volume)
+                diag, U = _inflate(diag, U, layout, inflation) if inside[i] else outside_prior(diag, layout, cv.volume, U)
             seed = int(case.seed) * 1000 + i
             t1 = time.perf_counter()
             if variant in built:   # the variant's G is the same for every scenario: only b changes
@@ -316,7 +316,7 @@ def _validation_defects(case, cv, times: np.ndarray, validation: dict | None, va
             q = []
             for s in scenarios:
                 diag, U = (_inflate(s.var, s.U, layout, inflation) if where == "inside"
-                           else outside_prior(s.var, layout, cv.volume))
+                           else outside_prior(s.var, layout, cv.volume, s.U))
                 update = GaussianUpdate(s.rows.G, s.rows.b, diag, U, sigma, plan=plan, layout=layout)
                 plan = update.plan
                 update.mean(s.mean)
