@@ -57,6 +57,9 @@ def test_report_tables_metrics_and_figures(ran):
     assert all(f >= 1.0 for f in defect["variance_scale"]) and all(q > 0 for q in defect["test"])
     assert set(defect["validation"]) == {"inside", "outside"} and all(q > 0 for q in defect["validation"]["inside"])
     assert prior["test_outside_training_span"] >= 1   # u* = 0.5 lies below the training range
+    # the plan every scenario shares is timed once, apart from the per-scenario phases
+    assert variants["per-cell+boundary"]["plan_seconds"] > 0 and "plan" not in variants["per-cell+boundary"]["update_phases"]
+    assert variants["per-cell+boundary"]["mean_update_seconds"] <= variants["per-cell+boundary"]["update_seconds"]
     assert metrics["front_kind"] == "position" and variants["raw"]["front_error"] >= 0
     for name in ("mass.png", "profiles.png", "front.png", "error.png"):
         assert (out / name).stat().st_size > 10_000, name
