@@ -269,3 +269,21 @@ def test_heteroscedastic_members_add_their_own_variance(tiny_case, tmp_path):
     assert (flux_var > (flux_dev ** 2).sum(axis=1) / (flux_dev.shape[1] - 1)).all()
     member = torch.load(case / "results" / "train" / "member-0.pt", weights_only=True)
     assert member["config"]["heteroscedastic"] and member["config"]["variance_channels"] == 4 + 4
+
+
+@pytest.mark.parametrize("kind, params", [("constant", {"k": 0.3}), ("power", {"m": 2.5}),
+                                          ("stefan", {"u_star": 0.5, "k_max": 1.0, "k_min": 0.1, "smoothing": 0.05}),
+                                          ("stefan", {"u_star": 0.5, "k_max": 2.0, "k_min": 0.0, "smoothing": 0.0})])
+def test_softc_conductivity_is_the_solvers(kind, params):
+    """SoftC's k(u) in torch is the solver's k(u) in numpy, the sharp Stefan step included."""
+    import torch
+
+    from hybrid.solvers.gpme import Conductivity
+    from hybrid.surrogates.softc import conductivity_torch
+
+    u = np.concatenate([np.linspace(-0.5, 1.5, 401), [0.5, 0.45, 0.55]])
+    expected = Conductivity(kind, **params)(u)[0]
+    got = conductivity_torch(kind, {k: torch.tensor(v, dtype=torch.float64) for k, v in params.items()})(
+        torch.as_tensor(u))
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-12, atol=1e-14)
+

@@ -34,7 +34,9 @@ def conductivity_torch(kind: str, p: dict[str, torch.Tensor]) -> Callable[[torch
         return lambda u: torch.clamp(u, min=0.0) ** p["m"]
 
     def stefan(u):
-        s = torch.clamp((u - p["u_star"] + p["smoothing"]) / (2 * p["smoothing"]), 0.0, 1.0)
+        eps = torch.as_tensor(p["smoothing"], dtype=u.dtype, device=u.device)
+        s = torch.clamp((u - p["u_star"] + eps) / (2 * torch.where(eps > 0, eps, torch.ones_like(eps))), 0.0, 1.0)
+        s = torch.where(eps > 0, s, (u >= p["u_star"]).to(u.dtype))   # ε = 0: the sharp step, as the solver's
         return p["k_min"] + (p["k_max"] - p["k_min"]) * s * s * (3 - 2 * s)
     return stefan
 
