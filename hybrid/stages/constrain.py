@@ -46,7 +46,7 @@ from hybrid.metrics import (coverage, crps_gaussian, gaussian_log_likelihood, ma
                             relative_l2, variance_floor)
 
 __all__ = ["requested_variants", "main_variant", "run_variants", "variant_scores", "front_threshold", "front_measure", "FRONT_SAMPLES",
-           "residual_by_kind"]
+           "residual_by_kind", "read_variants"]
 
 FRONT_SAMPLES = 100       # posterior samples per scenario kept for the front histogram
 VARIANCE_SAMPLES = 200    # Matheron samples estimating the posterior variance of large (or distributed) updates
@@ -429,3 +429,17 @@ def residual_by_kind(rows, x: np.ndarray, into: dict) -> None:
     rel = np.abs(G @ x - rows.b) / np.maximum(row_scale, 1e-300)
     for kind in np.unique(rows.kind):
         into[str(kind)] = max(into.get(str(kind), 0.0), float(rel[rows.kind == kind].max()))
+
+
+def read_variants(path, datasets: tuple | None = None) -> tuple[dict, dict]:
+    """The one reader of ``variants.h5`` (scalar and flow): ({variant: {dataset: array}} in the
+    ablation table's order, then any other group by name; {front_true, front_kind,
+    report_time}). ``datasets``: read only these, and only groups that have them all."""
+    with h5py.File(path, "r") as f:
+        groups = [k for k, g in f.items() if isinstance(g, h5py.Group) and
+                  (datasets is None or all(d in g for d in datasets))]
+        groups.sort(key=lambda v: (VARIANTS.index(v) if v in VARIANTS else len(VARIANTS), v))
+        variants = {k: {d: f[k][d][()] for d in (datasets or f[k])} for k in groups}
+        extra = {"front_true": f["front_true"][()] if "front_true" in f else None,
+                 "front_kind": str(f.attrs.get("front_kind", "")), "report_time": float(f.attrs["report_time"])}
+    return variants, extra

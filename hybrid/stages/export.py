@@ -34,17 +34,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import h5py
 import numpy as np
 from mpi4py import MPI
 
-from hybrid.constraints.variants import VARIANTS
 from hybrid.errors import CaseError
 from hybrid.export.vtu import write_vtu_series
 from hybrid.export.xdmf import field_prefix, write_time_series
 from hybrid.files import commit_pending, commits_together, mark_stage_done, stage_is_current
 from hybrid.mesh.control_volumes import balance_residual
 from hybrid.parallel import ScenarioProgress, collective, my_indices, root_print
+from hybrid.stages.constrain import read_variants as read_variant_groups
 from hybrid.stages.predict import predict_digest, run_predict
 from hybrid.stages.solve import SOLVE_SECTIONS, read_dataset, run_solve
 
@@ -71,12 +70,7 @@ def cv_fields(kind: str, cvd: dict, fields: dict[str, np.ndarray]) -> tuple[dict
 def read_variants(path: Path | str) -> dict[str, dict[str, np.ndarray]]:
     """The variants of ``variants.h5``: ``{name: {u_mean, u_var, flux_mean}}`` in the ablation
     table's order; groups without those datasets and every other dataset are skipped."""
-    out = {}
-    with h5py.File(path, "r") as f:
-        names = [k for k, g in f.items() if isinstance(g, h5py.Group) and all(d in g for d in _VARIANT_DATASETS)]
-        names.sort(key=lambda v: (VARIANTS.index(v) if v in VARIANTS else len(VARIANTS), v))
-        for name in names:
-            out[name] = {d: f[name][d][()] for d in _VARIANT_DATASETS}
+    out = read_variant_groups(path, _VARIANT_DATASETS)[0]
     prefixes = [field_prefix(v) for v in out]
     if len(set(prefixes)) != len(prefixes):
         raise ValueError(f"{path}: variants {list(out)} map to clashing array names {prefixes}")

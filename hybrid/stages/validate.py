@@ -26,12 +26,10 @@ import datetime
 import json
 from pathlib import Path
 
-import h5py
 import numpy as np
 from mpi4py import MPI
 
-from hybrid.constraints.variants import VARIANTS
-from hybrid.stages.constrain import main_variant
+from hybrid.stages.constrain import main_variant, read_variants
 from hybrid.files import atomic_path, commits_together, mark_stage_done, stage_is_current
 from hybrid.metrics import relative_l2, total_mass
 from hybrid.parallel import collective, root_print
@@ -72,15 +70,6 @@ def run_validate(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, 
     return out / "report.md"
 
 
-def _read_variants(path: Path) -> tuple[dict, dict]:
-    with h5py.File(path, "r") as f:
-        order = [k for k in VARIANTS if k in f] + sorted(k for k in f if isinstance(f[k], h5py.Group) and k not in VARIANTS)
-        variants = {k: {name: f[k][name][()] for name in f[k]} for k in order}
-        extra = {"front_true": f["front_true"][()] if "front_true" in f else None,
-                 "front_kind": str(f.attrs.get("front_kind", "")), "report_time": float(f.attrs["report_time"])}
-    return variants, extra
-
-
 def _validate(case, predict_dir: Path, out: Path, ranks: int) -> tuple[str, list[str]]:
     data = read_dataset(Path(case.output_dir) / "solve" / "dataset.h5")
     cv, _ = case_transfer(case, data)
@@ -89,7 +78,7 @@ def _validate(case, predict_dir: Path, out: Path, ranks: int) -> tuple[str, list
         from hybrid.stages.flow import FLOW_METRIC_KEYS, FLOW_NOTE, flow_figures
         data = flow_view(data)
     keys, note = (FLOW_METRIC_KEYS, FLOW_NOTE) if flow else (METRIC_KEYS, None)
-    variants, extra = _read_variants(predict_dir / "variants.h5")
+    variants, extra = read_variants(predict_dir / "variants.h5")
     predicted = json.loads((predict_dir / "metrics.json").read_text())
     scores = {name: predicted["variants"][name] for name in variants}   # scored once, by predict
     train_stage = json.loads((Path(case.output_dir) / "train" / "stage.json").read_text())
