@@ -15,24 +15,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _set(text: str, key: str, value: str) -> str:
-    if re.search(rf"^{key} = ", text, flags=re.M):
-        return re.sub(rf"^{key} = .*$", f"{key} = {value}", text, flags=re.M)
-    if "[surrogate]" not in text:
-        text += "\n[surrogate]\n"
-    return text.replace("[surrogate]\n", f"[surrogate]\n{key} = {value}\n", 1)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from case_copies import ROOT, set_key  # noqa: E402
 
 
 def main() -> None:
@@ -47,9 +40,10 @@ def main() -> None:
         case = Path(tmp) / src.name
         case.mkdir()
         text = (src / "case.toml").read_text().replace('file = "../../meshes/', f'file = "{ROOT}/meshes/')
-        text = _set(_set(_set(text, "epochs", str(args.epochs)), "members", "2"), "patience", str(args.epochs + 1))
-        text = re.sub(r"^train = \d+", "train = 40", text, flags=re.M)
-        text = re.sub(r"^test = \d+", "test = 8", text, flags=re.M)
+        for (section, key), value in {("surrogate", "epochs"): str(args.epochs), ("surrogate", "members"): "2",
+                                      ("surrogate", "patience"): str(args.epochs + 1), ("data", "train"): "40",
+                                      ("data", "test"): "8"}.items():
+            text = set_key(text, section, key, value)
         (case / "case.toml").write_text(text)
         subprocess.run([hybrid, "solve", str(case), "--quiet"], check=True, env=env, capture_output=True)
         per_epoch = {}

@@ -61,8 +61,9 @@ def choose_flux_inflation(scenarios: list[ValidationScenario], volume: np.ndarra
 
     Returns:
         (λ, {λ: mean over validation scenarios of the MSE ratio to the unconstrained mean},
-        the largest λ under which no validation scenario got worse, for scenarios outside the
-        training range); λ = 1 when there is no validation scenario.
+        the largest λ under which no validation scenario got worse: a diagnostic, since test
+        scenarios outside the training range take :func:`outside_prior`); λ = 1 when there is
+        no validation scenario.
     """
     if not scenarios:
         return 1.0, {}, 1.0
@@ -91,7 +92,7 @@ def choose_flux_inflation(scenarios: list[ValidationScenario], volume: np.ndarra
     se = lambda lam: diff(lam).std(ddof=1) / np.sqrt(len(scenarios)) if len(scenarios) > 1 else 0.0
     chosen = max(lam for lam in ratios if diff(lam).mean() <= se(lam))
     table = {f"{lam:g}": float(r.mean()) for lam, r in ratios.items()}
-    # for scenarios no validation scenario resembles: the largest λ that made no validation scenario worse
+    # the largest λ that made no validation scenario worse
     safe = [lam for lam in ratios if ratios[lam].max() <= 1.0]
     return float(chosen), table, float(max(safe) if safe else chosen)
 

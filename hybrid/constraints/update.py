@@ -250,6 +250,15 @@ class UpdatePlan:
             out[self.diagonal] += sigma ** 2
         return out
 
+    def prepare(self, var, sigma: float = 0.0) -> None:
+        """Build what the plan keeps for every later solve (the Cholesky's ordering and symbolic
+        factorisation, or the PCG preconditioner's) on these variances, so that the scenarios'
+        updates on the plan do numeric work only."""
+        values = self.values(np.broadcast_to(np.asarray(var, np.float64), (self.G.shape[1],)), sigma)
+        solver = self.solver(values)
+        if self.method == "cg-amg":   # CG + AMG keeps nothing on the plan
+            solver.destroy()
+
     def _exact(self, values: np.ndarray) -> "_CholeskySolver":
         if self._solver is None:
             self._solver = _CholeskySolver(self.pattern)
@@ -460,13 +469,15 @@ class GaussianUpdate:
         out = mu - self.sigma_times(self.G.T @ y)
         self.defect = float(r @ y) / max(len(r), 1)
         if self.sigma == 0:   # Σ Gᵀ y's round-off (large with inflated fluxes) left in G μ̃ − b: project it out once
+            scale = max(np.abs(r).max(), np.abs(self.b).max(), 1e-300)
             left = self.residual(out)
-            if np.abs(left).max() > 1e-15 * max(np.abs(r).max(), np.abs(self.b).max()):
+            if np.abs(left).max() > 1e-15 * scale:
                 out -= self.sigma_times(self.G.T @ self.solve(left))
+                left = self.residual(out)
         self._tick("mean", t0)
         self.mean_iterations = getattr(self._lu, "iterations", 0)
         if self.sigma == 0:
-            after, scale = np.abs(self.residual(out)).max(), max(np.abs(r).max(), np.abs(self.b).max(), 1e-300)
+            after = np.abs(left).max()
             if not np.isfinite(after) or after > 1e-8 * scale:
                 raise ConstraintError(f"{_SINGULAR} (residual {after:.1e} after the update, {scale:.1e} before)")
         return out

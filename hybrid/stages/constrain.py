@@ -36,7 +36,7 @@ from mpi4py import MPI
 from hybrid.constraints.rows import ConstraintRows, StateLayout
 from hybrid.constraints.selection import (OUTSIDE_INFLATION, ValidationScenario, choose_flux_inflation, defect_scale,
                                          outside_prior)
-from hybrid.constraints.update import GaussianUpdate, prior_deviation
+from hybrid.constraints.update import GaussianUpdate, UpdatePlan, prior_deviation
 from hybrid.constraints.variants import (ENSEMBLE_VARIANTS, VARIANTS, boundary_rows, known_mass_rows, make_update,
                                          prediction_covariance, variant_rhs, variant_rows)
 from hybrid.files import atomic_path
@@ -110,11 +110,12 @@ def run_variants(case, cv, data: dict, pred: dict | None, out_path, comm: MPI.Co
     ``validation``, the validation scenarios' ``split`` and the ensemble's ``pred`` of them,
     chooses the flux-variance inflation of :mod:`hybrid.constraints.selection`).
     Returns (the scores, the inflation chosen and its validation table) on rank 0, None elsewhere."""
-    inflation, table, _ = (_flux_inflation(case, cv, data["times"], validation)
-                           if comm.rank == 0 else (None, None, None))
     wanted = requested_variants(case, extra)
-    references = (_validation_defects(case, cv, data["times"], validation, wanted, inflation)
-                  if comm.rank == 0 else None)
+    inflation, table, references = None, None, None
+    if comm.rank == 0:
+        checks = _validation_scenarios(case, cv, data["times"], validation, wanted)
+        inflation, table, _ = _flux_inflation(case, cv, checks)
+        references = _validation_defects(case, cv, checks, inflation)
     pred, extra, inflation, table, references = comm.bcast(
         (pred, extra or {}, inflation, table, references) if comm.rank == 0 else None, root=0)
     test, times = data["test"], data["times"]
@@ -272,53 +273,65 @@ def _inflate(diag: np.ndarray, U: np.ndarray | None, layout: StateLayout, inflat
     return diag * scale, None if U is None else U * np.sqrt(scale)[:, None]
 
 
-def _validation_scenarios(case, cv, times: np.ndarray, validation: dict, variant: str) -> list[ValidationScenario]:
-    """The validation scenarios with a variant's rows (the prediction calibrated as the test's)."""
+def _validation_scenarios(case, cv, times: np.ndarray, validation: dict | None, variants) -> dict:
+    """{variant: the validation scenarios with its rows} for every constrained variant of
+    ``variants`` (none without validation scenarios). Each scenario's boundary and known-mass
+    rows are built once for all variants, each variant's G once for all scenarios (only b
+    changes, as for the test scenarios); the prediction is calibrated as the test's."""
+    constrained = [v for v in variants if v not in ("raw", "hardc") and v not in ENSEMBLE_VARIANTS]
+    if validation is None or not constrained:
+        return {}
     split, pred = validation["split"], validation["pred"]
     S, T1, N = split["u"].shape
     layout = StateLayout(N, cv.num_faces, T1 - 1)
     names = split["parameter_names"]
     flux = np.zeros(layout.size, bool)
     flux[layout.T * N:] = True
-    scenarios = []
+    out, built = {v: [] for v in constrained}, {}
     for i in range(S):
         params = dict(zip(names, map(float, split["params"][i])))
         boundary = boundary_rows(case, cv, layout, times, params)
         known = known_mass_rows(case, cv, layout, split["u"][i, 0], params, boundary, times)
-        if variant == "known-mass" and known is None:
-            continue
-        rows = variant_rows(variant, cv, layout, split["u"][i, 0], split["source"][i], boundary, known)
         mean, _, diag, U = scenario_prior(pred, i, layout, case.constraints["covariance"])
-        scenarios.append(ValidationScenario(rows, mean, diag, U, flux, split["u"][i, 1:]))
-    return scenarios
+        for variant in constrained:
+            if variant == "known-mass" and known is None:
+                continue
+            u0, source = split["u"][i, 0], split["source"][i]
+            if variant in built:
+                rows = ConstraintRows(built[variant].G, variant_rhs(variant, cv, layout, u0, source, boundary, known),
+                                      built[variant].kind)
+            else:
+                rows = built[variant] = variant_rows(variant, cv, layout, u0, source, boundary, known)
+            out[variant].append(ValidationScenario(rows, mean, diag, U, flux, split["u"][i, 1:]))
+    return out
 
 
-def _flux_inflation(case, cv, times: np.ndarray, validation: dict | None) -> tuple[float, dict]:
-    """The flux-variance inflation of the main variant chosen on the validation scenarios."""
+def _flux_inflation(case, cv, scenarios: dict) -> tuple[float, dict, float]:
+    """The flux-variance inflation of the main variant chosen on its validation scenarios."""
     main = main_variant(case)
-    if validation is None or main == "raw":
+    if not scenarios.get(main):
         return 1.0, {}, 1.0
-    scenarios = _validation_scenarios(case, cv, times, validation, main)
-    layout = StateLayout(cv.num_cvs, cv.num_faces, validation["split"]["u"].shape[1] - 1)
-    return choose_flux_inflation(scenarios, cv.volume, float(case.constraints["sigma"]), layout=layout)
+    layout = StateLayout(cv.num_cvs, cv.num_faces, scenarios[main][0].truth.shape[0])
+    return choose_flux_inflation(scenarios[main], cv.volume, float(case.constraints["sigma"]), layout=layout)
 
 
-def _validation_defects(case, cv, times: np.ndarray, validation: dict | None, variants, inflation: float) -> dict:
+def _validation_defects(case, cv, scenarios: dict, inflation: float) -> dict:
     """{variant: {"inside" | "outside": the validation scenarios' defect statistics}}
-    (:func:`~hybrid.constraints.selection.defect_scale`) of each constrained variant under the priors of test scenarios
-    inside the training span (fluxes inflated by λ) and outside it (:func:`~hybrid.constraints.selection.outside_prior`);
-    empty without validation scenarios or with ``[constraints] defect_scale = false``."""
-    if validation is None or not case.constraints["defect_scale"]:
+    (:func:`~hybrid.constraints.selection.defect_scale`) of each constrained variant under the
+    priors of test scenarios inside the training span (fluxes inflated by λ) and outside it
+    (:func:`~hybrid.constraints.selection.outside_prior`); empty with
+    ``[constraints] defect_scale = false``."""
+    if not case.constraints["defect_scale"]:
         return {}
     sigma, out = float(case.constraints["sigma"]), {}
-    layout = StateLayout(cv.num_cvs, cv.num_faces, validation["split"]["u"].shape[1] - 1)
-    for variant in variants:
-        if variant in ("raw", "hardc") or variant in ENSEMBLE_VARIANTS:
+    for variant, group in scenarios.items():
+        if not group:
             continue
-        scenarios, plan, out[variant] = _validation_scenarios(case, cv, times, validation, variant), None, {}
+        layout = StateLayout(cv.num_cvs, cv.num_faces, group[0].truth.shape[0])
+        plan, out[variant] = None, {}
         for where in ("inside", "outside"):
             q = []
-            for s in scenarios:
+            for s in group:
                 diag, U = (_inflate(s.var, s.U, layout, inflation) if where == "inside"
                            else outside_prior(s.var, layout, cv.volume, s.U))
                 update = GaussianUpdate(s.rows.G, s.rows.b, diag, U, sigma, plan=plan, layout=layout)
@@ -327,8 +340,7 @@ def _validation_defects(case, cv, times: np.ndarray, validation: dict | None, va
                 q.append(update.defect)
                 update.destroy()
             out[variant][where] = q
-        if plan is not None:
-            plan.destroy()
+        plan.destroy()
     return out
 
 
@@ -374,17 +386,17 @@ def _constrain(variant, rows, mean, var, diag, U, sigma, owner, comm, seed, layo
 def _update(variant, rows, diag, U, sigma, owner, comm, plans: dict, layout=None):
     """(the update of a variant's rows, the seconds spent building the variant's plan here).
     Serial updates share the variant's :class:`UpdatePlan`: its first use builds it (G's
-    pattern, the value map, the ordering and symbolic factorisation) on this scenario's values,
-    timed apart as the case's once-per-variant cost, like the surrogate's loading; every
-    scenario's update then refactors numerically. Distributed updates have no plan."""
+    pattern, the value map, the ordering and symbolic factorisation, :meth:`UpdatePlan.prepare`)
+    on this scenario's values, timed apart as the case's once-per-variant cost, like the
+    surrogate's loading; every scenario's update then refactors numerically. Distributed
+    updates have no plan."""
     if comm.size > 1:
         return make_update(rows, diag, U, sigma, owner, comm), 0.0
     built = 0.0
     if variant not in plans:
         t0 = time.perf_counter()
-        warm = GaussianUpdate(rows.G, rows.b, diag, U, sigma, layout=layout)
-        plans[variant] = warm.plan
-        warm.destroy()
+        plans[variant] = UpdatePlan(rows.G, layout=layout)
+        plans[variant].prepare(diag, sigma)
         built = time.perf_counter() - t0
     update = GaussianUpdate(rows.G, rows.b, diag, U, sigma, plan=plans[variant], layout=layout)
     plans[variant] = update.plan
