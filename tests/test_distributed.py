@@ -76,16 +76,21 @@ def _predict(case, ranks):
             {k: f[f"{k}/u_samples"][()] for k in f if isinstance(f[k], h5py.Group)}
 
 
-def test_predict_variants_agree_at_one_and_two_ranks(tmp_path):
-    """The real command: a tiny heat-2d pipeline (dual, Dirichlet walls) at 1 rank and at 2
-    ranks with every update distributed over the partition."""
+@pytest.mark.parametrize("name", ["heat-2d", "cavity-2d"])
+def test_predict_variants_agree_at_one_and_two_ranks(tmp_path, name):
+    """The real command: a tiny heat-2d pipeline (dual, Dirichlet walls) and a tiny cavity (the
+    same driver, each time's rows on their own) at 1 rank and at 2 ranks with every update
+    distributed over the partition."""
     edits = dict(train=4, test=2, surrogate={"members": "2", "epochs": "2", "grid": "16", "modes": "4",
                                               "width": "8", "layers": "2", "batch": "2"},
                  time={"t_end": "0.05", "outputs": "3"},
                  constraints={"compare": '["hardc", "global", "per-cell"]'})
-    one = small_case(CASES / "heat-2d", tmp_path / "one", **edits)
+    if name == "cavity-2d":
+        edits.update(mesh={"generate": '{ shape = "rectangle", h = 0.125 }'},
+                     time={"t_end": "0.15", "dt": "0.05", "outputs": "3"})
+    one = small_case(CASES / name, tmp_path / "one", **edits)
     edits["constraints"] = {**edits["constraints"], "parallel": '"partition"'}   # the PETSc update, not scenarios
-    two = small_case(CASES / "heat-2d", tmp_path / "two", **edits)
+    two = small_case(CASES / name, tmp_path / "two", **edits)
     mean1, samples1 = _predict(one, 1)
     mean2, samples2 = _predict(two, 2)
     assert set(mean1) == set(mean2) == {"raw", "hardc", "global", "per-cell", "per-cell+boundary"}

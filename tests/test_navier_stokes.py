@@ -226,3 +226,56 @@ def test_flow_rows_hold_for_the_reference_and_after_an_update():
     top_corners = [k for k in range(N) if cv.centre[k, 1] > 1 - 1e-12 and cv.centre[k, 0] in (0.0, 1.0)]
     assert len(top_corners) == 2
     assert np.abs(mean[top_corners]).max() < 1e-14 and np.abs(mean[[N + k for k in top_corners]]).max() < 1e-14
+
+
+@pytest.mark.parametrize("variant", ["per-cell", "per-cell+boundary", "global"])
+def test_one_update_over_all_times_equals_one_update_per_time(variant):
+    """The one variant driver updates a navier-stokes scenario's every output time at once
+    (hybrid/constraints/problems.py: block-diagonal rows, member deviations split by time).
+    That must equal the update of each time on its own, the cavity's previous driver: means to
+    1e-10 and exact variances to 1e-8 (relative; a wall value's variance, 0, to 1e-12 of the prior's), on random ensemble priors (the rows' b from a
+    scenario's walls)."""
+    from hybrid.case import load_case
+    from hybrid.constraints.flow import flow_rows, flux_divergence_rows
+    from hybrid.constraints.problems import FlowRows, ScenarioData, time_blocks
+    from hybrid.constraints.rows import ConstraintRows
+    from hybrid.constraints.update import GaussianUpdate
+    from hybrid.constraints.variants import prediction_covariance
+    from hybrid.mesh.control_volumes import build_control_volumes
+    import scipy.sparse as sp
+
+    case = load_case(CASES / "cavity-2d" / "case.toml")
+    mesh = generate({"shape": "rectangle", "h": 0.25}, seed=0)
+    cv = build_control_volumes(mesh, "dual")
+    times = np.array([0.0, 0.1, 0.3, 0.4])
+    problem = FlowRows(case, cv, times)
+    L = problem.layout
+    split = {"parameter_names": ["U"], "params": np.array([[1.1]]), "u": np.zeros((1, 4, L.N))}
+    data = problem.scenario(split, 0)
+    rows = problem.rows(variant, data, {})
+    rng = np.random.default_rng(3)
+    M = 3
+    mean, var = rng.standard_normal(L.size), rng.uniform(0.5, 2.0, L.size)
+    dev = rng.standard_normal((M, L.size))
+    diag, U = prediction_covariance(var, dev, "ensemble+diagonal")
+    joint = GaussianUpdate(rows.G, rows.b, diag, time_blocks(U, L), 0.0)
+    m, v = joint.mean(mean), joint.variance(exact=True)
+    walls_t, bflux = data.boundary
+    for n in range(1, L.T + 1):
+        idx = np.r_[np.arange(L.u(n).start, L.u(n).stop), np.arange(L.flux(n).start, L.flux(n).stop)]
+        if variant == "per-cell":
+            one = flux_divergence_rows(cv)
+        elif variant == "global":
+            div = flux_divergence_rows(cv)
+            one = ConstraintRows(sp.csr_matrix(div.G.sum(axis=0)), np.zeros(1))
+        else:
+            one = flow_rows(cv, walls_t[n - 1], bflux[n - 1])
+        alone = GaussianUpdate(one.G, one.b, diag[idx], U[idx], 0.0)
+        np.testing.assert_allclose(m[idx], alone.mean(mean[idx]), rtol=0, atol=1e-10 * np.abs(mean).max())
+        np.testing.assert_allclose(v[idx], alone.variance(exact=True), rtol=1e-8, atol=1e-12 * diag.max())
+    # the rows are the scenario's: every wall velocity and boundary flux of each time is its data
+    if variant == "per-cell+boundary":
+        x = m.copy()
+        assert np.abs(rows.G @ x - rows.b).max() <= 1e-12 * max(1.0, np.abs(x).max())
+        assert {"divergence", "dirichlet", "boundary-flux"} == set(rows.kind)
+        assert np.isclose(np.abs(rows.b[rows.kind == "dirichlet"]).max(), 1.1)

@@ -34,12 +34,12 @@ from hybrid.constraints.update import NOISE_ROWS, ConstraintError, _IterativeSol
 __all__ = ["DistributedUpdate", "entry_owners"]
 
 
-def entry_owners(cv, T: int) -> np.ndarray:
-    """Owner rank of every entry of x: control-volume owners for the T state blocks, face
-    owners for the T flux blocks."""
+def entry_owners(cv, T: int, components: int = 1) -> np.ndarray:
+    """Owner rank of every entry of x: control-volume owners for the T state blocks (of
+    ``components`` blocks of N each), face owners for the T flux blocks."""
     if cv.cv_owner is None:
         raise RuntimeError("the control volumes have no owners: call assign_owners() first")
-    return np.concatenate([np.tile(cv.cv_owner, T), np.tile(cv.face_owner, T)]).astype(np.int64)
+    return np.concatenate([np.tile(cv.cv_owner, T * components), np.tile(cv.face_owner, T)]).astype(np.int64)
 
 
 def _ownership(owner: np.ndarray, size: int, rank: int) -> tuple[np.ndarray, np.ndarray]:

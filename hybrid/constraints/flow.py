@@ -21,7 +21,7 @@ steady Re = 100 cavity at h = 0.05 up to 0.13 of max|u| × max|f| in the control
 the lid's corners — so imposing it moves predictions away from the truth there; the flux
 rows above are the ones to impose.
 
-The cavity's variants (:mod:`hybrid.stages.flow`) impose these rows on the surrogate's
+The cavity's variants (:class:`hybrid.constraints.problems.FlowRows`) impose these rows on the surrogate's
 prediction of each output time.
 """
 
@@ -32,9 +32,10 @@ import scipy.sparse as sp
 
 from hybrid.constraints.rows import ConstraintRows, stack_rows
 from hybrid.mesh.control_volumes import ControlVolumes
+from hybrid.solvers.boundaries import dirichlet_walls
 
 __all__ = ["flux_divergence_rows", "vertex_divergence_rows", "wall_rows", "boundary_flux_rows", "flow_rows",
-           "flow_size"]
+           "flow_size", "wall_data"]
 
 
 def flow_size(cv: ControlVolumes) -> int:
@@ -103,3 +104,21 @@ def flow_rows(cv: ControlVolumes, walls: list[tuple[str, np.ndarray]], boundary_
     div = flux_divergence_rows(cv)
     keep = ConstraintRows(div.G[:-1], div.b[:-1], div.kind[:-1])
     return stack_rows([keep, wall_rows(cv, walls), boundary_flux_rows(cv, boundary_flux)])
+
+
+def wall_data(case, cv: ControlVolumes, times: np.ndarray, params: dict) -> tuple[list, np.ndarray]:
+    """The walls' data at t_1..t_T: for each time the list of (wall, velocities of its control
+    volumes) in the case's order (later walls own shared vertices, as in the solver), and the
+    boundary faces' volume fluxes (T, F): the wall velocity at the face centroid · n |f|, the
+    solver's own boundary fluxes."""
+    bfaces = cv.boundary_faces
+    walls_t, bflux = [], np.zeros((len(times) - 1, cv.num_faces))
+    for n, t in enumerate(times[1:]):
+        walls = dirichlet_walls(case, cv, t, params)
+        for name, _, _ in walls:
+            faces = bfaces[cv.face_tag[bfaces] == cv.boundary_names[name]]
+            S = cv.face_normal[faces] * cv.face_area[faces, None]
+            g = case.boundary_condition(name).dirichlet_values(cv.face_centroid[faces], t, params).T
+            bflux[n, faces] = np.einsum("fd,fd->f", g, S)
+        walls_t.append([(name, values) for name, _, values in walls])
+    return walls_t, bflux

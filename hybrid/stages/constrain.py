@@ -1,5 +1,9 @@
 """The constraint variants of ``hybrid predict``: every variant the case asks for, per test
 scenario, with the scores of the ablation table and ProbConserv's downstream front task.
+One driver for every family: the family's layout and rows come from
+:mod:`hybrid.constraints.problems` (a navier-stokes state is the d N velocity components of
+each output time, its fluxes the instantaneous face fluxes, and its rows hold each time on
+its own).
 
 Written to ``OUTPUT/predict/variants.h5``, one group per variant:
 
@@ -33,17 +37,16 @@ import h5py
 import numpy as np
 from mpi4py import MPI
 
-from hybrid.constraints.rows import ConstraintRows, StateLayout
+from hybrid.constraints.problems import FlowRows, problem_rows, time_blocks
+from hybrid.constraints.rows import StateLayout
 from hybrid.constraints.selection import (OUTSIDE_INFLATION, ValidationScenario, choose_flux_inflation, defect_scale,
                                          outside_prior)
 from hybrid.constraints.update import GaussianUpdate, UpdatePlan, prior_deviation
-from hybrid.constraints.variants import (ENSEMBLE_VARIANTS, VARIANTS, boundary_rows, known_mass_rows, make_update,
-                                         prediction_covariance, variant_rhs, variant_rows)
+from hybrid.constraints.variants import ENSEMBLE_VARIANTS, VARIANTS, make_update, prediction_covariance
+from hybrid.errors import CaseError
 from hybrid.files import atomic_path
-from hybrid.mesh.control_volumes import balance_residual
 from hybrid.parallel import my_indices
-from hybrid.metrics import (coverage, crps_gaussian, gaussian_log_likelihood, mass_error, max_error, mse,
-                            relative_l2, variance_floor)
+from hybrid.validation.scores import flow_scores, residual_by_kind, variant_scores
 
 __all__ = ["requested_variants", "main_variant", "run_variants", "variant_scores", "front_threshold", "front_measure", "FRONT_SAMPLES",
            "residual_by_kind", "read_variants"]
@@ -53,11 +56,18 @@ VARIANCE_SAMPLES = 200    # Matheron samples estimating the posterior variance o
 DISTRIBUTE_ROWS = 50_000  # parallel = "auto": distribute updates with more per-cell rows than this
 
 
-def requested_variants(case, extra: dict | None = None) -> list[str]:
+def requested_variants(case, extra: dict | None = None, problem=None) -> list[str]:
     """raw, the case's main variant and those it compares with, in the table's order
-    (``softc`` and ``boon`` only when their ensembles are in ``extra``)."""
+    (``softc`` and ``boon`` only when their ensembles are in ``extra``); ``problem``: the
+    family's rows (:func:`~hybrid.constraints.problems.problem_rows`), which refuse a variant
+    the family has not."""
     c = case.constraints
     wanted = ["raw", main_variant(case)] + [v for v in c["compare"] if v not in ENSEMBLE_VARIANTS or v in (extra or {})]
+    offered = VARIANTS if problem is None else problem.variants
+    bad = sorted(set(wanted) - set(offered))
+    if bad:
+        raise CaseError(f"{case.pde['family']} cases compare {', '.join(offered)}; {', '.join(bad)} is not "
+                        "available", file=str(case.display_file), key="constraints.compare")
     return [v for v in VARIANTS if v in wanted]
 
 
@@ -104,18 +114,21 @@ def front_measure(cv, u: np.ndarray, threshold: float) -> np.ndarray:
 
 def run_variants(case, cv, data: dict, pred: dict | None, out_path, comm: MPI.Comm = MPI.COMM_SELF,
                  extra: dict | None = None, validation: dict | None = None) -> tuple[dict, dict] | None:
-    """Every requested variant of every test scenario (collective over ``comm``; ``pred``,
-    the ensemble's ``u_mean u_var u_dev flux_mean flux_var flux_dev``, is needed on rank 0
-    only; ``extra`` holds other ensembles scored unconstrained, such as ``softc``;
-    ``validation``, the validation scenarios' ``split`` and the ensemble's ``pred`` of them,
-    chooses the flux-variance inflation of :mod:`hybrid.constraints.selection`).
+    """Every requested variant of every test scenario, for every family (collective over
+    ``comm``; ``data`` the dataset, a navier-stokes one as its
+    :func:`~hybrid.stages.train.flow_view`; ``pred``, the ensemble's ``u_mean u_var u_dev
+    flux_mean flux_var flux_dev``, is needed on rank 0 only; ``extra`` holds other ensembles
+    scored unconstrained, such as ``softc`` and ``boon``; ``validation``, the validation
+    scenarios' ``split`` and the ensemble's ``pred`` of them, chooses the flux-variance
+    inflation of :mod:`hybrid.constraints.selection` and the defect references).
     Returns (the scores, the inflation chosen and its validation table) on rank 0, None elsewhere."""
-    wanted = requested_variants(case, extra)
+    problem = problem_rows(case, cv, data["times"])
+    wanted = requested_variants(case, extra, problem)
     inflation, table, references = None, None, None
     if comm.rank == 0:
-        checks = _validation_scenarios(case, cv, data["times"], validation, wanted)
-        inflation, table, _ = _flux_inflation(case, cv, checks)
-        references = _validation_defects(case, cv, checks, inflation)
+        checks = _validation_scenarios(case, problem, validation, wanted)
+        inflation, table, _ = _flux_inflation(case, problem, checks)
+        references = _validation_defects(case, problem, checks, inflation)
     pred, extra, inflation, table, references = comm.bcast(
         (pred, extra or {}, inflation, table, references) if comm.rank == 0 else None, root=0)
     test, times = data["test"], data["times"]
@@ -124,50 +137,37 @@ def run_variants(case, cv, data: dict, pred: dict | None, out_path, comm: MPI.Co
     # λ was chosen on validation scenarios, all inside the training parameters' span; a scenario
     # outside it is an extrapolation no validation spoke for: it takes the prior of outside_prior
     inside = within_training_span(data["train"]["params"], test["params"])
-    layout = StateLayout(N, cv.num_faces, T)
+    layout = problem.layout
     c = case.constraints
     partition = parallel_mode(c["parallel"], comm, N * T) == "partition"
     owner = None
     if partition:
-        from hybrid.constraints.distributed import entry_owners
         from hybrid.mesh.distribute import partition_owners
         cv.assign_owners(*partition_owners(data["mesh"], comm))
-        owner = entry_owners(cv, T)
-    names = test["parameter_names"]
-    params = [dict(zip(names, map(float, test["params"][i]))) for i in range(S)]
-    # the boundary rows of each scenario: used by the per-cell+boundary variant and by the scores
-    boundary = [boundary_rows(case, cv, layout, times, params[i]) for i in range(S)]
-    # ProbConserv's known-mass setting, where the case has a closed-form mass (1-D Stefan)
-    known = [known_mass_rows(case, cv, layout, test["u"][i, 0], params[i], boundary[i], times) for i in range(S)]
-    # the scores also measure the states' boundary derivative where the rows impose a flux instead
-    scored = [boundary_rows(case, cv, layout, times, params[i], derivative_rows=True) for i in range(S)]
-    thresholds = [front_threshold(case, params[i], test["u"][i, -1]) for i in range(S)]
+        owner = problem.owners()
+    # each scenario's boundary data (and the rows the scores measure by), known mass, front level
+    scenario = [problem.scenario(test, i, scored=True) for i in range(S)]
+    thresholds = [front_threshold(case, scenario[i].params, test["u"][i, -1]) for i in range(S)]
     has_front = S > 0 and all(t is not None for t in thresholds)
     samples = FRONT_SAMPLES if has_front else 0   # posterior samples serve the front histogram only
     # partition: every rank works on every scenario; scenarios: each rank on its own, serially
     mine, sub = (range(S), comm) if partition else (my_indices(S, comm), MPI.COMM_SELF)
     results, own_rows = {}, {}
     phases_of, widened, plan_seconds = {}, {}, {}
-    wanted = [v for v in wanted if v != "known-mass" or all(k is not None for k in known)]
+    wanted = [v for v in wanted if all(problem.available(v, sc) for sc in scenario)]
     for variant in wanted:
         done, phases, plans, built = {}, {}, {}, {}
         source = extra.get(variant, pred)
         for i in mine:
             t0 = time.perf_counter()
-            mean, var, diag, U = scenario_prior(source, i, layout, c["covariance"])
+            mean, var, diag, U = scenario_prior(source, i, problem, c["covariance"])
             where = "inside" if inside[i] else "outside"
             if source is pred:
-                diag, U = _inflate(diag, U, layout, inflation) if inside[i] else outside_prior(diag, layout, cv.volume, U)
+                diag, U = (_inflate(diag, U, layout, inflation) if inside[i]
+                           else outside_prior(diag, layout, problem.state_weights, U))
             seed = int(case.seed) * 1000 + i
             t1 = time.perf_counter()
-            if variant in built:   # the variant's G is the same for every scenario: only b changes
-                rows = ConstraintRows(built[variant].G, variant_rhs(variant, cv, layout, test["u"][i, 0],
-                                                                   test["source"][i], boundary[i], known[i]),
-                                      built[variant].kind)
-            else:
-                rows = variant_rows(variant, cv, layout, test["u"][i, 0], test["source"][i], boundary[i], known[i])
-                if rows is not None:
-                    built[variant] = rows
+            rows = problem.rows(variant, scenario[i], built)
             t2 = time.perf_counter()
             m, v, post, spent, defect = _constrain(variant, rows, mean, var, diag, U, float(c["sigma"]), owner, sub,
                                                    seed, layout, samples, plans)
@@ -215,6 +215,7 @@ def run_variants(case, cv, data: dict, pred: dict | None, out_path, comm: MPI.Co
     with atomic_path(out_path) as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs["report_time"] = float(times[-1])
+            f.attrs["components"] = problem.components
             if fronts:
                 f["front_true"] = true_front
                 f.attrs["front_kind"] = "position" if cv.dim == 1 else "volume"
@@ -226,8 +227,10 @@ def run_variants(case, cv, data: dict, pred: dict | None, out_path, comm: MPI.Co
                 if fronts:
                     f[f"{variant}/front"] = fronts[variant]
     scores = {}
+    scored = [sc.scored for sc in scenario]
     for variant, (m, v, fl, _) in results.items():
-        scores[variant] = variant_scores(cv, data, layout, scored, m, v, fl)
+        scores[variant] = (flow_scores(cv, data, scored, m, v, fl) if isinstance(problem, FlowRows)
+                           else variant_scores(cv, data, layout, scored, m, v, fl))
         phases = phases_of[variant]
         scores[variant].update(update_seconds=phases["total"], mean_update_seconds=phases["total_mean"],
                                plan_seconds=plan_seconds[variant],
@@ -248,13 +251,16 @@ def run_variants(case, cv, data: dict, pred: dict | None, out_path, comm: MPI.Co
                     "test_outside_training_span": int(np.count_nonzero(~inside))}
 
 
-def scenario_prior(pred: dict, i: int, layout: StateLayout, covariance: str):
+def scenario_prior(pred: dict, i: int, problem, covariance: str):
     """(mean, per-entry variance, and the update's covariance diagonal and low-rank factor) of
-    scenario i's state vector x = [u^1..u^T, Φ^1..Φ^T], from an ensemble prediction."""
+    scenario i's state vector x = [u^1..u^T, Φ^1..Φ^T], from an ensemble prediction; a family
+    whose rows hold each output time on its own gets the members' deviations split by time."""
+    layout = problem.layout
     mean = layout.pack(pred["u_mean"][i, 1:], pred["flux_mean"][i])
     var = layout.pack(pred["u_var"][i, 1:], pred["flux_var"][i])
     dev = np.stack([layout.pack(pred["u_dev"][i, m, 1:], pred["flux_dev"][i, m]) for m in range(pred["u_dev"].shape[1])])
-    return (mean, var, *prediction_covariance(var, dev, covariance))
+    diag, U = prediction_covariance(var, dev, covariance)
+    return mean, var, diag, time_blocks(U, layout) if problem.instantaneous else U
 
 
 def within_training_span(train_params: np.ndarray, params: np.ndarray) -> np.ndarray:
@@ -273,7 +279,7 @@ def _inflate(diag: np.ndarray, U: np.ndarray | None, layout: StateLayout, inflat
     return diag * scale, None if U is None else U * np.sqrt(scale)[:, None]
 
 
-def _validation_scenarios(case, cv, times: np.ndarray, validation: dict | None, variants) -> dict:
+def _validation_scenarios(case, problem, validation: dict | None, variants) -> dict:
     """{variant: the validation scenarios with its rows} for every constrained variant of
     ``variants`` (none without validation scenarios). Each scenario's boundary and known-mass
     rows are built once for all variants, each variant's G once for all scenarios (only b
@@ -282,40 +288,30 @@ def _validation_scenarios(case, cv, times: np.ndarray, validation: dict | None, 
     if validation is None or not constrained:
         return {}
     split, pred = validation["split"], validation["pred"]
-    S, T1, N = split["u"].shape
-    layout = StateLayout(N, cv.num_faces, T1 - 1)
-    names = split["parameter_names"]
+    layout = problem.layout
     flux = np.zeros(layout.size, bool)
-    flux[layout.T * N:] = True
+    flux[layout.T * layout.N:] = True
     out, built = {v: [] for v in constrained}, {}
-    for i in range(S):
-        params = dict(zip(names, map(float, split["params"][i])))
-        boundary = boundary_rows(case, cv, layout, times, params)
-        known = known_mass_rows(case, cv, layout, split["u"][i, 0], params, boundary, times)
-        mean, _, diag, U = scenario_prior(pred, i, layout, case.constraints["covariance"])
+    for i in range(split["u"].shape[0]):
+        data = problem.scenario(split, i)
+        mean, _, diag, U = scenario_prior(pred, i, problem, case.constraints["covariance"])
         for variant in constrained:
-            if variant == "known-mass" and known is None:
-                continue
-            u0, source = split["u"][i, 0], split["source"][i]
-            if variant in built:
-                rows = ConstraintRows(built[variant].G, variant_rhs(variant, cv, layout, u0, source, boundary, known),
-                                      built[variant].kind)
-            else:
-                rows = built[variant] = variant_rows(variant, cv, layout, u0, source, boundary, known)
-            out[variant].append(ValidationScenario(rows, mean, diag, U, flux, split["u"][i, 1:]))
+            if problem.available(variant, data):
+                out[variant].append(ValidationScenario(problem.rows(variant, data, built), mean, diag, U, flux,
+                                                       split["u"][i, 1:]))
     return out
 
 
-def _flux_inflation(case, cv, scenarios: dict) -> tuple[float, dict, float]:
+def _flux_inflation(case, problem, scenarios: dict) -> tuple[float, dict, float]:
     """The flux-variance inflation of the main variant chosen on its validation scenarios."""
     main = main_variant(case)
     if not scenarios.get(main):
         return 1.0, {}, 1.0
-    layout = StateLayout(cv.num_cvs, cv.num_faces, scenarios[main][0].truth.shape[0])
-    return choose_flux_inflation(scenarios[main], cv.volume, float(case.constraints["sigma"]), layout=layout)
+    return choose_flux_inflation(scenarios[main], problem.state_weights, float(case.constraints["sigma"]),
+                                 layout=problem.layout)
 
 
-def _validation_defects(case, cv, scenarios: dict, inflation: float) -> dict:
+def _validation_defects(case, problem, scenarios: dict, inflation: float) -> dict:
     """{variant: {"inside" | "outside": the validation scenarios' defect statistics}}
     (:func:`~hybrid.constraints.selection.defect_scale`) of each constrained variant under the
     priors of test scenarios inside the training span (fluxes inflated by λ) and outside it
@@ -323,17 +319,16 @@ def _validation_defects(case, cv, scenarios: dict, inflation: float) -> dict:
     ``[constraints] defect_scale = false``."""
     if not case.constraints["defect_scale"]:
         return {}
-    sigma, out = float(case.constraints["sigma"]), {}
+    sigma, out, layout = float(case.constraints["sigma"]), {}, problem.layout
     for variant, group in scenarios.items():
         if not group:
             continue
-        layout = StateLayout(cv.num_cvs, cv.num_faces, group[0].truth.shape[0])
         plan, out[variant] = None, {}
         for where in ("inside", "outside"):
             q = []
             for s in group:
                 diag, U = (_inflate(s.var, s.U, layout, inflation) if where == "inside"
-                           else outside_prior(s.var, layout, cv.volume, s.U))
+                           else outside_prior(s.var, layout, problem.state_weights, s.U))
                 update = GaussianUpdate(s.rows.G, s.rows.b, diag, U, sigma, plan=plan, layout=layout)
                 plan = update.plan
                 update.mean(s.mean)
@@ -403,44 +398,8 @@ def _update(variant, rows, diag, U, sigma, owner, comm, plans: dict, layout=None
     return update, built
 
 
-def variant_scores(cv, data: dict, layout: StateLayout, boundary: list, u, var, flux) -> dict:
-    """Every metric of one variant over the test scenarios (docs/metrics.md): u, var (S, T+1, N)
-    and flux (S, T, F); t = 0, the given state, is not scored."""
-    test = data["test"]
-    truth, var = test["u"][:, 1:], np.maximum(var[:, 1:], 0.0)
-    w = cv.volume
-    scale = np.abs(test["u"]).max() * w.max()
-    balance = max(float(np.abs(balance_residual(w, cv.face_cv, u[i], flux[i], test["source"][i])).max())
-                  for i in range(len(u))) / scale
-    u = u[:, 1:]
-    errors = {"dirichlet": 0.0, "neumann-flux": 0.0, "normal-derivative": 0.0}
-    for i, rows in enumerate(boundary):
-        x = layout.pack(u[i], flux[i])
-        for kind in errors:
-            sel = rows.kind == kind
-            if sel.any():
-                errors[kind] = max(errors[kind], float(np.abs(rows.G[sel] @ x - rows.b[sel]).max()))
-    has = {kind: any((rows.kind == kind).any() for rows in boundary) for kind in errors}
-    per_time = np.stack([relative_l2(u[:, n], truth[:, n], w) for n in range(u.shape[1])], axis=1)
-    return {"rel_l2": float(relative_l2(u, truth, w).mean()), "mse": mse(u, truth, w), "max_error": max_error(u, truth),
-            "mass_error": mass_error(u, truth, w), "max_balance_residual": balance,
-            "dirichlet_error": errors["dirichlet"] if has["dirichlet"] else None,
-            "neumann_flux_error": errors["neumann-flux"] if has["neumann-flux"] else None,
-            "normal_derivative_error": errors["normal-derivative"] if has["normal-derivative"] else None,
-            "log_likelihood": gaussian_log_likelihood(u, var, truth, variance_floor(var)),
-            "crps": crps_gaussian(u, var, truth), "coverage90": coverage(u, var, truth),
-            "rel_l2_over_time": per_time.mean(axis=0).tolist()}
 
 
-def residual_by_kind(rows, x: np.ndarray, into: dict) -> None:
-    """Largest |G x − b| per row kind, relative to the row's scale ‖G_i‖_∞ max|x| + |b_i|."""
-    if not rows.count:
-        return
-    G = rows.G.tocsr()
-    row_scale = np.abs(G).max(axis=1).toarray().ravel() * np.abs(x).max() + np.abs(rows.b)
-    rel = np.abs(G @ x - rows.b) / np.maximum(row_scale, 1e-300)
-    for kind in np.unique(rows.kind):
-        into[str(kind)] = max(into.get(str(kind), 0.0), float(rel[rows.kind == kind].max()))
 
 
 def read_variants(path, datasets: tuple | None = None) -> tuple[dict, dict]:

@@ -290,7 +290,7 @@ def _one(case, cv, layout, pred, i, variant, fluxes, rows, plans: dict):
 
 def _scores(cv, test, layout, scored: list, rs, fluxes: bool, seconds: float) -> dict:
     """validate's metrics of one variant (the balance residual only where there are fluxes)."""
-    from hybrid.stages.constrain import variant_scores
+    from hybrid.validation.scores import variant_scores
 
     u, var, flux = (np.stack([r[k] for r in rs]) for k in range(3))
     out = variant_scores(cv, {"test": test}, layout, scored, u, var, flux)

@@ -1,10 +1,13 @@
-"""The cavity's surrogate after training (navier-stokes): constraint variants, scores, figures.
+"""The cavity's report pieces after the variant driver (navier-stokes): vorticity, figures and
+ParaView fields.
 
 A navier-stokes ensemble predicts the vertex velocity (d components) and the volume flux
 of every dual face at each output time t_1..t_T (:func:`hybrid.stages.train.state_targets`).
-Incompressibility is instantaneous, so each output time is conditioned on its own: its
-unknowns are those of :mod:`hybrid.constraints.flow`, x = (u_1 … u_N, v_1 … v_N, Φ_1 … Φ_F),
-and the variants are
+The variants run through the one driver of every family,
+:func:`hybrid.stages.constrain.run_variants`, with the rows of
+:class:`hybrid.constraints.problems.FlowRows`. Incompressibility is instantaneous, so each
+output time's rows hold on their own, and the members' deviations are split by output time
+(the update equals one update per time). The variants are
 
 ``raw``
     the ensemble as it comes;
@@ -15,8 +18,8 @@ and the variants are
     the Euclidean projection (Σ = I) of the mean onto every flow row — the divergence, wall
     and boundary-flux rows — with the variance left as it was (the paper's HardC);
 ``global``
-    one row: the net volume flux out of the cavity is zero (ProbConserv's global row, here
-    the sum of the per-cell rows);
+    one row per time: the net volume flux out of the cavity is zero (ProbConserv's global
+    row, here the sum of the per-cell rows);
 ``per-cell``
     zero net volume flux through every control volume;
 ``per-cell+boundary``
@@ -30,204 +33,20 @@ covariance (``covariance = "ensemble+diagonal"``), whose member deviations carry
 
 ``OUTPUT/predict/variants.h5`` has one group per variant: ``u_mean``, ``u_var`` (S, T+1, d N)
 (t = 0 is the given state) and ``flux_mean`` (S, T, F). Scores (``metrics.json``, by
-:func:`flow_scores`): relative L2 and MSE of the velocity (weighted by the control volumes),
-its error over time, the largest net volume flux of a control volume relative to
-max|u| × max|f| (``max_divergence``, the measure of the solver's 3.5e-14), the wall-velocity
-and boundary-flux errors, calibration, and the update's wall time.
-
-Scenarios are spread over ranks (each update is small: about d N + F unknowns and N + wall rows).
+:func:`hybrid.validation.scores.flow_scores`): relative L2 and MSE of the velocity (weighted
+by the control volumes), its error over time, the largest net volume flux of a control volume
+relative to max|u| × max|f| (``max_divergence``, the measure of the solver's 3.5e-14), the
+wall-velocity and boundary-flux errors, calibration, and the update's wall time.
 """
 
 from __future__ import annotations
 
-import time
-
-import h5py
 import numpy as np
 import scipy.sparse as sp
-from mpi4py import MPI
 
-from hybrid.constraints.flow import flow_rows, flux_divergence_rows, wall_rows
-from hybrid.constraints.rows import ConstraintRows
-from hybrid.constraints.update import GaussianUpdate
-from hybrid.constraints.variants import VARIANTS, prediction_covariance
-from hybrid.errors import CaseError
-from hybrid.files import atomic_path
-from hybrid.metrics import coverage, crps_gaussian, gaussian_log_likelihood, max_error, mse, relative_l2, variance_floor
-from hybrid.parallel import my_indices
-from hybrid.stages.constrain import main_variant, residual_by_kind
-from hybrid.solvers.boundaries import dirichlet_walls
+from hybrid.metrics import relative_l2
 
-__all__ = ["FLOW_VARIANTS", "wall_data", "flow_variant_rows", "run_flow_variants", "flow_scores",
-           "vertex_vorticity", "flow_variants_requested"]
-
-FLOW_VARIANTS = ("raw", "hardc", "boon", "global", "per-cell", "per-cell+boundary")
-
-
-def wall_data(case, cv, mesh, times: np.ndarray, params: dict) -> tuple[list, np.ndarray]:
-    """The walls' data at t_1..t_T: for each time the list of (wall, velocities of its control
-    volumes) in the case's order (later walls own shared vertices, as in the solver), and the
-    boundary faces' volume fluxes (T, F): the wall velocity at the face centroid · n |f|, the
-    solver's own boundary fluxes."""
-    bfaces = cv.boundary_faces
-    walls_t, bflux = [], np.zeros((len(times) - 1, cv.num_faces))
-    for n, t in enumerate(times[1:]):
-        walls = dirichlet_walls(case, cv, t, params)
-        for name, _, _ in walls:
-            faces = bfaces[cv.face_tag[bfaces] == cv.boundary_names[name]]
-            S = cv.face_normal[faces] * cv.face_area[faces, None]
-            g = case.boundary_condition(name).dirichlet_values(cv.face_centroid[faces], t, params).T
-            bflux[n, faces] = np.einsum("fd,fd->f", g, S)
-        walls_t.append([(name, values) for name, _, values in walls])
-    return walls_t, bflux
-
-
-def flow_variant_rows(variant: str, cv, walls: list, bflux: np.ndarray) -> ConstraintRows | None:
-    """The rows of one output time for a variant (None: raw, and BOON's own ensemble)."""
-    if variant in ("raw", "boon"):
-        return None
-    if variant == "global":
-        div = flux_divergence_rows(cv)
-        G = div.G.sum(axis=0)
-        return ConstraintRows(sp.csr_matrix(G), np.zeros(1), np.array(["global"], dtype="U24"))
-    if variant == "per-cell":
-        return flux_divergence_rows(cv)
-    if variant in ("hardc", "per-cell+boundary"):
-        return flow_rows(cv, walls, bflux)
-    raise CaseError(f"variant {variant!r} is not available for navier-stokes (choose from {', '.join(FLOW_VARIANTS)})",
-                    key="constraints.compare")
-
-
-def flow_variants_requested(case, extra: dict | None = None) -> list[str]:
-    """raw, the case's main variant and those it compares with (``boon`` when its ensemble
-    is in ``extra``), in the table's order."""
-    wanted = {"raw", main_variant(case), *case.constraints["compare"]}
-    if "boon" not in (extra or {}):
-        wanted.discard("boon")
-    bad = sorted(wanted - set(FLOW_VARIANTS))
-    if bad:
-        raise CaseError(f"navier-stokes cases compare {', '.join(FLOW_VARIANTS)}; {', '.join(bad)} "
-                        "(a separately trained scalar ensemble) is not available", file=str(case.display_file),
-                        key="constraints.compare")
-    return [v for v in VARIANTS if v in wanted]
-
-
-def _update_time(variant, rows, mean, var, dev, covariance: str, sigma: float, plans: dict):
-    """(mean, variance of the velocities, seconds of the mean) of one output time's unknowns;
-    ``plans`` caches the :class:`UpdatePlan` of each variant's rows (the same G at every output
-    time and in every scenario)."""
-    t0 = time.perf_counter()
-    if rows is None:
-        return mean, var, 0.0
-    if variant == "hardc":
-        update = GaussianUpdate(rows.G, rows.b, np.ones_like(mean), plan=plans.get(variant))
-        plans[variant] = update.plan
-        return update.mean(mean), var, time.perf_counter() - t0
-    diag, U = prediction_covariance(var, dev, covariance)
-    update = GaussianUpdate(rows.G, rows.b, diag, U, sigma, plan=plans.get(variant))
-    plans[variant] = update.plan
-    m = update.mean(mean)
-    seconds = time.perf_counter() - t0
-    v = update.variance()   # exact where the rows are fewer than the probes, else the probe estimate
-    update.destroy()
-    return m, np.maximum(v, 0.0), seconds
-
-
-def run_flow_variants(case, cv, data: dict, pred: dict | None, out_path, comm: MPI.Comm = MPI.COMM_SELF,
-                      extra: dict | None = None) -> dict | None:
-    """Every requested variant of every test scenario (collective; ``data`` is the
-    :func:`~hybrid.stages.train.flow_view`, ``pred`` the ensemble's ``u_* flux_*`` arrays and ``extra`` other
-    ensembles (``boon``), needed on rank 0). Writes ``variants.h5``; returns the scores on
-    rank 0, None elsewhere."""
-    pred, extra = comm.bcast((pred, extra or {}) if comm.rank == 0 else None, root=0)
-    test, times, mesh = data["test"], data["times"], data["mesh"]
-    S, T1, NC = test["u"].shape
-    T, N = T1 - 1, cv.num_cvs
-    c = case.constraints
-    params = [dict(zip(test["parameter_names"], map(float, test["params"][i]))) for i in range(S)]
-    boundary = [wall_data(case, cv, mesh, times, params[i]) for i in range(S)]
-    variants = flow_variants_requested(case, extra)
-    results, seconds, residuals = {}, {}, {}
-    for variant in variants:
-        done, spent, spent_mean, worst, plans = {}, 0.0, 0.0, {}, {}
-        pred_v = extra.get(variant, pred)
-        for i in my_indices(S, comm):
-            t0 = time.perf_counter()
-            um, uv, fm = [pred_v["u_mean"][i, 0]], [np.zeros(NC)], []
-            walls_t, bflux = boundary[i]
-            for n in range(1, T + 1):
-                mean = np.concatenate([pred_v["u_mean"][i, n], pred_v["flux_mean"][i, n - 1]])
-                var = np.concatenate([pred_v["u_var"][i, n], pred_v["flux_var"][i, n - 1]])
-                dev = np.concatenate([pred_v["u_dev"][i, :, n], pred_v["flux_dev"][i, :, n - 1]], axis=1)
-                rows = flow_variant_rows(variant, cv, walls_t[n - 1], bflux[n - 1])
-                m, v, mean_seconds = _update_time(variant, rows, mean, var, dev, c["covariance"], float(c["sigma"]),
-                                                  plans)
-                spent_mean += mean_seconds
-                if rows is not None:
-                    residual_by_kind(rows, m, worst)
-                um.append(m[:NC])
-                uv.append(v[:NC])
-                fm.append(m[NC:])
-            spent += time.perf_counter() - t0
-            done[i] = (np.array(um), np.array(uv), np.array(fm))
-        for plan in plans.values():
-            plan.destroy()
-        parts = comm.gather((done, worst), root=0)
-        seconds[variant] = (comm.allreduce(spent, op=MPI.SUM) / max(S, 1),
-                            comm.allreduce(spent_mean, op=MPI.SUM) / max(S, 1))
-        if comm.rank == 0:
-            merged = {i: r for part, _ in parts for i, r in part.items()}
-            results[variant] = tuple(np.array([merged[i][k] for i in range(S)]) for k in range(3))
-            residuals[variant] = {}
-            for _, w in parts:
-                for kind, value in w.items():
-                    residuals[variant][kind] = max(residuals[variant].get(kind, 0.0), value)
-    if comm.rank != 0:
-        return None
-    with atomic_path(out_path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["report_time"] = float(times[-1])
-            f.attrs["components"] = NC // N
-            for variant, (m, v, fl) in results.items():
-                f[f"{variant}/u_mean"] = m
-                f[f"{variant}/u_var"] = v
-                f[f"{variant}/flux_mean"] = fl
-    scores = {}
-    for variant, (m, v, fl) in results.items():
-        scores[variant] = flow_scores(cv, data, boundary, m, v, fl)
-        scores[variant].update(update_seconds=seconds[variant][0], mean_update_seconds=seconds[variant][1],
-                               row_residual=residuals[variant])
-    return scores
-
-
-def flow_scores(cv, data: dict, boundary: list, u: np.ndarray, var: np.ndarray, flux: np.ndarray) -> dict:
-    """Scores of one variant: u, var (S, T+1, d N) and flux (S, T, F); t = 0 is not scored.
-    ``boundary``: :func:`wall_data` of each test scenario."""
-    test = data["test"]
-    N = cv.num_cvs
-    d = test["u"].shape[-1] // N
-    truth, u, var = test["u"][:, 1:], u[:, 1:], np.maximum(var[:, 1:], 0.0)
-    w = np.tile(cv.volume, d)
-    D = cv.incidence()
-    scale = float(np.abs(test["u"]).max() * cv.face_area.max())
-    divergence = np.abs(D @ flux.reshape(-1, flux.shape[-1]).T).T.reshape(*flux.shape[:2], N) / scale  # (S, T, N)
-    wall_err, bflux_err = 0.0, 0.0
-    faces = cv.boundary_faces
-    for i, (walls_t, bflux) in enumerate(boundary):
-        for n, walls in enumerate(walls_t):
-            rows = wall_rows(cv, walls)
-            x = np.concatenate([u[i, n], flux[i, n]])
-            wall_err = max(wall_err, float(np.abs(rows.G @ x - rows.b).max()))
-        bflux_err = max(bflux_err, float(np.abs(flux[i][:, faces] - bflux[:, faces]).max()))
-    per_time = np.stack([relative_l2(u[:, n], truth[:, n], w) for n in range(u.shape[1])], axis=1)
-    return {"rel_l2": float(relative_l2(u, truth, w).mean()), "mse": mse(u, truth, w),
-            "max_error": max_error(u, truth), "flux_rel_l2": float(relative_l2(flux, test["flux"], 1.0).mean()),
-            "max_divergence": float(divergence.max()),
-            "divergence_over_time": divergence.max(axis=(0, 2)).tolist(),
-            "wall_error": wall_err, "boundary_flux_error": bflux_err,
-            "log_likelihood": gaussian_log_likelihood(u, var, truth, variance_floor(var)),
-            "crps": crps_gaussian(u, var, truth), "coverage90": coverage(u, var, truth),
-            "rel_l2_over_time": per_time.mean(axis=0).tolist()}
+__all__ = ["vertex_vorticity", "flow_figures", "flow_variant_fields", "FLOW_METRIC_KEYS", "FLOW_NOTE"]
 
 
 def vertex_vorticity(points: np.ndarray, cells: np.ndarray, cv_of_vertex: np.ndarray, velocity: np.ndarray) -> np.ndarray:

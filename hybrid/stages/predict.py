@@ -122,20 +122,14 @@ def run_predict(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, p
             metrics["variance_scales"] = None if scales is None else scales.as_dict()
             metrics["coverage90_uncalibrated"] = uncalibrated
     with collective(comm):
-        if is_flow(case):
-            from hybrid.stages.flow import run_flow_variants
-            variants = run_flow_variants(case, cv, data, pred, out / "variants.h5", comm, extra=extra)
-        else:
-            from hybrid.stages.constrain import run_variants
-            with petsc_options(UPDATE_PREFIX, case.constraints.get("petsc_options") or {},
-                               key="constraints.petsc_options", file=str(case.display_file)):
-                found = run_variants(case, cv, data, pred, out / "variants.h5", comm, extra=extra,
-                                     validation=validation)
-            variants, selection = found if found is not None else (None, None)
+        from hybrid.stages.constrain import run_variants
+        with petsc_options(UPDATE_PREFIX, case.constraints.get("petsc_options") or {},
+                           key="constraints.petsc_options", file=str(case.display_file)):
+            found = run_variants(case, cv, data, pred, out / "variants.h5", comm, extra=extra, validation=validation)
+        variants, selection = found if found is not None else (None, None)
         if comm.rank == 0:
             metrics["variants"] = variants
-            if not is_flow(case):
-                metrics.update(selection)
+            metrics.update(selection)
             with atomic_path(out / "metrics.json") as tmp:
                 tmp.write_text(json.dumps(metrics, indent=2) + "\n")
             mark_stage_done(out, digest, PREDICT_OUTPUTS,
