@@ -237,7 +237,7 @@ def test_one_update_over_all_times_equals_one_update_per_time(variant):
     scenario's walls)."""
     from hybrid.case import load_case
     from hybrid.constraints.flow import flow_rows, flux_divergence_rows
-    from hybrid.constraints.problems import FlowRows, ScenarioData, time_blocks
+    from hybrid.constraints.problems import FlowRows, time_blocks
     from hybrid.constraints.rows import ConstraintRows
     from hybrid.constraints.update import GaussianUpdate
     from hybrid.constraints.variants import prediction_covariance
