@@ -5,6 +5,7 @@ front ends (the stages themselves, with the public API among them, and the CLI) 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 from helpers import ROOT
@@ -85,3 +86,22 @@ def test_only_front_ends_import_the_stages():
     upward = sorted((a, b) for a, targets in import_graph().items() for b in targets
                     if b.startswith("hybrid.stages") and not a.startswith(FRONT_ENDS))
     assert upward == []
+
+
+FAMILY_WORDS = re.compile(r"\bflow\b|navier|vorticity|\bis_flow\b|stokes", re.IGNORECASE)
+
+
+def test_the_stages_are_the_same_for_every_family():
+    """Issue 14: a stage asks the case's problem family (``hybrid.problems.problem_for``) for
+    what differs between families, so no stage file names the flow family, and no stage imports
+    a family's module (only the plug-in protocol and its chooser)."""
+    stages = sorted((PACKAGE / "stages").glob("*.py"))
+    assert len(stages) >= 8
+    named = {p.name: FAMILY_WORDS.findall(p.read_text()) for p in stages}
+    assert {k: v for k, v in named.items() if v} == {}
+    families = sorted((a, b) for a, targets in import_graph().items() for b in targets
+                      if a.startswith("hybrid.stages") and b.startswith("hybrid.problems.")
+                      and b != "hybrid.problems.base")
+    assert families == []
+    # the check itself: the family's module does name it
+    assert FAMILY_WORDS.search((PACKAGE / "problems" / "flow.py").read_text())

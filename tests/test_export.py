@@ -24,7 +24,8 @@ from paraview_check import HAVE_PARAVIEW, assert_drawn, needs_paraview, open_in_
 from hybrid.constraints.variants import VARIANTS
 from hybrid.export.xdmf import read_time_series, write_time_series
 from hybrid.mesh.control_volumes import balance_residual
-from hybrid.stages.export import VARIANT_FIELDS, field_prefix
+from hybrid.export.xdmf import field_prefix
+from hybrid.problems.scalar import VARIANT_FIELDS
 from hybrid.stages.solve import read_dataset
 
 TINY_SURROGATE = {"epochs": "2", "members": "2", "grid": "32", "modes": "8", "width": "8", "batch": "2"}

@@ -180,7 +180,7 @@ def test_cavity_refuses_the_scalar_only_softc(tmp_path):
 
 def test_vertex_vorticity_is_exact_for_linear_velocities():
     from hybrid.mesh.control_volumes import build_control_volumes
-    from hybrid.stages.flow import vertex_vorticity
+    from hybrid.problems.flow import vertex_vorticity
 
     mesh = generate({"shape": "rectangle", "h": 0.2}, seed=0)
     cv = build_control_volumes(mesh, "dual")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from helpers import CASES, edit_toml, run_cli, small_case
-from hybrid.stages.validate import METRIC_KEYS
+from hybrid.problems.scalar import METRIC_KEYS
 
 TINY = dict(train=6, test=2, surrogate={"members": "2", "epochs": "3", "grid": "32", "modes": "8", "width": "8",
                                         "layers": "2", "batch": "4"},

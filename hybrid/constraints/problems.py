@@ -33,7 +33,7 @@ from hybrid.constraints.variants import (ENSEMBLE_VARIANTS, VARIANTS, boundary_r
                                          variant_rows)
 from hybrid.errors import CaseError
 
-__all__ = ["ScalarRows", "FlowRows", "ScenarioData", "problem_rows", "time_blocks", "FLOW_VARIANTS"]
+__all__ = ["ScalarRows", "FlowRows", "ScenarioData", "time_blocks", "FLOW_VARIANTS"]
 
 FLOW_VARIANTS = ("raw", "hardc", "boon", "global", "per-cell", "per-cell+boundary")
 
@@ -153,11 +153,6 @@ class FlowRows(ScalarRows):
         G.sort_indices()
         built[variant] = ConstraintRows(G, b, np.concatenate([block.kind for block in blocks]))
         return built[variant]
-
-
-def problem_rows(case, cv, times: np.ndarray) -> ScalarRows:
-    """The rows of the case's family."""
-    return (FlowRows if case.pde["family"] == "navier-stokes" else ScalarRows)(case, cv, times)
 
 
 def time_blocks(U: np.ndarray | None, layout: StateLayout) -> np.ndarray | None:

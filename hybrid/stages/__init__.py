@@ -5,4 +5,4 @@ unchanged (:mod:`hybrid.files`); the CLI and the public API (:mod:`.api`) call t
 this layer imports them.
 """
 
-__all__ = ["api", "solve", "train", "predict", "constrain", "external", "flow", "validate", "export"]
+__all__ = ["api", "solve", "train", "predict", "constrain", "external", "validate", "export"]

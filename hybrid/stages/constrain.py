@@ -1,9 +1,9 @@
 """The constraint variants of ``hybrid predict``: every variant the case asks for, per test
 scenario, with the scores of the ablation table and ProbConserv's downstream front task.
 One driver for every family: the family's layout and rows come from
-:mod:`hybrid.constraints.problems` (a navier-stokes state is the d N velocity components of
-each output time, its fluxes the instantaneous face fluxes, and its rows hold each time on
-its own).
+:mod:`hybrid.constraints.problems` (a vector family's state is the d N components of each
+output time, its fluxes instantaneous, and its rows hold each time on its own), its scores
+from its :class:`~hybrid.problems.base.Problem`.
 
 Written to ``OUTPUT/predict/variants.h5``, one group per variant:
 
@@ -15,7 +15,7 @@ Written to ``OUTPUT/predict/variants.h5``, one group per variant:
 ``front`` (S, K)
     where the case has a front (Stefan: u = u*, porous medium: the edge of the support
     u = 1% of the reference maximum): its position (1-D) or the volume behind it (2-D/3-D)
-    for every sample (see :func:`front_measure`)
+    for every sample (see :meth:`hybrid.problems.base.Problem.front_measure`)
 
 and into ``metrics.json`` under ``variants``: :func:`variant_scores` (every metric of
 docs/metrics.md, the ones ``hybrid validate`` reports), the largest residual of the
@@ -37,7 +37,7 @@ import h5py
 import numpy as np
 from mpi4py import MPI
 
-from hybrid.constraints.problems import FlowRows, problem_rows, time_blocks
+from hybrid.constraints.problems import time_blocks
 from hybrid.constraints.rows import StateLayout
 from hybrid.constraints.selection import (OUTSIDE_INFLATION, ValidationScenario, choose_flux_inflation, defect_scale,
                                          outside_prior)
@@ -46,9 +46,10 @@ from hybrid.constraints.variants import ENSEMBLE_VARIANTS, VARIANTS, make_update
 from hybrid.errors import CaseError
 from hybrid.files import atomic_path
 from hybrid.parallel import my_indices
-from hybrid.validation.scores import flow_scores, residual_by_kind, variant_scores
+from hybrid.problems import problem_for
+from hybrid.validation.scores import residual_by_kind
 
-__all__ = ["requested_variants", "main_variant", "run_variants", "variant_scores", "front_threshold", "front_measure", "FRONT_SAMPLES",
+__all__ = ["requested_variants", "main_variant", "run_variants", "FRONT_SAMPLES",
            "residual_by_kind", "read_variants"]
 
 FRONT_SAMPLES = 100       # posterior samples per scenario kept for the front histogram
@@ -59,7 +60,7 @@ DISTRIBUTE_ROWS = 50_000  # parallel = "auto": distribute updates with more per-
 def requested_variants(case, extra: dict | None = None, problem=None) -> list[str]:
     """raw, the case's main variant and those it compares with, in the table's order
     (``softc`` and ``boon`` only when their ensembles are in ``extra``); ``problem``: the
-    family's rows (:func:`~hybrid.constraints.problems.problem_rows`), which refuse a variant
+    family's rows (:meth:`~hybrid.problems.base.Problem.rows`), which refuse a variant
     the family has not."""
     c = case.constraints
     wanted = ["raw", main_variant(case)] + [v for v in c["compare"] if v not in ENSEMBLE_VARIANTS or v in (extra or {})]
@@ -90,39 +91,18 @@ def parallel_mode(setting: str, comm: MPI.Comm, state_rows: int) -> str:
     return setting
 
 
-def front_threshold(case, params: dict, truth_final: np.ndarray) -> float | None:
-    """The level whose crossing is the case's front, or None when the case has no front."""
-    if case.pde.get("family") != "gpme":
-        return None
-    if case.pde.get("k") == "stefan":
-        return float(params.get("u_star", case.pde.get("u_star", 0.5)))
-    if case.pde.get("k") == "power":
-        return 0.01 * float(np.max(truth_final))
-    return None
-
-
-def front_measure(cv, u: np.ndarray, threshold: float) -> np.ndarray:
-    """Front of each profile u (..., N): the volume where u ≥ threshold (2-D, 3-D), and in
-    1-D the left end plus that length — the front's position for a profile that falls
-    through the level once. Integrating, rather than taking the first crossing, keeps the
-    front of a sample with uncorrelated noise where the profile is, not at the first noisy dip."""
-    behind = (u >= threshold) @ cv.volume
-    if cv.dim == 1:
-        return cv.centre[:, 0].min() - 0.5 * cv.volume[np.argmin(cv.centre[:, 0])] * (cv.kind == "cells") + behind
-    return behind
-
-
 def run_variants(case, cv, data: dict, pred: dict | None, out_path, comm: MPI.Comm = MPI.COMM_SELF,
                  extra: dict | None = None, validation: dict | None = None) -> tuple[dict, dict] | None:
     """Every requested variant of every test scenario, for every family (collective over
-    ``comm``; ``data`` the dataset, a navier-stokes one as its
-    :func:`~hybrid.stages.train.flow_view`; ``pred``, the ensemble's ``u_mean u_var u_dev
+    ``comm``; ``data`` the dataset as the family's :meth:`~hybrid.problems.base.Problem.view`
+    gives it; ``pred``, the ensemble's ``u_mean u_var u_dev
     flux_mean flux_var flux_dev``, is needed on rank 0 only; ``extra`` holds other ensembles
     scored unconstrained, such as ``softc`` and ``boon``; ``validation``, the validation
     scenarios' ``split`` and the ensemble's ``pred`` of them, chooses the flux-variance
     inflation of :mod:`hybrid.constraints.selection` and the defect references).
     Returns (the scores, the inflation chosen and its validation table) on rank 0, None elsewhere."""
-    problem = problem_rows(case, cv, data["times"])
+    family = problem_for(case)
+    problem = family.rows(case, cv, data["times"])
     wanted = requested_variants(case, extra, problem)
     inflation, table, references = None, None, None
     if comm.rank == 0:
@@ -147,7 +127,7 @@ def run_variants(case, cv, data: dict, pred: dict | None, out_path, comm: MPI.Co
         owner = problem.owners()
     # each scenario's boundary data (and the rows the scores measure by), known mass, front level
     scenario = [problem.scenario(test, i, scored=True) for i in range(S)]
-    thresholds = [front_threshold(case, scenario[i].params, test["u"][i, -1]) for i in range(S)]
+    thresholds = [family.front_threshold(case, scenario[i].params, test["u"][i, -1]) for i in range(S)]
     has_front = S > 0 and all(t is not None for t in thresholds)
     samples = FRONT_SAMPLES if has_front else 0   # posterior samples serve the front histogram only
     # partition: every rank works on every scenario; scenarios: each rank on its own, serially
@@ -210,8 +190,8 @@ def run_variants(case, cv, data: dict, pred: dict | None, out_path, comm: MPI.Co
     fronts = {}
     if has_front:
         for variant, (_, _, _, post) in results.items():
-            fronts[variant] = np.stack([front_measure(cv, post[i], thresholds[i]) for i in range(S)])
-        true_front = np.array([front_measure(cv, test["u"][i, -1], thresholds[i]) for i in range(S)])
+            fronts[variant] = np.stack([family.front_measure(cv, post[i], thresholds[i]) for i in range(S)])
+        true_front = np.array([family.front_measure(cv, test["u"][i, -1], thresholds[i]) for i in range(S)])
     with atomic_path(out_path) as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs["report_time"] = float(times[-1])
@@ -229,8 +209,7 @@ def run_variants(case, cv, data: dict, pred: dict | None, out_path, comm: MPI.Co
     scores = {}
     scored = [sc.scored for sc in scenario]
     for variant, (m, v, fl, _) in results.items():
-        scores[variant] = (flow_scores(cv, data, scored, m, v, fl) if isinstance(problem, FlowRows)
-                           else variant_scores(cv, data, layout, scored, m, v, fl))
+        scores[variant] = family.scores(cv, data, layout, scored, m, v, fl)
         phases = phases_of[variant]
         scores[variant].update(update_seconds=phases["total"], mean_update_seconds=phases["total_mean"],
                                plan_seconds=plan_seconds[variant],
@@ -403,7 +382,7 @@ def _update(variant, rows, diag, U, sigma, owner, comm, plans: dict, layout=None
 
 
 def read_variants(path, datasets: tuple | None = None) -> tuple[dict, dict]:
-    """The one reader of ``variants.h5`` (scalar and flow): ({variant: {dataset: array}} in the
+    """The one reader of ``variants.h5`` (every family): ({variant: {dataset: array}} in the
     ablation table's order, then any other group by name; {front_true, front_kind,
     report_time}). ``datasets``: read only these, and only groups that have them all."""
     with h5py.File(path, "r") as f:

@@ -41,22 +41,16 @@ from hybrid.errors import CaseError
 from hybrid.export.vtu import write_vtu_series
 from hybrid.export.xdmf import field_prefix, write_time_series
 from hybrid.files import commit_pending, commits_together, mark_stage_done, stage_is_current
-from hybrid.mesh.control_volumes import balance_residual
+from hybrid.mesh.control_volumes import build_control_volumes
 from hybrid.parallel import ScenarioProgress, collective, my_indices, root_print
+from hybrid.problems import problem_for
 from hybrid.stages.constrain import read_variants as read_variant_groups
 from hybrid.stages.predict import predict_digest, run_predict
-from hybrid.stages.solve import SOLVE_SECTIONS, read_dataset, run_solve
+from hybrid.stages.solve import SOLVE_SECTIONS, periodic_pairs, read_dataset, run_solve
 
-__all__ = ["run_export", "cv_fields", "field_prefix", "read_variants", "variant_fields", "VARIANT_FIELDS"]
+__all__ = ["run_export", "cv_fields", "field_prefix", "read_variants"]
 
-VARIANT_FIELDS = ("mean", "std", "abs_error", "balance_residual")   # suffixes of each variant's arrays
 _VARIANT_DATASETS = ("u_mean", "u_var", "flux_mean")
-
-
-def _balance(cvd: dict, u: np.ndarray, flux: np.ndarray, source: np.ndarray) -> np.ndarray:
-    """Per-control-volume balance residual with a zero first row (no interval ends at t = 0)."""
-    res = balance_residual(cvd["volume"], cvd["face_cv"], u, flux, source)
-    return np.vstack([np.zeros_like(u[:1]), res])
 
 
 def cv_fields(kind: str, cvd: dict, fields: dict[str, np.ndarray]) -> tuple[dict, dict]:
@@ -75,33 +69,6 @@ def read_variants(path: Path | str) -> dict[str, dict[str, np.ndarray]]:
     if len(set(prefixes)) != len(prefixes):
         raise ValueError(f"{path}: variants {list(out)} map to clashing array names {prefixes}")
     return out
-
-
-def variant_fields(cvd: dict, variant: str, u_mean: np.ndarray, u_var: np.ndarray, flux_mean: np.ndarray,
-                   u: np.ndarray, source: np.ndarray) -> dict[str, np.ndarray]:
-    """One scenario's arrays of one variant, per control volume, shape (T+1, N) each."""
-    p = field_prefix(variant)
-    return {f"{p}_mean": u_mean, f"{p}_std": np.sqrt(np.maximum(u_var, 0.0)),
-            f"{p}_abs_error": np.abs(u_mean - u),
-            f"{p}_balance_residual": _balance(cvd, u_mean, flux_mean, source)}
-
-
-def _vorticity_figure(case, data: dict, out: Path) -> Path:
-    """The vorticity of test scenario 0 at the first output time and at the last (the BOON
-    article's cavity figure, here from the reference solver), on the mesh."""
-    from hybrid.report.figures import field_on_mesh
-
-    test, times, mesh = data["test"], data["times"], data["mesh"]
-    expand = data["control_volumes"]["cv_of_entity"]
-    w = test["vorticity"][0]
-    label = ", ".join(f"{k} = {v:.3g}" for k, v in zip(test["parameter_names"], test["params"][0]))
-    fields = {f"vorticity, t = {times[1]:.3g} (step 1)": w[1][expand],
-              f"vorticity, t = {times[-1]:.3g} (step {len(times) - 1})": w[-1][expand]}
-    # the lid's corners are singular: saturate the colours at the 98th percentile of |ω|
-    bound = float(np.percentile(np.abs(w[1:]), 98)) or 1.0
-    return field_on_mesh(out / "vorticity.png", mesh.points[:, :2], mesh.cells, fields,
-                         f"{case.name}, test scenario 0 ({label}): solver vorticity", location="point",
-                         scale=(-bound, bound), cmap="RdBu_r")
 
 
 EXPORT_FORMATS = ("xdmf", "vtu")
@@ -138,38 +105,22 @@ def run_export(case, *, force: bool = False, train: bool = False, solver_only: b
         root_print(f"export: up to date ({out})", comm=comm)
         return names
     variants = {} if variants_file is None else read_variants(variants_file)
-    flow = "vorticity" in data["test"]
+    problem = problem_for(case)
     for v, arrays in variants.items():
-        expected = data["test"]["u"].shape
-        if flow:   # velocities, flattened to (S, T+1, d N)
-            expected = expected[:2] + (expected[2] * expected[3],)
+        expected = problem.state_shape(data["test"]["u"].shape)
         if arrays["u_mean"].shape != expected:
             raise RuntimeError(f"{variants_file}: {v}/u_mean has shape {arrays['u_mean'].shape}, "
                                f"the solver's test states {data['test']['u'].shape}; rerun hybrid predict --force")
     mesh, cvd, kind = data["mesh"], data["control_volumes"], data["control_volumes_kind"]
-    if flow and variants:
-        from hybrid.mesh.control_volumes import build_control_volumes
-        from hybrid.stages.flow import flow_variant_fields
-        cv = build_control_volumes(mesh, kind)
+    cv = build_control_volumes(mesh, kind, periodic_pairs(case)) if variants else None
     with ScenarioProgress(comm, len(tasks), "export", enabled=progress) as bar, collective(comm):
         for j in my_indices(len(tasks), comm):
             split, i = tasks[j]
             d = data[split]
-            if "vorticity" in d:   # navier-stokes: velocity (3 components for ParaView), pressure, vorticity
-                u = d["u"][i]
-                fields = {"velocity": np.concatenate([u, np.zeros(u.shape[:-1] + (3 - u.shape[-1],))], axis=-1),
-                          "pressure": d["pressure"][i], "vorticity": d["vorticity"][i],
-                          "net_volume_flux": d["net_volume_flux"][i]}
-            else:
-                fields = {"u": d["u"][i], "balance_residual": _balance(cvd, d["u"][i], d["flux"][i], d["source"][i])}
+            fields = problem.solver_fields(d, i, cvd)
             if split == "test":
                 for v, a in variants.items():
-                    if flow:
-                        fields.update(flow_variant_fields(mesh, cv, v, a["u_mean"][i], a["u_var"][i], a["flux_mean"][i],
-                                                          d["u"][i]))
-                    else:
-                        fields.update(variant_fields(cvd, v, a["u_mean"][i], a["u_var"][i], a["flux_mean"][i],
-                                                     d["u"][i], d["source"][i]))
+                    fields.update(problem.variant_fields(mesh, cv, cvd, v, a, i, d))
             point, cell = cv_fields(kind, cvd, fields)
             params = dict(zip(d["parameter_names"], d["params"][i]))
             attributes = {"case": case.name, "scenario": f"{split} {i}",
@@ -187,21 +138,8 @@ def run_export(case, *, force: bool = False, train: bool = False, solver_only: b
     with collective(comm):
         if comm.rank == 0:
             mark_stage_done(out, digest, outputs, files=[p.name for p in names], variants=list(variants), format=fmt)
-            if variants and flow:
-                what = (f"velocity, pressure, vorticity, net_volume_flux and, {'in the test series, ' if train else ''}"
-                        f"for the variants {', '.join(variants)}, V_velocity V_velocity_std V_abs_error V_vorticity "
-                        f"V_net_volume_flux (V = {', '.join(field_prefix(v) for v in variants)})")
-                _vorticity_figure(case, data, out)
-            elif variants:
-                what = (f"u, balance_residual and, {'in the test series, ' if train else ''}"
-                        f"for the variants {', '.join(variants)}, "
-                        f"{' '.join('V_' + s for s in VARIANT_FIELDS)} "
-                        f"(V = {', '.join(field_prefix(v) for v in variants)})")
-            elif "vorticity" in data["test"]:
-                what = "velocity, pressure, vorticity, net_volume_flux (solver only)"
-                _vorticity_figure(case, data, out)
-            else:
-                what = "u, balance_residual (solver only)"
+            what = problem.export_summary(list(variants), train)
+            problem.export_figures(case, data, out)
             root_print(f"export: {len(names)} ParaView series in {out} (open e.g. "
                        f"{names[0].name if names else '-'}): {what}", comm=comm)
     return names

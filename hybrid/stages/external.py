@@ -39,6 +39,7 @@ from hybrid.files import atomic_path, commit_pending, commits_together, file_dig
 from hybrid.mesh.control_volumes import build_control_volumes
 from hybrid.parallel import collective, root_print
 from hybrid.petsc_options import UPDATE_PREFIX, petsc_options
+from hybrid.problems import problem_for
 from hybrid.stages.solve import SOLVE_SECTIONS, periodic_pairs, read_dataset, run_solve
 
 __all__ = ["run_constrain", "read_prediction", "check_prediction", "constrain_arrays"]
@@ -157,7 +158,7 @@ def run_constrain(case, prediction: str | Path, name: str, *, force: bool = Fals
 
 def _constrain_on_root(case, dataset: Path, prediction: Path, out: Path, digest: str) -> None:
     data = read_dataset(dataset)
-    if "vorticity" in data["test"]:
+    if not problem_for(case).external_predictions:
         raise CaseError("hybrid constrain takes scalar cases (a velocity's prediction is not supported yet)",
                         file=str(case.display_file), key="pde.family")
     cv = build_control_volumes(data["mesh"], data["control_volumes_kind"], periodic_pairs(case))
@@ -210,18 +211,18 @@ def _constrain_on_root(case, dataset: Path, prediction: Path, out: Path, digest:
                                           "validation_mse_ratio")}   # the model's variances, as given
     figures = []
     if case.output["figures"]:
-        from hybrid.stages.validate import variant_figures
         extra = {"front_true": None, "front_kind": "", "report_time": float(times[-1])}
-        figures = variant_figures(case, cv, data, {v: _as_arrays(rs) for v, rs in results.items()}, extra, scores, out)
+        figures = problem_for(case).figures(case, cv, data, {v: _as_arrays(rs) for v, rs in results.items()}, extra,
+                                            scores, out)
     metrics["figures"] = [p.name for p in figures]
     with atomic_path(out / "metrics.json") as tmp:
         tmp.write_text(json.dumps(metrics, indent=2) + "\n")
     with atomic_path(out / "report.md") as tmp:
         tmp.write_text(_report(case, metrics, figures))
     mark_stage_done(out, digest, OUTPUTS, prediction=str(prediction), fluxes=fluxes)
-    from hybrid.stages.validate import METRIC_KEYS, _table
+    from hybrid.stages.validate import _table
     print(f"constrain: {case.name}: {prediction.name} -> {out / 'report.md'}"
-          + ("" if fluxes else " (no fluxes in the file: states-only rows)") + "\n" + _table(scores, METRIC_KEYS),
+          + ("" if fluxes else " (no fluxes in the file: states-only rows)") + "\n" + _table(scores, problem_for(case).metric_keys),
           flush=True)
 
 
@@ -304,7 +305,7 @@ def _scores(cv, test, layout, scored: list, rs, fluxes: bool, seconds: float) ->
 
 
 def _report(case, metrics: dict, figures: list[Path]) -> str:
-    from hybrid.stages.validate import METRIC_KEYS, _table
+    from hybrid.stages.validate import _table
 
     p = metrics["prediction"]
     what = ("face fluxes given: every variant as in hybrid predict" if p["fluxes"] else
@@ -315,7 +316,7 @@ def _report(case, metrics: dict, figures: list[Path]) -> str:
              f"Prediction: `{p['file']}` (sha256 {p['sha256'][:16]}…); {what}.", "",
              f"{metrics['test_scenarios']} test scenarios, report time t = {metrics['report_time']:g}."
              + (f" Not applicable here: {', '.join(p['skipped_variants'])}." if p["skipped_variants"] else ""), "",
-             "## Variants", "", _table(metrics["variants"], METRIC_KEYS), ""]
+             "## Variants", "", _table(metrics["variants"], problem_for(case).metric_keys), ""]
     if figures:
         lines += ["## Figures", ""] + [f"![{f.stem}]({f.name})\n" for f in figures]
     return "\n".join(lines)

@@ -32,8 +32,9 @@ from hybrid.metrics import coverage, relative_l2
 from hybrid.parallel import collective, my_indices, root_print
 from hybrid.petsc_options import UPDATE_PREFIX, petsc_options
 from hybrid.stages.solve import read_dataset
-from hybrid.stages.train import (TRAIN_SECTIONS, case_transfer, flow_view, initial_states, is_flow, load_members,
-                                 run_train, softc_weight, split_indices, wants_boon, wants_softc)
+from hybrid.problems import problem_for
+from hybrid.stages.train import (TRAIN_SECTIONS, case_transfer, initial_states, load_members, run_train,
+                                 softc_weight, split_indices, wants_boon, wants_softc)
 from hybrid.surrogates.calibration import apply_scales, fit_scales
 from hybrid.surrogates.boon import boundary_ends, enforce_on_mesh, enforce_walls_on_mesh, with_boundary_channels
 from hybrid.surrogates.data import build_inputs, to_mesh_outputs, to_mesh_variances
@@ -84,8 +85,7 @@ def run_predict(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, p
         return out
     data = read_dataset(Path(case.output_dir) / "solve" / "dataset.h5")
     cv, transfer = case_transfer(case, data)
-    if is_flow(case):
-        data = flow_view(data)   # velocities flattened to (S, T+1, d N), face fluxes at t_1..t_T
+    data = problem_for(case).view(data)   # a vector family: velocities flattened to (S, T+1, d N)
     test = data["test"]
     M = int(case.surrogate["members"])
     members = load_members(train_dir, M, my_indices(M, comm), case.hash(*TRAIN_SECTIONS))
@@ -139,7 +139,7 @@ def run_predict(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, p
                        f"{metrics['coverage90']:.2f}; flux relative L2 {metrics['flux_rel_l2']:.4f}; surrogate "
                        f"{metrics['surrogate_seconds']:.3g} s vs solver {metrics['solver_seconds']:.3g} s per scenario",
                        comm=comm)
-            root_print(_variants_table(case.name, metrics["variants"], FLOW_TABLE_COLUMNS if is_flow(case) else TABLE_COLUMNS),
+            root_print(_variants_table(case.name, metrics["variants"], problem_for(case).table_columns),
                        comm=comm)
     return out
 
@@ -223,18 +223,7 @@ def _ensemble(members: dict, M: int, transfer, cv, data: dict, comm: MPI.Comm, b
             surrogate_seconds)
 
 
-# the columns of the variants table printed by predict: (metrics key, header, width, format)
-TABLE_COLUMNS = (("mse", "MSE", 10, ".3e"), ("rel_l2", "rel L2", 8, ".4f"), ("max_balance_residual", "balance", 9, ".1e"),
-                 ("mass_error", "mass err", 9, ".1e"), ("dirichlet_error", "Dirichlet", 9, ".1e"),
-                 ("coverage90", "cover90", 7, ".2f"), ("log_likelihood", "loglik", 8, ".2f"),
-                 ("update_seconds", "update s", 9, ".4f"))
-FLOW_TABLE_COLUMNS = (("mse", "MSE", 10, ".3e"), ("rel_l2", "rel L2", 8, ".4f"), ("max_divergence", "divergence", 10, ".1e"),
-                      ("wall_error", "walls", 9, ".1e"), ("boundary_flux_error", "bnd flux", 9, ".1e"),
-                      ("coverage90", "cover90", 7, ".2f"), ("log_likelihood", "loglik", 8, ".2f"),
-                      ("update_seconds", "update s", 9, ".4f"))
-
-
-def _variants_table(name: str, variants: dict, columns=TABLE_COLUMNS) -> str:
+def _variants_table(name: str, variants: dict, columns: tuple) -> str:
     cell = lambda value, width, spec: f"{'–':>{width}s}" if value is None else f"{value:{width}{spec}}"
     lines = [f"predict: {name}: constraint variants (test scenarios)",
              f"  {'variant':18s} " + " ".join(f"{head:>{width}s}" for _, head, width, _ in columns)]

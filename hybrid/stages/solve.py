@@ -37,8 +37,9 @@ from hybrid.mesh.control_volumes import ControlVolumes, build_control_volumes
 from hybrid.mesh.meshdata import MeshData
 from hybrid.parallel import ScenarioProgress, collective, my_indices, root_print
 from hybrid.petsc_options import SOLVER_PREFIX, petsc_options
-from hybrid.solvers.boundaries import boundary_data, wall_order
-from hybrid.solvers.gpme import Conductivity, GPMESolver, SolverError
+from hybrid.problems import problem_for
+from hybrid.solvers.boundaries import boundary_data
+from hybrid.solvers.gpme import SolverError
 
 __all__ = ["SOLVE_SECTIONS", "run_solve", "case_mesh", "case_control_volumes", "solve_scenario",
            "boundary_data", "read_dataset"]
@@ -68,44 +69,6 @@ def case_control_volumes(case, mesh: MeshData) -> ControlVolumes:
     return build_control_volumes(mesh, case.mesh["control_volumes"], periodic_pairs(case))
 
 
-def _solve_flow(case, cv: ControlVolumes, mesh: MeshData, params: dict, split: str, index: int):
-    """One Navier–Stokes scenario: the velocity (T+1, N, d), pressure and vorticity (T+1, N)
-    in control-volume order, and the control volumes' net volume flux."""
-    from hybrid.case.initial import initial_values
-    from hybrid.case.parameters import scenario_rng
-    from hybrid.solvers.navier_stokes import NavierStokesSolver, Wall
-
-    where = dict(file=str(case.display_file))
-    if cv.kind != "dual" or mesh.cell_type != "triangle":
-        raise CaseError("navier-stokes needs a triangle mesh with control_volumes = \"dual\" (velocities live "
-                        "at the vertices)", key="mesh.control_volumes", **where)
-    walls = []
-    # in the case file's order: where walls meet, the one listed later owns the shared nodes
-    for name in wall_order(case, mesh):
-        bc = case.boundary_condition(name)
-        if bc.type != "dirichlet" or not isinstance(bc.value, list):
-            raise CaseError(f"navier-stokes: boundary {name!r} needs type = \"dirichlet\" with a vector value, "
-                            "e.g. value = [\"1\", \"0\"] (found " + (bc.type if bc.type != "dirichlet" else
-                                                                         "a scalar value") + ")",
-                            key=f"boundary.{name}", **where)
-        walls.append(Wall(name, tuple(bc.value)))
-    rng = scenario_rng(case.seed, split, index, "initial")
-    initial = lambda points: initial_values(case, points, params, rng)
-    solver = NavierStokesSolver(mesh, float(params["nu"]), walls, params, rtol=case.solver["newton_rtol"],
-                                atol=case.solver["newton_atol"], max_it=case.solver["newton_max_it"])
-    face_flux = []
-    try:
-        flow = solver.run(case.time["t_end"], case.time["dt"], case.time["outputs"], initial=initial,
-                          at_output=lambda t: face_flux.append(solver.dual_face_fluxes(cv, t)))
-    except RuntimeError as exc:
-        raise SolverError(str(exc)) from None
-    order = cv.entity_of_cv          # vertex of each control volume
-    flow.u, flow.p, flow.vorticity = flow.u[:, order], flow.p[:, order], flow.vorticity[:, order]
-    flow.face_flux = np.array(face_flux)                    # (T+1, F) exact volume fluxes of the dual faces
-    flow.net_flux = (cv.incidence() @ flow.face_flux.T).T   # (T+1, N): zero up to the solver's tolerance
-    return flow
-
-
 def check_dataset_size(case, cv: ControlVolumes) -> None:
     """Refuse, before any work, a dataset that would not fit in memory: scenarios × (outputs + 1)
     × (control volumes + faces) float64 values, three times over (states, fluxes and sources,
@@ -124,91 +87,13 @@ def check_dataset_size(case, cv: ControlVolumes) -> None:
                         file=str(case.display_file), key="time.outputs")
 
 
-def check_finite_data(case, cv: ControlVolumes, params: dict, u0: np.ndarray) -> None:
-    """The initial state, and the source and boundary data at every solver step, are finite:
-    refused here, naming the key, before PETSc sees a NaN (its tolerances would become NaN)."""
-    where = dict(file=str(case.display_file))
-    bad = np.flatnonzero(~np.isfinite(u0))
-    if len(bad):
-        raise CaseError(f"the initial state is not finite at {len(bad)} control volume(s), e.g. "
-                        f"x = {np.round(cv.centre[bad[0]], 6).tolist()}", key="initial.value", **where)
-    steps = np.append(np.arange(0.0, case.time["t_end"], case.time["dt"]), case.time["t_end"])
-    checks = []
-    if case.pde.get("source") is not None:
-        checks.append(("pde.source", case.pde["source"], cv.centre))
-    keys = {"dirichlet": "value", "flux": "flux", "normal_derivative": "normal_derivative"}
-    for bc in boundary_data(case):
-        if bc.kind in keys and bc.name in cv.boundary_names:
-            checks.append((f"boundary.{bc.name}.{keys[bc.kind]}", bc.expr, cv.face_centroid[cv.faces_of(bc.name)]))
-    for key, expr, points in checks:
-        for t in (steps[:1] if expr.is_constant else steps):
-            values = np.asarray(expr(points, t=float(t), params=params), float)
-            if not np.all(np.isfinite(values)):
-                raise CaseError(f"is not finite at t = {t:.6g}", key=key, **where)
-
-
-def _solve_wave(case, cv: ControlVolumes, params: dict, split: str, index: int, box):
-    """One wave-equation scenario (released from rest); see :mod:`hybrid.solvers.wave`."""
-    from hybrid.case.initial import initial_values
-    from hybrid.case.parameters import scenario_rng
-    from hybrid.solvers.wave import WaveSolver
-
-    source = case.pde.get("source")
-    if source is not None and not (source.is_constant and source.constant_value() == 0.0):
-        raise CaseError('the wave solver supports source = "0" only', file=str(case.display_file), key="pde.source")
-    rng = scenario_rng(case.seed, split, index, "initial")
-    u0 = initial_values(case, cv.centre, params, rng, box=box)
-    check_finite_data(case, cv, params, u0)
-    try:
-        solver = WaveSolver(cv, float(params["c"]), boundary_data(case), params, theta=case.time["theta"])
-    except ValueError as exc:
-        raise CaseError(f"wave: {exc}", file=str(case.display_file), key="mesh.control_volumes") from None
-    try:
-        return solver.run(u0, case.time["t_end"], case.time["dt"], case.time["outputs"])
-    finally:
-        solver.close()
-
-
 def solve_scenario(case, cv: ControlVolumes, params: dict, split: str, index: int, box=None,
                    mesh: MeshData | None = None):
-    """Solve one scenario; returns the :class:`~hybrid.solvers.gpme.Trajectory` (navier-stokes:
-    a :class:`~hybrid.solvers.navier_stokes.FlowTrajectory`, which needs ``mesh``), with the
-    case's ``[solver] petsc_options`` in force."""
+    """Solve one scenario; returns the family's trajectory (:meth:`hybrid.problems.base.Problem.solve`;
+    some families need ``mesh``), with the case's ``[solver] petsc_options`` in force."""
     with petsc_options(SOLVER_PREFIX, case.solver.get("petsc_options") or {}, key="solver.petsc_options",
                        file=str(case.display_file)):
-        return _solve_scenario(case, cv, params, split, index, box, mesh)
-
-
-def _solve_scenario(case, cv: ControlVolumes, params: dict, split: str, index: int, box, mesh):
-    from hybrid.case.initial import initial_values
-    from hybrid.case.parameters import scenario_rng
-
-    family = case.pde["family"]
-    if family == "navier-stokes":
-        return _solve_flow(case, cv, mesh, params, split, index)
-    if family == "wave":
-        return _solve_wave(case, cv, params, split, index, box)
-    kind = case.pde["k"] if family == "gpme" else "constant"
-    convection = None
-    if family == "burgers":   # u_t + Σ_i (u²/2)_{x_i} = ν Δu: the GPME solver with k = ν and b = (1, ..., 1)
-        params = dict(params, k=params["nu"])
-        convection = np.ones(cv.dim)
-    if kind == "stefan" and params.get("smoothing", 0.0) <= 0:
-        raise CaseError("the Stefan step needs smoothing > 0 (Newton needs a derivative); "
-                        "use e.g. smoothing = 0.005", file=str(case.display_file), key="pde.smoothing")
-    rng = scenario_rng(case.seed, split, index, "initial")
-    # the random field lives on the mesh's bounding box, so it is the same field on any mesh of the domain
-    u0 = initial_values(case, cv.centre, params, rng, box=box)
-    check_finite_data(case, cv, params, u0)
-    solver = GPMESolver(cv, Conductivity.from_params(kind, params), boundary_data(case), params,
-                        source=case.pde.get("source"), theta=case.time["theta"],
-                        rtol=case.solver["newton_rtol"], atol=case.solver["newton_atol"],
-                        max_it=case.solver["newton_max_it"], convection=convection,
-                        scheme=case.pde.get("convection", "central"))
-    try:
-        return solver.run(u0, case.time["t_end"], case.time["dt"], case.time["outputs"])
-    finally:
-        solver.close()
+        return problem_for(case).solve(case, cv, mesh, params, split, index, box)
 
 
 def _write_mesh(group: h5py.Group, mesh: MeshData) -> None:
@@ -276,7 +161,7 @@ def run_solve(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, pro
     bar.close()
 
     gathered = comm.gather(mine, root=0)
-    flow = case.pde["family"] == "navier-stokes"
+    problem = problem_for(case)
     with collective(comm):
         if comm.rank == 0:
             results = {}
@@ -303,14 +188,8 @@ def run_solve(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, pro
                         if not len(scen):
                             continue
                         g["u"] = np.stack([results[j][0].u for j in idx])
-                        if flow:
-                            for name, attr in (("pressure", "p"), ("vorticity", "vorticity"),
-                                               ("face_flux", "face_flux"), ("net_volume_flux", "net_flux")):
-                                g[name] = np.stack([getattr(results[j][0], attr) for j in idx])
-                        else:
-                            g["flux"] = np.stack([results[j][0].flux for j in idx])
-                            g["source"] = np.stack([results[j][0].source for j in idx])
-                            g["max_correction"] = np.array([results[j][0].stats["max_correction"] for j in idx])
+                        for name, arr in problem.dataset_arrays([results[j][0] for j in idx]).items():
+                            g[name] = arr
                         g["solve_seconds"] = np.array([results[j][1] for j in idx])
                         g["newton_iterations"] = np.array([results[j][0].stats["newton_its"] for j in idx])
                         g.attrs["dt"] = results[idx[0]][0].stats["dt"]
@@ -319,21 +198,10 @@ def run_solve(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, pro
                     _write_cvs(f, cv, owners=True)
                     f.attrs["ranks"] = comm.size
             seconds = [s for _, s in results.values()]
-            if flow:
-                # the Taylor–Hood velocity is divergence-free weakly, not per median-dual cell: report by how much
-                scale = max((np.abs(t.u).max() * cv.face_area.max() for t, _ in results.values()), default=1.0)
-                net = max((float(np.abs(t.net_flux).max()) for t, _ in results.values()), default=0.0) / scale
-                mark_stage_done(out, digest, SOLVE_OUTPUTS, scenarios=len(tasks), ranks=comm.size,
-                                max_relative_net_volume_flux=net)
-                root_print(f"solve: wrote {out / 'dataset.h5'}  (mean {np.mean(seconds):.2f} s per scenario; largest "
-                           f"net volume flux out of a control volume {net:.1e} of max|u| x max face area)", comm=comm)
-            else:
-                balance = max((float(np.abs(cv.balance_residual(t.u, t.flux, t.source)).max()
-                                     / max(np.abs(t.u).max() * cv.volume.max(), 1e-300)) for t, _ in results.values()),
-                              default=0.0)
-                mark_stage_done(out, digest, SOLVE_OUTPUTS, scenarios=len(tasks), ranks=comm.size, max_relative_balance=balance)
-                root_print(f"solve: wrote {out / 'dataset.h5'}  (mean {np.mean(seconds):.2f} s per scenario, "
-                           f"max relative balance residual {balance:.1e})", comm=comm)
+            exactness, text = problem.solve_summary(cv, [t for t, _ in results.values()])
+            mark_stage_done(out, digest, SOLVE_OUTPUTS, scenarios=len(tasks), ranks=comm.size, **exactness)
+            root_print(f"solve: wrote {out / 'dataset.h5'}  (mean {np.mean(seconds):.2f} s per scenario{text})",
+                       comm=comm)
     return out / "dataset.h5"
 
 

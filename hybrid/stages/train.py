@@ -23,13 +23,14 @@ from hybrid.errors import CaseError
 from hybrid.files import atomic_path, commit_pending, commits_together, mark_stage_done, stage_is_current
 from hybrid.mesh.control_volumes import build_control_volumes
 from hybrid.parallel import ScenarioProgress, collective, my_indices, root_print
+from hybrid.problems import problem_for
 from hybrid.stages.solve import SOLVE_SECTIONS, periodic_pairs, read_dataset, run_solve
 from hybrid.surrogates.data import Normaliser, build_inputs, flux_density
 from hybrid.surrogates.training import TrainingSet, load_checkpoint, save_state, train_member
 from hybrid.surrogates.transfer import Transfer
 
 __all__ = ["TRAIN_SECTIONS", "run_train", "case_transfer", "grid_shape", "load_members", "wants_softc",
-           "softc_weight", "wants_boon", "is_flow", "flow_view", "initial_states", "state_targets", "split_indices"]
+           "softc_weight", "wants_boon", "initial_states", "state_targets", "split_indices"]
 
 TRAIN_SECTIONS = SOLVE_SECTIONS + ("surrogate",)
 CHECKPOINT_EVERY = 5
@@ -38,29 +39,9 @@ CHECKPOINT_EVERY = 5
 SOFTC_DEFAULT_WEIGHT = 0.01
 
 
-def is_flow(case) -> bool:
-    """Navier–Stokes: the state is the vertex velocity (d components) and the face targets
-    are the instantaneous volume fluxes of the dual faces (:mod:`hybrid.constraints.flow`)."""
-    return case.pde["family"] == "navier-stokes"
-
-
-def flow_view(data: dict) -> dict:
-    """A navier-stokes dataset as the scalar stages' arrays: each split's velocity (S, T+1, N, d)
-    flattened to (S, T+1, d N) under ``u``, component blocks one after the other (the layout of
-    :mod:`hybrid.constraints.flow`), the original kept under ``velocity``, and its face fluxes
-    at t_1..t_T under ``flux``."""
-    view = dict(data)
-    for split in ("train", "test"):
-        if split in data:
-            s = data[split]
-            flat = np.swapaxes(s["u"], -1, -2).reshape(*s["u"].shape[:2], -1)
-            view[split] = dict(s, velocity=s["u"], u=flat, flux=s["face_flux"][:, 1:])
-    return view
-
-
 def initial_states(split: dict) -> tuple[np.ndarray, int]:
-    """(initial states, components C) of a split: (S, N), or (S, C, N) for a :func:`flow_view`
-    velocity."""
+    """(initial states, components C) of a split: (S, N), or (S, C, N) for a velocity (the
+    :meth:`~hybrid.problems.base.Problem.view` of a vector family keeps it under ``velocity``)."""
     u0 = split["u"][:, 0]
     if "velocity" not in split:
         return u0, 1
@@ -71,7 +52,7 @@ def initial_states(split: dict) -> tuple[np.ndarray, int]:
 def state_targets(split: dict, cv, times: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """(states (S, T+1, C N), face-flux densities (S, T, F), initial states, components C) of
     a split: for scalar states the mean flux density of each output interval, for a
-    :func:`flow_view` velocity the volume flux at each output time over |f|."""
+    velocity the volume flux at each output time over |f|."""
     u0, C = initial_states(split)
     phi = split["flux"] / cv.face_area if "velocity" in split else flux_density(split["flux"], cv.face_area, times)
     return split["u"], phi, u0, C
@@ -114,8 +95,7 @@ def case_transfer(case, data: dict):
 
 
 def _training_set(case, data: dict, cv, transfer, penalty: float, boon: bool = False) -> TrainingSet:
-    if is_flow(case):
-        data = flow_view(data)
+    data = problem_for(case).view(data)
     train = data["train"]
     S, T1 = train["u"].shape[:2]
     if S < 2:
@@ -176,10 +156,7 @@ def run_train(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, pro
               announce: bool = True) -> Path:
     """Train every member (collective), and the SoftC ensemble when the case compares
     against it; returns the train directory."""
-    if is_flow(case) and (wants_softc(case) or float(case.surrogate["softc_weight"]) > 0):
-        raise CaseError("navier-stokes cases compare raw, hardc, boon, global, per-cell and per-cell+boundary; "
-                        "softc (a scalar PDE-residual penalty) is scalar-only", file=str(case.display_file),
-                        key="constraints.compare")
+    problem_for(case).check(case)
     dataset = run_solve(case, comm=comm, progress=progress, announce=False)
     out = Path(case.output_dir) / "train"
     digest = case.hash(*TRAIN_SECTIONS)

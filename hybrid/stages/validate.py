@@ -15,9 +15,9 @@ inputs changed) and writes, in ``OUTPUT/validate/``:
     positions — plus the relative error over time per variant, and field plots on the
     mesh for 2-D cases
 
-The scores are the ones ``hybrid predict`` computed with
-:func:`hybrid.stages.constrain.variant_scores` (from :mod:`hybrid.metrics`, volume-weighted
-on the mesh), read from its ``metrics.json``. Rank 0 does the work; the other ranks wait.
+The scores are the ones ``hybrid predict`` computed with the family's
+:meth:`~hybrid.problems.base.Problem.scores` (from :mod:`hybrid.metrics`, volume-weighted on
+the mesh), read from its ``metrics.json``; the figures are the family's. Rank 0 does the work; the other ranks wait.
 """
 
 from __future__ import annotations
@@ -26,28 +26,17 @@ import datetime
 import json
 from pathlib import Path
 
-import numpy as np
 from mpi4py import MPI
 
 from hybrid.stages.constrain import main_variant, read_variants
 from hybrid.files import atomic_path, commits_together, mark_stage_done, stage_is_current
-from hybrid.metrics import relative_l2, total_mass
 from hybrid.parallel import collective, root_print
+from hybrid.problems import problem_for
 from hybrid.stages.predict import predict_digest, run_predict
 from hybrid.stages.solve import read_dataset
-from hybrid.stages.train import case_transfer, flow_view, is_flow
+from hybrid.stages.train import case_transfer
 
-__all__ = ["run_validate", "METRIC_KEYS"]
-
-# the per-variant keys of metrics.json, in the report's column order: (key, header, format)
-METRIC_KEYS = (("rel_l2", "rel. L2", ".4f"), ("mse", "MSE", ".3e"), ("max_error", "max err", ".3g"),
-               ("mass_error", "mass err", ".1e"), ("max_balance_residual", "balance", ".1e"),
-               ("dirichlet_error", "Dirichlet", ".1e"), ("neumann_flux_error", "Neumann", ".1e"),
-               ("normal_derivative_error", "du/dn", ".1e"),
-               ("log_likelihood", "log-lik", ".2f"), ("crps", "CRPS", ".3e"), ("coverage90", "cover90", ".2f"),
-               ("front_error", "front err", ".3g"), ("update_seconds", "update s", ".3g"))
-MAIN_PROFILES = ("raw", "softc", "boon", "global", "per-cell", "per-cell+boundary")
-BOUNDARY_PROFILES = ("raw", "boon", "per-cell+boundary")
+__all__ = ["run_validate"]
 
 
 @commits_together
@@ -73,11 +62,8 @@ def run_validate(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, 
 def _validate(case, predict_dir: Path, out: Path, ranks: int) -> tuple[str, list[str]]:
     data = read_dataset(Path(case.output_dir) / "solve" / "dataset.h5")
     cv, _ = case_transfer(case, data)
-    flow = is_flow(case)
-    if flow:
-        from hybrid.stages.flow import FLOW_METRIC_KEYS, FLOW_NOTE, flow_figures
-        data = flow_view(data)
-    keys, note = (FLOW_METRIC_KEYS, FLOW_NOTE) if flow else (METRIC_KEYS, None)
+    problem = problem_for(case)
+    data = problem.view(data)
     variants, extra = read_variants(predict_dir / "variants.h5")
     predicted = json.loads((predict_dir / "metrics.json").read_text())
     scores = {name: predicted["variants"][name] for name in variants}   # scored once, by predict
@@ -96,40 +82,29 @@ def _validate(case, predict_dir: Path, out: Path, ranks: int) -> tuple[str, list
     prior["defect_variance_scale"] = (main.get("defect") or {}).get("variance_scale")
     figures = []
     if case.output["figures"]:
-        figures = (flow_figures(case, cv, data, variants, scores, out) if flow
-                   else _figures(case, cv, data, variants, extra, scores, out))
+        figures = problem.figures(case, cv, data, variants, extra, scores, out)
     metrics = {"case": case.name, "description": case.description, "ranks": ranks,
                "test_scenarios": int(data["test"]["u"].shape[0]), "report_time": extra["report_time"], "front_kind": extra["front_kind"] or None,
                "variants": scores, "times": timing, "surrogate": surrogate, "prior": prior,
                "figures": [p.name for p in figures]}
     with atomic_path(out / "metrics.json") as tmp:
         tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-    text = _report(case, metrics, figures, keys, note)
+    text = _report(case, metrics, figures, problem.metric_keys, problem.note(metrics["front_kind"]))
     with atomic_path(out / "report.md") as tmp:
         tmp.write_text(text)
-    return f"validate: {case.name}: report {out / 'report.md'}\n" + _table(scores, keys), metrics["figures"]
+    return f"validate: {case.name}: report {out / 'report.md'}\n" + _table(scores, problem.metric_keys), metrics["figures"]
 
 
 def _fmt(value, spec: str) -> str:
     return "–" if value is None else format(value, spec)
 
 
-def _table(scores: dict, keys=METRIC_KEYS) -> str:
+def _table(scores: dict, keys: tuple) -> str:
     head = "| variant | " + " | ".join(h for _, h, _ in keys) + " |"
     rule = "|---|" + "|".join("---:" for _ in keys) + "|"
     rows = [f"| {name} | " + " | ".join(_fmt(s.get(k), f) for k, _, f in keys) + " |"
             for name, s in scores.items()]
     return "\n".join([head, rule, *rows])
-
-
-def _scalar_note(front_kind: str | None) -> str:
-    return ("Errors are over all output times and test scenarios, volume-weighted on the mesh; balance = the "
-            "largest per-control-volume balance residual relative to |K| max|u|; mass err = the largest global "
-            "mass error relative to the total amount; Dirichlet / Neumann / du/dn = the largest boundary-value / "
-            "boundary-flux / normal-derivative error ('–': the case has no such rows); log-lik with variances "
-            "floored at 1e-10 of their mean; update s = the constraint update per scenario (mean, variance and "
-            "posterior samples); front err = |mean posterior front − solver "
-            f"front| ({front_kind or 'no front in this case'}). Definitions: docs/metrics.md.")
 
 
 def _prior_section(prior: dict) -> list[str]:
@@ -162,11 +137,10 @@ def _prior_section(prior: dict) -> list[str]:
     return lines + [""]
 
 
-def _report(case, m: dict, figures: list[Path], keys=METRIC_KEYS, note: str | None = None) -> str:
+def _report(case, m: dict, figures: list[Path], keys: tuple, note: str) -> str:
     """The report; ``keys`` and ``note``: the variants table's columns and what they mean
     (default: the scalar cases')."""
     t, s = m["times"], m["surrogate"]
-    note = note if note is not None else _scalar_note(m["front_kind"])
     lines = [f"# {case.name}: surrogate variants against the reference solver", "",
              f"{m['description']}  ", f"{m['test_scenarios']} test scenarios, report time t = {m['report_time']:g}, "
              f"{m['ranks']} MPI rank(s), written {datetime.datetime.now().isoformat(timespec='seconds')}.", "",
@@ -195,82 +169,3 @@ def _report(case, m: dict, figures: list[Path], keys=METRIC_KEYS, note: str | No
         for p in figures:
             lines += [f"![{p.stem}]({p.name})", ""]
     return "\n".join(lines)
-
-
-def _end_series(case, cv, times, params: dict, fields: dict) -> list:
-    """For each non-periodic end of a 1-D dual mesh with data: (label, quantity, data (T,),
-    {name: values (T,)}) — the end value (Dirichlet) or the outward derivative du/dn from
-    the end cell's gradient (Neumann), at t_1..t_T."""
-    from hybrid.surrogates.boon import boundary_ends, mesh_ends
-
-    x = cv.centre[:, 0]
-    series = []
-    for name, kind, end, nxt, data in mesh_ends(boundary_ends(case, cv), cv, times, params):
-        if kind == "dirichlet":
-            values = {k: u[1:, end] for k, u in fields.items()}
-            series.append((f"{name} end (x = {x[end]:.3g}): Dirichlet", "u", data, values))
-        else:
-            gap = abs(x[end] - x[nxt])
-            values = {k: (u[1:, end] - u[1:, nxt]) / gap for k, u in fields.items()}
-            series.append((f"{name} end (x = {x[end]:.3g}): Neumann", "du/dn", data, values))
-    return series
-
-
-def variant_figures(case, cv, data, variants, extra, scores, out: Path) -> list[Path]:
-    """The report's figures of a scalar case's variants (``hybrid constrain`` draws them too)."""
-    return _figures(case, cv, data, variants, extra, scores, out)
-
-
-def _figures(case, cv, data, variants, extra, scores, out: Path) -> list[Path]:
-    from hybrid.report import figures as fig
-
-    test, times = data["test"], data["times"]
-    w = cv.volume
-    raw_err = relative_l2(variants["raw"]["u_mean"][:, 1:], test["u"][:, 1:], w)
-    i = int(np.argmax(raw_err))      # the hardest test scenario for the raw surrogate
-    # name the parameters that vary between scenarios, not the constants
-    varying = np.ptp(np.concatenate([data["train"]["params"], test["params"]]), axis=0) > 0
-    label = ", ".join(f"{k} = {v:.3g}" for k, v, keep in zip(test["parameter_names"], test["params"][i], varying) if keep)
-    tag = f"{case.name}, test scenario {i}" + (f" ({label})" if label else "")
-    paths = [fig.mass_over_time(out / "mass.png", times, total_mass(test["u"][i], w),
-                                {k: total_mass(v["u_mean"][i], w) for k, v in variants.items()},
-                                f"Total mass Σ|K|u_K\n{tag}")]
-    shown = {k: v for k, v in variants.items() if k in MAIN_PROFILES}
-    if cv.dim == 1:
-        front = None
-        if extra["front_true"] is not None and extra["front_kind"] == "position":
-            front = float(extra["front_true"][i])
-        paths.append(fig.profiles_with_bands(
-            out / "profiles.png", cv.centre[:, 0], test["u"][i, -1],
-            {k: (v["u_mean"][i, -1], np.sqrt(np.maximum(v["u_var"][i, -1], 0.0))) for k, v in shown.items()},
-            f"u at t = {times[-1]:g} with 90% intervals\n{tag}", front=front))
-    elif cv.dim == 2:
-        main = [k for k in ("per-cell+boundary", "per-cell", "global") if k in variants][:1]
-        location = "point" if cv.kind == "dual" else "cell"
-        fields = {"solver": test["u"][i, -1], "raw mean": variants["raw"]["u_mean"][i, -1]}
-        for k in main:
-            fields[f"{k} mean"] = variants[k]["u_mean"][i, -1]
-            fields[f"|error| {k}"] = np.abs(variants[k]["u_mean"][i, -1] - test["u"][i, -1])
-        fields["|error| raw"] = np.abs(variants["raw"]["u_mean"][i, -1] - test["u"][i, -1])
-        mesh = data["mesh"]
-        paths.append(fig.field_on_mesh(out / "fields.png", mesh.points[:, :2], mesh.cells,
-                                       {k: v[cv.cv_of_entity] for k, v in fields.items()},
-                                       f"u at t = {times[-1]:g}, {tag}", location=location))
-    if cv.dim == 1:
-        near = {k: v["u_mean"][i] for k, v in variants.items() if k in BOUNDARY_PROFILES}
-        paths.append(fig.profiles_over_time(out / "profiles_over_time.png", cv.centre[:, 0], times, test["u"][i],
-                                            near, f"Profiles and absolute errors over time\n{tag}"))
-        ends = _end_series(case, cv, times, dict(zip(test["parameter_names"], map(float, test["params"][i]))),
-                           {"solver": test["u"][i], **near})
-        if ends:
-            paths.append(fig.boundary_over_time(out / "boundary.png", times[1:], ends,
-                                                f"The boundary conditions over time\n{tag}"))
-    if extra["front_true"] is not None and all("front" in v for v in variants.values()):
-        what = "front position x" if extra["front_kind"] == "position" else "volume behind the front"
-        paths.append(fig.front_histogram(out / "front.png", {k: v["front"][i] for k, v in shown.items()},
-                                         float(extra["front_true"][i]),
-                                         f"Posterior {what} at t = {times[-1]:g}\n{tag}", xlabel=what))
-    paths.append(fig.error_over_time(out / "error.png", times[1:],
-                                     {k: np.asarray(s["rel_l2_over_time"]) for k, s in scores.items()},
-                                     "relative L2 error", f"Error over time, mean over test scenarios\n{case.name}"))
-    return paths

@@ -1,5 +1,5 @@
-"""The cavity's report pieces after the variant driver (navier-stokes): vorticity, figures and
-ParaView fields.
+"""Incompressible flow (navier-stokes, the cavity) as a :class:`~hybrid.problems.base.Problem`:
+the Scott–Vogelius reference, the dataset's view, scores, vorticity, figures and ParaView fields.
 
 A navier-stokes ensemble predicts the vertex velocity (d components) and the volume flux
 of every dual face at each output time t_1..t_T (:func:`hybrid.stages.train.state_targets`).
@@ -41,12 +41,80 @@ wall-velocity and boundary-flux errors, calibration, and the update's wall time.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import scipy.sparse as sp
 
+from hybrid.constraints.problems import FlowRows
+from hybrid.errors import CaseError
+from hybrid.export.xdmf import field_prefix
+from hybrid.mesh.control_volumes import ControlVolumes
 from hybrid.metrics import relative_l2
+from hybrid.problems.base import Problem
+from hybrid.solvers.boundaries import wall_order
+from hybrid.solvers.gpme import SolverError
+from hybrid.validation.scores import flow_scores
 
-__all__ = ["vertex_vorticity", "flow_figures", "flow_variant_fields", "FLOW_METRIC_KEYS", "FLOW_NOTE"]
+__all__ = ["FlowProblem", "vertex_vorticity", "flow_figures", "flow_variant_fields", "flow_view", "solve_flow",
+           "FLOW_METRIC_KEYS", "FLOW_NOTE", "FLOW_TABLE_COLUMNS"]
+
+FLOW_TABLE_COLUMNS = (("mse", "MSE", 10, ".3e"), ("rel_l2", "rel L2", 8, ".4f"), ("max_divergence", "divergence", 10, ".1e"),
+                      ("wall_error", "walls", 9, ".1e"), ("boundary_flux_error", "bnd flux", 9, ".1e"),
+                      ("coverage90", "cover90", 7, ".2f"), ("log_likelihood", "loglik", 8, ".2f"),
+                      ("update_seconds", "update s", 9, ".4f"))
+
+
+def solve_flow(case, cv: ControlVolumes, mesh, params: dict, split: str, index: int):
+    """One Navier–Stokes scenario: the velocity (T+1, N, d), pressure and vorticity (T+1, N)
+    in control-volume order, and the control volumes' net volume flux."""
+    from hybrid.case.initial import initial_values
+    from hybrid.case.parameters import scenario_rng
+    from hybrid.solvers.navier_stokes import NavierStokesSolver, Wall
+
+    where = dict(file=str(case.display_file))
+    if cv.kind != "dual" or mesh.cell_type != "triangle":
+        raise CaseError("navier-stokes needs a triangle mesh with control_volumes = \"dual\" (velocities live "
+                        "at the vertices)", key="mesh.control_volumes", **where)
+    walls = []
+    # in the case file's order: where walls meet, the one listed later owns the shared nodes
+    for name in wall_order(case, mesh):
+        bc = case.boundary_condition(name)
+        if bc.type != "dirichlet" or not isinstance(bc.value, list):
+            raise CaseError(f"navier-stokes: boundary {name!r} needs type = \"dirichlet\" with a vector value, "
+                            "e.g. value = [\"1\", \"0\"] (found " + (bc.type if bc.type != "dirichlet" else
+                                                                         "a scalar value") + ")",
+                            key=f"boundary.{name}", **where)
+        walls.append(Wall(name, tuple(bc.value)))
+    rng = scenario_rng(case.seed, split, index, "initial")
+    initial = lambda points: initial_values(case, points, params, rng)
+    solver = NavierStokesSolver(mesh, float(params["nu"]), walls, params, rtol=case.solver["newton_rtol"],
+                                atol=case.solver["newton_atol"], max_it=case.solver["newton_max_it"])
+    face_flux = []
+    try:
+        flow = solver.run(case.time["t_end"], case.time["dt"], case.time["outputs"], initial=initial,
+                          at_output=lambda t: face_flux.append(solver.dual_face_fluxes(cv, t)))
+    except RuntimeError as exc:
+        raise SolverError(str(exc)) from None
+    order = cv.entity_of_cv          # vertex of each control volume
+    flow.u, flow.p, flow.vorticity = flow.u[:, order], flow.p[:, order], flow.vorticity[:, order]
+    flow.face_flux = np.array(face_flux)                    # (T+1, F) exact volume fluxes of the dual faces
+    flow.net_flux = (cv.incidence() @ flow.face_flux.T).T   # (T+1, N): zero up to the solver's tolerance
+    return flow
+
+
+def flow_view(data: dict) -> dict:
+    """A navier-stokes dataset as the scalar stages' arrays: each split's velocity (S, T+1, N, d)
+    flattened to (S, T+1, d N) under ``u``, component blocks one after the other (the layout of
+    :mod:`hybrid.constraints.flow`), the original kept under ``velocity``, and its face fluxes
+    at t_1..t_T under ``flux``."""
+    view = dict(data)
+    for split in ("train", "test"):
+        if split in data:
+            s = data[split]
+            flat = np.swapaxes(s["u"], -1, -2).reshape(*s["u"].shape[:2], -1)
+            view[split] = dict(s, velocity=s["u"], u=flat, flux=s["face_flux"][:, 1:])
+    return view
 
 
 def vertex_vorticity(points: np.ndarray, cells: np.ndarray, cv_of_vertex: np.ndarray, velocity: np.ndarray) -> np.ndarray:
@@ -166,8 +234,6 @@ def flow_variant_fields(mesh, cv, variant: str, u_mean: np.ndarray, u_var: np.nd
     (of the vertex velocities, P1) and ``P_net_volume_flux`` (zero at t = 0, where no flux is
     predicted); ``P`` as :func:`hybrid.stages.export.field_prefix`. ``u_mean``, ``u_var``
     (T+1, d N), ``flux_mean`` (T, F), ``velocity`` the reference (T+1, N, d)."""
-    from hybrid.export.xdmf import field_prefix
-
     p = field_prefix(variant)
     N = cv.num_cvs
     d = u_mean.shape[-1] // N
@@ -178,3 +244,89 @@ def flow_variant_fields(mesh, cv, variant: str, u_mean: np.ndarray, u_var: np.nd
             f"{p}_abs_error": np.linalg.norm(vec(u_mean)[..., :d] - velocity, axis=-1),
             f"{p}_vorticity": vertex_vorticity(mesh.points, mesh.cells, cv.cv_of_entity, u_mean),
             f"{p}_net_volume_flux": net}
+
+
+def vorticity_figure(case, data: dict, out: Path) -> Path:
+    """The vorticity of test scenario 0 at the first output time and at the last (the BOON
+    article's cavity figure, here from the reference solver), on the mesh."""
+    from hybrid.report.figures import field_on_mesh
+
+    test, times, mesh = data["test"], data["times"], data["mesh"]
+    expand = data["control_volumes"]["cv_of_entity"]
+    w = test["vorticity"][0]
+    label = ", ".join(f"{k} = {v:.3g}" for k, v in zip(test["parameter_names"], test["params"][0]))
+    fields = {f"vorticity, t = {times[1]:.3g} (step 1)": w[1][expand],
+              f"vorticity, t = {times[-1]:.3g} (step {len(times) - 1})": w[-1][expand]}
+    # the lid's corners are singular: saturate the colours at the 98th percentile of |ω|
+    bound = float(np.percentile(np.abs(w[1:]), 98)) or 1.0
+    return field_on_mesh(out / "vorticity.png", mesh.points[:, :2], mesh.cells, fields,
+                         f"{case.name}, test scenario 0 ({label}): solver vorticity", location="point",
+                         scale=(-bound, bound), cmap="RdBu_r")
+
+
+class FlowProblem(Problem):
+    """navier-stokes."""
+
+    table_columns = FLOW_TABLE_COLUMNS
+    metric_keys = FLOW_METRIC_KEYS
+    external_predictions = False
+
+    def check(self, case) -> None:
+        if "softc" in case.constraints["compare"] or float(case.surrogate["softc_weight"]) > 0:
+            raise CaseError("navier-stokes cases compare raw, hardc, boon, global, per-cell and per-cell+boundary; "
+                            "softc (a scalar PDE-residual penalty) is scalar-only", file=str(case.display_file),
+                            key="constraints.compare")
+
+    def solve(self, case, cv, mesh, params: dict, split: str, index: int, box):
+        return solve_flow(case, cv, mesh, params, split, index)
+
+    def dataset_arrays(self, trajectories: list) -> dict[str, np.ndarray]:
+        return {name: np.stack([getattr(t, attr) for t in trajectories])
+                for name, attr in (("pressure", "p"), ("vorticity", "vorticity"), ("face_flux", "face_flux"),
+                                   ("net_volume_flux", "net_flux"))}
+
+    def solve_summary(self, cv, trajectories: list) -> tuple[dict, str]:
+        # the Taylor–Hood velocity is divergence-free weakly, not per median-dual cell: report by how much
+        scale = max((np.abs(t.u).max() * cv.face_area.max() for t in trajectories), default=1.0)
+        net = max((float(np.abs(t.net_flux).max()) for t in trajectories), default=0.0) / scale
+        return ({"max_relative_net_volume_flux": net},
+                f"; largest net volume flux out of a control volume {net:.1e} of max|u| x max face area")
+
+    def view(self, data: dict) -> dict:
+        return flow_view(data)
+
+    def rows(self, case, cv, times: np.ndarray) -> FlowRows:
+        return FlowRows(case, cv, times)
+
+    def scores(self, cv, data: dict, layout, scored: list, u, var, flux) -> dict:
+        return flow_scores(cv, data, scored, u, var, flux)
+
+    def note(self, front_kind: str | None) -> str:
+        return FLOW_NOTE
+
+    def figures(self, case, cv, data: dict, variants: dict, extra: dict, scores: dict, out: Path) -> list[Path]:
+        return flow_figures(case, cv, data, variants, scores, out)
+
+    def state_shape(self, u_shape: tuple) -> tuple:
+        return tuple(u_shape[:2]) + (u_shape[2] * u_shape[3],)   # velocities, flattened to (S, T+1, d N)
+
+    def solver_fields(self, split: dict, i: int, cvd: dict) -> dict[str, np.ndarray]:
+        u = split["u"][i]   # velocity (3 components for ParaView), pressure, vorticity
+        return {"velocity": np.concatenate([u, np.zeros(u.shape[:-1] + (3 - u.shape[-1],))], axis=-1),
+                "pressure": split["pressure"][i], "vorticity": split["vorticity"][i],
+                "net_volume_flux": split["net_volume_flux"][i]}
+
+    def variant_fields(self, mesh, cv, cvd: dict, variant: str, arrays: dict, i: int,
+                       split: dict) -> dict[str, np.ndarray]:
+        return flow_variant_fields(mesh, cv, variant, arrays["u_mean"][i], arrays["u_var"][i],
+                                   arrays["flux_mean"][i], split["u"][i])
+
+    def export_summary(self, variants: list, train: bool) -> str:
+        if not variants:
+            return "velocity, pressure, vorticity, net_volume_flux (solver only)"
+        return (f"velocity, pressure, vorticity, net_volume_flux and, {'in the test series, ' if train else ''}"
+                f"for the variants {', '.join(variants)}, V_velocity V_velocity_std V_abs_error V_vorticity "
+                f"V_net_volume_flux (V = {', '.join(field_prefix(v) for v in variants)})")
+
+    def export_figures(self, case, data: dict, out: Path) -> list[Path]:
+        return [vorticity_figure(case, data, out)]
