@@ -116,7 +116,7 @@ def test_per_cell_update_is_exact_and_redundant_rows_are_reported():
 def test_requested_variants_follow_the_case():
     from types import SimpleNamespace
 
-    from hybrid.stages.constrain import requested_variants
+    from hybrid.constraints.driver import requested_variants
 
     case = SimpleNamespace(constraints={"conservation": "per-cell", "boundary": "exact", "compare": ["hardc"]})
     assert requested_variants(case) == ["raw", "hardc", "per-cell+boundary"]

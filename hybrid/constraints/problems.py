@@ -1,7 +1,7 @@
 """What the variant driver needs to know about a problem family: its state layout and the
 rows of every variant, for any scenario of a split.
 
-Two implementations, one driver (:func:`hybrid.stages.constrain.run_variants`):
+Two implementations, one driver (:func:`hybrid.constraints.driver.run_variants`):
 
 :class:`ScalarRows` (gpme, burgers, wave)
     x = [u^1 … u^T, Φ^1 … Φ^T], N control-volume values per output time and the fluxes

@@ -4,7 +4,7 @@ the Scott–Vogelius reference, the dataset's view, scores, vorticity, figures a
 A navier-stokes ensemble predicts the vertex velocity (d components) and the volume flux
 of every dual face at each output time t_1..t_T (:func:`hybrid.stages.train.state_targets`).
 The variants run through the one driver of every family,
-:func:`hybrid.stages.constrain.run_variants`, with the rows of
+:func:`hybrid.constraints.driver.run_variants`, with the rows of
 :class:`hybrid.constraints.problems.FlowRows`. Incompressibility is instantaneous, so each
 output time's rows hold on their own, and the members' deviations are split by output time
 (the update equals one update per time). The variants are

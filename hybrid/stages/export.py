@@ -44,7 +44,7 @@ from hybrid.files import commit_pending, commits_together, mark_stage_done, stag
 from hybrid.mesh.control_volumes import build_control_volumes
 from hybrid.parallel import ScenarioProgress, collective, my_indices, root_print
 from hybrid.problems import problem_for
-from hybrid.stages.constrain import read_variants as read_variant_groups
+from hybrid.constraints.driver import read_variants as read_variant_groups
 from hybrid.stages.predict import predict_digest, run_predict
 from hybrid.stages.solve import SOLVE_SECTIONS, periodic_pairs, read_dataset, run_solve
 

@@ -122,7 +122,7 @@ def run_predict(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, p
             metrics["variance_scales"] = None if scales is None else scales.as_dict()
             metrics["coverage90_uncalibrated"] = uncalibrated
     with collective(comm):
-        from hybrid.stages.constrain import run_variants
+        from hybrid.constraints.driver import run_variants
         with petsc_options(UPDATE_PREFIX, case.constraints.get("petsc_options") or {},
                            key="constraints.petsc_options", file=str(case.display_file)):
             found = run_variants(case, cv, data, pred, out / "variants.h5", comm, extra=extra, validation=validation)
@@ -268,7 +268,7 @@ def score_prediction(data: dict, cv, u_mean, u_var, flux_mean, surrogate_seconds
     # answer in the training set: there the lookup is exact and its ratio says nothing
     repeats = bool(np.all(rel_base <= REPEAT_TOLERANCE))
     # test parameters inside the training scenarios' span, and outside it (extrapolation), apart
-    from hybrid.stages.constrain import within_training_span
+    from hybrid.constraints.driver import within_training_span
     inside = within_training_span(train["params"], test["params"])
     by_range = {}
     for label, chosen in (("in_range", inside), ("out_of_range", ~inside)):

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from mpi4py import MPI
 
-from hybrid.stages.constrain import main_variant, read_variants
+from hybrid.constraints.driver import main_variant, read_variants
 from hybrid.files import atomic_path, commits_together, mark_stage_done, stage_is_current
 from hybrid.parallel import collective, root_print
 from hybrid.problems import problem_for

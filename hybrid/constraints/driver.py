@@ -1,5 +1,5 @@
-"""The constraint variants of ``hybrid predict``: every variant the case asks for, per test
-scenario, with the scores of the ablation table and ProbConserv's downstream front task.
+"""The variant driver of ``hybrid predict``: every constraint variant the case asks for, per
+test scenario, with the scores of the ablation table and ProbConserv's downstream front task.
 One driver for every family: the family's layout and rows come from
 :mod:`hybrid.constraints.problems` (a vector family's state is the d N components of each
 output time, its fluxes instantaneous, and its rows hold each time on its own), its scores
@@ -32,6 +32,7 @@ All use the same random numbers, so results agree across modes and rank counts.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import h5py
 import numpy as np
@@ -91,16 +92,61 @@ def parallel_mode(setting: str, comm: MPI.Comm, state_rows: int) -> str:
     return setting
 
 
+@dataclass
+class _Run:
+    """What every variant's updates share: the family, the scenarios' data and priors' settings,
+    and how ranks share the work (``partition``: every rank on every scenario, through ``sub``
+    = the communicator; else each rank its own scenarios, ``mine``, serially)."""
+
+    case: object
+    cv: object
+    family: object
+    problem: object
+    test: dict
+    pred: dict
+    extra: dict
+    inside: np.ndarray
+    scenario: list
+    thresholds: list
+    samples: int
+    inflation: float
+    references: dict
+    partition: bool
+    owner: np.ndarray | None
+    comm: MPI.Comm
+    sub: MPI.Comm
+    mine: object
+    table: dict | None = None
+
+
 def run_variants(case, cv, data: dict, pred: dict | None, out_path, comm: MPI.Comm = MPI.COMM_SELF,
                  extra: dict | None = None, validation: dict | None = None) -> tuple[dict, dict] | None:
     """Every requested variant of every test scenario, for every family (collective over
     ``comm``; ``data`` the dataset as the family's :meth:`~hybrid.problems.base.Problem.view`
-    gives it; ``pred``, the ensemble's ``u_mean u_var u_dev
-    flux_mean flux_var flux_dev``, is needed on rank 0 only; ``extra`` holds other ensembles
-    scored unconstrained, such as ``softc`` and ``boon``; ``validation``, the validation
-    scenarios' ``split`` and the ensemble's ``pred`` of them, chooses the flux-variance
-    inflation of :mod:`hybrid.constraints.selection` and the defect references).
-    Returns (the scores, the inflation chosen and its validation table) on rank 0, None elsewhere."""
+    gives it; ``pred``, the ensemble's ``u_mean u_var u_dev flux_mean flux_var flux_dev``, is
+    needed on rank 0 only; ``extra`` holds other ensembles scored unconstrained, such as
+    ``softc`` and ``boon``; ``validation``, the validation scenarios' ``split`` and the
+    ensemble's ``pred`` of them, chooses the flux-variance inflation of
+    :mod:`hybrid.constraints.selection` and the defect references). Writes ``out_path``
+    (variants.h5). Returns (the scores, the inflation chosen and its validation table) on
+    rank 0, None elsewhere."""
+    run = _prepare(case, cv, data, pred, comm, extra, validation)
+    wanted = [v for v in requested_variants(case, run.extra, run.problem)
+              if all(run.problem.available(v, sc) for sc in run.scenario)]
+    outcome = {variant: _run_variant(run, variant) for variant in wanted}
+    if comm.rank != 0:
+        return None
+    fronts = _fronts(run, outcome)
+    _write_variants(out_path, run, data["times"], outcome, fronts)
+    scores = _scores(run, data, outcome, fronts)
+    return scores, {"flux_inflation": run.inflation, "validation_mse_ratio": run.table,
+                    "flux_inflation_outside_training_span": OUTSIDE_INFLATION,
+                    "test_outside_training_span": int(np.count_nonzero(~run.inside))}
+
+
+def _prepare(case, cv, data: dict, pred, comm: MPI.Comm, extra, validation) -> _Run:
+    """The λ and defect references from the validation scenarios (rank 0, then shared), the
+    test scenarios' data, and the ranks' shares."""
     family = problem_for(case)
     problem = family.rows(case, cv, data["times"])
     wanted = requested_variants(case, extra, problem)
@@ -111,15 +157,12 @@ def run_variants(case, cv, data: dict, pred: dict | None, out_path, comm: MPI.Co
         references = _validation_defects(case, problem, checks, inflation)
     pred, extra, inflation, table, references = comm.bcast(
         (pred, extra or {}, inflation, table, references) if comm.rank == 0 else None, root=0)
-    test, times = data["test"], data["times"]
+    test = data["test"]
     S, T1, N = test["u"].shape
-    T = T1 - 1
     # λ was chosen on validation scenarios, all inside the training parameters' span; a scenario
     # outside it is an extrapolation no validation spoke for: it takes the prior of outside_prior
     inside = within_training_span(data["train"]["params"], test["params"])
-    layout = problem.layout
-    c = case.constraints
-    partition = parallel_mode(c["parallel"], comm, N * T) == "partition"
+    partition = parallel_mode(case.constraints["parallel"], comm, N * (T1 - 1)) == "partition"
     owner = None
     if partition:
         from hybrid.mesh.distribute import partition_owners
@@ -129,105 +172,122 @@ def run_variants(case, cv, data: dict, pred: dict | None, out_path, comm: MPI.Co
     scenario = [problem.scenario(test, i, scored=True) for i in range(S)]
     thresholds = [family.front_threshold(case, scenario[i].params, test["u"][i, -1]) for i in range(S)]
     has_front = S > 0 and all(t is not None for t in thresholds)
-    samples = FRONT_SAMPLES if has_front else 0   # posterior samples serve the front histogram only
-    # partition: every rank works on every scenario; scenarios: each rank on its own, serially
     mine, sub = (range(S), comm) if partition else (my_indices(S, comm), MPI.COMM_SELF)
-    results, own_rows = {}, {}
-    phases_of, widened, plan_seconds = {}, {}, {}
-    wanted = [v for v in wanted if all(problem.available(v, sc) for sc in scenario)]
-    for variant in wanted:
-        done, phases, plans, built = {}, {}, {}, {}
-        source = extra.get(variant, pred)
-        for i in mine:
-            t0 = time.perf_counter()
-            mean, var, diag, U = scenario_prior(source, i, problem, c["covariance"])
-            where = "inside" if inside[i] else "outside"
-            if source is pred:
-                diag, U = (_inflate(diag, U, layout, inflation) if inside[i]
-                           else outside_prior(diag, layout, problem.state_weights, U))
-            seed = int(case.seed) * 1000 + i
-            t1 = time.perf_counter()
-            rows = problem.rows(variant, scenario[i], built)
-            t2 = time.perf_counter()
-            m, v, post, spent, defect = _constrain(variant, rows, mean, var, diag, U, float(c["sigma"]), owner, sub,
-                                                   seed, layout, samples, plans)
-            scale = defect_scale(defect, references.get(variant, {}).get(where))
-            spent.update(prior=t1 - t0, rows=t2 - t1, total=time.perf_counter() - t0 - spent.get("plan", 0.0))
-            spent["total_mean"] += t2 - t0
-            for phase, seconds_spent in spent.items():
-                phases[phase] = phases.get(phase, 0.0) + seconds_spent
-            if sub.rank == 0:
-                um, fm = layout.unpack(m)
-                uv = v.reshape(T, N) * scale
-                if scale != 1.0:   # the samples widen about the mean as the variance does
-                    post = m[layout.u(T)] + np.sqrt(scale) * (post - m[layout.u(T)])
-                residual = {}
-                if rows is not None:   # the exactness of the variant's own rows
-                    residual_by_kind(rows, m, residual)
-                done[i] = (np.concatenate([test["u"][i, :1], um]), np.concatenate([np.zeros((1, N)), uv]), fm, post,
-                           residual, (defect, scale))
-        for plan in plans.values():
-            plan.destroy()
-        if not partition:
-            parts = comm.gather(done, root=0)
-            done = {i: r for part in parts for i, r in part.items()} if comm.rank == 0 else {}
-        # seconds per scenario: the slowest rank's wall time when ranks share each update, the
-        # ranks' summed time when each update ran on one rank
-        op = MPI.MAX if partition else MPI.SUM
-        names = sorted(set().union(*comm.allgather(set(phases))))
-        phases_of[variant] = {k: comm.allreduce(phases.get(k, 0.0), op=op) / max(S, 1) for k in names}
-        # the plan is built once per variant (on each rank that updates scenarios): its seconds, not per scenario
-        plan_seconds[variant] = comm.allreduce(phases.get("plan", 0.0), op=op) / (1 if partition else comm.size)
-        if comm.rank == 0:
-            results[variant] = tuple(np.array([done[i][k] for i in range(S)]) for k in range(4))
-            own_rows[variant] = {}
-            widened[variant] = [done[i][5] for i in range(S)]
-            for i in range(S):
-                for kind, value in done[i][4].items():
-                    own_rows[variant][kind] = max(own_rows[variant].get(kind, 0.0), value)
+    run = _Run(case, cv, family, problem, test, pred, extra, inside, scenario, thresholds,
+               FRONT_SAMPLES if has_front else 0,   # posterior samples serve the front histogram only
+               inflation, references, partition, owner, comm, sub, mine, table)
+    return run
+
+
+def _run_variant(run: _Run, variant: str) -> dict | None:
+    """One variant's update of every test scenario; on rank 0 {results: (u_mean, u_var,
+    flux_mean, samples), own_rows, widened, phases, plan_seconds}; None elsewhere."""
+    case, layout, test, comm = run.case, run.problem.layout, run.test, run.comm
+    S, T1, N = test["u"].shape
+    T, c = T1 - 1, case.constraints
+    done, phases, plans, built = {}, {}, {}, {}
+    source = run.extra.get(variant, run.pred)
+    for i in run.mine:
+        t0 = time.perf_counter()
+        mean, var, diag, U = scenario_prior(source, i, run.problem, c["covariance"])
+        where = "inside" if run.inside[i] else "outside"
+        if source is run.pred:
+            diag, U = (_inflate(diag, U, layout, run.inflation) if run.inside[i]
+                       else outside_prior(diag, layout, run.problem.state_weights, U))
+        seed = int(case.seed) * 1000 + i
+        t1 = time.perf_counter()
+        rows = run.problem.rows(variant, run.scenario[i], built)
+        t2 = time.perf_counter()
+        m, v, post, spent, defect = _constrain(variant, rows, mean, var, diag, U, float(c["sigma"]), run.owner,
+                                               run.sub, seed, layout, run.samples, plans)
+        scale = defect_scale(defect, run.references.get(variant, {}).get(where))
+        spent.update(prior=t1 - t0, rows=t2 - t1, total=time.perf_counter() - t0 - spent.get("plan", 0.0))
+        spent["total_mean"] += t2 - t0
+        for phase, seconds_spent in spent.items():
+            phases[phase] = phases.get(phase, 0.0) + seconds_spent
+        if run.sub.rank == 0:
+            um, fm = layout.unpack(m)
+            uv = v.reshape(T, N) * scale
+            if scale != 1.0:   # the samples widen about the mean as the variance does
+                post = m[layout.u(T)] + np.sqrt(scale) * (post - m[layout.u(T)])
+            residual = {}
+            if rows is not None:   # the exactness of the variant's own rows
+                residual_by_kind(rows, m, residual)
+            done[i] = (np.concatenate([test["u"][i, :1], um]), np.concatenate([np.zeros((1, N)), uv]), fm, post,
+                       residual, (defect, scale))
+    for plan in plans.values():
+        plan.destroy()
+    if not run.partition:
+        parts = comm.gather(done, root=0)
+        done = {i: r for part in parts for i, r in part.items()} if comm.rank == 0 else {}
+    # seconds per scenario: the slowest rank's wall time when ranks share each update, the
+    # ranks' summed time when each update ran on one rank
+    op = MPI.MAX if run.partition else MPI.SUM
+    names = sorted(set().union(*comm.allgather(set(phases))))
+    per_scenario = {k: comm.allreduce(phases.get(k, 0.0), op=op) / max(S, 1) for k in names}
+    # the plan is built once per variant (on each rank that updates scenarios): its seconds, not per scenario
+    plan_seconds = comm.allreduce(phases.get("plan", 0.0), op=op) / (1 if run.partition else comm.size)
     if comm.rank != 0:
         return None
-    fronts = {}
-    if has_front:
-        for variant, (_, _, _, post) in results.items():
-            fronts[variant] = np.stack([family.front_measure(cv, post[i], thresholds[i]) for i in range(S)])
-        true_front = np.array([family.front_measure(cv, test["u"][i, -1], thresholds[i]) for i in range(S)])
-    with atomic_path(out_path) as tmp:
+    own_rows = {}
+    for i in range(S):
+        for kind, value in done[i][4].items():
+            own_rows[kind] = max(own_rows.get(kind, 0.0), value)
+    return {"results": tuple(np.array([done[i][k] for i in range(S)]) for k in range(4)), "own_rows": own_rows,
+            "widened": [done[i][5] for i in range(S)], "phases": per_scenario, "plan_seconds": plan_seconds}
+
+
+def _fronts(run: _Run, outcome: dict) -> dict:
+    """Where the case has a front: {variant: its samples' fronts (S, K)}, and "true" the solver's (S,)."""
+    if not run.samples:
+        return {}
+    S = run.test["u"].shape[0]
+    measure = lambda u, i: run.family.front_measure(run.cv, u, run.thresholds[i])
+    fronts = {v: np.stack([measure(o["results"][3][i], i) for i in range(S)]) for v, o in outcome.items()}
+    return {**fronts, "true": np.array([measure(run.test["u"][i, -1], i) for i in range(S)])}
+
+
+def _write_variants(path, run: _Run, times: np.ndarray, outcome: dict, fronts: dict) -> None:
+    """variants.h5 (the module's docstring)."""
+    with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs["report_time"] = float(times[-1])
-            f.attrs["components"] = problem.components
+            f.attrs["components"] = run.problem.components
             if fronts:
-                f["front_true"] = true_front
-                f.attrs["front_kind"] = "position" if cv.dim == 1 else "volume"
-            for variant, (m, v, fl, post) in results.items():
+                f["front_true"] = fronts["true"]
+                f.attrs["front_kind"] = "position" if run.cv.dim == 1 else "volume"
+            for variant, o in outcome.items():
+                m, v, fl, post = o["results"]
                 f[f"{variant}/u_mean"] = m
                 f[f"{variant}/u_var"] = v
                 f[f"{variant}/flux_mean"] = fl
                 f[f"{variant}/u_samples"] = post
                 if fronts:
                     f[f"{variant}/front"] = fronts[variant]
-    scores = {}
-    scored = [sc.scored for sc in scenario]
-    for variant, (m, v, fl, _) in results.items():
-        scores[variant] = family.scores(cv, data, layout, scored, m, v, fl)
-        phases = phases_of[variant]
+
+
+def _scores(run: _Run, data: dict, outcome: dict, fronts: dict) -> dict:
+    """Every variant's scores, update times, exactness of its own rows, defect widening and front error."""
+    scores, scored = {}, [sc.scored for sc in run.scenario]
+    for variant, o in outcome.items():
+        m, v, fl, _ = o["results"]
+        scores[variant] = run.family.scores(run.cv, data, run.problem.layout, scored, m, v, fl)
+        phases = o["phases"]
         scores[variant].update(update_seconds=phases["total"], mean_update_seconds=phases["total_mean"],
-                               plan_seconds=plan_seconds[variant],
-                               update_phases={k: v for k, v in phases.items()
+                               plan_seconds=o["plan_seconds"],
+                               update_phases={k: x for k, x in phases.items()
                                               if not k.startswith("total") and k != "plan"},
-                               row_residual=own_rows[variant], front_error=None, front_std=None)
-        if variant in references:
-            q, f = zip(*widened[variant]) if widened[variant] else ((), ())
+                               row_residual=o["own_rows"], front_error=None, front_std=None)
+        if variant in run.references:
+            q, f = zip(*o["widened"]) if o["widened"] else ((), ())
             scores[variant]["defect"] = {"test": [None if x is None else float(x) for x in q],
                                          "variance_scale": [float(x) for x in f],
                                          "validation": {where: list(map(float, r))
-                                                        for where, r in references[variant].items()}}
+                                                        for where, r in run.references[variant].items()}}
         if fronts:
-            scores[variant]["front_error"] = float(np.mean(np.abs(fronts[variant].mean(axis=1) - true_front)))
+            scores[variant]["front_error"] = float(np.mean(np.abs(fronts[variant].mean(axis=1) - fronts["true"])))
             scores[variant]["front_std"] = float(np.mean(fronts[variant].std(axis=1)))
-    return scores, {"flux_inflation": inflation, "validation_mse_ratio": table,
-                    "flux_inflation_outside_training_span": OUTSIDE_INFLATION,
-                    "test_outside_training_span": int(np.count_nonzero(~inside))}
+    return scores
 
 
 def scenario_prior(pred: dict, i: int, problem, covariance: str):
