@@ -287,3 +287,22 @@ def test_softc_conductivity_is_the_solvers(kind, params):
         torch.as_tensor(u))
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-12, atol=1e-14)
 
+
+
+def test_model_config_round_trips_through_a_checkpoint_dict():
+    """hybrid/surrogates/config.py: what a checkpoint records rebuilds the same network; an
+    older checkpoint's dict (no components, no boon_ends) reads with the defaults; a key this
+    version does not know is refused rather than ignored."""
+    from hybrid.surrogates.config import ModelConfig
+
+    config = ModelConfig(in_channels=5, out_channels=12, dim=1, outputs=4, modes=6, width=8, layers=2, padding=4,
+                         heteroscedastic=True, variance_channels=12, boon_ends=("dirichlet", "neumann"))
+    plain = config.to_dict()
+    assert all(isinstance(v, (int, bool, list, type(None))) for v in plain.values())   # weights_only-safe
+    assert ModelConfig.from_dict(plain) == config
+    old = {k: v for k, v in plain.items() if k not in ("components", "boon_ends")}
+    assert ModelConfig.from_dict(old) == ModelConfig(**{**old, "components": 1, "boon_ends": None})
+    from hybrid.surrogates.boon import BoonFNO
+    assert isinstance(config.build(), BoonFNO) and not isinstance(ModelConfig.from_dict(old).build(), BoonFNO)
+    with pytest.raises(ValueError, match="unknown"):
+        ModelConfig.from_dict({**plain, "kernel": 3})

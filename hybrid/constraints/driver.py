@@ -189,19 +189,21 @@ def _run_variant(run: _Run, variant: str) -> dict | None:
     source = run.extra.get(variant, run.pred)
     for i in run.mine:
         t0 = time.perf_counter()
-        mean, var, diag, U = scenario_prior(source, i, run.problem, c["covariance"])
+        rows = run.problem.rows(variant, run.scenario[i], built)
+        t1 = time.perf_counter()
+        # the covariance serves the update and the prior's samples: raw and the other ensembles without samples skip it
+        needed = rows is not None or run.samples > 0
+        mean, var, diag, U = scenario_prior(source, i, run.problem, c["covariance"] if needed else "none")
         where = "inside" if run.inside[i] else "outside"
-        if source is run.pred:
+        if source is run.pred and needed:
             diag, U = (_inflate(diag, U, layout, run.inflation) if run.inside[i]
                        else outside_prior(diag, layout, run.problem.state_weights, U))
         seed = int(case.seed) * 1000 + i
-        t1 = time.perf_counter()
-        rows = run.problem.rows(variant, run.scenario[i], built)
         t2 = time.perf_counter()
         m, v, post, spent, defect = _constrain(variant, rows, mean, var, diag, U, float(c["sigma"]), run.owner,
                                                run.sub, seed, layout, run.samples, plans)
         scale = defect_scale(defect, run.references.get(variant, {}).get(where))
-        spent.update(prior=t1 - t0, rows=t2 - t1, total=time.perf_counter() - t0 - spent.get("plan", 0.0))
+        spent.update(rows=t1 - t0, prior=t2 - t1, total=time.perf_counter() - t0 - spent.get("plan", 0.0))
         spent["total_mean"] += t2 - t0
         for phase, seconds_spent in spent.items():
             phases[phase] = phases.get(phase, 0.0) + seconds_spent
@@ -293,10 +295,13 @@ def _scores(run: _Run, data: dict, outcome: dict, fronts: dict) -> dict:
 def scenario_prior(pred: dict, i: int, problem, covariance: str):
     """(mean, per-entry variance, and the update's covariance diagonal and low-rank factor) of
     scenario i's state vector x = [u^1..u^T, Φ^1..Φ^T], from an ensemble prediction; a family
-    whose rows hold each output time on its own gets the members' deviations split by time."""
+    whose rows hold each output time on its own gets the members' deviations split by time.
+    ``covariance = "none"``: the mean and variance alone (diagonal and factor None)."""
     layout = problem.layout
     mean = layout.pack(pred["u_mean"][i, 1:], pred["flux_mean"][i])
     var = layout.pack(pred["u_var"][i, 1:], pred["flux_var"][i])
+    if covariance == "none":
+        return mean, var, None, None
     dev = np.stack([layout.pack(pred["u_dev"][i, m, 1:], pred["flux_dev"][i, m]) for m in range(pred["u_dev"].shape[1])])
     diag, U = prediction_covariance(var, dev, covariance)
     return mean, var, diag, time_blocks(U, layout) if problem.instantaneous else U

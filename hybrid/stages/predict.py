@@ -190,7 +190,7 @@ def _ensemble(members: dict, M: int, transfer, cv, data: dict, comm: MPI.Comm, b
                                                       test["parameter_names"], data["times"], norm)
             output = model(inputs.grid_inputs.to(dev))
             u, phi = to_mesh_outputs(transfer, output, inputs.u0.to(dev), norm, T, normal, C)
-            noise = to_mesh_variances(transfer, output, norm, T, normal, C) if config.get("heteroscedastic") else None
+            noise = to_mesh_variances(transfer, output, norm, T, normal, C) if config.heteroscedastic else None
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             seconds = time.perf_counter() - t0

@@ -25,6 +25,7 @@ from hybrid.mesh.control_volumes import build_control_volumes
 from hybrid.parallel import ScenarioProgress, collective, my_indices, root_print
 from hybrid.problems import problem_for
 from hybrid.stages.solve import SOLVE_SECTIONS, periodic_pairs, read_dataset, run_solve
+from hybrid.surrogates.config import ModelConfig
 from hybrid.surrogates.data import Normaliser, build_inputs, flux_density
 from hybrid.surrogates.training import TrainingSet, load_checkpoint, save_state, train_member
 from hybrid.surrogates.transfer import Transfer
@@ -112,16 +113,12 @@ def _training_set(case, data: dict, cv, transfer, penalty: float, boon: bool = F
     train_idx, val_idx = split_indices(case, S)
     s = case.surrogate
     T, d = T1 - 1, cv.dim
-    config = {"in_channels": int(inputs.grid_inputs.shape[1]), "out_channels": T * C + T * d, "dim": d,
-              "heteroscedastic": bool(s["heteroscedastic"]),
-              "variance_channels": (T * C + T * d) if s["heteroscedastic"] else 0,
-              "modes": int(s["modes"]), "width": int(s["width"]), "layers": int(s["layers"]),
-              "padding": 0 if _fully_periodic(case, data["mesh"]) else max(2, max(transfer.grid.shape) // 8),
-              "outputs": T}
-    if ends is not None:
-        config.update(boon_ends=list(model_ends(ends)), padding=0)
-    if C > 1:
-        config["components"] = C
+    padding = 0 if _fully_periodic(case, data["mesh"]) or ends is not None else max(2, max(transfer.grid.shape) // 8)
+    config = ModelConfig(in_channels=int(inputs.grid_inputs.shape[1]), out_channels=T * C + T * d, dim=d, outputs=T,
+                         modes=int(s["modes"]), width=int(s["width"]), layers=int(s["layers"]), padding=padding,
+                         heteroscedastic=bool(s["heteroscedastic"]),
+                         variance_channels=(T * C + T * d) if s["heteroscedastic"] else 0, components=C,
+                         boon_ends=None if ends is None else tuple(model_ends(ends)))
     residual = None
     if penalty > 0:
         from hybrid.surrogates.softc import gpme_residual_penalty
@@ -212,7 +209,7 @@ def _train_ensemble(case, out: Path, digest: str, penalty: float, label: str, pr
                 # epochs done before a resume, and those early stopping skipped
                 bar.done(result.resumed_from + epochs - result.epochs_run)
                 save_state(out / f"member-{m}.pt",   # in place once every member is known good
-                           {"digest": digest, "member": m, "model": best, "config": tset.model_config,
+                           {"digest": digest, "member": m, "model": best, "config": tset.model_config.to_dict(),
                             "normaliser": tset.norm.to_state(),
                             "history": torch.tensor(result.history, dtype=torch.float64)})
                 summaries[m] = {"epochs": result.epochs_run, "best_validation_rel_l2": result.best_val,
@@ -265,21 +262,24 @@ def _plot_history(out: Path, M: int) -> None:
 
 
 def load_members(out: Path, M: int, members: list[int], digest: str | None = None) -> dict:
-    """Load finished members safely (weights_only); a mismatched file is a clear error."""
-    from hybrid.surrogates.training import build_model
-
+    """Load finished members safely (weights_only); each rebuilds the network its checkpoint
+    records (:class:`~hybrid.surrogates.config.ModelConfig`); a mismatched file is a clear error."""
     loaded = {}
     for m in members:
         path = out / f"member-{m}.pt"
         state = load_checkpoint(path)
         if digest is not None and state.get("digest") != digest:
             raise CaseError(f"{path} was trained for other case settings; run hybrid train --force")
-        model = build_model(state["config"])
+        try:
+            config = ModelConfig.from_dict(state["config"])
+        except (TypeError, ValueError) as exc:
+            raise CaseError(f"{path}: {exc}; run hybrid train --force") from None
+        model = config.build()
         try:
             model.load_state_dict(state["model"])
         except RuntimeError as exc:
             raise CaseError(f"{path} does not match the model configuration: {exc}") from None
         model.eval()
-        loaded[m] = (model, state["config"], Normaliser.from_state(state["normaliser"]))
+        loaded[m] = (model, config, Normaliser.from_state(state["normaliser"]))
     return loaded
 

@@ -34,6 +34,7 @@ import torch
 
 from hybrid.errors import CaseError
 from hybrid.files import atomic_path
+from hybrid.surrogates.config import ModelConfig
 from hybrid.surrogates.data import Normaliser, SurrogateInputs, to_mesh_outputs, to_mesh_variances
 from hybrid.surrogates.fno import FNO
 
@@ -54,7 +55,7 @@ class TrainingSet:
     norm: Normaliser
     train_idx: np.ndarray
     val_idx: np.ndarray
-    model_config: dict
+    model_config: ModelConfig
     settings: dict                     # epochs, lr, batch, patience, softc_weight, checkpoint_every
     residual: Callable | None = None   # SoftC: (grid states (B, T, *grid), inputs) -> residual tensor
 
@@ -88,23 +89,16 @@ def member_seed(seed: int, member: int) -> int:
     return int(digest[:12], 16)
 
 
-def build_model(config: dict) -> FNO:
-    if config.get("boon_ends"):
-        from hybrid.surrogates.boon import BoonFNO
-        return BoonFNO(config["in_channels"], config["out_channels"], config["dim"], ends=tuple(config["boon_ends"]),
-                       outputs=config["outputs"], components=config.get("components", 1), modes=config["modes"],
-                       width=config["width"],
-                       layers=config["layers"], variance_channels=config.get("variance_channels", 0))
-    return FNO(config["in_channels"], config["out_channels"], config["dim"], modes=config["modes"],
-               width=config["width"], layers=config["layers"], padding=config["padding"],
-               variance_channels=config.get("variance_channels", 0))
+def build_model(config: ModelConfig | dict) -> FNO:
+    """The untrained network of a config (a checkpoint's dict is read by :meth:`ModelConfig.from_dict`)."""
+    return (config if isinstance(config, ModelConfig) else ModelConfig.from_dict(config)).build()
 
 
 def variance_nll(data: TrainingSet, output: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
     """Mean Gaussian NLL (up to a constant) of the targets under the heads' variances, in
     normalised units, states volume-weighted and fluxes area-weighted; the mean is detached."""
     T = data.u.shape[1]
-    C = data.model_config.get("components", 1)
+    C = data.model_config.components
     with torch.no_grad():
         u_pred, phi_pred = to_mesh_outputs(data.transfer, output, data.inputs.u0[idx], data.norm, T,
                                            data.face_normal, C)
@@ -120,7 +114,7 @@ def variance_nll(data: TrainingSet, output: torch.Tensor, idx: np.ndarray) -> to
 def relative_errors(data: TrainingSet, output: torch.Tensor, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     T = data.u.shape[1]
     u_pred, phi_pred = to_mesh_outputs(data.transfer, output, data.inputs.u0[idx], data.norm, T, data.face_normal,
-                                       data.model_config.get("components", 1))
+                                       data.model_config.components)
     u_true, phi_true = data.u[idx], data.phi[idx]
     vol, area = data.volume.to(u_pred.dtype), data.face_area.to(phi_pred.dtype)
     eu = ((u_pred - u_true) ** 2 * vol).sum(dim=(1, 2)) / ((u_true ** 2 * vol).sum(dim=(1, 2)) + 1e-30)
@@ -187,7 +181,7 @@ def train_member(data: TrainingSet, member: int, seed: int, digest: str, checkpo
             loss = (eu + ephi).mean()
             if s["softc_weight"] > 0 and data.residual is not None:
                 loss = loss + s["softc_weight"] * data.residual(out, idx)
-            if data.model_config.get("heteroscedastic"):
+            if data.model_config.heteroscedastic:
                 loss = loss + variance_nll(data, out, idx)
             opt.zero_grad()
             loss.backward()
