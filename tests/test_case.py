@@ -121,7 +121,8 @@ def test_contract_example_loads_with_defaults(write_case, tmp_path):
     assert case.pde["coefficients"] == {"k_min": 0.0, "smoothing": 0.005}
     assert case.coefficient_names == ("u_star", "k_max", "k_min", "smoothing")
     assert case.time == {"t_end": 0.1, "dt": 1e-4, "outputs": 20, "theta": 1.0}
-    assert case.solver == {"newton_rtol": 1e-10, "newton_atol": 1e-13, "newton_max_it": 30, "petsc_options": {}}
+    assert case.solver == {"newton_rtol": 1e-10, "newton_atol": 1e-13, "newton_max_it": 30, "petsc_options": {},
+                           "parallel": "auto"}
     assert case.surrogate["modes"] == 16 and case.surrogate["grid"] == 64
     assert case.surrogate["heteroscedastic"] is False and case.surrogate["validation"] == 0.1
     assert case.constraints["compare"] == ["raw", "hardc", "softc", "global", "per-cell"]

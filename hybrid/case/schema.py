@@ -306,7 +306,12 @@ _section(
     _k("petsc_options", "table", {}, "PETSc options of the GPME/Burgers and Navier-Stokes solvers' Newton "
        "and linear solvers, without '-' or prefix (e.g. { ksp_type = \"gmres\", pc_type = \"hypre\" }); "
        "set under the prefix hybrid_solver_ (so also -hybrid_solver_ksp_type in PETSC_OPTIONS). "
-       "Defaults: Newton with a backtracking line search and LU (MUMPS for Navier-Stokes)."),
+       "Defaults: Newton with a backtracking line search and LU (MUMPS for Navier-Stokes); with "
+       "parallel = partition, GMRES with hypre's BoomerAMG."),
+    _k("parallel", "choice", "auto", "Under mpirun: solve each GPME/Burgers scenario over the mesh partition "
+       "(partition: Newton-Krylov with algebraic multigrid on every rank's control volumes), give each rank "
+       "whole scenarios (scenarios: serial LU), or choose by size (auto: partition from 8000 control volumes).",
+       choices=("auto", "partition", "scenarios")),
 )
 
 _section(
@@ -379,7 +384,7 @@ MAX_STEPS = 1e7   # reference-solver steps of one scenario (t_end / dt) a case m
 # keys added after results existed, whose default changes no result: at that default they are
 # left out of the stages' hashes (Case.hash), so adding them did not make every stage stale
 NEUTRAL_DEFAULTS = {("mesh", "tag_data"): None, ("solver", "petsc_options"): {},
-                    ("constraints", "petsc_options"): {}}
+                    ("constraints", "petsc_options"): {}, ("solver", "parallel"): "auto"}
 
 
 def _default_text(key: Key) -> str:

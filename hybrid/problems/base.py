@@ -35,8 +35,14 @@ class Problem:
     def check(self, case) -> None:
         """Refuse, before any work, what the case asks of this family that it has not."""
 
-    def solve(self, case, cv, mesh, params: dict, split: str, index: int, box):
-        """One scenario's reference trajectory (the ``[solver] petsc_options`` already in force)."""
+    def can_partition(self, case) -> bool:
+        """Whether one scenario of the case can be solved over the ranks (``[solver] parallel``)."""
+        return False
+
+    def solve(self, case, cv, mesh, params: dict, split: str, index: int, box, comm=None):
+        """One scenario's reference trajectory (the ``[solver] petsc_options`` already in force),
+        over the ranks of ``comm`` where the family has a partitioned solver (every rank gets
+        the whole trajectory), else serially."""
         raise NotImplementedError
 
     def dataset_arrays(self, trajectories: list) -> dict[str, np.ndarray]:

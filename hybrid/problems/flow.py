@@ -277,7 +277,7 @@ class FlowProblem(Problem):
                             "softc (a scalar PDE-residual penalty) is scalar-only", file=str(case.display_file),
                             key="constraints.compare")
 
-    def solve(self, case, cv, mesh, params: dict, split: str, index: int, box):
+    def solve(self, case, cv, mesh, params: dict, split: str, index: int, box, comm=None):
         return solve_flow(case, cv, mesh, params, split, index)
 
     def dataset_arrays(self, trajectories: list) -> dict[str, np.ndarray]:

@@ -90,8 +90,10 @@ def _solve_wave(case, cv: ControlVolumes, params: dict, split: str, index: int, 
         solver.close()
 
 
-def solve_scalar(case, cv: ControlVolumes, params: dict, split: str, index: int, box):
-    """One gpme, burgers or wave scenario: the :class:`~hybrid.solvers.gpme.Trajectory`."""
+def solve_scalar(case, cv: ControlVolumes, params: dict, split: str, index: int, box, comm=None):
+    """One gpme, burgers or wave scenario: the :class:`~hybrid.solvers.gpme.Trajectory`; gpme and
+    burgers over the ranks of ``comm`` when it has more than one
+    (:class:`~hybrid.solvers.partition.PartitionGPMESolver`, ``cv`` with its owners)."""
     from hybrid.case.initial import initial_values
     from hybrid.case.parameters import scenario_rng
 
@@ -110,11 +112,15 @@ def solve_scalar(case, cv: ControlVolumes, params: dict, split: str, index: int,
     # the random field lives on the mesh's bounding box, so it is the same field on any mesh of the domain
     u0 = initial_values(case, cv.centre, params, rng, box=box)
     check_finite_data(case, cv, params, u0)
-    solver = GPMESolver(cv, Conductivity.from_params(kind, params), boundary_data(case), params,
-                        source=case.pde.get("source"), theta=case.time["theta"],
-                        rtol=case.solver["newton_rtol"], atol=case.solver["newton_atol"],
-                        max_it=case.solver["newton_max_it"], convection=convection,
-                        scheme=case.pde.get("convection", "central"))
+    distributed = comm is not None and comm.size > 1
+    if distributed:
+        from hybrid.solvers.partition import PartitionGPMESolver
+    solver = (PartitionGPMESolver if distributed else GPMESolver)(
+        cv, Conductivity.from_params(kind, params), boundary_data(case), params,
+        source=case.pde.get("source"), theta=case.time["theta"],
+        rtol=case.solver["newton_rtol"], atol=case.solver["newton_atol"],
+        max_it=case.solver["newton_max_it"], convection=convection,
+        scheme=case.pde.get("convection", "central"), **({"comm": comm} if distributed else {}))
     try:
         return solver.run(u0, case.time["t_end"], case.time["dt"], case.time["outputs"])
     finally:
@@ -250,8 +256,11 @@ class ScalarProblem(Problem):
     table_columns = TABLE_COLUMNS
     metric_keys = METRIC_KEYS
 
-    def solve(self, case, cv, mesh, params: dict, split: str, index: int, box):
-        return solve_scalar(case, cv, params, split, index, box)
+    def can_partition(self, case) -> bool:
+        return case.pde["family"] in ("gpme", "burgers")   # the wave solver is serial
+
+    def solve(self, case, cv, mesh, params: dict, split: str, index: int, box, comm=None):
+        return solve_scalar(case, cv, params, split, index, box, comm)
 
     def front_threshold(self, case, params: dict, truth_final: np.ndarray) -> float | None:
         return front_threshold(case, params, truth_final)

@@ -161,6 +161,7 @@ class GPMESolver:
         N, F = cv.num_cvs, cv.num_faces
         self.N, self.F = N, F
         self._classify_boundary(boundaries)
+        self.P = self._assembly_pieces()   # the flux pieces Newton's residual and Jacobian assemble
         self._build_pattern()
         self._setup_snes()
         self._cache: dict = {}
@@ -200,8 +201,12 @@ class GPMESolver:
             cvs = np.unique(a[faces])
             self.dir_cv_expr.append((cvs, expr, cv.centre[cvs]))
 
+    def _assembly_pieces(self):
+        """Every interior flux piece (a partitioned solver keeps those of its own rows' faces)."""
+        return self.cv.pieces
+
     def _build_pattern(self) -> None:
-        cv, P = self.cv, self.cv.pieces
+        cv, P = self.cv, self.P
         a, b = cv.face_cv[P.face, 0], cv.face_cv[P.face, 1]
         cols = np.concatenate([P.stencil, P.k_cvs], axis=1)           # (P, ns+nk)
         nc = cols.shape[1]
@@ -282,10 +287,11 @@ class GPMESolver:
             g[cvs] = self._eval(expr, pts, t)
         return g
 
-    def face_flux(self, u: np.ndarray, t: float, with_derivatives: bool = False):
-        """Flux through every face (Dirichlet faces of dual control volumes: 0, they are
-        reactions), and optionally the pieces' derivatives for the Jacobian."""
-        cv, P = self.cv, self.cv.pieces
+    def face_flux(self, u: np.ndarray, t: float, with_derivatives: bool = False, every_face: bool = False):
+        """Flux through the faces (Dirichlet faces of dual control volumes: 0, they are
+        reactions), and optionally the pieces' derivatives for the Jacobian. Interior faces:
+        those of the assembly pieces, or all of them (``every_face``: the recorded fluxes)."""
+        cv, P = self.cv, (self.cv.pieces if every_face else self.P)
         k, dk = self.k(u)
         grad = np.einsum("pj,pj->p", P.weight, u[P.stencil])
         nk = P.k_cvs.shape[1]
@@ -385,6 +391,18 @@ class GPMESolver:
         vals[-self.N:][self.is_dir] = 1.0
         return np.bincount(self._coo_pos, weights=vals[self._coo_valid], minlength=self.nnz)
 
+    def _residual_scale(self, u0: np.ndarray) -> float:
+        """The largest residual at the step's start (Newton's absolute tolerance is relative to it)."""
+        return float(np.abs(self._residual(u0)).max())
+
+    def _set_state(self, u: np.ndarray) -> None:
+        """Newton's initial guess, from every control volume's value."""
+        self.x.setArray(u)
+
+    def _get_state(self) -> np.ndarray:
+        """Newton's solution, every control volume's value."""
+        return self.x.getArray().copy()
+
     def _snes_residual(self, snes, x, f) -> None:
         f.setArray(self._residual(x.getArray(readonly=True)))
 
@@ -399,21 +417,21 @@ class GPMESolver:
         Halves the step when Newton fails."""
         theta = self.theta
         t1 = t0 + dt
-        flux0 = self.face_flux(u0, t0) if theta < 1 else np.zeros(self.F)
+        flux0 = self.face_flux(u0, t0, every_face=True) if theta < 1 else np.zeros(self.F)
         old_div = (1 - theta) * (self.D @ flux0)
         src = dt * (theta * self.source_rate(t1) + (1 - theta) * self.source_rate(t0))
         g1 = self.dirichlet_values(t1)
         self._step = dict(u0=u0, t1=t1, dt=dt, old_div=old_div, src=src, g1=g1)
         guess = u0.copy()
         guess[self.is_dir] = g1[self.is_dir]
-        self.x.setArray(guess)
-        scale = float(np.abs(self._residual(u0)).max())
+        self._set_state(guess)
+        scale = self._residual_scale(u0)
         self.snes.setTolerances(rtol=self.rtol, atol=max(self.atol * max(scale, 1e-300), 1e-300),
                                 stol=0.0, max_it=self.max_it)
         self.snes.solve(None, self.x)
         raise_if_interrupted()   # Ctrl-C inside a callback looks like a failed Newton solve
         converged = self.snes.getConvergedReason() > 0
-        u1 = self.x.getArray().copy()
+        u1 = self._get_state()
         if not converged or not np.all(np.isfinite(u1)):
             if depth >= self.max_halvings:
                 raise SolverError(f"Newton did not converge at t = {t0:.6g} even with step {dt:.3g} "
@@ -424,7 +442,7 @@ class GPMESolver:
             return ub, fa_ + fb, sa + sb
         self.stats["newton_its"] += self.snes.getIterationNumber()
         self.stats["steps"] += 1
-        flux1 = self.face_flux(u1, t1)
+        flux1 = self.face_flux(u1, t1, every_face=True)
         phi = dt * (theta * flux1 + (1 - theta) * flux0)
         if len(self.dir_cvs):
             self._close_dirichlet_balance(u0, u1, phi, src, t0, t1, dt)
