@@ -1,0 +1,147 @@
+"""Scale benchmark of the reference solver: wall time and peak memory against the number of
+control volumes, for one scenario solved serially with LU, serially with Newton–Krylov + AMG,
+and over 2 ranks' partition of the mesh (``[solver] parallel = "partition"``).
+
+    .venv/bin/python benchmarks/scale.py [--sizes 0.03,0.015,0.0075,0.005,0.0035] [--out docs/figures/scale.md]
+
+The problem: a porous-medium front (k = u², m = 2) on a dual rectangle (h as given), u = 1
+held on the left wall, no flux elsewhere, 10 implicit steps of 0.005 from u = 0.01. Every run is
+a fresh process (``mpirun -n 2`` for the partition), which prints its seconds (the solve, and
+the mesh + control volumes apart), Newton iterations, peak resident memory (the largest rank's)
+and balance residual. Reported as ratios measured in one run: the fitted growth exponent of
+time against control volumes for each solver, the 1 → 2 rank speed-up of one distributed solve,
+and, at the largest size, hypre's BoomerAMG against PETSc's GAMG as the preconditioner. Never
+gated on in CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+MODES = (("lu", 1, "serial LU"), ("amg", 1, "serial Newton-Krylov + AMG"), ("amg", 2, "2 ranks' partition"))
+
+
+def one(h: float, mode: str, pc: str) -> dict:
+    """One solve in this process (under mpirun for several ranks); returns its measurements on rank 0."""
+    import numpy as np
+    from mpi4py import MPI
+
+    from hybrid.mesh.control_volumes import build_control_volumes
+    from hybrid.mesh.distribute import partition_owners
+    from hybrid.mesh.shapes import generate
+    from hybrid.petsc_options import SOLVER_PREFIX, petsc_options
+    from hybrid.solvers.gpme import BoundaryData, Conductivity, GPMESolver
+    from hybrid.solvers.partition import PartitionGPMESolver
+
+    class Constant:
+        is_constant = True
+
+        def __init__(self, value):
+            self.value = value
+
+        def __call__(self, points, t=0.0, params=None):
+            return np.full(len(points), self.value)
+
+        def constant_value(self, params=None):
+            return self.value
+
+    comm = MPI.COMM_WORLD
+    t0 = time.perf_counter()
+    mesh = generate({"shape": "rectangle", "h": h}, seed=0)
+    cv = build_control_volumes(mesh, "dual")
+    cv.assign_owners(*partition_owners(mesh, comm))
+    setup = time.perf_counter() - t0
+    bcs = [BoundaryData("left", "dirichlet", Constant(1.0))] + \
+          [BoundaryData(n, "flux", Constant(0.0)) for n in ("right", "top", "bottom")]
+    k = Conductivity("power", m=2.0)
+    options = {} if pc == "hypre" else {"pc_type": pc}
+    with petsc_options(SOLVER_PREFIX, options):
+        solver = (GPMESolver(cv, k, bcs, {}) if mode == "lu" else PartitionGPMESolver(cv, k, bcs, {}, comm=comm))
+        comm.Barrier()
+        t0 = time.perf_counter()
+        traj = solver.run(np.full(cv.num_cvs, 0.01), 0.05, 0.005, 2)
+        comm.Barrier()
+        seconds = time.perf_counter() - t0
+        linear = solver.snes.getLinearSolveIterations() if mode != "lu" else None
+        solver.close()
+    rss = comm.allreduce(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, op=MPI.MAX) / 1024   # MiB
+    balance = float(np.abs(cv.balance_residual(traj.u, traj.flux, traj.source)).max()
+                    / (np.abs(traj.u).max() * cv.volume.max()))
+    return {"h": h, "cvs": cv.num_cvs, "ranks": comm.size, "mode": mode, "pc": pc, "seconds": seconds,
+            "setup_seconds": setup, "newton": solver.stats["newton_its"], "linear_last_step": linear,
+            "peak_rss_mib": rss, "balance": balance}
+
+
+def run(h: float, mode: str, ranks: int, pc: str = "hypre") -> dict:
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    cmd = [sys.executable, __file__, "--one", str(h), mode, pc]
+    if ranks > 1:
+        cmd = ["mpirun", "-n", str(ranks)] + (["--oversubscribe"] if (os.cpu_count() or 1) < ranks else []) + cmd
+    out = subprocess.run(cmd, check=True, env=env, capture_output=True, text=True).stdout
+    return json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
+
+
+def exponent(xs, ys) -> float:
+    import numpy as np
+    return float(np.polyfit(np.log(xs), np.log(ys), 1)[0])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="0.03,0.015,0.0075,0.005,0.0035", help="mesh sizes h, comma-separated")
+    ap.add_argument("--out", default=None, help="also write the tables (markdown) here")
+    ap.add_argument("--one", nargs=3, metavar=("H", "MODE", "PC"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.one:
+        from mpi4py import MPI
+        result = one(float(args.one[0]), args.one[1], args.one[2])
+        if MPI.COMM_WORLD.rank == 0:
+            print(json.dumps(result), flush=True)
+        return
+    sizes = [float(h) for h in args.sizes.split(",")]
+    rows = {}
+    for h in sizes:
+        for mode, ranks, _ in MODES:
+            rows[(h, mode, ranks)] = r = run(h, mode, ranks)
+            print(f"h {h:<7g} {r['cvs']:7d} CVs  {mode:3s} x{ranks}: {r['seconds']:8.2f} s  "
+                  f"({r['newton']} Newton its, setup {r['setup_seconds']:.1f} s, peak {r['peak_rss_mib']:.0f} MiB, "
+                  f"balance {r['balance']:.1e})", flush=True)
+    lines = ["| control volumes | serial LU s | serial AMG s | 2 ranks s | 2-rank speed-up (vs serial AMG) | "
+             "vs serial LU | Newton its | peak MiB (LU / AMG / 2 ranks, largest rank) | balance |",
+             "|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+    for h in sizes:
+        lu, amg, two = rows[(h, "lu", 1)], rows[(h, "amg", 1)], rows[(h, "amg", 2)]
+        lines.append(f"| {lu['cvs']:,} | {lu['seconds']:.2f} | {amg['seconds']:.2f} | {two['seconds']:.2f} | "
+                     f"{amg['seconds'] / two['seconds']:.2f}× | {lu['seconds'] / two['seconds']:.2f}× | {lu['newton']} | "
+                     f"{lu['peak_rss_mib']:.0f} / {amg['peak_rss_mib']:.0f} / {two['peak_rss_mib']:.0f} | "
+                     f"{max(lu['balance'], amg['balance'], two['balance']):.0e} |")
+    cvs = [rows[(h, "lu", 1)]["cvs"] for h in sizes]
+    fits = []
+    for mode, ranks, label in MODES:
+        t = [rows[(h, mode, ranks)]["seconds"] for h in sizes]
+        per_it = [rows[(h, mode, ranks)]["seconds"] / rows[(h, mode, ranks)]["newton"] for h in sizes]
+        fits.append(f"- {label}: time ∝ N^{exponent(cvs, t):.2f}; per Newton iteration ∝ N^{exponent(cvs, per_it):.2f}")
+    largest = sizes[-1]
+    gamg = run(largest, "amg", 2, "gamg")
+    hypre = rows[(largest, "amg", 2)]
+    fits.append(f"- preconditioner at {hypre['cvs']:,} control volumes, 2 ranks: BoomerAMG {hypre['seconds']:.2f} s, "
+                f"GAMG {gamg['seconds']:.2f} s (last step's linear iterations {hypre['linear_last_step']} against "
+                f"{gamg['linear_last_step']})")
+    text = "\n".join(lines + [""] + fits) + "\n"
+    print("\n" + text)
+    if args.out:
+        Path(args.out).write_text(text)
+
+
+if __name__ == "__main__":
+    main()
