@@ -154,14 +154,17 @@ class DistributedUpdate:
     def residual(self, x: np.ndarray) -> np.ndarray:
         return self.G_times(x) - self.b
 
-    def prior_samples(self, mu: np.ndarray, count: int, seed: int) -> np.ndarray:
+    def prior_samples(self, mu: np.ndarray, count: int, seed: int, first: int = 0) -> np.ndarray:
+        """Prior samples first … first + count − 1 on the rank's entries (the serial update's numbers)."""
         std = np.sqrt(self.var)
-        return mu + np.stack([prior_deviation(seed, k, std, self.U, self.entries, self.n) for k in range(count)])
+        return mu + np.stack([prior_deviation(seed, k, std, self.U, self.entries, self.n)
+                              for k in range(first, first + count)])
 
-    def sample(self, x: np.ndarray, seed: int) -> np.ndarray:
-        """Matheron's rule on the rank's entries (the same noise as the serial update)."""
+    def sample(self, x: np.ndarray, seed: int, first: int = 0) -> np.ndarray:
+        """Matheron's rule on the rank's entries (the same noise as the serial update); the rows
+        of ``x`` are samples first, first + 1, …"""
         out = []
-        for k, xk in enumerate(np.atleast_2d(x)):
+        for k, xk in enumerate(np.atleast_2d(x), start=first):
             eps = self.sigma * normals(seed, NOISE_ROWS, k, self.rows)[self.row_ids]
             out.append(xk + self.sigma_times(self.Gt_times(self.solve(self.b - self.G_times(xk) - eps))))
         return np.array(out)

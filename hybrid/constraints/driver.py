@@ -55,6 +55,7 @@ __all__ = ["requested_variants", "main_variant", "run_variants", "FRONT_SAMPLES"
 
 FRONT_SAMPLES = 100       # posterior samples per scenario kept for the front histogram
 VARIANCE_SAMPLES = 200    # Matheron samples estimating the posterior variance of large (or distributed) updates
+SAMPLE_BLOCK = 20         # of them drawn at a time (memory: one block of the whole state)
 DISTRIBUTE_ROWS = 50_000  # parallel = "auto": distribute updates with more per-cell rows than this
 
 
@@ -412,14 +413,29 @@ def _constrain(variant, rows, mean, var, diag, U, sigma, owner, comm, seed, layo
         phases["mean_iterations"] = float(update.mean_iterations)
         update.destroy()
         return m, v, post[:, final], phases, update.defect
-    m = update.gather(update.mean(mean[update.entries]))
+    local_mean = update.mean(mean[update.entries])
+    m = update.gather(local_mean)
     phases, defect = {"total_mean": time.perf_counter() - t0}, update.defect
-    local = update.sample(update.prior_samples(mean[update.entries], VARIANCE_SAMPLES, seed), seed)
-    drawn = update.gather(local)
+    # VARIANCE_SAMPLES Matheron samples in blocks of SAMPLE_BLOCK, so memory holds one block of the
+    # whole state (200 of 4.5e6 entries would be 7 GB): each rank sums its entries' deviations
+    # from the posterior mean and their squares; only the report time's states of the first
+    # ``samples`` samples are kept
+    shift, square, kept = np.zeros(len(local_mean)), np.zeros(len(local_mean)), []
+    for first in range(0, VARIANCE_SAMPLES, SAMPLE_BLOCK):
+        count = min(SAMPLE_BLOCK, VARIANCE_SAMPLES - first)
+        block = update.sample(update.prior_samples(mean[update.entries], count, seed, first), seed, first)
+        block -= local_mean
+        shift += block.sum(axis=0)
+        square += (block * block).sum(axis=0)
+        if first < samples:
+            kept.append(update.gather(block[:samples - first] + local_mean))
+    K = VARIANCE_SAMPLES
+    var = update.gather((square - shift * shift / K) / (K - 1))
     update.destroy()
     if comm.rank != 0:
         return None, None, None, phases, defect
-    return m, np.maximum(drawn.var(axis=0, ddof=1), 0.0)[states], drawn[:samples, final], phases, defect
+    drawn = np.concatenate(kept)[:, final] if kept else np.zeros((0, layout.N))
+    return m, np.maximum(var, 0.0)[states], drawn, phases, defect
 
 
 def _update(variant, rows, diag, U, sigma, owner, comm, plans: dict, layout=None):
