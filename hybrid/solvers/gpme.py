@@ -240,12 +240,16 @@ class GPMESolver:
         self.r = PETSc.Vec().createSeq(self.N, comm=comm)
         self.x = PETSc.Vec().createSeq(self.N, comm=comm)
         snes = PETSc.SNES().create(comm)
-        snes.setType("newtonls")
-        snes.setFunction(self._snes_residual, self.r)
-        snes.setJacobian(self._snes_jacobian, self.J)
         ksp = snes.getKSP()
         ksp.setType("preonly")
         ksp.getPC().setType("lu")
+        self._configure_snes(snes)
+
+    def _configure_snes(self, snes) -> None:
+        """Newton with a line search on J, r, x and the tolerances; the linear solver set before."""
+        snes.setType("newtonls")
+        snes.setFunction(self._snes_residual, self.r)
+        snes.setJacobian(self._snes_jacobian, self.J)
         snes.setTolerances(rtol=self.rtol, atol=self.atol, stol=0.0, max_it=self.max_it)
         # the defaults above and a backtracking line search (petsc4py 3.18 has no SNESLineSearch
         # wrapper: by option), then whatever -hybrid_solver_* options the case or the user gave

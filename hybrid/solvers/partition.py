@@ -28,7 +28,6 @@ import numpy as np
 from mpi4py import MPI
 from petsc4py import PETSc
 
-from hybrid.petsc_options import SOLVER_PREFIX, set_default
 from hybrid.solvers.gpme import GPMESolver
 
 __all__ = ["PartitionGPMESolver", "KSP_RTOL"]
@@ -87,9 +86,6 @@ class PartitionGPMESolver(GPMESolver):
         self.r = self.J.createVecLeft()
         self.x = self.J.createVecRight()
         snes = PETSc.SNES().create(comm)
-        snes.setType("newtonls")
-        snes.setFunction(self._snes_residual, self.r)
-        snes.setJacobian(self._snes_jacobian, self.J)
         ksp = snes.getKSP()
         ksp.setType("gmres")
         ksp.setTolerances(rtol=KSP_RTOL, atol=0.0, max_it=500)
@@ -99,15 +95,7 @@ class PartitionGPMESolver(GPMESolver):
             pc.setHYPREType("boomeramg")
         except PETSc.Error:   # a PETSc without hypre
             pc.setType("gamg")
-        snes.setTolerances(rtol=self.rtol, atol=self.atol, stol=0.0, max_it=self.max_it)
-        snes.setOptionsPrefix(SOLVER_PREFIX)
-        opts = PETSc.Options()
-        ours = set_default(opts, f"{SOLVER_PREFIX}snes_linesearch_type", "bt")
-        snes.setFromOptions()
-        if ours:
-            opts.delValue(f"{SOLVER_PREFIX}snes_linesearch_type")
-        snes.setConvergenceTest("default")
-        self.snes = snes
+        self._configure_snes(snes)
 
     # ------------------------------------------------------------------ the whole state on every rank
     def _whole(self, local: np.ndarray) -> np.ndarray:
