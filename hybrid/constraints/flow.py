@@ -35,7 +35,7 @@ from hybrid.mesh.control_volumes import ControlVolumes
 from hybrid.solvers.boundaries import dirichlet_walls
 
 __all__ = ["flux_divergence_rows", "vertex_divergence_rows", "wall_rows", "boundary_flux_rows", "flow_rows",
-           "flow_size", "wall_data"]
+           "flow_size", "wall_data", "flow_rhs"]
 
 
 def flow_size(cv: ControlVolumes) -> int:
@@ -75,18 +75,24 @@ def wall_rows(cv: ControlVolumes, walls: list[tuple[str, np.ndarray]]) -> Constr
     (boundary name, velocities (n, d) of that wall's control volumes in ascending order),
     later walls overriding earlier ones at shared vertices."""
     N, d = cv.num_cvs, cv.dim
-    value: dict[int, np.ndarray] = {}
-    for name, velocities in walls:
-        cvs = np.unique(cv.face_cv[cv.faces_of(name), 0])
-        velocities = np.asarray(velocities, float).reshape(len(cvs), d)
-        for k, vel in zip(cvs, velocities):
-            value[int(k)] = vel
-    ks = np.array(sorted(value), dtype=np.int64)
+    ks, b = _wall_values(cv, walls)
     rows = np.arange(len(ks) * d)
     cols = np.concatenate([c * N + ks for c in range(d)])
-    b = np.concatenate([[value[int(k)][c] for k in ks] for c in range(d)]) if len(ks) else np.zeros(0)
     G = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(rows), flow_size(cv)))
     return ConstraintRows(G, b, np.full(len(rows), "dirichlet", dtype="U24"))
+
+
+def _wall_values(cv: ControlVolumes, walls: list[tuple[str, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """(the wall control volumes, ascending; their velocities component by component), later
+    walls overriding earlier ones at shared vertices: the columns and b of :func:`wall_rows`."""
+    d = cv.dim
+    value, on_wall = np.zeros((cv.num_cvs, d)), np.zeros(cv.num_cvs, bool)
+    for name, velocities in walls:
+        cvs = np.unique(cv.face_cv[cv.faces_of(name), 0])
+        value[cvs] = np.asarray(velocities, float).reshape(len(cvs), d)
+        on_wall[cvs] = True
+    ks = np.flatnonzero(on_wall)
+    return ks, value[ks].T.ravel()
 
 
 def boundary_flux_rows(cv: ControlVolumes, flux: np.ndarray) -> ConstraintRows:
@@ -104,6 +110,12 @@ def flow_rows(cv: ControlVolumes, walls: list[tuple[str, np.ndarray]], boundary_
     div = flux_divergence_rows(cv)
     keep = ConstraintRows(div.G[:-1], div.b[:-1], div.kind[:-1])
     return stack_rows([keep, wall_rows(cv, walls), boundary_flux_rows(cv, boundary_flux)])
+
+
+def flow_rhs(cv: ControlVolumes, walls: list[tuple[str, np.ndarray]], boundary_flux: np.ndarray) -> np.ndarray:
+    """b of :func:`flow_rows` alone (its G is the same for every scenario and output time)."""
+    return np.concatenate([np.zeros(cv.num_cvs - 1), _wall_values(cv, walls)[1],
+                           np.asarray(boundary_flux, float)[cv.boundary_faces]])
 
 
 def wall_data(case, cv: ControlVolumes, times: np.ndarray, params: dict) -> tuple[list, np.ndarray]:

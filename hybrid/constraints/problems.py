@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from hybrid.constraints.flow import flow_rows, flux_divergence_rows, wall_data
+from hybrid.constraints.flow import flow_rhs, flow_rows, flux_divergence_rows, wall_data
 from hybrid.constraints.rows import ConstraintRows, StateLayout
 from hybrid.constraints.variants import (ENSEMBLE_VARIANTS, VARIANTS, boundary_rows, known_mass_rows, variant_rhs,
                                          variant_rows)
@@ -115,11 +115,10 @@ class FlowRows(ScalarRows):
         self.components = cv.dim
         self.layout = StateLayout(cv.dim * cv.num_cvs, cv.num_faces, len(times) - 1)
         # column of each entry of one time's flow unknowns (d N velocities, F fluxes) in x, per time
-        L, per_time = self.layout, self.layout.N + self.layout.F
+        L = self.layout
         self._columns = np.stack([np.concatenate([np.arange(L.u(n).start, L.u(n).stop),
                                                   np.arange(L.flux(n).start, L.flux(n).stop)])
                                   for n in range(1, L.T + 1)])
-        assert self._columns.shape[1] == per_time
 
     def scenario(self, split: dict, i: int, scored: bool = False) -> ScenarioData:
         params = _params(split, i)
@@ -142,10 +141,13 @@ class FlowRows(ScalarRows):
         if variant == "raw" or variant in ENSEMBLE_VARIANTS:
             return None
         walls_t, bflux = data.boundary
+        if variant in built:   # G is every scenario's: only the walls' data change b
+            rows = built[variant]
+            b = (np.concatenate([flow_rhs(self.cv, walls_t[n], bflux[n]) for n in range(self.layout.T)])
+                 if variant in ("hardc", "per-cell+boundary") else np.zeros(rows.count))
+            return ConstraintRows(rows.G, b, rows.kind)
         blocks = [self._one_time(variant, walls_t[n], bflux[n]) for n in range(self.layout.T)]
         b = np.concatenate([block.b for block in blocks])
-        if variant in built:
-            return ConstraintRows(built[variant].G, b, built[variant].kind)
         G = sp.vstack([block.G.tocsr() for block in blocks]).tocsr()
         offsets = np.repeat(np.arange(len(blocks)), [block.count for block in blocks])
         cols = self._columns[np.repeat(offsets, np.diff(G.indptr)), G.indices]

@@ -30,6 +30,8 @@ class Problem:
     table_columns: tuple = ()
     metric_keys: tuple = ()
     external_predictions: bool = True
+    solver_arrays: tuple = ()      # the names of :meth:`solver_fields`, for export's closing line
+    variant_suffixes: tuple = ()   # the suffixes of :meth:`variant_fields`' arrays (``V_<suffix>``)
 
     # --- solve
     def check(self, case) -> None:
@@ -101,7 +103,14 @@ class Problem:
 
     def export_summary(self, variants: list, train: bool) -> str:
         """What the ParaView series hold, for export's closing line."""
-        raise NotImplementedError
+        from hybrid.export.xdmf import field_prefix
+
+        solver = ", ".join(self.solver_arrays)
+        if not variants:
+            return f"{solver} (solver only)"
+        return (f"{solver} and, {'in the test series, ' if train else ''}for the variants {', '.join(variants)}, "
+                f"{' '.join('V_' + s for s in self.variant_suffixes)} "
+                f"(V = {', '.join(field_prefix(v) for v in variants)})")
 
     def export_figures(self, case, data: dict, out: Path) -> list[Path]:
         """Figures export draws beside the series."""

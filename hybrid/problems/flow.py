@@ -270,6 +270,8 @@ class FlowProblem(Problem):
     table_columns = FLOW_TABLE_COLUMNS
     metric_keys = FLOW_METRIC_KEYS
     external_predictions = False
+    solver_arrays = ("velocity", "pressure", "vorticity", "net_volume_flux")
+    variant_suffixes = ("velocity", "velocity_std", "abs_error", "vorticity", "net_volume_flux")
 
     def check(self, case) -> None:
         if "softc" in case.constraints["compare"] or float(case.surrogate["softc_weight"]) > 0:
@@ -320,13 +322,6 @@ class FlowProblem(Problem):
                        split: dict) -> dict[str, np.ndarray]:
         return flow_variant_fields(mesh, cv, variant, arrays["u_mean"][i], arrays["u_var"][i],
                                    arrays["flux_mean"][i], split["u"][i])
-
-    def export_summary(self, variants: list, train: bool) -> str:
-        if not variants:
-            return "velocity, pressure, vorticity, net_volume_flux (solver only)"
-        return (f"velocity, pressure, vorticity, net_volume_flux and, {'in the test series, ' if train else ''}"
-                f"for the variants {', '.join(variants)}, V_velocity V_velocity_std V_abs_error V_vorticity "
-                f"V_net_volume_flux (V = {', '.join(field_prefix(v) for v in variants)})")
 
     def export_figures(self, case, data: dict, out: Path) -> list[Path]:
         return [vorticity_figure(case, data, out)]

@@ -255,6 +255,8 @@ class ScalarProblem(Problem):
 
     table_columns = TABLE_COLUMNS
     metric_keys = METRIC_KEYS
+    solver_arrays = ("u", "balance_residual")
+    variant_suffixes = VARIANT_FIELDS
 
     def can_partition(self, case) -> bool:
         return case.pde["family"] in ("gpme", "burgers")   # the wave solver is serial
@@ -298,10 +300,3 @@ class ScalarProblem(Problem):
         return variant_fields(cvd, variant, arrays["u_mean"][i], arrays["u_var"][i], arrays["flux_mean"][i],
                               split["u"][i], split["source"][i])
 
-    def export_summary(self, variants: list, train: bool) -> str:
-        if not variants:
-            return "u, balance_residual (solver only)"
-        return (f"u, balance_residual and, {'in the test series, ' if train else ''}"
-                f"for the variants {', '.join(variants)}, "
-                f"{' '.join('V_' + s for s in VARIANT_FIELDS)} "
-                f"(V = {', '.join(field_prefix(v) for v in variants)})")
