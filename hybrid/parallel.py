@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
+import time
 from typing import Iterator
 
 from mpi4py import MPI
@@ -13,6 +15,8 @@ from hybrid.errors import CaseError
 __all__ = ["my_indices", "ScenarioProgress", "root_print", "collective"]
 
 _PROGRESS_TAG = 7301
+# how long a failed rank waits for the others before it ends the job (environment: HYBRID_EXIT_GRACE)
+EXIT_GRACE_SECONDS = float(os.environ.get("HYBRID_EXIT_GRACE", "30"))
 
 
 def root_print(*args, comm: MPI.Comm = MPI.COMM_WORLD, **kwargs) -> None:
@@ -27,11 +31,15 @@ def collective(comm: MPI.Comm) -> Iterator[None]:
     :class:`CaseError` (a :class:`~hybrid.errors.WriteError` too) raised on any rank is raised on
     every rank, the lowest rank's first; any other failure is raised where it happened and
     becomes a RuntimeError elsewhere. The block must hold no collective call of its own that
-    only some ranks reach. It ends with what amounts to a barrier."""
+    only some ranks reach. It ends with what amounts to a barrier. Should the block hold one
+    after all (a distributed solve that one rank left with an error), the failed rank waits
+    EXIT_GRACE_SECONDS for the others and then raises its error, so that the CLI ends the job
+    instead of every rank waiting forever."""
     if comm.size == 1:
         yield
         return
     outcome, failure = None, None
+    _arrival_comm(comm)
     try:
         yield
     except KeyboardInterrupt:   # every rank gets the signal (mpirun sends SIGTERM to each)
@@ -40,6 +48,15 @@ def collective(comm: MPI.Comm) -> Iterator[None]:
         outcome, failure = ("case", error), error
     except Exception as error:
         outcome, failure = ("bug", f"{type(error).__name__}: {error}"), error
+    arrived = _arrival_comm(comm).Ibarrier()   # not on comm: a rank may still be in one of its collective calls
+    if failure is None:
+        arrived.Wait()
+    else:
+        deadline = time.monotonic() + EXIT_GRACE_SECONDS
+        while not arrived.Test():
+            if time.monotonic() > deadline:   # the others are inside a collective call of the block
+                raise failure
+            time.sleep(0.01)
     outcomes = comm.allgather(outcome)
     if failure is not None:
         raise failure
@@ -48,6 +65,18 @@ def collective(comm: MPI.Comm) -> Iterator[None]:
             if found[0] == "case":
                 raise found[1]
             raise RuntimeError(f"rank {rank} failed: {found[1]}")
+
+
+_ARRIVALS: dict = {}
+
+
+def _arrival_comm(comm: MPI.Comm) -> MPI.Comm:
+    """A duplicate of ``comm`` kept for :func:`collective`'s arrival check (made on the first
+    block over ``comm``, which every rank enters)."""
+    key = MPI._handleof(comm) if hasattr(MPI, "_handleof") else id(comm)
+    if key not in _ARRIVALS:
+        _ARRIVALS[key] = comm.Dup()
+    return _ARRIVALS[key]
 
 
 def my_indices(n: int, comm: MPI.Comm) -> list[int]:

@@ -435,3 +435,34 @@ def test_a_mistake_found_on_one_rank_alone_ends_the_job(finished, tmp_path):
     assert proc.returncode == 2, (proc.returncode, proc.stderr[-3000:])
     assert "hybrid: error (rank 1): " in proc.stderr and "surrogate.grid: a mistake only rank 1 sees" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+_FAILS_INSIDE_A_COLLECTIVE_CALL = """
+import sys
+from mpi4py import MPI
+from hybrid.parallel import collective
+comm = MPI.COMM_WORLD
+try:
+    with collective(comm):
+        if comm.rank == 1:
+            raise ValueError("only rank 1 fails")
+        comm.allreduce(1.0)   # rank 0 waits here for rank 1, which never comes
+except ValueError as error:
+    print(f"rank {comm.rank} raised: {error}", file=sys.stderr, flush=True)
+    comm.Abort(3)
+"""
+
+
+def test_a_rank_that_fails_inside_a_collective_call_of_the_block_ends_the_job():
+    """``collective``'s arrival check runs on a duplicate communicator, so a rank that failed
+    while the others sit in one of the block's own collective calls (a distributed solve)
+    raises its error after HYBRID_EXIT_GRACE seconds instead of waiting with them forever."""
+    import subprocess
+
+    command = mpirun_prefix(2) + [sys.executable, "-c", _FAILS_INSIDE_A_COLLECTIVE_CALL]
+    start = time.time()
+    proc = subprocess.run(command, cwd=ROOT, env=mpi_env({"HYBRID_EXIT_GRACE": "2"}), capture_output=True,
+                          text=True, timeout=60)
+    assert time.time() - start < 40
+    assert proc.returncode == 3, (proc.returncode, proc.stderr[-3000:])
+    assert "rank 1 raised: only rank 1 fails" in proc.stderr
