@@ -224,6 +224,24 @@ def test_fast_update_matches_the_dense_reference(method, ensemble):
         np.testing.assert_allclose(fresh.mean(mu), upd.mean(mu), rtol=0, atol=1e-12 * scale)
 
 
+def test_a_pcg_that_does_not_converge_falls_back_to_the_plans_cholesky(monkeypatch):
+    """Above DIRECT_ROWS too: a time-block PCG short of its tolerance after PCG_MAX_ITERATIONS
+    gives the exact factorisation's answer (not an error that would drop a λ from the
+    validation table), and the plan factors for its later scenarios."""
+    import hybrid.constraints.update as update
+
+    cv, layout, rows, var, mu = _space_time_problem({"shape": "rectangle", "h": 0.3}, 4, 1e-4)
+    mean_ref, _ = dense_update(mu, rows.G, rows.b, np.diag(var), 0.0)
+    monkeypatch.setattr(update, "PCG_MAX_ITERATIONS", 1)
+    monkeypatch.setattr(update, "DIRECT_ROWS", 10)   # the problem counts as large
+    upd = GaussianUpdate(rows.G, rows.b, var, layout=layout, method="pcg")
+    assert rows.G.shape[0] > 10 and upd.plan.method == "pcg"
+    np.testing.assert_allclose(upd.mean(mu), mean_ref, rtol=0, atol=1e-10 * np.abs(mean_ref).max())
+    assert upd.plan.method == "cholesky"
+    later = GaussianUpdate(rows.G, rows.b, var * 2.0, plan=upd.plan, layout=layout)
+    assert later.plan is upd.plan and not isinstance(later._lu, update._BlockPCG)
+
+
 @pytest.mark.parametrize("samples", [0, 20, 150])
 @pytest.mark.parametrize("flux_var", [1e-8, 1e-5])
 def test_probed_variance_is_within_its_stated_error(flux_var, samples):

@@ -427,14 +427,16 @@ def _constrain(variant, rows, mean, var, diag, U, sigma, owner, comm, seed, layo
         block -= local_mean
         shift += block.sum(axis=0)
         square += (block * block).sum(axis=0)
-        if first < samples:
-            kept.append(update.gather(block[:samples - first] + local_mean))
+        if first < samples:   # only the report time's states reach rank 0's memory
+            whole = update.gather(block[:samples - first] + local_mean)
+            kept.append(None if whole is None else whole[:, final])
+            del whole
     K = VARIANCE_SAMPLES
     var = update.gather((square - shift * shift / K) / (K - 1))
     update.destroy()
     if comm.rank != 0:
         return None, None, None, phases, defect
-    drawn = np.concatenate(kept)[:, final] if kept else np.zeros((0, layout.N))
+    drawn = np.concatenate(kept) if kept else np.zeros((0, layout.N))
     return m, np.maximum(var, 0.0)[states], drawn, phases, defect
 
 

@@ -31,6 +31,7 @@ from hybrid.constraints.flow import flow_rhs, flow_rows, flux_divergence_rows, w
 from hybrid.constraints.rows import ConstraintRows, StateLayout
 from hybrid.constraints.variants import (ENSEMBLE_VARIANTS, VARIANTS, boundary_rows, known_mass_rows, variant_rhs,
                                          variant_rows)
+from hybrid.dataset import scenario_parameters
 from hybrid.errors import CaseError
 
 __all__ = ["ScalarRows", "FlowRows", "ScenarioData", "time_blocks", "FLOW_VARIANTS"]
@@ -54,7 +55,7 @@ class ScenarioData:
 
 
 def _params(split: dict, i: int) -> dict:
-    return dict(zip(split["parameter_names"], map(float, split["params"][i])))
+    return scenario_parameters(split, i)
 
 
 class ScalarRows:

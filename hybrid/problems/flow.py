@@ -103,18 +103,16 @@ def solve_flow(case, cv: ControlVolumes, mesh, params: dict, split: str, index: 
     return flow
 
 
-def flow_view(data: dict) -> dict:
-    """A navier-stokes dataset as the scalar stages' arrays: each split's velocity (S, T+1, N, d)
-    flattened to (S, T+1, d N) under ``u``, component blocks one after the other (the layout of
-    :mod:`hybrid.constraints.flow`), the original kept under ``velocity``, and its face fluxes
-    at t_1..t_T under ``flux``."""
-    view = dict(data)
-    for split in ("train", "test"):
-        if split in data:
-            s = data[split]
-            flat = np.swapaxes(s["u"], -1, -2).reshape(*s["u"].shape[:2], -1)
-            view[split] = dict(s, velocity=s["u"], u=flat, flux=s["face_flux"][:, 1:])
-    return view
+def flow_view(data):
+    """A navier-stokes :class:`~hybrid.dataset.Dataset` as the scalar stages' arrays: each
+    split's velocity (S, T+1, N, d) flattened to (S, T+1, d N) under ``u``, component blocks one
+    after the other (the layout of :mod:`hybrid.constraints.flow`), the original kept under
+    ``velocity``, and its face fluxes at t_1..t_T under ``flux``."""
+    views = {}
+    for name, s in data.splits.items():
+        flat = np.swapaxes(s.u, -1, -2).reshape(*s.u.shape[:2], -1)
+        views[name] = s.with_arrays(velocity=s.u, u=flat, flux=s.face_flux[:, 1:])
+    return data.with_splits(**views)
 
 
 def vertex_vorticity(points: np.ndarray, cells: np.ndarray, cv_of_vertex: np.ndarray, velocity: np.ndarray) -> np.ndarray:

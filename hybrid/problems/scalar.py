@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from hybrid.constraints.problems import ScalarRows
+from hybrid.dataset import scenario_parameters
 from hybrid.errors import CaseError
 from hybrid.export.xdmf import field_prefix
 from hybrid.mesh.control_volumes import ControlVolumes, balance_residual
@@ -197,7 +198,7 @@ def figures(case, cv, data, variants, extra, scores, out: Path) -> list[Path]:
         near = {k: v["u_mean"][i] for k, v in variants.items() if k in BOUNDARY_PROFILES}
         paths.append(fig.profiles_over_time(out / "profiles_over_time.png", cv.centre[:, 0], times, test["u"][i],
                                             near, f"Profiles and absolute errors over time\n{tag}"))
-        ends = _end_series(case, cv, times, dict(zip(test["parameter_names"], map(float, test["params"][i]))),
+        ends = _end_series(case, cv, times, scenario_parameters(test, i),
                            {"solver": test["u"][i], **near})
         if ends:
             paths.append(fig.boundary_over_time(out / "boundary.png", times[1:], ends,

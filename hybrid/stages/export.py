@@ -41,12 +41,12 @@ from hybrid.errors import CaseError
 from hybrid.export.vtu import write_vtu_series
 from hybrid.export.xdmf import field_prefix, write_time_series
 from hybrid.files import commit_pending, commits_together, mark_stage_done, stage_is_current
-from hybrid.mesh.control_volumes import build_control_volumes
+from hybrid.dataset import scenario_parameters
 from hybrid.parallel import ScenarioProgress, collective, my_indices, root_print
 from hybrid.problems import problem_for
 from hybrid.constraints.driver import read_variants as read_variant_groups
 from hybrid.stages.predict import predict_digest, run_predict
-from hybrid.stages.solve import SOLVE_SECTIONS, periodic_pairs, read_dataset, run_solve
+from hybrid.stages.solve import read_dataset, run_solve, solve_digest
 
 __all__ = ["run_export", "cv_fields", "field_prefix", "read_variants"]
 
@@ -87,7 +87,7 @@ def run_export(case, *, force: bool = False, train: bool = False, solver_only: b
         dataset = Path(case.output_dir) / "solve" / "dataset.h5"
     elif solver_only:
         dataset = run_solve(case, comm=comm, progress=progress, announce=False)
-        digest = case.hash(*SOLVE_SECTIONS)
+        digest = solve_digest(case)
     else:
         variants_file = run_predict(case, comm=comm, progress=progress, announce=False) / "variants.h5"
         dataset = Path(case.output_dir) / "solve" / "dataset.h5"
@@ -99,7 +99,7 @@ def run_export(case, *, force: bool = False, train: bool = False, solver_only: b
     splits = ["test"] + (["train"] if train else [])
     tasks = [(s, i) for s in splits if s in data for i in range(data[s]["u"].shape[0])]
     names = [out / f"{s}-{i:03d}.{'pvd' if fmt == 'vtu' else 'xdmf'}" for s, i in tasks]
-    outputs = [p.name for p in names] + ([f"{p.stem}/step-{k:04d}.vtu" for p in names for k in range(len(data["times"]))]
+    outputs = [p.name for p in names] + ([f"{p.stem}/step-{k:04d}.vtu" for p in names for k in range(len(data.times))]
                                          if fmt == "vtu" else [])
     if not force and stage_is_current(out, digest, outputs):
         root_print(f"export: up to date ({out})", comm=comm)
@@ -107,12 +107,12 @@ def run_export(case, *, force: bool = False, train: bool = False, solver_only: b
     variants = {} if variants_file is None else read_variants(variants_file)
     problem = problem_for(case)
     for v, arrays in variants.items():
-        expected = problem.state_shape(data["test"]["u"].shape)
+        expected = problem.state_shape(data.test.u.shape)
         if arrays["u_mean"].shape != expected:
             raise RuntimeError(f"{variants_file}: {v}/u_mean has shape {arrays['u_mean'].shape}, "
                                f"the solver's test states {data['test']['u'].shape}; rerun hybrid predict --force")
-    mesh, cvd, kind = data["mesh"], data["control_volumes"], data["control_volumes_kind"]
-    cv = build_control_volumes(mesh, kind, periodic_pairs(case)) if variants else None
+    mesh, cvd, kind = data.mesh, data.control_volumes, data.control_volumes_kind
+    cv = data.cv
     with ScenarioProgress(comm, len(tasks), "export", enabled=progress) as bar, collective(comm):
         for j in my_indices(len(tasks), comm):
             split, i = tasks[j]
@@ -122,15 +122,15 @@ def run_export(case, *, force: bool = False, train: bool = False, solver_only: b
                 for v, a in variants.items():
                     fields.update(problem.variant_fields(mesh, cv, cvd, v, a, i, d))
             point, cell = cv_fields(kind, cvd, fields)
-            params = dict(zip(d["parameter_names"], d["params"][i]))
+            params = scenario_parameters(d, i)
             attributes = {"case": case.name, "scenario": f"{split} {i}",
                           "parameters": ", ".join(f"{k}={v:.6g}" for k, v in params.items())}
             if split == "test":
                 attributes["variants"] = ", ".join(variants)
             if fmt == "vtu":
-                write_vtu_series(names[j], mesh.points, mesh.cells, mesh.cell_type, data["times"], point, cell)
+                write_vtu_series(names[j], mesh.points, mesh.cells, mesh.cell_type, data.times, point, cell)
             else:
-                write_time_series(names[j], mesh.points, mesh.cells, mesh.cell_type, data["times"], point, cell,
+                write_time_series(names[j], mesh.points, mesh.cells, mesh.cell_type, data.times, point, cell,
                                   attributes=attributes)
             bar.done()
     with collective(comm):   # every rank's series in place before rank 0 hashes them

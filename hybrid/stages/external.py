@@ -36,11 +36,11 @@ from hybrid.constraints.update import GaussianUpdate
 from hybrid.constraints.variants import boundary_rows, prediction_covariance, variant_rhs, variant_rows
 from hybrid.errors import CaseError
 from hybrid.files import atomic_path, commit_pending, commits_together, file_digest, mark_stage_done, stage_is_current
-from hybrid.mesh.control_volumes import build_control_volumes
+from hybrid.dataset import scenario_parameters
 from hybrid.parallel import collective, root_print
 from hybrid.petsc_options import UPDATE_PREFIX, petsc_options
 from hybrid.problems import problem_for
-from hybrid.stages.solve import SOLVE_SECTIONS, periodic_pairs, read_dataset, run_solve
+from hybrid.stages.solve import SOLVE_SECTIONS, read_dataset, run_solve
 
 __all__ = ["run_constrain", "read_prediction", "check_prediction", "constrain_arrays"]
 
@@ -108,9 +108,9 @@ def constrain_arrays(case, arrays: dict, variant: str = "per-cell+boundary") -> 
     (S, T+1, N) and ``flux_mean`` (S, T, F), and ``residual``, the rows' largest relative
     residual. Serial; every rank that calls it computes the same."""
     data = read_dataset(Path(case.output_dir) / "solve" / "dataset.h5")
-    cv = build_control_volumes(data["mesh"], data["control_volumes_kind"], periodic_pairs(case))
-    test, times = data["test"], data["times"]
-    S, T1, N = test["u"].shape
+    cv = data.cv
+    test, times = data.test, data.times
+    S, T1, N = test.u.shape
     pred = check_prediction(arrays, "the prediction", S, T1, N, cv.num_faces)
     fluxes = "flux_mean" in pred
     allowed = FLUX_VARIANTS if fluxes else STATE_VARIANTS
@@ -118,9 +118,7 @@ def constrain_arrays(case, arrays: dict, variant: str = "per-cell+boundary") -> 
         raise CaseError(f"variant {variant!r} does not apply to a prediction {'with' if fluxes else 'without'} "
                         f"fluxes; allowed: {', '.join(allowed)}", key="variant")
     layout = StateLayout(N, cv.num_faces, T1 - 1)
-    names = test["parameter_names"]
-    boundary = [boundary_rows(case, cv, layout, times, dict(zip(names, map(float, test["params"][i]))))
-                for i in range(S)]
+    boundary = [boundary_rows(case, cv, layout, times, scenario_parameters(test, i)) for i in range(S)]
     rs = _variant(case, cv, layout, test, pred, variant, fluxes, boundary)
     out = _as_arrays(rs)
     out.pop("u_samples")
@@ -161,20 +159,19 @@ def _constrain_on_root(case, dataset: Path, prediction: Path, out: Path, digest:
     if not problem_for(case).external_predictions:
         raise CaseError("hybrid constrain takes scalar cases (a velocity's prediction is not supported yet)",
                         file=str(case.display_file), key="pde.family")
-    cv = build_control_volumes(data["mesh"], data["control_volumes_kind"], periodic_pairs(case))
-    test, times = data["test"], data["times"]
-    S, T1, N = test["u"].shape
+    cv = data.cv
+    test, times = data.test, data.times
+    S, T1, N = test.u.shape
     layout = StateLayout(N, cv.num_faces, T1 - 1)
     pred = read_prediction(prediction, S, T1, N, cv.num_faces)
-    if not np.allclose(pred["u_mean"][:, 0], test["u"][:, 0], rtol=1e-12, atol=1e-12 * np.abs(test["u"]).max()):
+    if not np.allclose(pred["u_mean"][:, 0], test.u[:, 0], rtol=1e-12, atol=1e-12 * np.abs(test.u).max()):
         raise CaseError("u_mean at t = 0 is not the test scenarios' initial states (are the scenarios in the "
                         "dataset's order?)", file=str(prediction), key="u_mean")
     fluxes = "flux_mean" in pred
     wanted = [v for v in ["raw", *case.constraints["compare"]] if v in (FLUX_VARIANTS if fluxes else STATE_VARIANTS)]
     wanted = list(dict.fromkeys(wanted))
     skipped = [v for v in case.constraints["compare"] if v not in wanted]
-    names = test["parameter_names"]
-    params = [dict(zip(names, map(float, test["params"][i]))) for i in range(S)]
+    params = [scenario_parameters(test, i) for i in range(S)]
     boundary = [boundary_rows(case, cv, layout, times, params[i]) for i in range(S)]
     results, seconds = {}, {}
     for variant in wanted:
@@ -197,12 +194,12 @@ def _constrain_on_root(case, dataset: Path, prediction: Path, out: Path, digest:
                "prediction": {"file": str(prediction), "sha256": file_digest(prediction), "fluxes": fluxes,
                               "members": int(pred["u_dev"].shape[1]) if "u_dev" in pred else None,
                               "skipped_variants": skipped},
-               "times": {"solver_seconds_per_scenario": float(np.mean(test["solve_seconds"])),
+               "times": {"solver_seconds_per_scenario": float(np.mean(test.solve_seconds)),
                          "surrogate_seconds_per_scenario": None, "solver_over_surrogate": None,
                          "training_seconds": None}}
     from hybrid.stages.predict import score_prediction   # validate's surrogate keys, for this prediction
     given = score_prediction(data, cv, pred["u_mean"], pred["u_var"],
-                             pred["flux_mean"] if fluxes else np.zeros_like(test["flux"]), np.zeros(S))
+                             pred["flux_mean"] if fluxes else np.zeros_like(test.flux), np.zeros(S))
     metrics["surrogate"] = {k: given[k] for k in ("rel_l2_mean", "rel_l2_nearest_train", "nearest_over_ensemble",
                                                   "coverage90", "flux_rel_l2", "by_range")}
     if not fluxes:
@@ -235,10 +232,10 @@ def _variant(case, cv, layout, test, pred, variant: str, fluxes: bool, boundary:
     """:func:`_one` for every test scenario: the variant's G built once (only b changes between
     scenarios, :func:`~hybrid.constraints.variants.variant_rhs`) and one update plan shared."""
     plans, built, out = {}, None, []
-    for i in range(test["u"].shape[0]):
+    for i in range(test.u.shape[0]):
         rows = None
         if variant != "raw":
-            u0, source = test["u"][i, 0], test["source"][i]
+            u0, source = test.u[i, 0], test.source[i]
             rows = (variant_rows(variant, cv, layout, u0, source, boundary[i]) if built is None else
                     ConstraintRows(built.G, variant_rhs(variant, cv, layout, u0, source, boundary[i]), built.kind))
             built = built or rows

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from mpi4py import MPI
 
+from hybrid.dataset import scenario_parameters
 from hybrid.errors import CaseError
 from hybrid.files import atomic_path, commits_together, mark_stage_done, stage_is_current
 from hybrid.metrics import coverage, relative_l2
@@ -86,7 +87,7 @@ def run_predict(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, p
     data = read_dataset(Path(case.output_dir) / "solve" / "dataset.h5")
     cv, transfer = case_transfer(case, data)
     data = problem_for(case).view(data)   # a vector family: velocities flattened to (S, T+1, d N)
-    test = data["test"]
+    test = data.test
     M = int(case.surrogate["members"])
     members = load_members(train_dir, M, my_indices(M, comm), case.hash(*TRAIN_SECTIONS))
     pred, surrogate_seconds = _ensemble(members, M, transfer, cv, data, comm)
@@ -96,7 +97,7 @@ def run_predict(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, p
     scales, validation = _calibration(case, members, M, transfer, cv, data, comm)
     uncalibrated = None
     if comm.rank == 0 and scales is not None:
-        uncalibrated = coverage(pred["u_mean"][:, 1:], np.maximum(pred["u_var"][:, 1:], 1e-300), test["u"][:, 1:])
+        uncalibrated = coverage(pred["u_mean"][:, 1:], np.maximum(pred["u_var"][:, 1:], 1e-300), test.u[:, 1:])
         pred = apply_scales(pred, scales)
     extra = {}
     if wants_softc(case):
@@ -111,8 +112,8 @@ def run_predict(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, p
             with atomic_path(out / "predictions.h5") as tmp:
                 with h5py.File(tmp, "w") as f:
                     f.attrs["members"] = M
-                    f["times"] = data["times"]
-                    for name, arr in (*pred.items(), ("solver_seconds", test["solve_seconds"]),
+                    f["times"] = data.times
+                    for name, arr in (*pred.items(), ("solver_seconds", test.solve_seconds),
                                       ("surrogate_seconds", surrogate_seconds)):
                         f[name] = arr
                     for flavour, values in extra.items():
@@ -150,18 +151,15 @@ def _calibration(case, members: dict, M: int, transfer, cv, data: dict, comm: MP
     or when ``[constraints] calibrate`` is off or there is no validation scenario."""
     if not case.constraints["calibrate"]:
         return None, None
-    _, val_idx = split_indices(case, data["train"]["u"].shape[0])
+    _, val_idx = split_indices(case, data.train.u.shape[0])
     if not len(val_idx):
         return None, None
-    train = data["train"]
-    S = train["u"].shape[0]
-    view = {k: (v[val_idx] if isinstance(v, np.ndarray) and v.ndim and v.shape[0] == S else v)
-            for k, v in train.items()}
-    val_pred, _ = _ensemble(members, M, transfer, cv, {**data, "test": view}, comm)
+    view = data.train.take(val_idx)
+    val_pred, _ = _ensemble(members, M, transfer, cv, data.with_splits(test=view), comm)
     if comm.rank != 0:
         return None, None
-    scales = fit_scales(view["u"], {"mean": val_pred["u_mean"], "var": val_pred["u_var"]},
-                        view["flux"], {"mean": val_pred["flux_mean"], "var": val_pred["flux_var"]})
+    scales = fit_scales(view.u, {"mean": val_pred["u_mean"], "var": val_pred["u_var"]},
+                        view.flux, {"mean": val_pred["flux_mean"], "var": val_pred["flux_var"]})
     return scales, {"split": view, "pred": apply_scales(val_pred, scales)}
 
 
@@ -170,10 +168,10 @@ def _ensemble(members: dict, M: int, transfer, cv, data: dict, comm: MPI.Comm, b
     on rank 0 into mean, variance over members and deviations; (pred, seconds per scenario),
     (None, None) on the other ranks. ``boon_case``: the members are BOON networks of this
     case (boundary-data input channels, and BOON's strict enforcement again on the mesh)."""
-    test = data["test"]
-    S, T1, _ = test["u"].shape
+    test = data.test
+    S, T1, _ = test.u.shape
     T = T1 - 1
-    dt = np.diff(data["times"])
+    dt = np.diff(data.times)
     # fluxes: scalar states' are integrated over each output interval, a velocity's face fluxes instantaneous
     scale = cv.face_area * (1.0 if "velocity" in test else dt[:, None])   # flux density -> face flux
     u0, C = initial_states(test)
@@ -184,10 +182,10 @@ def _ensemble(members: dict, M: int, transfer, cv, data: dict, comm: MPI.Comm, b
         for m, (model, config, norm) in members.items():
             model.to(dev)
             t0 = time.perf_counter()
-            inputs = build_inputs(transfer, u0, test["params"], norm)
+            inputs = build_inputs(transfer, u0, test.params, norm)
             if boon_case is not None:
-                inputs, ends = with_boundary_channels(boon_case, cv, transfer, inputs, test["params"],
-                                                      test["parameter_names"], data["times"], norm)
+                inputs, ends = with_boundary_channels(boon_case, cv, transfer, inputs, test.params,
+                                                      test.parameter_names, data.times, norm)
             output = model(inputs.grid_inputs.to(dev))
             u, phi = to_mesh_outputs(transfer, output, inputs.u0.to(dev), norm, T, normal, C)
             noise = to_mesh_variances(transfer, output, norm, T, normal, C) if config.heteroscedastic else None
@@ -195,7 +193,7 @@ def _ensemble(members: dict, M: int, transfer, cv, data: dict, comm: MPI.Comm, b
                 torch.cuda.synchronize()
             seconds = time.perf_counter() - t0
             flux = phi.double().cpu().numpy() * scale
-            u_full = np.concatenate([test["u"][:, :1], u.double().cpu().numpy()], axis=1)
+            u_full = np.concatenate([test.u[:, :1], u.double().cpu().numpy()], axis=1)
             if noise is not None:
                 noise = (np.concatenate([np.zeros_like(u_full[:, :1]), noise[0].double().cpu().numpy()], axis=1),
                          noise[1].double().cpu().numpy() * scale ** 2)
@@ -206,9 +204,9 @@ def _ensemble(members: dict, M: int, transfer, cv, data: dict, comm: MPI.Comm, b
     allres = {k: v for part in gathered for k, v in part.items()}
     U = np.stack([allres[m][0] for m in range(M)], axis=1)       # (S, M, T+1, N)
     if boon_case is not None:
-        plist = [dict(zip(test["parameter_names"], map(float, row))) for row in test["params"]]
-        U = (enforce_on_mesh(U, boundary_ends(boon_case, cv), cv, data["times"], plist) if cv.dim == 1
-             else enforce_walls_on_mesh(U, boon_case, cv, data["times"], plist))
+        plist = [scenario_parameters(test, i) for i in range(len(test.params))]
+        U = (enforce_on_mesh(U, boundary_ends(boon_case, cv), cv, data.times, plist) if cv.dim == 1
+             else enforce_walls_on_mesh(U, boon_case, cv, data.times, plist))
     Fx = np.stack([allres[m][1] for m in range(M)], axis=1)      # (S, M, T, F)
     surrogate_seconds = np.full(S, sum(allres[m][2] for m in range(M)) / max(S, 1))
     u_mean, flux_mean = U.mean(axis=1), Fx.mean(axis=1)
@@ -254,14 +252,14 @@ def _nearest_text(metrics: dict) -> str:
 
 def score_prediction(data: dict, cv, u_mean, u_var, flux_mean, surrogate_seconds) -> dict:
     """The surrogate-level scores of a prediction of the test scenarios (docs/metrics.md)."""
-    test, train = data["test"], data["train"]
-    truth = test["u"][:, 1:]
+    test, train = data.test, data.train
+    truth = test.u[:, 1:]
     w = np.tile(cv.volume, truth.shape[-1] // cv.num_cvs)   # a velocity's components share their volumes
     rel = relative_l2(u_mean[:, 1:], truth, w)
     nearest = nearest_training_baseline(train, test)
-    rel_base = relative_l2(train["u"][nearest][:, 1:], truth, w)
-    flux_rel = relative_l2(flux_mean, test["flux"], 1.0)
-    per = [{"params": dict(zip(test["parameter_names"], map(float, test["params"][i]))),
+    rel_base = relative_l2(train.u[nearest][:, 1:], truth, w)
+    flux_rel = relative_l2(flux_mean, test.flux, 1.0)
+    per = [{"params": scenario_parameters(test, i),
             "rel_l2": float(rel[i]), "rel_l2_nearest_train": float(rel_base[i]), "flux_rel_l2": float(flux_rel[i])}
            for i in range(len(rel))]
     # a test scenario whose parameters and initial state repeat a training one's has the solver's
@@ -269,7 +267,7 @@ def score_prediction(data: dict, cv, u_mean, u_var, flux_mean, surrogate_seconds
     repeats = bool(np.all(rel_base <= REPEAT_TOLERANCE))
     # test parameters inside the training scenarios' span, and outside it (extrapolation), apart
     from hybrid.constraints.driver import within_training_span
-    inside = within_training_span(train["params"], test["params"])
+    inside = within_training_span(train.params, test.params)
     by_range = {}
     for label, chosen in (("in_range", inside), ("out_of_range", ~inside)):
         if chosen.any():
@@ -285,5 +283,5 @@ def score_prediction(data: dict, cv, u_mean, u_var, flux_mean, surrogate_seconds
             "nearest_over_ensemble": None if repeats else float(rel_base.mean() / max(rel.mean(), 1e-300)),
             "coverage90": coverage(u_mean[:, 1:], np.maximum(u_var[:, 1:], 1e-300), truth),
             "flux_rel_l2": float(flux_rel.mean()), "by_range": by_range,
-            "solver_seconds": float(np.mean(test["solve_seconds"])),
+            "solver_seconds": float(np.mean(test.solve_seconds)),
             "surrogate_seconds": float(np.mean(surrogate_seconds)), "scenarios": per}

@@ -14,7 +14,7 @@ Outputs in ``OUTPUT/solve/``:
 
 ``dataset.h5``
     ``mesh/`` (points, cells, tagged facets, boundary names: original numbering),
-    ``control_volumes/`` (the definition), ``times``, and per split (``train``,
+    ``control_volumes/`` (the complete definition, :mod:`hybrid.dataset`), ``times``, and per split (``train``,
     ``test``): ``u`` (S, T+1, N) control-volume values at the output times, ``flux``
     (S, T, F) face fluxes integrated over each output interval, ``source`` (S, T, N),
     ``params`` (S, P) with the parameter names as an attribute, ``solve_seconds`` (S,).
@@ -33,6 +33,7 @@ import h5py
 import numpy as np
 from mpi4py import MPI
 
+from hybrid.dataset import DATASET_FORMAT, read_dataset, write_control_volumes, write_mesh
 from hybrid.errors import CaseError
 from hybrid.files import atomic_path, commits_together, mark_stage_done, stage_is_current
 from hybrid.mesh.control_volumes import ControlVolumes, build_control_volumes
@@ -44,7 +45,7 @@ from hybrid.solvers.boundaries import boundary_data
 from hybrid.solvers.gpme import SolverError
 
 __all__ = ["SOLVE_SECTIONS", "PARTITION_CVS", "solve_mode", "run_solve", "case_mesh", "case_control_volumes", "solve_scenario",
-           "boundary_data", "read_dataset"]
+           "boundary_data", "read_dataset", "solve_digest"]
 
 SOLVE_SECTIONS = ("case", "mesh", "pde", "parameters", "initial", "boundary", "time", "solver", "data")
 
@@ -122,24 +123,9 @@ def solve_mode(case, comm: MPI.Comm, num_cvs: int) -> str:
     return setting
 
 
-def _write_mesh(group: h5py.Group, mesh: MeshData) -> None:
-    group["points"] = mesh.points
-    group["cells"] = mesh.cells
-    group["facets"] = mesh.facets
-    group["facet_tags"] = mesh.facet_tags
-    group.attrs["cell_type"] = mesh.cell_type
-    for name, tag in mesh.boundary_names.items():
-        group.attrs[f"boundary:{name}"] = int(tag)
-
-
-def _write_cvs(group: h5py.Group, cv: ControlVolumes, owners: bool) -> None:
-    group.attrs["kind"] = cv.kind
-    for name, arr in cv.to_dict().items():
-        if not owners and name in ("cv_owner", "face_owner"):
-            continue
-        group[name] = arr
-    for name, tag in cv.boundary_names.items():
-        group.attrs[f"boundary:{name}"] = int(tag)
+def solve_digest(case) -> str:
+    """The hash of what the dataset depends on: the solve's sections and the dataset's format."""
+    return case.hash(*SOLVE_SECTIONS) + f"+dataset{DATASET_FORMAT}"
 
 
 SOLVE_OUTPUTS = ("dataset.h5", "control_volumes.h5")   # what solve's stage.json vouches for
@@ -149,7 +135,7 @@ def run_solve(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, pro
               announce: bool = True) -> Path:
     """Run the solve stage; returns the path of ``dataset.h5``. Collective."""
     out = Path(case.output_dir) / "solve"
-    digest = case.hash(*SOLVE_SECTIONS)
+    digest = solve_digest(case)
     if not force and stage_is_current(out, digest, list(SOLVE_OUTPUTS)):
         if announce:
             root_print(f"solve: up to date ({out / 'dataset.h5'}); --force redoes it", comm=comm)
@@ -205,8 +191,8 @@ def run_solve(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, pro
                     f.attrs["case"] = case.name
                     f.attrs["hash"] = digest
                     f.attrs["control_volumes"] = cv.kind
-                    _write_mesh(f.create_group("mesh"), mesh)
-                    _write_cvs(f.create_group("control_volumes"), cv, owners=False)
+                    write_mesh(f.create_group("mesh"), mesh)
+                    write_control_volumes(f.create_group("control_volumes"), cv, owners=False)
                     first = results[0][0] if results else None
                     if first is not None:
                         f["times"] = first.times
@@ -227,7 +213,7 @@ def run_solve(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, pro
                         g.attrs["dt"] = results[idx[0]][0].stats["dt"]
             with atomic_path(out / "control_volumes.h5") as tmp:
                 with h5py.File(tmp, "w") as f:
-                    _write_cvs(f, cv, owners=True)
+                    write_control_volumes(f, cv, owners=True)
                     f.attrs["ranks"] = comm.size
             seconds = [s for _, s in results.values()]
             exactness, text = problem.solve_summary(cv, [t for t, _ in results.values()])
@@ -235,22 +221,3 @@ def run_solve(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, pro
             root_print(f"solve: wrote {out / 'dataset.h5'}  (mean {np.mean(seconds):.2f} s per scenario{text})",
                        comm=comm)
     return out / "dataset.h5"
-
-
-def read_dataset(path: Path | str) -> dict:
-    """Load ``dataset.h5`` into plain arrays (small datasets; larger ones should slice h5py directly)."""
-    out: dict = {}
-    with h5py.File(path, "r") as f:
-        m = f["mesh"]
-        names = {k.split(":", 1)[1]: int(v) for k, v in m.attrs.items() if k.startswith("boundary:")}
-        out["mesh"] = MeshData(m["points"][()], m["cells"][()], str(m.attrs["cell_type"]),
-                               m["facets"][()], m["facet_tags"][()], names)
-        out["control_volumes"] = {k: v[()] for k, v in f["control_volumes"].items()}
-        out["control_volumes_kind"] = str(f["control_volumes"].attrs["kind"])
-        out["times"] = f["times"][()] if "times" in f else None
-        for split in ("train", "test"):
-            if split in f:
-                g = f[split]
-                out[split] = {k: v[()] for k, v in g.items()}
-                out[split]["parameter_names"] = list(g.attrs["parameter_names"])
-    return out

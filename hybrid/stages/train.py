@@ -21,7 +21,6 @@ from mpi4py import MPI
 
 from hybrid.errors import CaseError
 from hybrid.files import atomic_path, commit_pending, commits_together, mark_stage_done, stage_is_current
-from hybrid.mesh.control_volumes import build_control_volumes
 from hybrid.parallel import ScenarioProgress, collective, my_indices, root_print
 from hybrid.problems import problem_for
 from hybrid.stages.solve import SOLVE_SECTIONS, periodic_pairs, read_dataset, run_solve
@@ -90,30 +89,29 @@ def grid_shape(case, dim: int) -> tuple[int, ...]:
 
 def case_transfer(case, data: dict):
     """Control volumes and the mesh↔grid transfer for the dataset's mesh."""
-    mesh = data["mesh"]
-    cv = build_control_volumes(mesh, data["control_volumes_kind"], periodic_pairs(case))
+    mesh, cv = data.mesh, data.cv   # the control volumes the solver balanced, read back
     return cv, Transfer.build(mesh, cv, grid_shape(case, mesh.gdim))
 
 
 def _training_set(case, data: dict, cv, transfer, penalty: float, boon: bool = False) -> TrainingSet:
     data = problem_for(case).view(data)
-    train = data["train"]
-    S, T1 = train["u"].shape[:2]
+    train = data.train
+    S, T1 = train.u.shape[:2]
     if S < 2:
         raise CaseError("training needs at least 2 training scenarios", file=str(case.display_file), key="data.train")
-    params = train["params"]
-    u, phi, u0, C = state_targets(train, cv, data["times"])
+    params = train.params
+    u, phi, u0, C = state_targets(train, cv, data.times)
     norm = Normaliser.fit(params, u, phi)
     inputs = build_inputs(transfer, u0, params, norm)
     ends = None
     if boon:
         from hybrid.surrogates.boon import model_ends, with_boundary_channels
-        inputs, ends = with_boundary_channels(case, cv, transfer, inputs, params, train["parameter_names"],
-                                              data["times"], norm)
+        inputs, ends = with_boundary_channels(case, cv, transfer, inputs, params, train.parameter_names,
+                                              data.times, norm)
     train_idx, val_idx = split_indices(case, S)
     s = case.surrogate
     T, d = T1 - 1, cv.dim
-    padding = 0 if _fully_periodic(case, data["mesh"]) or ends is not None else max(2, max(transfer.grid.shape) // 8)
+    padding = 0 if _fully_periodic(case, data.mesh) or ends is not None else max(2, max(transfer.grid.shape) // 8)
     config = ModelConfig(in_channels=int(inputs.grid_inputs.shape[1]), out_channels=T * C + T * d, dim=d, outputs=T,
                          modes=int(s["modes"]), width=int(s["width"]), layers=int(s["layers"]), padding=padding,
                          heteroscedastic=bool(s["heteroscedastic"]),
@@ -122,7 +120,7 @@ def _training_set(case, data: dict, cv, transfer, penalty: float, boon: bool = F
     residual = None
     if penalty > 0:
         from hybrid.surrogates.softc import gpme_residual_penalty
-        residual = gpme_residual_penalty(case, transfer, inputs, norm, data["times"], params, train["parameter_names"])
+        residual = gpme_residual_penalty(case, transfer, inputs, norm, data.times, params, train.parameter_names)
     return TrainingSet(transfer, inputs, torch.as_tensor(u[:, 1:]), torch.as_tensor(phi),
                        torch.as_tensor(np.tile(cv.volume, C)), torch.as_tensor(cv.face_area), torch.as_tensor(cv.face_normal),
                        norm, train_idx, val_idx, config,

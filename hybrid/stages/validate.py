@@ -84,7 +84,7 @@ def _validate(case, predict_dir: Path, out: Path, ranks: int) -> tuple[str, list
     if case.output["figures"]:
         figures = problem.figures(case, cv, data, variants, extra, scores, out)
     metrics = {"case": case.name, "description": case.description, "ranks": ranks,
-               "test_scenarios": int(data["test"]["u"].shape[0]), "report_time": extra["report_time"], "front_kind": extra["front_kind"] or None,
+               "test_scenarios": int(data.test.u.shape[0]), "report_time": extra["report_time"], "front_kind": extra["front_kind"] or None,
                "variants": scores, "times": timing, "surrogate": surrogate, "prior": prior,
                "figures": [p.name for p in figures]}
     with atomic_path(out / "metrics.json") as tmp:
