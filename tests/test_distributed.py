@@ -67,6 +67,47 @@ def test_distributed_update_matches_serial_on_every_case(name, comm):
     update.destroy()
 
 
+@pytest.mark.parallel(nprocs=2)
+def test_a_factorisation_over_the_memory_budget_falls_back_to_cg(comm, monkeypatch):
+    """The distributed update factors A₀ with MUMPS under a working-memory limit; where the
+    factorisation would exceed it, MUMPS refuses and the update runs CG + GAMG instead, with
+    the same mean (1e-8) and the rows still exact. Variance-only samples may stop CG early
+    (``rtol``); the default meets the rows."""
+    import hybrid.constraints.distributed as distributed
+    from hybrid.constraints.rows import conservation_rows, dirichlet_rows, stack_rows
+    from hybrid.mesh.control_volumes import build_control_volumes
+    from hybrid.mesh.distribute import partition_owners
+    from hybrid.mesh.shapes import generate
+
+    mesh = generate({"shape": "rectangle", "h": 0.03}, seed=0)
+    cv = build_control_volumes(mesh, "dual")
+    cv.assign_owners(*partition_owners(mesh, comm))
+    layout = StateLayout(cv.num_cvs, cv.num_faces, 3)
+    rng = np.random.default_rng(5)
+    walls = np.unique(cv.face_cv[cv.boundary_faces, 0])[:10]
+    rows = stack_rows([conservation_rows(cv, layout, rng.standard_normal(cv.num_cvs)),
+                       dirichlet_rows(layout, walls, rng.standard_normal((3, len(walls))))])
+    var, mu = rng.uniform(0.5, 1.5, layout.size), rng.standard_normal(layout.size)
+    owner = distributed.entry_owners(cv, 3)
+    results = {}
+    for budget in (None, 1):   # MB per rank: 1 is far below this factorisation's need
+        if budget is not None:
+            monkeypatch.setattr(distributed, "_memory_budget_mb", lambda comm: budget)
+        update = distributed.DistributedUpdate(rows.G, rows.b, var, None, 0.0, owner, comm)
+        mean = update.gather(update.mean(mu[update.entries]))
+        x = update.prior_samples(mu[update.entries], 1, seed=2)
+        loose = update.gather(update.sample(x, seed=2, rtol=1e-3))
+        results[update.method] = mean, update.gather(update.sample(x, seed=2)), loose
+        update.destroy()
+    assert set(results) == {"cholesky", "cg-amg"}
+    if comm.rank == 0:
+        (m1, s1, _), (m2, s2, loose) = results["cholesky"], results["cg-amg"]
+        assert np.abs(m1 - m2).max() <= 1e-8 * np.abs(m1).max()
+        for x in (m1, m2, s1[0], s2[0]):
+            assert np.abs(rows.G @ x - rows.b).max() <= 1e-10 * np.abs(rows.b).max()
+        assert np.abs(rows.G @ loose[0] - rows.b).max() > 1e-8 * np.abs(rows.b).max()   # the tolerance was honoured
+
+
 def _predict(case, ranks):
     proc = run_cli(["predict", str(case), "--quiet"], ranks=ranks, timeout=600)
     assert proc.returncode == 0, proc.stderr

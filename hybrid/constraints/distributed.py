@@ -132,17 +132,16 @@ class DistributedUpdate:
         self.G.multTranspose(self._r, self._x)
         return self._x.getArray().copy()
 
-    def _solve0(self, r: np.ndarray) -> np.ndarray:
-        """A₀⁻¹ r for the rank's rows: a vector, or a block (rows × k) in one solve."""
+    def _solve0(self, r: np.ndarray, rtol: float | None = None) -> np.ndarray:
+        """A₀⁻¹ r for the rank's rows: a vector, or a block (rows × k) in one solve (``rtol``:
+        CG's relative residual, the update's own when None; the Cholesky is exact)."""
         if self._chol is not None:
             return self._chol.solve(r)
-        if r.ndim == 1:
-            return self._cg._solve1(r)
-        return np.stack([self._cg._solve1(r[:, j]) for j in range(r.shape[1])], axis=1)
+        return self._cg.solve(r, rtol)
 
-    def solve(self, r: np.ndarray) -> np.ndarray:
+    def solve(self, r: np.ndarray, rtol: float | None = None) -> np.ndarray:
         """A⁻¹ r, A = G Σ Gᵀ + σ_G² I (Woodbury for the ensemble part); ``r`` a vector or a block."""
-        y = self._solve0(r)
+        y = self._solve0(r, rtol)
         if self.U is not None:
             t = np.linalg.solve(self._small.T, np.linalg.solve(self._small, self._sum(self.W.T @ y)))
             y = y - self._A0inv_W @ t
@@ -181,15 +180,16 @@ class DistributedUpdate:
         return mu + np.stack([prior_deviation(seed, k, std, self.U, self.entries, self.n)
                               for k in range(first, first + count)])
 
-    def sample(self, x: np.ndarray, seed: int, first: int = 0) -> np.ndarray:
+    def sample(self, x: np.ndarray, seed: int, first: int = 0, rtol: float | None = None) -> np.ndarray:
         """Matheron's rule on the rank's entries (the same noise as the serial update); the rows
-        of ``x`` are samples first, first + 1, …"""
+        of ``x`` are samples first, first + 1, … (``rtol``: CG's tolerance, for samples that
+        only estimate the variance; exact rows need the default)"""
         xs = np.atleast_2d(x)
         R = np.empty((len(self.row_ids), xs.shape[0]))
         for j, (k, xk) in enumerate(zip(range(first, first + xs.shape[0]), xs)):
             eps = self.sigma * normals(seed, NOISE_ROWS, k, self.rows)[self.row_ids]
             R[:, j] = self.b - self.G_times(xk) - eps
-        Y = self.solve(R)   # one block solve
+        Y = self.solve(R, rtol)   # one block solve
         return np.array([xk + self.sigma_times(self.Gt_times(Y[:, j])) for j, xk in enumerate(xs)])
 
     def variance(self, samples: int = 256, seed: int = 0) -> np.ndarray:
@@ -215,6 +215,21 @@ class DistributedUpdate:
             obj.destroy()
 
 
+MUMPS_MEMORY_SHARE = 0.6   # of the memory available when an update starts, split evenly over the ranks
+
+
+def _memory_budget_mb(comm) -> int:
+    """MUMPS's working-memory limit per rank (ICNTL(23), MB): MUMPS_MEMORY_SHARE of the
+    smallest MemAvailable any rank sees, over the number of ranks (they share one machine
+    under ``mpirun`` here; an overestimate on several nodes only makes the limit looser)."""
+    try:
+        with open("/proc/meminfo") as f:
+            available = next(int(line.split()[1]) for line in f if line.startswith("MemAvailable:")) / 1024
+    except (OSError, StopIteration, ValueError):
+        return 0   # 0: no limit
+    return max(int(MUMPS_MEMORY_SHARE * comm.allreduce(available, op=MPI.MIN) / comm.size), 1)
+
+
 class _DistributedCholesky:
     """MUMPS's sparse Cholesky of a distributed SPD matrix (options under the update's
     prefix, ``-hybrid_update_...``); :meth:`solve` takes the rank's rows of one right-hand
@@ -237,6 +252,10 @@ class _DistributedCholesky:
         pc = ksp.getPC()
         pc.setType("cholesky")
         pc.setFactorSolverType("mumps")
+        pc.setFactorSetUpSolverType()
+        # MUMPS refuses (INFO(1) = -19), rather than the kernel killing the run, a factorisation
+        # whose estimated working memory exceeds this rank's share of the memory available now
+        pc.getFactorMatrix().setMumpsIcntl(23, _memory_budget_mb(comm))
         ksp.setFromOptions()
         try:
             ksp.setUp()
