@@ -152,7 +152,7 @@ def variance_error() -> None:
               f"{t2 - t1:.3f} s against {t1 - t0:.2f} s for the exact dense formula")
 
 
-def distributed_worker(h: float, out: str) -> None:
+def distributed_worker(h: float, out: str, method: str = "auto") -> None:
     """Run under mpirun: time the distributed update, save the mean on rank 0."""
     from mpi4py import MPI
 
@@ -172,7 +172,7 @@ def distributed_worker(h: float, out: str) -> None:
     mu, var = rng.standard_normal(layout.size), rng.uniform(0.5, 1.5, layout.size)
     comm.Barrier()
     t0 = time.perf_counter()
-    update = DistributedUpdate(rows.G, rows.b, var, None, 0.0, entry_owners(cv, layout.T), comm)
+    update = DistributedUpdate(rows.G, rows.b, var, None, 0.0, entry_owners(cv, layout.T), comm, method=method)
     mean = update.mean(mu[update.entries])
     t1 = time.perf_counter()
     update.sample(update.prior_samples(mean, 32, seed=1), seed=1)
@@ -180,48 +180,61 @@ def distributed_worker(h: float, out: str) -> None:
     full = update.gather(mean)
     if comm.rank == 0:
         np.save(out, full)
-        print(json.dumps({"cvs": cv.num_cvs, "rows": rows.count, "mean_s": t1 - t0, "samples_s": t2 - t1}))
+        print(json.dumps({"cvs": cv.num_cvs, "rows": rows.count, "mean_s": t1 - t0, "samples_s": t2 - t1,
+                          "method": update.method}))
 
 
-def ranks(h: float = 0.0125) -> None:
+def ranks(sizes=(0.0125, 0.008)) -> None:
+    """The distributed update at 1 and 2 ranks, MUMPS's Cholesky (the default) against CG + GAMG
+    at 1e-14: the mean (factorisation or preconditioner included) and 32 posterior samples."""
     import os
     import subprocess
     import tempfile
 
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
-    results, means = {}, {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for P in (1, 2):
-            out = f"{tmp}/mean{P}.npy"
-            cmd = ["mpirun", "-n", str(P), "--oversubscribe", sys.executable, __file__, "--worker", str(h), out]
-            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
-            results[P] = json.loads(proc.stdout.strip().splitlines()[-1])
-            means[P] = np.load(out)
-    r1, r2 = results[1], results[2]
-    diff = np.abs(means[1] - means[2]).max() / np.abs(means[1]).max()
-    print(f"  {r1['cvs']} control volumes, {r1['rows']} rows")
-    for P, r in results.items():
-        print(f"  {P} rank(s): mean {r['mean_s']:.3f} s, 32 posterior samples {r['samples_s']:.3f} s")
-    print(f"  speed-up 1 -> 2 ranks: mean {r1['mean_s'] / r2['mean_s']:.2f}x, samples "
-          f"{r1['samples_s'] / r2['samples_s']:.2f}x; largest relative difference of the means {diff:.1e}")
+    print("  | control volumes | rows | solver | ranks | mean s | 32 samples s | speed-up 1 -> 2 (mean / samples) |")
+    print("  |---:|---:|---|---:|---:|---:|---|")
+    for h in sizes:
+        means = {}
+        for method in ("cholesky", "cg-amg"):
+            results = {}
+            with tempfile.TemporaryDirectory() as tmp:
+                for P in (1, 2):
+                    out = f"{tmp}/mean{P}.npy"
+                    cmd = ["mpirun", "-n", str(P), "--oversubscribe", sys.executable, __file__, "--worker", str(h), out,
+                           method]
+                    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+                    results[P] = json.loads(proc.stdout.strip().splitlines()[-1])
+                    means[method, P] = np.load(out)
+            r1, r2 = results[1], results[2]
+            for P, r in results.items():
+                speed = (f"{r1['mean_s'] / r2['mean_s']:.2f}x / {r1['samples_s'] / r2['samples_s']:.2f}x"
+                         if P == 2 else "")
+                print(f"  | {r['cvs']:,} | {r['rows']:,} | {r['method']} | {P} | {r['mean_s']:.2f} | {r['samples_s']:.2f} | "
+                      f"{speed} |")
+        ref = means["cholesky", 1]
+        diff = max(np.abs(m - ref).max() for m in means.values()) / np.abs(ref).max()
+        print(f"  largest relative difference of the four means at h = {h}: {diff:.1e}")
 
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
-        distributed_worker(float(sys.argv[2]), sys.argv[3])
+        distributed_worker(float(sys.argv[2]), sys.argv[3], *sys.argv[4:5])
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, default=ROOT, help="folder holding cases/*/results")
     parser.add_argument("--largest", type=float, default=0.0035, help="smallest h of the growth study")
+    parser.add_argument("--only", choices=("cases", "growth", "variance", "ranks"), help="one part only")
     args = parser.parse_args()
-    print("per case (main variant, seconds per test scenario):")
-    per_case(args.results)
-    print("\ngrowth with the number of control volumes (per-cell + Dirichlet rows, 10 intervals):")
-    growth(args.largest)
-    print("\nthe variance estimate against the exact diagonal (states):")
-    variance_error()
-    print("\ndistributed update, 1 vs 2 ranks:")
-    ranks()
+    parts = {"cases": ("per case (main variant, seconds per test scenario):", lambda: per_case(args.results)),
+             "growth": ("growth with the number of control volumes (per-cell + Dirichlet rows, 10 intervals):",
+                        lambda: growth(args.largest)),
+             "variance": ("the variance estimate against the exact diagonal (states):", variance_error),
+             "ranks": ("distributed update, 1 vs 2 ranks:", ranks)}
+    for name, (title, run) in parts.items():
+        if args.only in (None, name):
+            print(("\n" if name != "cases" and args.only is None else "") + title)
+            run()
 
 
 if __name__ == "__main__":

@@ -240,6 +240,11 @@ def test_a_pcg_that_does_not_converge_falls_back_to_the_plans_cholesky(monkeypat
     assert upd.plan.method == "cholesky"
     later = GaussianUpdate(rows.G, rows.b, var * 2.0, plan=upd.plan, layout=layout)
     assert later.plan is upd.plan and not isinstance(later._lu, update._BlockPCG)
+    # that factorisation is MUMPS's under the memory limit: past it, an error the caller handles, not a killed run
+    cv, layout, rows, var, mu = _space_time_problem({"shape": "rectangle", "h": 0.03}, 3, 1e-4)
+    monkeypatch.setattr(update, "memory_budget_mb", lambda comm=None: 1)   # MB: far below this one's need
+    with pytest.raises(ConstraintError, match="over the memory limit"):
+        GaussianUpdate(rows.G, rows.b, var, layout=layout, method="pcg").mean(mu)
 
 
 @pytest.mark.parametrize("samples", [0, 20, 150])

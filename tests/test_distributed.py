@@ -92,7 +92,7 @@ def test_a_factorisation_over_the_memory_budget_falls_back_to_cg(comm, monkeypat
     results = {}
     for budget in (None, 1):   # MB per rank: 1 is far below this factorisation's need
         if budget is not None:
-            monkeypatch.setattr(distributed, "_memory_budget_mb", lambda comm, mb=budget: mb)
+            monkeypatch.setattr(distributed, "memory_budget_mb", lambda comm, mb=budget: mb)
         update = distributed.DistributedUpdate(rows.G, rows.b, var, None, 0.0, owner, comm)
         mean = update.gather(update.mean(mu[update.entries]))
         x = update.prior_samples(mu[update.entries], 1, seed=2)

@@ -33,8 +33,8 @@ import numpy as np
 import scipy.sparse as sp
 from mpi4py import MPI
 
-from hybrid.constraints.update import (NOISE_ROWS, OPTIONS_PREFIX, ConstraintError, _IterativeSolver, normals,
-                                      prior_deviation)
+from hybrid.constraints.update import (NOISE_ROWS, OPTIONS_PREFIX, ConstraintError, _IterativeSolver, memory_budget_mb,
+                                      mumps_error, normals, prior_deviation)
 
 __all__ = ["DistributedUpdate", "entry_owners", "DISTRIBUTED_METHODS"]
 
@@ -215,21 +215,6 @@ class DistributedUpdate:
             obj.destroy()
 
 
-MUMPS_MEMORY_SHARE = 0.6   # of the memory available when an update starts, split evenly over the ranks
-
-
-def _memory_budget_mb(comm) -> int:
-    """MUMPS's working-memory limit per rank (ICNTL(23), MB): MUMPS_MEMORY_SHARE of the
-    smallest MemAvailable any rank sees, over the number of ranks (they share one machine
-    under ``mpirun`` here; an overestimate on several nodes only makes the limit looser)."""
-    try:
-        with open("/proc/meminfo") as f:
-            available = next(int(line.split()[1]) for line in f if line.startswith("MemAvailable:")) / 1024
-    except (OSError, StopIteration, ValueError):
-        return 0   # 0: no limit
-    return max(int(MUMPS_MEMORY_SHARE * comm.allreduce(available, op=MPI.MIN) / comm.size), 1)
-
-
 class _DistributedCholesky:
     """MUMPS's sparse Cholesky of a distributed SPD matrix (options under the update's
     prefix, ``-hybrid_update_...``); :meth:`solve` takes the rank's rows of one right-hand
@@ -255,11 +240,14 @@ class _DistributedCholesky:
         pc.setFactorSetUpSolverType()
         # MUMPS refuses (INFO(1) = -19), rather than the kernel killing the run, a factorisation
         # whose estimated working memory exceeds this rank's share of the memory available now
-        pc.getFactorMatrix().setMumpsIcntl(23, _memory_budget_mb(comm))
+        pc.getFactorMatrix().setMumpsIcntl(23, memory_budget_mb(comm))
         ksp.setFromOptions()
         try:
             ksp.setUp()
         except PETSc.Error:
+            ksp.destroy()
+            return None
+        if comm.allreduce(mumps_error(ksp), op=MPI.MIN) < 0:   # refused (over the memory limit) or failed
             ksp.destroy()
             return None
         out = cls(ksp, mat, comm)

@@ -78,6 +78,35 @@ class ConstraintError(CaseError):
     A case asking for such rows gets this one message (exit code 2)."""
 
 
+MUMPS_MEMORY_SHARE = 0.6   # of the memory available when a factorisation starts, split evenly over the ranks
+
+
+def memory_budget_mb(comm=None) -> int:
+    """MUMPS's working-memory limit per process (ICNTL(23), MB): MUMPS_MEMORY_SHARE of the
+    smallest MemAvailable any rank of ``comm`` sees, over the number of ranks (they share one
+    machine under ``mpirun`` here; on several nodes the limit is only looser). Over it, MUMPS
+    refuses the factorisation (INFO(1) = -19) instead of the kernel killing the run."""
+    try:
+        with open("/proc/meminfo") as f:
+            available = next(int(line.split()[1]) for line in f if line.startswith("MemAvailable:")) / 1024
+    except (OSError, StopIteration, ValueError):
+        return 0   # 0: no limit
+    if comm is not None and comm.size > 1:
+        from mpi4py import MPI
+        available = comm.allreduce(available, op=MPI.MIN) / comm.size
+    return max(int(MUMPS_MEMORY_SHARE * available), 1)
+
+
+def mumps_error(ksp) -> int:
+    """MUMPS's INFOG(1) after a KSP's set-up when it is negative (a refused or failed
+    factorisation, which PETSc reports in the factor, not as an exception); else 0."""
+    pc = ksp.getPC()
+    if pc.getType() not in ("cholesky", "lu") or pc.getFactorSolverType() != "mumps":
+        return 0
+    code = int(pc.getFactorMatrix().getMumpsInfog(1))
+    return code if code < 0 else 0
+
+
 class _CholeskySolver:
     """Sparse Cholesky factorisation of the SPD A₀ through PETSc (CHOLMOD's supernodal
     factorisation where PETSc has it, else MUMPS, else PETSc's own with nested dissection).
@@ -85,7 +114,7 @@ class _CholeskySolver:
     factorisation are done once, every :meth:`factor` of new values on that pattern is
     numeric only, and :meth:`solve` takes a block of right-hand sides in one call."""
 
-    def __init__(self, pattern: sp.csr_matrix, solver: str | None = None):
+    def __init__(self, pattern: sp.csr_matrix, solver: str | None = None, limited: bool = False):
         from petsc4py import PETSc
 
         self.PETSc = PETSc
@@ -100,9 +129,13 @@ class _CholeskySolver:
         self.ksp.setType("preonly")
         pc = self.ksp.getPC()
         pc.setType("cholesky")
-        pc.setFactorSolverType(solver or _factor_package())
+        pc.setFactorSolverType("mumps" if limited else solver or _factor_package())
         if pc.getFactorSolverType() == "petsc":
             pc.setFactorOrdering("nd")
+        if limited:   # a factorisation nobody sized: MUMPS under the memory limit, refusing past it
+            self.ksp.setOperators(self.mat)
+            pc.setFactorSetUpSolverType()
+            pc.getFactorMatrix().setMumpsIcntl(23, memory_budget_mb())
         self.ksp.setFromOptions()
         self.b, self.x = self.mat.createVecLeft(), self.mat.createVecRight()
         self.checked = False
@@ -116,6 +149,10 @@ class _CholeskySolver:
             self.ksp.setUp()
         except self.PETSc.Error as exc:
             raise ConstraintError(f"{_SINGULAR} (Cholesky failed: PETSc error {exc.ierr})") from None
+        refused = mumps_error(self.ksp)
+        if refused:
+            raise ConstraintError(f"the Cholesky failed: MUMPS error INFOG(1) = {refused}"
+                                  f"{' (over the memory limit)' if refused in (-9, -19) else ''}")
         if not self.checked:   # redundancy is a property of G's pattern: test one known solution once
             A = sp.csr_matrix((values, self.indices, self.indptr), shape=(self.rows, self.rows))
             v = np.random.default_rng(0).standard_normal(self.rows)
@@ -260,8 +297,10 @@ class UpdatePlan:
             solver.destroy()
 
     def _exact(self, values: np.ndarray) -> "_CholeskySolver":
+        """The plan's Cholesky with these values (above DIRECT_ROWS rows, MUMPS under the memory
+        limit of :func:`memory_budget_mb`: past it, a ConstraintError)."""
         if self._solver is None:
-            self._solver = _CholeskySolver(self.pattern)
+            self._solver = _CholeskySolver(self.pattern, limited=self.pattern.shape[0] > DIRECT_ROWS)
         self._solver.factor(values)
         return self._solver
 
@@ -272,10 +311,7 @@ class UpdatePlan:
             return _IterativeSolver.from_scipy(A0)
         if self.method == "pcg":
             return self._pcg(values)
-        if self._solver is None:
-            self._solver = _CholeskySolver(self.pattern)
-        self._solver.factor(values)
-        return self._solver
+        return self._exact(values)
 
     def _pcg(self, values: np.ndarray) -> "_BlockPCG":
         """CG preconditioned by a block-diagonal part of A₀: the blocks of the output times (one
