@@ -35,3 +35,21 @@ def test_a_split_reads_by_attribute_and_by_name():
         _ = split.source
     flat = split.with_arrays(u=split.u[..., :2], velocity=split.u)
     assert flat.u.shape[-1] == 2 and flat.velocity is split.u and split.u.shape[-1] == 4   # the original unchanged
+
+
+def test_an_ensemble_prediction_reads_by_name_and_stays_typed_when_calibrated():
+    from hybrid.surrogates.calibration import VarianceScales, apply_scales
+    from hybrid.surrogates.ensemble import EnsemblePrediction
+
+    rng = np.random.default_rng(1)
+    S, M, T, N, F = 2, 3, 4, 5, 7
+    pred = EnsemblePrediction(rng.standard_normal((S, T + 1, N)), rng.uniform(size=(S, T + 1, N)),
+                              rng.standard_normal((S, M, T + 1, N)), rng.standard_normal((S, T, F)),
+                              rng.uniform(size=(S, T, F)), rng.standard_normal((S, M, T, F)))
+    assert pred["u_mean"] is pred.u_mean and "flux_dev" in pred and dict(pred.items()).keys() == set(pred.keys())
+    scales = VarianceScales(np.full(T, 4.0), np.full(T, 4.0))
+    out = apply_scales(pred, scales)
+    assert isinstance(out, EnsemblePrediction) and out.u_mean is pred.u_mean
+    np.testing.assert_allclose(out.flux_var, 4.0 * pred.flux_var)
+    np.testing.assert_allclose(out.u_dev[:, :, 1:], 2.0 * pred.u_dev[:, :, 1:])
+    np.testing.assert_array_equal(out.u_var[:, 0], pred.u_var[:, 0])   # t = 0 is given

@@ -213,3 +213,22 @@ def test_boundary_over_time_puts_exact_variants_on_the_floor(tmp_path, kept_figu
         figures.boundary_over_time(tmp_path / "c.png", t, [], "title")
     with pytest.raises(ValueError, match=r"ends\[0\] data"):
         figures.boundary_over_time(tmp_path / "d.png", t, [("l", "u", data[:3], {"raw": data})], "title")
+
+
+@pytest.mark.parametrize("at", [None, 0.37])
+def test_a_tetrahedral_mesh_slice_is_the_exact_cross_section(at, tmp_path, kept_figures):
+    """The mid-plane (or any plane) cut through a box's tetrahedra covers the box's cross-section
+    exactly (area 1), interpolates a linear field exactly, and draws as a 2-D field figure."""
+    from hybrid.mesh.shapes import generate
+
+    mesh = generate({"shape": "box", "h": 0.2}, seed=0)
+    xy, tris, weights, owner = figures.tetrahedra_slice(mesh.points, mesh.cells, axis=2, at=at)
+    corners = xy[tris]
+    area = 0.5 * np.abs(np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])).sum()
+    assert abs(area - 1.0) < 1e-12
+    linear = mesh.points @ np.array([1.0, -2.0, 3.0])
+    z = 0.5 if at is None else at
+    np.testing.assert_allclose(weights @ linear, xy @ np.array([1.0, -2.0]) + 3.0 * z, atol=1e-12)
+    assert owner.shape == (len(tris),) and np.all(np.isin(owner, np.arange(len(mesh.cells))))
+    path = figures.field_on_mesh(tmp_path / "slice.png", xy, tris, {"u": weights @ linear}, "slice")
+    assert path.is_file() and len(kept_figures) == 1

@@ -158,6 +158,26 @@ def _end_series(case, cv, times, params: dict, fields: dict) -> list:
     return series
 
 
+def _slice_figure(path: Path, cv, mesh, truth: np.ndarray, means: dict, title: str) -> Path:
+    """A 3-D case's solver, raw and main-variant fields (``means``: {variant: (N,)}) at the
+    report time, and their errors, on the mesh's mid-plane z = const (P1 on the cut tetrahedra
+    for dual control volumes, per cell otherwise)."""
+    from hybrid.report import figures as fig
+
+    main = [k for k in ("per-cell+boundary", "per-cell", "global") if k in means][:1]
+    fields = {"solver": truth, "raw mean": means["raw"]}
+    for k in main:
+        fields[f"{k} mean"] = means[k]
+        fields[f"|error| {k}"] = np.abs(means[k] - truth)
+    fields["|error| raw"] = np.abs(means["raw"] - truth)
+    xy, tris, weights, owner = fig.tetrahedra_slice(mesh.points, mesh.cells)
+    if cv.kind == "dual":   # vertex values, interpolated onto the slice
+        on_slice = {k: weights @ v[cv.cv_of_entity] for k, v in fields.items()}
+        return fig.field_on_mesh(path, xy, tris, on_slice, title, location="point")
+    return fig.field_on_mesh(path, xy, tris, {k: v[cv.cv_of_entity][owner] for k, v in fields.items()}, title,
+                             location="cell")
+
+
 def figures(case, cv, data, variants, extra, scores, out: Path) -> list[Path]:
     """The report's figures of a scalar case's variants (``hybrid constrain`` draws them too)."""
     from hybrid.report import figures as fig
@@ -194,6 +214,10 @@ def figures(case, cv, data, variants, extra, scores, out: Path) -> list[Path]:
         paths.append(fig.field_on_mesh(out / "fields.png", mesh.points[:, :2], mesh.cells,
                                        {k: v[cv.cv_of_entity] for k, v in fields.items()},
                                        f"u at t = {times[-1]:g}, {tag}", location=location))
+    elif cv.dim == 3 and data["mesh"].cells.shape[1] == 4:   # tetrahedra: the fields on the mid-plane z = const
+        paths.append(_slice_figure(out / "slice.png", cv, data["mesh"], test["u"][i, -1],
+                                   {k: v["u_mean"][i, -1] for k, v in variants.items()},
+                                   f"u at t = {times[-1]:g} on the mid-plane, {tag}"))
     if cv.dim == 1:
         near = {k: v["u_mean"][i] for k, v in variants.items() if k in BOUNDARY_PROFILES}
         paths.append(fig.profiles_over_time(out / "profiles_over_time.png", cv.centre[:, 0], times, test["u"][i],

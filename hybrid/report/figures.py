@@ -28,7 +28,7 @@ from hybrid.files import atomic_path  # noqa: E402
 from hybrid.metrics import Z90  # noqa: E402
 
 __all__ = ["DPI", "VARIANT_STYLE", "variant_style", "mass_over_time", "profiles_with_bands", "front_histogram",
-           "error_over_time", "field_on_mesh", "profiles_over_time", "boundary_over_time"]
+           "error_over_time", "field_on_mesh", "profiles_over_time", "boundary_over_time", "tetrahedra_slice"]
 
 DPI = 120
 # the seven variants of docs/metrics.md; truth is always black
@@ -220,6 +220,52 @@ def error_over_time(path, times, errors: dict, ylabel: str, title: str, log: boo
 
 def _is_error(name: str) -> bool:
     return name.startswith("|") or name.lower().startswith("error")
+
+
+def tetrahedra_slice(points: np.ndarray, cells: np.ndarray, axis: int = 2, at: float | None = None):
+    """The plane ``x[axis] = at`` (the mid-plane of the mesh by default) cut through a tetrahedral
+    mesh, as triangles: (vertices (Q, 2): the two other coordinates; triangles (R, 3); ``weights``
+    (Q, P) sparse, the P1 interpolation of vertex values onto the slice's vertices; ``cell`` (R,),
+    the tetrahedron each triangle cuts, for values per cell). A tetrahedron the plane cuts gives
+    one triangle (three edges cut) or a quadrilateral split in two (four)."""
+    import scipy.sparse as sp
+
+    pts, tets = np.asarray(points, float), np.asarray(cells)
+    if pts.ndim != 2 or pts.shape[1] != 3 or tets.ndim != 2 or tets.shape[1] != 4:
+        raise ValueError(f"a tetrahedral mesh is (P, 3) points and (C, 4) cells, found {pts.shape} and {tets.shape}")
+    lo, hi = pts[:, axis].min(), pts[:, axis].max()
+    at = 0.5 * (lo + hi) if at is None else float(at)
+    height = pts[:, axis] - at
+    height[height == 0.0] = 1e-12 * max(hi - lo, 1e-300)   # no vertex exactly on the plane
+    pairs = np.array([(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)])
+    a, b = tets[:, pairs[:, 0]], tets[:, pairs[:, 1]]                   # (C, 6) edge ends
+    cut = height[a] * height[b] < 0
+    counts = cut.sum(axis=1)
+    keep = counts >= 3
+    a, b, cut, counts, index = a[keep], b[keep], cut[keep], counts[keep], np.flatnonzero(keep)
+    t = height[a] / (height[a] - height[b])                               # where each edge meets the plane
+    # slice vertices: one per cut edge (shared edges are repeated; the figure does not mind)
+    first = np.cumsum(np.concatenate([[0], counts[:-1]]))
+    ea, eb, et = a[cut], b[cut], t[cut]
+    Q = len(ea)
+    weights = sp.csr_matrix((np.concatenate([1 - et, et]), (np.tile(np.arange(Q), 2), np.concatenate([ea, eb]))),
+                            shape=(Q, len(pts)))
+    others = [k for k in range(3) if k != axis]
+    xy = weights @ pts[:, others]
+    tris, owner = [], []
+    three = counts == 3
+    tris.append(first[three, None] + np.arange(3))
+    owner.append(index[three])
+    four = np.flatnonzero(counts == 4)
+    if len(four):
+        # the 2-2 split: order the four cut points around the quadrilateral by angle about their centre
+        quad = first[four, None] + np.arange(4)
+        centre = xy[quad].mean(axis=1, keepdims=True)
+        angle = np.arctan2(xy[quad][..., 1] - centre[..., 1], xy[quad][..., 0] - centre[..., 0])
+        quad = np.take_along_axis(quad, np.argsort(angle, axis=1), axis=1)
+        tris += [quad[:, [0, 1, 2]], quad[:, [0, 2, 3]]]
+        owner += [index[four], index[four]]
+    return xy, np.concatenate(tris), weights, np.concatenate(owner)
 
 
 def field_on_mesh(path, points, cells, fields: dict, title: str, location: str = "point",

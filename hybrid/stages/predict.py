@@ -18,12 +18,10 @@ scenario closest in parameters and initial state), the fraction of values inside
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import h5py
 import numpy as np
-import torch
 from mpi4py import MPI
 
 from hybrid.dataset import scenario_parameters
@@ -34,12 +32,10 @@ from hybrid.parallel import collective, my_indices, root_print
 from hybrid.petsc_options import UPDATE_PREFIX, petsc_options
 from hybrid.stages.solve import read_dataset
 from hybrid.problems import problem_for
-from hybrid.stages.train import (TRAIN_SECTIONS, case_transfer, initial_states, load_members, run_train,
+from hybrid.stages.train import (TRAIN_SECTIONS, case_transfer, load_members, run_train,
                                  softc_weight, split_indices, wants_boon, wants_softc)
 from hybrid.surrogates.calibration import apply_scales, fit_scales
-from hybrid.surrogates.boon import boundary_ends, enforce_on_mesh, enforce_walls_on_mesh, with_boundary_channels
-from hybrid.surrogates.data import build_inputs, to_mesh_outputs, to_mesh_variances
-from hybrid.surrogates.training import device
+from hybrid.surrogates.ensemble import predict_ensemble
 
 __all__ = ["run_predict", "nearest_training_baseline", "PREDICT_SECTIONS", "predict_digest"]
 
@@ -90,7 +86,7 @@ def run_predict(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, p
     test = data.test
     M = int(case.surrogate["members"])
     members = load_members(train_dir, M, my_indices(M, comm), case.hash(*TRAIN_SECTIONS))
-    pred, surrogate_seconds = _ensemble(members, M, transfer, cv, data, comm)
+    pred, surrogate_seconds = predict_ensemble(members, M, transfer, cv, data, comm)
     with collective(comm):   # before the calibration and the update, which would blame their own maths
         if comm.rank == 0:
             _check_finite_prediction(case, pred, train_dir)
@@ -102,10 +98,10 @@ def run_predict(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, p
     extra = {}
     if wants_softc(case):
         members = load_members(train_dir / "softc", M, my_indices(M, comm), f"{case.hash(*TRAIN_SECTIONS)}+softc{softc_weight(case):g}")
-        extra["softc"] = _ensemble(members, M, transfer, cv, data, comm)[0]
+        extra["softc"] = predict_ensemble(members, M, transfer, cv, data, comm)[0]
     if wants_boon(case):
         members = load_members(train_dir / "boon", M, my_indices(M, comm), f"{case.hash(*TRAIN_SECTIONS)}+boon")
-        extra["boon"] = _ensemble(members, M, transfer, cv, data, comm, boon_case=case)[0]
+        extra["boon"] = predict_ensemble(members, M, transfer, cv, data, comm, boon_case=case)[0]
     metrics = None
     with collective(comm):   # a write that fails on rank 0 fails on every rank
         if comm.rank == 0:
@@ -155,70 +151,12 @@ def _calibration(case, members: dict, M: int, transfer, cv, data: dict, comm: MP
     if not len(val_idx):
         return None, None
     view = data.train.take(val_idx)
-    val_pred, _ = _ensemble(members, M, transfer, cv, data.with_splits(test=view), comm)
+    val_pred, _ = predict_ensemble(members, M, transfer, cv, data.with_splits(test=view), comm)
     if comm.rank != 0:
         return None, None
     scales = fit_scales(view.u, {"mean": val_pred["u_mean"], "var": val_pred["u_var"]},
                         view.flux, {"mean": val_pred["flux_mean"], "var": val_pred["flux_var"]})
     return scales, {"split": view, "pred": apply_scales(val_pred, scales)}
-
-
-def _ensemble(members: dict, M: int, transfer, cv, data: dict, comm: MPI.Comm, boon_case=None):
-    """Every member's prediction of the test scenarios (each rank its own members), combined
-    on rank 0 into mean, variance over members and deviations; (pred, seconds per scenario),
-    (None, None) on the other ranks. ``boon_case``: the members are BOON networks of this
-    case (boundary-data input channels, and BOON's strict enforcement again on the mesh)."""
-    test = data.test
-    S, T1, _ = test.u.shape
-    T = T1 - 1
-    dt = np.diff(data.times)
-    # fluxes: scalar states' are integrated over each output interval, a velocity's face fluxes instantaneous
-    scale = cv.face_area * (1.0 if "velocity" in test else dt[:, None])   # flux density -> face flux
-    u0, C = initial_states(test)
-    dev = device()
-    normal = torch.as_tensor(cv.face_normal).to(dev)
-    results = {}
-    with torch.no_grad():
-        for m, (model, config, norm) in members.items():
-            model.to(dev)
-            t0 = time.perf_counter()
-            inputs = build_inputs(transfer, u0, test.params, norm)
-            if boon_case is not None:
-                inputs, ends = with_boundary_channels(boon_case, cv, transfer, inputs, test.params,
-                                                      test.parameter_names, data.times, norm)
-            output = model(inputs.grid_inputs.to(dev))
-            u, phi = to_mesh_outputs(transfer, output, inputs.u0.to(dev), norm, T, normal, C)
-            noise = to_mesh_variances(transfer, output, norm, T, normal, C) if config.heteroscedastic else None
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
-            seconds = time.perf_counter() - t0
-            flux = phi.double().cpu().numpy() * scale
-            u_full = np.concatenate([test.u[:, :1], u.double().cpu().numpy()], axis=1)
-            if noise is not None:
-                noise = (np.concatenate([np.zeros_like(u_full[:, :1]), noise[0].double().cpu().numpy()], axis=1),
-                         noise[1].double().cpu().numpy() * scale ** 2)
-            results[m] = (u_full, flux, seconds, noise)
-    gathered = comm.gather(results, root=0)
-    if comm.rank != 0:
-        return None, None
-    allres = {k: v for part in gathered for k, v in part.items()}
-    U = np.stack([allres[m][0] for m in range(M)], axis=1)       # (S, M, T+1, N)
-    if boon_case is not None:
-        plist = [scenario_parameters(test, i) for i in range(len(test.params))]
-        U = (enforce_on_mesh(U, boundary_ends(boon_case, cv), cv, data.times, plist) if cv.dim == 1
-             else enforce_walls_on_mesh(U, boon_case, cv, data.times, plist))
-    Fx = np.stack([allres[m][1] for m in range(M)], axis=1)      # (S, M, T, F)
-    surrogate_seconds = np.full(S, sum(allres[m][2] for m in range(M)) / max(S, 1))
-    u_mean, flux_mean = U.mean(axis=1), Fx.mean(axis=1)
-    ddof = 1 if M > 1 else 0
-    u_var, flux_var = U.var(axis=1, ddof=ddof), Fx.var(axis=1, ddof=ddof)
-    if allres[0][3] is not None:
-        # heteroscedastic members: the mixture's variance, spread of the means + mean of the heads' variances
-        u_var = u_var + np.mean([allres[m][3][0] for m in range(M)], axis=0)
-        flux_var = flux_var + np.mean([allres[m][3][1] for m in range(M)], axis=0)
-    return ({"u_mean": u_mean, "u_var": u_var, "u_dev": U - u_mean[:, None],
-             "flux_mean": flux_mean, "flux_var": flux_var, "flux_dev": Fx - flux_mean[:, None]},
-            surrogate_seconds)
 
 
 def _variants_table(name: str, variants: dict, columns: tuple) -> str:

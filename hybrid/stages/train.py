@@ -25,7 +25,8 @@ from hybrid.parallel import ScenarioProgress, collective, my_indices, root_print
 from hybrid.problems import problem_for
 from hybrid.stages.solve import SOLVE_SECTIONS, periodic_pairs, read_dataset, run_solve
 from hybrid.surrogates.config import ModelConfig
-from hybrid.surrogates.data import Normaliser, build_inputs, flux_density
+from hybrid.surrogates.data import Normaliser, build_inputs
+from hybrid.surrogates.ensemble import initial_states, state_targets
 from hybrid.surrogates.training import TrainingSet, load_checkpoint, save_state, train_member
 from hybrid.surrogates.transfer import Transfer
 
@@ -37,25 +38,6 @@ CHECKPOINT_EVERY = 5
 # the SoftC baseline's penalty weight when [surrogate] softc_weight is 0: on stefan-1d's test scenarios
 # weights 1 / 0.1 / 0.01 gave relative L2 0.167 / 0.106 / 0.099 against 0.114 without the penalty
 SOFTC_DEFAULT_WEIGHT = 0.01
-
-
-def initial_states(split: dict) -> tuple[np.ndarray, int]:
-    """(initial states, components C) of a split: (S, N), or (S, C, N) for a velocity (the
-    :meth:`~hybrid.problems.base.Problem.view` of a vector family keeps it under ``velocity``)."""
-    u0 = split["u"][:, 0]
-    if "velocity" not in split:
-        return u0, 1
-    C = split["velocity"].shape[-1]
-    return u0.reshape(len(u0), C, -1), C
-
-
-def state_targets(split: dict, cv, times: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """(states (S, T+1, C N), face-flux densities (S, T, F), initial states, components C) of
-    a split: for scalar states the mean flux density of each output interval, for a
-    velocity the volume flux at each output time over |f|."""
-    u0, C = initial_states(split)
-    phi = split["flux"] / cv.face_area if "velocity" in split else flux_density(split["flux"], cv.face_area, times)
-    return split["u"], phi, u0, C
 
 
 def wants_boon(case) -> bool:

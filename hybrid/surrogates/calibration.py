@@ -68,12 +68,11 @@ def fit_scales(truth_u: np.ndarray, pred_u: dict, truth_flux: np.ndarray, pred_f
 
 
 def apply_scales(pred: dict, scales: VarianceScales) -> dict:
-    """A prediction (``u_mean u_var u_dev flux_mean flux_var flux_dev``, as ``hybrid predict``
-    writes it) with its variances scaled and its deviations scaled by the square roots."""
+    """A prediction (an :class:`~hybrid.surrogates.ensemble.EnsemblePrediction`, or its arrays
+    ``u_mean u_var u_dev flux_mean flux_var flux_dev`` by name) with its variances scaled and
+    its deviations scaled by the square roots; the same kind as given."""
     su = np.concatenate([[1.0], scales.state])[None, :, None]      # t = 0 is given: variance 0 stays 0
     sf = scales.flux[None, :, None]
-    out = dict(pred)
-    out["u_var"], out["flux_var"] = pred["u_var"] * su, pred["flux_var"] * sf
-    out["u_dev"] = pred["u_dev"] * np.sqrt(su)[:, None]
-    out["flux_dev"] = pred["flux_dev"] * np.sqrt(sf)[:, None]
-    return out
+    scaled = {"u_var": pred["u_var"] * su, "flux_var": pred["flux_var"] * sf,
+              "u_dev": pred["u_dev"] * np.sqrt(su)[:, None], "flux_dev": pred["flux_dev"] * np.sqrt(sf)[:, None]}
+    return pred.replace(**scaled) if hasattr(pred, "replace") else {**pred, **scaled}
