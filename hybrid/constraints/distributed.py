@@ -33,8 +33,8 @@ import numpy as np
 import scipy.sparse as sp
 from mpi4py import MPI
 
-from hybrid.constraints.update import (NOISE_ROWS, OPTIONS_PREFIX, ConstraintError, _IterativeSolver, memory_budget_mb,
-                                      mumps_error, normals, prior_deviation)
+from hybrid.constraints.update import (NOISE_ROWS, OPTIONS_PREFIX, ConstraintError, _IterativeSolver, factored_solve,
+                                      memory_budget_mb, mumps_error, normals, prior_deviation)
 
 __all__ = ["DistributedUpdate", "entry_owners", "DISTRIBUTED_METHODS"]
 
@@ -264,23 +264,7 @@ class _DistributedCholesky:
         return out
 
     def solve(self, r: np.ndarray) -> np.ndarray:
-        from petsc4py import PETSc
-
-        if r.ndim == 1:
-            self.b.setArray(r)
-            self.ksp.solve(self.b, self.x)
-            return self.x.getArray().copy()
-        k = r.shape[1]
-        B = PETSc.Mat().createDense(((r.shape[0], None), (None, k)), comm=self.comm)
-        B.setUp()
-        B.getDenseArray()[:] = r
-        B.assemble()
-        X = B.duplicate()
-        self.ksp.getPC().getFactorMatrix().matSolve(B, X)
-        out = X.getDenseArray().copy()
-        B.destroy()
-        X.destroy()
-        return out
+        return factored_solve(self.ksp, self.b, self.x, r, self.comm)
 
     def destroy(self) -> None:
         for obj in (self.ksp, self.b, self.x):

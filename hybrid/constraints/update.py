@@ -97,6 +97,27 @@ def memory_budget_mb(comm=None) -> int:
     return max(int(MUMPS_MEMORY_SHARE * available), 1)
 
 
+def factored_solve(ksp, b, x, r: np.ndarray, comm) -> np.ndarray:
+    """A factored KSP's solution for this process's rows of one right-hand side (``b`` and
+    ``x`` its work vectors) or of a block (rows × k: one MatMatSolve with the factor)."""
+    from petsc4py import PETSc
+
+    if r.ndim == 1:
+        b.setArray(r)
+        ksp.solve(b, x)
+        return x.getArray().copy()
+    B = PETSc.Mat().createDense(((r.shape[0], None), (None, r.shape[1])), comm=comm)
+    B.setUp()
+    B.getDenseArray()[:] = r
+    B.assemble()
+    X = B.duplicate()
+    ksp.getPC().getFactorMatrix().matSolve(B, X)
+    out = X.getDenseArray().copy()
+    B.destroy()
+    X.destroy()
+    return out
+
+
 def mumps_error(ksp) -> int:
     """MUMPS's INFOG(1) after a KSP's set-up when it is negative (a refused or failed
     factorisation, which PETSc reports in the factor, not as an exception); else 0."""
@@ -163,19 +184,7 @@ class _CholeskySolver:
 
     def solve(self, r: np.ndarray, rtol: float | None = None) -> np.ndarray:
         """A₀⁻¹ r (exact: ``rtol`` is for the iterative solvers' signature)."""
-        if r.ndim == 1:
-            self.b.setArray(r)
-            self.ksp.solve(self.b, self.x)
-            return self.x.getArray().copy()
-        PETSc = self.PETSc
-        B = PETSc.Mat().createDense(r.shape, array=np.asfortranarray(r, dtype=np.float64), comm=PETSc.COMM_SELF)
-        X = PETSc.Mat().createDense(r.shape, comm=PETSc.COMM_SELF)
-        X.setUp()
-        self.ksp.getPC().getFactorMatrix().matSolve(B, X)
-        out = X.getDenseArray().copy()
-        B.destroy()
-        X.destroy()
-        return out
+        return factored_solve(self.ksp, self.b, self.x, r, self.PETSc.COMM_SELF)
 
     def destroy(self) -> None:
         for obj in (self.ksp, self.mat, self.b, self.x):
