@@ -224,27 +224,38 @@ def test_fast_update_matches_the_dense_reference(method, ensemble):
         np.testing.assert_allclose(fresh.mean(mu), upd.mean(mu), rtol=0, atol=1e-12 * scale)
 
 
-def test_a_pcg_that_does_not_converge_falls_back_to_the_plans_cholesky(monkeypatch):
-    """Above DIRECT_ROWS too: a time-block PCG short of its tolerance after PCG_MAX_ITERATIONS
-    gives the exact factorisation's answer (not an error that would drop a λ from the
-    validation table), and the plan factors for its later scenarios."""
+@pytest.mark.parametrize("large", [False, True])
+def test_a_pcg_that_does_not_converge_falls_back_to_another_solver(monkeypatch, large):
+    """A time-block PCG short of its tolerance after PCG_MAX_ITERATIONS gives the exact answer
+    all the same (not an error that would drop a λ from the validation table): through the
+    plan's Cholesky up to DIRECT_ROWS rows, CG + GAMG above; the plan keeps that solver for
+    its later scenarios."""
     import hybrid.constraints.update as update
 
     cv, layout, rows, var, mu = _space_time_problem({"shape": "rectangle", "h": 0.3}, 4, 1e-4)
     mean_ref, _ = dense_update(mu, rows.G, rows.b, np.diag(var), 0.0)
     monkeypatch.setattr(update, "PCG_MAX_ITERATIONS", 1)
-    monkeypatch.setattr(update, "DIRECT_ROWS", 10)   # the problem counts as large
+    if large:
+        monkeypatch.setattr(update, "DIRECT_ROWS", 10)   # the problem counts as large
     upd = GaussianUpdate(rows.G, rows.b, var, layout=layout, method="pcg")
-    assert rows.G.shape[0] > 10 and upd.plan.method == "pcg"
+    assert upd.plan.method == "pcg"
     np.testing.assert_allclose(upd.mean(mu), mean_ref, rtol=0, atol=1e-10 * np.abs(mean_ref).max())
-    assert upd.plan.method == "cholesky"
+    assert upd.plan.method == ("cg-amg" if large else "cholesky")
     later = GaussianUpdate(rows.G, rows.b, var * 2.0, plan=upd.plan, layout=layout)
     assert later.plan is upd.plan and not isinstance(later._lu, update._BlockPCG)
-    # that factorisation is MUMPS's under the memory limit: past it, an error the caller handles, not a killed run
+    later.destroy()
+
+
+def test_a_large_cholesky_over_the_memory_limit_is_an_error_not_a_killed_run(monkeypatch):
+    """Above DIRECT_ROWS a Cholesky is MUMPS's under the memory limit: past it, a
+    ConstraintError the caller handles (a skipped λ)."""
+    import hybrid.constraints.update as update
+
     cv, layout, rows, var, mu = _space_time_problem({"shape": "rectangle", "h": 0.03}, 3, 1e-4)
+    monkeypatch.setattr(update, "DIRECT_ROWS", 10)
     monkeypatch.setattr(update, "memory_budget_mb", lambda comm=None: 1)   # MB: far below this one's need
     with pytest.raises(ConstraintError, match="over the memory limit"):
-        GaussianUpdate(rows.G, rows.b, var, layout=layout, method="pcg").mean(mu)
+        GaussianUpdate(rows.G, rows.b, var, layout=layout, method="cholesky").mean(mu)
 
 
 @pytest.mark.parametrize("samples", [0, 20, 150])

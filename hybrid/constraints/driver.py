@@ -42,7 +42,7 @@ from hybrid.constraints.problems import time_blocks
 from hybrid.constraints.rows import StateLayout
 from hybrid.constraints.selection import (OUTSIDE_INFLATION, ValidationScenario, choose_flux_inflation, defect_scale,
                                          outside_prior)
-from hybrid.constraints.update import GaussianUpdate, UpdatePlan, prior_deviation
+from hybrid.constraints.update import ConstraintError, GaussianUpdate, UpdatePlan, prior_deviation
 from hybrid.constraints.variants import ENSEMBLE_VARIANTS, VARIANTS, make_update, prediction_covariance
 from hybrid.errors import CaseError
 from hybrid.files import atomic_path
@@ -371,18 +371,22 @@ def _validation_defects(case, problem, scenarios: dict, inflation: float) -> dic
         if not group:
             continue
         plan, out[variant] = None, {}
-        for where in ("inside", "outside"):
-            q = []
-            for s in group:
-                diag, U = (_inflate(s.var, s.U, layout, inflation) if where == "inside"
-                           else outside_prior(s.var, layout, problem.state_weights, s.U))
-                update = GaussianUpdate(s.rows.G, s.rows.b, diag, U, sigma, plan=plan, layout=layout)
-                plan = update.plan
-                update.mean(s.mean)
-                q.append(update.defect)
-                update.destroy()
-            out[variant][where] = q
-        plan.destroy()
+        try:
+            for where in ("inside", "outside"):
+                q = []
+                for s in group:
+                    diag, U = (_inflate(s.var, s.U, layout, inflation) if where == "inside"
+                               else outside_prior(s.var, layout, problem.state_weights, s.U))
+                    update = GaussianUpdate(s.rows.G, s.rows.b, diag, U, sigma, plan=plan, layout=layout)
+                    plan = update.plan
+                    update.mean(s.mean)
+                    q.append(update.defect)
+                    update.destroy()
+                out[variant][where] = q
+        except ConstraintError:   # no reference where a validation update fails: that variant is not widened
+            out.pop(variant)
+        if plan is not None:
+            plan.destroy()
     return out
 
 

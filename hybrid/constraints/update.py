@@ -351,9 +351,11 @@ class UpdatePlan:
 class _BlockPCG:
     """Preconditioned CG on a block of right-hand sides at once (one independent CG per
     column, vectorised), to a relative residual ``rtol``; a column still short of it after
-    PCG_MAX_ITERATIONS is solved by the exact Cholesky of the plan instead, and the plan
-    factors from then on (on a 28,469-CV L-shape × 10 intervals, the time-block
-    preconditioner did not converge for flux inflations λ ≤ 10³: those λ were skipped before)."""
+    PCG_MAX_ITERATIONS is solved by the exact Cholesky of the plan instead (up to DIRECT_ROWS
+    rows; CG + GAMG above), and the plan uses that solver from then on (on a 28,469-CV
+    L-shape × 10 intervals, the time-block preconditioner did not converge for flux inflations
+    λ ≤ 10³: those λ were skipped before; on a 51,836-CV box the serial Cholesky of 518,360
+    rows took more than 3 minutes)."""
 
     def __init__(self, A0: sp.csr_matrix, preconditioner: "_CholeskySolver", plan: "UpdatePlan"):
         self.A0, self.pre, self.plan = A0, preconditioner, plan
@@ -384,9 +386,17 @@ class _BlockPCG:
             rz_new = (res * Z).sum(axis=0)
             P = Z + np.where(rz > 0, rz_new / np.where(rz > 0, rz, 1.0), 0.0) * P
             rz = rz_new
-        if active.any():   # not converged: the exact factorisation for these columns, and for the plan's later solves
-            X[:, active] = self.plan._exact(self.A0.data).solve(R[:, active])
-            self.plan.method = "cholesky"
+        if active.any():   # not converged: another solver for these columns, and for the plan's later solves
+            if self.A0.shape[0] <= DIRECT_ROWS:
+                X[:, active] = self.plan._exact(self.A0.data).solve(R[:, active])
+                self.plan.method = "cholesky"
+            else:   # a factorisation of this size could take minutes and most of the memory (3-D meshes)
+                fallback = _IterativeSolver.from_scipy(self.A0)
+                try:
+                    X[:, active] = fallback.solve(R[:, active], rtol)
+                finally:
+                    fallback.destroy()
+                self.plan.method = "cg-amg"
         return X[:, 0] if one else X
 
 
