@@ -111,17 +111,20 @@ def test_a_factorisation_over_the_memory_budget_falls_back_to_cg(comm, monkeypat
 def _predict(case, ranks):
     proc = run_cli(["predict", str(case), "--quiet"], ranks=ranks, timeout=600)
     assert proc.returncode == 0, proc.stderr
+    import json
+
     import h5py
+    metrics = json.loads((case / "results/predict/metrics.json").read_text())
     with h5py.File(case / "results/predict/variants.h5", "r") as f:
         return {k: f[f"{k}/u_mean"][()] for k in f if isinstance(f[k], h5py.Group)}, \
-            {k: f[f"{k}/u_samples"][()] for k in f if isinstance(f[k], h5py.Group)}
+            {k: f[f"{k}/u_samples"][()] for k in f if isinstance(f[k], h5py.Group)}, metrics
 
 
 @pytest.mark.parametrize("name", ["heat-2d", "cavity-2d"])
 def test_predict_variants_agree_at_one_and_two_ranks(tmp_path, name):
     """The real command: a tiny heat-2d pipeline (dual, Dirichlet walls) and a tiny cavity (the
-    same driver, each time's rows on their own) at 1 rank and at 2 ranks with every update
-    distributed over the partition."""
+    same driver, each time's rows on their own) at 1 rank and at 2 ranks with every update,
+    the validation scenarios' too, distributed over the partition."""
     edits = dict(train=4, test=2, surrogate={"members": "2", "epochs": "2", "grid": "16", "modes": "4",
                                               "width": "8", "layers": "2", "batch": "2"},
                  time={"t_end": "0.05", "outputs": "3"},
@@ -132,8 +135,12 @@ def test_predict_variants_agree_at_one_and_two_ranks(tmp_path, name):
     one = small_case(CASES / name, tmp_path / "one", **edits)
     edits["constraints"] = {**edits["constraints"], "parallel": '"partition"'}   # the PETSc update, not scenarios
     two = small_case(CASES / name, tmp_path / "two", **edits)
-    mean1, samples1 = _predict(one, 1)
-    mean2, samples2 = _predict(two, 2)
+    mean1, samples1, metrics1 = _predict(one, 1)
+    mean2, samples2, metrics2 = _predict(two, 2)
+    # the validation's choice of λ (distributed at 2 ranks, as the test updates): the same table
+    assert metrics1["flux_inflation"] == metrics2["flux_inflation"]
+    table1, table2 = metrics1["validation_mse_ratio"], metrics2["validation_mse_ratio"]
+    assert set(table1) == set(table2) and all(abs(table1[k] - table2[k]) <= 1e-8 * abs(table1[k]) for k in table1)
     assert set(mean1) == set(mean2) == {"raw", "hardc", "global", "per-cell", "per-cell+boundary"}
     for variant in mean1:
         scale = np.abs(mean1[variant]).max()

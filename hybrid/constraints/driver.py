@@ -153,24 +153,27 @@ def _prepare(case, cv, data: dict, pred, comm: MPI.Comm, extra, validation) -> _
     family = problem_for(case)
     problem = family.rows(case, cv, data["times"])
     wanted = requested_variants(case, extra, problem)
-    inflation, table, references = None, None, None
-    if comm.rank == 0:
-        checks = _validation_scenarios(case, problem, validation, wanted)
-        inflation, table, _ = _flux_inflation(case, problem, checks)
-        references = _validation_defects(case, problem, checks, inflation)
-    pred, extra, inflation, table, references = comm.bcast(
-        (pred, extra or {}, inflation, table, references) if comm.rank == 0 else None, root=0)
     test = data["test"]
     S, T1, N = test["u"].shape
-    # λ was chosen on validation scenarios, all inside the training parameters' span; a scenario
-    # outside it is an extrapolation no validation spoke for: it takes the prior of outside_prior
-    inside = within_training_span(data["train"]["params"], test["params"])
     partition = parallel_mode(case.constraints["parallel"], comm, N * (T1 - 1)) == "partition"
-    owner = None
+    owner, make = None, None
     if partition:
         from hybrid.mesh.distribute import partition_owners
         cv.assign_owners(*partition_owners(data["mesh"], comm))
         owner = problem.owners()
+        make = _distributed_maker(owner, comm)
+    inflation, table, references = None, None, None
+    if partition:   # the validation scenarios' updates distributed too, as the test scenarios' will be
+        validation = comm.bcast(validation if comm.rank == 0 else None, root=0)
+    if partition or comm.rank == 0:
+        checks = _validation_scenarios(case, problem, validation, wanted)
+        inflation, table, _ = _flux_inflation(case, problem, checks, make)
+        references = _validation_defects(case, problem, checks, inflation, make)
+    pred, extra, inflation, table, references = comm.bcast(
+        (pred, extra or {}, inflation, table, references) if comm.rank == 0 else None, root=0)
+    # λ was chosen on validation scenarios, all inside the training parameters' span; a scenario
+    # outside it is an extrapolation no validation spoke for: it takes the prior of outside_prior
+    inside = within_training_span(data["train"]["params"], test["params"])
     # each scenario's boundary data (and the rows the scores measure by), known mass, front level
     scenario = [problem.scenario(test, i, scored=True) for i in range(S)]
     thresholds = [family.front_threshold(case, scenario[i].params, test["u"][i, -1]) for i in range(S)]
@@ -349,16 +352,47 @@ def _validation_scenarios(case, problem, validation: dict | None, variants) -> d
     return out
 
 
-def _flux_inflation(case, problem, scenarios: dict) -> tuple[float, dict, float]:
-    """The flux-variance inflation of the main variant chosen on its validation scenarios."""
+class _GatheredUpdate:
+    """A distributed update as the validation's serial code uses one: ``mean`` of the whole
+    state, returned on every rank (collective), its ``defect``, and no plan."""
+
+    plan = None
+
+    def __init__(self, update, comm: MPI.Comm):
+        self.update, self.comm = update, comm
+
+    def mean(self, mu: np.ndarray) -> np.ndarray:
+        local = self.update.mean(mu[self.update.entries])
+        return self.comm.bcast(self.update.gather(local), root=0)
+
+    @property
+    def defect(self) -> float:
+        return self.update.defect
+
+    def destroy(self) -> None:
+        self.update.destroy()
+
+
+def _distributed_maker(owner: np.ndarray, comm: MPI.Comm):
+    """The validation's update maker under ``parallel = partition`` (the plan is not used)."""
+    from hybrid.constraints.distributed import DistributedUpdate
+
+    def make(G, b, var, U, sigma, plan=None):
+        return _GatheredUpdate(DistributedUpdate(G, b, var, U, sigma, owner, comm), comm)
+    return make
+
+
+def _flux_inflation(case, problem, scenarios: dict, make=None) -> tuple[float, dict, float]:
+    """The flux-variance inflation of the main variant chosen on its validation scenarios
+    (``make``: how to build an update, serial by default)."""
     main = main_variant(case)
     if not scenarios.get(main):
         return 1.0, {}, 1.0
     return choose_flux_inflation(scenarios[main], problem.state_weights, float(case.constraints["sigma"]),
-                                 layout=problem.layout)
+                                 layout=problem.layout, make=make)
 
 
-def _validation_defects(case, problem, scenarios: dict, inflation: float) -> dict:
+def _validation_defects(case, problem, scenarios: dict, inflation: float, make=None) -> dict:
     """{variant: {"inside" | "outside": the validation scenarios' defect statistics}}
     (:func:`~hybrid.constraints.selection.defect_scale`) of each constrained variant under the
     priors of test scenarios inside the training span (fluxes inflated by λ) and outside it
@@ -377,7 +411,8 @@ def _validation_defects(case, problem, scenarios: dict, inflation: float) -> dic
                 for s in group:
                     diag, U = (_inflate(s.var, s.U, layout, inflation) if where == "inside"
                                else outside_prior(s.var, layout, problem.state_weights, s.U))
-                    update = GaussianUpdate(s.rows.G, s.rows.b, diag, U, sigma, plan=plan, layout=layout)
+                    update = (make(s.rows.G, s.rows.b, diag, U, sigma) if make is not None else
+                              GaussianUpdate(s.rows.G, s.rows.b, diag, U, sigma, plan=plan, layout=layout))
                     plan = update.plan
                     update.mean(s.mean)
                     q.append(update.defect)

@@ -52,12 +52,16 @@ class ValidationScenario:
 
 
 def choose_flux_inflation(scenarios: list[ValidationScenario], volume: np.ndarray, sigma: float = 0.0,
-                          candidates=FLUX_INFLATIONS, layout=None) -> tuple[float, dict]:
+                          candidates=FLUX_INFLATIONS, layout=None, make=None) -> tuple[float, dict]:
     """The λ of ``candidates`` chosen by the validation state MSE of the constrained mean, with
     the one-standard-error rule (Breiman et al.): the largest λ, the one that leaves the states
     most as predicted, whose mean MSE ratio is within one standard error of the best's. The
     validation scenarios are few and lie inside the training range, so among near-ties the
     choice that changes the states least is the one that carries to other scenarios.
+
+    ``make(G, b, var, U, sigma, plan)`` builds each update (a serial :class:`GaussianUpdate`
+    sharing one plan by default; the driver passes a distributed one under ``parallel =
+    partition``, whose ``mean`` returns the whole state on every rank).
 
     Returns:
         (λ, {λ: mean over validation scenarios of the MSE ratio to the unconstrained mean},
@@ -76,7 +80,8 @@ def choose_flux_inflation(scenarios: list[ValidationScenario], volume: np.ndarra
             for s, raw_s in zip(scenarios, raw):
                 scale = np.where(s.flux, lam, 1.0)
                 U = None if s.U is None else s.U * np.sqrt(scale)[:, None]
-                update = GaussianUpdate(s.rows.G, s.rows.b, s.var * scale, U, sigma, plan=plan, layout=layout)
+                update = (make(s.rows.G, s.rows.b, s.var * scale, U, sigma, plan) if make is not None else
+                          GaussianUpdate(s.rows.G, s.rows.b, s.var * scale, U, sigma, plan=plan, layout=layout))
                 plan = update.plan
                 per.append(mse(update.mean(s.mean)[:T * N].reshape(T, N), s.truth, volume) / max(raw_s, 1e-300))
                 update.destroy()
