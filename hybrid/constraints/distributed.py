@@ -13,12 +13,14 @@ rank, neighbouring states) are PETSc's ghost columns.
     A₀      = (G S)(G S)ᵀ + σ_G² I with S = diag(√var)  (one distributed sparse product)
     solve   MUMPS's distributed sparse Cholesky of A₀, factored once per update and reused
             by the mean, the ensemble's Woodbury columns and every block of samples (one
-            multi-right-hand-side solve per block). Where the factorisation fails or is
-            inexact (A₀ singular: redundant rows), CG preconditioned by algebraic multigrid
+            multi-right-hand-side solve per block), under a working-memory limit
+            (:func:`~hybrid.constraints.update.memory_budget_mb`). Where MUMPS refuses (over
+            the limit), fails or is inexact (A₀ singular: redundant rows), CG preconditioned by algebraic multigrid
             (GAMG) at rtol 1e-14 instead: CG's residual is the constraint residual G μ̃ − b,
             hence the tight tolerance. Measured on a 28,469-CV L-shape × 10 intervals
             (296,380 rows, 2 ranks): the factorisation 13 s, then 0.08 s per right-hand side
-            in blocks of 20, against 6.3 s (265 iterations) per right-hand side for CG + GAMG
+            in blocks of 20, against 6.3 s (265 iterations) per right-hand side for CG + GAMG;
+            samples that only estimate the variance may stop CG earlier (``rtol``)
     ensemble Woodbury as in the serial update: W = G U (M distributed columns), M solves
             and an M × M system summed over ranks
 
