@@ -18,7 +18,7 @@ import time
 import traceback
 from pathlib import Path
 
-from hybrid.errors import EXIT_BAD_INPUT, CaseError, WriteError, catch_interrupts, is_write_failure
+from hybrid.errors import EXIT_BAD_INPUT, EXIT_GRACE_SECONDS, CaseError, WriteError, catch_interrupts, is_write_failure
 
 __all__ = ["main"]
 
@@ -167,8 +167,6 @@ def _summary(case, report, files) -> str:
 
 
 _exit_comm = None
-# how long a failed rank waits for the others before it ends the job (environment: HYBRID_EXIT_GRACE)
-EXIT_GRACE_SECONDS = float(os.environ.get("HYBRID_EXIT_GRACE", "30"))
 
 
 def _every_rank_failed_too(grace: float = EXIT_GRACE_SECONDS) -> bool:

@@ -126,7 +126,7 @@ class Split:
 
     def parameters(self, i: int) -> dict[str, float]:
         """Scenario i's parameters by name."""
-        return dict(zip(self.parameter_names, map(float, self.params[i])))
+        return scenario_parameters(self, i)
 
     def take(self, index) -> "Split":
         """The scenarios ``index`` (indices or a boolean mask), every per-scenario array cut alike."""

@@ -9,9 +9,12 @@ import os
 import re
 import signal
 
-__all__ = ["CaseError", "WriteError", "EXIT_BAD_INPUT", "catch_interrupts", "raise_if_interrupted"]
+__all__ = ["CaseError", "WriteError", "EXIT_BAD_INPUT", "EXIT_GRACE_SECONDS", "catch_interrupts",
+           "raise_if_interrupted"]
 
 EXIT_BAD_INPUT = 2
+# how long a failed rank waits for the others before it ends the job (environment: HYBRID_EXIT_GRACE)
+EXIT_GRACE_SECONDS = float(os.environ.get("HYBRID_EXIT_GRACE", "30"))
 
 
 class CaseError(Exception):

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 import time
 from typing import Iterator
 
 from mpi4py import MPI
 
-from hybrid.errors import CaseError
+from hybrid.errors import EXIT_GRACE_SECONDS, CaseError
 
 __all__ = ["my_indices", "ScenarioProgress", "root_print", "collective"]
 
 _PROGRESS_TAG = 7301
-# how long a failed rank waits for the others before it ends the job (environment: HYBRID_EXIT_GRACE)
-EXIT_GRACE_SECONDS = float(os.environ.get("HYBRID_EXIT_GRACE", "30"))
 
 
 def root_print(*args, comm: MPI.Comm = MPI.COMM_WORLD, **kwargs) -> None:
@@ -73,7 +70,7 @@ _ARRIVALS: dict = {}
 def _arrival_comm(comm: MPI.Comm) -> MPI.Comm:
     """A duplicate of ``comm`` kept for :func:`collective`'s arrival check (made on the first
     block over ``comm``, which every rank enters)."""
-    key = MPI._handleof(comm) if hasattr(MPI, "_handleof") else id(comm)
+    key = MPI._handleof(comm)
     if key not in _ARRIVALS:
         _ARRIVALS[key] = comm.Dup()
     return _ARRIVALS[key]

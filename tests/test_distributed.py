@@ -74,6 +74,7 @@ def test_a_factorisation_over_the_memory_budget_falls_back_to_cg(comm, monkeypat
     the same mean (1e-8) and the rows still exact. Variance-only samples may stop CG early
     (``rtol``); the default meets the rows."""
     import hybrid.constraints.distributed as distributed
+    import hybrid.constraints.update as update_module
     from hybrid.constraints.rows import conservation_rows, dirichlet_rows, stack_rows
     from hybrid.mesh.control_volumes import build_control_volumes
     from hybrid.mesh.distribute import partition_owners
@@ -92,7 +93,7 @@ def test_a_factorisation_over_the_memory_budget_falls_back_to_cg(comm, monkeypat
     results = {}
     for budget in (None, 1):   # MB per rank: 1 is far below this factorisation's need
         if budget is not None:
-            monkeypatch.setattr(distributed, "memory_budget_mb", lambda comm, mb=budget: mb)
+            monkeypatch.setattr(update_module, "memory_budget_mb", lambda comm=None, mb=budget: mb)
         update = distributed.DistributedUpdate(rows.G, rows.b, var, None, 0.0, owner, comm)
         mean = update.gather(update.mean(mu[update.entries]))
         x = update.prior_samples(mu[update.entries], 1, seed=2)

@@ -36,7 +36,7 @@ import scipy.sparse as sp
 from mpi4py import MPI
 
 from hybrid.constraints.update import (NOISE_ROWS, OPTIONS_PREFIX, ConstraintError, _IterativeSolver, factored_solve,
-                                      memory_budget_mb, mumps_error, normals, prior_deviation)
+                                      limit_mumps_memory, mumps_error, normals, prior_deviation)
 
 __all__ = ["DistributedUpdate", "entry_owners", "DISTRIBUTED_METHODS"]
 
@@ -198,13 +198,16 @@ class DistributedUpdate:
         post = self.sample(self.prior_samples(np.zeros(len(self.entries)), samples, seed), seed)
         return post.var(axis=0, ddof=1)
 
-    def gather(self, local: np.ndarray) -> np.ndarray | None:
-        """The global vector (or k × n block) on rank 0 from every rank's entries."""
-        parts = self.comm.gather((self.entries, np.asarray(local)), root=0)
+    def gather(self, local: np.ndarray, part: slice | None = None) -> np.ndarray | None:
+        """The global vector (or k × n block) on rank 0 from every rank's entries; ``part``:
+        only the entries x[part] (each rank sends just those)."""
+        start, stop = (0, self.n) if part is None else part.indices(self.n)[:2]
+        inside = (self.entries >= start) & (self.entries < stop)
+        local = np.asarray(local)
+        parts = self.comm.gather((self.entries[inside] - start, local[..., inside]), root=0)
         if self.comm.rank != 0:
             return None
-        first = parts[0][1]
-        out = np.empty(first.shape[:-1] + (self.n,))
+        out = np.empty(local.shape[:-1] + (stop - start,))
         for idx, values in parts:
             out[..., idx] = values
         return out
@@ -239,10 +242,9 @@ class _DistributedCholesky:
         pc = ksp.getPC()
         pc.setType("cholesky")
         pc.setFactorSolverType("mumps")
-        pc.setFactorSetUpSolverType()
         # MUMPS refuses (INFO(1) = -19), rather than the kernel killing the run, a factorisation
         # whose estimated working memory exceeds this rank's share of the memory available now
-        pc.getFactorMatrix().setMumpsIcntl(23, memory_budget_mb(comm))
+        limit_mumps_memory(pc, comm)
         ksp.setFromOptions()
         try:
             ksp.setUp()

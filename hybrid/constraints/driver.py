@@ -161,7 +161,7 @@ def _prepare(case, cv, data: dict, pred, comm: MPI.Comm, extra, validation) -> _
         from hybrid.mesh.distribute import partition_owners
         cv.assign_owners(*partition_owners(data["mesh"], comm))
         owner = problem.owners()
-        make = _distributed_maker(owner, comm)
+        make = _distributed_maker(owner, comm, problem.layout)
     inflation, table, references = None, None, None
     if partition:   # the validation scenarios' updates distributed too, as the test scenarios' will be
         validation = comm.bcast(validation if comm.rank == 0 else None, root=0)
@@ -353,17 +353,18 @@ def _validation_scenarios(case, problem, validation: dict | None, variants) -> d
 
 
 class _GatheredUpdate:
-    """A distributed update as the validation's serial code uses one: ``mean`` of the whole
-    state, returned on every rank (collective), its ``defect``, and no plan."""
+    """A distributed update as the validation's serial code uses one: ``mean`` returns the
+    posterior mean's states (all the validation scores) on every rank (collective), then its
+    ``defect``; no plan."""
 
     plan = None
 
-    def __init__(self, update, comm: MPI.Comm):
-        self.update, self.comm = update, comm
+    def __init__(self, update, comm: MPI.Comm, states: slice):
+        self.update, self.comm, self.states = update, comm, states
 
     def mean(self, mu: np.ndarray) -> np.ndarray:
         local = self.update.mean(mu[self.update.entries])
-        return self.comm.bcast(self.update.gather(local), root=0)
+        return self.comm.bcast(self.update.gather(local, part=self.states), root=0)
 
     @property
     def defect(self) -> float:
@@ -373,12 +374,13 @@ class _GatheredUpdate:
         self.update.destroy()
 
 
-def _distributed_maker(owner: np.ndarray, comm: MPI.Comm):
+def _distributed_maker(owner: np.ndarray, comm: MPI.Comm, layout: StateLayout):
     """The validation's update maker under ``parallel = partition`` (the plan is not used)."""
     from hybrid.constraints.distributed import DistributedUpdate
 
     def make(G, b, var, U, sigma, plan=None):
-        return _GatheredUpdate(DistributedUpdate(G, b, var, U, sigma, owner, comm), comm)
+        return _GatheredUpdate(DistributedUpdate(G, b, var, U, sigma, owner, comm), comm,
+                               slice(0, layout.T * layout.N))
     return make
 
 
@@ -471,19 +473,17 @@ def _constrain(variant, rows, mean, var, diag, U, sigma, owner, comm, seed, layo
         block -= local_mean
         shift += block.sum(axis=0)
         square += (block * block).sum(axis=0)
-        if first < samples:   # only the report time's states reach rank 0's memory
-            whole = update.gather(block[:samples - first] + local_mean)
-            kept.append(None if whole is None else whole[:, final])
-            del whole
+        if first < samples:   # only the report time's states are sent to rank 0
+            kept.append(update.gather(block[:samples - first] + local_mean, part=final))
     K = VARIANCE_SAMPLES
-    var = update.gather((square - shift * shift / K) / (K - 1))
-    phases["samples"] = time.perf_counter() - t2
-    phases["method_cholesky"] = float(update.method == "cholesky")
+    var = update.gather((square - shift * shift / K) / (K - 1), part=states)
+    phases["posterior"] = time.perf_counter() - t2   # as the serial update's phase: samples and variance
+    phases["count_cholesky"] = float(update.method == "cholesky")   # the share of scenarios MUMPS factored
     update.destroy()
     if comm.rank != 0:
         return None, None, None, phases, defect
     drawn = np.concatenate(kept) if kept else np.zeros((0, layout.N))
-    return m, np.maximum(var, 0.0)[states], drawn, phases, defect
+    return m, np.maximum(var, 0.0), drawn, phases, defect
 
 
 def _update(variant, rows, diag, U, sigma, owner, comm, plans: dict, layout=None):

@@ -54,10 +54,6 @@ class ScenarioData:
     scored: object = None
 
 
-def _params(split: dict, i: int) -> dict:
-    return scenario_parameters(split, i)
-
-
 class ScalarRows:
     """The rows of the scalar families (see the module's docstring)."""
 
@@ -78,7 +74,7 @@ class ScalarRows:
         """Scenario i's data (``scored``: also the rows the scores measure by, which add the
         states' boundary derivative where the rows impose a flux)."""
         case, cv, layout, times = self.case, self.cv, self.layout, self.times
-        params = _params(split, i)
+        params = scenario_parameters(split, i)
         boundary = boundary_rows(case, cv, layout, times, params)
         known = known_mass_rows(case, cv, layout, split["u"][i, 0], params, boundary, times)
         return ScenarioData(params, split["u"][i, 0], split["source"][i], boundary, known,
@@ -122,7 +118,7 @@ class FlowRows(ScalarRows):
                                   for n in range(1, L.T + 1)])
 
     def scenario(self, split: dict, i: int, scored: bool = False) -> ScenarioData:
-        params = _params(split, i)
+        params = scenario_parameters(split, i)
         walls = wall_data(self.case, self.cv, self.times, params)
         return ScenarioData(params, split["u"][i, 0], None, walls, None, walls)
 

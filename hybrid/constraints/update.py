@@ -97,6 +97,12 @@ def memory_budget_mb(comm=None) -> int:
     return max(int(MUMPS_MEMORY_SHARE * available), 1)
 
 
+def limit_mumps_memory(pc, comm=None) -> None:
+    """Set ICNTL(23) of a MUMPS Cholesky PC (operators set) to :func:`memory_budget_mb`."""
+    pc.setFactorSetUpSolverType()
+    pc.getFactorMatrix().setMumpsIcntl(23, memory_budget_mb(comm))
+
+
 def factored_solve(ksp, b, x, r: np.ndarray, comm) -> np.ndarray:
     """A factored KSP's solution for this process's rows of one right-hand side (``b`` and
     ``x`` its work vectors) or of a block (rows × k: one MatMatSolve with the factor)."""
@@ -155,8 +161,7 @@ class _CholeskySolver:
             pc.setFactorOrdering("nd")
         if limited:   # a factorisation nobody sized: MUMPS under the memory limit, refusing past it
             self.ksp.setOperators(self.mat)
-            pc.setFactorSetUpSolverType()
-            pc.getFactorMatrix().setMumpsIcntl(23, memory_budget_mb())
+            limit_mumps_memory(pc)
         self.ksp.setFromOptions()
         self.b, self.x = self.mat.createVecLeft(), self.mat.createVecRight()
         self.checked = False
