@@ -146,6 +146,10 @@ CATALOGUE = [
     Fault("model-unknown", _set("surrogate", "model", '"unet"'), (K, "surrogate.model")),
     Fault("lr-negative", _set("surrogate", "lr", "-1"), (K, "surrogate.lr")),
     Fault("modes-zero", _set("surrogate", "modes", "0"), (K, "surrogate.modes")),
+    Fault("time-unknown", _set("surrogate", "time", '"recurrent"'), (K, "surrogate.time")),
+    Fault("autoregressive-heteroscedastic",
+          _both(_set("surrogate", "time", '"autoregressive"'), _set("surrogate", "heteroscedastic", "true")),
+          (K, "surrogate.heteroscedastic", "one-shot"), command="train"),
     Fault("lr-diverges", _set("surrogate", "lr", "1e6"), (K, "surrogate.lr", "diverged"), command="train",
           resume_state=True),
     # [pde]

@@ -118,16 +118,34 @@ def test_predict_writes_ensemble_statistics(tiny_case, tmp_path):
 @pytest.mark.parallel(nprocs=2)
 def test_training_does_not_depend_on_the_number_of_ranks(tiny_case, tmp_path, comm):
     """Members trained at 2 ranks (one each) equal members trained on one rank."""
+    _same_members_at_one_and_two_ranks(tiny_case, tmp_path, comm)
+
+
+@pytest.mark.parallel(nprocs=2)
+def test_autoregressive_training_does_not_depend_on_the_number_of_ranks(tiny_case, tmp_path, comm):
+    """The same for autoregressive members, whose samples and input noise come from the
+    member's own generators."""
+    _same_members_at_one_and_two_ranks(tiny_case, tmp_path, comm, time="autoregressive")
+
+
+def _same_members_at_one_and_two_ranks(tiny_case, tmp_path, comm, time: str | None = None):
     from mpi4py import MPI
 
     from hybrid.case import load_case
     from hybrid.stages.train import run_train
 
+    def copy(dest):
+        target = _copy(tiny_case, dest)
+        if time:
+            text = (target / "case.toml").read_text().replace("layers = 2", f'layers = 2\ntime = "{time}"')
+            (target / "case.toml").write_text(text)
+        return target
+
     root = Path(comm.bcast(str(tmp_path) if comm.rank == 0 else None))
     if comm.rank == 0:
-        serial = _copy(tiny_case, root / "serial")
+        serial = copy(root / "serial")
         run_train(load_case(serial), comm=MPI.COMM_SELF, progress=False)
-        _copy(tiny_case, root / "parallel")
+        copy(root / "parallel")
     comm.Barrier()
     par = root / "parallel" / tiny_case.name
     run_train(load_case(par), comm=comm, progress=False)
@@ -287,6 +305,65 @@ def test_softc_conductivity_is_the_solvers(kind, params):
         torch.as_tensor(u))
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-12, atol=1e-14)
 
+
+
+def test_a_rollout_of_a_zero_step_keeps_the_initial_state_and_sees_the_time():
+    """hybrid/surrogates/rollout.py: a network whose outputs are 0 steps nowhere, so every
+    rolled-out state is the initial one and every flux 0; each step's input carries the
+    state it starts from (as the one-shot input carries u0) and t_n / t_T in its last channel."""
+    from hybrid.mesh.control_volumes import build_control_volumes
+    from hybrid.mesh.shapes import generate
+    from hybrid.surrogates.data import Normaliser, build_inputs
+    from hybrid.surrogates.rollout import rollout, step_inputs
+    from hybrid.surrogates.transfer import Transfer
+
+    mesh = generate({"shape": "interval", "cells": 30, "jitter": 0.2}, seed=3)
+    cv = build_control_volumes(mesh, "dual")
+    transfer = Transfer.build(mesh, cv, (24,))
+    rng = np.random.default_rng(0)
+    u0 = rng.normal(size=(3, cv.num_cvs))
+    params = rng.normal(size=(3, 2))
+    norm = Normaliser(np.zeros(2), np.ones(2), 0.3, 2.0, 0.5, 1.5)
+    static = build_inputs(transfer, u0, params, norm).grid_inputs
+    times = np.array([0.0, 0.1, 0.25, 0.4])
+    seen = []
+
+    def zero_step(x):
+        seen.append(x.clone())
+        return torch.zeros(x.shape[0], 2, *x.shape[2:])
+
+    states, fluxes = rollout(zero_step, transfer, static, torch.as_tensor(u0), times, norm,
+                             torch.as_tensor(cv.face_normal), 1)
+    assert states.shape == (3, 3, cv.num_cvs) and fluxes.shape == (3, 3, cv.num_faces)
+    np.testing.assert_array_equal(states.numpy(), np.repeat(u0[:, None], 3, axis=1))
+    assert not fluxes.any()
+    assert len(seen) == 3 and seen[0].shape[1] == static.shape[1] + 1
+    for n, x in enumerate(seen):
+        np.testing.assert_allclose(x[:, -1].numpy(), times[n] / times[-1], rtol=1e-6)
+        torch.testing.assert_close(x[:, :-1], static)       # the same state at every step: the same input
+    shifted = step_inputs(transfer, torch.as_tensor(u0 + 1.0), static, torch.zeros(3), 0.4, norm, 1)
+    np.testing.assert_allclose((shifted[:, 0] - static[:, 0]).numpy(), 1.0 / norm.u_std, rtol=1e-5)
+
+
+def test_autoregressive_members_predict_the_initial_state_exactly(tiny_case, tmp_path):
+    """[surrogate] time = "autoregressive": members one step long, rolled out by predict; the
+    initial state is given, the members differ, and their validation error is a rollout's."""
+    case = _copy(tiny_case, tmp_path)
+    text = (case / "case.toml").read_text().replace("layers = 2", 'layers = 2\ntime = "autoregressive"')
+    (case / "case.toml").write_text(text)
+    proc = run_cli(["predict", str(case), "--quiet"])
+    assert proc.returncode == 0, proc.stderr
+    state = torch.load(case / "results" / "train" / "member-0.pt", weights_only=True)
+    assert state["config"]["autoregressive"] and state["config"]["out_channels"] == 2   # one state + one flux
+    softc = torch.load(case / "results" / "train" / "softc" / "member-0.pt", weights_only=True)
+    assert not softc["config"]["autoregressive"]                  # the SoftC baseline stays one-shot
+    with h5py.File(case / "results" / "predict" / "predictions.h5", "r") as f:
+        u_mean, u_var = f["u_mean"][()], f["u_var"][()]
+    with h5py.File(case / "results" / "solve" / "dataset.h5", "r") as f:
+        truth = f["test/u"][()]
+    assert u_mean.shape == truth.shape
+    np.testing.assert_array_equal(u_mean[:, 0], truth[:, 0])
+    assert (u_var[:, 1:] > 0).all() and np.isfinite(u_mean).all()
 
 
 def test_model_config_round_trips_through_a_checkpoint_dict():

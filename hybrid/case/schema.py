@@ -339,6 +339,11 @@ _section(
        "trains the separate SoftC ensemble (0 there means 0.01) and the main ensemble has none; otherwise "
        "it trains the main ensemble (0 = off).", low=0),
     _k("heteroscedastic", "bool", False, "Members also predict a variance per output (Gaussian NLL heads); the ensemble's variance is then the mixture's."),
+    _k("time", "choice", "one-shot", "How a member predicts the output times: all at once from the initial state "
+       "(one-shot), or one step t_n -> t_(n+1) at a time, rolled out from it (autoregressive; not with "
+       "heteroscedastic, softc or boon).", choices=("one-shot", "autoregressive")),
+    _k("rollout_noise", "number", 0.5, "Autoregressive training: std of the noise added to the input states, in "
+       "units of the one-step increments' std.", low=0),
 )
 
 _section(
@@ -384,7 +389,8 @@ MAX_STEPS = 1e7   # reference-solver steps of one scenario (t_end / dt) a case m
 # keys added after results existed, whose default changes no result: at that default they are
 # left out of the stages' hashes (Case.hash), so adding them did not make every stage stale
 NEUTRAL_DEFAULTS = {("mesh", "tag_data"): None, ("solver", "petsc_options"): {},
-                    ("constraints", "petsc_options"): {}, ("solver", "parallel"): "auto"}
+                    ("constraints", "petsc_options"): {}, ("solver", "parallel"): "auto",
+                    ("surrogate", "time"): "one-shot", ("surrogate", "rollout_noise"): 0.5}
 
 
 def _default_text(key: Key) -> str:

@@ -30,7 +30,7 @@ from hybrid.surrogates.ensemble import initial_states, state_targets
 from hybrid.surrogates.training import TrainingSet, load_checkpoint, save_state, train_member
 from hybrid.surrogates.transfer import Transfer
 
-__all__ = ["TRAIN_SECTIONS", "run_train", "case_transfer", "grid_shape", "load_members", "wants_softc",
+__all__ = ["TRAIN_SECTIONS", "run_train", "autoregressive", "check_time", "case_transfer", "grid_shape", "load_members", "wants_softc",
            "softc_weight", "wants_boon", "initial_states", "state_targets", "split_indices"]
 
 TRAIN_SECTIONS = SOLVE_SECTIONS + ("surrogate",)
@@ -54,6 +54,25 @@ def wants_softc(case) -> bool:
 
 def softc_weight(case) -> float:
     return float(case.surrogate["softc_weight"]) or SOFTC_DEFAULT_WEIGHT
+
+
+def autoregressive(case) -> bool:
+    """The members step t_n → t_{n+1} (``[surrogate] time = "autoregressive"``)."""
+    return case.surrogate["time"] == "autoregressive"
+
+
+def check_time(case) -> None:
+    """An autoregressive ensemble has no per-output variance heads and no residual penalty
+    (both are built for one-shot outputs): refused with the key that asks for one. The SoftC
+    and BOON ensembles a case compares against stay one-shot, as their papers built them."""
+    if not autoregressive(case):
+        return
+    main_penalty = 0.0 if wants_softc(case) else float(case.surrogate["softc_weight"])
+    for key, clash, what in (("surrogate.heteroscedastic", case.surrogate["heteroscedastic"], "heteroscedastic heads"),
+                             ("surrogate.softc_weight", main_penalty > 0, "a PDE-residual penalty")):
+        if clash:
+            raise CaseError(f'{what} need one-shot members, but [surrogate] time = "autoregressive"',
+                            file=str(case.display_file), key=key)
 
 
 def grid_shape(case, dim: int) -> tuple[int, ...]:
@@ -83,7 +102,8 @@ def _training_set(case, data: dict, cv, transfer, penalty: float, boon: bool = F
         raise CaseError("training needs at least 2 training scenarios", file=str(case.display_file), key="data.train")
     params = train.params
     u, phi, u0, C = state_targets(train, cv, data.times)
-    norm = Normaliser.fit(params, u, phi)
+    stepping = autoregressive(case) and penalty == 0 and not boon   # SoftC's and BOON's ensembles are one-shot
+    norm = Normaliser.fit(params, u, phi, steps=stepping)
     inputs = build_inputs(transfer, u0, params, norm)
     ends = None
     if boon:
@@ -94,11 +114,12 @@ def _training_set(case, data: dict, cv, transfer, penalty: float, boon: bool = F
     s = case.surrogate
     T, d = T1 - 1, cv.dim
     padding = 0 if _fully_periodic(case, data.mesh) or ends is not None else max(2, max(transfer.grid.shape) // 8)
-    config = ModelConfig(in_channels=int(inputs.grid_inputs.shape[1]), out_channels=T * C + T * d, dim=d, outputs=T,
+    config = ModelConfig(in_channels=int(inputs.grid_inputs.shape[1]) + stepping,
+                         out_channels=(C + d) if stepping else T * C + T * d, dim=d, outputs=T,
                          modes=int(s["modes"]), width=int(s["width"]), layers=int(s["layers"]), padding=padding,
                          heteroscedastic=bool(s["heteroscedastic"]),
                          variance_channels=(T * C + T * d) if s["heteroscedastic"] else 0, components=C,
-                         boon_ends=None if ends is None else tuple(model_ends(ends)))
+                         boon_ends=None if ends is None else tuple(model_ends(ends)), autoregressive=stepping)
     residual = None
     if penalty > 0:
         from hybrid.surrogates.softc import gpme_residual_penalty
@@ -108,7 +129,8 @@ def _training_set(case, data: dict, cv, transfer, penalty: float, boon: bool = F
                        norm, train_idx, val_idx, config,
                        {"epochs": int(s["epochs"]), "lr": float(s["lr"]), "batch": int(s["batch"]),
                         "patience": int(s["patience"]), "softc_weight": float(penalty),
-                        "checkpoint_every": CHECKPOINT_EVERY}, residual)
+                        "checkpoint_every": CHECKPOINT_EVERY, "rollout_noise": float(s["rollout_noise"])},
+                        residual, data.times)
 
 
 def split_indices(case, S: int) -> tuple[np.ndarray, np.ndarray]:
@@ -134,6 +156,7 @@ def run_train(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, pro
     """Train every member (collective), and the SoftC ensemble when the case compares
     against it; returns the train directory."""
     problem_for(case).check(case)
+    check_time(case)
     dataset = run_solve(case, comm=comm, progress=progress, announce=False)
     out = Path(case.output_dir) / "train"
     digest = case.hash(*TRAIN_SECTIONS)
@@ -170,6 +193,7 @@ def _train_ensemble(case, out: Path, digest: str, penalty: float, label: str, pr
     epochs = tset.settings["epochs"]
     root_print(f"train: {case.name}: {label}{M} members x up to {epochs} epochs, grid {list(transfer.grid.shape)}, "
                f"{len(tset.train_idx)} training / {len(tset.val_idx)} validation scenarios, on {comm.size} rank(s)"
+               + (", autoregressive (one step a sample)" if tset.model_config.autoregressive else "")
                + (f", PDE-residual penalty weight {penalty:g}" if penalty > 0 else ""), comm=comm)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a member's arithmetic must not depend on the thread count, hence on P

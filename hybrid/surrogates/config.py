@@ -26,6 +26,8 @@ class ModelConfig:
         variance_channels: its variance outputs (0 without).
         components: C, the state's components (a velocity's d, else 1).
         boon_ends: BOON's boundary kinds at the box's ends (None: the plain FNO).
+        autoregressive: the network is one step t_n → t_{n+1} (:mod:`hybrid.surrogates.rollout`):
+            its inputs have one more channel (the time) and its C + d outputs are one step's.
     """
 
     in_channels: int
@@ -40,6 +42,7 @@ class ModelConfig:
     variance_channels: int = 0
     components: int = 1
     boon_ends: tuple | None = None
+    autoregressive: bool = False
 
     def to_dict(self) -> dict:
         """Plain types only (what a ``weights_only`` checkpoint may hold)."""

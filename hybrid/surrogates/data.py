@@ -49,10 +49,14 @@ class Normaliser:
     flux_std: float
 
     @classmethod
-    def fit(cls, params: np.ndarray, u: np.ndarray, phi: np.ndarray) -> "Normaliser":
+    def fit(cls, params: np.ndarray, u: np.ndarray, phi: np.ndarray, steps: bool = False) -> "Normaliser":
+        """Scalings of training parameters (S, P), states (S, T+1, N) and flux densities;
+        ``du_std`` is the scale of the increments from the initial state, or with ``steps``
+        of the one-step increments (an autoregressive network's outputs)."""
         std = params.std(axis=0)
+        increments = np.diff(u, axis=1) if steps else u[:, 1:] - u[:, :1]
         return cls(params.mean(axis=0), np.where(std > 0, std, 1.0), float(u.mean()), float(u.std() or 1.0),
-                   float(np.std(u[:, 1:] - u[:, :1]) or 1.0), float(np.sqrt(np.mean(phi ** 2)) or 1.0))
+                   float(np.std(increments) or 1.0), float(np.sqrt(np.mean(phi ** 2)) or 1.0))
 
     def to_state(self) -> dict:
         return {"param_mean": torch.as_tensor(self.param_mean), "param_std": torch.as_tensor(self.param_std),

@@ -20,6 +20,7 @@ from mpi4py import MPI
 from hybrid.dataset import scenario_parameters
 from hybrid.surrogates.boon import boundary_ends, enforce_on_mesh, enforce_walls_on_mesh, with_boundary_channels
 from hybrid.surrogates.data import build_inputs, flux_density, to_mesh_outputs, to_mesh_variances
+from hybrid.surrogates.rollout import rollout
 from hybrid.surrogates.training import device
 
 __all__ = ["EnsemblePrediction", "predict_ensemble", "initial_states", "state_targets"]
@@ -111,9 +112,14 @@ def predict_ensemble(members: dict, M: int, transfer, cv, data, comm: MPI.Comm, 
             if boon_case is not None:
                 inputs, ends = with_boundary_channels(boon_case, cv, transfer, inputs, test.params,
                                                       test.parameter_names, data.times, norm)
-            output = model(inputs.grid_inputs.to(dev))
-            u, phi = to_mesh_outputs(transfer, output, inputs.u0.to(dev), norm, T, normal, C)
-            noise = to_mesh_variances(transfer, output, norm, T, normal, C) if config.heteroscedastic else None
+            if config.autoregressive:
+                u, phi = rollout(model, transfer, inputs.grid_inputs.to(dev), inputs.u0.to(dev), data.times, norm,
+                                 normal, C)
+                noise = None
+            else:
+                output = model(inputs.grid_inputs.to(dev))
+                u, phi = to_mesh_outputs(transfer, output, inputs.u0.to(dev), norm, T, normal, C)
+                noise = to_mesh_variances(transfer, output, norm, T, normal, C) if config.heteroscedastic else None
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             seconds = time.perf_counter() - t0

@@ -15,6 +15,10 @@ the mean is fitted exactly as without heads and the heads learn the size of what
 misses (Lakshminarayanan et al. 2017 fit both at once; measured here, sharing the trunk
 made the diffusion-1d mean 10x worse).
 
+An autoregressive member (:mod:`hybrid.surrogates.rollout`) trains on every (scenario,
+step) pair instead, with noisy input states, and is validated by rolling out the
+validation scenarios, so its validation error measures what a prediction does.
+
 Checkpoints hold only tensors, numbers and strings, and load with
 ``torch.load(..., weights_only=True)``.
 """
@@ -37,6 +41,7 @@ from hybrid.files import atomic_path
 from hybrid.surrogates.config import ModelConfig
 from hybrid.surrogates.data import Normaliser, SurrogateInputs, to_mesh_outputs, to_mesh_variances
 from hybrid.surrogates.fno import FNO
+from hybrid.surrogates.rollout import rollout, step_inputs, step_outputs, step_pairs
 
 __all__ = ["TrainingSet", "MemberResult", "train_member", "load_checkpoint", "save_state", "member_seed", "build_model", "device"]
 
@@ -58,6 +63,7 @@ class TrainingSet:
     model_config: ModelConfig
     settings: dict                     # epochs, lr, batch, patience, softc_weight, checkpoint_every
     residual: Callable | None = None   # SoftC: (grid states (B, T, *grid), inputs) -> residual tensor
+    times: np.ndarray | None = None    # (T+1,) output times (an autoregressive member's steps)
 
     def to(self, device: torch.device) -> "TrainingSet":
         """The same set with its tensors on ``device`` (the transfer moves its operators itself)."""
@@ -67,7 +73,7 @@ class TrainingSet:
         inputs = SurrogateInputs(mv(self.inputs.grid_inputs), mv(self.inputs.u0))
         return TrainingSet(self.transfer, inputs, mv(self.u), mv(self.phi), mv(self.volume), mv(self.face_area),
                            mv(self.face_normal), self.norm, self.train_idx, self.val_idx, self.model_config,
-                           self.settings, self.residual)
+                           self.settings, self.residual, self.times)
 
 
 def device() -> torch.device:
@@ -122,6 +128,76 @@ def relative_errors(data: TrainingSet, output: torch.Tensor, idx: np.ndarray) ->
     return eu, ephi
 
 
+def _shots_epoch(data: TrainingSet, model, opt, gen: torch.Generator) -> list[float]:
+    """One epoch of a one-shot member: mini-batches of scenarios in ``gen``'s order (a CPU
+    generator: the same order on any device); the loss of the module docstring."""
+    s = data.settings
+    order = data.train_idx[torch.randperm(len(data.train_idx), generator=gen).numpy()]
+    losses = []
+    for b in range(0, len(order), s["batch"]):
+        idx = order[b:b + s["batch"]]
+        out = model(data.inputs.grid_inputs[idx])
+        eu, ephi = relative_errors(data, out, idx)
+        loss = (eu + ephi).mean()
+        if s["softc_weight"] > 0 and data.residual is not None:
+            loss = loss + s["softc_weight"] * data.residual(out, idx)
+        if data.model_config.heteroscedastic:
+            loss = loss + variance_nll(data, out, idx)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    return losses
+
+
+def _true_states(data: TrainingSet, idx) -> torch.Tensor:
+    """(B, T+1, C N) the solver's states of scenarios ``idx``, t_0 included."""
+    return torch.cat([data.inputs.u0[idx][:, None], data.u[idx]], dim=1)
+
+
+def _steps_epoch(data: TrainingSet, model, opt, gen: torch.Generator) -> list[float]:
+    """One epoch of an autoregressive member (:mod:`hybrid.surrogates.rollout`): mini-batches
+    of (scenario, step) pairs in ``gen``'s order, each input state with its training noise
+    drawn from ``gen`` too, so the epoch is the same on any device and after a resume. The
+    loss is the step's relative squared error of the increment (volume-weighted) plus that
+    of the flux density (area-weighted)."""
+    T = data.u.shape[1]
+    C = data.model_config.components
+    pairs = step_pairs(data.train_idx, T)
+    pairs = pairs[torch.randperm(len(pairs), generator=gen).numpy()]
+    times = torch.as_tensor(data.times, device=data.u.device)
+    vol, area = data.volume.to(data.u.dtype), data.face_area.to(data.phi.dtype)
+    noise = float(data.settings["rollout_noise"]) * data.norm.du_std
+    losses = []
+    for b in range(0, len(pairs), data.settings["batch"]):
+        s, k = pairs[b:b + data.settings["batch"]].T
+        states = _true_states(data, s)
+        start, target = states[np.arange(len(s)), k], states[np.arange(len(s)), k + 1]
+        jitter = torch.randn(start.shape, generator=gen, dtype=start.dtype).to(start.device) * noise
+        x = step_inputs(data.transfer, start + jitter, data.inputs.grid_inputs[s], times[k], float(data.times[-1]),
+                        data.norm, C)
+        u_pred, phi_pred = step_outputs(data.transfer, model(x), start + jitter, data.norm, data.face_normal, C)
+        phi_true = data.phi[s, k]
+        scale = ((target - start) ** 2 * vol).sum(-1) + 1e-12 * (target ** 2 * vol).sum(-1) + 1e-30
+        eu = ((u_pred - target) ** 2 * vol).sum(-1) / scale
+        ephi = ((phi_pred - phi_true) ** 2 * area).sum(-1) / ((phi_true ** 2 * area).sum(-1) + 1e-30)
+        loss = (eu + ephi).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    return losses
+
+
+def _rollout_errors(data: TrainingSet, model, idx: np.ndarray) -> torch.Tensor:
+    """Relative squared error of the rolled-out states of scenarios ``idx`` (volume-weighted,
+    over t_1..t_T), as :func:`relative_errors` measures a one-shot member's."""
+    u_pred, _ = rollout(model, data.transfer, data.inputs.grid_inputs[idx], data.inputs.u0[idx], data.times,
+                        data.norm, data.face_normal, data.model_config.components)
+    u_true, vol = data.u[idx], data.volume.to(u_pred.dtype)
+    return ((u_pred - u_true) ** 2 * vol).sum(dim=(1, 2)) / ((u_true ** 2 * vol).sum(dim=(1, 2)) + 1e-30)
+
+
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:
     """Load a checkpoint safely; a corrupt file is a clear error, never unpickled code."""
     try:
@@ -166,32 +242,21 @@ def train_member(data: TrainingSet, member: int, seed: int, digest: str, checkpo
             resumed_from = start
     stopped = bad >= s["patience"]
     epoch = start
-    n = len(data.train_idx)
     for epoch in range(start, s["epochs"]):
         if stopped:
             break
         model.train()
         gen = torch.Generator().manual_seed(member_seed(seed, member) + 7919 * (epoch + 1))
-        order = data.train_idx[torch.randperm(n, generator=gen).numpy()]  # CPU generator: same order on any device
-        losses = []
-        for b in range(0, n, s["batch"]):
-            idx = order[b:b + s["batch"]]
-            out = model(data.inputs.grid_inputs[idx])
-            eu, ephi = relative_errors(data, out, idx)
-            loss = (eu + ephi).mean()
-            if s["softc_weight"] > 0 and data.residual is not None:
-                loss = loss + s["softc_weight"] * data.residual(out, idx)
-            if data.model_config.heteroscedastic:
-                loss = loss + variance_nll(data, out, idx)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            losses.append(float(loss.detach()))
+        epoch_of = _steps_epoch if data.model_config.autoregressive else _shots_epoch
+        losses = epoch_of(data, model, opt, gen)
         sched.step()
         model.eval()
         with torch.no_grad():
             idx = data.val_idx if len(data.val_idx) else data.train_idx
-            eu, ephi = relative_errors(data, model(data.inputs.grid_inputs[idx]), idx)
+            if data.model_config.autoregressive:
+                eu = _rollout_errors(data, model, idx)
+            else:
+                eu, ephi = relative_errors(data, model(data.inputs.grid_inputs[idx]), idx)
             val = float(torch.sqrt(eu).mean())
         train_loss = float(np.mean(losses))
         history.append([train_loss, val])
