@@ -366,6 +366,30 @@ def test_autoregressive_members_predict_the_initial_state_exactly(tiny_case, tmp
     assert (u_var[:, 1:] > 0).all() and np.isfinite(u_mean).all()
 
 
+def test_time_select_predicts_with_the_ensemble_the_validation_prefers(tiny_case, tmp_path):
+    """[surrogate] time = "select" trains both ensembles and predicts with the one whose
+    members' mean best validation relative L2 is lower; the choice and both scores are in
+    predict's metrics and in the report."""
+    import json
+
+    case = _copy(tiny_case, tmp_path)
+    text = (case / "case.toml").read_text().replace("layers = 2", 'layers = 2\ntime = "select"\nrollout_epochs = 3')
+    (case / "case.toml").write_text(text)
+    proc = run_cli(["run", str(case), "--quiet"])
+    assert proc.returncode == 0, proc.stderr
+    train = case / "results" / "train"
+    scores = {}
+    for time_, folder in (("one-shot", train), ("autoregressive", train / "autoregressive")):
+        stage = json.loads((folder / "stage.json").read_text())
+        scores[time_] = np.mean([m["best_validation_rel_l2"] for m in stage["members"].values()])
+        epochs = {m["epochs"] for m in stage["members"].values()}
+        assert epochs <= ({3} if time_ == "autoregressive" else {6})      # rollout_epochs for the stepping members
+    metrics = json.loads((case / "results" / "predict" / "metrics.json").read_text())
+    assert metrics["surrogate_time"] == min(scores, key=scores.get)
+    assert metrics["validation_rel_l2_by_time"] == pytest.approx(scores, rel=1e-12)
+    assert "chosen by the validation scenarios" in (case / "results" / "validate" / "report.md").read_text()
+
+
 def test_model_config_round_trips_through_a_checkpoint_dict():
     """hybrid/surrogates/config.py: what a checkpoint records rebuilds the same network; an
     older checkpoint's dict (no components, no boon_ends) reads with the defaults; a key this

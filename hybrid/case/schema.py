@@ -339,9 +339,13 @@ _section(
        "trains the separate SoftC ensemble (0 there means 0.01) and the main ensemble has none; otherwise "
        "it trains the main ensemble (0 = off).", low=0),
     _k("heteroscedastic", "bool", False, "Members also predict a variance per output (Gaussian NLL heads); the ensemble's variance is then the mixture's."),
-    _k("time", "choice", "one-shot", "How a member predicts the output times: all at once from the initial state "
-       "(one-shot), or one step t_n -> t_(n+1) at a time, rolled out from it (autoregressive; not with "
-       "heteroscedastic, softc or boon).", choices=("one-shot", "autoregressive")),
+    _k("time", "choice", "one-shot", "How the members predict the output times: all at once from the initial "
+       "state (one-shot), one step t_n -> t_(n+1) at a time rolled out from it (autoregressive), or both "
+       "trained and the one with the lower validation error kept (select). Not autoregressive with "
+       "heteroscedastic or a main-ensemble softc_weight; SoftC's and BOON's ensembles stay one-shot.",
+       choices=("one-shot", "autoregressive", "select")),
+    _k("rollout_epochs", "int", 0, "Most epochs of autoregressive members, each a pass over every (scenario, step) "
+       "pair; 0 = epochs.", low=0),
     _k("rollout_noise", "number", 0.5, "Autoregressive training: std of the noise added to the input states, in "
        "units of the one-step increments' std.", low=0),
 )
@@ -390,7 +394,8 @@ MAX_STEPS = 1e7   # reference-solver steps of one scenario (t_end / dt) a case m
 # left out of the stages' hashes (Case.hash), so adding them did not make every stage stale
 NEUTRAL_DEFAULTS = {("mesh", "tag_data"): None, ("solver", "petsc_options"): {},
                     ("constraints", "petsc_options"): {}, ("solver", "parallel"): "auto",
-                    ("surrogate", "time"): "one-shot", ("surrogate", "rollout_noise"): 0.5}
+                    ("surrogate", "time"): "one-shot", ("surrogate", "rollout_noise"): 0.5,
+                    ("surrogate", "rollout_epochs"): 0}
 
 
 def _default_text(key: Key) -> str:

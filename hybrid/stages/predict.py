@@ -32,7 +32,7 @@ from hybrid.parallel import collective, my_indices, root_print
 from hybrid.petsc_options import UPDATE_PREFIX, petsc_options
 from hybrid.stages.solve import read_dataset
 from hybrid.problems import problem_for
-from hybrid.stages.train import (TRAIN_SECTIONS, case_transfer, load_members, run_train,
+from hybrid.stages.train import (TRAIN_SECTIONS, case_transfer, chosen_members, load_members, run_train,
                                  softc_weight, split_indices, wants_boon, wants_softc)
 from hybrid.surrogates.calibration import apply_scales, fit_scales
 from hybrid.surrogates.ensemble import predict_ensemble
@@ -85,7 +85,8 @@ def run_predict(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, p
     data = problem_for(case).view(data)   # a vector family: velocities flattened to (S, T+1, d N)
     test = data.test
     M = int(case.surrogate["members"])
-    members = load_members(train_dir, M, my_indices(M, comm), case.hash(*TRAIN_SECTIONS))
+    chosen = chosen_members(case, train_dir)
+    members = load_members(chosen.folder, M, my_indices(M, comm), chosen.digest)
     pred, surrogate_seconds = predict_ensemble(members, M, transfer, cv, data, comm)
     with collective(comm):   # before the calibration and the update, which would blame their own maths
         if comm.rank == 0:
@@ -116,6 +117,8 @@ def run_predict(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, p
                         for name, arr in values.items():
                             f[f"{flavour}/{name}"] = arr
             metrics = score_prediction(data, cv, pred["u_mean"], pred["u_var"], pred["flux_mean"], surrogate_seconds)
+            metrics["surrogate_time"] = chosen.time
+            metrics["validation_rel_l2_by_time"] = chosen.validation
             metrics["variance_scales"] = None if scales is None else scales.as_dict()
             metrics["coverage90_uncalibrated"] = uncalibrated
     with collective(comm):

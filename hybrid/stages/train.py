@@ -10,9 +10,11 @@ draws the loss curves in ``OUTPUT/train/history.png``.
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +32,7 @@ from hybrid.surrogates.ensemble import initial_states, state_targets
 from hybrid.surrogates.training import TrainingSet, load_checkpoint, save_state, train_member
 from hybrid.surrogates.transfer import Transfer
 
-__all__ = ["TRAIN_SECTIONS", "run_train", "autoregressive", "check_time", "case_transfer", "grid_shape", "load_members", "wants_softc",
+__all__ = ["TRAIN_SECTIONS", "run_train", "autoregressive", "selects_time", "check_time", "chosen_members", "ChosenMembers", "case_transfer", "grid_shape", "load_members", "wants_softc",
            "softc_weight", "wants_boon", "initial_states", "state_targets", "split_indices"]
 
 TRAIN_SECTIONS = SOLVE_SECTIONS + ("surrogate",)
@@ -57,22 +59,56 @@ def softc_weight(case) -> float:
 
 
 def autoregressive(case) -> bool:
-    """The members step t_n → t_{n+1} (``[surrogate] time = "autoregressive"``)."""
+    """The main ensemble steps t_n → t_{n+1} (``[surrogate] time = "autoregressive"``)."""
     return case.surrogate["time"] == "autoregressive"
+
+
+def selects_time(case) -> bool:
+    """``[surrogate] time = "select"``: a one-shot and an autoregressive ensemble are both
+    trained, and the one with the lower validation error predicts (:func:`chosen_members`)."""
+    return case.surrogate["time"] == "select"
 
 
 def check_time(case) -> None:
     """An autoregressive ensemble has no per-output variance heads and no residual penalty
     (both are built for one-shot outputs): refused with the key that asks for one. The SoftC
     and BOON ensembles a case compares against stay one-shot, as their papers built them."""
-    if not autoregressive(case):
+    if not (autoregressive(case) or selects_time(case)):
         return
     main_penalty = 0.0 if wants_softc(case) else float(case.surrogate["softc_weight"])
     for key, clash, what in (("surrogate.heteroscedastic", case.surrogate["heteroscedastic"], "heteroscedastic heads"),
                              ("surrogate.softc_weight", main_penalty > 0, "a PDE-residual penalty")):
         if clash:
-            raise CaseError(f'{what} need one-shot members, but [surrogate] time = "autoregressive"',
+            raise CaseError(f'{what} need one-shot members, but [surrogate] time = "{case.surrogate["time"]}"',
                             file=str(case.display_file), key=key)
+
+
+@dataclass(frozen=True)
+class ChosenMembers:
+    """The ensemble that predicts: its folder, its checkpoints' digest, how it treats time,
+    and (``time = "select"``) the mean validation relative L2 of each candidate."""
+
+    folder: Path
+    digest: str
+    time: str
+    validation: dict | None = None
+
+
+def chosen_members(case, train_dir: Path) -> ChosenMembers:
+    """The main ensemble of a trained case. Under ``time = "select"`` the one-shot (in
+    ``train/``) or the autoregressive one (``train/autoregressive/``), whichever has the lower
+    mean over its members of the best validation relative L2 (validation scenarios only; a tie
+    keeps one-shot)."""
+    digest = case.hash(*TRAIN_SECTIONS)
+    if not selects_time(case):
+        return ChosenMembers(train_dir, digest, case.surrogate["time"])
+    scores = {}
+    for time_, folder in (("one-shot", train_dir), ("autoregressive", train_dir / "autoregressive")):
+        members = json.loads((folder / "stage.json").read_text())["members"]
+        scores[time_] = float(np.mean([m["best_validation_rel_l2"] for m in members.values()]))
+    if scores["autoregressive"] < scores["one-shot"]:
+        return ChosenMembers(train_dir / "autoregressive", f"{digest}+autoregressive", "autoregressive", scores)
+    return ChosenMembers(train_dir, digest, "one-shot", scores)
 
 
 def grid_shape(case, dim: int) -> tuple[int, ...]:
@@ -94,7 +130,9 @@ def case_transfer(case, data: dict):
     return cv, Transfer.build(mesh, cv, grid_shape(case, mesh.gdim))
 
 
-def _training_set(case, data: dict, cv, transfer, penalty: float, boon: bool = False) -> TrainingSet:
+def _training_set(case, data: dict, cv, transfer, penalty: float, boon: bool = False,
+                  stepping: bool = False) -> TrainingSet:
+    """What every member of one ensemble trains on; ``stepping``: autoregressive members."""
     data = problem_for(case).view(data)
     train = data.train
     S, T1 = train.u.shape[:2]
@@ -102,7 +140,6 @@ def _training_set(case, data: dict, cv, transfer, penalty: float, boon: bool = F
         raise CaseError("training needs at least 2 training scenarios", file=str(case.display_file), key="data.train")
     params = train.params
     u, phi, u0, C = state_targets(train, cv, data.times)
-    stepping = autoregressive(case) and penalty == 0 and not boon   # SoftC's and BOON's ensembles are one-shot
     norm = Normaliser.fit(params, u, phi, steps=stepping)
     inputs = build_inputs(transfer, u0, params, norm)
     ends = None
@@ -127,7 +164,7 @@ def _training_set(case, data: dict, cv, transfer, penalty: float, boon: bool = F
     return TrainingSet(transfer, inputs, torch.as_tensor(u[:, 1:]), torch.as_tensor(phi),
                        torch.as_tensor(np.tile(cv.volume, C)), torch.as_tensor(cv.face_area), torch.as_tensor(cv.face_normal),
                        norm, train_idx, val_idx, config,
-                       {"epochs": int(s["epochs"]), "lr": float(s["lr"]), "batch": int(s["batch"]),
+                       {"epochs": int((stepping and s["rollout_epochs"]) or s["epochs"]), "lr": float(s["lr"]), "batch": int(s["batch"]),
                         "patience": int(s["patience"]), "softc_weight": float(penalty),
                         "checkpoint_every": CHECKPOINT_EVERY, "rollout_noise": float(s["rollout_noise"])},
                         residual, data.times)
@@ -161,15 +198,18 @@ def run_train(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, pro
     out = Path(case.output_dir) / "train"
     digest = case.hash(*TRAIN_SECTIONS)
     # softc_weight > 0 trains the main ensemble with the penalty, unless SoftC is its own variant
-    flavours = [(out, digest, 0.0 if wants_softc(case) else float(case.surrogate["softc_weight"]), "")]
+    main_penalty = 0.0 if wants_softc(case) else float(case.surrogate["softc_weight"])
+    flavours = [(out, digest, main_penalty, "", autoregressive(case))]
+    if selects_time(case):
+        flavours.append((out / "autoregressive", f"{digest}+autoregressive", main_penalty, "autoregressive ", True))
     if wants_softc(case):
-        flavours.append((out / "softc", f"{digest}+softc{softc_weight(case):g}", softc_weight(case), "SoftC "))
+        flavours.append((out / "softc", f"{digest}+softc{softc_weight(case):g}", softc_weight(case), "SoftC ", False))
     if wants_boon(case):
-        flavours.append((out / "boon", f"{digest}+boon", 0.0, "BOON "))
+        flavours.append((out / "boon", f"{digest}+boon", 0.0, "BOON ", False))
     M = int(case.surrogate["members"])
     files = [f"member-{m}.pt" for m in range(M)]
     prepared = None
-    for folder, stage_digest, penalty, label in flavours:
+    for folder, stage_digest, penalty, label, stepping in flavours:
         if not force and stage_is_current(folder, stage_digest, files):
             if announce:
                 root_print(f"train: {label}up to date ({folder}); --force redoes it", comm=comm)
@@ -178,18 +218,22 @@ def run_train(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, pro
             data = read_dataset(dataset)
             prepared = (data, *case_transfer(case, data))
         _train_ensemble(case, folder, stage_digest, penalty, label, prepared, force, comm, progress,
-                        boon=label == "BOON ")
+                        boon=label == "BOON ", stepping=stepping)
+    if selects_time(case):
+        chosen = chosen_members(case, out)
+        root_print(f"train: {case.name}: time = select: {chosen.time} predicts (mean validation relative L2 "
+                   + ", ".join(f"{k} {v:.4f}" for k, v in chosen.validation.items()) + ")", comm=comm)
     return out
 
 
 def _train_ensemble(case, out: Path, digest: str, penalty: float, label: str, prepared, force: bool,
-                    comm: MPI.Comm, progress: bool, boon: bool = False) -> None:
+                    comm: MPI.Comm, progress: bool, boon: bool = False, stepping: bool = False) -> None:
     M = int(case.surrogate["members"])
     if force and comm.rank == 0 and (out / "checkpoints").exists():
         shutil.rmtree(out / "checkpoints")
     comm.Barrier()
     data, cv, transfer = prepared
-    tset = _training_set(case, data, cv, transfer, penalty, boon)
+    tset = _training_set(case, data, cv, transfer, penalty, boon, stepping)
     epochs = tset.settings["epochs"]
     root_print(f"train: {case.name}: {label}{M} members x up to {epochs} epochs, grid {list(transfer.grid.shape)}, "
                f"{len(tset.train_idx)} training / {len(tset.val_idx)} validation scenarios, on {comm.size} rank(s)"

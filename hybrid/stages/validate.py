@@ -75,6 +75,8 @@ def _validate(case, predict_dir: Path, out: Path, ranks: int) -> tuple[str, list
     surrogate = {k: predicted[k] for k in ("rel_l2_mean", "rel_l2_nearest_train", "nearest_over_ensemble",
                                            "coverage90", "flux_rel_l2")}
     surrogate["by_range"] = predicted.get("by_range", {})
+    surrogate["time"] = predicted.get("surrogate_time", "one-shot")
+    surrogate["validation_rel_l2_by_time"] = predicted.get("validation_rel_l2_by_time")
     prior = {k: predicted.get(k) for k in ("variance_scales", "coverage90_uncalibrated", "flux_inflation",
                                             "validation_mse_ratio", "flux_inflation_outside_training_span",
                                             "test_outside_training_span")}
@@ -137,6 +139,18 @@ def _prior_section(prior: dict) -> list[str]:
     return lines + [""]
 
 
+def _time_line(s: dict) -> str:
+    """How the ensemble's members treat time, and under ``time = "select"`` what chose it."""
+    kind = {"one-shot": "one-shot (every output time from the initial state at once)",
+            "autoregressive": "autoregressive (one step t_n → t_(n+1), rolled out from the initial state)"}
+    line = f"Members: {kind.get(s.get('time', 'one-shot'), s.get('time'))}"
+    scores = s.get("validation_rel_l2_by_time")
+    if scores:
+        line += (", chosen by the validation scenarios (mean relative L2 "
+                 + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()) + ")")
+    return line + "."
+
+
 def _report(case, m: dict, figures: list[Path], keys: tuple, note: str) -> str:
     """The report; ``keys`` and ``note``: the variants table's columns and what they mean
     (default: the scalar cases')."""
@@ -162,7 +176,7 @@ def _report(case, m: dict, figures: list[Path], keys: tuple, note: str) -> str:
         if r and len(s["by_range"]) > 1:
             lines.append(f"| {title} ({r['scenarios']}) | {r['rel_l2_mean']:.4f} | {r['rel_l2_nearest_train']:.4f} | "
                          f"{_fmt(r['nearest_over_ensemble'], '.2f')} | {r['coverage90']:.2f} | – |")
-    lines += [""]
+    lines += ["", _time_line(s), ""]
     lines += _prior_section(m.get("prior") or {})
     if figures:
         lines += ["## Figures", ""]
