@@ -235,3 +235,21 @@ def test_build_256x256_grid_on_h002_mesh(kind):
           f"nnz {tr.to_grid_matrix.nnz}")
     assert elapsed < 30.0  # a generous bound, not a benchmark (about 0.3 s here)
     assert tr.inside.sum() == pytest.approx(0.75 * 256 ** 2, rel=0.02)
+
+
+@pytest.mark.parametrize("shape,coarse,fine", [("interval", (128,), (256,)), ("rectangle", (8, 8), (32, 32))])
+def test_crowding_flags_exactly_the_grids_that_cannot_fit_every_mesh_state(shape, coarse, fine):
+    """Transfer.crowding: a grid with more control-volume centres than nodes in some block is
+    flagged, and there the best grid field (least squares) misses a random mesh state; on the
+    finer grid, not flagged, it fits every one to round-off."""
+    mesh = generate({"shape": "interval", "cells": 200, "jitter": 0.3} if shape == "interval"
+                    else {"shape": "rectangle", "h": 0.08}, seed=1)
+    cv = build_control_volumes(mesh, "dual")
+    u = np.random.default_rng(0).normal(size=cv.num_cvs)
+    for grid, flagged in ((coarse, True), (fine, False)):
+        t = Transfer.build(mesh, cv, grid)
+        centres, nodes = t.crowding()
+        assert (centres > nodes) == flagged, (grid, centres, nodes)
+        g = np.linalg.lstsq(t.to_cv_matrix.toarray(), u, rcond=None)[0]
+        miss = np.linalg.norm(t.to_cv_matrix @ g - u) / np.linalg.norm(u)
+        assert (miss > 1e-2) if flagged else (miss < 1e-10), (grid, miss)

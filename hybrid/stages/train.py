@@ -239,6 +239,11 @@ def _train_ensemble(case, out: Path, digest: str, penalty: float, label: str, pr
                f"{len(tset.train_idx)} training / {len(tset.val_idx)} validation scenarios, on {comm.size} rank(s)"
                + (", autoregressive (one step a sample)" if tset.model_config.autoregressive else "")
                + (f", PDE-residual penalty weight {penalty:g}" if penalty > 0 else ""), comm=comm)
+    centres, nodes = transfer.crowding()
+    if centres > nodes and not label:
+        root_print(f"train: warning: grid {list(transfer.grid.shape)} is coarser than the mesh: {centres} "
+                   f"control-volume centres fall between {nodes} grid nodes, so no grid field fits every mesh "
+                   f"state there and the surrogate's error has a floor; raise [surrogate] grid", comm=comm)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a member's arithmetic must not depend on the thread count, hence on P
     summaries = {}
