@@ -241,7 +241,8 @@ def test_build_256x256_grid_on_h002_mesh(kind):
 def test_crowding_flags_exactly_the_grids_that_cannot_fit_every_mesh_state(shape, coarse, fine):
     """Transfer.crowding: a grid with more control-volume centres than nodes in some block is
     flagged, and there the best grid field (least squares) misses a random mesh state; on the
-    finer grid, not flagged, it fits every one to round-off."""
+    finer grid, not flagged, it fits every one to round-off; Transfer.fit_floor measures that
+    miss."""
     mesh = generate({"shape": "interval", "cells": 200, "jitter": 0.3} if shape == "interval"
                     else {"shape": "rectangle", "h": 0.08}, seed=1)
     cv = build_control_volumes(mesh, "dual")
@@ -253,3 +254,4 @@ def test_crowding_flags_exactly_the_grids_that_cannot_fit_every_mesh_state(shape
         g = np.linalg.lstsq(t.to_cv_matrix.toarray(), u, rcond=None)[0]
         miss = np.linalg.norm(t.to_cv_matrix @ g - u) / np.linalg.norm(u)
         assert (miss > 1e-2) if flagged else (miss < 1e-10), (grid, miss)
+        assert t.fit_floor(u[None]) == pytest.approx(miss, rel=1e-4, abs=1e-8)   # LSQR finds the same floor

@@ -239,11 +239,8 @@ def _train_ensemble(case, out: Path, digest: str, penalty: float, label: str, pr
                f"{len(tset.train_idx)} training / {len(tset.val_idx)} validation scenarios, on {comm.size} rank(s)"
                + (", autoregressive (one step a sample)" if tset.model_config.autoregressive else "")
                + (f", PDE-residual penalty weight {penalty:g}" if penalty > 0 else ""), comm=comm)
-    centres, nodes = transfer.crowding()
-    if centres > nodes and not label:
-        root_print(f"train: warning: grid {list(transfer.grid.shape)} is coarser than the mesh: {centres} "
-                   f"control-volume centres fall between {nodes} grid nodes, so no grid field fits every mesh "
-                   f"state there and the surrogate's error has a floor; raise [surrogate] grid", comm=comm)
+    if not label:
+        _warn_if_the_grid_is_coarse(transfer, tset, comm)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a member's arithmetic must not depend on the thread count, hence on P
     summaries = {}
@@ -292,6 +289,26 @@ def _train_ensemble(case, out: Path, digest: str, penalty: float, label: str, pr
             mark_stage_done(out, digest, [f"member-{m}.pt" for m in range(M)],
                             members={str(k): v for k, v in allsum.items()}, ranks=comm.size,
                             training_seconds=loop_seconds)
+
+
+FLOOR_WARNING = 0.01   # relative L2 of the best grid fit of the training states above which train warns
+
+
+def _warn_if_the_grid_is_coarse(transfer, tset: TrainingSet, comm: MPI.Comm) -> None:
+    """Warn when the grid has more control-volume centres than nodes somewhere
+    (:meth:`~hybrid.surrogates.transfer.Transfer.crowding`) and, for that reason, the best grid
+    fit of the training states' last increments misses them by more than FLOOR_WARNING."""
+    centres, nodes = transfer.crowding()
+    if centres <= nodes:
+        return
+    u = tset.u[:8, -1].numpy() - tset.inputs.u0[:8].numpy()
+    N = transfer.num_cvs
+    floor = transfer.fit_floor(u.reshape(-1, N), tset.volume[:N].numpy())
+    if floor > FLOOR_WARNING:
+        root_print(f"train: warning: grid {list(transfer.grid.shape)} is coarser than the mesh ({centres} control-"
+                   f"volume centres between {nodes} grid nodes): the best grid fit of the training states misses "
+                   f"them by {floor:.3f} relative L2, a floor for the surrogate's error; raise [surrogate] grid",
+                   comm=comm)
 
 
 def _plot_history(out: Path, M: int) -> None:

@@ -493,6 +493,24 @@ class Transfer:
             counts = np.take(c, np.arange(b, c.shape[axis]), axis=axis) - np.take(c, np.arange(c.shape[axis] - b), axis=axis)
         return int(counts.max()), (b + 1) ** counts.ndim
 
+    def fit_floor(self, states: np.ndarray, weights: np.ndarray | None = None) -> float:
+        """The least relative L2 (weighted by ``weights``, e.g. the control volumes) by which
+        a grid field can miss each of ``states`` (S, N) after the grid → mesh interpolation,
+        the largest over the states: 0 where the grid can reach every mesh state, the error
+        no grid model can go below otherwise (LSQR on the interpolation matrix)."""
+        from scipy.sparse.linalg import lsqr
+        w = np.sqrt(np.ones(self.num_cvs) if weights is None else np.asarray(weights, dtype=np.float64))
+        A = sp.diags(w) @ self.to_cv_matrix
+        worst = 0.0
+        for u in np.atleast_2d(states):
+            b = w * u
+            norm = np.linalg.norm(b)
+            if norm == 0:
+                continue
+            g = lsqr(A, b, atol=1e-12, btol=1e-12, iter_lim=2000)[0]
+            worst = max(worst, float(np.linalg.norm(A @ g - b) / norm))
+        return worst
+
     def to_grid(self, values):
         """Control-volume values (..., N) → grid values (..., *shape)."""
         return self._apply("grid", self.to_grid_matrix, values, (self.num_cvs,), self.grid.shape)
