@@ -102,10 +102,16 @@ def chosen_members(case, train_dir: Path) -> ChosenMembers:
     digest = case.hash(*TRAIN_SECTIONS)
     if not selects_time(case):
         return ChosenMembers(train_dir, digest, case.surrogate["time"])
-    scores = {}
-    for time_, folder in (("one-shot", train_dir), ("autoregressive", train_dir / "autoregressive")):
-        members = json.loads((folder / "stage.json").read_text())["members"]
-        scores[time_] = float(np.mean([m["best_validation_rel_l2"] for m in members.values()]))
+    scores = {time_: _mean_validation(json.loads((folder / "stage.json").read_text())["members"])
+              for time_, folder in (("one-shot", train_dir), ("autoregressive", train_dir / "autoregressive"))}
+    return _choice(train_dir, digest, scores)
+
+
+def _mean_validation(members: dict) -> float:
+    return float(np.mean([m["best_validation_rel_l2"] for m in members.values()]))
+
+
+def _choice(train_dir: Path, digest: str, scores: dict) -> ChosenMembers:
     if scores["autoregressive"] < scores["one-shot"]:
         return ChosenMembers(train_dir / "autoregressive", f"{digest}+autoregressive", "autoregressive", scores)
     return ChosenMembers(train_dir, digest, "one-shot", scores)
@@ -209,25 +215,31 @@ def run_train(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, pro
     M = int(case.surrogate["members"])
     files = [f"member-{m}.pt" for m in range(M)]
     prepared = None
+    validation = {}   # the main ensembles' members, by time (what time = "select" compares)
     for folder, stage_digest, penalty, label, stepping in flavours:
         if not force and stage_is_current(folder, stage_digest, files):
             if announce:
                 root_print(f"train: {label}up to date ({folder}); --force redoes it", comm=comm)
-            continue
-        if prepared is None:
-            data = read_dataset(dataset)
-            prepared = (data, *case_transfer(case, data))
-        _train_ensemble(case, folder, stage_digest, penalty, label, prepared, force, comm, progress,
-                        boon=label == "BOON ", stepping=stepping)
-    if selects_time(case):
-        chosen = chosen_members(case, out)
+            members = json.loads((folder / "stage.json").read_text())["members"] if comm.rank == 0 else None
+        else:
+            if prepared is None:
+                data = read_dataset(dataset)
+                prepared = (data, *case_transfer(case, data))
+            members = _train_ensemble(case, folder, stage_digest, penalty, label, prepared, force, comm, progress,
+                                      boon=label == "BOON ", stepping=stepping)
+        if label in ("", "autoregressive "):
+            validation["autoregressive" if stepping else "one-shot"] = members
+    if selects_time(case) and comm.rank == 0:   # the stage files are committed when run_train returns
+        chosen = _choice(out, case.hash(*TRAIN_SECTIONS), {k: _mean_validation(v) for k, v in validation.items()})
         root_print(f"train: {case.name}: time = select: {chosen.time} predicts (mean validation relative L2 "
                    + ", ".join(f"{k} {v:.4f}" for k, v in chosen.validation.items()) + ")", comm=comm)
     return out
 
 
 def _train_ensemble(case, out: Path, digest: str, penalty: float, label: str, prepared, force: bool,
-                    comm: MPI.Comm, progress: bool, boon: bool = False, stepping: bool = False) -> None:
+                    comm: MPI.Comm, progress: bool, boon: bool = False, stepping: bool = False) -> dict:
+    """Train one ensemble's members over the ranks; every member's summary (epochs, best
+    validation relative L2, ...), by member index, on every rank."""
     M = int(case.surrogate["members"])
     if force and comm.rank == 0 and (out / "checkpoints").exists():
         shutil.rmtree(out / "checkpoints")
@@ -289,6 +301,7 @@ def _train_ensemble(case, out: Path, digest: str, penalty: float, label: str, pr
             mark_stage_done(out, digest, [f"member-{m}.pt" for m in range(M)],
                             members={str(k): v for k, v in allsum.items()}, ranks=comm.size,
                             training_seconds=loop_seconds)
+    return allsum
 
 
 FLOOR_WARNING = 0.01   # relative L2 of the best grid fit of the training states above which train warns
