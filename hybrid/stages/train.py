@@ -215,13 +215,15 @@ def run_train(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, pro
     M = int(case.surrogate["members"])
     files = [f"member-{m}.pt" for m in range(M)]
     prepared = None
-    validation = {}   # the main ensembles' members, by time (what time = "select" compares)
+    validation, trained = {}, False   # the main ensembles' members, by time (what time = "select" compares)
     for folder, stage_digest, penalty, label, stepping in flavours:
         if not force and stage_is_current(folder, stage_digest, files):
             if announce:
                 root_print(f"train: {label}up to date ({folder}); --force redoes it", comm=comm)
             members = json.loads((folder / "stage.json").read_text())["members"] if comm.rank == 0 else None
+            folder_trained = False
         else:
+            folder_trained = True
             if prepared is None:
                 data = read_dataset(dataset)
                 prepared = (data, *case_transfer(case, data))
@@ -229,7 +231,8 @@ def run_train(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, pro
                                       boon=label == "BOON ", stepping=stepping)
         if label in ("", "autoregressive "):
             validation["autoregressive" if stepping else "one-shot"] = members
-    if selects_time(case) and comm.rank == 0:   # the stage files are committed when run_train returns
+            trained = trained or folder_trained
+    if selects_time(case) and comm.rank == 0 and (announce or trained):   # stage files commit on return
         chosen = _choice(out, case.hash(*TRAIN_SECTIONS), {k: _mean_validation(v) for k, v in validation.items()})
         root_print(f"train: {case.name}: time = select: {chosen.time} predicts (mean validation relative L2 "
                    + ", ".join(f"{k} {v:.4f}" for k, v in chosen.validation.items()) + ")", comm=comm)
