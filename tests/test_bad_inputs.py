@@ -30,7 +30,7 @@ import pytest
 from helpers import ROOT, edit_toml, mpi_env, mpirun_prefix, popen_cli, run_cli, small_case
 
 TINY = dict(train=4, test=2, surrogate={"members": "2", "epochs": "3", "grid": "16", "modes": "4", "width": "8",
-                                        "layers": "2", "batch": "2", "rollout_epochs": "2"},
+                                        "layers": "2", "batch": "2", "time": '"one-shot"'},
             time={"t_end": "0.01", "outputs": "3"}, constraints={"compare": '["raw", "per-cell"]'})
 STAGES = ("solve", "train", "predict", "validate", "export")
 WITH_LIMIT = Path(__file__).with_name("file_size_limit.py")
