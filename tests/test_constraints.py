@@ -137,7 +137,7 @@ def test_predict_writes_exact_per_cell_variant(tmp_path):
     root = Path(__file__).resolve().parents[1]
     case = small_case(root / "cases" / "stefan-1d", tmp_path, train=6, test=2,
                       surrogate={"members": "2", "epochs": "3", "grid": "32", "modes": "8", "width": "8",
-                                 "layers": "2", "batch": "4"},
+                                 "layers": "2", "batch": "4", "rollout_epochs": "3"},
                       time={"t_end": "0.02", "outputs": "4"},
                       constraints={"compare": '["raw", "hardc", "global", "per-cell"]'})
     proc = run_cli(["predict", str(case), "--quiet"])

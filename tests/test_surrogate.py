@@ -390,6 +390,10 @@ def test_time_select_predicts_with_the_ensemble_the_validation_prefers(tiny_case
     assert metrics["surrogate_time"] == min(scores, key=scores.get)
     assert metrics["validation_rel_l2_by_time"] == pytest.approx(scores, rel=1e-12)
     assert "chosen by the validation scenarios" in (case / "results" / "validate" / "report.md").read_text()
+    seconds = sum(json.loads((folder / "stage.json").read_text())["training_seconds"]
+                  for folder in (train, train / "autoregressive"))
+    report = json.loads((case / "results" / "validate" / "metrics.json").read_text())
+    assert report["times"]["training_seconds"] == pytest.approx(seconds, rel=1e-12)   # both ensembles' cost
 
 
 def test_model_config_round_trips_through_a_checkpoint_dict():

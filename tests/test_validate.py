@@ -13,7 +13,7 @@ from helpers import CASES, edit_toml, run_cli, small_case
 from hybrid.problems.scalar import METRIC_KEYS
 
 TINY = dict(train=6, test=2, surrogate={"members": "2", "epochs": "3", "grid": "32", "modes": "8", "width": "8",
-                                        "layers": "2", "batch": "4"},
+                                        "layers": "2", "batch": "4", "rollout_epochs": "3"},
             time={"t_end": "0.02", "outputs": "4"})
 
 
@@ -102,7 +102,8 @@ def test_surrogate_scores_are_also_given_inside_and_outside_the_training_span(tm
     from helpers import run_cli, small_case
 
     case = small_case("stefan-1d", tmp_path, train=4, test=4, time={"t_end": "0.01", "outputs": "3"},
-                      surrogate={"members": "2", "epochs": "2", "grid": "16", "modes": "4", "width": "8"},
+                      surrogate={"members": "2", "epochs": "2", "grid": "16", "modes": "4", "width": "8",
+                                 "rollout_epochs": "2"},
                       constraints={"compare": '["raw", "per-cell"]'})
     proc = run_cli(["validate", str(case), "--quiet"])
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -34,7 +34,7 @@ from hybrid.parallel import collective, root_print
 from hybrid.problems import problem_for
 from hybrid.stages.predict import predict_digest, run_predict
 from hybrid.stages.solve import read_dataset
-from hybrid.stages.train import case_transfer
+from hybrid.stages.train import case_transfer, selects_time
 
 __all__ = ["run_validate"]
 
@@ -67,7 +67,12 @@ def _validate(case, predict_dir: Path, out: Path, ranks: int) -> tuple[str, list
     variants, extra = read_variants(predict_dir / "variants.h5")
     predicted = json.loads((predict_dir / "metrics.json").read_text())
     scores = {name: predicted["variants"][name] for name in variants}   # scored once, by predict
-    train_stage = json.loads((Path(case.output_dir) / "train" / "stage.json").read_text())
+    train_dir = Path(case.output_dir) / "train"
+    train_stage = json.loads((train_dir / "stage.json").read_text())
+    if selects_time(case):   # both main ensembles were trained: the report's training time is both
+        stepping = json.loads((train_dir / "autoregressive" / "stage.json").read_text())
+        train_stage["training_seconds"] = (train_stage.get("training_seconds") or 0.0) + (
+            stepping.get("training_seconds") or 0.0)
     timing = {"solver_seconds_per_scenario": predicted["solver_seconds"],
               "surrogate_seconds_per_scenario": predicted["surrogate_seconds"],
               "solver_over_surrogate": predicted["solver_seconds"] / max(predicted["surrogate_seconds"], 1e-300),
