@@ -74,8 +74,6 @@ def _merged(path: Path, rows: list[str]) -> list[str]:
     new = {key(r): r for r in rows}
     old = path.read_text().splitlines()[2:] if path.exists() else []
     kept = [r for r in old if r.startswith("|") and key(r) not in new]
-    # rows written before the validation column: "–" there
-    kept = [r if r.count("|") == 12 else "|".join(r.split("|")[:3] + [" – "] + r.split("|")[3:]) for r in kept]
     return sorted(kept + rows, key=lambda r: key(r)[0])
 
 

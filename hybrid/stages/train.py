@@ -32,7 +32,7 @@ from hybrid.surrogates.ensemble import initial_states, state_targets
 from hybrid.surrogates.training import TrainingSet, load_checkpoint, save_state, train_member
 from hybrid.surrogates.transfer import Transfer
 
-__all__ = ["TRAIN_SECTIONS", "run_train", "autoregressive", "selects_time", "check_time", "chosen_members", "ChosenMembers", "case_transfer", "grid_shape", "load_members", "wants_softc",
+__all__ = ["TRAIN_SECTIONS", "run_train", "main_penalty", "autoregressive", "selects_time", "check_time", "chosen_members", "ChosenMembers", "case_transfer", "grid_shape", "load_members", "wants_softc",
            "softc_weight", "wants_boon", "initial_states", "state_targets", "split_indices"]
 
 TRAIN_SECTIONS = SOLVE_SECTIONS + ("surrogate",)
@@ -58,6 +58,12 @@ def softc_weight(case) -> float:
     return float(case.surrogate["softc_weight"]) or SOFTC_DEFAULT_WEIGHT
 
 
+def main_penalty(case) -> float:
+    """The main ensemble's residual-penalty weight: ``softc_weight``, unless SoftC is its own
+    variant (then the SoftC ensemble has it and the main one none)."""
+    return 0.0 if wants_softc(case) else float(case.surrogate["softc_weight"])
+
+
 def autoregressive(case) -> bool:
     """The main ensemble steps t_n → t_{n+1} (``[surrogate] time = "autoregressive"``)."""
     return case.surrogate["time"] == "autoregressive"
@@ -75,9 +81,8 @@ def check_time(case) -> None:
     and BOON ensembles a case compares against stay one-shot, as their papers built them."""
     if not (autoregressive(case) or selects_time(case)):
         return
-    main_penalty = 0.0 if wants_softc(case) else float(case.surrogate["softc_weight"])
     for key, clash, what in (("surrogate.heteroscedastic", case.surrogate["heteroscedastic"], "heteroscedastic heads"),
-                             ("surrogate.softc_weight", main_penalty > 0, "a PDE-residual penalty")):
+                             ("surrogate.softc_weight", main_penalty(case) > 0, "a PDE-residual penalty")):
         if clash:
             raise CaseError(f'{what} need one-shot members, but [surrogate] time = "{case.surrogate["time"]}"',
                             file=str(case.display_file), key=key)
@@ -203,11 +208,10 @@ def run_train(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, pro
     dataset = run_solve(case, comm=comm, progress=progress, announce=False)
     out = Path(case.output_dir) / "train"
     digest = case.hash(*TRAIN_SECTIONS)
-    # softc_weight > 0 trains the main ensemble with the penalty, unless SoftC is its own variant
-    main_penalty = 0.0 if wants_softc(case) else float(case.surrogate["softc_weight"])
-    flavours = [(out, digest, main_penalty, "", autoregressive(case))]
+    main = main_penalty(case)
+    flavours = [(out, digest, main, "", autoregressive(case))]
     if selects_time(case):
-        flavours.append((out / "autoregressive", f"{digest}+autoregressive", main_penalty, "autoregressive ", True))
+        flavours.append((out / "autoregressive", f"{digest}+autoregressive", main, "autoregressive ", True))
     if wants_softc(case):
         flavours.append((out / "softc", f"{digest}+softc{softc_weight(case):g}", softc_weight(case), "SoftC ", False))
     if wants_boon(case):
@@ -215,15 +219,15 @@ def run_train(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, pro
     M = int(case.surrogate["members"])
     files = [f"member-{m}.pt" for m in range(M)]
     prepared = None
-    validation, trained = {}, False   # the main ensembles' members, by time (what time = "select" compares)
+    validation = {}   # the main ensembles' members, by time (what time = "select" compares)
+    trained = False
     for folder, stage_digest, penalty, label, stepping in flavours:
         if not force and stage_is_current(folder, stage_digest, files):
             if announce:
                 root_print(f"train: {label}up to date ({folder}); --force redoes it", comm=comm)
             members = json.loads((folder / "stage.json").read_text())["members"] if comm.rank == 0 else None
-            folder_trained = False
         else:
-            folder_trained = True
+            trained = trained or label in ("", "autoregressive ")
             if prepared is None:
                 data = read_dataset(dataset)
                 prepared = (data, *case_transfer(case, data))
@@ -231,7 +235,6 @@ def run_train(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, pro
                                       boon=label == "BOON ", stepping=stepping)
         if label in ("", "autoregressive "):
             validation["autoregressive" if stepping else "one-shot"] = members
-            trained = trained or folder_trained
     if selects_time(case) and comm.rank == 0 and (announce or trained):   # stage files commit on return
         chosen = _choice(out, case.hash(*TRAIN_SECTIONS), {k: _mean_validation(v) for k, v in validation.items()})
         root_print(f"train: {case.name}: time = select: {chosen.time} predicts (mean validation relative L2 "
@@ -314,6 +317,8 @@ def _warn_if_the_grid_is_coarse(transfer, tset: TrainingSet, comm: MPI.Comm) -> 
     """Warn when the grid has more control-volume centres than nodes somewhere
     (:meth:`~hybrid.surrogates.transfer.Transfer.crowding`) and, for that reason, the best grid
     fit of the training states' last increments misses them by more than FLOOR_WARNING."""
+    if comm.rank != 0:   # every rank holds the same transfer and states: one measures
+        return
     centres, nodes = transfer.crowding()
     if centres <= nodes:
         return

@@ -118,14 +118,24 @@ def variance_nll(data: TrainingSet, output: torch.Tensor, idx: np.ndarray) -> to
 
 
 def relative_errors(data: TrainingSet, output: torch.Tensor, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """(states', flux densities') relative squared errors of a one-shot output, per scenario."""
     T = data.u.shape[1]
     u_pred, phi_pred = to_mesh_outputs(data.transfer, output, data.inputs.u0[idx], data.norm, T, data.face_normal,
                                        data.model_config.components)
-    u_true, phi_true = data.u[idx], data.phi[idx]
-    vol, area = data.volume.to(u_pred.dtype), data.face_area.to(phi_pred.dtype)
-    eu = ((u_pred - u_true) ** 2 * vol).sum(dim=(1, 2)) / ((u_true ** 2 * vol).sum(dim=(1, 2)) + 1e-30)
-    ephi = ((phi_pred - phi_true) ** 2 * area).sum(dim=(1, 2)) / ((phi_true ** 2 * area).sum(dim=(1, 2)) + 1e-30)
-    return eu, ephi
+    return (_relative_squared(u_pred, data.u[idx], data.volume.to(u_pred.dtype)),
+            _relative_squared(phi_pred, data.phi[idx], data.face_area.to(phi_pred.dtype)))
+
+
+def _relative_squared(pred: torch.Tensor, true: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Σ w (pred − true)² / Σ w true² over times and entries (B, T, n), per scenario."""
+    return ((pred - true) ** 2 * weight).sum(dim=(1, 2)) / ((true ** 2 * weight).sum(dim=(1, 2)) + 1e-30)
+
+
+def _optimiser_step(opt, loss: torch.Tensor, losses: list[float]) -> None:
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    losses.append(float(loss.detach()))
 
 
 def _shots_epoch(data: TrainingSet, model, opt, gen: torch.Generator) -> list[float]:
@@ -143,10 +153,7 @@ def _shots_epoch(data: TrainingSet, model, opt, gen: torch.Generator) -> list[fl
             loss = loss + s["softc_weight"] * data.residual(out, idx)
         if data.model_config.heteroscedastic:
             loss = loss + variance_nll(data, out, idx)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
+        _optimiser_step(opt, loss, losses)
     return losses
 
 
@@ -173,19 +180,14 @@ def _steps_epoch(data: TrainingSet, model, opt, gen: torch.Generator) -> list[fl
         s, k = pairs[b:b + data.settings["batch"]].T
         states = _true_states(data, s)
         start, target = states[np.arange(len(s)), k], states[np.arange(len(s)), k + 1]
-        jitter = torch.randn(start.shape, generator=gen, dtype=start.dtype).to(start.device) * noise
-        x = step_inputs(data.transfer, start + jitter, data.inputs.grid_inputs[s], times[k], float(data.times[-1]),
-                        data.norm, C)
-        u_pred, phi_pred = step_outputs(data.transfer, model(x), start + jitter, data.norm, data.face_normal, C)
+        noisy = start + torch.randn(start.shape, generator=gen, dtype=start.dtype).to(start.device) * noise
+        x = step_inputs(data.transfer, noisy, data.inputs.grid_inputs[s], times[k], float(data.times[-1]), data.norm, C)
+        u_pred, phi_pred = step_outputs(data.transfer, model(x), noisy, data.norm, data.face_normal, C)
         phi_true = data.phi[s, k]
         scale = ((target - start) ** 2 * vol).sum(-1) + 1e-12 * (target ** 2 * vol).sum(-1) + 1e-30
         eu = ((u_pred - target) ** 2 * vol).sum(-1) / scale
         ephi = ((phi_pred - phi_true) ** 2 * area).sum(-1) / ((phi_true ** 2 * area).sum(-1) + 1e-30)
-        loss = (eu + ephi).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
+        _optimiser_step(opt, (eu + ephi).mean(), losses)
     return losses
 
 
@@ -194,8 +196,7 @@ def _rollout_errors(data: TrainingSet, model, idx: np.ndarray) -> torch.Tensor:
     over t_1..t_T), as :func:`relative_errors` measures a one-shot member's."""
     u_pred, _ = rollout(model, data.transfer, data.inputs.grid_inputs[idx], data.inputs.u0[idx], data.times,
                         data.norm, data.face_normal, data.model_config.components)
-    u_true, vol = data.u[idx], data.volume.to(u_pred.dtype)
-    return ((u_pred - u_true) ** 2 * vol).sum(dim=(1, 2)) / ((u_true ** 2 * vol).sum(dim=(1, 2)) + 1e-30)
+    return _relative_squared(u_pred, data.u[idx], data.volume.to(u_pred.dtype))
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:
