@@ -166,7 +166,7 @@ def test_2d_box_faces_of_the_cavity():
 TINY = dict(train=6, test=2, surrogate={"members": "2", "epochs": "3", "grid": "32", "modes": "8", "width": "8",
                                         "layers": "2", "batch": "4"},
             time={"t_end": "0.05", "outputs": "4"},
-            constraints={"compare": '["raw", "boon", "per-cell"]'})
+            constraints={"compare": '["raw", "boon", "unpadded", "per-cell"]'})
 
 
 @pytest.mark.parametrize("name", ["burgers-dirichlet-1d", "heat-boon-1d", "wave-2d"])
@@ -175,9 +175,13 @@ def test_run_reports_the_boon_variant(tmp_path, name):
     done = run_cli(["run", str(case), "--quiet"], timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     variants = json.loads((case / "results/validate/metrics.json").read_text())["variants"]
-    assert list(variants) == ["raw", "boon", "per-cell", "per-cell+boundary"]
+    assert list(variants) == ["raw", "boon", "unpadded", "per-cell", "per-cell+boundary"]
     boon, raw = variants["boon"], variants["raw"]
-    assert np.isfinite(boon["rel_l2"])
+    assert np.isfinite(boon["rel_l2"]) and np.isfinite(variants["unpadded"]["rel_l2"])
+    # the unpadded baseline is the main ensemble's FNO less its zero padding (BOON's published FNO1d)
+    padding = {kind: torch.load(case / "results/train" / kind / "member-0.pt", weights_only=True)["config"]["padding"]
+               for kind in ("", "unpadded")}
+    assert padding["unpadded"] == 0 < padding[""]
     if name in ("burgers-dirichlet-1d", "wave-2d"):
         # BOON's strict enforcement: exact end (1-D) or wall (2-D) values; the raw FNO misses them
         assert boon["dirichlet_error"] < 1e-12 < raw["dirichlet_error"]

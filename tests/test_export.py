@@ -257,8 +257,8 @@ def test_export_follows_the_constraints_and_solver_only(exported, tmp_path):
 
 
 def test_variant_array_names_are_identifiers():
-    assert [field_prefix(v) for v in VARIANTS] == ["raw", "hardc", "softc", "boon", "global", "per_cell",
-                                                   "per_cell_boundary", "known_mass"]
+    assert [field_prefix(v) for v in VARIANTS] == ["raw", "hardc", "softc", "boon", "unpadded", "global",
+                                                   "per_cell", "per_cell_boundary", "known_mass"]
     assert all(f"{field_prefix(v)}_{s}".isidentifier() for v in VARIANTS for s in VARIANT_FIELDS)
 
 

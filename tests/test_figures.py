@@ -59,7 +59,8 @@ def unit_square(n=6):
 
 def test_each_variant_has_one_colour_in_every_figure():
     colours = [s["color"] for s in VARIANT_STYLE.values()]
-    assert set(VARIANT_STYLE) == {"raw", "hardc", "softc", "boon", "global", "per-cell", "per-cell+boundary"}
+    assert set(VARIANT_STYLE) == {"raw", "hardc", "softc", "boon", "unpadded", "global", "per-cell",
+                                  "per-cell+boundary"}
     assert len(set(colours)) == len(colours) and "black" not in colours
     other = variant_style("my-variant")
     assert other == variant_style("my-variant") and other["color"] not in colours

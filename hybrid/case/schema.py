@@ -358,12 +358,14 @@ _section(
     _k("sigma", "number", 0.0, "Constraint noise sigma_G; 0 = exact.", low=0),
     _k("covariance", "choice", "diagonal", "Covariance of the prediction used by the update.",
        choices=("diagonal", "ensemble", "ensemble+diagonal")),
-    _k("compare", "choices", ["raw", "hardc", "global", "per-cell"], "Variants to report. softc and boon "
-       "train their own ensembles: SoftC (the PDE residual as a penalty) and BOON (boundary-corrected "
-       "Fourier layers: 1-D cases, and 2-D rectangles with Dirichlet or periodic walls). known-mass is "
+    _k("compare", "choices", ["raw", "hardc", "global", "per-cell"], "Variants to report. softc, boon and "
+       "unpadded train their own ensembles: SoftC (the PDE residual as a penalty), BOON (boundary-corrected "
+       "Fourier layers: 1-D cases, and 2-D rectangles with Dirichlet or periodic walls) and the FNO without "
+       "zero padding (BOON's published 1-D baseline, which declares a padding and never applies it). known-mass is "
        "ProbConserv's own setting, per-cell + boundary rows plus the closed-form total mass (data no "
        "surrogate has: 1-D Stefan cases started from 0 with u = 1 at the left end; skipped elsewhere).",
-       choices=("raw", "hardc", "softc", "boon", "global", "per-cell", "per-cell+boundary", "known-mass")),
+       choices=("raw", "hardc", "softc", "boon", "unpadded", "global", "per-cell", "per-cell+boundary",
+                "known-mass")),
     _k("calibrate", "bool", True, "Scale the ensemble's state and flux variances, per output time, by the "
        "factors that maximise the validation scenarios' Gaussian likelihood, before any variant uses them."),
     _k("defect_scale", "bool", True, "Widen a test scenario's constrained variances by the factor its rows' residual "

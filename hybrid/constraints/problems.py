@@ -36,7 +36,7 @@ from hybrid.errors import CaseError
 
 __all__ = ["ScalarRows", "FlowRows", "ScenarioData", "time_blocks", "FLOW_VARIANTS"]
 
-FLOW_VARIANTS = ("raw", "hardc", "boon", "global", "per-cell", "per-cell+boundary")
+FLOW_VARIANTS = ("raw", "hardc", "boon", "unpadded", "global", "per-cell", "per-cell+boundary")
 
 
 @dataclass

@@ -21,9 +21,9 @@ from hybrid.mesh.control_volumes import ControlVolumes
 
 __all__ = ["VARIANTS", "variant_rows", "variant_rhs", "known_mass_rows", "stefan_mass", "boundary_rows", "prediction_covariance", "make_update"]
 
-VARIANTS = ("raw", "hardc", "softc", "boon", "global", "per-cell", "per-cell+boundary", "known-mass")
+VARIANTS = ("raw", "hardc", "softc", "boon", "unpadded", "global", "per-cell", "per-cell+boundary", "known-mass")
 # differently trained ensembles, scored as they come (no rows)
-ENSEMBLE_VARIANTS = ("softc", "boon")
+ENSEMBLE_VARIANTS = ("softc", "boon", "unpadded")
 VARIANCE_FLOOR = 1e-8  # relative to the mean variance: keeps G Σ Gᵀ well conditioned where members agree exactly
 
 

@@ -31,12 +31,13 @@ __all__ = ["DPI", "VARIANT_STYLE", "variant_style", "mass_over_time", "profiles_
            "error_over_time", "field_on_mesh", "profiles_over_time", "boundary_over_time", "tetrahedra_slice"]
 
 DPI = 120
-# the seven variants of docs/metrics.md; truth is always black
+# the variants of docs/metrics.md; truth is always black
 VARIANT_STYLE = {
     "raw": {"color": "tab:red", "marker": "o"},
     "hardc": {"color": "tab:orange", "marker": "v"},
     "softc": {"color": "tab:purple", "marker": "s"},
     "boon": {"color": "tab:olive", "marker": "X"},
+    "unpadded": {"color": "tab:brown", "marker": "*"},
     "global": {"color": "tab:blue", "marker": "^"},
     "per-cell": {"color": "tab:green", "marker": "D"},
     "per-cell+boundary": {"color": "tab:cyan", "marker": "P"},

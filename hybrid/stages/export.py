@@ -22,7 +22,7 @@ training it needs) and adds, for every constraint variant ``V`` in
 where the array prefix ``P`` is the variant's name with ``+`` and ``-`` replaced by ``_``,
 so that every array name is a plain identifier (ParaView's calculator and Python shell
 use them as variable names): ``raw`` → ``raw``, ``hardc`` → ``hardc``, ``softc`` →
-``softc``, ``boon`` → ``boon``, ``global`` → ``global``, ``per-cell`` → ``per_cell``, ``per-cell+boundary``
+``softc``, ``boon`` → ``boon``, ``unpadded`` → ``unpadded``, ``global`` → ``global``, ``per-cell`` → ``per_cell``, ``per-cell+boundary``
 → ``per_cell_boundary`` (see :func:`field_prefix`). Datasets of variants.h5 other than
 ``u_mean``, ``u_var`` and ``flux_mean`` are not exported.
 

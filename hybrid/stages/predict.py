@@ -33,7 +33,8 @@ from hybrid.petsc_options import UPDATE_PREFIX, petsc_options
 from hybrid.stages.solve import read_dataset
 from hybrid.problems import problem_for
 from hybrid.stages.train import (TRAIN_SECTIONS, case_transfer, chosen_members, load_members, run_train,
-                                 softc_weight, split_indices, wants_boon, wants_softc)
+                                 softc_weight, split_indices, wants_boon, wants_softc,
+                                 wants_unpadded)
 from hybrid.surrogates.calibration import apply_scales, fit_scales
 from hybrid.surrogates.ensemble import predict_ensemble
 
@@ -103,6 +104,9 @@ def run_predict(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, p
     if wants_boon(case):
         members = load_members(train_dir / "boon", M, my_indices(M, comm), f"{case.hash(*TRAIN_SECTIONS)}+boon")
         extra["boon"] = predict_ensemble(members, M, transfer, cv, data, comm, boon_case=case)[0]
+    if wants_unpadded(case):
+        members = load_members(train_dir / "unpadded", M, my_indices(M, comm), f"{case.hash(*TRAIN_SECTIONS)}+unpadded")
+        extra["unpadded"] = predict_ensemble(members, M, transfer, cv, data, comm)[0]
     metrics = None
     with collective(comm):   # a write that fails on rank 0 fails on every rank
         if comm.rank == 0:

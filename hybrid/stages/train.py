@@ -33,7 +33,7 @@ from hybrid.surrogates.training import TrainingSet, load_checkpoint, save_state,
 from hybrid.surrogates.transfer import Transfer
 
 __all__ = ["TRAIN_SECTIONS", "run_train", "main_penalty", "autoregressive", "selects_time", "check_time", "chosen_members", "ChosenMembers", "case_transfer", "grid_shape", "load_members", "wants_softc",
-           "softc_weight", "wants_boon", "initial_states", "state_targets", "split_indices"]
+           "softc_weight", "wants_boon", "wants_unpadded", "initial_states", "state_targets", "split_indices"]
 
 TRAIN_SECTIONS = SOLVE_SECTIONS + ("surrogate",)
 CHECKPOINT_EVERY = 5
@@ -46,6 +46,13 @@ def wants_boon(case) -> bool:
     """The case compares against BOON: an ensemble of boundary-corrected FNOs
     (:mod:`hybrid.surrogates.boon`), in ``OUTPUT/train/boon``."""
     return "boon" in case.constraints["compare"]
+
+
+def wants_unpadded(case) -> bool:
+    """The case compares against the unpadded FNO: an ensemble of the plain FNO without the zero
+    padding of non-periodic grids (what BOON's published FNO1d baseline computes: it declares a
+    padding and never applies it), in ``OUTPUT/train/unpadded``."""
+    return "unpadded" in case.constraints["compare"]
 
 
 def wants_softc(case) -> bool:
@@ -142,8 +149,9 @@ def case_transfer(case, data: dict):
 
 
 def _training_set(case, data: dict, cv, transfer, penalty: float, boon: bool = False,
-                  stepping: bool = False) -> TrainingSet:
-    """What every member of one ensemble trains on; ``stepping``: autoregressive members."""
+                  stepping: bool = False, padded: bool = True) -> TrainingSet:
+    """What every member of one ensemble trains on; ``stepping``: autoregressive members;
+    ``padded`` False: no zero padding whatever the grid's boundaries (the unpadded baseline)."""
     data = problem_for(case).view(data)
     train = data.train
     S, T1 = train.u.shape[:2]
@@ -161,7 +169,8 @@ def _training_set(case, data: dict, cv, transfer, penalty: float, boon: bool = F
     train_idx, val_idx = split_indices(case, S)
     s = case.surrogate
     T, d = T1 - 1, cv.dim
-    padding = 0 if _fully_periodic(case, data.mesh) or ends is not None else max(2, max(transfer.grid.shape) // 8)
+    padding = (0 if not padded or _fully_periodic(case, data.mesh) or ends is not None
+               else max(2, max(transfer.grid.shape) // 8))
     config = ModelConfig(in_channels=int(inputs.grid_inputs.shape[1]) + stepping,
                          out_channels=(C + d) if stepping else T * C + T * d, dim=d, outputs=T,
                          modes=int(s["modes"]), width=int(s["width"]), layers=int(s["layers"]), padding=padding,
@@ -216,6 +225,8 @@ def run_train(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, pro
         flavours.append((out / "softc", f"{digest}+softc{softc_weight(case):g}", softc_weight(case), "SoftC ", False))
     if wants_boon(case):
         flavours.append((out / "boon", f"{digest}+boon", 0.0, "BOON ", False))
+    if wants_unpadded(case):
+        flavours.append((out / "unpadded", f"{digest}+unpadded", 0.0, "unpadded FNO ", False))
     M = int(case.surrogate["members"])
     files = [f"member-{m}.pt" for m in range(M)]
     prepared = None
@@ -232,7 +243,7 @@ def run_train(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, pro
                 data = read_dataset(dataset)
                 prepared = (data, *case_transfer(case, data))
             members = _train_ensemble(case, folder, stage_digest, penalty, label, prepared, force, comm, progress,
-                                      boon=label == "BOON ", stepping=stepping)
+                                      boon=label == "BOON ", stepping=stepping, padded=label != "unpadded FNO ")
         if label in ("", "autoregressive "):
             validation["autoregressive" if stepping else "one-shot"] = members
     if selects_time(case) and comm.rank == 0 and (announce or trained):   # stage files commit on return
@@ -243,7 +254,8 @@ def run_train(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, pro
 
 
 def _train_ensemble(case, out: Path, digest: str, penalty: float, label: str, prepared, force: bool,
-                    comm: MPI.Comm, progress: bool, boon: bool = False, stepping: bool = False) -> dict:
+                    comm: MPI.Comm, progress: bool, boon: bool = False, stepping: bool = False,
+                    padded: bool = True) -> dict:
     """Train one ensemble's members over the ranks; every member's summary (epochs, best
     validation relative L2, ...), by member index, on every rank."""
     M = int(case.surrogate["members"])
@@ -251,7 +263,7 @@ def _train_ensemble(case, out: Path, digest: str, penalty: float, label: str, pr
         shutil.rmtree(out / "checkpoints")
     comm.Barrier()
     data, cv, transfer = prepared
-    tset = _training_set(case, data, cv, transfer, penalty, boon, stepping)
+    tset = _training_set(case, data, cv, transfer, penalty, boon, stepping, padded)
     epochs = tset.settings["epochs"]
     root_print(f"train: {case.name}: {label}{M} members x up to {epochs} epochs, grid {list(transfer.grid.shape)}, "
                f"{len(tset.train_idx)} training / {len(tset.val_idx)} validation scenarios, on {comm.size} rank(s)"
