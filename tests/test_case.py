@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import CASES
 
 from hybrid.case import (CaseError, describe_keys, gaussian_random_field, initial_values,
                          load_case, scenario_rng)
@@ -422,3 +423,17 @@ def test_describe_keys_documents_every_key():
             assert f"`{key.name}`" in text
     for key in ("shape", "cells", "jitter", "radius", "uniform", "choice", "normal", "erfc", "where"):
         assert key in text
+
+
+NESTED_CASES = sorted(CASES.glob("*/*/case.toml"))
+
+
+@pytest.mark.parametrize("path", NESTED_CASES, ids=[f"{p.parent.parent.name}/{p.parent.name}" for p in NESTED_CASES])
+def test_paper_and_large_cases_load(path):
+    """The cases outside the suite's every-case runs (cases/paper, cases/large) are valid as
+    shipped: they load, and each is named after its folder (their results go to its own place)."""
+    from hybrid.case import load_case
+    case = load_case(path)
+    assert case.name == path.parent.name
+    if path.parent.parent.name == "paper":   # the papers' data sizes (BOON: 1000 / 200)
+        assert int(case.data["train"]) == 1000

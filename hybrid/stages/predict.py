@@ -33,9 +33,9 @@ from hybrid.petsc_options import UPDATE_PREFIX, petsc_options
 from hybrid.stages.solve import read_dataset
 from hybrid.problems import problem_for
 from hybrid.stages.train import (TRAIN_SECTIONS, case_transfer, chosen_members, load_members, run_train,
-                                 softc_weight, split_indices, wants_boon, wants_softc,
+                                 softc_weight, wants_boon, wants_softc,
                                  wants_unpadded)
-from hybrid.surrogates.calibration import apply_scales, fit_scales
+from hybrid.surrogates.calibration import apply_scales, calibrate_on_validation
 from hybrid.surrogates.ensemble import predict_ensemble
 
 __all__ = ["run_predict", "nearest_training_baseline", "PREDICT_SECTIONS", "predict_digest"]
@@ -92,7 +92,7 @@ def run_predict(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, p
     with collective(comm):   # before the calibration and the update, which would blame their own maths
         if comm.rank == 0:
             _check_finite_prediction(case, pred, train_dir)
-    scales, validation = _calibration(case, members, M, transfer, cv, data, comm)
+    scales, validation = calibrate_on_validation(case, members, M, transfer, cv, data, comm)
     uncalibrated = None
     if comm.rank == 0 and scales is not None:
         uncalibrated = coverage(pred["u_mean"][:, 1:], np.maximum(pred["u_var"][:, 1:], 1e-300), test.u[:, 1:])
@@ -146,24 +146,6 @@ def run_predict(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, p
             root_print(_variants_table(case.name, metrics["variants"], problem_for(case).table_columns),
                        comm=comm)
     return out
-
-
-def _calibration(case, members: dict, M: int, transfer, cv, data: dict, comm: MPI.Comm):
-    """(the variance scales fitted on the validation split, :mod:`hybrid.surrogates.calibration`;
-    the validation scenarios and their calibrated prediction) on rank 0, (None, None) elsewhere
-    or when ``[constraints] calibrate`` is off or there is no validation scenario."""
-    if not case.constraints["calibrate"]:
-        return None, None
-    _, val_idx = split_indices(case, data.train.u.shape[0])
-    if not len(val_idx):
-        return None, None
-    view = data.train.take(val_idx)
-    val_pred, _ = predict_ensemble(members, M, transfer, cv, data.with_splits(test=view), comm)
-    if comm.rank != 0:
-        return None, None
-    scales = fit_scales(view.u, {"mean": val_pred["u_mean"], "var": val_pred["u_var"]},
-                        view.flux, {"mean": val_pred["flux_mean"], "var": val_pred["flux_var"]})
-    return scales, {"split": view, "pred": apply_scales(val_pred, scales)}
 
 
 def _variants_table(name: str, variants: dict, columns: tuple) -> str:

@@ -27,7 +27,7 @@ from hybrid.parallel import ScenarioProgress, collective, my_indices, root_print
 from hybrid.problems import problem_for
 from hybrid.stages.solve import SOLVE_SECTIONS, periodic_pairs, read_dataset, run_solve
 from hybrid.surrogates.config import ModelConfig
-from hybrid.surrogates.data import Normaliser, build_inputs
+from hybrid.surrogates.data import Normaliser, build_inputs, split_indices
 from hybrid.surrogates.ensemble import initial_states, state_targets
 from hybrid.surrogates.training import TrainingSet, load_checkpoint, save_state, train_member
 from hybrid.surrogates.transfer import Transfer
@@ -188,16 +188,6 @@ def _training_set(case, data: dict, cv, transfer, penalty: float, boon: bool = F
                         "patience": int(s["patience"]), "softc_weight": float(penalty),
                         "checkpoint_every": CHECKPOINT_EVERY, "rollout_noise": float(s["rollout_noise"])},
                         residual, data.times)
-
-
-def split_indices(case, S: int) -> tuple[np.ndarray, np.ndarray]:
-    """(fitting, validation) indices of the S training scenarios: one seeded split shared by
-    every member, so the validation scenarios are unseen by the whole ensemble (early
-    stopping and the calibration of variances use them, never the test scenarios)."""
-    order = np.random.default_rng(np.random.SeedSequence([case.seed, 9001])).permutation(S)
-    n_val = int(round(case.surrogate["validation"] * S))
-    n_val = min(max(n_val, 1 if case.surrogate["validation"] > 0 else 0), S - 1)
-    return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
 def _fully_periodic(case, mesh) -> bool:

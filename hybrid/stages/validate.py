@@ -84,7 +84,7 @@ def _validate(case, predict_dir: Path, out: Path, ranks: int) -> tuple[str, list
     surrogate["validation_rel_l2_by_time"] = predicted.get("validation_rel_l2_by_time")
     prior = {k: predicted.get(k) for k in ("variance_scales", "coverage90_uncalibrated", "flux_inflation",
                                             "validation_mse_ratio", "flux_inflation_outside_training_span",
-                                            "test_outside_training_span")}
+                                            "test_outside_training_span", "prior_inside_training_span")}
     main = (predicted.get("variants") or {}).get(main_variant(case)) or {}
     prior["defect_variance_scale"] = (main.get("defect") or {}).get("variance_scale")
     figures = []
@@ -130,6 +130,11 @@ def _prior_section(prior: dict) -> list[str]:
         lines += ["", f"Flux-variance inflation of the updates λ = {prior['flux_inflation']:g} (validation MSE of the "
                   f"main variant over the raw mean's: {table or '–'})."]
     outside = prior.get("test_outside_training_span")
+    if prior.get("prior_inside_training_span") == "even":
+        lines += ["", "The ensemble's variances made the main variant's validation MSE worse at every λ, so no test "
+                  "scenario uses them: each takes the even prior (each output time's state variance spread evenly "
+                  "over the volume, the flux variances multiplied by "
+                  f"{prior['flux_inflation_outside_training_span']:g}), whose update cannot increase its state MSE."]
     if outside:
         lines += ["", f"{outside} test scenario(s) lie outside the training parameters' span: their prior spreads each "
                   "output time's state variance evenly over the volume and multiplies the flux variances by "

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["VarianceScales", "fit_scales", "apply_scales"]
+__all__ = ["VarianceScales", "fit_scales", "apply_scales", "calibrate_on_validation"]
 
 RELATIVE_FLOOR = 1e-8   # variances below this × their block's mean are floored before the fit
 Z90 = 1.6448536269514722   # the standard normal's 95% quantile: ±Z90 holds 90%
@@ -76,3 +76,27 @@ def apply_scales(pred: dict, scales: VarianceScales) -> dict:
     scaled = {"u_var": pred["u_var"] * su, "flux_var": pred["flux_var"] * sf,
               "u_dev": pred["u_dev"] * np.sqrt(su)[:, None], "flux_dev": pred["flux_dev"] * np.sqrt(sf)[:, None]}
     return pred.replace(**scaled) if hasattr(pred, "replace") else {**pred, **scaled}
+
+
+def calibrate_on_validation(case, members: dict, M: int, transfer, cv, data, comm):
+    """The ensemble's variance scales fitted on the case's validation split (the training
+    scenarios no member fitted: :func:`hybrid.surrogates.data.split_indices`), and those
+    scenarios with their calibrated prediction (``{"split", "pred"}``, what the constraint
+    driver chooses λ on). Collective (every rank infers its members); the result is on rank 0,
+    (None, None) elsewhere, and everywhere when ``[constraints] calibrate`` is off or there is
+    no validation scenario."""
+    from hybrid.surrogates.data import split_indices
+    from hybrid.surrogates.ensemble import predict_ensemble
+
+    if not case.constraints["calibrate"]:
+        return None, None
+    _, val_idx = split_indices(case, data.train.u.shape[0])
+    if not len(val_idx):
+        return None, None
+    view = data.train.take(val_idx)
+    val_pred, _ = predict_ensemble(members, M, transfer, cv, data.with_splits(test=view), comm)
+    if comm.rank != 0:
+        return None, None
+    scales = fit_scales(view.u, {"mean": val_pred["u_mean"], "var": val_pred["u_var"]},
+                        view.flux, {"mean": val_pred["flux_mean"], "var": val_pred["flux_var"]})
+    return scales, {"split": view, "pred": apply_scales(val_pred, scales)}

@@ -28,7 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["to_mesh_variances", "Normaliser", "SurrogateInputs", "build_inputs", "to_mesh_outputs", "flux_density"]
+__all__ = ["to_mesh_variances", "Normaliser", "SurrogateInputs", "build_inputs", "to_mesh_outputs", "flux_density",
+           "split_indices"]
 
 
 def flux_density(flux: np.ndarray, face_area: np.ndarray, times: np.ndarray) -> np.ndarray:
@@ -138,3 +139,13 @@ def to_mesh_outputs(transfer, output: torch.Tensor, u0: torch.Tensor, norm: Norm
     q_faces = transfer.to_faces(q) * norm.flux_std                           # (B, T, d, F)
     phi = torch.einsum("btdf,fd->btf", q_faces, face_normal.to(q_faces.dtype))
     return u, phi
+
+
+def split_indices(case, S: int) -> tuple[np.ndarray, np.ndarray]:
+    """(fitting, validation) indices of the S training scenarios: one seeded split shared by
+    every member, so the validation scenarios are unseen by the whole ensemble (early
+    stopping and the calibration of variances use them, never the test scenarios)."""
+    order = np.random.default_rng(np.random.SeedSequence([case.seed, 9001])).permutation(S)
+    n_val = int(round(case.surrogate["validation"] * S))
+    n_val = min(max(n_val, 1 if case.surrogate["validation"] > 0 else 0), S - 1)
+    return np.sort(order[n_val:]), np.sort(order[:n_val])

@@ -1,0 +1,51 @@
+"""The prior of the update as the validation split chooses it: when the ensemble's variances make
+the main variant's validation MSE worse at every flux inflation λ, no test scenario uses them."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from helpers import small_case
+from mpi4py import MPI
+
+from hybrid.case import load_case
+from hybrid.constraints import driver
+
+TINY = dict(train=10, test=3, surrogate={"members": "2", "epochs": "4", "grid": "32", "modes": "8",
+                                         "width": "8", "layers": "2", "batch": "4"},
+            time={"t_end": "0.4", "outputs": "4"},
+            constraints={"compare": '["raw", "per-cell"]'})
+
+
+def _predict(case_dir):
+    from hybrid.stages.predict import run_predict
+
+    run_predict(load_case(case_dir), force=True, comm=MPI.COMM_SELF, progress=False, announce=False)
+    return json.loads((case_dir / "results/predict/metrics.json").read_text())
+
+
+def test_a_harmful_ensemble_prior_gives_way_to_the_even_one(tmp_path, monkeypatch):
+    # stokes-1d: Dirichlet ends only, where the even prior's update is a volume-orthogonal
+    # projection onto rows the solver's states satisfy
+    case = small_case("stokes-1d", tmp_path, **TINY)
+    before = _predict(case)
+    assert before["prior_inside_training_span"] == "ensemble"
+    assert min(before["validation_mse_ratio"].values()) < 1.0   # the rule did not fire by itself
+
+    real = driver.choose_flux_inflation
+
+    def harmful(*args, **kwargs):   # the same choice, with every λ's validation ratio above 1
+        lam, table, safe = real(*args, **kwargs)
+        return lam, {k: v + 1.0 for k, v in table.items()}, safe
+
+    monkeypatch.setattr(driver, "choose_flux_inflation", harmful)
+    after = _predict(case)
+    assert after["prior_inside_training_span"] == "even"
+    v, w = after["variants"], before["variants"]
+    main = "per-cell+boundary"
+    assert v[main]["mse"] <= v["raw"]["mse"] * (1 + 1e-9)
+    assert v["raw"]["mse"] == w["raw"]["mse"]              # the ensemble itself is untouched
+    assert v[main]["mse"] != w[main]["mse"]                # and the in-range scenarios changed prior
+    assert v[main]["max_balance_residual"] <= 1e-10 and v[main]["dirichlet_error"] <= 1e-12
+    assert np.isfinite(v[main]["coverage90"])
