@@ -50,7 +50,8 @@ def copy_case(src: Path, work: Path, name: str, edits: dict) -> Path:
 def predict(case: Path) -> dict:
     """``mpirun -n 2 hybrid predict`` of the copy; its predict metrics and training stamp."""
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
-    subprocess.run(["mpirun", "-n", "2", str(ROOT / ".venv" / "bin" / "hybrid"), "predict", str(case), "--quiet"],
+    subprocess.run(["mpirun", "-n", "2", str(ROOT / ".venv" / "bin" / "hybrid"), "predict",
+                    str(case), "--quiet"],
                    check=True, env=env)
     metrics = json.loads((case / "results" / "predict" / "metrics.json").read_text())
     metrics["train_stage"] = json.loads((case / "results" / "train" / "stage.json").read_text())

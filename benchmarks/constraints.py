@@ -11,7 +11,8 @@ never gated on.
    values; factor: numeric Cholesky or the preconditioner's; mean; posterior: samples and
    variance), and as ratios: mean / inference, update / inference, solver / (inference +
    update), and the plan's seconds (built once per case and variant, as inference leaves out
-   loading the members). Targets: mean ≤ 1×, update ≤ 5× inference; solver ≥ 100× inference + update.
+   loading the members). Targets: mean ≤ 1×, update ≤ 5× inference; solver ≥ 100× inference +
+   update.
 2. Growth: per-cell + Dirichlet rows on dual rectangles from about 10³ to 10⁵ control volumes
    × 10 intervals, a random prediction with a diagonal covariance (state variances 1e-3, flux
    variances 1e-5): seconds of the plan (once per case and variant), and per scenario of the
@@ -42,7 +43,8 @@ PHASES = ("prior", "rows", "assemble", "factor", "mean", "posterior")
 
 def per_case(results: Path) -> None:
     head = f"{'case':22s} {'variant':18s} " + " ".join(f"{p:>9s}" for p in PHASES)
-    print(head + f" {'probes':>6s} {'mean/inf':>8s} {'upd/inf':>8s} {'sol/(inf+upd)':>13s} {'plan':>9s}")
+    print(head
+          + f" {'probes':>6s} {'mean/inf':>8s} {'upd/inf':>8s} {'sol/(inf+upd)':>13s} {'plan':>9s}")
     for metrics_file in sorted(results.glob("cases/*/results/predict/metrics.json")):
         m = json.loads(metrics_file.read_text())
         variants = m.get("variants") or {}
@@ -52,9 +54,11 @@ def per_case(results: Path) -> None:
         v, inf, solver = variants[variant], m["surrogate_seconds"], m["solver_seconds"]
         ms = " ".join(f"{1e3 * v['update_phases'].get(p, 0.0):7.1f}ms" for p in PHASES)
         plan = v.get("plan_seconds")
-        print(f"{metrics_file.parts[-4]:22s} {variant:18s} {ms} {v['update_phases'].get('count_probes', 0):6.0f} "
+        print(f"{metrics_file.parts[-4]:22s} {variant:18s} {ms} "
+              f"{v['update_phases'].get('count_probes', 0):6.0f} "
               f"{v['mean_update_seconds'] / inf:8.2f} {v['update_seconds'] / inf:8.2f} "
-              f"{solver / (inf + v['update_seconds']):13.1f} {'–' if plan is None else f'{1e3 * plan:.1f}ms':>9s}")
+              f"{solver / (inf + v['update_seconds']):13.1f} "
+              f"{'–' if plan is None else f'{1e3 * plan:.1f}ms':>9s}")
 
 
 def _problem(h: float, T: int = 10, seed: int = 0):
@@ -69,7 +73,8 @@ def _problem(h: float, T: int = 10, seed: int = 0):
     rows = stack_rows([conservation_rows(cv, layout, rng.standard_normal(cv.num_cvs)),
                        dirichlet_rows(layout, left, np.ones((T, len(left))))])
     states = T * cv.num_cvs
-    var = np.concatenate([rng.uniform(0.5, 1.5, states) * 1e-3, rng.uniform(0.5, 1.5, layout.size - states) * 1e-5])
+    var = np.concatenate([rng.uniform(0.5, 1.5, states) * 1e-3,
+                          rng.uniform(0.5, 1.5, layout.size - states) * 1e-5])
     return cv, layout, rows, var, rng.standard_normal(layout.size)
 
 
@@ -80,7 +85,8 @@ def _inference_seconds(cv, T: int, members: int = 4) -> float:
     from hybrid.surrogates.fno import FNO
 
     side = int(2 ** np.ceil(np.log2(max(16, np.sqrt(cv.num_cvs)))))
-    model = FNO(in_channels=4, out_channels=T + 2 * T, dim=2, modes=12, width=24, layers=4, padding=side // 8)
+    model = FNO(in_channels=4, out_channels=T + 2 * T, dim=2, modes=12, width=24, layers=4,
+                padding=side // 8)
     model.eval()
     x = torch.randn(1, 4, side, side)
     torch.set_num_threads(1)
@@ -96,13 +102,15 @@ def growth(largest: float) -> None:
     from hybrid.constraints.update import GaussianUpdate
 
     sizes, mean_s, full_s = [], [], []
-    print(f"  {'CVs':>7s} {'rows':>8s} {'method':>8s} {'plan s':>7s} {'mean s':>8s} {'mean+var s':>10s} {'probes':>6s} "
-          f"{'inference s':>11s} {'mean/inf':>8s} {'(mean+var)/inf':>14s}")
+    print(f"  {'CVs':>7s} {'rows':>8s} {'method':>8s} {'plan s':>7s} {'mean s':>8s} "
+          f"{'mean+var s':>10s} {'probes':>6s} {'inference s':>11s} {'mean/inf':>8s} "
+          f"{'(mean+var)/inf':>14s}")
     for h in [h for h in (0.035, 0.02, 0.011, 0.006, 0.0035) if h >= largest]:
         cv, layout, rows, var, mu = _problem(h)
         states = slice(0, layout.T * layout.N)
         tp = time.perf_counter()
-        plan = GaussianUpdate(rows.G, rows.b, var * 1.5, layout=layout).plan     # once per case: another scenario's
+        # once per case: another scenario's
+        plan = GaussianUpdate(rows.G, rows.b, var * 1.5, layout=layout).plan
         t0 = time.perf_counter()
         update = GaussianUpdate(rows.G, rows.b, var, layout=layout, plan=plan)
         update.mean(mu)
@@ -113,8 +121,9 @@ def growth(largest: float) -> None:
         sizes.append(cv.num_cvs)
         mean_s.append(t1 - t0)
         full_s.append(t2 - t0)
-        print(f"  {cv.num_cvs:7d} {rows.count:8d} {update.plan.method:>8s} {t0 - tp:7.2f} {t1 - t0:8.3f} {t2 - t0:10.3f} "
-              f"{update.probes_used:6d} {inf:11.3f} {(t1 - t0) / inf:8.2f} {(t2 - t0) / inf:14.2f}")
+        print(f"  {cv.num_cvs:7d} {rows.count:8d} {update.plan.method:>8s} {t0 - tp:7.2f} "
+              f"{t1 - t0:8.3f} {t2 - t0:10.3f} {update.probes_used:6d} {inf:11.3f} "
+              f"{(t1 - t0) / inf:8.2f} {(t2 - t0) / inf:14.2f}")
         update.plan.destroy()
     if len(sizes) >= 3:
         for label, seconds in (("mean", mean_s), ("mean + variance", full_s)):
@@ -129,14 +138,17 @@ def variance_error() -> None:
     from hybrid.mesh.shapes import generate
 
     problems = {"rectangle h=0.1, T=10": _problem(0.1)}
-    cv = build_control_volumes(generate({"shape": "interval", "cells": 200, "jitter": 0.3}, seed=0), "dual")
+    cv = build_control_volumes(generate({"shape": "interval", "cells": 200, "jitter": 0.3}, seed=0),
+                               "dual")
     layout = StateLayout(cv.num_cvs, cv.num_faces, 20)
     rng = np.random.default_rng(1)
     rows = stack_rows([conservation_rows(cv, layout, rng.standard_normal(cv.num_cvs)),
                        dirichlet_rows(layout, np.array([0]), np.ones((20, 1)))])
-    for label, flux_var in (("interval 200, T=20, flux var 1e-5", 1e-5), ("interval 200, T=20, flux var 1e-8", 1e-8)):
+    for label, flux_var in (("interval 200, T=20, flux var 1e-5", 1e-5),
+                            ("interval 200, T=20, flux var 1e-8", 1e-8)):
         states = 20 * cv.num_cvs
-        var = np.concatenate([rng.uniform(0.5, 1.5, states) * 1e-3, rng.uniform(0.5, 1.5, layout.size - states) * flux_var])
+        var = np.concatenate([rng.uniform(0.5, 1.5, states) * 1e-3,
+                              rng.uniform(0.5, 1.5, layout.size - states) * flux_var])
         problems[label] = (cv, layout, rows, var, rng.standard_normal(layout.size))
     for label, (_, layout, rows, var, _) in problems.items():
         states = slice(0, layout.T * layout.N)
@@ -147,8 +159,9 @@ def variance_error() -> None:
         estimate = update._variance(256, 0, states)
         t2 = time.perf_counter()
         rel = (estimate - exact) / np.maximum(exact, PINNED * var[states])
-        print(f"  {label:36s}: {update.probes_used:4d} probes, relative RMS error {np.sqrt(np.mean(rel ** 2)):.3f} "
-              f"(stated {np.sqrt(np.mean(update.probe_error ** 2)):.3f}), max {np.abs(rel).max():.2f}; "
+        print(f"  {label:36s}: {update.probes_used:4d} probes, relative RMS error "
+              f"{np.sqrt(np.mean(rel ** 2)):.3f} (stated "
+              f"{np.sqrt(np.mean(update.probe_error ** 2)):.3f}), max {np.abs(rel).max():.2f}; "
               f"{t2 - t1:.3f} s against {t1 - t0:.2f} s for the exact dense formula")
 
 
@@ -172,7 +185,8 @@ def distributed_worker(h: float, out: str, method: str = "auto") -> None:
     mu, var = rng.standard_normal(layout.size), rng.uniform(0.5, 1.5, layout.size)
     comm.Barrier()
     t0 = time.perf_counter()
-    update = DistributedUpdate(rows.G, rows.b, var, None, 0.0, entry_owners(cv, layout.T), comm, method=method)
+    update = DistributedUpdate(rows.G, rows.b, var, None, 0.0, entry_owners(cv, layout.T), comm,
+                               method=method)
     mean = update.mean(mu[update.entries])
     t1 = time.perf_counter()
     update.sample(update.prior_samples(mean, 32, seed=1), seed=1)
@@ -180,8 +194,8 @@ def distributed_worker(h: float, out: str, method: str = "auto") -> None:
     full = update.gather(mean)
     if comm.rank == 0:
         np.save(out, full)
-        print(json.dumps({"cvs": cv.num_cvs, "rows": rows.count, "mean_s": t1 - t0, "samples_s": t2 - t1,
-                          "method": update.method}))
+        print(json.dumps({"cvs": cv.num_cvs, "rows": rows.count, "mean_s": t1 - t0,
+                          "samples_s": t2 - t1, "method": update.method}))
 
 
 def ranks(sizes=(0.0125, 0.008)) -> None:
@@ -192,7 +206,8 @@ def ranks(sizes=(0.0125, 0.008)) -> None:
     import tempfile
 
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
-    print("  | control volumes | rows | solver | ranks | mean s | 32 samples s | speed-up 1 -> 2 (mean / samples) |")
+    print("  | control volumes | rows | solver | ranks | mean s | 32 samples s | speed-up 1 -> 2 "
+          "(mean / samples) |")
     print("  |---:|---:|---|---:|---:|---:|---|")
     for h in sizes:
         means = {}
@@ -201,17 +216,18 @@ def ranks(sizes=(0.0125, 0.008)) -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 for P in (1, 2):
                     out = f"{tmp}/mean{P}.npy"
-                    cmd = ["mpirun", "-n", str(P), "--oversubscribe", sys.executable, __file__, "--worker", str(h), out,
-                           method]
+                    cmd = ["mpirun", "-n", str(P), "--oversubscribe", sys.executable, __file__,
+                           "--worker", str(h), out, method]
                     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
                     results[P] = json.loads(proc.stdout.strip().splitlines()[-1])
                     means[method, P] = np.load(out)
             r1, r2 = results[1], results[2]
             for P, r in results.items():
-                speed = (f"{r1['mean_s'] / r2['mean_s']:.2f}x / {r1['samples_s'] / r2['samples_s']:.2f}x"
+                speed = (f"{r1['mean_s'] / r2['mean_s']:.2f}x / "
+                         f"{r1['samples_s'] / r2['samples_s']:.2f}x"
                          if P == 2 else "")
-                print(f"  | {r['cvs']:,} | {r['rows']:,} | {r['method']} | {P} | {r['mean_s']:.2f} | {r['samples_s']:.2f} | "
-                      f"{speed} |")
+                print(f"  | {r['cvs']:,} | {r['rows']:,} | {r['method']} | {P} | {r['mean_s']:.2f} "
+                      f"| {r['samples_s']:.2f} | {speed} |")
         ref = means["cholesky", 1]
         diff = max(np.abs(m - ref).max() for m in means.values()) / np.abs(ref).max()
         print(f"  largest relative difference of the four means at h = {h}: {diff:.1e}")
@@ -223,13 +239,18 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, default=ROOT, help="folder holding cases/*/results")
-    parser.add_argument("--largest", type=float, default=0.0035, help="smallest h of the growth study")
-    parser.add_argument("--only", choices=("cases", "growth", "variance", "ranks"), help="one part only")
+    parser.add_argument("--largest", type=float, default=0.0035,
+                        help="smallest h of the growth study")
+    parser.add_argument("--only", choices=("cases", "growth", "variance", "ranks"),
+                        help="one part only")
     args = parser.parse_args()
-    parts = {"cases": ("per case (main variant, seconds per test scenario):", lambda: per_case(args.results)),
-             "growth": ("growth with the number of control volumes (per-cell + Dirichlet rows, 10 intervals):",
+    parts = {"cases": ("per case (main variant, seconds per test scenario):",
+                       lambda: per_case(args.results)),
+             "growth": ("growth with the number of control volumes (per-cell + Dirichlet rows, 10 "
+                        "intervals):",
                         lambda: growth(args.largest)),
-             "variance": ("the variance estimate against the exact diagonal (states):", variance_error),
+             "variance": ("the variance estimate against the exact diagonal (states):",
+                          variance_error),
              "ranks": ("distributed update, 1 vs 2 ranks:", ranks)}
     for name, (title, run) in parts.items():
         if args.only in (None, name):

@@ -37,7 +37,8 @@ def _run(src: Path, work: Path, n: int) -> dict:
     return {"raw": v["raw"]["rel_l2"], "constrained": v[main]["rel_l2"], "variant": main,
             "mse_ratio": v[main]["mse"] / max(v["raw"]["mse"], 1e-300),
             "nearest": metrics["rel_l2_nearest_train"], "coverage_raw": v["raw"]["coverage90"],
-            "coverage": v[main]["coverage90"], "training_seconds": metrics["train_stage"].get("training_seconds")}
+            "coverage": v[main]["coverage90"],
+            "training_seconds": metrics["train_stage"].get("training_seconds")}
 
 
 def _figure(results: dict, path: Path) -> None:
@@ -51,7 +52,8 @@ def _figure(results: dict, path: Path) -> None:
         n = sorted(rows)
         ax.loglog(n, [rows[k]["raw"] for k in n], "o-", label="raw ensemble")
         ax.loglog(n, [rows[k]["constrained"] for k in n], "s-", label=rows[n[0]]["variant"])
-        ax.loglog(n, [rows[k]["nearest"] for k in n], "^:", color="grey", label="nearest training scenario")
+        ax.loglog(n, [rows[k]["nearest"] for k in n], "^:", color="grey",
+                  label="nearest training scenario")
         ax.set_title(name)
         ax.set_xlabel("training scenarios")
         ax.set_ylabel("test relative L2")
@@ -65,14 +67,16 @@ def _figure(results: dict, path: Path) -> None:
 
 
 def _table(results: dict) -> str:
-    lines = ["| case | training scenarios | raw rel. L2 | constrained rel. L2 | MSE / raw | nearest rel. L2 | "
-             "nearest / raw | coverage raw → constrained | training s |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| case | training scenarios | raw rel. L2 | constrained rel. L2 | MSE / raw | "
+             "nearest rel. L2 | nearest / raw | coverage raw → constrained | training s |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, rows in results.items():
         for n in sorted(rows):
             r = rows[n]
             seconds = "–" if r["training_seconds"] is None else f"{r['training_seconds']:.0f}"
-            lines.append(f"| {name} | {n} | {r['raw']:.4f} | {r['constrained']:.4f} | {r['mse_ratio']:.3f} | "
-                         f"{r['nearest']:.4f} | {r['nearest'] / r['raw']:.2f}× | {r['coverage_raw']:.2f} → "
+            lines.append(f"| {name} | {n} | {r['raw']:.4f} | {r['constrained']:.4f} | "
+                         f"{r['mse_ratio']:.3f} | {r['nearest']:.4f} | "
+                         f"{r['nearest'] / r['raw']:.2f}× | {r['coverage_raw']:.2f} → "
                          f"{r['coverage']:.2f} | {seconds} |")
     return "\n".join(lines) + "\n"
 

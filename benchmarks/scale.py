@@ -2,7 +2,8 @@
 control volumes, for one scenario solved serially with LU, serially with Newton–Krylov + AMG,
 and over 2 ranks' partition of the mesh (``[solver] parallel = "partition"``).
 
-    .venv/bin/python benchmarks/scale.py [--sizes 0.03,0.015,0.0075,0.005,0.0035] [--out docs/figures/scale.md]
+    .venv/bin/python benchmarks/scale.py [--sizes 0.03,0.015,0.0075,0.005,0.0035]
+                                         [--out docs/figures/scale.md]
 
 The problem: a porous-medium front (k = u², m = 2) on a dual rectangle (h as given), u = 1
 held on the left wall, no flux elsewhere, 10 implicit steps of 0.005 from u = 0.01. Every run is
@@ -28,11 +29,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-MODES = (("lu", 1, "serial LU"), ("amg", 1, "serial Newton-Krylov + AMG"), ("amg", 2, "2 ranks' partition"))
+MODES = (("lu", 1, "serial LU"), ("amg", 1, "serial Newton-Krylov + AMG"),
+         ("amg", 2, "2 ranks' partition"))
 
 
 def one(h: float, mode: str, pc: str) -> dict:
-    """One solve in this process (under mpirun for several ranks); returns its measurements on rank 0."""
+    """One solve in this process (under mpirun for several ranks); returns its measurements on
+    rank 0."""
     import numpy as np
     from mpi4py import MPI
 
@@ -66,7 +69,8 @@ def one(h: float, mode: str, pc: str) -> dict:
     k = Conductivity("power", m=2.0)
     options = {} if pc == "hypre" else {"pc_type": pc}
     with petsc_options(SOLVER_PREFIX, options):
-        solver = (GPMESolver(cv, k, bcs, {}) if mode == "lu" else PartitionGPMESolver(cv, k, bcs, {}, comm=comm))
+        solver = (GPMESolver(cv, k, bcs, {}) if mode == "lu"
+                  else PartitionGPMESolver(cv, k, bcs, {}, comm=comm))
         comm.Barrier()
         t0 = time.perf_counter()
         traj = solver.run(np.full(cv.num_cvs, 0.01), 0.05, 0.005, 2)
@@ -74,19 +78,21 @@ def one(h: float, mode: str, pc: str) -> dict:
         seconds = time.perf_counter() - t0
         linear = solver.snes.getLinearSolveIterations() if mode != "lu" else None
         solver.close()
-    rss = comm.allreduce(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, op=MPI.MAX) / 1024   # MiB
+    rss = comm.allreduce(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                         op=MPI.MAX) / 1024   # MiB
     balance = float(np.abs(cv.balance_residual(traj.u, traj.flux, traj.source)).max()
                     / (np.abs(traj.u).max() * cv.volume.max()))
-    return {"h": h, "cvs": cv.num_cvs, "ranks": comm.size, "mode": mode, "pc": pc, "seconds": seconds,
-            "setup_seconds": setup, "newton": solver.stats["newton_its"], "linear_last_step": linear,
-            "peak_rss_mib": rss, "balance": balance}
+    return {"h": h, "cvs": cv.num_cvs, "ranks": comm.size, "mode": mode, "pc": pc,
+            "seconds": seconds, "setup_seconds": setup, "newton": solver.stats["newton_its"],
+            "linear_last_step": linear, "peak_rss_mib": rss, "balance": balance}
 
 
 def run(h: float, mode: str, ranks: int, pc: str = "hypre") -> dict:
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
     cmd = [sys.executable, __file__, "--one", str(h), mode, pc]
     if ranks > 1:
-        cmd = ["mpirun", "-n", str(ranks)] + (["--oversubscribe"] if (os.cpu_count() or 1) < ranks else []) + cmd
+        cmd = (["mpirun", "-n", str(ranks)]
+               + (["--oversubscribe"] if (os.cpu_count() or 1) < ranks else []) + cmd)
     out = subprocess.run(cmd, check=True, env=env, capture_output=True, text=True).stdout
     return json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
 
@@ -98,7 +104,8 @@ def exponent(xs, ys) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", default="0.03,0.015,0.0075,0.005,0.0035", help="mesh sizes h, comma-separated")
+    ap.add_argument("--sizes", default="0.03,0.015,0.0075,0.005,0.0035",
+                    help="mesh sizes h, comma-separated")
     ap.add_argument("--out", default=None, help="also write the tables (markdown) here")
     ap.add_argument("--one", nargs=3, metavar=("H", "MODE", "PC"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -114,29 +121,34 @@ def main() -> None:
         for mode, ranks, _ in MODES:
             rows[(h, mode, ranks)] = r = run(h, mode, ranks)
             print(f"h {h:<7g} {r['cvs']:7d} CVs  {mode:3s} x{ranks}: {r['seconds']:8.2f} s  "
-                  f"({r['newton']} Newton its, setup {r['setup_seconds']:.1f} s, peak {r['peak_rss_mib']:.0f} MiB, "
-                  f"balance {r['balance']:.1e})", flush=True)
-    lines = ["| control volumes | serial LU s | serial AMG s | 2 ranks s | 2-rank speed-up (vs serial AMG) | "
-             "vs serial LU | Newton its | peak MiB (LU / AMG / 2 ranks, largest rank) | balance |",
+                  f"({r['newton']} Newton its, setup {r['setup_seconds']:.1f} s, peak "
+                  f"{r['peak_rss_mib']:.0f} MiB, balance {r['balance']:.1e})", flush=True)
+    lines = ["| control volumes | serial LU s | serial AMG s | 2 ranks s | 2-rank speed-up (vs "
+             "serial AMG) | vs serial LU | Newton its | peak MiB (LU / AMG / 2 ranks, largest "
+             "rank) | balance |",
              "|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
     for h in sizes:
         lu, amg, two = rows[(h, "lu", 1)], rows[(h, "amg", 1)], rows[(h, "amg", 2)]
-        lines.append(f"| {lu['cvs']:,} | {lu['seconds']:.2f} | {amg['seconds']:.2f} | {two['seconds']:.2f} | "
-                     f"{amg['seconds'] / two['seconds']:.2f}× | {lu['seconds'] / two['seconds']:.2f}× | {lu['newton']} | "
-                     f"{lu['peak_rss_mib']:.0f} / {amg['peak_rss_mib']:.0f} / {two['peak_rss_mib']:.0f} | "
+        lines.append(f"| {lu['cvs']:,} | {lu['seconds']:.2f} | {amg['seconds']:.2f} | "
+                     f"{two['seconds']:.2f} | {amg['seconds'] / two['seconds']:.2f}× | "
+                     f"{lu['seconds'] / two['seconds']:.2f}× | {lu['newton']} | "
+                     f"{lu['peak_rss_mib']:.0f} / {amg['peak_rss_mib']:.0f} / "
+                     f"{two['peak_rss_mib']:.0f} | "
                      f"{max(lu['balance'], amg['balance'], two['balance']):.0e} |")
     cvs = [rows[(h, "lu", 1)]["cvs"] for h in sizes]
     fits = []
     for mode, ranks, label in MODES:
         t = [rows[(h, mode, ranks)]["seconds"] for h in sizes]
-        per_it = [rows[(h, mode, ranks)]["seconds"] / rows[(h, mode, ranks)]["newton"] for h in sizes]
-        fits.append(f"- {label}: time ∝ N^{exponent(cvs, t):.2f}; per Newton iteration ∝ N^{exponent(cvs, per_it):.2f}")
+        per_it = [rows[(h, mode, ranks)]["seconds"] / rows[(h, mode, ranks)]["newton"]
+                  for h in sizes]
+        fits.append(f"- {label}: time ∝ N^{exponent(cvs, t):.2f}; per Newton iteration ∝ "
+                    f"N^{exponent(cvs, per_it):.2f}")
     largest = sizes[-1]
     gamg = run(largest, "amg", 2, "gamg")
     hypre = rows[(largest, "amg", 2)]
-    fits.append(f"- preconditioner at {hypre['cvs']:,} control volumes, 2 ranks: BoomerAMG {hypre['seconds']:.2f} s, "
-                f"GAMG {gamg['seconds']:.2f} s (last step's linear iterations {hypre['linear_last_step']} against "
-                f"{gamg['linear_last_step']})")
+    fits.append(f"- preconditioner at {hypre['cvs']:,} control volumes, 2 ranks: BoomerAMG "
+                f"{hypre['seconds']:.2f} s, GAMG {gamg['seconds']:.2f} s (last step's linear "
+                f"iterations {hypre['linear_last_step']} against {gamg['linear_last_step']})")
     text = "\n".join(lines + [""] + fits) + "\n"
     print("\n" + text)
     if args.out:

@@ -48,7 +48,8 @@ def per_case_costs() -> list[tuple]:
             steps += traj.stats["steps"]
             its += traj.stats["newton_its"]
         us = 1e6 * sum(walls) / (steps * cv.num_cvs)
-        rows.append((case.name, cv.kind, cv.num_cvs, steps // len(walls), sum(walls) / len(walls), its / steps, us))
+        rows.append((case.name, cv.kind, cv.num_cvs, steps // len(walls), sum(walls) / len(walls),
+                     its / steps, us))
     return rows
 
 
@@ -67,7 +68,8 @@ def speedup(scenarios: int) -> tuple[float, float]:
         for ranks in (1, 2):
             cmd = [hybrid, "solve", str(case), "--force", "--quiet"]
             if ranks > 1:
-                cmd = ["mpirun", "-n", str(ranks)] + (["--oversubscribe"] if (os.cpu_count() or 1) < ranks else []) + cmd
+                cmd = (["mpirun", "-n", str(ranks)]
+                       + (["--oversubscribe"] if (os.cpu_count() or 1) < ranks else []) + cmd)
             t0 = time.perf_counter()
             subprocess.run(cmd, check=True, env=env, capture_output=True)
             times.append(time.perf_counter() - t0)
@@ -77,14 +79,16 @@ def speedup(scenarios: int) -> tuple[float, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--scenarios", type=int, default=16, help="scenarios for the speed-up measurement")
+    ap.add_argument("--scenarios", type=int, default=16,
+                    help="scenarios for the speed-up measurement")
     args = ap.parse_args()
-    print(f"{'case':18s} {'CVs':>6s} {'kind':>5s} {'steps':>6s} {'s/scenario':>10s} {'Newton/step':>11s} {'us/(CV*step)':>12s}")
+    print(f"{'case':18s} {'CVs':>6s} {'kind':>5s} {'steps':>6s} {'s/scenario':>10s} "
+          f"{'Newton/step':>11s} {'us/(CV*step)':>12s}")
     for name, kind, n, steps, wall, its, us in per_case_costs():
         print(f"{name:18s} {n:6d} {kind:>5s} {steps:6d} {wall:10.2f} {its:11.2f} {us:12.2f}")
     t1, t2 = speedup(args.scenarios)
-    print(f"\nhybrid solve, stefan-1d, {args.scenarios} scenarios: 1 rank {t1:.1f} s, 2 ranks {t2:.1f} s, "
-          f"speed-up {t1 / t2:.2f}x on {os.cpu_count()} cores")
+    print(f"\nhybrid solve, stefan-1d, {args.scenarios} scenarios: 1 rank {t1:.1f} s, 2 ranks "
+          f"{t2:.1f} s, speed-up {t1 / t2:.2f}x on {os.cpu_count()} cores")
 
 
 if __name__ == "__main__":

@@ -39,32 +39,40 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         case = Path(tmp) / src.name
         case.mkdir()
-        text = (src / "case.toml").read_text().replace('file = "../../meshes/', f'file = "{ROOT}/meshes/')
-        for (section, key), value in {("surrogate", "epochs"): str(args.epochs), ("surrogate", "members"): "2",
-                                      ("surrogate", "patience"): str(args.epochs + 1), ("data", "train"): "40",
-                                      ("data", "test"): "8"}.items():
+        text = (src / "case.toml").read_text().replace('file = "../../meshes/',
+                                                       f'file = "{ROOT}/meshes/')
+        for (section, key), value in {("surrogate", "epochs"): str(args.epochs),
+                                      ("surrogate", "members"): "2",
+                                      ("surrogate", "patience"): str(args.epochs + 1),
+                                      ("data", "train"): "40", ("data", "test"): "8"}.items():
             text = set_key(text, section, key, value)
         (case / "case.toml").write_text(text)
-        subprocess.run([hybrid, "solve", str(case), "--quiet"], check=True, env=env, capture_output=True)
+        subprocess.run([hybrid, "solve", str(case), "--quiet"], check=True, env=env,
+                       capture_output=True)
         per_epoch = {}
         for ranks in (1, 2):
             cmd = [hybrid, "train", str(case), "--force", "--quiet"]
             if ranks > 1:
-                cmd = ["mpirun", "-n", str(ranks)] + (["--oversubscribe"] if (os.cpu_count() or 1) < ranks else []) + cmd
+                cmd = (["mpirun", "-n", str(ranks)]
+                       + (["--oversubscribe"] if (os.cpu_count() or 1) < ranks else []) + cmd)
             subprocess.run(cmd, check=True, env=env, capture_output=True)
             stamp = json.loads((case / "results" / "train" / "stage.json").read_text())
-            per_epoch[ranks] = stamp["training_seconds"] / args.epochs  # training loop only, slowest rank
-        subprocess.run([hybrid, "predict", str(case), "--quiet"], check=True, env=env, capture_output=True)
+            # training loop only, slowest rank
+            per_epoch[ranks] = stamp["training_seconds"] / args.epochs
+        subprocess.run([hybrid, "predict", str(case), "--quiet"], check=True, env=env,
+                       capture_output=True)
         with h5py.File(case / "results" / "predict" / "predictions.h5", "r") as f:
             surrogate = float(np.mean(f["surrogate_seconds"][()]))
             solver = float(np.mean(f["solver_seconds"][()]))
         metrics = json.loads((case / "results" / "predict" / "metrics.json").read_text())
         shutil.rmtree(case / "results")
     print(f"case {src.name}: training loop, 2 members, {args.epochs} epochs (start-up excluded):")
-    print(f"  1 rank {per_epoch[1]:.2f} s/epoch, 2 ranks {per_epoch[2]:.2f} s/epoch, speed-up {per_epoch[1] / per_epoch[2]:.2f}x")
-    print(f"inference, 2 members: {surrogate * 1e3:.2f} ms per test trajectory; solver {solver * 1e3:.1f} ms; "
-          f"solver / surrogate = {solver / surrogate:.1f}x")
-    print(f"(accuracy after only {args.epochs} epochs is not meaningful: relative L2 {metrics['rel_l2_mean']:.3f})")
+    print(f"  1 rank {per_epoch[1]:.2f} s/epoch, 2 ranks {per_epoch[2]:.2f} s/epoch, speed-up "
+          f"{per_epoch[1] / per_epoch[2]:.2f}x")
+    print(f"inference, 2 members: {surrogate * 1e3:.2f} ms per test trajectory; solver "
+          f"{solver * 1e3:.1f} ms; solver / surrogate = {solver / surrogate:.1f}x")
+    print(f"(accuracy after only {args.epochs} epochs is not meaningful: relative L2 "
+          f"{metrics['rel_l2_mean']:.3f})")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 change at a time to the shipped surrogate settings, scored inside and outside the training
 parameters' span.
 
-    .venv/bin/python benchmarks/surrogate_ablation.py [--cases stefan-1d wave-1d] [--work DIR] [--out DIR]
+    .venv/bin/python benchmarks/surrogate_ablation.py [--cases stefan-1d wave-1d] [--work DIR]
+                                                      [--out DIR]
 
 Each variant is a copy of the shipped case with one ``[surrogate]`` (or ``[data]``) change,
 ``compare`` reduced to raw and per-cell, run through ``mpirun -n 2 hybrid predict``; the
@@ -35,7 +36,8 @@ VARIANTS = {
     "4x scenarios": None,
     # one step t_n -> t_(n+1) rolled out (hybrid/surrogates/rollout.py); 40 passes over every
     # (scenario, step) pair cost about as much as 200 one-shot epochs on a 20-output 1-D case
-    "autoregressive": {("surrogate", "time"): '"autoregressive"', ("surrogate", "rollout_epochs"): "40"},
+    "autoregressive": {("surrogate", "time"): '"autoregressive"',
+                       ("surrogate", "rollout_epochs"): "40"},
 }
 
 
@@ -45,9 +47,11 @@ def _edits(name: str, text: str) -> dict:
     if name == "3x epochs":
         epochs = int(re.search(r"^epochs = (\d+)", text, flags=re.M).group(1))
         patience = int(re.search(r"^patience = (\d+)", text, flags=re.M).group(1))
-        return {("surrogate", "epochs"): str(3 * epochs), ("surrogate", "patience"): str(3 * patience)}
+        return {("surrogate", "epochs"): str(3 * epochs),
+                ("surrogate", "patience"): str(3 * patience)}
     if name == "4x scenarios":
-        return {("data", "train"): str(4 * int(re.search(r"^train = (\d+)", text, flags=re.M).group(1)))}
+        return {("data", "train"): str(4 * int(re.search(r"^train = (\d+)", text,
+                                                         flags=re.M).group(1)))}
     return VARIANTS[name]
 
 
@@ -61,9 +65,10 @@ def _row(case: str, name: str, m: dict) -> str:
         return f"{r['rel_l2_mean']:.4f} | {r['rel_l2_nearest_train'] / r['rel_l2_mean']:.2f}×"
     seconds = m["train_stage"].get("training_seconds")
     members = m["train_stage"].get("members") or {}
-    validation = np.mean([v["best_validation_rel_l2"] for v in members.values()]) if members else None
-    return (f"| {case} | {name} | {'–' if validation is None else f'{validation:.4f}'} | {m['rel_l2_mean']:.4f} | "
-            f"{m['rel_l2_nearest_train'] / m['rel_l2_mean']:.2f}× | "
+    validation = (np.mean([v["best_validation_rel_l2"] for v in members.values()]) if members
+                  else None)
+    return (f"| {case} | {name} | {'–' if validation is None else f'{validation:.4f}'} | "
+            f"{m['rel_l2_mean']:.4f} | {m['rel_l2_nearest_train'] / m['rel_l2_mean']:.2f}× | "
             f"{part('in_range')} | {part('out_of_range')} | {m['coverage90']:.2f} | "
             f"{'–' if seconds is None else f'{seconds:.0f}'} |")
 
@@ -84,8 +89,9 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/hybrid-surrogate-ablation"))
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "figures")
     args = ap.parse_args()
-    head = ["| case | surrogate | validation rel. L2 | rel. L2 | nearest / ensemble | in range | nearest / ensemble | "
-            "out of range | nearest / ensemble | coverage | training s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    head = ["| case | surrogate | validation rel. L2 | rel. L2 | nearest / ensemble | in range | "
+            "nearest / ensemble | out of range | nearest / ensemble | coverage | training s |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     lines = []
     for case in args.cases:
         src = ROOT / "cases" / case

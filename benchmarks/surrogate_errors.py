@@ -49,7 +49,8 @@ def _scores(case_dir: Path) -> str:
     fit, val, test = data.train.take(fit_idx), data.train.take(val_idx), data.test
 
     def rel(split):
-        pred, _ = predict_ensemble(members, M, transfer, cv, data.with_splits(test=split), MPI.COMM_SELF)
+        pred, _ = predict_ensemble(members, M, transfer, cv, data.with_splits(test=split),
+                                   MPI.COMM_SELF)
         w = np.tile(cv.volume, split.u.shape[-1] // cv.num_cvs)
         return relative_l2(pred["u_mean"][:, 1:], split.u[:, 1:], w), w
 
@@ -67,7 +68,8 @@ def _scores(case_dir: Path) -> str:
     def ratio(a, b, chosen_):
         return f"{b[chosen_].mean() / a[chosen_].mean():.2f}×" if chosen_.any() else "–"
     everything = np.ones(len(e_val), bool)
-    return (f"| {case.name} | {chosen.time} | {floor:.4f} | {e_fit.mean():.4f} | {e_val.mean():.4f} | "
+    return (f"| {case.name} | {chosen.time} | {floor:.4f} | {e_fit.mean():.4f} | "
+            f"{e_val.mean():.4f} | "
             f"{n_val.mean():.4f} | {ratio(e_val, n_val, everything)} | {e_test.mean():.4f} | "
             f"{ratio(e_test, n_test, inside)} | {ratio(e_test, n_test, ~inside)} |")
 
@@ -77,7 +79,8 @@ def main() -> None:
     ap.add_argument("cases", nargs="+", type=Path)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
-    lines = ["| case | members | grid floor | fitting rel. L2 | validation rel. L2 | nearest fitting scenario | "
+    lines = ["| case | members | grid floor | fitting rel. L2 | validation rel. L2 | nearest "
+             "fitting scenario | "
              "nearest / ensemble | test rel. L2 | nearest / ensemble in range | out of range |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for case_dir in args.cases:

@@ -47,7 +47,8 @@ y_mean, y_std = y_train.mean(0), y_train.std(0) + 1e-12
 def member(seed: int) -> torch.nn.Module:
     torch.manual_seed(seed)
     net = torch.nn.Sequential(torch.nn.Linear(x_train.shape[1], 64), torch.nn.Tanh(),
-                              torch.nn.Linear(64, 64), torch.nn.Tanh(), torch.nn.Linear(64, y_train.shape[1]))
+                              torch.nn.Linear(64, 64), torch.nn.Tanh(),
+                              torch.nn.Linear(64, y_train.shape[1]))
     net = net.double()
     optimiser = torch.optim.Adam(net.parameters(), lr=3e-3)
     for _ in range(400):
@@ -87,6 +88,8 @@ with h5py.File(prediction) as f:
 exact = api.constrain_arrays(case, arrays, "per-cell+boundary")
 if comm.rank == 0:
     w = data["control_volumes"]["volume"]
-    mse = lambda u: float((((u[:, 1:] - test["u"][:, 1:]) ** 2) * w).sum() / (w.sum() * S * (T1 - 1)))
-    print(f"MLP ensemble MSE {mse(arrays['u_mean']):.3e}; per-cell+boundary {mse(exact['u_mean']):.3e}; "
-          f"largest row residual {exact['residual']:.1e}; report {out / 'report.md'}")
+    mse = lambda u: float((((u[:, 1:] - test["u"][:, 1:]) ** 2) * w).sum()
+                          / (w.sum() * S * (T1 - 1)))
+    print(f"MLP ensemble MSE {mse(arrays['u_mean']):.3e}; per-cell+boundary "
+          f"{mse(exact['u_mean']):.3e}; largest row residual {exact['residual']:.1e}; report "
+          f"{out / 'report.md'}")

@@ -2,7 +2,8 @@
 
 Stages of the data flow, one sub-package each:
 
-- :mod:`hybrid.case`     case directories: ``case.toml`` loading, validation, expressions, parameters
+- :mod:`hybrid.case`     case directories: ``case.toml`` loading, validation, expressions,
+  parameters
 - :mod:`hybrid.mesh`     meshes (generated shapes, gmsh/XDMF files) and control volumes
 - :mod:`hybrid.solvers`  reference solvers (finite volumes on the control volumes, PETSc Newton)
 - :mod:`hybrid.stages`   the ``hybrid`` commands' stages (solve, export, run)

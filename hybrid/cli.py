@@ -18,7 +18,8 @@ import time
 import traceback
 from pathlib import Path
 
-from hybrid.errors import EXIT_BAD_INPUT, EXIT_GRACE_SECONDS, CaseError, WriteError, catch_interrupts, is_write_failure
+from hybrid.errors import (EXIT_BAD_INPUT, EXIT_GRACE_SECONDS, CaseError, WriteError,
+                           catch_interrupts, is_write_failure)
 
 __all__ = ["main"]
 
@@ -30,30 +31,34 @@ def _parser() -> argparse.ArgumentParser:
 
     def stage(name: str, help_: str) -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help_, description=help_)
-        sp.add_argument("case", metavar="CASE", help="case directory (holding case.toml) or the case.toml itself")
-        sp.add_argument("--force", action="store_true", help="redo the stage even if its inputs did not change")
+        sp.add_argument("case", metavar="CASE",
+                        help="case directory (holding case.toml) or the case.toml itself")
+        sp.add_argument("--force", action="store_true",
+                        help="redo the stage even if its inputs did not change")
         sp.add_argument("--quiet", action="store_true", help="no progress bars")
         return sp
 
     stage("run", "every stage: solve -> train -> predict (with constraints) -> validate -> export")
     stage("solve", "run the reference solver on every train and test scenario")
     stage("train", "train the ensemble of FNO surrogates on the solver's training scenarios")
-    stage("predict", "ensemble predictions (mean, variance, member deviations) for every test scenario, "
-                     "and every constraint variant the case asks for")
+    stage("predict", "ensemble predictions (mean, variance, member deviations) for every test "
+                     "scenario, and every constraint variant the case asks for")
     stage("validate", "score every variant against the solver: report.md, metrics.json and figures")
-    ex = stage("export", "write XDMF time series for ParaView: the solver's fields and every constraint "
-                         "variant's mean, std, absolute error and balance residual")
+    ex = stage("export", "write XDMF time series for ParaView: the solver's fields and every "
+                         "constraint variant's mean, std, absolute error and balance residual")
     ex.add_argument("--train", action="store_true", help="also export the training scenarios")
     ex.add_argument("--solver-only", action="store_true",
-                    help="export the solver's fields only (u, balance_residual): no training or prediction")
+                    help="export the solver's fields only (u, balance_residual): no training or "
+                         "prediction")
     ex.add_argument("--format", choices=("xdmf", "vtu"), default="xdmf",
-                    help="xdmf: NAME.xdmf + NAME.h5 (default); vtu: NAME.pvd + NAME/step-IIII.vtu, for readers "
-                         "without XDMF")
-    con = stage("constrain", "make any model's prediction of the test scenarios exact: per-cell conservation "
-                             "and boundary conditions (results/external/NAME/: variants, report, ParaView series)")
+                    help="xdmf: NAME.xdmf + NAME.h5 (default); vtu: NAME.pvd + NAME/step-IIII.vtu, "
+                         "for readers without XDMF")
+    con = stage("constrain", "make any model's prediction of the test scenarios exact: per-cell "
+                             "conservation and boundary conditions (results/external/NAME/: "
+                             "variants, report, ParaView series)")
     con.add_argument("--prediction", required=True, metavar="FILE",
-                     help="HDF5 with u_mean, u_var (S, T+1, N); optional flux_mean, flux_var (S, T, F), "
-                          "u_dev, flux_dev (S, M, ...)")
+                     help="HDF5 with u_mean, u_var (S, T+1, N); optional flux_mean, flux_var (S, "
+                          "T, F), u_dev, flux_dev (S, M, ...)")
     con.add_argument("--name", required=True, help="the folder under results/external/")
     sub.add_parser("keys", help="print every case.toml key with its type, default and meaning")
     return p
@@ -74,8 +79,8 @@ def check_output_dir(case) -> None:
         with tempfile.NamedTemporaryFile(dir=probe, prefix=".hybrid-write-test-"):
             pass
     except OSError as exc:
-        raise CaseError(f"{out} cannot be written: {exc.strerror or exc}", file=str(case.display_file),
-                        key="output.dir") from None
+        raise CaseError(f"{out} cannot be written: {exc.strerror or exc}",
+                        file=str(case.display_file), key="output.dir") from None
 
 
 def check_trainable(case, args) -> None:
@@ -84,9 +89,10 @@ def check_trainable(case, args) -> None:
     trains = args.command in ("run", "train", "predict", "validate") or (
         args.command == "export" and not getattr(args, "solver_only", False))
     if trains and int(case.data["train"]) < 2:
-        raise CaseError(f"training needs at least 2 training scenarios (found {case.data['train']}): one is "
-                        "held out to validate on; hybrid solve alone works with 1", file=str(case.display_file),
-                        key="data.train")
+        raise CaseError("training needs at least 2 training scenarios (found "
+                        f"{case.data['train']}): one is "
+                        "held out to validate on; hybrid solve alone works with 1",
+                        file=str(case.display_file), key="data.train")
 
 
 def _run(args) -> int:
@@ -120,7 +126,8 @@ def _run(args) -> int:
         run_validate(case, force=args.force, comm=comm, progress=progress)
     elif args.command == "constrain":
         from hybrid.stages.external import run_constrain
-        out = run_constrain(case, args.prediction, args.name, force=args.force, comm=comm, progress=progress)
+        out = run_constrain(case, args.prediction, args.name, force=args.force, comm=comm,
+                            progress=progress)
         if comm.rank == 0:
             print(f"constrain: wrote {out} (report.md, metrics.json, variants.h5, export/)")
     elif args.command in ("export", "run"):
@@ -135,8 +142,8 @@ def _run(args) -> int:
             from hybrid.stages.validate import run_validate
             report = run_validate(case, force=args.force, comm=comm, progress=progress)
         files = run_export(case, force=args.force, train=getattr(args, "train", False),
-                           solver_only=getattr(args, "solver_only", False), comm=comm, progress=progress,
-                           fmt=getattr(args, "format", "xdmf"))
+                           solver_only=getattr(args, "solver_only", False), comm=comm,
+                           progress=progress, fmt=getattr(args, "format", "xdmf"))
         if args.command == "run" and comm.rank == 0:
             print(_summary(case, report, files))
     return 0
@@ -154,8 +161,8 @@ def _summary(case, report, files) -> str:
         best = min(m["variants"], key=lambda k: m["variants"][k]["rel_l2"])
         t = m["times"]
         lines.append(f"  raw surrogate relative L2 {raw['rel_l2']:.4f}; best variant {best} "
-                     f"{m['variants'][best]['rel_l2']:.4f}; surrogate {t['solver_over_surrogate']:.0f}x "
-                     f"faster than the solver per scenario")
+                     f"{m['variants'][best]['rel_l2']:.4f}; surrogate "
+                     f"{t['solver_over_surrogate']:.0f}x faster than the solver per scenario")
     except (OSError, KeyError, ValueError):
         pass
     lines += [f"  report    {report}  (tables, then figures)",
@@ -204,7 +211,8 @@ def _quiet_after_write_failures(report) -> None:
 
 
 def _echo_of_write_failure(kind, error, trace) -> None:
-    """h5py's destructors also print a traceback of the failure through sys.excepthook: dropped too."""
+    """h5py's destructors also print a traceback of the failure through sys.excepthook: dropped
+    too."""
     if is_write_failure(error) and trace is not None and "dealloc" in trace.tb_frame.f_code.co_name:
         return
     sys.__excepthook__(kind, error, trace)
@@ -232,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         if rank == 0:
-            print("hybrid: interrupted; finished files are intact, unfinished ones were not written", file=sys.stderr)
+            print("hybrid: interrupted; finished files are intact, unfinished ones were not "
+                  "written", file=sys.stderr)
         return 130
     except Exception:  # noqa: BLE001 - one rank failing must not leave the others waiting
         traceback.print_exc()

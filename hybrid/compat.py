@@ -42,13 +42,15 @@ __all__ = [
 ]
 
 DOLFINX_VERSION: tuple[int, int, int] = tuple(
-    int("".join(ch for ch in part if ch.isdigit()) or 0) for part in dolfinx.__version__.split(".")[:3]
+    int("".join(ch for ch in part if ch.isdigit()) or 0)
+    for part in dolfinx.__version__.split(".")[:3]
 )  # type: ignore[assignment]
 _NEW = DOLFINX_VERSION >= (0, 7, 0)
 
 
 def function_space(mesh, element):
-    """A finite element space on ``mesh``; ``element`` is ``("Lagrange", 1)`` or a UFL/basix element."""
+    """A finite element space on ``mesh``; ``element`` is ``("Lagrange", 1)`` or a UFL/basix
+    element."""
     if _NEW:
         return dolfinx.fem.functionspace(mesh, element)
     return dolfinx.fem.FunctionSpace(mesh, element)
@@ -91,7 +93,8 @@ def meshtags_from_entities(mesh, dim: int, entities: np.ndarray, values: np.ndar
     values = np.ascontiguousarray(values, dtype=np.int32)
     mesh.topology.create_connectivity(dim, 0)
     if _NEW:
-        return dolfinx.mesh.meshtags_from_entities(mesh, dim, dolfinx.graph.adjacencylist(entities), values)
+        return dolfinx.mesh.meshtags_from_entities(mesh, dim, dolfinx.graph.adjacencylist(entities),
+                                                   values)
     adjacency = dolfinx.cpp.graph.AdjacencyList_int32(entities)
     return dolfinx.mesh.meshtags_from_entities(mesh, dim, adjacency, values)
 
@@ -146,7 +149,8 @@ def _lagrange(mesh, degree: int, vector: bool, discontinuous: bool = False):
                                  discontinuous=discontinuous)
     import ufl
     family = "DG" if discontinuous else "Lagrange"
-    return ufl.VectorElement(family, cell, degree) if vector else ufl.FiniteElement(family, cell, degree)
+    return (ufl.VectorElement(family, cell, degree) if vector
+            else ufl.FiniteElement(family, cell, degree))
 
 
 def taylor_hood_space(mesh, discontinuous_pressure: bool = False):

@@ -35,10 +35,11 @@ import numpy as np
 from hybrid.mesh.control_volumes import ControlVolumes, FluxPieces
 from hybrid.mesh.meshdata import MeshData
 
-__all__ = ["DATASET_FORMAT", "Dataset", "Split", "write_mesh", "write_control_volumes", "read_control_volumes",
-           "read_dataset", "scenario_parameters"]
+__all__ = ["DATASET_FORMAT", "Dataset", "Split", "write_mesh", "write_control_volumes",
+           "read_control_volumes", "read_dataset", "scenario_parameters"]
 
-DATASET_FORMAT = 2   # raise when dataset.h5 changes shape (2: the control volumes' complete definition)
+DATASET_FORMAT = 2   # raise when dataset.h5 changes shape (2:
+                     # the control volumes' complete definition)
 
 _PIECES = ("face", "stencil", "weight", "k_cvs")
 
@@ -55,7 +56,8 @@ def write_mesh(group: h5py.Group, mesh: MeshData) -> None:
 
 
 def _read_mesh(group: h5py.Group) -> MeshData:
-    names = {k.split(":", 1)[1]: int(v) for k, v in group.attrs.items() if k.startswith("boundary:")}
+    names = {k.split(":", 1)[1]: int(v) for k, v in group.attrs.items()
+             if k.startswith("boundary:")}
     return MeshData(group["points"][()], group["cells"][()], str(group.attrs["cell_type"]),
                     group["facets"][()], group["facet_tags"][()], names)
 
@@ -82,14 +84,17 @@ def read_control_volumes(group: h5py.Group) -> ControlVolumes:
     """The :class:`ControlVolumes` that :func:`write_control_volumes` wrote (no owners: a
     later run assigns its own partition's)."""
     if "pieces" not in group:
-        raise KeyError(f"{group.file.filename}: {group.name} has no flux pieces (a dataset older than format "
-                       f"{DATASET_FORMAT}: rerun hybrid solve --force)")
+        raise KeyError(f"{group.file.filename}: {group.name} has no flux pieces (a dataset older "
+                       f"than format {DATASET_FORMAT}: rerun hybrid solve --force)")
     arr = lambda name: group[name][()]
-    pieces = {name: FluxPieces(*(group[name][key][()] for key in _PIECES)) for name in ("pieces", "boundary_pieces")}
-    names = {k.split(":", 1)[1]: int(v) for k, v in group.attrs.items() if k.startswith("boundary:")}
+    pieces = {name: FluxPieces(*(group[name][key][()] for key in _PIECES))
+              for name in ("pieces", "boundary_pieces")}
+    names = {k.split(":", 1)[1]: int(v) for k, v in group.attrs.items()
+             if k.startswith("boundary:")}
     periodic = [tuple(str(p).split(":", 1)) for p in group.attrs.get("periodic", [])]
-    return ControlVolumes(str(group.attrs["kind"]), arr("volume"), arr("centre"), arr("face_cv"), arr("face_area"),
-                          arr("face_normal"), arr("face_centroid"), arr("face_tag"), names, pieces["pieces"],
+    return ControlVolumes(str(group.attrs["kind"]), arr("volume"), arr("centre"), arr("face_cv"),
+                          arr("face_area"), arr("face_normal"), arr("face_centroid"),
+                          arr("face_tag"), names, pieces["pieces"],
                           pieces["boundary_pieces"], arr("boundary_distance"), arr("entity_of_cv"),
                           arr("cv_of_entity"), periodic_pairs=periodic)
 
@@ -129,7 +134,8 @@ class Split:
         return scenario_parameters(self, i)
 
     def take(self, index) -> "Split":
-        """The scenarios ``index`` (indices or a boolean mask), every per-scenario array cut alike."""
+        """The scenarios ``index`` (indices or a boolean mask), every per-scenario array cut
+        alike."""
         S = self.count
         cut = {k: (v[index] if isinstance(v, np.ndarray) and v.ndim and v.shape[0] == S else v)
                for k, v in self.arrays.items()}
@@ -140,13 +146,15 @@ class Split:
         u = arrays.pop("u", self.u)
         return dataclasses.replace(self, u=u, arrays={**self.arrays, **arrays})
 
-    def __getattr__(self, name: str):   # split.flux, split.solve_seconds, ...: the entries of ``arrays``
+    def __getattr__(self, name: str):   # split.flux, split.solve_seconds,
+                                        # ...: the entries of ``arrays``
         if name.startswith("__") or name == "arrays":
             raise AttributeError(name)
         try:
             return self.arrays[name]
         except KeyError:
-            raise AttributeError(f"this split has no {name!r} (it has {', '.join(self.keys())})") from None
+            raise AttributeError(f"this split has no {name!r} (it has "
+                                 f"{', '.join(self.keys())})") from None
 
     def keys(self) -> list[str]:
         return ["u", "params", "parameter_names", *self.arrays]
@@ -232,7 +240,8 @@ def read_dataset(path: Path | str) -> Dataset:
                 params = g["params"][()]
                 u = g["u"][()] if "u" in g else np.zeros((params.shape[0], 0, cv.num_cvs))
                 dt = float(g.attrs["dt"]) if "dt" in g.attrs else None
-                splits[name] = Split(u, params, [str(n) for n in g.attrs["parameter_names"]], arrays, dt)
+                splits[name] = Split(u, params, [str(n) for n in g.attrs["parameter_names"]],
+                                     arrays, dt)
     return Dataset(mesh, cv, times, splits)
 
 

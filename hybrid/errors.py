@@ -13,7 +13,8 @@ __all__ = ["CaseError", "WriteError", "EXIT_BAD_INPUT", "EXIT_GRACE_SECONDS", "c
            "raise_if_interrupted"]
 
 EXIT_BAD_INPUT = 2
-# how long a failed rank waits for the others before it ends the job (environment: HYBRID_EXIT_GRACE)
+# how long a failed rank waits for the others before it ends the job (environment:
+# HYBRID_EXIT_GRACE)
 EXIT_GRACE_SECONDS = float(os.environ.get("HYBRID_EXIT_GRACE", "30"))
 
 
@@ -41,8 +42,9 @@ class WriteError(CaseError):
 
     @classmethod
     def failed(cls, path, error: BaseException) -> "WriteError":
-        return cls(f"cannot be written: {describe_write_error(error)}; whatever was under this name "
-                   "before is unchanged (free space or choose another [output] dir, then run again)",
+        return cls(f"cannot be written: {describe_write_error(error)}; whatever was under this "
+                   "name before is unchanged (free space or choose another [output] dir, then run "
+                   "again)",
                    file=str(path))
 
 
@@ -59,8 +61,10 @@ def describe_write_error(error: BaseException) -> str:
 
 
 def is_write_failure(error: BaseException) -> bool:
-    """An error of the operating system while writing (h5py and torch report some as RuntimeError)."""
-    return isinstance(error, OSError) or (isinstance(error, RuntimeError) and "write failed" in str(error))
+    """An error of the operating system while writing (h5py and torch report some as
+    RuntimeError)."""
+    return isinstance(error, OSError) or (isinstance(error, RuntimeError)
+                                          and "write failed" in str(error))
 
 
 _interrupted = False

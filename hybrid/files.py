@@ -31,7 +31,8 @@ from hybrid.errors import WriteError, is_write_failure
 __all__ = ["atomic_path", "replace_file", "stage_is_current", "mark_stage_done", "file_digest",
            "committed_together", "commits_together", "commit_pending"]
 
-_frames: list[list[tuple[Path, Path]]] = []   # per stage being run (nested: a stage runs its inputs' stages)
+_frames: list[list[tuple[Path, Path]]] = []   # per stage being run (nested: a
+                                              # stage runs its inputs' stages)
 
 
 @contextlib.contextmanager
@@ -139,7 +140,8 @@ def replace_file(source: Path | str, path: Path | str) -> None:
 def _remove_orphans(path: Path) -> None:
     """Delete temporary and waiting files of ``path`` left by processes that no longer run
     (kill -9)."""
-    for tmp in [*path.parent.glob(f".{path.name}.tmp-*"), *path.parent.glob(f".{path.name}.pending-*")]:
+    for tmp in [*path.parent.glob(f".{path.name}.tmp-*"),
+                *path.parent.glob(f".{path.name}.pending-*")]:
         try:
             os.kill(int(tmp.name.rsplit("-", 1)[1]), 0)
         except ValueError:
@@ -172,14 +174,17 @@ def stage_is_current(directory: Path, digest: str, required: list[str]) -> bool:
     if recorded.get("hash") != digest or not all((Path(directory) / f).exists() for f in required):
         return False
     try:
-        return all(file_digest(Path(directory) / name) == sha for name, sha in recorded.get("outputs", {}).items())
+        return all(file_digest(Path(directory) / name) == sha
+                   for name, sha in recorded.get("outputs", {}).items())
     except OSError:
         return False
 
 
-def mark_stage_done(directory: Path, digest: str, outputs: list[str] | tuple[str, ...] = (), **info) -> None:
+def mark_stage_done(directory: Path, digest: str, outputs: list[str] | tuple[str, ...] = (),
+                    **info) -> None:
     """Write ``stage.json``: the case hash and the sha256 of each output file it vouches for."""
     directory = Path(directory)
     sums = {name: file_digest(_location(directory / name)) for name in outputs}
     with atomic_path(directory / "stage.json") as tmp:
-        tmp.write_text(json.dumps({"hash": digest, "outputs": sums, **info}, indent=2, default=str) + "\n")
+        tmp.write_text(json.dumps({"hash": digest, "outputs": sums, **info}, indent=2, default=str)
+                       + "\n")

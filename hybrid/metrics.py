@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import ndtr
 
-__all__ = ["variance_floor", "Z90", "relative_l2", "mse", "max_error", "mass_error", "total_mass", "coverage",
-           "gaussian_log_likelihood", "crps_gaussian", "front_position", "front_error"]
+__all__ = ["variance_floor", "Z90", "relative_l2", "mse", "max_error", "mass_error", "total_mass",
+           "coverage", "gaussian_log_likelihood", "crps_gaussian", "front_position", "front_error"]
 
 Z90 = 1.6448536269514722  # half-width of the central 90% interval of a standard Gaussian
 
@@ -49,7 +49,8 @@ def total_mass(u: np.ndarray, weight: np.ndarray) -> np.ndarray:
 def mass_error(pred: np.ndarray, true: np.ndarray, weight: np.ndarray) -> float:
     """Global conservation error relative to the total amount,
 
-    .. math:: \\max_{s,n} \\Big|\\sum_K |K| (p_K - t_K)\\Big| \\Big/ \\max_{s,n} \\sum_K |K|\\,|t_K|,
+    .. math:: \\max_{s,n} \\Big|\\sum_K |K| (p_K - t_K)\\Big| \\Big/
+              \\max_{s,n} \\sum_K |K|\\,|t_K|,
 
     divided by the absolute amount because the signed total Σ|K| t_K can be 0.
     """
@@ -70,7 +71,8 @@ def variance_floor(var: np.ndarray, relative: float = 1e-10) -> float:
     return relative * max(float(np.mean(np.maximum(var, 0.0))), 1e-300)
 
 
-def gaussian_log_likelihood(mean: np.ndarray, var: np.ndarray, true: np.ndarray, floor: float = 1e-300) -> float:
+def gaussian_log_likelihood(mean: np.ndarray, var: np.ndarray, true: np.ndarray,
+                            floor: float = 1e-300) -> float:
     """Mean of log N(true; mean, var) over all entries (ProbConserv's LL)."""
     v = np.maximum(var, floor)
     return float(np.mean(-0.5 * (true - mean) ** 2 / v - 0.5 * np.log(v) - 0.5 * np.log(2 * np.pi)))
@@ -100,7 +102,8 @@ def crps_gaussian(mean: np.ndarray, var: np.ndarray, true: np.ndarray) -> float:
     return float(np.mean(np.where(exact, score, np.abs(true - mean))))
 
 
-def front_position(u: np.ndarray, x: np.ndarray, threshold: float, from_left: bool = True) -> np.ndarray:
+def front_position(u: np.ndarray, x: np.ndarray, threshold: float,
+                   from_left: bool = True) -> np.ndarray:
     """Front of 1-D profiles u (..., N) at sorted coordinates x (N,): where u first falls
     below ``threshold`` walking from the left end (from the right end if not ``from_left``).
 

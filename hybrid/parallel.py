@@ -45,7 +45,8 @@ def collective(comm: MPI.Comm) -> Iterator[None]:
         outcome, failure = ("case", error), error
     except Exception as error:
         outcome, failure = ("bug", f"{type(error).__name__}: {error}"), error
-    arrived = _arrival_comm(comm).Ibarrier()   # not on comm: a rank may still be in one of its collective calls
+    arrived = _arrival_comm(comm).Ibarrier()   # not on comm: a rank may still be
+                                               # in one of its collective calls
     if failure is None:
         arrived.Wait()
     else:
@@ -88,7 +89,8 @@ class ScenarioProgress:
     updates, so the bar is right without any collective call in the work loop.
     """
 
-    def __init__(self, comm: MPI.Comm, total: int, desc: str, enabled: bool = True, unit: str = "scenario"):
+    def __init__(self, comm: MPI.Comm, total: int, desc: str, enabled: bool = True,
+                 unit: str = "scenario"):
         self.comm, self.total = comm, total
         self.count = 0
         self.bar = None
@@ -131,7 +133,8 @@ class ScenarioProgress:
     def _drain(self, block: bool) -> None:
         status = MPI.Status()
         while self.count < self.total:
-            if not block and not self.comm.iprobe(source=MPI.ANY_SOURCE, tag=_PROGRESS_TAG, status=status):
+            if not block and not self.comm.iprobe(source=MPI.ANY_SOURCE, tag=_PROGRESS_TAG,
+                                                  status=status):
                 return
             self._advance(self.comm.recv(source=MPI.ANY_SOURCE, tag=_PROGRESS_TAG))
 

@@ -29,8 +29,8 @@ def check_petsc_options(options, where: str, error) -> dict[str, str]:
     out = {}
     for name, value in options.items():
         if not _NAME.match(str(name)):
-            raise error(f"{where}.{name}", "a PETSc option name: letters, digits and '_', without the "
-                                           "leading '-' or a prefix (e.g. ksp_type)")
+            raise error(f"{where}.{name}", "a PETSc option name: letters, digits and '_', without "
+                                           "the leading '-' or a prefix (e.g. ksp_type)")
         if isinstance(value, bool):
             text = "true" if value else "false"
         elif isinstance(value, (int, float, str)):
@@ -64,8 +64,8 @@ def petsc_options(prefix: str, options: Mapping[str, str], *, key: str | None = 
         yield
     except PETSc.Error as error:
         said = [line.split("] ", 1)[-1] for line in str(error).splitlines() if line.strip()]
-        raise CaseError(f"PETSc failed with these options: {said[-1] if said else error}", file=file,
-                        key=key) from None
+        raise CaseError(f"PETSc failed with these options: {said[-1] if said else error}",
+                        file=file, key=key) from None
     finally:
         for full, value in before.items():
             if value is None:
@@ -75,7 +75,8 @@ def petsc_options(prefix: str, options: Mapping[str, str], *, key: str | None = 
 
 
 def set_default(database, key: str, value: str) -> bool:
-    """Put ``key`` in the database unless the user gave it; True when it was put (remove it later)."""
+    """Put ``key`` in the database unless the user gave it; True when it was put (remove it
+    later)."""
     if database.hasName(key):
         return False
     database[key] = value

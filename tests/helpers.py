@@ -22,10 +22,11 @@ SHIPPED_CASES = sorted(p.name for p in CASES.iterdir() if (p / "case.toml").is_f
 # the cases with a scalar unknown and control-volume balance rows (navier-stokes cases have
 # velocity vectors and face fluxes at the output times: tests/test_navier_stokes.py)
 SCALAR_CASES = [n for n in SHIPPED_CASES
-                if tomllib.loads((CASES / n / "case.toml").read_text())["pde"]["family"] != "navier-stokes"]
+                if tomllib.loads((CASES / n / "case.toml").read_text())["pde"]["family"]
+                != "navier-stokes"]
 
-__all__ = ["ROOT", "CASES", "MESHES", "SHIPPED_CASES", "SCALAR_CASES", "hybrid_command", "mpi_env", "mpirun_prefix",
-           "edit_toml", "small_case", "run_cli", "popen_cli"]
+__all__ = ["ROOT", "CASES", "MESHES", "SHIPPED_CASES", "SCALAR_CASES", "hybrid_command", "mpi_env",
+           "mpirun_prefix", "edit_toml", "small_case", "run_cli", "popen_cli"]
 
 _HEADER = re.compile(r"^\s*\[([^\[\]]+)\]\s*(#.*)?$")
 
@@ -119,11 +120,12 @@ def _command(args: list[str], ranks: int) -> list[str]:
 def run_cli(args: list[str], ranks: int = 1, cwd: str | Path | None = None, timeout: float = 300,
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run ``hybrid ARGS`` (under ``mpirun -n ranks`` when ranks > 1); output captured as text."""
-    return subprocess.run(_command(args, ranks), cwd=cwd or ROOT, env=mpi_env(env), capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(_command(args, ranks), cwd=cwd or ROOT, env=mpi_env(env),
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def popen_cli(args: list[str], ranks: int = 1, cwd: str | Path | None = None) -> subprocess.Popen:
     """Start ``hybrid ARGS`` without waiting (for interrupting it); its own process group."""
-    return subprocess.Popen(_command(args, ranks), cwd=cwd or ROOT, env=mpi_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    return subprocess.Popen(_command(args, ranks), cwd=cwd or ROOT, env=mpi_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)

@@ -71,7 +71,7 @@ PVBATCH_SCRIPT = textwrap.dedent('''
         SaveScreenshot(png, view, ImageResolution=[640, 400])
         Hide(reader, view)
         print("PNG", png)
-''')
+''')  # noqa: E501
 
 
 def parse_pvbatch(stdout: str) -> dict[str, dict]:
@@ -102,15 +102,17 @@ def open_in_paraview(files: list[Path], colour: str, folder: Path) -> dict[str, 
     """Run the script above on ``files``; its report per file (see :func:`parse_pvbatch`)."""
     script = Path(folder) / "open.py"
     script.write_text(PVBATCH_SCRIPT)
-    env = {k: v for k, v in mpi_env().items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    env = {k: v for k, v in mpi_env().items()
+           if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
     for _ in range(3):   # a loaded machine can start Xvfb too slowly for pvbatch's first connection
-        proc = subprocess.run(["xvfb-run", "-a", "-s", "-screen 0 1280x1024x24", "pvbatch", str(script),
-                               str(folder), colour, *map(str, files)],
+        proc = subprocess.run(["xvfb-run", "-a", "-s", "-screen 0 1280x1024x24", "pvbatch",
+                               str(script), str(folder), colour, *map(str, files)],
                               capture_output=True, text=True, timeout=300, env=env)
         if "bad X server connection" not in proc.stdout + proc.stderr:
             break
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "Skipping unrecognized array type" not in proc.stderr     # VTK's reader drops such arrays silently
+    # VTK's reader drops such arrays silently
+    assert "Skipping unrecognized array type" not in proc.stderr
     report = parse_pvbatch(proc.stdout)
     assert sorted(report) == sorted(map(str, files)), (sorted(report), proc.stderr[-2000:])
     return report

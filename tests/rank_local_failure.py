@@ -14,7 +14,8 @@ original = train._training_set
 
 def failing(case, *args, **kwargs):
     if MPI.COMM_WORLD.rank == 1:
-        raise CaseError("a mistake only rank 1 sees", file=str(case.display_file), key="surrogate.grid")
+        raise CaseError("a mistake only rank 1 sees", file=str(case.display_file),
+                        key="surrogate.grid")
     return original(case, *args, **kwargs)
 
 

@@ -29,8 +29,9 @@ import pytest
 
 from helpers import ROOT, edit_toml, mpi_env, mpirun_prefix, popen_cli, run_cli, small_case
 
-TINY = dict(train=4, test=2, surrogate={"members": "2", "epochs": "3", "grid": "16", "modes": "4", "width": "8",
-                                        "layers": "2", "batch": "2", "time": '"one-shot"'},
+TINY = dict(train=4, test=2,
+            surrogate={"members": "2", "epochs": "3", "grid": "16", "modes": "4", "width": "8",
+                       "layers": "2", "batch": "2", "time": '"one-shot"'},
             time={"t_end": "0.01", "outputs": "3"}, constraints={"compare": '["raw", "per-cell"]'})
 STAGES = ("solve", "train", "predict", "validate", "export")
 WITH_LIMIT = Path(__file__).with_name("file_size_limit.py")
@@ -46,7 +47,8 @@ class Fault:
     ranks: int = 1
     code: int = 2
     results: str = "kept"             # kept: byte-identical; redone: consistently replaced
-    resume_state: bool = False        # the failed stage may leave train/checkpoints of its own (keyed by its hash)
+    resume_state: bool = False        # the failed stage may leave train/checkpoints
+                                      # of its own (keyed by its hash)
 
 
 def _set(section: str, key: str, value: str) -> Callable[[Path], None]:
@@ -120,7 +122,8 @@ CATALOGUE = [
     Fault("unknown-section", _set("postprocess", "plots", "true"), (K, "postprocess")),
     Fault("unknown-key", _set("time", "dtt", "0.1"), (K, "time.dtt")),
     Fault("misspelled-key", _set("surrogate", "member", "2"), (K, "surrogate.member")),
-    Fault("duplicate-key", _text(r"^t_end = .*$", "t_end = 0.01\nt_end = 0.02"), (K, "TOML syntax error")),
+    Fault("duplicate-key", _text(r"^t_end = .*$", "t_end = 0.01\nt_end = 0.02"),
+          (K, "TOML syntax error")),
     # [time]
     Fault("dt-string", _set("time", "dt", '"fast"'), (K, "time.dt")),
     Fault("t-end-negative", _set("time", "t_end", "-1"), (K, "time.t_end")),
@@ -148,10 +151,11 @@ CATALOGUE = [
     Fault("modes-zero", _set("surrogate", "modes", "0"), (K, "surrogate.modes")),
     Fault("time-unknown", _set("surrogate", "time", '"recurrent"'), (K, "surrogate.time")),
     Fault("autoregressive-heteroscedastic",
-          _both(_set("surrogate", "time", '"autoregressive"'), _set("surrogate", "heteroscedastic", "true")),
+          _both(_set("surrogate", "time", '"autoregressive"'),
+                _set("surrogate", "heteroscedastic", "true")),
           (K, "surrogate.heteroscedastic", "one-shot"), command="train"),
-    Fault("lr-diverges", _set("surrogate", "lr", "1e6"), (K, "surrogate.lr", "diverged"), command="train",
-          resume_state=True),
+    Fault("lr-diverges", _set("surrogate", "lr", "1e6"), (K, "surrogate.lr", "diverged"),
+          command="train", resume_state=True),
     # [pde]
     Fault("family-unknown", _set("pde", "family", '"navier"'), (K, "pde.family")),
     Fault("k-model-unknown", _set("pde", "k", '"cubic"'), (K, "pde.k")),
@@ -162,76 +166,104 @@ CATALOGUE = [
     Fault("coefficient-twice", _set("pde", "k_max", "1.0"), (K, "k_max")),
     # expressions
     Fault("source-syntax", _set("pde", "source", '"x +"'), (K, "pde.source")),
-    Fault("source-import", _set("pde", "source", "\"__import__('os').system('touch /tmp/hybrid-pwned')\""),
+    Fault("source-import",
+          _set("pde", "source", "\"__import__('os').system('touch /tmp/hybrid-pwned')\""),
           (K, "pde.source")),
-    Fault("source-unknown-name", _set("pde", "source", '"unknown_name * x"'), (K, "pde.source", "unknown_name")),
+    Fault("source-unknown-name", _set("pde", "source", '"unknown_name * x"'),
+          (K, "pde.source", "unknown_name")),
     Fault("source-dunder", _set("pde", "source", '"().__class__"'), (K, "pde.source")),
     Fault("source-lambda", _set("pde", "source", '"(lambda: 1)()"'), (K, "pde.source")),
     Fault("source-not-finite", _set("pde", "source", '"where(t > 0.005, log(-1), 0)"'),
           (K, "pde.source", "not finite"), command="solve", ranks=2),
     Fault("initial-syntax", _set("initial", "value", '"sin("'), (K, "initial.value")),
-    Fault("initial-open", _set("initial", "value", "\"open('/etc/passwd')\""), (K, "initial.value")),
+    Fault("initial-open", _set("initial", "value", "\"open('/etc/passwd')\""),
+          (K, "initial.value")),
     Fault("initial-kind-unknown", _set("initial", "kind", '"noise"'), (K, "initial.kind")),
-    Fault("initial-sqrt-minus-one", _set("initial", "value", '"sqrt(-1)"'), (K, "initial.value", "not finite"),
-          command="solve"),
-    Fault("initial-overflow", _set("initial", "value", '"(x+2)**10**10"'), (K, "initial.value", "not finite"),
-          command="solve"),
+    Fault("initial-sqrt-minus-one", _set("initial", "value", '"sqrt(-1)"'),
+          (K, "initial.value", "not finite"), command="solve"),
+    Fault("initial-overflow", _set("initial", "value", '"(x+2)**10**10"'),
+          (K, "initial.value", "not finite"), command="solve"),
     Fault("initial-attribute", _set("initial", "value", '"x.real"'), (K, "initial.value")),
     # [boundary.*]
-    Fault("boundary-type-unknown", _set("boundary.left", "type", '"robin"'), (K, "boundary.left.type")),
+    Fault("boundary-type-unknown", _set("boundary.left", "type", '"robin"'),
+          (K, "boundary.left.type")),
     Fault("dirichlet-without-value", _text(r'^value = "1"$', ""), (K, "boundary.left")),
     Fault("boundary-unknown-name", _both(_set("boundary.middle", "type", '"neumann"'),
-                                         _set("boundary.middle", "flux", '"0"')), (K, "boundary.middle")),
-    Fault("periodic-without-partner", _text(r'^type = "dirichlet"$', 'type = "periodic"'), (K, "boundary.left")),
-    Fault("flux-and-derivative", _set("boundary.right", "normal_derivative", '"0"'), (K, "boundary.right")),
+                                         _set("boundary.middle", "flux", '"0"')),
+          (K, "boundary.middle")),
+    Fault("periodic-without-partner", _text(r'^type = "dirichlet"$', 'type = "periodic"'),
+          (K, "boundary.left")),
+    Fault("flux-and-derivative", _set("boundary.right", "normal_derivative", '"0"'),
+          (K, "boundary.right")),
     Fault("boundary-value-not-finite", _set("boundary.left", "value", '"1 + log(t - 1)"'),
           (K, "boundary.left.value", "not finite"), command="solve"),
     # [mesh]
     Fault("mesh-file-missing", _set("mesh", "file", '"nowhere.msh"'), (K, "mesh.file")),
     Fault("mesh-file-garbage", _mesh_file("this is not a mesh\n"), (K, "mesh.file")),
-    Fault("mesh-file-and-generate", _set("mesh", "generate", '{ shape = "interval", cells = 10 }'), (K, "mesh")),
-    Fault("control-volumes-unknown", _set("mesh", "control_volumes", '"hex"'), (K, "mesh.control_volumes")),
-    Fault("boundary-tag-missing", _set("mesh", "boundaries", "{ left = 99, right = 2 }"), (K, "mesh.boundaries")),
-    Fault("generate-shape-unknown", _both(_text(r"^file = .*$", ""), _text(r"^boundaries = .*$", ""),
-                                          _set("mesh", "generate", '{ shape = "sphere" }')),
+    Fault("mesh-file-and-generate", _set("mesh", "generate", '{ shape = "interval", cells = 10 }'),
+          (K, "mesh")),
+    Fault("control-volumes-unknown", _set("mesh", "control_volumes", '"hex"'),
+          (K, "mesh.control_volumes")),
+    Fault("boundary-tag-missing", _set("mesh", "boundaries", "{ left = 99, right = 2 }"),
+          (K, "mesh.boundaries")),
+    Fault("generate-shape-unknown",
+          _both(_text(r"^file = .*$", ""), _text(r"^boundaries = .*$", ""),
+                _set("mesh", "generate", '{ shape = "sphere" }')),
           (K, "mesh.generate.shape")),
     Fault("generate-too-fine", _both(_text(r"^file = .*$", ""), _text(r"^boundaries = .*$", ""),
                                      _set("mesh", "generate", '{ shape = "interval", h = 1e-9 }')),
           (K, "mesh.generate")),
-    Fault("generate-key-of-other-shape", _both(_text(r"^file = .*$", ""), _text(r"^boundaries = .*$", ""),
-                                               _set("mesh", "generate", '{ shape = "interval", radius = 2 }')),
+    Fault("generate-key-of-other-shape",
+          _both(_text(r"^file = .*$", ""), _text(r"^boundaries = .*$", ""),
+                _set("mesh", "generate", '{ shape = "interval", radius = 2 }')),
           (K, "mesh.generate.radius")),
     # [parameters]
-    Fault("uniform-reversed", _text(r"^u_star = \{ uniform.*$", "u_star = { uniform = [0.7, 0.55] }"),
+    Fault("uniform-reversed",
+          _text(r"^u_star = \{ uniform.*$", "u_star = { uniform = [0.7, 0.55] }"),
           (K, "parameters.u_star")),
     Fault("distribution-unknown", _text(r"^u_star = \{ uniform.*$", "u_star = { beta = [1, 2] }"),
           (K, "parameters.u_star")),
     Fault("parameter-reserved-name", _set("parameters", "x", "1.0"), (K, "parameters.x")),
     Fault("test-parameter-unknown", _set("parameters.test", "w", "0.5"), (K, "parameters.test.w")),
-    Fault("choice-empty", _text(r"^u_star = \{ choice.*$", "u_star = { choice = [] }"), (K, "parameters.test.u_star")),
-    Fault("normal-negative-std", _text(r"^u_star = \{ uniform.*$", "u_star = { normal = [0.6, -1] }"),
+    Fault("choice-empty", _text(r"^u_star = \{ choice.*$", "u_star = { choice = [] }"),
+          (K, "parameters.test.u_star")),
+    Fault("normal-negative-std",
+          _text(r"^u_star = \{ uniform.*$", "u_star = { normal = [0.6, -1] }"),
           (K, "parameters.u_star")),
     # [constraints], [solver], [case], [output]
-    Fault("variant-unknown", _set("constraints", "compare", '["raw", "magic"]'), (K, "constraints.compare", "magic")),
-    Fault("conservation-unknown", _set("constraints", "conservation", '"sometimes"'), (K, "constraints.conservation")),
+    Fault("variant-unknown", _set("constraints", "compare", '["raw", "magic"]'),
+          (K, "constraints.compare", "magic")),
+    Fault("conservation-unknown", _set("constraints", "conservation", '"sometimes"'),
+          (K, "constraints.conservation")),
     Fault("sigma-negative", _set("constraints", "sigma", "-1"), (K, "constraints.sigma")),
-    Fault("covariance-unknown", _set("constraints", "covariance", '"full"'), (K, "constraints.covariance")),
+    Fault("covariance-unknown", _set("constraints", "covariance", '"full"'),
+          (K, "constraints.covariance")),
     Fault("ensemble-covariance-one-member", _both(_set("constraints", "covariance", '"ensemble"'),
-                                                  _set("surrogate", "members", "1")), (K, "constraints.covariance")),
-    Fault("calibrate-string", _set("constraints", "calibrate", '"yes"'), (K, "constraints.calibrate")),
+                                                  _set("surrogate", "members", "1")),
+          (K, "constraints.covariance")),
+    Fault("calibrate-string", _set("constraints", "calibrate", '"yes"'),
+          (K, "constraints.calibrate")),
     Fault("newton-max-it-zero", _set("solver", "newton_max_it", "0"), (K, "solver.newton_max_it")),
     Fault("seed-negative", _set("case", "seed", "-1"), (K, "case.seed")),
     Fault("name-not-string", _set("case", "name", "5"), (K, "case.name")),
-    Fault("output-dir-is-a-file", _both(_set("output", "dir", '"taken"'), _write("taken", "a file\n")),
+    Fault("output-dir-is-a-file",
+          _both(_set("output", "dir", '"taken"'), _write("taken", "a file\n")),
           (K, "output.dir", "cannot be written"), ranks=2),
     # damaged results between runs: the stage is redone and every stage is current afterwards
-    Fault("dataset-truncated", _damage("solve/dataset.h5", "truncate"), (), code=0, results="redone"),
-    Fault("dataset-scribbled", _damage("solve/dataset.h5", "scribble"), (), code=0, results="redone"),
-    Fault("member-truncated", _damage("train/member-0.pt", "truncate"), (), code=0, results="redone"),
-    Fault("predictions-deleted", _damage("predict/predictions.h5", "delete"), (), code=0, results="redone"),
-    Fault("variants-scribbled", _damage("predict/variants.h5", "scribble"), (), code=0, results="redone"),
-    Fault("stage-json-garbage", _damage("train/stage.json", "garbage"), (), code=0, results="redone"),
-    Fault("export-series-deleted", _damage("export/test-001.h5", "delete"), (), code=0, results="redone"),
+    Fault("dataset-truncated", _damage("solve/dataset.h5", "truncate"), (), code=0,
+          results="redone"),
+    Fault("dataset-scribbled", _damage("solve/dataset.h5", "scribble"), (), code=0,
+          results="redone"),
+    Fault("member-truncated", _damage("train/member-0.pt", "truncate"), (), code=0,
+          results="redone"),
+    Fault("predictions-deleted", _damage("predict/predictions.h5", "delete"), (), code=0,
+          results="redone"),
+    Fault("variants-scribbled", _damage("predict/variants.h5", "scribble"), (), code=0,
+          results="redone"),
+    Fault("stage-json-garbage", _damage("train/stage.json", "garbage"), (), code=0,
+          results="redone"),
+    Fault("export-series-deleted", _damage("export/test-001.h5", "delete"), (), code=0,
+          results="redone"),
 ]
 
 
@@ -304,8 +336,8 @@ def test_the_catalogue_is_large_enough():
 
 # (stage, ranks): a 20 kB file-size limit set after MPI started makes the stage's first large
 # write fail with EFBIG, as a full disk would with ENOSPC
-FULL_DISK = [("solve", 1), ("solve", 2), ("train", 2), ("predict", 1), ("predict", 2), ("validate", 2),
-             ("export", 2)]
+FULL_DISK = [("solve", 1), ("solve", 2), ("train", 2), ("predict", 1), ("predict", 2),
+             ("validate", 2), ("export", 2)]
 
 
 @pytest.mark.parametrize("stage,ranks", FULL_DISK, ids=[f"{s}-{r}rank" for s, r in FULL_DISK])
@@ -320,15 +352,18 @@ def test_a_full_disk_is_one_message_and_exit_2(finished, tmp_path, stage, ranks)
     command = [sys.executable, str(WITH_LIMIT), "20000", stage, str(case), "--quiet", "--force"]
     if ranks > 1:
         command = mpirun_prefix(ranks) + command
-    proc = subprocess.run(command, cwd=ROOT, env=mpi_env(), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(command, cwd=ROOT, env=mpi_env(), capture_output=True, text=True,
+                          timeout=300)
     assert proc.returncode == 2, (proc.returncode, proc.stderr[-3000:])
-    assert "Traceback" not in proc.stderr and "MPI_ABORT" not in proc.stderr and "SEGV" not in proc.stderr, \
-        proc.stderr[-3000:]
+    assert ("Traceback" not in proc.stderr and "MPI_ABORT" not in proc.stderr
+            and "SEGV" not in proc.stderr), proc.stderr[-3000:]
     lines = _error_lines(proc.stderr)
-    assert len(lines) == 1 and "cannot be written" in lines[0] and "File too large" in lines[0], proc.stderr[-3000:]
+    assert (len(lines) == 1 and "cannot be written" in lines[0]
+            and "File too large" in lines[0]), proc.stderr[-3000:]
     assert re.search(rf"results/{stage}/\S+: cannot be written", lines[0]), lines[0]
     after = _tree_digest(case / "results")
-    if stage == "train":   # --force starts training afresh: the old checkpoints go, the members stay
+    if stage == "train":   # --force starts training afresh: the
+                           # old checkpoints go, the members stay
         before = {k: v for k, v in before.items() if "checkpoints" not in k}
     assert {k: after.get(k) for k in before} == before
     assert not [k for k in after if ".tmp-" in k]
@@ -392,16 +427,19 @@ BAD_PREDICTIONS = [   # (what, change of a good file, the dataset named)
     ("missing-u-var", lambda a: a.pop("u_var"), "u_var"),
     ("flux-var-without-flux-mean", lambda a: a.pop("flux_mean"), "flux_mean"),
     ("wrong-shape", lambda a: a.update(u_mean=a["u_mean"][:, :, :-1]), "u_mean"),
-    ("too-few-scenarios", lambda a: a.update(u_mean=a["u_mean"][:1], u_var=a["u_var"][:1]), "u_mean"),
+    ("too-few-scenarios", lambda a: a.update(u_mean=a["u_mean"][:1], u_var=a["u_var"][:1]),
+     "u_mean"),
     ("nan-in-mean", _set_item("u_mean", (0, 1, 3), float("nan")), "u_mean"),
     ("negative-variance", _set_item("flux_var", (1, 0, 2), -1.0), "flux_var"),
     ("inf-in-flux", _set_item("flux_mean", (0, 0, 0), float("inf")), "flux_mean"),
     ("wrong-initial-state", _set_item("u_mean", (0, 0, 5), 7.0), "u_mean"),
-    ("deviations-without-flux-deviations", lambda a: a.update(u_dev=a["u_mean"][:, None] * 0), "u_dev"),
+    ("deviations-without-flux-deviations", lambda a: a.update(u_dev=a["u_mean"][:, None] * 0),
+     "u_dev"),
 ]
 
 
-@pytest.mark.parametrize("what,change,dataset", BAD_PREDICTIONS, ids=[b[0] for b in BAD_PREDICTIONS])
+@pytest.mark.parametrize("what,change,dataset", BAD_PREDICTIONS,
+                         ids=[b[0] for b in BAD_PREDICTIONS])
 def test_a_bad_prediction_file_is_one_message(finished, tmp_path, what, change, dataset):
     case = _copy(finished, tmp_path)
     before = _tree_digest(case / "results")
@@ -416,8 +454,10 @@ def test_a_bad_prediction_file_is_one_message(finished, tmp_path, what, change, 
 
 def test_constrain_refuses_a_missing_file_and_a_bad_name(finished, tmp_path):
     case = _copy(finished, tmp_path)
-    for args, says in ((["--prediction", str(tmp_path / "none.h5"), "--name", "x"], "--prediction: does not exist"),
-                       (["--prediction", str(tmp_path / "none.h5"), "--name", "../up"], "--name: '../up' is not")):
+    for args, says in ((["--prediction", str(tmp_path / "none.h5"), "--name", "x"],
+                        "--prediction: does not exist"),
+                       (["--prediction", str(tmp_path / "none.h5"), "--name", "../up"],
+                        "--name: '../up' is not")):
         proc = run_cli(["constrain", str(case), *args])
         assert proc.returncode == 2 and len(_error_lines(proc.stderr)) == 1, proc.stderr[-2000:]
         assert says in _error_lines(proc.stderr)[0]
@@ -430,14 +470,16 @@ def test_a_mistake_found_on_one_rank_alone_ends_the_job(finished, tmp_path):
     import subprocess
 
     case = _copy(finished, tmp_path)
-    command = mpirun_prefix(2) + [sys.executable, str(Path(__file__).with_name("rank_local_failure.py")),
+    command = mpirun_prefix(2) + [sys.executable,
+                                  str(Path(__file__).with_name("rank_local_failure.py")),
                                   "train", str(case), "--quiet", "--force"]
     start = time.time()
-    proc = subprocess.run(command, cwd=ROOT, env=mpi_env({"HYBRID_EXIT_GRACE": "3"}), capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(command, cwd=ROOT, env=mpi_env({"HYBRID_EXIT_GRACE": "3"}),
+                          capture_output=True, text=True, timeout=120)
     assert time.time() - start < 100
     assert proc.returncode == 2, (proc.returncode, proc.stderr[-3000:])
-    assert "hybrid: error (rank 1): " in proc.stderr and "surrogate.grid: a mistake only rank 1 sees" in proc.stderr
+    assert ("hybrid: error (rank 1): " in proc.stderr
+            and "surrogate.grid: a mistake only rank 1 sees" in proc.stderr)
     assert "Traceback" not in proc.stderr
 
 
@@ -465,8 +507,8 @@ def test_a_rank_that_fails_inside_a_collective_call_of_the_block_ends_the_job():
 
     command = mpirun_prefix(2) + [sys.executable, "-c", _FAILS_INSIDE_A_COLLECTIVE_CALL]
     start = time.time()
-    proc = subprocess.run(command, cwd=ROOT, env=mpi_env({"HYBRID_EXIT_GRACE": "2"}), capture_output=True,
-                          text=True, timeout=60)
+    proc = subprocess.run(command, cwd=ROOT, env=mpi_env({"HYBRID_EXIT_GRACE": "2"}),
+                          capture_output=True, text=True, timeout=60)
     assert time.time() - start < 40
     assert proc.returncode == 3, (proc.returncode, proc.stderr[-3000:])
     assert "rank 1 raised: only rank 1 fails" in proc.stderr

@@ -35,17 +35,17 @@ def _missing_mesh(case: Path) -> None:
 BAD_CASES = {
     "unknown-key": ({"time": {"outptus": "5"}}, None, "time.outptus",
                     ["unknown key", "'outputs'", "t_end", "dt"]),
-    "boundary-not-in-mesh": ({"boundary.lft": {"type": '"neumann"', "flux": '"0"'}}, None, "boundary.lft",
-                             ["'lft'", "left, right"]),
+    "boundary-not-in-mesh": ({"boundary.lft": {"type": '"neumann"', "flux": '"0"'}}, None,
+                             "boundary.lft", ["'lft'", "left, right"]),
     "dirichlet-and-neumann": ({"boundary.left": {"flux": '"0"'}}, None, "boundary.left.flux",
                               ["Dirichlet and Neumann", "dirichlet", "value"]),
-    "low-above-high": ({"parameters": {"u_star": "{ uniform = [0.7, 0.55] }"}}, None, "parameters.u_star.uniform",
-                       ["0.7", "0.55", "low", "high"]),
+    "low-above-high": ({"parameters": {"u_star": "{ uniform = [0.7, 0.55] }"}}, None,
+                       "parameters.u_star.uniform", ["0.7", "0.55", "low", "high"]),
     "dt-above-t_end": ({"time": {"dt": "0.5"}}, None, "time.dt", ["0.5", "t_end = 0.1"]),
     "mesh-missing": ({}, _missing_mesh, "mesh.file", ["no-such-mesh.msh", "does not exist"]),
     "mesh-garbage": ({}, _garbage_mesh, "mesh.file", ["broken.msh", "cannot read"]),
-    "expression-token": ({"boundary.left": {"value": '"__import__(\'os\')"'}}, None, "boundary.left.value",
-                         ["__import__", "allowed", "sin", "u_star"]),
+    "expression-token": ({"boundary.left": {"value": '"__import__(\'os\')"'}}, None,
+                         "boundary.left.value", ["__import__", "allowed", "sin", "u_star"]),
     "unknown-family": ({"pde": {"family": '"heat"'}}, None, "pde.family",
                        ['"heat"', "allowed", "gpme", "navier-stokes"]),
 }
@@ -79,7 +79,7 @@ def test_bad_case_is_one_message_and_exit_2(tmp_path, name):
     _, _, key, fragments = BAD_CASES[name]
     _assert_one_message(proc, key, fragments)
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr   # nothing else on stderr
-    assert f"{name}/case.toml" in proc.stderr                        # the file, as the user names it
+    assert f"{name}/case.toml" in proc.stderr                       # the file, as the user names it
     assert not (case / "results").exists(), sorted(p.name for p in case.rglob("*"))
 
 
@@ -132,7 +132,8 @@ def test_toml_syntax_error_exits_2(tmp_path):
 def test_keys_lists_every_section():
     proc = run_cli(["keys"])
     assert proc.returncode == 0, proc.stderr
-    for fragment in ("control_volumes", "[mesh]", "[time]", "t_end", "outputs", "epochs", "[output]"):
+    for fragment in ("control_volumes", "[mesh]", "[time]", "t_end", "outputs", "epochs",
+                     "[output]"):
         assert fragment in proc.stdout, fragment
     assert proc.stderr.strip() == ""
 

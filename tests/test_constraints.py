@@ -26,7 +26,8 @@ def dense_update(mu, G, b, Sigma, sigma):
 def test_update_matches_the_dense_formula(ensemble, sigma):
     rng = np.random.default_rng(1)
     n, rows, M = 40, 12, 5
-    G = sp.random(rows, n, density=0.3, random_state=2, format="csr") + sp.eye(rows, n, format="csr")
+    G = sp.random(rows, n, density=0.3, random_state=2, format="csr") + sp.eye(rows, n,
+                                                                               format="csr")
     b = rng.standard_normal(rows)
     mu = rng.standard_normal(n)
     var = rng.uniform(0.1, 2.0, n)
@@ -77,7 +78,8 @@ def test_per_cell_rows_sum_to_the_global_rows(kind):
     # interior fluxes cancel: the global row touches boundary fluxes only
     interior = np.flatnonzero(cv.face_cv[:, 1] >= 0)
     cols = glob.G.tocoo().col
-    assert not np.isin(cols, [layout.flux(n).start + interior for n in range(1, layout.T + 1)]).any()
+    assert not np.isin(cols,
+                       [layout.flux(n).start + interior for n in range(1, layout.T + 1)]).any()
 
 
 def test_a_conservative_trajectory_satisfies_the_rows():
@@ -118,10 +120,13 @@ def test_requested_variants_follow_the_case():
 
     from hybrid.constraints.driver import requested_variants
 
-    case = SimpleNamespace(constraints={"conservation": "per-cell", "boundary": "exact", "compare": ["hardc"]})
+    case = SimpleNamespace(constraints={"conservation": "per-cell", "boundary": "exact",
+                                        "compare": ["hardc"]})
     assert requested_variants(case) == ["raw", "hardc", "per-cell+boundary"]
-    case.constraints = {"conservation": "global", "boundary": "none", "compare": ["raw", "per-cell", "softc"]}
-    assert requested_variants(case) == ["raw", "global", "per-cell"]       # no SoftC ensemble was trained
+    case.constraints = {"conservation": "global", "boundary": "none",
+                        "compare": ["raw", "per-cell", "softc"]}
+    # no SoftC ensemble was trained
+    assert requested_variants(case) == ["raw", "global", "per-cell"]
     assert requested_variants(case, {"softc": {}}) == ["raw", "softc", "global", "per-cell"]
 
 
@@ -136,8 +141,8 @@ def test_predict_writes_exact_per_cell_variant(tmp_path):
 
     root = Path(__file__).resolve().parents[1]
     case = small_case(root / "cases" / "stefan-1d", tmp_path, train=6, test=2,
-                      surrogate={"members": "2", "epochs": "3", "grid": "32", "modes": "8", "width": "8",
-                                 "layers": "2", "batch": "4", "rollout_epochs": "3"},
+                      surrogate={"members": "2", "epochs": "3", "grid": "32", "modes": "8",
+                                 "width": "8", "layers": "2", "batch": "4", "rollout_epochs": "3"},
                       time={"t_end": "0.02", "outputs": "4"},
                       constraints={"compare": '["raw", "hardc", "global", "per-cell"]'})
     proc = run_cli(["predict", str(case), "--quiet"])
@@ -178,7 +183,8 @@ def test_normal_derivative_rows_hold_for_a_linear_field_and_are_imposed_exactly(
     rows_t = normal_derivative_rows(cv, layout, top, lambda p, n: np.full(len(p), 2.0))
     # one row per boundary facet (its d dual faces share the cell's gradient) and output time
     assert rows_r.count == layout.T * len(right) // cv.dim
-    assert np.abs(rows_r.G @ x - rows_r.b).max() < 1e-12 and np.abs(rows_t.G @ x - rows_t.b).max() < 1e-12
+    assert (np.abs(rows_r.G @ x - rows_r.b).max() < 1e-12
+            and np.abs(rows_t.G @ x - rows_t.b).max() < 1e-12)
     wrong = normal_derivative_rows(cv, layout, right, lambda p, n: np.full(len(p), 4.0))
     assert np.abs(wrong.G @ x - wrong.b).min() > 0.9
     # imposed on a random prediction together with the per-cell rows: exact
@@ -199,7 +205,8 @@ def _space_time_problem(shape: dict, T: int, flux_var: float, seed: int = 0):
     rows = stack_rows([conservation_rows(cv, layout, rng.standard_normal(cv.num_cvs)),
                        dirichlet_rows(layout, walls, rng.standard_normal((T, len(walls))))])
     states = T * cv.num_cvs
-    var = np.concatenate([rng.uniform(0.5, 1.5, states) * 1e-3, rng.uniform(0.5, 1.5, layout.size - states) * flux_var])
+    var = np.concatenate([rng.uniform(0.5, 1.5, states) * 1e-3,
+                          rng.uniform(0.5, 1.5, layout.size - states) * flux_var])
     return cv, layout, rows, var, rng.standard_normal(layout.size)
 
 
@@ -209,9 +216,11 @@ def test_fast_update_matches_the_dense_reference(method, ensemble):
     """The plan's Cholesky (1-D and 2-D meshes) and the time-block PCG give the dense formula's
     mean to 1e-10 and, through the exact diagonal, its variance to 1e-8; a plan reused for another
     scenario's variances gives the same answer as a fresh one."""
-    for shape in ({"shape": "interval", "cells": 40, "jitter": 0.3}, {"shape": "rectangle", "h": 0.3}):
+    for shape in ({"shape": "interval", "cells": 40, "jitter": 0.3},
+                  {"shape": "rectangle", "h": 0.3}):
         cv, layout, rows, var, mu = _space_time_problem(shape, 4, 1e-4)
-        U = np.random.default_rng(2).standard_normal((layout.size, 3)) * np.sqrt(var)[:, None] if ensemble else None
+        U = (np.random.default_rng(2).standard_normal((layout.size, 3)) * np.sqrt(var)[:, None]
+             if ensemble else None)
         Sigma = np.diag(var) + (U @ U.T if ensemble else 0)
         mean_ref, cov_ref = dense_update(mu, rows.G, rows.b, Sigma, 0.0)
         other = GaussianUpdate(rows.G, rows.b, var * 2.0, U, layout=layout, method=method)
@@ -219,7 +228,8 @@ def test_fast_update_matches_the_dense_reference(method, ensemble):
         assert upd.plan is other.plan and upd.plan.method == method
         scale = np.abs(mean_ref).max()
         np.testing.assert_allclose(upd.mean(mu), mean_ref, rtol=0, atol=1e-10 * scale)
-        np.testing.assert_allclose(upd.variance(exact=True), np.diag(cov_ref), rtol=1e-8, atol=1e-14)
+        np.testing.assert_allclose(upd.variance(exact=True), np.diag(cov_ref), rtol=1e-8,
+                                   atol=1e-14)
         fresh = GaussianUpdate(rows.G, rows.b, var, U, layout=layout, method=method)
         np.testing.assert_allclose(fresh.mean(mu), upd.mean(mu), rtol=0, atol=1e-12 * scale)
 
@@ -253,7 +263,8 @@ def test_a_large_cholesky_over_the_memory_limit_is_an_error_not_a_killed_run(mon
 
     cv, layout, rows, var, mu = _space_time_problem({"shape": "rectangle", "h": 0.03}, 3, 1e-4)
     monkeypatch.setattr(update, "DIRECT_ROWS", 10)
-    monkeypatch.setattr(update, "memory_budget_mb", lambda comm=None: 1)   # MB: far below this one's need
+    # MB: far below this one's need
+    monkeypatch.setattr(update, "memory_budget_mb", lambda comm=None: 1)
     with pytest.raises(ConstraintError, match="over the memory limit"):
         GaussianUpdate(rows.G, rows.b, var, layout=layout, method="cholesky").mean(mu)
 
@@ -265,7 +276,8 @@ def test_probed_variance_is_within_its_stated_error(flux_var, samples):
     error over the states ≤ 5% (the estimate's own error, the stopping rule's input, is within
     a factor 2 of the true one), zero where a Dirichlet row fixes the value, and one block solve
     of posterior samples that meet the rows, whatever their number."""
-    cv, layout, rows, var, mu = _space_time_problem({"shape": "interval", "cells": 100, "jitter": 0.3}, 10, flux_var)
+    cv, layout, rows, var, mu = _space_time_problem({"shape": "interval", "cells": 100,
+                                                     "jitter": 0.3}, 10, flux_var)
     states = slice(0, layout.T * layout.N)
     upd = GaussianUpdate(rows.G, rows.b, var, layout=layout)
     exact = upd.variance(exact=True)[states]
@@ -281,10 +293,12 @@ def test_probed_variance_is_within_its_stated_error(flux_var, samples):
     assert 0.5 * rms <= stated <= 2.0 * rms, (stated, rms)
     fixed = exact <= 1e-12
     assert fixed.any() and np.abs(v[fixed]).max() <= 1e-6 * var.max()
-    full = GaussianUpdate(rows.G, rows.b, var, layout=layout).posterior(mu, max(samples, 20), seed=4, probes=0)[2]
+    full = GaussianUpdate(rows.G, rows.b, var, layout=layout).posterior(mu, max(samples, 20),
+                                                                        seed=4, probes=0)[2]
     assert post.shape == (samples, layout.T * layout.N)
     if samples:   # the returned samples are the full posterior samples' states
-        np.testing.assert_allclose(post, full[:samples, states], rtol=0, atol=1e-12 * np.abs(full).max())
+        np.testing.assert_allclose(post, full[:samples, states], rtol=0,
+                                   atol=1e-12 * np.abs(full).max())
     assert np.abs(full @ rows.G.T - rows.b).max() <= 1e-9 * np.abs(rows.b).max()
     np.testing.assert_allclose(m, dense_update(mu, rows.G, rows.b, np.diag(var), 0.0)[0], rtol=0,
                                atol=1e-10 * np.abs(m).max())
@@ -296,19 +310,24 @@ def test_calibration_recovers_a_known_scale_per_block_and_time():
     rng = np.random.default_rng(9)
     S, T, N, F, M = 40, 3, 200, 240, 4
     var_u, var_f = rng.uniform(0.5, 2.0, (S, T + 1, N)), rng.uniform(0.5, 2.0, (S, T, F))
-    true_u = np.array([4.0, 9.0, 0.25])          # the errors are this much larger than the variances claim
-    err_u = rng.standard_normal((S, T + 1, N)) * np.sqrt(var_u * np.concatenate([[0.0], true_u])[None, :, None])
+    true_u = np.array([4.0, 9.0, 0.25])          # the errors are this much larger
+                                                 # than the variances claim
+    err_u = (rng.standard_normal((S, T + 1, N))
+             * np.sqrt(var_u * np.concatenate([[0.0], true_u])[None, :, None]))
     err_f = rng.standard_normal((S, T, F)) * np.sqrt(var_f * 16.0)
     mean_u, mean_f = rng.standard_normal((S, T + 1, N)), rng.standard_normal((S, T, F))
-    scales = fit_scales(mean_u + err_u, {"mean": mean_u, "var": var_u}, mean_f + err_f, {"mean": mean_f, "var": var_f})
+    scales = fit_scales(mean_u + err_u, {"mean": mean_u, "var": var_u}, mean_f + err_f,
+                        {"mean": mean_f, "var": var_f})
     np.testing.assert_allclose(scales.state, true_u, rtol=0.08)
     np.testing.assert_allclose(scales.flux, 16.0, rtol=0.08)
     pred = {"u_mean": mean_u, "u_var": var_u, "u_dev": rng.standard_normal((S, M, T + 1, N)),
             "flux_mean": mean_f, "flux_var": var_f, "flux_dev": rng.standard_normal((S, M, T, F))}
     out = apply_scales(pred, scales)
     np.testing.assert_allclose(out["u_var"][:, 2], var_u[:, 2] * scales.state[1])
-    np.testing.assert_allclose(out["u_dev"][:, :, 0], pred["u_dev"][:, :, 0])      # t = 0 stays as given
-    np.testing.assert_allclose(out["flux_dev"] ** 2, pred["flux_dev"] ** 2 * scales.flux[None, None, :, None])
+    # t = 0 stays as given
+    np.testing.assert_allclose(out["u_dev"][:, :, 0], pred["u_dev"][:, :, 0])
+    np.testing.assert_allclose(out["flux_dev"] ** 2,
+                               pred["flux_dev"] ** 2 * scales.flux[None, None, :, None])
 
 
 def test_flux_inflation_is_chosen_by_validation_error():
@@ -317,22 +336,26 @@ def test_flux_inflation_is_chosen_by_validation_error():
     validation choice of λ has the smallest MSE ratio of the grid, below 1."""
     from hybrid.constraints.selection import ValidationScenario, choose_flux_inflation
 
-    cv, layout, rows, var, _ = _space_time_problem({"shape": "interval", "cells": 60, "jitter": 0.3}, 5, 1e-5)
+    cv, layout, rows, var, _ = _space_time_problem({"shape": "interval", "cells": 60,
+                                                    "jitter": 0.3}, 5, 1e-5)
     rng = np.random.default_rng(3)
     scenarios = []
     flux = np.zeros(layout.size, bool)
     flux[layout.T * layout.N:] = True
     for _ in range(3):
-        truth = layout.pack(rng.standard_normal((layout.T, layout.N)), rng.standard_normal((layout.T, layout.F)))
-        truth = GaussianUpdate(rows.G, rows.b, 1.0).mean(truth)                  # a state that meets the rows
-        error = layout.pack(0.01 * rng.standard_normal((layout.T, layout.N)), 0.1 * rng.standard_normal((layout.T, layout.F)))
+        truth = layout.pack(rng.standard_normal((layout.T, layout.N)),
+                            rng.standard_normal((layout.T, layout.F)))
+        truth = GaussianUpdate(rows.G, rows.b, 1.0).mean(truth)        # a state that meets the rows
+        error = layout.pack(0.01 * rng.standard_normal((layout.T, layout.N)),
+                            0.1 * rng.standard_normal((layout.T, layout.F)))
         scenarios.append(ValidationScenario(rows, truth + error, var, None, flux,
-                                            truth[:layout.T * layout.N].reshape(layout.T, layout.N)))
+                                            truth[:layout.T * layout.N].reshape(layout.T,
+                                                                                layout.N)))
     lam, table, safe = choose_flux_inflation(scenarios, cv.volume, layout=layout)
     assert safe >= 1.0 and (safe == lam or table[f"{safe:g}"] <= 1.0)
     assert table["1"] > 1.0
     assert lam > 1.0 and table[f"{lam:g}"] < 1.0
-    assert table[f"{lam:g}"] <= min(table.values()) + 0.05     # the best, or within its standard error
+    assert table[f"{lam:g}"] <= min(table.values()) + 0.05  # the best, or within its standard error
 
 
 def test_variant_rhs_is_the_right_hand_side_of_the_variant_rows():
@@ -347,8 +370,8 @@ def test_variant_rhs_is_the_right_hand_side_of_the_variant_rows():
         boundary = dirichlet_rows(layout, walls, rng.standard_normal((layout.T, len(walls))))
         for variant in ("hardc", "global", "per-cell", "per-cell+boundary"):
             rows = variant_rows(variant, cv, layout, u0, source, boundary)
-            np.testing.assert_allclose(variant_rhs(variant, cv, layout, u0, source, boundary), rows.b, rtol=1e-14,
-                                       atol=1e-14 * np.abs(rows.b).max())
+            np.testing.assert_allclose(variant_rhs(variant, cv, layout, u0, source, boundary),
+                                       rows.b, rtol=1e-14, atol=1e-14 * np.abs(rows.b).max())
 
 
 def test_stefan_mass_is_the_integral_of_the_similarity_solution():
@@ -359,11 +382,13 @@ def test_stefan_mass_is_the_integral_of_the_similarity_solution():
     from hybrid.constraints.variants import stefan_mass
 
     for u_star in (0.5, 0.6):
-        lam = brentq(lambda z, u_star=u_star: u_star * np.sqrt(np.pi) * z * erf(z) * np.exp(z * z) - (1 - u_star),
+        lam = brentq(lambda z, u_star=u_star: u_star * np.sqrt(np.pi) * z * erf(z) * np.exp(z * z)
+                     - (1 - u_star),
                      1e-9, 10)
         for t in (0.01, 0.1):
             front = 2 * lam * np.sqrt(t)
-            profile = lambda x, u_star=u_star, t=t, lam=lam: 1 - (1 - u_star) * erf(x / (2 * np.sqrt(t))) / erf(lam)
+            profile = (lambda x, u_star=u_star, t=t, lam=lam: 1
+                       - (1 - u_star) * erf(x / (2 * np.sqrt(t))) / erf(lam))
             assert abs(stefan_mass(u_star, np.array([t]))[0] - quad(profile, 0, front)[0]) < 1e-12
 
 
@@ -372,10 +397,12 @@ def test_plan_values_are_g_diag_gt_beyond_int32_keys():
     from hybrid.constraints.update import UpdatePlan
 
     rows = 50_000
-    G = (sp.eye(rows, rows + 10, format="csr") + sp.eye(rows, rows + 10, k=7, format="csr") * 0.5).tocsr()
+    G = (sp.eye(rows, rows + 10, format="csr")
+         + sp.eye(rows, rows + 10, k=7, format="csr") * 0.5).tocsr()
     var = np.random.default_rng(0).uniform(0.5, 1.5, rows + 10)
     plan = UpdatePlan(G)
-    A0 = sp.csr_matrix((plan.values(var, 0.1), plan.pattern.indices, plan.pattern.indptr), shape=plan.pattern.shape)
+    A0 = sp.csr_matrix((plan.values(var, 0.1), plan.pattern.indices, plan.pattern.indptr),
+                       shape=plan.pattern.shape)
     expected = (G @ sp.diags(var) @ G.T + 0.01 * sp.identity(rows)).tocsr()
     assert abs(A0 - expected).max() <= 1e-14
 
@@ -385,7 +412,8 @@ def _insulated_problem(T: int = 4, cells: int = 40):
     the two end faces' fluxes, so the rows pin each output time's total mass."""
     from hybrid.constraints.rows import boundary_flux_rows
 
-    cv = build_control_volumes(generate({"shape": "interval", "cells": cells, "jitter": 0.3}, seed=0), "dual")
+    cv = build_control_volumes(generate({"shape": "interval", "cells": cells, "jitter": 0.3},
+                                        seed=0), "dual")
     layout = StateLayout(cv.num_cvs, cv.num_faces, T)
     rng = np.random.default_rng(5)
     ends = cv.boundary_faces
@@ -410,35 +438,44 @@ def test_outside_prior_cannot_increase_the_state_error():
     T, N = layout.T, layout.N
     x = cv.centre[:, 0]
     rng = np.random.default_rng(8)
-    truth = GaussianUpdate(rows.G, rows.b, 1.0).mean(rng.standard_normal(layout.size))   # meets the rows
+    # meets the rows
+    truth = GaussianUpdate(rows.G, rows.b, 1.0).mean(rng.standard_normal(layout.size))
     worse = 0
     for trial in range(20):
         var = rng.uniform(0.2, 5.0, layout.size) * 1e-3
-        error = np.concatenate([rng.standard_normal(T * N) * 0.05 + rng.normal(0, 0.05), rng.standard_normal(layout.size - T * N) * 0.01])
-        if trial == 0:   # the adversarial case: excess mass, and a large negative error where the variance is large
+        error = np.concatenate([rng.standard_normal(T * N) * 0.05 + rng.normal(0, 0.05),
+                                rng.standard_normal(layout.size - T * N) * 0.01])
+        if trial == 0:   # the adversarial case: excess mass, and a large
+                         # negative error where the variance is large
             state = np.where(x > 0.8, -0.5, 0.3)
             error[:T * N] = np.tile(state, T)
             var[:T * N] = np.tile(np.where(x > 0.8, 1e-1, 1e-4), T)
         mu = truth + error
         raw = _state_mse(layout, mu, truth, cv.volume)
-        own = _state_mse(layout, GaussianUpdate(rows.G, rows.b, var * np.where(np.arange(layout.size) < T * N, 1, 10)).mean(mu),
-                         truth, cv.volume)
+        own = _state_mse(
+            layout, GaussianUpdate(rows.G, rows.b,
+                                   var * np.where(np.arange(layout.size) < T * N, 1, 10)).mean(mu),
+            truth, cv.volume)
         diag, U = outside_prior(var, layout, cv.volume)
         assert U is None
         flat = diag[:T * N].reshape(T, N) * cv.volume
-        np.testing.assert_allclose(flat, flat[:, :1] * np.ones(N), rtol=1e-12)        # even over the volume
-        np.testing.assert_allclose(flat.sum(1), (var[:T * N].reshape(T, N) * cv.volume).sum(1), rtol=1e-12)
+        # even over the volume
+        np.testing.assert_allclose(flat, flat[:, :1] * np.ones(N), rtol=1e-12)
+        np.testing.assert_allclose(flat.sum(1), (var[:T * N].reshape(T, N) * cv.volume).sum(1),
+                                   rtol=1e-12)
         # an ensemble covariance (floor + U Uᵀ) keeps its marginal variance's total, not the floor's
         members = rng.standard_normal((layout.size, 3)) * np.sqrt(var)[:, None]
         diag_e, U_e = outside_prior(np.full(layout.size, 1e-12), layout, cv.volume, members)
         assert U_e is None
         np.testing.assert_allclose((diag_e[:T * N].reshape(T, N) * cv.volume).sum(1),
-                                   ((1e-12 + (members[:T * N] ** 2).sum(1)).reshape(T, N) * cv.volume).sum(1), rtol=1e-12)
+                                   ((1e-12 + (members[:T * N] ** 2).sum(1)).reshape(T, N)
+                                    * cv.volume).sum(1), rtol=1e-12)
         out = _state_mse(layout, GaussianUpdate(rows.G, rows.b, diag).mean(mu), truth, cv.volume)
         assert out <= raw * (1 + 1e-6), (trial, out / raw)
         worse += own > raw
         if trial == 0:
-            assert own > 1.05 * raw and out < raw   # the ensemble's variances made it worse; the even prior did not
+            assert own > 1.05 * raw and out < raw   # the ensemble's variances made it
+                                                    # worse; the even prior did not
     assert worse >= 1
 
 
@@ -448,7 +485,8 @@ def test_defect_statistic_measures_the_prior_scale():
     over the largest validation statistic, never narrows, and is 1 without validation."""
     from hybrid.constraints.selection import defect_scale
 
-    cv, layout, rows, var, mu = _space_time_problem({"shape": "interval", "cells": 60, "jitter": 0.3}, 4, 1e-4)
+    cv, layout, rows, var, mu = _space_time_problem({"shape": "interval", "cells": 60,
+                                                     "jitter": 0.3}, 4, 1e-4)
     rng = np.random.default_rng(11)
 
     def statistic(s: float) -> float:

@@ -61,7 +61,8 @@ def test_dual_fluxes_exact_for_linear_fields(shape):
     grad = np.array([0.7, -1.3, 0.4])[: mesh.gdim]
     u = mesh.points @ grad
     P = cv.pieces
-    flux = np.bincount(P.face, weights=np.einsum("pj,pj->p", P.weight, u[P.stencil]), minlength=cv.num_faces)
+    flux = np.bincount(P.face, weights=np.einsum("pj,pj->p", P.weight, u[P.stencil]),
+                       minlength=cv.num_faces)
     inner = cv.face_cv[:, 1] >= 0
     exact = -(cv.face_normal @ grad) * cv.face_area
     assert np.abs(flux[inner] - exact[inner]).max() <= 1e-12 * np.abs(exact).max()
@@ -76,7 +77,8 @@ def test_cells_fluxes_exact_for_linear_fields_in_1d():
     cv = build_control_volumes(mesh, "cells")
     u = 2.5 * cv.centre[:, 0]
     P = cv.pieces
-    flux = np.bincount(P.face, weights=np.einsum("pj,pj->p", P.weight, u[P.stencil]), minlength=cv.num_faces)
+    flux = np.bincount(P.face, weights=np.einsum("pj,pj->p", P.weight, u[P.stencil]),
+                       minlength=cv.num_faces)
     inner = cv.face_cv[:, 1] >= 0
     assert np.allclose(flux[inner], -2.5 * cv.face_normal[inner, 0], rtol=0, atol=1e-12)
 
@@ -110,7 +112,8 @@ def test_dual_scheme_is_p1_finite_elements(shape):
     dof_x = V.tabulate_dof_coordinates()[:, : mesh.gdim]
     dist, vertex_of_dof = cKDTree(mesh.points).query(dof_x)
     assert dist.max() < 1e-12
-    perm = sp.csr_matrix((np.ones(len(vertex_of_dof)), (vertex_of_dof, np.arange(len(vertex_of_dof)))))
+    perm = sp.csr_matrix((np.ones(len(vertex_of_dof)),
+                          (vertex_of_dof, np.arange(len(vertex_of_dof)))))
     A_fe_orig = (perm @ A_fe @ perm.T).tocsr()
     A_fv = flux_operator(cv)
     assert abs(A_fv - A_fe_orig).max() <= 1e-12 * abs(A_fe_orig).max()
@@ -134,7 +137,8 @@ def test_periodic_interval(kind):
     # constant fields carry no flux, a linear field's flux is uniform on interior faces
     P = cv.pieces
     u = np.ones(cv.num_cvs)
-    flux = np.bincount(P.face, weights=np.einsum("pj,pj->p", P.weight, u[P.stencil]), minlength=cv.num_faces)
+    flux = np.bincount(P.face, weights=np.einsum("pj,pj->p", P.weight, u[P.stencil]),
+                       minlength=cv.num_faces)
     assert np.abs(flux).max() < 1e-12
 
 

@@ -56,10 +56,12 @@ def test_heat_1d_rate(kind):
     exact = lambda x, t: np.exp(-k * np.pi ** 2 * t) * np.sin(np.pi * x[:, 0])
     hs, errors = [], []
     for n in (10, 20, 40, 80):
-        cv = build_control_volumes(generate({"shape": "interval", "cells": n, "jitter": 0.3}, seed=1), kind)
+        cv = build_control_volumes(generate({"shape": "interval", "cells": n, "jitter": 0.3},
+                                            seed=1), kind)
         zero = constant(0.0)
         traj = solve(cv, Conductivity("constant", k=k), [BoundaryData("left", "dirichlet", zero),
-                     BoundaryData("right", "dirichlet", zero)], exact(cv.centre, 0), t_end, t_end / n, 4, 0.5)
+                     BoundaryData("right", "dirichlet", zero)], exact(cv.centre, 0), t_end,
+                     t_end / n, 4, 0.5)
         hs.append(1 / n)
         errors.append(l2(cv, traj.u[-1] - exact(cv.centre, t_end)))
     assert_converges(hs, errors, 2.0, 0.1, 5e-5)
@@ -68,13 +70,15 @@ def test_heat_1d_rate(kind):
 def test_heat_2d_rate():
     """u = exp(-2 k π² t) sin(π x) sin(π y) on unstructured triangles (dual control volumes)."""
     k, t_end = 0.2, 0.1
-    exact = lambda x, t: np.exp(-2 * k * np.pi ** 2 * t) * np.sin(np.pi * x[:, 0]) * np.sin(np.pi * x[:, 1])
+    exact = (lambda x, t: np.exp(-2 * k * np.pi ** 2 * t) * np.sin(np.pi * x[:, 0])
+             * np.sin(np.pi * x[:, 1]))
     hs, errors = [], []
     for h in (0.1, 0.05, 0.025):
         cv = build_control_volumes(generate({"shape": "rectangle", "h": h}, seed=0), "dual")
         zero = constant(0.0)
         bcs = [BoundaryData(name, "dirichlet", zero) for name in cv.boundary_names]
-        traj = solve(cv, Conductivity("constant", k=k), bcs, exact(cv.centre, 0), t_end, t_end * h, 2, 0.5)
+        traj = solve(cv, Conductivity("constant", k=k), bcs, exact(cv.centre, 0), t_end, t_end * h,
+                     2, 0.5)
         hs.append(h)
         errors.append(l2(cv, traj.u[-1] - exact(cv.centre, t_end)))
     assert_converges(hs, errors, 2.0, 0.1, 1.5e-4)
@@ -94,15 +98,18 @@ def test_barenblatt_2d_rate():
 
     def exact(x, t):
         tau = t / (m + 1)
-        return tau ** -alpha * np.maximum(C - kappa * (x ** 2).sum(1) * tau ** (-2 * beta), 0) ** (1 / (M - 1))
+        return (tau ** -alpha
+                * np.maximum(C - kappa * (x ** 2).sum(1) * tau ** (-2 * beta), 0) ** (1 / (M - 1)))
 
     t0, t1 = 0.05, 0.25
     hs, errors = [], []
     for h in (0.2, 0.1, 0.05):
-        mesh = generate({"shape": "rectangle", "h": h, "x0": -1, "x1": 1, "y0": -1, "y1": 1}, seed=0)
+        mesh = generate({"shape": "rectangle", "h": h, "x0": -1, "x1": 1, "y0": -1, "y1": 1},
+                        seed=0)
         cv = build_control_volumes(mesh, "dual")
         bcs = [BoundaryData(name, "flux", constant(0.0)) for name in cv.boundary_names]
-        traj = solve(cv, Conductivity("power", m=m), bcs, exact(cv.centre, t0), t1 - t0, 0.05 * h, 2, 1.0)
+        traj = solve(cv, Conductivity("power", m=m), bcs, exact(cv.centre, t0), t1 - t0, 0.05 * h,
+                     2, 1.0)
         ref = exact(cv.centre, t1)
         hs.append(h)
         errors.append(np.sum(cv.volume * np.abs(traj.u[-1] - ref)) / np.sum(cv.volume * ref))
@@ -119,7 +126,8 @@ def stefan_similarity(u_star: float):
     Behind the front u = 1 - (1 - u*) erf(x / (2√t)) / erf(λ); the front is x* = 2λ√t with
     λ the root of u* √π λ erf(λ) e^{λ²} = 1 - u* (Rankine–Hugoniot at the jump u* → 0).
     """
-    lam = brentq(lambda z: u_star * np.sqrt(np.pi) * z * erf(z) * np.exp(z * z) - (1 - u_star), 1e-9, 10)
+    lam = brentq(lambda z: u_star * np.sqrt(np.pi) * z * erf(z) * np.exp(z * z) - (1 - u_star),
+                 1e-9, 10)
     return lam
 
 
@@ -139,8 +147,10 @@ def test_stefan_front_rate(kind):
     exact_front = 2 * lam * np.sqrt(t_end)
     hs, errors = [], []
     for n in (25, 50, 100, 200):
-        cv = build_control_volumes(generate({"shape": "interval", "cells": n, "jitter": 0.3}, seed=0), kind)
-        bcs = [BoundaryData("left", "dirichlet", constant(1.0)), BoundaryData("right", "flux", constant(0.0))]
+        cv = build_control_volumes(generate({"shape": "interval", "cells": n, "jitter": 0.3},
+                                            seed=0), kind)
+        bcs = [BoundaryData("left", "dirichlet", constant(1.0)),
+               BoundaryData("right", "flux", constant(0.0))]
         k = Conductivity("stefan", u_star=u_star, k_max=1.0, k_min=0.0, smoothing=0.5 / n)
         traj = solve(cv, k, bcs, np.zeros(cv.num_cvs), t_end, t_end / (2 * n), 2, 1.0)
         hs.append(1 / n)
@@ -159,11 +169,14 @@ def test_stokes_second_problem_rate(kind):
     wall = lambda x, t=0.0, params=None: exact(x, t)
     hs, errors = [], []
     for n in (20, 40, 80, 160):
-        cv = build_control_volumes(generate({"shape": "interval", "cells": n, "jitter": 0.3}, seed=2), kind)
+        cv = build_control_volumes(generate({"shape": "interval", "cells": n, "jitter": 0.3},
+                                            seed=2), kind)
         bcs = [BoundaryData("left", "dirichlet", wall), BoundaryData("right", "dirichlet", wall)]
-        traj = solve(cv, Conductivity("constant", k=nu), bcs, exact(cv.centre, 0), 1.0, 0.5 / n, 4, 0.5)
+        traj = solve(cv, Conductivity("constant", k=nu), bcs, exact(cv.centre, 0), 1.0, 0.5 / n, 4,
+                     0.5)
         hs.append(1 / n)
-        errors.append(max(l2(cv, traj.u[i] - exact(cv.centre, t)) for i, t in enumerate(traj.times)))
+        errors.append(max(l2(cv, traj.u[i] - exact(cv.centre, t))
+                          for i, t in enumerate(traj.times)))
     assert_converges(hs, errors, 2.0, 0.15, 1.2e-4)
 
 
@@ -180,7 +193,8 @@ def burgers_shock(nu: float, speed: float, jump: float, along: float = 1.0):
 
 
 @pytest.mark.parametrize("kind", ["dual", "cells"])
-@pytest.mark.parametrize("scheme, rate", [("central", (2.0, 0.1, 3.5e-4)), ("upwind", (1.0, 0.1, 1.7e-2))])
+@pytest.mark.parametrize("scheme, rate",
+                         [("central", (2.0, 0.1, 3.5e-4)), ("upwind", (1.0, 0.1, 1.7e-2))])
 def test_burgers_1d_rate(kind, scheme, rate):
     """Burgers (ν = 0.1) on jittered intervals, Dirichlet data from the travelling shock."""
     nu = 0.1
@@ -188,11 +202,12 @@ def test_burgers_1d_rate(kind, scheme, rate):
     data = lambda x, t=0.0, params=None: exact(x, t)
     hs, errors = [], []
     for n in (20, 40, 80, 160):
-        mesh = generate({"shape": "interval", "cells": n, "x0": -1.0, "x1": 1.0, "jitter": 0.3}, seed=1)
+        mesh = generate({"shape": "interval", "cells": n, "x0": -1.0, "x1": 1.0, "jitter": 0.3},
+                        seed=1)
         cv = build_control_volumes(mesh, kind)
         bcs = [BoundaryData("left", "dirichlet", data), BoundaryData("right", "dirichlet", data)]
-        traj = solve(cv, Conductivity("constant", k=nu), bcs, exact(cv.centre, 0), 1.0, 2 / n, 4, 0.5,
-                     convection=np.ones(1), scheme=scheme)
+        traj = solve(cv, Conductivity("constant", k=nu), bcs, exact(cv.centre, 0), 1.0, 2 / n, 4,
+                     0.5, convection=np.ones(1), scheme=scheme)
         hs.append(1 / n)
         errors.append(l2(cv, traj.u[-1] - exact(cv.centre, 1.0)))
     assert_converges(hs, errors, *rate)
@@ -205,7 +220,8 @@ def test_burgers_2d_rate():
     data = lambda x, t=0.0, params=None: exact(x, t)
     hs, errors = [], []
     for h in (0.1, 0.05, 0.025):
-        mesh = generate({"shape": "rectangle", "h": h, "x0": -0.5, "x1": 0.5, "y0": -0.5, "y1": 0.5}, seed=0)
+        mesh = generate({"shape": "rectangle", "h": h, "x0": -0.5, "x1": 0.5, "y0": -0.5,
+                         "y1": 0.5}, seed=0)
         cv = build_control_volumes(mesh, "dual")
         bcs = [BoundaryData(name, "dirichlet", data) for name in cv.boundary_names]
         traj = solve(cv, Conductivity("constant", k=nu), bcs, exact(cv.centre, 0), 0.5, h, 2, 0.5,
@@ -235,21 +251,24 @@ def test_burgers_periodic_mass_round_off(kind):
 @pytest.mark.parametrize("kind, shape", [("dirichlet", np.sin), ("normal_derivative", np.cos)])
 def test_wave_1d_rate_and_balance(kind, shape):
     """Standing wave u = cos(π c t) shape(π x), fixed (Dirichlet) or free (du/dn = 0) ends,
-    jittered dual meshes, trapezoidal rule: second order, and the impulse balance of u at round-off."""
+    jittered dual meshes, trapezoidal rule: second order, and the impulse balance of u at
+    round-off."""
     from hybrid.solvers.wave import WaveSolver
 
     c = 1.0
     exact = lambda x, t: np.cos(np.pi * c * t) * shape(np.pi * x[:, 0])
     hs, errors = [], []
     for n in (20, 40, 80, 160):
-        cv = build_control_volumes(generate({"shape": "interval", "cells": n, "jitter": 0.3}, seed=1), "dual")
+        cv = build_control_volumes(generate({"shape": "interval", "cells": n, "jitter": 0.3},
+                                            seed=1), "dual")
         solver = WaveSolver(cv, c, [BoundaryData("left", kind, constant(0.0)),
                                     BoundaryData("right", kind, constant(0.0))], {})
         traj = solver.run(exact(cv.centre, 0), 2.0, 1.0 / n, 4)
         scale = np.abs(traj.u).max() * cv.volume.max()
         assert np.abs(cv.balance_residual(traj.u, traj.flux, traj.source)).max() <= 1e-12 * scale
         hs.append(1 / n)
-        errors.append(max(l2(cv, traj.u[i] - exact(cv.centre, t)) for i, t in enumerate(traj.times)))
+        errors.append(max(l2(cv, traj.u[i] - exact(cv.centre, t))
+                          for i, t in enumerate(traj.times)))
     assert_converges(hs, errors, 2.0, 0.1, 2.5e-4)
 
 
@@ -260,11 +279,13 @@ def test_wave_2d_rate_and_energy(kind, shape):
     to round-off, and free edges keep the total amount of u."""
     from hybrid.solvers.wave import WaveSolver
 
-    exact = lambda x, t: np.cos(np.sqrt(2) * np.pi * t) * shape(np.pi * x[:, 0]) * shape(np.pi * x[:, 1])
+    exact = lambda x, t: (np.cos(np.sqrt(2) * np.pi * t) * shape(np.pi * x[:, 0])
+                          * shape(np.pi * x[:, 1]))
     hs, errors = [], []
     for h in (0.1, 0.05, 0.025):
         cv = build_control_volumes(generate({"shape": "rectangle", "h": h}, seed=0), "dual")
-        solver = WaveSolver(cv, 1.0, [BoundaryData(n, kind, constant(0.0)) for n in cv.boundary_names], {})
+        solver = WaveSolver(cv, 1.0,
+                            [BoundaryData(n, kind, constant(0.0)) for n in cv.boundary_names], {})
         u0 = exact(cv.centre, 0)
         if kind == "dirichlet":
             u0[solver.is_dir] = 0.0

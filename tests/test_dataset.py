@@ -12,7 +12,8 @@ from hybrid.dataset import Split
 def _split(S=5, T=3, N=4, F=6):
     rng = np.random.default_rng(0)
     return Split(rng.standard_normal((S, T + 1, N)), rng.uniform(size=(S, 2)), ["k", "m"],
-                 {"flux": rng.standard_normal((S, T, F)), "solve_seconds": rng.uniform(size=S)}, dt=0.1)
+                 {"flux": rng.standard_normal((S, T, F)), "solve_seconds": rng.uniform(size=S)},
+                 dt=0.1)
 
 
 def test_a_split_cuts_every_per_scenario_array_alike():
@@ -34,7 +35,8 @@ def test_a_split_reads_by_attribute_and_by_name():
     with pytest.raises(AttributeError, match="no 'source'"):
         _ = split.source
     flat = split.with_arrays(u=split.u[..., :2], velocity=split.u)
-    assert flat.u.shape[-1] == 2 and flat.velocity is split.u and split.u.shape[-1] == 4   # the original unchanged
+    # the original unchanged
+    assert flat.u.shape[-1] == 2 and flat.velocity is split.u and split.u.shape[-1] == 4
 
 
 def test_an_ensemble_prediction_reads_by_name_and_stays_typed_when_calibrated():
@@ -46,7 +48,8 @@ def test_an_ensemble_prediction_reads_by_name_and_stays_typed_when_calibrated():
     pred = EnsemblePrediction(rng.standard_normal((S, T + 1, N)), rng.uniform(size=(S, T + 1, N)),
                               rng.standard_normal((S, M, T + 1, N)), rng.standard_normal((S, T, F)),
                               rng.uniform(size=(S, T, F)), rng.standard_normal((S, M, T, F)))
-    assert pred["u_mean"] is pred.u_mean and "flux_dev" in pred and dict(pred.items()).keys() == set(pred.keys())
+    assert (pred["u_mean"] is pred.u_mean and "flux_dev" in pred
+            and dict(pred.items()).keys() == set(pred.keys()))
     scales = VarianceScales(np.full(T, 4.0), np.full(T, 4.0))
     out = apply_scales(pred, scales)
     assert isinstance(out, EnsemblePrediction) and out.u_mean is pred.u_mean

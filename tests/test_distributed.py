@@ -41,7 +41,8 @@ def test_distributed_update_matches_serial_on_every_case(name, comm):
     rng = np.random.default_rng(42)             # the same numbers on every rank
     params = case.scenarios("test")[0]
     boundary = boundary_rows(case, cv, layout, times, params)
-    rows = variant_rows("per-cell+boundary", cv, layout, rng.uniform(0, 1, cv.num_cvs), None, boundary)
+    rows = variant_rows("per-cell+boundary", cv, layout, rng.uniform(0, 1, cv.num_cvs), None,
+                        boundary)
     mu = rng.standard_normal(layout.size)
     var = rng.uniform(0.2, 2.0, layout.size)
     U = rng.standard_normal((layout.size, 4)) / np.sqrt(3)
@@ -52,11 +53,13 @@ def test_distributed_update_matches_serial_on_every_case(name, comm):
     update = DistributedUpdate(rows.G, rows.b, var, U, 0.0, entry_owners(cv, T), comm)
     assert 0 < len(update.entries) < layout.size  # each rank holds part of the state
     mean = update.gather(update.mean(mu[update.entries]))
-    samples = update.gather(update.sample(update.prior_samples(mu[update.entries], 2, seed=3), seed=3))
+    samples = update.gather(update.sample(update.prior_samples(mu[update.entries], 2, seed=3),
+                                          seed=3))
     if comm.rank == 0:
         scale = np.abs(expected).max()
         assert np.abs(mean - expected).max() <= 1e-8 * scale
-        assert abs(update.defect - serial.defect) <= 1e-8 * serial.defect   # the same defect statistic
+        # the same defect statistic
+        assert abs(update.defect - serial.defect) <= 1e-8 * serial.defect
         assert np.abs(samples - expected_samples).max() <= 1e-8 * np.abs(expected_samples).max()
         for result in (mean, expected, *samples):
             for kind, residual in _relative_row_residual(rows, result).items():
@@ -106,7 +109,8 @@ def test_a_factorisation_over_the_memory_budget_falls_back_to_cg(comm, monkeypat
         assert np.abs(m1 - m2).max() <= 1e-8 * np.abs(m1).max()
         for x in (m1, m2, s1[0], s2[0]):
             assert np.abs(rows.G @ x - rows.b).max() <= 1e-10 * np.abs(rows.b).max()
-        assert np.abs(rows.G @ loose[0] - rows.b).max() > 1e-8 * np.abs(rows.b).max()   # the tolerance was honoured
+        # the tolerance was honoured
+        assert np.abs(rows.G @ loose[0] - rows.b).max() > 1e-8 * np.abs(rows.b).max()
 
 
 def _predict(case, ranks):
@@ -126,29 +130,32 @@ def test_predict_variants_agree_at_one_and_two_ranks(tmp_path, name):
     """The real command: a tiny heat-2d pipeline (dual, Dirichlet walls) and a tiny cavity (the
     same driver, each time's rows on their own) at 1 rank and at 2 ranks with every update,
     the validation scenarios' too, distributed over the partition."""
-    edits = dict(train=4, test=2, surrogate={"members": "2", "epochs": "2", "grid": "16", "modes": "4",
-                                              "width": "8", "layers": "2", "batch": "2"},
-                 time={"t_end": "0.05", "outputs": "3"},
+    edits = dict(train=4, test=2,
+                 surrogate={"members": "2", "epochs": "2", "grid": "16", "modes": "4", "width": "8",
+                            "layers": "2", "batch": "2"}, time={"t_end": "0.05", "outputs": "3"},
                  constraints={"compare": '["hardc", "global", "per-cell"]'})
     if name == "cavity-2d":
         edits.update(mesh={"generate": '{ shape = "rectangle", h = 0.125 }'},
                      time={"t_end": "0.15", "dt": "0.05", "outputs": "3"})
     one = small_case(CASES / name, tmp_path / "one", **edits)
-    edits["constraints"] = {**edits["constraints"], "parallel": '"partition"'}   # the PETSc update, not scenarios
+    # the PETSc update, not scenarios
+    edits["constraints"] = {**edits["constraints"], "parallel": '"partition"'}
     two = small_case(CASES / name, tmp_path / "two", **edits)
     mean1, samples1, metrics1 = _predict(one, 1)
     mean2, samples2, metrics2 = _predict(two, 2)
     # the validation's choice of λ (distributed at 2 ranks, as the test updates): the same table
     assert metrics1["flux_inflation"] == metrics2["flux_inflation"]
     table1, table2 = metrics1["validation_mse_ratio"], metrics2["validation_mse_ratio"]
-    assert set(table1) == set(table2) and all(abs(table1[k] - table2[k]) <= 1e-8 * abs(table1[k]) for k in table1)
+    assert set(table1) == set(table2) and all(abs(table1[k] - table2[k]) <= 1e-8 * abs(table1[k])
+                                              for k in table1)
     assert set(mean1) == set(mean2) == {"raw", "hardc", "global", "per-cell", "per-cell+boundary"}
     for variant in mean1:
         scale = np.abs(mean1[variant]).max()
         assert np.abs(mean1[variant] - mean2[variant]).max() <= 1e-8 * scale, variant
         assert samples1[variant].shape == samples2[variant].shape
         if samples1[variant].size:   # posterior samples are kept where the case has a front
-            assert np.abs(samples1[variant] - samples2[variant]).max() <= 1e-8 * np.abs(samples1[variant]).max()
+            assert (np.abs(samples1[variant] - samples2[variant]).max()
+                    <= 1e-8 * np.abs(samples1[variant]).max())
 
 
 @pytest.mark.parallel(nprocs=2)
@@ -159,9 +166,11 @@ def test_distributed_update_reports_inconsistent_rows(comm):
     from hybrid.constraints.update import ConstraintError
 
     n = 8
-    G = sp.csr_matrix(np.array([[1.0] * 4 + [0.0] * 4, [1.0] * 4 + [0.0] * 4, [0.0] * 4 + [1.0] * 4]))
+    G = sp.csr_matrix(np.array([[1.0] * 4 + [0.0] * 4, [1.0] * 4 + [0.0] * 4,
+                                [0.0] * 4 + [1.0] * 4]))
     owner = np.repeat([0, 1], 4)
-    ok = DistributedUpdate(G, np.array([1.0, 1.0, 2.0]), 1.0, None, 0.0, owner, comm)   # redundant but consistent
+    # redundant but consistent
+    ok = DistributedUpdate(G, np.array([1.0, 1.0, 2.0]), 1.0, None, 0.0, owner, comm)
     mean = ok.gather(ok.mean(np.zeros(n)[ok.entries]))
     if comm.rank == 0:
         np.testing.assert_allclose(G @ mean, [1.0, 1.0, 2.0], atol=1e-10)

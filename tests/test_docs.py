@@ -9,7 +9,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_case_key_reference_is_current():
     text = (ROOT / "docs" / "case-keys.md").read_text()
-    assert text.strip() == describe_keys().strip(), "regenerate with: .venv/bin/hybrid keys > docs/case-keys.md"
+    assert text.strip() == describe_keys().strip(), ("regenerate with: .venv/bin/hybrid keys > "
+                                                     "docs/case-keys.md")
 
 
 def test_every_shipped_case_loads():

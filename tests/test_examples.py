@@ -24,7 +24,8 @@ def test_example_runs(tmp_path, script, ranks):
     command = [sys.executable, str(script), str(case)]
     if ranks > 1:
         command = mpirun_prefix(ranks) + command
-    proc = subprocess.run(command, cwd=ROOT, env=mpi_env(), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(command, cwd=ROOT, env=mpi_env(), capture_output=True, text=True,
+                          timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     if script.stem == "external_model":
@@ -36,6 +37,8 @@ def test_example_runs(tmp_path, script, ranks):
 
 def test_examples_use_only_the_public_api():
     for script in EXAMPLES:
-        imports = [line for line in script.read_text().splitlines() if line.startswith(("import hybrid", "from hybrid"))]
-        assert imports and all(line in ("from hybrid.stages import api",) for line in imports), (script, imports)
+        imports = [line for line in script.read_text().splitlines()
+                   if line.startswith(("import hybrid", "from hybrid"))]
+        assert imports and all(line in ("from hybrid.stages import api",)
+                               for line in imports), (script, imports)
     assert Path(ROOT / "hybrid" / "stages" / "api.py").is_file()

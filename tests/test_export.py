@@ -28,16 +28,19 @@ from hybrid.export.xdmf import field_prefix
 from hybrid.problems.scalar import VARIANT_FIELDS
 from hybrid.stages.solve import read_dataset
 
-TINY_SURROGATE = {"epochs": "2", "members": "2", "grid": "32", "modes": "8", "width": "8", "batch": "2"}
+TINY_SURROGATE = {"epochs": "2", "members": "2", "grid": "32", "modes": "8", "width": "8",
+                  "batch": "2"}
 # every variant: per-cell conservation with exact boundary rows, compared with all the others
 EVERY_VARIANT = {"conservation": '"per-cell"', "boundary": '"exact"',
                  "compare": '["raw", "hardc", "softc", "global", "per-cell"]'}
-EXPECTED_VARIANTS = ["raw", "hardc", "softc", "global", "per-cell", "per-cell+boundary"]   # the table's order
+# the table's order
+EXPECTED_VARIANTS = ["raw", "hardc", "softc", "global", "per-cell", "per-cell+boundary"]
 EXPORTS = {
     # name: (case edits, outputs, centre of the fields, topology)
     # stefan-1d on cell-centred control volumes (the shipped case is dual): fields on the cells
     "stefan-1d": ({"time": {"t_end": "0.02", "outputs": "4"}, "surrogate": TINY_SURROGATE,
-                   "constraints": EVERY_VARIANT, "mesh": {"control_volumes": '"cells"'}}, 4, "Cell", "Polyline"),
+                   "constraints": EVERY_VARIANT, "mesh": {"control_volumes": '"cells"'}}, 4, "Cell",
+                  "Polyline"),
     "heat-2d": ({"time": {"t_end": "0.2", "outputs": "4"}, "surrogate": TINY_SURROGATE,
                  "constraints": EVERY_VARIANT}, 4, "Node", "Triangle"),
 }
@@ -69,7 +72,8 @@ def exported(tmp_path_factory):
 
 
 def expected_fields(variants) -> set[str]:
-    return {"u", "balance_residual"} | {f"{field_prefix(v)}_{s}" for v in variants for s in VARIANT_FIELDS}
+    return {"u", "balance_residual"} | {f"{field_prefix(v)}_{s}" for v in variants
+                                        for s in VARIANT_FIELDS}
 
 
 def parse_series(xdmf: Path) -> dict:
@@ -78,7 +82,8 @@ def parse_series(xdmf: Path) -> dict:
     root = ET.parse(xdmf).getroot()
     assert root.tag == "Xdmf"
     collection = root.find("Domain/Grid")
-    assert collection.get("GridType") == "Collection" and collection.get("CollectionType") == "Temporal"
+    assert (collection.get("GridType") == "Collection"
+            and collection.get("CollectionType") == "Temporal")
     out = {"times": [], "steps": []}
 
     def heavy(item: ET.Element, f: h5py.File) -> np.ndarray:
@@ -95,14 +100,17 @@ def parse_series(xdmf: Path) -> dict:
         for grid in collection.findall("Grid"):
             out["times"].append(float(grid.find("Time").get("Value")))
             topo, geo = grid.find("Topology"), grid.find("Geometry")
-            step = {"topology_type": topo.get("TopologyType"), "elements": int(topo.get("NumberOfElements")),
+            step = {"topology_type": topo.get("TopologyType"),
+                    "elements": int(topo.get("NumberOfElements")),
                     "geometry_type": geo.get("GeometryType"),
-                    "topology": heavy(topo.find("DataItem"), f), "geometry": heavy(geo.find("DataItem"), f),
-                    "fields": {}}
+                    "topology": heavy(topo.find("DataItem"), f),
+                    "geometry": heavy(geo.find("DataItem"), f), "fields": {}}
             for att in grid.findall("Attribute"):
                 items = att.findall("DataItem")
-                assert len(items) == 1   # a plain HDF reference: VTK's XDMF 3 reader skips hyperslabs
-                step["fields"][att.get("Name")] = (att.get("Center"), att.get("AttributeType"), heavy(items[0], f))
+                assert len(items) == 1   # a plain HDF reference: VTK's
+                                         # XDMF 3 reader skips hyperslabs
+                step["fields"][att.get("Name")] = (att.get("Center"), att.get("AttributeType"),
+                                                   heavy(items[0], f))
             out["steps"].append(step)
     out["times"] = np.array(out["times"])
     return out
@@ -120,7 +128,8 @@ def test_export_writes_one_series_per_test_scenario(exported, name):
     assert names == ["stage.json", "test-000.h5", "test-000.xdmf", "test-001.h5", "test-001.xdmf"]
     # the closing message names the folder, a file and the variants in the files
     last = run["stdout"].strip().splitlines()[-1]
-    assert last.startswith(f"export: 2 ParaView series in {run['export']} (open e.g. test-000.xdmf)")
+    assert last.startswith(f"export: 2 ParaView series in {run['export']} (open e.g. "
+                           "test-000.xdmf)")
     assert f"for the variants {', '.join(EXPECTED_VARIANTS)}," in last
     assert "V = raw, hardc, softc, global, per_cell, per_cell_boundary" in last
     again = run_cli(["export", run["case"], "--quiet"])
@@ -138,12 +147,13 @@ def test_exported_series_match_the_dataset(exported, name):
         series = parse_series(run["export"] / f"test-{i:03d}.xdmf")
         # time values: the case's output times, t = 0 included
         assert len(series["steps"]) == outputs + 1
-        np.testing.assert_allclose(series["times"], np.linspace(0, t_end, outputs + 1), rtol=0, atol=1e-15)
+        np.testing.assert_allclose(series["times"], np.linspace(0, t_end, outputs + 1), rtol=0,
+                                   atol=1e-15)
         assert np.array_equal(series["times"], data["times"])
         assert series["h5_attrs"]["scenario"] == f"test {i}"
         u = data["test"]["u"][i]
-        expected_balance = balance_residual(cvd["volume"], cvd["face_cv"], u, data["test"]["flux"][i],
-                                            data["test"]["source"][i])
+        expected_balance = balance_residual(cvd["volume"], cvd["face_cv"], u,
+                                            data["test"]["flux"][i], data["test"]["source"][i])
         scale = cvd["volume"] * np.abs(u).max()
         for n, step in enumerate(series["steps"]):
             assert step["topology_type"] == topology
@@ -160,7 +170,7 @@ def test_exported_series_match_the_dataset(exported, name):
             assert bal_where == centre
             if centre == "Cell":
                 assert values.shape == (len(mesh.cells),)
-                assert np.array_equal(values, u[n])                      # cell K is control volume K
+                assert np.array_equal(values, u[n])                     # cell K is control volume K
                 cv_balance = balance
             else:
                 assert values.shape == (len(mesh.points),)
@@ -177,7 +187,8 @@ def test_exported_series_match_the_dataset(exported, name):
         back = read_time_series(run["export"] / f"test-{i:03d}.xdmf")
         group = "cell" if centre == "Cell" else "point"
         assert back["topology_type"] == topology
-        assert np.array_equal(back[group]["u"], np.array([s["fields"]["u"][2] for s in series["steps"]]))
+        assert np.array_equal(back[group]["u"],
+                              np.array([s["fields"]["u"][2] for s in series["steps"]]))
 
 
 @pytest.mark.parametrize("name", list(EXPORTS))
@@ -191,7 +202,8 @@ def test_exported_variants_match_the_predictions(exported, name):
     size = len(mesh.cells) if centre == "Cell" else len(mesh.points)
     for i in range(2):
         series = parse_series(run["export"] / f"test-{i:03d}.xdmf")
-        assert series["h5_attrs"]["variants"] == ", ".join(EXPECTED_VARIANTS)   # the ablation table's order
+        # the ablation table's order
+        assert series["h5_attrs"]["variants"] == ", ".join(EXPECTED_VARIANTS)
         u = data["test"]["u"][i]
         scale = cvd["volume"] * np.abs(u).max()          # |K| max|u|, per control volume
         worst = {}
@@ -204,20 +216,22 @@ def test_exported_variants_match_the_predictions(exported, name):
                     assert (where, kind, values.shape) == (centre, "Scalar", (size,))
                 mean, std, error, balance = (fields[s][2] for s in VARIANT_FIELDS)
                 exact = step["fields"]["u"][2]
-                # the mean on the mesh: cell K is control volume K; a vertex shows its control volume
-                placed = pred["u_mean"][i, n] if centre == "Cell" else pred["u_mean"][i, n][cvd["cv_of_entity"]]
+                # the mean on the mesh: cell K is control volume K; a vertex shows its control
+                # volume
+                placed = (pred["u_mean"][i, n] if centre == "Cell"
+                          else pred["u_mean"][i, n][cvd["cv_of_entity"]])
                 assert np.array_equal(mean, placed)
                 assert np.array_equal(on_cvs(mean, centre, cvd), pred["u_mean"][i, n])
                 assert np.array_equal(error, np.abs(mean - exact))
                 assert np.all(std >= 0)
-                np.testing.assert_allclose(on_cvs(std, centre, cvd) ** 2, np.maximum(pred["u_var"][i, n], 0),
-                                           rtol=1e-12, atol=0)
+                np.testing.assert_allclose(on_cvs(std, centre, cvd) ** 2,
+                                           np.maximum(pred["u_var"][i, n], 0), rtol=1e-12, atol=0)
                 if n == 0:   # the given initial state: no uncertainty, no interval
                     assert np.array_equal(mean, exact) and np.all(std == 0) and np.all(balance == 0)
                 else:
                     relative.append(np.abs(on_cvs(balance, centre, cvd)) / scale)
-            expected = balance_residual(cvd["volume"], cvd["face_cv"], pred["u_mean"][i], pred["flux_mean"][i],
-                                        data["test"]["source"][i])
+            expected = balance_residual(cvd["volume"], cvd["face_cv"], pred["u_mean"][i],
+                                        pred["flux_mean"][i], data["test"]["source"][i])
             got = np.array([on_cvs(s["fields"][f"{p}_balance_residual"][2], centre, cvd)
                             for s in series["steps"][1:]])
             assert np.array_equal(got, expected)
@@ -257,15 +271,17 @@ def test_export_follows_the_constraints_and_solver_only(exported, tmp_path):
 
 
 def test_variant_array_names_are_identifiers():
-    assert [field_prefix(v) for v in VARIANTS] == ["raw", "hardc", "softc", "boon", "unpadded", "global",
-                                                   "per_cell", "per_cell_boundary", "known_mass"]
+    assert [field_prefix(v) for v in VARIANTS] == ["raw", "hardc", "softc", "boon", "unpadded",
+                                                   "global", "per_cell", "per_cell_boundary",
+                                                   "known_mass"]
     assert all(f"{field_prefix(v)}_{s}".isidentifier() for v in VARIANTS for s in VARIANT_FIELDS)
 
 
 def _cube_tetrahedra() -> tuple[np.ndarray, np.ndarray]:
     """The unit cube as six tetrahedra round the diagonal 0-7 (Kuhn triangulation)."""
     points = np.array([[i & 1, (i >> 1) & 1, (i >> 2) & 1] for i in range(8)], dtype=float)
-    cells = np.array([[0, 1, 3, 7], [0, 1, 5, 7], [0, 2, 3, 7], [0, 2, 6, 7], [0, 4, 5, 7], [0, 4, 6, 7]])
+    cells = np.array([[0, 1, 3, 7], [0, 1, 5, 7], [0, 2, 3, 7], [0, 2, 6, 7], [0, 4, 5, 7],
+                      [0, 4, 6, 7]])
     return points, cells
 
 
@@ -279,7 +295,8 @@ def test_time_series_round_trip_vector_on_tetrahedra(tmp_path):
                              point_data={"velocity": velocity}, cell_data={"pressure": pressure},
                              attributes={"case": "cube"})
     assert path == tmp_path / "cube.xdmf"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["cube.h5", "cube.xdmf"]  # no temporary left
+    # no temporary left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cube.h5", "cube.xdmf"]
 
     series = parse_series(path)
     assert np.array_equal(series["times"], times)  # %.17g: exact
@@ -329,7 +346,8 @@ def test_paraview_opens_the_series(exported, tmp_path, name):
         last = len(data["times"]) - 1
         for k in (0, last):
             assert seen["size"][k] == (len(mesh.points), len(mesh.cells))
-            arrays = {name: value for (step, w, name), value in seen["arrays"].items() if step == k and w == where}
+            arrays = {name: value for (step, w, name), value in seen["arrays"].items()
+                      if step == k and w == where}
             assert set(arrays) >= names
             for name in names:
                 values = series["steps"][k]["fields"][name][2]
@@ -347,7 +365,8 @@ def test_export_under_mpirun_matches_serial(exported):
     stamps = [f.with_suffix(".h5").stat().st_mtime_ns for f in files]
     proc = run_cli(["export", run["case"], "--quiet", "--force"], ranks=2, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert "solve: up to date" not in proc.stdout  # run_export reuses the solve without announcing it
+    assert "solve: up to date" not in proc.stdout  # run_export reuses the solve
+                                                   # without announcing it
     assert [f.with_suffix(".h5").stat().st_mtime_ns for f in files] != stamps
     for old, f in zip(before, files):
         new = parse_series(f)
@@ -386,14 +405,16 @@ def test_vtu_export_holds_what_the_xdmf_holds(exported, tmp_path, name):
         for k, step in enumerate(steps):
             np.testing.assert_array_equal(step.points[:, :mesh.gdim], mesh.points)
             np.testing.assert_array_equal(step.cells[0].data, mesh.cells)
-            for where, got in (("point", step.point_data), ("cell", {n: v[0] for n, v in step.cell_data.items()})):
+            for where, got in (("point", step.point_data),
+                               ("cell", {n: v[0] for n, v in step.cell_data.items()})):
                 assert set(got) == set(xdmf[where])
                 for field_name, values in xdmf[where].items():
                     np.testing.assert_array_equal(got[field_name], values[k])
     rerun = run_cli(["export", case, "--format", "vtu", "--quiet"])
     assert "export: up to date" in rerun.stdout
     (pvds[0].with_suffix("") / "step-0001.vtu").write_text("damaged")
-    assert "export: up to date" not in run_cli(["export", case, "--format", "vtu", "--quiet"]).stdout
+    assert "export: up to date" not in run_cli(["export", case, "--format", "vtu",
+                                                "--quiet"]).stdout
     if HAVE_PARAVIEW:
         report = open_in_paraview(pvds, "per_cell_boundary_mean", tmp_path)
         for pvd in pvds:
@@ -401,5 +422,6 @@ def test_vtu_export_holds_what_the_xdmf_holds(exported, tmp_path, name):
             assert "pvd" in seen["reader"].lower(), seen["reader"]
             np.testing.assert_array_equal(seen["times"], run["data"]["times"])
             assert seen["size"][0] == (len(mesh.points), len(mesh.cells))
-            assert {n for (k, _, n) in seen["arrays"] if k == 0} >= expected_fields(EXPECTED_VARIANTS)
+            assert ({n for (k, _, n) in seen["arrays"] if k == 0}
+                    >= expected_fields(EXPECTED_VARIANTS))
             assert_drawn(seen["png"])

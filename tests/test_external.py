@@ -14,7 +14,8 @@ import scipy.sparse as sp
 
 from helpers import run_cli, small_case
 from hybrid.constraints.eliminate import states_only
-from hybrid.constraints.rows import StateLayout, boundary_flux_rows, conservation_rows, dirichlet_rows, stack_rows
+from hybrid.constraints.rows import (StateLayout, boundary_flux_rows, conservation_rows,
+                                     dirichlet_rows, stack_rows)
 
 TINY = dict(train=2, test=3, time={"t_end": "0.01", "outputs": "3"},
             constraints={"compare": '["raw", "hardc", "global", "per-cell", "per-cell+boundary"]'})
@@ -25,7 +26,8 @@ def noisy_copy(dataset, path, fluxes: bool, level: float = 0.05, seed: int = 0) 
     with h5py.File(dataset) as f:
         u, flux = f["test/u"][()], f["test/flux"][()]
     noise = level * np.abs(u).max()
-    arrays = {"u_mean": u + noise * rng.standard_normal(u.shape), "u_var": np.full(u.shape, noise ** 2)}
+    arrays = {"u_mean": u + noise * rng.standard_normal(u.shape),
+              "u_var": np.full(u.shape, noise ** 2)}
     arrays["u_mean"][:, 0], arrays["u_var"][:, 0] = u[:, 0], 0.0
     if fluxes:
         flux_noise = level * np.abs(flux).max()
@@ -49,7 +51,8 @@ def test_noisy_trajectories_become_exact_and_closer_to_the_solver(solved, tmp_pa
     """With fluxes: per-cell balance ≤ 1e-10, the Dirichlet value ≤ 1e-12, and the MSE below
     the noisy input's; metrics.json has validate's keys; ParaView series are written."""
     noisy_copy(solved / "results/solve/dataset.h5", tmp_path / "noisy.h5", fluxes=True)
-    proc = run_cli(["constrain", str(solved), "--prediction", str(tmp_path / "noisy.h5"), "--name", "noisy"])
+    proc = run_cli(["constrain", str(solved), "--prediction", str(tmp_path / "noisy.h5"),
+                    "--name", "noisy"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = solved / "results/external/noisy"
     m = json.loads((out / "metrics.json").read_text())["variants"]
@@ -60,14 +63,17 @@ def test_noisy_trajectories_become_exact_and_closer_to_the_solver(solved, tmp_pa
     assert m["raw"]["max_balance_residual"] > 1e-3 and m["raw"]["dirichlet_error"] > 1e-3
     assert best["mse"] < m["raw"]["mse"] and m["per-cell"]["mse"] < m["raw"]["mse"]
     validate_keys = set(json.loads((out / "metrics.json").read_text())["variants"]["raw"])
-    assert {"rel_l2", "mse", "coverage90", "log_likelihood", "crps", "update_seconds"} <= validate_keys
+    assert {"rel_l2", "mse", "coverage90", "log_likelihood", "crps",
+            "update_seconds"} <= validate_keys
     top = json.loads((out / "metrics.json").read_text())
-    assert {"case", "description", "ranks", "test_scenarios", "report_time", "front_kind", "variants", "times",
-            "surrogate", "prior", "figures"} <= set(top)
+    assert {"case", "description", "ranks", "test_scenarios", "report_time", "front_kind",
+            "variants", "times", "surrogate", "prior", "figures"} <= set(top)
     assert top["surrogate"]["rel_l2_mean"] == pytest.approx(m["raw"]["rel_l2"])
     assert (out / "report.md").read_text().count("| per-cell+boundary |") == 1
-    assert sorted(p.name for p in (out / "export").glob("*.xdmf")) == ["test-000.xdmf", "test-001.xdmf", "test-002.xdmf"]
-    again = run_cli(["constrain", str(solved), "--prediction", str(tmp_path / "noisy.h5"), "--name", "noisy"])
+    assert (sorted(p.name for p in (out / "export").glob("*.xdmf"))
+            == ["test-000.xdmf", "test-001.xdmf", "test-002.xdmf"])
+    again = run_cli(["constrain", str(solved), "--prediction", str(tmp_path / "noisy.h5"),
+                     "--name", "noisy"])
     assert "constrain: up to date" in again.stdout
 
 
@@ -75,17 +81,20 @@ def test_without_fluxes_the_boundary_values_are_still_exact(solved, tmp_path):
     """States only: the Dirichlet value is imposed exactly; the Stefan case's left wall is
     Dirichlet, so its inflow is unknown and conservation gives no row on the states."""
     noisy = noisy_copy(solved / "results/solve/dataset.h5", tmp_path / "states.h5", fluxes=False)
-    proc = run_cli(["constrain", str(solved), "--prediction", str(tmp_path / "states.h5"), "--name", "states"])
+    proc = run_cli(["constrain", str(solved), "--prediction", str(tmp_path / "states.h5"),
+                    "--name", "states"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = solved / "results/external/states"
     metrics = json.loads((out / "metrics.json").read_text())
     m = metrics["variants"]
-    assert list(m) == ["raw", "global", "per-cell", "per-cell+boundary"] and metrics["prediction"]["skipped_variants"] == ["hardc"]
+    assert (list(m) == ["raw", "global", "per-cell", "per-cell+boundary"]
+            and metrics["prediction"]["skipped_variants"] == ["hardc"])
     assert m["per-cell+boundary"]["dirichlet_error"] <= 1e-12 < m["raw"]["dirichlet_error"]
     assert m["raw"]["max_balance_residual"] is None
     with h5py.File(out / "variants.h5") as f:
         np.testing.assert_array_equal(f["raw/u_mean"][()], noisy["u_mean"])
-        np.testing.assert_array_equal(f["per-cell/u_mean"][()], noisy["u_mean"])   # nothing to impose
+        # nothing to impose
+        np.testing.assert_array_equal(f["per-cell/u_mean"][()], noisy["u_mean"])
 
 
 def test_states_only_rows_are_the_global_balance_where_every_boundary_flux_is_data():
@@ -114,7 +123,8 @@ def test_states_only_rows_are_the_global_balance_where_every_boundary_flux_is_da
         balanced = np.abs(Gu @ u + Gf @ fluxes - rows.b).max() < 1e-10
         assert balanced == (np.abs(reduced.G @ u - reduced.b).max() < 1e-10) == bool(trial % 2)
     left = np.unique(cv.face_cv[ends[:1], 0])
-    open_end = states_only(stack_rows([per_cell, boundary_flux_rows(layout, ends[1:], np.zeros((T, 1))),
+    open_end = states_only(stack_rows([per_cell,
+                                       boundary_flux_rows(layout, ends[1:], np.zeros((T, 1))),
                                        dirichlet_rows(layout, left, np.ones((T, 1)))]), layout)
     assert open_end.count == T and set(open_end.kind) == {"dirichlet"}
     assert sp.issparse(open_end.G) and open_end.G.shape[1] == T * N

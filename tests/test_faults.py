@@ -11,8 +11,8 @@ import pytest
 
 from helpers import run_cli, small_case
 
-TINY = dict(train=4, test=2, surrogate={"members": "2", "epochs": "3", "grid": "16", "modes": "4", "width": "8",
-                                        "layers": "2", "batch": "2"},
+TINY = dict(train=4, test=2, surrogate={"members": "2", "epochs": "3", "grid": "16", "modes": "4",
+                                        "width": "8", "layers": "2", "batch": "2"},
             time={"t_end": "0.01", "outputs": "3"}, constraints={"compare": '["raw", "per-cell"]'})
 
 
@@ -33,7 +33,8 @@ def _stdout(case, *args):
 def test_a_replaced_prediction_is_redone_not_called_up_to_date(predicted):
     out = predicted / "results" / "predict"
     assert "predict: up to date" in _stdout(predicted, "predict")
-    # what a predict that failed after writing predictions.h5 leaves: other bytes under the final name
+    # what a predict that failed after writing predictions.h5 leaves: other bytes under the final
+    # name
     with h5py.File(out / "predictions.h5", "a") as f:
         f.attrs["members"] = 1
     text = _stdout(predicted, "predict")
@@ -46,7 +47,8 @@ def test_a_failed_stage_is_not_current_afterwards(predicted):
     out = predicted / "results" / "predict"
     toml = predicted / "case.toml"
     good = toml.read_text()
-    toml.write_text(good.replace('compare = ["raw", "per-cell"]', 'compare = ["raw", "per-cell"]\nsigma = 0.5'))
+    toml.write_text(good.replace('compare = ["raw", "per-cell"]',
+                                 'compare = ["raw", "per-cell"]\nsigma = 0.5'))
     before = (out / "predictions.h5").read_bytes()
     (out / "variants.h5").unlink()
     (out / "variants.h5").mkdir()   # the next predict cannot write its variants
@@ -68,7 +70,8 @@ def test_a_damaged_or_foreign_dataset_is_solved_again(predicted, tmp_path, fault
         with open(dataset, "r+b") as f:
             f.truncate(dataset.stat().st_size // 2)
     else:
-        other = small_case("pme-1d", tmp_path / "other", train=2, test=1, time={"t_end": "0.1", "outputs": "2"})
+        other = small_case("pme-1d", tmp_path / "other", train=2, test=1,
+                           time={"t_end": "0.1", "outputs": "2"})
         assert run_cli(["solve", str(other), "--quiet"]).returncode == 0
         shutil.copy(other / "results" / "solve" / "dataset.h5", dataset)
     text = _stdout(predicted, "predict")
@@ -104,20 +107,22 @@ def test_no_test_scenarios_is_refused_before_any_work(tmp_path):
 def test_diverged_training_is_an_error_not_a_success(tmp_path):
     """[surrogate] lr = 1e6 (defect 2): every loss is NaN; train fails naming the key, at 2 ranks
     with one message, and leaves no stage that predict would take as trained."""
-    case = small_case("stefan-1d", tmp_path, **{**TINY, "surrogate": {**TINY["surrogate"], "lr": "1e6"}})
+    case = small_case("stefan-1d", tmp_path,
+                      **{**TINY, "surrogate": {**TINY["surrogate"], "lr": "1e6"}})
     line = _bad(case, "train", ranks=2)
     assert "surrogate.lr" in line and "diverged" in line
     assert not (case / "results" / "train" / "stage.json").exists()
 
 
 @pytest.mark.parametrize("section,key,value", [
-    ("initial", "value", '"sqrt(-1)"'), ("initial", "value", '"1/(x-x)"'), ("initial", "value", '"(x+2)**10**10"'),
-    ("pde", "source", '"where(t > 0.005, log(-1), 0)"'), ("boundary.left", "value", '"1 + log(t - 1)"')])
+    ("initial", "value", '"sqrt(-1)"'), ("initial", "value", '"1/(x-x)"'),
+    ("initial", "value", '"(x+2)**10**10"'), ("pde", "source", '"where(t > 0.005, log(-1), 0)"'),
+    ("boundary.left", "value", '"1 + log(t - 1)"')])
 def test_non_finite_data_is_refused_naming_the_key(tmp_path, section, key, value):
     """Defect 3: a non-finite initial state, source or boundary value gives one message naming
     its key and exit 2 (no PETSc traceback), at 2 ranks too."""
-    case = small_case("stefan-1d", tmp_path, train=2, test=1, time={"t_end": "0.01", "outputs": "2"},
-                      **{section: {key: value}})
+    case = small_case("stefan-1d", tmp_path, train=2, test=1,
+                      time={"t_end": "0.01", "outputs": "2"}, **{section: {key: value}})
     line = _bad(case, "solve", ranks=2)
     assert f"{section}.{key}" in line and "not finite" in line, line
 
@@ -140,7 +145,8 @@ def test_an_output_dir_that_is_a_file_is_refused_before_any_work(tmp_path):
 
 
 def test_a_one_member_ensemble_covariance_is_refused_at_load(tmp_path):
-    case = small_case("stefan-1d", tmp_path, surrogate={"members": "1"}, constraints={"covariance": '"ensemble"'})
+    case = small_case("stefan-1d", tmp_path, surrogate={"members": "1"},
+                      constraints={"covariance": '"ensemble"'})
     line = _bad(case, "solve")
     assert "constraints.covariance" in line and "members" in line
     assert not (case / "results").exists()
@@ -177,7 +183,8 @@ def test_scenarios_that_repeat_training_ones_have_no_lookup_ratio(tmp_path):
 
 
 def test_a_non_finite_prediction_is_named_before_the_update(tmp_path):
-    """NaN in the ensemble's prediction was reported as a singular G Σ Gᵀ; now as the surrogate's."""
+    """NaN in the ensemble's prediction was reported as a singular G Σ Gᵀ; now as the
+    surrogate's."""
     import numpy as np
 
     from hybrid.case import load_case
@@ -188,7 +195,8 @@ def test_a_non_finite_prediction_is_named_before_the_update(tmp_path):
     pred = {name: np.ones((2, 3, 4)) for name in ("u_mean", "u_var", "flux_mean", "flux_var")}
     _check_finite_prediction(case, pred, tmp_path)
     pred["flux_var"][1, 2, 0] = np.nan
-    with pytest.raises(CaseError, match=r"surrogate: the ensemble's flux_var is not finite .* test scenario 1"):
+    with pytest.raises(CaseError, match=r"surrogate: the ensemble's flux_var is not finite .* "
+                                        r"test scenario 1"):
         _check_finite_prediction(case, pred, tmp_path)
 
 

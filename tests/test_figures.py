@@ -8,8 +8,9 @@ import pytest
 from matplotlib.colors import to_rgb
 
 from hybrid.report import figures
-from hybrid.report.figures import (DPI, VARIANT_STYLE, error_over_time, field_on_mesh, front_histogram,
-                                   mass_over_time, profiles_with_bands, variant_style)
+from hybrid.report.figures import (DPI, VARIANT_STYLE, error_over_time, field_on_mesh,
+                                   front_histogram, mass_over_time, profiles_with_bands,
+                                   variant_style)
 
 T = np.linspace(0.0, 1.0, 31)
 
@@ -25,7 +26,8 @@ def read_png(path, inches):
 
 def colour_fraction(image, colour, tol=0.02):
     """Fraction of pixels within ``tol`` of ``colour`` in every RGB channel."""
-    return float(np.mean(np.all(np.abs(image[..., :3] - np.asarray(to_rgb(colour))) < tol, axis=-1)))
+    return float(np.mean(np.all(np.abs(image[..., :3] - np.asarray(to_rgb(colour))) < tol,
+                                axis=-1)))
 
 
 @pytest.fixture
@@ -53,7 +55,8 @@ def unit_square(n=6):
     X, Y = np.meshgrid(g, g)
     points = np.c_[X.ravel(), Y.ravel()]
     idx = np.arange((n + 1) ** 2).reshape(n + 1, n + 1)
-    a, b, c, d = idx[:-1, :-1].ravel(), idx[:-1, 1:].ravel(), idx[1:, :-1].ravel(), idx[1:, 1:].ravel()
+    a, b, c, d = (idx[:-1, :-1].ravel(), idx[:-1, 1:].ravel(), idx[1:, :-1].ravel(),
+                  idx[1:, 1:].ravel())
     return points, np.r_[np.c_[a, b, d], np.c_[a, d, c]]
 
 
@@ -74,7 +77,8 @@ def test_mass_over_time(tmp_path, kept_figures):
     assert colour_fraction(image, VARIANT_STYLE["raw"]["color"]) > 1e-3
     assert colour_fraction(image, variant_style("mystery")["color"]) > 1e-3
     ax = kept_figures[0].axes[0]
-    assert [line.get_label() for line in ax.lines] == ["solver (truth)", "raw", "per-cell", "mystery"]
+    assert [line.get_label() for line in ax.lines] == ["solver (truth)", "raw", "per-cell",
+                                                       "mystery"]
     assert to_rgb(ax.lines[0].get_color()) == (0.0, 0.0, 0.0)
     assert to_rgb(ax.lines[1].get_color()) == to_rgb(VARIANT_STYLE["raw"]["color"])
     with pytest.raises(ValueError, match="true_mass"):
@@ -95,9 +99,11 @@ def test_profiles_with_bands_sorts_unstructured_centres(tmp_path):
     x = np.sort(np.random.default_rng(0).uniform(0.0, 2.0, 80))
     perm = np.random.default_rng(1).permutation(x.size)
     truth, variants = profile_data(x)
-    ordered = read_png(profiles_with_bands(tmp_path / "sorted.png", x, truth, variants, "u"), (7, 4.5))
+    ordered = read_png(profiles_with_bands(tmp_path / "sorted.png", x, truth, variants, "u"),
+                       (7, 4.5))
     shuffled = read_png(profiles_with_bands(tmp_path / "shuffled.png", x[perm], truth[perm],
-                                            {k: (m[perm], s[perm]) for k, (m, s) in variants.items()}, "u"), (7, 4.5))
+                                            {k: (m[perm], s[perm])
+                                             for k, (m, s) in variants.items()}, "u"), (7, 4.5))
     # an unsorted x drawn as given would zigzag across the axes
     np.testing.assert_array_equal(ordered, shuffled)
 
@@ -105,11 +111,12 @@ def test_profiles_with_bands_sorts_unstructured_centres(tmp_path):
 def test_profiles_with_bands_enlarges_the_front_region(tmp_path, kept_figures):
     x = np.random.default_rng(2).permutation(np.linspace(0.0, 2.0, 101))
     truth, variants = profile_data(x)
-    image = read_png(profiles_with_bands(tmp_path / "p.png", x, truth, variants, "u", front=1.2), (12, 4.5))
-    assert colour_fraction(image, VARIANT_STYLE["raw"]["color"]) > 3e-4     # more than its legend key
+    image = read_png(profiles_with_bands(tmp_path / "p.png", x, truth, variants, "u", front=1.2),
+                     (12, 4.5))
+    assert colour_fraction(image, VARIANT_STYLE["raw"]["color"]) > 3e-4   # more than its legend key
     full, zoom = kept_figures[0].axes
     np.testing.assert_allclose(zoom.get_xlim(), (1.2 - 0.2, 1.2 + 0.2))     # w = 10% of the width 2
-    assert any(np.allclose(line.get_xdata(), 1.2) for line in full.lines)   # the dotted front marker
+    assert any(np.allclose(line.get_xdata(), 1.2) for line in full.lines)  # the dotted front marker
     # the 90% band is mean ± 1.645 σ
     band = full.collections[0].get_paths()[0].vertices
     assert band[:, 1].max() == pytest.approx(1 + 1.6448536269514722 * 0.05, rel=1e-9)
@@ -123,12 +130,15 @@ def test_profiles_with_bands_enlarges_the_front_region(tmp_path, kept_figures):
 
 def test_front_histogram(tmp_path, kept_figures):
     rng = np.random.default_rng(3)
-    samples = {"raw": 0.55 + 0.01 * rng.standard_normal(300), "global": 0.6 + 0.01 * rng.standard_normal(300),
-               "hardc": np.full(300, 0.58)}           # identical samples must not break the bins
-    image = read_png(front_histogram(tmp_path / "front.png", samples, 0.6, "Posterior fronts"), (7, 4.5))
+    # identical samples must not break the bins
+    samples = {"raw": 0.55 + 0.01 * rng.standard_normal(300),
+               "global": 0.6 + 0.01 * rng.standard_normal(300), "hardc": np.full(300, 0.58)}
+    image = read_png(front_histogram(tmp_path / "front.png", samples, 0.6, "Posterior fronts"),
+                     (7, 4.5))
     assert colour_fraction(image, VARIANT_STYLE["global"]["color"]) > 1e-3
     ax = kept_figures[0].axes[0]
-    vertical = {(round(line.get_xdata()[0], 9), line.get_linestyle()) for line in ax.lines if len(line.get_xdata())}
+    vertical = {(round(line.get_xdata()[0], 9), line.get_linestyle()) for line in ax.lines
+                if len(line.get_xdata())}
     assert (0.6, "-") in vertical                                       # the solver's front
     assert (round(samples["raw"].mean(), 9), "--") in vertical          # the raw sample mean
     with pytest.raises(ValueError, match=r"samples\['raw'\]"):
@@ -138,9 +148,11 @@ def test_front_histogram(tmp_path, kept_figures):
 def test_error_over_time_uses_a_log_axis_only_for_positive_errors(tmp_path, kept_figures):
     errors = {"raw": 0.1 * (1 + T), "per-cell+boundary": 0.01 * (1 + T)}
     read_png(error_over_time(tmp_path / "e.png", T, errors, "relative L2 error", "Error"), (7, 4.5))
-    read_png(error_over_time(tmp_path / "z.png", T, {**errors, "exact": np.zeros_like(T)}, "rel. L2", "Error"),
+    read_png(error_over_time(tmp_path / "z.png", T, {**errors, "exact": np.zeros_like(T)},
+                             "rel. L2", "Error"),
              (7, 4.5))
-    read_png(error_over_time(tmp_path / "l.png", T, errors, "rel. L2", "Error", log=False), (7, 4.5))
+    read_png(error_over_time(tmp_path / "l.png", T, errors, "rel. L2", "Error", log=False),
+             (7, 4.5))
     assert [f.axes[0].get_yscale() for f in kept_figures] == ["log", "linear", "linear"]
     assert kept_figures[0].axes[0].get_ylabel() == "relative L2 error"
     with pytest.raises(ValueError, match=r"errors\['raw'\]"):
@@ -148,15 +160,18 @@ def test_error_over_time_uses_a_log_axis_only_for_positive_errors(tmp_path, kept
 
 
 @pytest.mark.parametrize("location", ["point", "cell"])
-def test_field_on_mesh_shares_colour_limits_between_fields_but_not_errors(tmp_path, kept_figures, location):
+def test_field_on_mesh_shares_colour_limits_between_fields_but_not_errors(tmp_path, kept_figures,
+                                                                          location):
     points, cells = unit_square()
     at = points if location == "point" else points[cells].mean(axis=1)
     u = np.sin(np.pi * at[:, 0]) * at[:, 1]
     fields = {"solver": u, "raw mean": 1.5 * u - 0.2, "|error| raw": np.abs(0.5 * u - 0.2),
               "error hardc": 0.01 * at[:, 0]}
-    path = field_on_mesh(tmp_path / f"{location}.png", points, cells, fields, "u", location=location)
+    path = field_on_mesh(tmp_path / f"{location}.png", points, cells, fields, "u",
+                         location=location)
     image = read_png(path, (4.2 * 4, 3.8))
-    assert colour_fraction(image, "#fde725", tol=0.06) > 1e-4      # viridis' top end: the field is drawn
+    # viridis' top end: the field is drawn
+    assert colour_fraction(image, "#fde725", tol=0.06) > 1e-4
     panels = [ax for ax in kept_figures[0].axes if ax.get_title() in fields]
     limits = [ax.collections[0].get_clim() for ax in panels]
     both = np.concatenate([u, 1.5 * u - 0.2])
@@ -172,7 +187,8 @@ def test_field_on_mesh_rejects_bad_meshes_and_fields(tmp_path):
     points, cells = unit_square(3)
     good = {"u": np.zeros(len(points))}
     with pytest.raises(ValueError, match=r"fields\['u'\]"):
-        field_on_mesh(tmp_path / "b.png", points, cells, {"u": np.zeros(len(points))}, "u", location="cell")
+        field_on_mesh(tmp_path / "b.png", points, cells, {"u": np.zeros(len(points))}, "u",
+                      location="cell")
     with pytest.raises(ValueError, match="cells must be triangles"):
         field_on_mesh(tmp_path / "b.png", points, np.c_[cells, cells[:, :1]], good, "u")
     with pytest.raises(ValueError, match="vertex indices"):
@@ -213,7 +229,8 @@ def test_boundary_over_time_puts_exact_variants_on_the_floor(tmp_path, kept_figu
     with pytest.raises(ValueError, match="ends must list"):
         figures.boundary_over_time(tmp_path / "c.png", t, [], "title")
     with pytest.raises(ValueError, match=r"ends\[0\] data"):
-        figures.boundary_over_time(tmp_path / "d.png", t, [("l", "u", data[:3], {"raw": data})], "title")
+        figures.boundary_over_time(tmp_path / "d.png", t, [("l", "u", data[:3], {"raw": data})],
+                                   "title")
 
 
 @pytest.mark.parametrize("at", [None, 0.37])
@@ -225,7 +242,8 @@ def test_a_tetrahedral_mesh_slice_is_the_exact_cross_section(at, tmp_path, kept_
     mesh = generate({"shape": "box", "h": 0.2}, seed=0)
     xy, tris, weights, owner = figures.tetrahedra_slice(mesh.points, mesh.cells, axis=2, at=at)
     corners = xy[tris]
-    area = 0.5 * np.abs(np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])).sum()
+    area = 0.5 * np.abs(np.cross(corners[:, 1] - corners[:, 0],
+                                 corners[:, 2] - corners[:, 0])).sum()
     assert abs(area - 1.0) < 1e-12
     linear = mesh.points @ np.array([1.0, -2.0, 3.0])
     z = 0.5 if at is None else at

@@ -17,13 +17,15 @@ def _ruff() -> list[str]:
 
 
 def test_ruff_finds_nothing():
-    proc = subprocess.run(_ruff() + ["check", "hybrid", "tests", "examples", "benchmarks", "scripts"],
+    proc = subprocess.run(_ruff()
+                          + ["check", "hybrid", "tests", "examples", "benchmarks", "scripts"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
 
 
 def test_ruff_would_find_an_undefined_name(tmp_path):
     (tmp_path / "bad.py").write_text("def f():\n    return undefined_name\n")
-    proc = subprocess.run(_ruff() + ["check", "--config", str(ROOT / "pyproject.toml"), str(tmp_path / "bad.py")],
+    proc = subprocess.run(_ruff() + ["check", "--config", str(ROOT / "pyproject.toml"),
+                                     str(tmp_path / "bad.py")],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and "F821" in proc.stdout

@@ -34,7 +34,8 @@ SPECS = {
     "rectangle": {"shape": "rectangle", "h": 0.15, "x0": -1.0, "x1": 1.0, "y0": 0.5, "y1": 1.25},
     "lshape": {"shape": "lshape", "h": 0.1},
     "disk": {"shape": "disk", "h": 0.1, "radius": 1.0},
-    "box": {"shape": "box", "h": 0.25, "x0": 0.0, "x1": 2.0, "y0": -0.5, "y1": 0.5, "z0": 1.0, "z1": 1.5},
+    "box": {"shape": "box", "h": 0.25, "x0": 0.0, "x1": 2.0, "y0": -0.5, "y1": 0.5, "z0": 1.0,
+            "z1": 1.5},
 }
 MEASURE = {"interval": 3.0, "rectangle": 2.0 * 0.75, "lshape": 0.75, "box": 2.0 * 1.0 * 0.5}
 
@@ -76,7 +77,8 @@ def test_total_cell_measure(shapes, name):
 def test_disk_area_converges_at_second_order():
     """An inscribed polygon misses O(h^2) of the disk's area pi r^2."""
     h = np.array([0.2, 0.1, 0.05])
-    deficit = np.array([np.pi * 4 - cell_measures(generate({"shape": "disk", "h": hh, "radius": 2.0})).sum()
+    deficit = np.array([np.pi * 4
+                        - cell_measures(generate({"shape": "disk", "h": hh, "radius": 2.0})).sum()
                         for hh in h])
     assert np.all(deficit > 0) and np.all(deficit < 4 * h ** 2)
     rate = np.polyfit(np.log(h), np.log(deficit), 1)[0]
@@ -136,7 +138,8 @@ def test_lshape_inner_is_both_reentrant_edges(shapes):
     assert lengths.sum() == pytest.approx(1.0, rel=1e-12)  # two edges of length 0.5
     for side in ("left", "bottom"):
         e = m.facets[m.facet_tags == m.boundary_names[side]]
-        assert np.linalg.norm(m.points[e[:, 0]] - m.points[e[:, 1]], axis=1).sum() == pytest.approx(1.0)
+        assert (np.linalg.norm(m.points[e[:, 0]] - m.points[e[:, 1]], axis=1).sum()
+                == pytest.approx(1.0))
 
 
 def test_jitter_keeps_order_and_endpoints():
@@ -301,7 +304,8 @@ def test_bad_files_are_case_errors_naming_the_path(tmp_path, shapes):
     write_xdmf_mesh(shapes["rectangle"], tmp_path / "good.xdmf")
     good_msh = (tmp_path / "good.msh").read_bytes()
     marker = tmp_path / "executed"
-    unnamed = MeshData(np.array([[0.0], [1.0]]), np.array([[0, 1]]), "interval", np.empty((0, 1)), [], {})
+    unnamed = MeshData(np.array([[0.0], [1.0]]), np.array([[0, 1]]), "interval", np.empty((0, 1)),
+                       [], {})
     write_msh(unnamed, tmp_path / "untagged.msh")
     bad = {
         tmp_path / "missing.msh": "does not exist",
@@ -309,12 +313,14 @@ def test_bad_files_are_case_errors_naming_the_path(tmp_path, shapes):
         _write(tmp_path / "mesh.vtk", "x"): "meshio cannot read",
         _write(tmp_path / "mesh.unknown", "x"): "meshio cannot read",
         # gmsh would run a .geo script (here: a shell command) from a file named .msh
-        _write(tmp_path / "script.msh", f'System "touch {marker}";\n'): "does not start with $MeshFormat",
+        _write(tmp_path / "script.msh",
+               f'System "touch {marker}";\n'): "does not start with $MeshFormat",
         _write(tmp_path / "truncated.msh", good_msh[: len(good_msh) // 2]): "cannot read gmsh mesh",
         _write(tmp_path / "empty.msh", ""): "not a gmsh mesh file",
         tmp_path / "untagged.msh": "no tagged boundary facets",
         _write(tmp_path / "bad.xdmf", "<Xdmf><Domain>"): "cannot read XDMF mesh",
-        _write(tmp_path / "noh5.xdmf", (tmp_path / "good.xdmf").read_text().replace("good.h5", "gone.h5")):
+        _write(tmp_path / "noh5.xdmf",
+               (tmp_path / "good.xdmf").read_text().replace("good.h5", "gone.h5")):
             "gone.h5, which does not exist",
         _write(tmp_path / "notags.xdmf", "<Xdmf><Domain/></Xdmf>"): "expected a grid",
     }
@@ -329,9 +335,11 @@ def test_bad_files_are_case_errors_naming_the_path(tmp_path, shapes):
 
 def test_interior_tagged_facet_is_rejected(tmp_path):
     points = np.array([[0.0], [0.5], [1.0]])
-    m = MeshData(points, [[0, 1], [1, 2]], "interval", [[0], [1], [2]], [1, 3, 2], {"left": 1, "right": 2})
+    m = MeshData(points, [[0, 1], [1, 2]], "interval", [[0], [1], [2]], [1, 3, 2],
+                 {"left": 1, "right": 2})
     write_msh(m, tmp_path / "inner.msh")
-    with pytest.raises(CaseError, match=r"inner\.msh: 1 tagged facets \(tags \[3\]\) are not on the boundary"):
+    with pytest.raises(CaseError,
+                       match=r"inner\.msh: 1 tagged facets \(tags \[3\]\) are not on the boundary"):
         read_mesh_file(tmp_path / "inner.msh")
 
 
@@ -348,13 +356,15 @@ def test_case_boundary_names_rename_and_check_tags(shapes):
 
 
 def test_load_mesh_serial(comm, tmp_path):
-    section = {"file": None, "generate": {"shape": "interval", "cells": 10, "jitter": 0.2}, "boundaries": None}
+    section = {"file": None, "generate": {"shape": "interval", "cells": 10, "jitter": 0.2},
+               "boundaries": None}
     m = load_mesh(section, seed=3, comm=comm, file="case.toml")
     assert np.array_equal(m.points, generate(section["generate"], 3).points)
     section = {"file": MESHES / "lshape-h0.05.msh", "generate": None, "boundaries": {"corner": 5}}
     m = load_mesh(section, seed=0, comm=comm, file="case.toml")
     assert m.boundary_names == {"left": 1, "right": 2, "bottom": 3, "top": 4, "corner": 5}
-    for section in ({"file": None, "generate": None}, {"file": MESHES / "x.msh", "generate": {"shape": "disk"}}):
+    for section in ({"file": None, "generate": None},
+                    {"file": MESHES / "x.msh", "generate": {"shape": "disk"}}):
         with pytest.raises(CaseError, match="case.toml: mesh: give exactly one"):
             load_mesh(section, seed=0, comm=comm, file="case.toml")
 
@@ -367,7 +377,8 @@ def _global_counts(m: MeshData, comm):
     tdim = m.tdim
     num_cells = comm.allreduce(mesh.topology.index_map(tdim).size_local)
     owned = tags.indices < mesh.topology.index_map(tdim - 1).size_local
-    per_tag = {int(t): comm.allreduce(int(np.sum(tags.values[owned] == t))) for t in m.boundary_names.values()}
+    per_tag = {int(t): comm.allreduce(int(np.sum(tags.values[owned] == t)))
+               for t in m.boundary_names.values()}
     return mesh, num_cells, per_tag
 
 
@@ -421,7 +432,8 @@ def test_to_dolfinx_and_owners_on_two_ranks(comm, name):
 def test_load_mesh_error_reaches_every_rank(comm):
     missing = Path("/nonexistent/mesh-for-hybrid-test.msh")
     with pytest.raises(CaseError) as info:
-        load_mesh({"file": missing, "generate": None, "boundaries": None}, seed=0, comm=comm, file="case.toml")
+        load_mesh({"file": missing, "generate": None, "boundaries": None}, seed=0, comm=comm,
+                  file="case.toml")
     assert str(info.value) == f"case.toml: mesh.file: mesh file {missing} does not exist"
     assert info.value.key == "mesh.file" and info.value.file == "case.toml"
     with pytest.raises(CaseError, match="mesh.boundaries.outlet"):
@@ -492,7 +504,8 @@ def test_meshes_of_other_formats_give_the_same_control_volumes(tmp_path, src, su
     copy = read_mesh_file(_meshio_copy(MESHES / src, tmp_path / f"mesh{suffix}", convention))
     np.testing.assert_array_equal(copy.points, reference.points)
     np.testing.assert_array_equal(copy.cells, reference.cells)
-    ref_facets = {tuple(sorted(f)): t for f, t in zip(reference.facets.tolist(), reference.facet_tags)}
+    ref_facets = {tuple(sorted(f)): t
+                  for f, t in zip(reference.facets.tolist(), reference.facet_tags)}
     copy_facets = {tuple(sorted(f)): t for f, t in zip(copy.facets.tolist(), copy.facet_tags)}
     if convention == "cell_sets":   # the tags are numbered anew; the names carry over
         assert sorted(copy.boundary_names) == sorted(reference.boundary_names)
@@ -513,22 +526,25 @@ def test_a_file_without_boundary_tags_says_what_it_has(tmp_path):
     m = meshio.read(MESHES / "lshape-h0.05.msh")
     lines = np.concatenate([b.data for b in m.cells if b.type == "line"])
     triangles = np.concatenate([b.data for b in m.cells if b.type == "triangle"])
-    meshio.write(tmp_path / "plain.vtu", meshio.Mesh(m.points, [("triangle", triangles), ("line", lines)],
-                                                     cell_data={"quality": [np.ones(len(triangles)),
-                                                                            np.ones(len(lines))]}))
+    meshio.write(tmp_path / "plain.vtu",
+                 meshio.Mesh(m.points, [("triangle", triangles), ("line", lines)],
+                             cell_data={"quality": [np.ones(len(triangles)),
+                                                    np.ones(len(lines))]}))
     meshio.write(tmp_path / "cells-only.vtu", meshio.Mesh(m.points, [("triangle", triangles)]))
     with pytest.raises(CaseError) as info:
         read_mesh_file(tmp_path / "plain.vtu", file="case.toml")
     message = str(info.value)
     assert "plain.vtu has no tags on its facets" in message
     assert "cell blocks: triangle (734), line (80); cell data: quality; cell sets: none" in message
-    with pytest.raises(CaseError, match=r"cells-only\.vtu has no line cells \(the boundary facets\)"):
+    with pytest.raises(CaseError,
+                       match=r"cells-only\.vtu has no line cells \(the boundary facets\)"):
         read_mesh_file(tmp_path / "cells-only.vtu")
     with pytest.raises(CaseError, match=r"mesh.tag_data: .*plain\.vtu has no cell data 'ref'"):
         read_mesh_file(tmp_path / "plain.vtu", tag_data="ref")
     meshio.write(tmp_path / "quads.vtu", meshio.Mesh(np.array([[0, 0], [1, 0], [1, 1], [0, 1.0]]),
                                                      [("quad", np.array([[0, 1, 2, 3]]))]))
-    with pytest.raises(CaseError, match=r"its 2-D cells are quad; only linear simplices \(triangle\)"):
+    with pytest.raises(CaseError,
+                       match=r"its 2-D cells are quad; only linear simplices \(triangle\)"):
         read_mesh_file(tmp_path / "quads.vtu")
 
 
@@ -539,18 +555,22 @@ def test_a_case_on_a_vtu_mesh_solves_like_the_msh_one(tmp_path):
 
     from helpers import run_cli, small_case
 
-    src = small_case("stefan-lshape-2d", tmp_path / "msh", train=1, test=1, time={"t_end": "0.01", "outputs": "2"})
+    src = small_case("stefan-lshape-2d", tmp_path / "msh", train=1, test=1,
+                     time={"t_end": "0.01", "outputs": "2"})
     vtu = _meshio_copy(MESHES / "lshape-h0.05.msh", tmp_path / "lshape.vtu", "CellEntityIds")
     text = (src / "case.toml").read_text()
     other = tmp_path / "vtu"
     other.mkdir()
     mesh_line = next(line for line in text.splitlines() if line.startswith("file = "))
-    names = "boundaries = { left = 1, right = 2, bottom = 3, top = 4, inner = 5 }"   # .vtu keeps tags, not names
-    (other / "case.toml").write_text(text.replace(mesh_line, f'file = "{vtu}"\ntag_data = "CellEntityIds"\n{names}'))
+    # .vtu keeps tags, not names
+    names = "boundaries = { left = 1, right = 2, bottom = 3, top = 4, inner = 5 }"
+    (other / "case.toml").write_text(text.replace(mesh_line, f'file = "{vtu}"\ntag_data = '
+                                                             f'"CellEntityIds"\n{names}'))
     for case in (src, other):
         proc = run_cli(["solve", str(case), "--quiet"])
         assert proc.returncode == 0, proc.stderr[-2000:]
-    with h5py.File(src / "results/solve/dataset.h5") as a, h5py.File(other / "results/solve/dataset.h5") as b:
+    with h5py.File(src / "results/solve/dataset.h5") as a, \
+            h5py.File(other / "results/solve/dataset.h5") as b:
         for name in ("train/u", "test/u", "train/flux", "control_volumes/volume"):
             np.testing.assert_array_equal(a[name][()], b[name][()])
 
@@ -565,15 +585,17 @@ def test_a_quadratic_mesh_is_read_through_its_corners(tmp_path):
     linear = read_mesh_file(MESHES / "lshape-h0.05.msh")
     points = linear.points
     tri, lines = linear.cells, linear.facets
-    mid_tri = np.concatenate([(points[tri[:, a]] + points[tri[:, b]]) / 2 for a, b in ((0, 1), (1, 2), (2, 0))])
+    mid_tri = np.concatenate([(points[tri[:, a]] + points[tri[:, b]]) / 2
+                              for a, b in ((0, 1), (1, 2), (2, 0))])
     mid_line = (points[lines[:, 0]] + points[lines[:, 1]]) / 2
     n, m = len(points), len(tri)
     tri6 = np.hstack([tri, n + np.arange(3 * m).reshape(3, m).T])
     line3 = np.hstack([lines, n + 3 * m + np.arange(len(lines))[:, None]])
     allpoints = np.vstack([points, mid_tri, mid_line])
-    meshio.write(tmp_path / "quadratic.vtu", meshio.Mesh(allpoints, [("triangle6", tri6), ("line3", line3)],
-                                                         cell_data={"CellEntityIds": [np.zeros(m, np.int32),
-                                                                                      linear.facet_tags]}))
+    meshio.write(tmp_path / "quadratic.vtu",
+                 meshio.Mesh(allpoints, [("triangle6", tri6), ("line3", line3)],
+                             cell_data={"CellEntityIds": [np.zeros(m, np.int32),
+                                                          linear.facet_tags]}))
     quadratic = read_mesh_file(tmp_path / "quadratic.vtu")
     np.testing.assert_array_equal(quadratic.points, linear.points)
     np.testing.assert_array_equal(quadratic.cells, linear.cells)

@@ -6,8 +6,9 @@ import pytest
 from scipy.integrate import quad
 from scipy.special import ndtr
 
-from hybrid.metrics import (Z90, coverage, crps_gaussian, front_error, front_position, gaussian_log_likelihood,
-                            mass_error, max_error, mse, relative_l2, total_mass)
+from hybrid.metrics import (Z90, coverage, crps_gaussian, front_error, front_position,
+                            gaussian_log_likelihood, mass_error, max_error, mse, relative_l2,
+                            total_mass)
 
 
 def test_relative_l2_of_a_scaled_field():
@@ -25,7 +26,8 @@ def test_a_calibrated_gaussian_covers_ninety_percent_and_has_the_known_likelihoo
     assert coverage(np.zeros_like(sd), sd ** 2, true) == pytest.approx(0.90, abs=0.003)
     # E[log N(x; 0, σ²)] = −½ − log σ − ½ log 2π
     expected = np.mean(-0.5 - np.log(sd) - 0.5 * np.log(2 * np.pi))
-    assert gaussian_log_likelihood(np.zeros_like(sd), sd ** 2, true) == pytest.approx(expected, abs=0.01)
+    assert gaussian_log_likelihood(np.zeros_like(sd), sd ** 2, true) == pytest.approx(expected,
+                                                                                      abs=0.01)
     # overconfident (σ/4) covers far less
     assert coverage(np.zeros_like(sd), (sd / 4) ** 2, true) < 0.45
 
@@ -39,7 +41,8 @@ def test_a_constant_shift_has_the_hand_computed_scores():
     assert mse(pred, true, w) == pytest.approx(c ** 2, rel=1e-12)
     assert max_error(pred, true) == pytest.approx(c, rel=1e-12)
     # ‖c‖_w = c √(T Σ_K |K|) per scenario
-    hand = [c * np.sqrt(T * w.sum()) / np.sqrt(sum(w @ true[s, n] ** 2 for n in range(T))) for s in range(S)]
+    hand = [c * np.sqrt(T * w.sum()) / np.sqrt(sum(w @ true[s, n] ** 2 for n in range(T)))
+            for s in range(S)]
     np.testing.assert_allclose(relative_l2(pred, true, w), hand, rtol=1e-12)
     amount = max(w @ np.abs(true[s, n]) for s in range(S) for n in range(T))
     assert mass_error(pred, true, w) == pytest.approx(c * w.sum() / amount, rel=1e-12)
@@ -71,7 +74,8 @@ def test_mass_error_is_relative_to_the_amount_when_the_signed_total_is_zero():
     w = np.array([1.0, 2.0, 1.0, 0.5])
     moved = true + np.array([0.25, -0.125, 0.5, -1.0])  # dyadic, so Σ|K|δ = 0 exactly
     assert mass_error(moved, true, w) == 0.0
-    assert mse(moved, true, w) == pytest.approx((0.0625 + 2 * 0.015625 + 0.25 + 0.5) / 4.5, rel=1e-12)
+    assert mse(moved, true, w) == pytest.approx((0.0625 + 2 * 0.015625 + 0.25 + 0.5) / 4.5,
+                                                rel=1e-12)
 
 
 def test_front_of_a_step_on_a_nonuniform_grid_is_the_midpoint_of_the_jump():
@@ -83,13 +87,15 @@ def test_front_of_a_step_on_a_nonuniform_grid_is_the_midpoint_of_the_jump():
     np.testing.assert_allclose(front_position(u, x, 0.5), 0.5 * (x[j - 1] + x[j]), rtol=1e-14)
     # unequal neighbours: x_2 + (x_3 − x_2)(0.8 − 0.5)/(0.8 − 0.1)
     xs = np.array([0.0, 0.1, 0.35, 0.4, 1.0])
-    assert front_position(np.array([1, 1, 0.8, 0.1, 0]), xs, 0.5) == pytest.approx(0.35 + 0.05 * 3 / 7, rel=1e-14)
+    assert (front_position(np.array([1, 1, 0.8, 0.1, 0]), xs, 0.5)
+            == pytest.approx(0.35 + 0.05 * 3 / 7, rel=1e-14))
 
 
 def test_front_walks_from_the_chosen_end_and_has_fallbacks_when_nothing_crosses():
     x = np.array([0.0, 0.1, 0.35, 0.4, 1.0])
     mirrored = np.array([0, 0.1, 0.8, 1, 1])            # the front seen from the right end
-    assert front_position(mirrored, x, 0.5, from_left=False) == pytest.approx(0.1 + 0.25 * 4 / 7, rel=1e-14)
+    assert front_position(mirrored, x, 0.5, from_left=False) == pytest.approx(0.1 + 0.25 * 4 / 7,
+                                                                              rel=1e-14)
     profiles = np.array([np.full(5, 0.2), np.full(5, 0.9)])
     np.testing.assert_array_equal(front_position(profiles, x, 0.5), [0.0, 1.0])
     np.testing.assert_array_equal(front_position(profiles, x, 0.5, from_left=False), [1.0, 0.0])
@@ -107,7 +113,7 @@ def test_a_ramp_shifted_by_d_moves_its_front_by_d():
         return np.clip(0.5 - (x - centre[:, None]) / 0.1, 0.0, 1.0)
 
     true_front, pred_front = front_position(ramp(a), x, 0.5), front_position(ramp(a + d), x, 0.5)
-    np.testing.assert_allclose(true_front, a, atol=1e-12)       # linear interpolation is exact on a ramp
+    np.testing.assert_allclose(true_front, a, atol=1e-12)  # linear interpolation is exact on a ramp
     assert front_error(pred_front, true_front) == pytest.approx(np.mean(np.abs(d)), abs=1e-12)
 
 
@@ -119,7 +125,8 @@ def _crps_by_quadrature(mu, sd, t):
 
 def test_crps_matches_its_integral_definition_and_reduces_to_the_absolute_error():
     for mu, sd, t in [(0.0, 1.0, 0.3), (1.0, 2.0, -1.5), (0.2, 0.5, 3.0)]:
-        assert crps_gaussian(mu, sd ** 2, t) == pytest.approx(_crps_by_quadrature(mu, sd, t), rel=1e-8)
+        assert crps_gaussian(mu, sd ** 2, t) == pytest.approx(_crps_by_quadrature(mu, sd, t),
+                                                              rel=1e-8)
     mean, true = np.array([1.0, 2.0, -3.0]), np.array([0.5, 4.0, -3.0])
     assert crps_gaussian(mean, np.zeros(3), true) == np.mean([0.5, 2.0, 0.0])
     # continuous in σ → 0, and finite where (t − μ)/σ overflows
@@ -133,15 +140,18 @@ def test_a_calibrated_gaussian_has_the_expected_crps_and_scores():
     mean = rng.uniform(-1, 1, 200_000)
     true = mean + sd * rng.standard_normal(mean.shape)
     var = np.full(mean.shape, sd ** 2)
-    # E_z[σ(z(2Φ(z) − 1) + 2φ(z) − 1/√π)] = σ(1/√π + 1/√π − 1/√π) = σ/√π (Stein: E[zΦ(z)] = E[φ(z)] = 1/(2√π))
+    # E_z[σ(z(2Φ(z) − 1) + 2φ(z) − 1/√π)] = σ(1/√π + 1/√π − 1/√π) = σ/√π (Stein: E[zΦ(z)] = E[φ(z)]
+    # = 1/(2√π))
     expected = sd / np.sqrt(np.pi)
-    by_quadrature = quad(lambda z: np.exp(-z * z / 2) / np.sqrt(2 * np.pi) * _crps_by_quadrature(0.0, sd, z * sd),
+    by_quadrature = quad(lambda z: np.exp(-z * z / 2) / np.sqrt(2 * np.pi)
+                         * _crps_by_quadrature(0.0, sd, z * sd),
                          -12, 12, limit=200)[0]
     assert by_quadrature == pytest.approx(expected, rel=1e-7)
     assert crps_gaussian(mean, var, true) == pytest.approx(expected, rel=0.01)
     assert coverage(mean, var, true) == pytest.approx(0.90, abs=0.005)
-    assert gaussian_log_likelihood(mean, var, true) == pytest.approx(-0.5 * np.log(2 * np.pi * sd ** 2) - 0.5,
-                                                                     abs=0.01)
+    assert (gaussian_log_likelihood(mean, var, true)
+            == pytest.approx(-0.5 * np.log(2 * np.pi * sd ** 2) - 0.5,
+                             abs=0.01))
 
 
 def test_a_too_narrow_gaussian_undercovers_and_scores_worse():
@@ -154,7 +164,8 @@ def test_a_too_narrow_gaussian_undercovers_and_scores_worse():
     assert coverage(mean, narrow, true) < 0.5
     # CRPS and LL are proper: the calibrated forecast scores better on its own samples
     assert crps_gaussian(mean, narrow, true) > 1.1 * crps_gaussian(mean, calibrated, true)
-    assert gaussian_log_likelihood(mean, narrow, true) < gaussian_log_likelihood(mean, calibrated, true) - 1
+    assert (gaussian_log_likelihood(mean, narrow, true)
+            < gaussian_log_likelihood(mean, calibrated, true) - 1)
 
 
 def test_variance_floor_keeps_exactly_known_entries_from_deciding_the_log_likelihood():
@@ -164,11 +175,13 @@ def test_variance_floor_keeps_exactly_known_entries_from_deciding_the_log_likeli
     mean = rng.standard_normal(1000)
     var = np.ones(1000)
     true = mean + rng.standard_normal(1000)
-    var[:10], true[:10] = 1e-31, mean[:10] + 1e-15      # ten Dirichlet entries: known up to round-off
+    var[:10], true[:10] = 1e-31, mean[:10] + 1e-15      # ten Dirichlet entries:
+                                                        # known up to round-off
     floor = variance_floor(var)
     assert floor == pytest.approx(1e-10 * var.mean())
     unfloored = gaussian_log_likelihood(mean, var, true)
     floored = gaussian_log_likelihood(mean, var, true, floor)
     calibrated = gaussian_log_likelihood(mean[10:], var[10:], true[10:])
-    # with the floor the ten exact entries add a bounded bonus (log of 1/√floor each), not round-off noise
+    # with the floor the ten exact entries add a bounded bonus (log of 1/√floor each), not round-off
+    # noise
     assert abs(floored - calibrated) < 0.2 < abs(unfloored - calibrated)

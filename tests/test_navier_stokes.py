@@ -19,14 +19,14 @@ from hybrid.solvers.navier_stokes import NavierStokesSolver, Wall
 
 # Ghia, Ghia & Shin, J. Comput. Phys. 48 (1982) 387-411, Re = 100: u on the vertical
 # centreline x = 0.5 (their Table I) and v on the horizontal centreline y = 0.5 (Table II)
-GHIA_Y = [0.9766, 0.9688, 0.9609, 0.9531, 0.8516, 0.7344, 0.6172, 0.5, 0.4531, 0.2813, 0.1719, 0.1016,
-          0.0703, 0.0625, 0.0547]
-GHIA_U = [0.84123, 0.78871, 0.73722, 0.68717, 0.23151, 0.00332, -0.13641, -0.20581, -0.21090, -0.15662,
-          -0.10150, -0.06434, -0.04775, -0.04192, -0.03717]
-GHIA_X = [0.9688, 0.9609, 0.9531, 0.9453, 0.9063, 0.8594, 0.8047, 0.5, 0.2344, 0.2266, 0.1563, 0.0938,
-          0.0781, 0.0703, 0.0625]
-GHIA_V = [-0.05906, -0.07391, -0.08864, -0.10313, -0.16914, -0.22445, -0.24533, 0.05454, 0.17527, 0.17507,
-          0.16077, 0.12317, 0.10890, 0.10091, 0.09233]
+GHIA_Y = [0.9766, 0.9688, 0.9609, 0.9531, 0.8516, 0.7344, 0.6172, 0.5, 0.4531, 0.2813, 0.1719,
+          0.1016, 0.0703, 0.0625, 0.0547]
+GHIA_U = [0.84123, 0.78871, 0.73722, 0.68717, 0.23151, 0.00332, -0.13641, -0.20581, -0.21090,
+          -0.15662, -0.10150, -0.06434, -0.04775, -0.04192, -0.03717]
+GHIA_X = [0.9688, 0.9609, 0.9531, 0.9453, 0.9063, 0.8594, 0.8047, 0.5, 0.2344, 0.2266, 0.1563,
+          0.0938, 0.0781, 0.0703, 0.0625]
+GHIA_V = [-0.05906, -0.07391, -0.08864, -0.10313, -0.16914, -0.22445, -0.24533, 0.05454, 0.17527,
+          0.17507, 0.16077, 0.12317, 0.10890, 0.10091, 0.09233]
 
 
 def const(value):
@@ -35,7 +35,8 @@ def const(value):
 
 def cavity(h: float, lid: float = 1.0, nu: float = 0.01, element: str = "scott-vogelius"):
     mesh = generate({"shape": "rectangle", "h": h}, seed=0)
-    walls = [Wall("top", (const(lid), const(0)))] + [Wall(n, (const(0), const(0))) for n in ("left", "right", "bottom")]
+    walls = [Wall("top", (const(lid), const(0)))] + [Wall(n, (const(0), const(0)))
+                                                     for n in ("left", "right", "bottom")]
     return mesh, NavierStokesSolver(mesh, nu, walls, {}, element=element)
 
 
@@ -70,7 +71,8 @@ def test_scott_vogelius_fluxes_balance_every_control_volume():
     assert np.abs(flux[cv.face_cv[:, 1] >= 0]).max() > 1e-3 * scale       # real, non-zero fluxes
     vertex = np.zeros(flow_size(cv))
     vertex[:2 * cv.num_cvs] = np.concatenate([u[:, 0], u[:, 1]])
-    assert np.abs(vertex_divergence_rows(cv).G @ vertex).max() > 1e-2 * scale   # the vertex estimate: O(h²) off
+    # the vertex estimate: O(h²) off
+    assert np.abs(vertex_divergence_rows(cv).G @ vertex).max() > 1e-2 * scale
     with pytest.raises(ValueError, match="Scott"):
         cavity(0.25, element="taylor-hood")[1].dual_face_fluxes(cv, 0.0)
 
@@ -81,7 +83,8 @@ def test_transient_cavity_walls_incompressibility_and_approach_to_steady():
     top = mesh.points[:, 1] > 1 - 1e-12
     corners = top & ((mesh.points[:, 0] < 1e-12) | (mesh.points[:, 0] > 1 - 1e-12))
     lid = top & ~corners
-    walls = (mesh.points[:, 1] < 1e-12) | (mesh.points[:, 0] < 1e-12) | (mesh.points[:, 0] > 1 - 1e-12)
+    walls = ((mesh.points[:, 1] < 1e-12) | (mesh.points[:, 0] < 1e-12)
+             | (mesh.points[:, 0] > 1 - 1e-12))
     for n in range(1, 6):
         assert np.allclose(flow.u[n][lid], [1.0, 0.0], atol=1e-14)
         assert np.abs(flow.u[n][walls]).max() < 1e-14        # no-slip, the corners included
@@ -105,7 +108,8 @@ def test_cavity_case_runs_end_to_end_with_exact_walls_and_incompressibility(tmp_
     case = small_case(CASES / "cavity-2d", tmp_path, train=4, test=2,
                       mesh={"generate": '{ shape = "rectangle", h = 0.125 }'},
                       time={"t_end": "0.2", "dt": "0.05", "outputs": "4"},
-                      surrogate={"members": "2", "epochs": "3", "grid": "16", "modes": "4", "width": "8"})
+                      surrogate={"members": "2", "epochs": "3", "grid": "16", "modes": "4",
+                                 "width": "8"})
     done = run_cli(["run", str(case), "--quiet"], ranks=2, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     data = read_dataset(case / "results/solve/dataset.h5")
@@ -117,27 +121,36 @@ def test_cavity_case_runs_end_to_end_with_exact_walls_and_incompressibility(tmp_
     assert np.abs(data["test"]["net_volume_flux"]).max() <= 1e-12 * scale
     D = cv.incidence()
     x, y = cv.centre[:, 0], cv.centre[:, 1]
-    on_lid = np.isclose(y, 1.0) & (x > 1e-12) & (x < 1 - 1e-12)   # the side walls own the lid's corners
+    # the side walls own the lid's corners
+    on_lid = np.isclose(y, 1.0) & (x > 1e-12) & (x < 1 - 1e-12)
     lid = list(np.flatnonzero(on_lid))
-    walls = list(np.flatnonzero(~on_lid & (np.isclose(cv.centre, 0.0) | np.isclose(cv.centre, 1.0)).any(axis=1)))
+    walls = list(np.flatnonzero(~on_lid & (np.isclose(cv.centre, 0.0)
+                                           | np.isclose(cv.centre, 1.0)).any(axis=1)))
     U = data["test"]["params"][:, data["test"]["parameter_names"].index("U")]
     with h5py.File(case / "results/predict/variants.h5") as f:
-        assert sorted(f) == sorted(["raw", "hardc", "boon", "global", "per-cell", "per-cell+boundary"])
+        assert sorted(f) == sorted(["raw", "hardc", "boon", "global", "per-cell",
+                                    "per-cell+boundary"])
         flat0 = np.swapaxes(u[:, 0], 1, 2).reshape(S, d * N)
         for v in f:
-            assert f[v]["u_mean"].shape == (S, T1, d * N) and f[v]["flux_mean"].shape == (S, T1 - 1, cv.num_faces)
+            assert (f[v]["u_mean"].shape == (S, T1, d * N)
+                    and f[v]["flux_mean"].shape == (S, T1 - 1, cv.num_faces))
             assert np.array_equal(f[v]["u_mean"][:, 0], flat0)
-        div = lambda v: np.abs(np.einsum("kf,stf->stk", D.toarray(), f[v]["flux_mean"][()])).max() / scale
+        div = lambda v: np.abs(np.einsum("kf,stf->stk", D.toarray(),
+                                         f[v]["flux_mean"][()])).max() / scale
         assert div("raw") > 1e-8                      # the network alone is not incompressible
-        assert div("per-cell") <= 1e-10 and div("per-cell+boundary") <= 1e-10 and div("hardc") <= 1e-10
-        for v in ("per-cell+boundary", "boon"):     # the constraint engine, and BOON by construction
+        assert (div("per-cell") <= 1e-10 and div("per-cell+boundary") <= 1e-10
+                and div("hardc") <= 1e-10)
+        for v in ("per-cell+boundary", "boon"):     # the constraint engine,
+                                                    # and BOON by construction
             vel = f[v]["u_mean"][:, 1:]
             assert np.abs(vel[..., lid] - U[:, None, None]).max() <= 1e-12        # the lid's speed
             assert np.abs(vel[..., [N + k for k in lid]]).max() <= 1e-12
-            assert np.abs(vel[..., walls + [N + k for k in walls]]).max() <= 1e-12  # no-slip, corners included
+            # no-slip, corners included
+            assert np.abs(vel[..., walls + [N + k for k in walls]]).max() <= 1e-12
         assert np.abs(f["raw"]["u_mean"][:, 1:][..., walls]).max() > 1e-6
     metrics = json.loads((case / "results/predict/metrics.json").read_text())["variants"]
-    assert metrics["per-cell+boundary"]["wall_error"] <= 1e-12 and metrics["boon"]["wall_error"] <= 1e-12
+    assert (metrics["per-cell+boundary"]["wall_error"] <= 1e-12
+            and metrics["boon"]["wall_error"] <= 1e-12)
     assert metrics["per-cell+boundary"]["boundary_flux_error"] <= 1e-12
     assert metrics["per-cell"]["max_divergence"] <= 1e-10 < metrics["raw"]["max_divergence"]
     text = (case / "results/export/test-000.xdmf").read_text()
@@ -160,12 +173,14 @@ def test_cavity_case_runs_end_to_end_with_exact_walls_and_incompressibility(tmp_
         np.testing.assert_allclose(seen["times"], data["times"], rtol=0, atol=1e-15)
         for k in (0, len(data["times"]) - 1):
             assert seen["size"][k] == (len(data["mesh"].points), len(data["mesh"].cells))
-            arrays = {name: value for (step, where, name), value in seen["arrays"].items() if step == k}
+            arrays = {name: value for (step, where, name), value in seen["arrays"].items()
+                      if step == k}
             assert set(arrays) == set(written["point"]) | set(written["cell"])
             for name, value in {**written["point"], **written["cell"]}.items():
                 tuples, total = arrays[name]
                 assert tuples == value[k].shape[0], name
-                assert abs(total - value[k].sum()) <= 1e-9 * max(np.abs(value[k]).sum(), 1e-300), name
+                assert (abs(total - value[k].sum())
+                        <= 1e-9 * max(np.abs(value[k]).sum(), 1e-300)), name
         assert_drawn(seen["png"])
 
 
@@ -185,9 +200,12 @@ def test_vertex_vorticity_is_exact_for_linear_velocities():
     mesh = generate({"shape": "rectangle", "h": 0.2}, seed=0)
     cv = build_control_volumes(mesh, "dual")
     x, y = cv.centre[:, 0], cv.centre[:, 1]
-    vel = np.stack([np.concatenate([x - 3 * y, 2 * x - y]), np.concatenate([y, 5 * x])])   # ω = 2 + 3, 5 - 1
+    # ω = 2 + 3, 5 - 1
+    vel = np.stack([np.concatenate([x - 3 * y, 2 * x - y]), np.concatenate([y, 5 * x])])
     omega = vertex_vorticity(mesh.points, mesh.cells, cv.cv_of_entity, vel)
-    np.testing.assert_allclose(omega, np.stack([np.full(cv.num_cvs, 5.0), np.full(cv.num_cvs, 4.0)]), atol=1e-11)
+    np.testing.assert_allclose(omega,
+                               np.stack([np.full(cv.num_cvs, 5.0), np.full(cv.num_cvs, 4.0)]),
+                               atol=1e-11)
 
 
 def test_flow_rows_hold_for_the_reference_and_after_an_update():
@@ -206,7 +224,8 @@ def test_flow_rows_hold_for_the_reference_and_after_an_update():
     N, n = cv.num_cvs, flow_size(cv)
     truth = np.concatenate([u[:, 0], u[:, 1], flux])
     walls = []
-    for name, value in (("top", (1.0, 0.0)), ("left", (0.0, 0.0)), ("right", (0.0, 0.0)), ("bottom", (0.0, 0.0))):
+    for name, value in (("top", (1.0, 0.0)), ("left", (0.0, 0.0)), ("right", (0.0, 0.0)),
+                        ("bottom", (0.0, 0.0))):
         count = len(np.unique(cv.face_cv[cv.faces_of(name), 0]))
         walls.append((name, np.tile(value, (count, 1))))
     rows = flow_rows(cv, walls, flux)
@@ -214,18 +233,22 @@ def test_flow_rows_hold_for_the_reference_and_after_an_update():
     assert np.abs(rows.G @ truth - rows.b).max() <= 1e-12 * scale
     div = flux_divergence_rows(cv)
     rng = np.random.default_rng(1)
-    predicted = truth + np.concatenate([0.05 * rng.standard_normal(2 * N), 0.05 * scale * rng.standard_normal(n - 2 * N)])
+    predicted = truth + np.concatenate([0.05 * rng.standard_normal(2 * N),
+                                        0.05 * scale * rng.standard_normal(n - 2 * N)])
     assert np.abs(div.G @ predicted).max() > 1e-2 * scale
     mean = GaussianUpdate(rows.G, rows.b, np.ones(n)).mean(predicted)
-    assert np.abs(div.G @ mean).max() <= 1e-10 * scale            # every control volume, the dropped row too
+    assert np.abs(div.G @ mean).max() <= 1e-10 * scale   # every control volume, the dropped row too
     wall = rows.kind == "dirichlet"
     assert np.abs(rows.G[wall] @ mean - rows.b[wall]).max() < 1e-14
     faces = slice(2 * N, n)
-    assert np.linalg.norm(mean[faces] - truth[faces]) < np.linalg.norm(predicted[faces] - truth[faces])
+    assert (np.linalg.norm(mean[faces] - truth[faces])
+            < np.linalg.norm(predicted[faces] - truth[faces]))
     # the lid's corners belong to the side walls (listed after the lid): no-slip there
-    top_corners = [k for k in range(N) if cv.centre[k, 1] > 1 - 1e-12 and cv.centre[k, 0] in (0.0, 1.0)]
+    top_corners = [k for k in range(N)
+                   if cv.centre[k, 1] > 1 - 1e-12 and cv.centre[k, 0] in (0.0, 1.0)]
     assert len(top_corners) == 2
-    assert np.abs(mean[top_corners]).max() < 1e-14 and np.abs(mean[[N + k for k in top_corners]]).max() < 1e-14
+    assert (np.abs(mean[top_corners]).max() < 1e-14
+            and np.abs(mean[[N + k for k in top_corners]]).max() < 1e-14)
 
 
 @pytest.mark.parametrize("variant", ["per-cell", "per-cell+boundary", "global"])
@@ -233,8 +256,8 @@ def test_one_update_over_all_times_equals_one_update_per_time(variant):
     """The one variant driver updates a navier-stokes scenario's every output time at once
     (hybrid/constraints/problems.py: block-diagonal rows, member deviations split by time).
     That must equal the update of each time on its own, the cavity's previous driver: means to
-    1e-10 and exact variances to 1e-8 (relative; a wall value's variance, 0, to 1e-12 of the prior's), on random ensemble priors (the rows' b from a
-    scenario's walls)."""
+    1e-10 and exact variances to 1e-8 (relative; a wall value's variance, 0, to 1e-12 of the
+    prior's), on random ensemble priors (the rows' b from a scenario's walls)."""
     from hybrid.case import load_case
     from hybrid.constraints.flow import flow_rows, flux_divergence_rows
     from hybrid.constraints.problems import FlowRows, time_blocks
@@ -262,7 +285,8 @@ def test_one_update_over_all_times_equals_one_update_per_time(variant):
     m, v = joint.mean(mean), joint.variance(exact=True)
     walls_t, bflux = data.boundary
     for n in range(1, L.T + 1):
-        idx = np.r_[np.arange(L.u(n).start, L.u(n).stop), np.arange(L.flux(n).start, L.flux(n).stop)]
+        idx = np.r_[np.arange(L.u(n).start, L.u(n).stop),
+                    np.arange(L.flux(n).start, L.flux(n).stop)]
         if variant == "per-cell":
             one = flux_divergence_rows(cv)
         elif variant == "global":
@@ -271,8 +295,10 @@ def test_one_update_over_all_times_equals_one_update_per_time(variant):
         else:
             one = flow_rows(cv, walls_t[n - 1], bflux[n - 1])
         alone = GaussianUpdate(one.G, one.b, diag[idx], U[idx], 0.0)
-        np.testing.assert_allclose(m[idx], alone.mean(mean[idx]), rtol=0, atol=1e-10 * np.abs(mean).max())
-        np.testing.assert_allclose(v[idx], alone.variance(exact=True), rtol=1e-8, atol=1e-12 * diag.max())
+        np.testing.assert_allclose(m[idx], alone.mean(mean[idx]), rtol=0,
+                                   atol=1e-10 * np.abs(mean).max())
+        np.testing.assert_allclose(v[idx], alone.variance(exact=True), rtol=1e-8,
+                                   atol=1e-12 * diag.max())
     # the rows are the scenario's: every wall velocity and boundary flux of each time is its data
     if variant == "per-cell+boundary":
         x = m.copy()

@@ -39,11 +39,14 @@ def test_partitioned_solve_matches_the_serial_solve(problem, comm):
     cv = build_control_volumes(mesh, "dual")
     cv.assign_owners(*partition_owners(mesh, comm))
     assert set(np.unique(cv.cv_owner)) == {0, 1}          # really split over both ranks
-    bcs = [BoundaryData("left", "dirichlet", _Constant(1.0)), BoundaryData("right", "flux", _Constant(0.0)),
-           BoundaryData("top", "normal_derivative", _Constant(0.0)), BoundaryData("bottom", "flux", _Constant(0.0))]
+    bcs = [BoundaryData("left", "dirichlet", _Constant(1.0)),
+           BoundaryData("right", "flux", _Constant(0.0)),
+           BoundaryData("top", "normal_derivative", _Constant(0.0)),
+           BoundaryData("bottom", "flux", _Constant(0.0))]
     k, conv, u0 = {"porous-medium": (Conductivity("power", m=2.0), None, 0.01),
                    "burgers": (Conductivity("constant", k=0.05), np.ones(2), 0.2),
-                   "stefan": (Conductivity("stefan", u_star=0.5, k_max=1.0, k_min=0.0, smoothing=0.02), None, 0.0)}[problem]
+                   "stefan": (Conductivity("stefan", u_star=0.5, k_max=1.0, k_min=0.0,
+                                           smoothing=0.02), None, 0.0)}[problem]
     kwargs = dict(convection=conv, scheme="upwind" if conv is not None else "central")
     u0 = np.full(cv.num_cvs, u0)
     serial = GPMESolver(cv, k, bcs, {}, **kwargs).run(u0, 0.04, 0.01, 2)
@@ -54,7 +57,8 @@ def test_partitioned_solve_matches_the_serial_solve(problem, comm):
     scale = np.abs(serial.u).max()
     assert np.abs(traj.u - serial.u).max() <= 1e-9 * scale
     assert np.abs(traj.flux - serial.flux).max() <= 1e-9 * np.abs(serial.flux).max()
-    balance = np.abs(cv.balance_residual(traj.u, traj.flux, traj.source)).max() / (scale * cv.volume.max())
+    balance = (np.abs(cv.balance_residual(traj.u, traj.flux, traj.source)).max()
+               / (scale * cv.volume.max()))
     assert balance <= 1e-12
     # a face between the two ranks: its flux is recorded once and balances both sides
     a, b = cv.face_cv[:, 0], cv.face_cv[:, 1]
@@ -72,16 +76,19 @@ def test_hybrid_solve_over_the_partition_writes_the_serial_dataset(tmp_path):
     """The command: heat-2d (dual control volumes, Dirichlet and flux walls) solved serially and
     with every scenario over 2 ranks' partition."""
     serial = small_case(CASES / "heat-2d", tmp_path / "one", **TINY)
-    split = small_case(CASES / "heat-2d", tmp_path / "two", solver={"parallel": '"partition"'}, **TINY)
+    split = small_case(CASES / "heat-2d", tmp_path / "two", solver={"parallel": '"partition"'},
+                       **TINY)
     one = run_cli(["solve", str(serial), "--quiet"])
     two = run_cli(["solve", str(split)], ranks=2)
     assert one.returncode == 0 and two.returncode == 0, one.stderr + two.stderr
     assert "over the 2 ranks' partition" in two.stdout
-    with h5py.File(serial / "results/solve/dataset.h5") as f, h5py.File(split / "results/solve/dataset.h5") as g:
+    with h5py.File(serial / "results/solve/dataset.h5") as f, \
+            h5py.File(split / "results/solve/dataset.h5") as g:
         for s in ("train", "test"):
             scale = np.abs(f[s]["u"][()]).max()
             assert np.abs(f[s]["u"][()] - g[s]["u"][()]).max() <= 1e-9 * scale
-            assert np.abs(f[s]["flux"][()] - g[s]["flux"][()]).max() <= 1e-9 * np.abs(f[s]["flux"][()]).max()
+            assert (np.abs(f[s]["flux"][()] - g[s]["flux"][()]).max()
+                    <= 1e-9 * np.abs(f[s]["flux"][()]).max())
 
 
 def test_partition_is_refused_for_a_serial_solver(tmp_path):

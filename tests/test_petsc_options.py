@@ -31,11 +31,13 @@ def test_the_solvers_options_change_the_linear_solver_not_the_answer(tmp_path):
     (the options were used)."""
     default = small_case("stefan-1d", tmp_path / "lu", **SMALL)
     krylov = small_case("stefan-1d", tmp_path / "gmres", **SMALL, solver={
-        "petsc_options": '{ ksp_type = "gmres", pc_type = "jacobi", ksp_rtol = 1e-13, ksp_max_it = 2000 }'})
+        "petsc_options": '{ ksp_type = "gmres", pc_type = "jacobi", ksp_rtol = 1e-13, '
+                         'ksp_max_it = 2000 }'})
     for case in (default, krylov):
         proc = run_cli(["solve", str(case), "--quiet"])
         assert proc.returncode == 0, proc.stderr[-2000:]
-    with h5py.File(default / "results/solve/dataset.h5") as a, h5py.File(krylov / "results/solve/dataset.h5") as b:
+    with h5py.File(default / "results/solve/dataset.h5") as a, \
+            h5py.File(krylov / "results/solve/dataset.h5") as b:
         difference = np.abs(a["test/u"][()] - b["test/u"][()]).max()
     assert 0.0 < difference <= 1e-12
 
@@ -52,9 +54,10 @@ def test_the_updates_options_reach_its_cholesky():
     solver.destroy()
 
 
-@pytest.mark.parametrize("options,says", [('{ "-ksp_type" = "gmres" }', "solver.petsc_options.-ksp_type"),
-                                          ('{ ksp_type = ["gmres"] }', "solver.petsc_options.ksp_type"),
-                                          ('"gmres"', "solver.petsc_options")])
+@pytest.mark.parametrize("options,says",
+                         [('{ "-ksp_type" = "gmres" }', "solver.petsc_options.-ksp_type"),
+                          ('{ ksp_type = ["gmres"] }', "solver.petsc_options.ksp_type"),
+                          ('"gmres"', "solver.petsc_options")])
 def test_bad_option_tables_are_refused_at_load(tmp_path, options, says):
     case = small_case("stefan-1d", tmp_path, **SMALL, solver={"petsc_options": options})
     proc = run_cli(["solve", str(case)])
@@ -62,7 +65,9 @@ def test_bad_option_tables_are_refused_at_load(tmp_path, options, says):
 
 
 def test_an_option_petsc_refuses_is_one_message_naming_the_key(tmp_path):
-    case = small_case("stefan-1d", tmp_path, **SMALL, solver={"petsc_options": '{ pc_type = "nonexistent" }'})
+    case = small_case("stefan-1d", tmp_path, **SMALL,
+                      solver={"petsc_options": '{ pc_type = "nonexistent" }'})
     proc = run_cli(["solve", str(case), "--quiet"])
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    assert "solver.petsc_options: PETSc failed with these options: Unable to find requested PC type" in proc.stderr
+    assert ("solver.petsc_options: PETSc failed with these options: Unable to find requested PC "
+            "type") in proc.stderr

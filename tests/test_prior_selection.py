@@ -46,6 +46,6 @@ def test_a_harmful_ensemble_prior_gives_way_to_the_even_one(tmp_path, monkeypatc
     main = "per-cell+boundary"
     assert v[main]["mse"] <= v["raw"]["mse"] * (1 + 1e-9)
     assert v["raw"]["mse"] == w["raw"]["mse"]              # the ensemble itself is untouched
-    assert v[main]["mse"] != w[main]["mse"]                # and the in-range scenarios changed prior
+    assert v[main]["mse"] != w[main]["mse"]               # and the in-range scenarios changed prior
     assert v[main]["max_balance_residual"] <= 1e-10 and v[main]["dirichlet_error"] <= 1e-12
     assert np.isfinite(v[main]["coverage90"])

@@ -45,12 +45,15 @@ def solved(tmp_path_factory):
             case = small_case(name, root, train=2, test=2, **SHORTER.get(name, {}))
             out = {"case": case}
             for ranks in (1, 2):
-                text = edit_toml((case / "case.toml").read_text(), "output", "dir", f'"results-{ranks}"')
+                text = edit_toml((case / "case.toml").read_text(), "output", "dir",
+                                 f'"results-{ranks}"')
                 (case / "case.toml").write_text(text)
                 proc = run_cli(["solve", case, "--quiet"], ranks=ranks, timeout=300)
-                assert proc.returncode == 0, f"{name} at {ranks} rank(s):\n{proc.stdout}\n{proc.stderr}"
+                assert proc.returncode == 0, (f"{name} at {ranks} "
+                                              f"rank(s):\n{proc.stdout}\n{proc.stderr}")
                 solve = case / f"results-{ranks}" / "solve"
-                out[ranks] = {"dir": solve, "data": read_dataset(solve / "dataset.h5"), "stdout": proc.stdout,
+                out[ranks] = {"dir": solve, "data": read_dataset(solve / "dataset.h5"),
+                              "stdout": proc.stdout,
                               "stage": json.loads((solve / "stage.json").read_text())}
             cache[name] = out
         return cache[name]
@@ -63,11 +66,13 @@ def arrays_of(run: dict) -> tuple[str, ...]:
 
 
 def relative_balance(data: dict, split: str) -> float:
-    """Largest |balance residual| of any control volume and interval over |K| max|u| of its scenario."""
+    """Largest |balance residual| of any control volume and interval over |K| max|u| of its
+    scenario."""
     cvd, d = data["control_volumes"], data[split]
     worst = 0.0
     for s in range(d["u"].shape[0]):
-        res = balance_residual(cvd["volume"], cvd["face_cv"], d["u"][s], d["flux"][s], d["source"][s])
+        res = balance_residual(cvd["volume"], cvd["face_cv"], d["u"][s], d["flux"][s],
+                               d["source"][s])
         scale = cvd["volume"][None, :] * max(np.abs(d["u"][s]).max(), 1e-300)
         worst = max(worst, float((np.abs(res) / scale).max()))
     return worst
@@ -113,8 +118,9 @@ def test_solve_is_bitwise_identical_at_1_and_2_ranks(solved, name):
         for key in arrays_of(solved(name)):
             a, b = one[split][key], two[split][key]
             first = [n for n in range(a.shape[1]) if not np.array_equal(a[:, n], b[:, n])][:1]
-            assert not first, (f"{name} {split}/{key} differs bitwise between 1 and 2 ranks from output "
-                               f"{first[0]} on (largest difference {np.abs(a - b).max():.2e})")
+            assert not first, (f"{name} {split}/{key} differs bitwise between 1 and 2 ranks from "
+                               f"output {first[0]} on (largest difference "
+                               f"{np.abs(a - b).max():.2e})")
 
 
 @pytest.mark.parametrize("name", SHIPPED_CASES)
@@ -143,11 +149,13 @@ def test_the_dataset_holds_the_control_volumes_the_solver_balanced(solved, name)
         elif isinstance(a, np.ndarray):
             assert a.dtype == b.dtype and np.array_equal(a, b), field.name
         else:
-            assert list(map(tuple, a)) == list(map(tuple, b)) if field.name == "periodic_pairs" else a == b, field.name
+            assert (list(map(tuple, a)) == list(map(tuple, b)) if field.name == "periodic_pairs"
+                    else a == b), field.name
     d = run[2]["data"]["test"]
     if "flux" in d and "source" in d:
         res = balance_residual(read.volume, read.face_cv, d["u"][0], d["flux"][0], d["source"][0])
-        assert np.abs(res).max() <= BALANCE_TOL * max(np.abs(d["u"][0]).max(), 1.0) * read.volume.max()
+        assert (np.abs(res).max()
+                <= BALANCE_TOL * max(np.abs(d["u"][0]).max(), 1.0) * read.volume.max())
 
 
 @pytest.mark.parametrize("name", SHIPPED_CASES)
@@ -169,8 +177,10 @@ def test_stefan_left_boundary_is_an_inflow(solved):
     flows in (outward flux < 0) through the left end on every interval."""
     data = solved("stefan-1d")[1]["data"]
     cvd = data["control_volumes"]
-    left = np.flatnonzero((cvd["face_cv"][:, 1] < 0) & (cvd["face_tag"] == data["mesh"].boundary_names["left"]))
-    right = np.flatnonzero((cvd["face_cv"][:, 1] < 0) & (cvd["face_tag"] == data["mesh"].boundary_names["right"]))
+    left = np.flatnonzero((cvd["face_cv"][:, 1] < 0)
+                          & (cvd["face_tag"] == data["mesh"].boundary_names["left"]))
+    right = np.flatnonzero((cvd["face_cv"][:, 1] < 0)
+                           & (cvd["face_tag"] == data["mesh"].boundary_names["right"]))
     assert len(left) == 1 and len(right) == 1
     for split in ("train", "test"):
         flux = data[split]["flux"]
@@ -311,7 +321,8 @@ def test_interrupted_solve_writes_nothing_and_reruns(tmp_path, sig):
     if sig == signal.SIGINT:
         assert code == 130 and "interrupted" in err and "Traceback" not in err, err
     left = _leftovers(solve_dir)
-    assert "dataset.h5" not in left and "stage.json" not in left and "control_volumes.h5" not in left
+    assert ("dataset.h5" not in left and "stage.json" not in left
+            and "control_volumes.h5" not in left)
     assert all(name.startswith(".") for name in left), left
 
     again = run_cli(["solve", case, "--quiet"])
@@ -379,6 +390,8 @@ def test_solver_trajectories_meet_the_exact_boundary_rows(solved, name):
             kinds.add(str(kind))
             if kind != "normal-derivative":
                 tol = 1e-6 if kind == "neumann-flux" and name.startswith("heat") else 1e-10
-                assert rel[rows.kind == kind].max() <= tol, (name, kind, rel[rows.kind == kind].max())
-    if name.startswith("wave-neumann"):   # free edges: zero impulse rows (met exactly) and gradient rows
+                assert rel[rows.kind == kind].max() <= tol, (name, kind,
+                                                             rel[rows.kind == kind].max())
+    if name.startswith("wave-neumann"):   # free edges: zero impulse rows
+                                          # (met exactly) and gradient rows
         assert {"neumann-flux", "normal-derivative"} <= kinds

@@ -18,7 +18,8 @@ from hybrid.surrogates.fno import FNO, SpectralConv
 
 ROOT = Path(__file__).resolve().parents[1]
 
-TINY = {"members": "2", "epochs": "6", "grid": "32", "modes": "8", "width": "8", "layers": "2", "batch": "4"}
+TINY = {"members": "2", "epochs": "6", "grid": "32", "modes": "8", "width": "8", "layers": "2",
+        "batch": "4"}
 
 
 @pytest.mark.parametrize("dim,grid", [(1, (40,)), (2, (20, 16)), (3, (8, 8, 6))])
@@ -34,7 +35,8 @@ def test_fno_tensor_contract(dim, grid):
 def test_spectral_conv_commutes_with_periodic_shifts_and_keeps_low_modes():
     conv = SpectralConv(2, 3, (5, 4))
     x = torch.randn(1, 2, 16, 12)
-    assert torch.allclose(conv(torch.roll(x, (3, 5), (-2, -1))), torch.roll(conv(x), (3, 5), (-2, -1)), atol=1e-5)
+    assert torch.allclose(conv(torch.roll(x, (3, 5), (-2, -1))),
+                          torch.roll(conv(x), (3, 5), (-2, -1)), atol=1e-5)
     # a pure high-frequency input (beyond the kept modes) is filtered out
     i = torch.arange(16).reshape(-1, 1).float()
     high = torch.cos(2 * np.pi * 8 * i / 16).expand(16, 12).reshape(1, 1, 16, 12).repeat(1, 2, 1, 1)
@@ -61,7 +63,8 @@ def test_softc_residual_vanishes_on_an_exact_discrete_solution():
     params = np.array([[k]])
     norm = Normaliser(np.zeros(1), np.ones(1), 0.0, 1.0, 1.0, 1.0)
     inputs = build_inputs(transfer, u0[None], params, norm)
-    case = SimpleNamespace(pde={"family": "gpme", "k": "constant", "source": compile_expression("0")},
+    case = SimpleNamespace(pde={"family": "gpme", "k": "constant",
+                                "source": compile_expression("0")},
                            display_file="case.toml")
     penalty = gpme_residual_penalty(case, transfer, inputs, norm, times, params, ["k"])
     increments = torch.tensor(a * times[1:], dtype=torch.float32).reshape(1, 5, 1).expand(1, 5, 33)
@@ -109,7 +112,8 @@ def test_predict_writes_ensemble_statistics(tiny_case, tmp_path):
         flux = f["test/flux"][()]
     assert u_mean.shape == truth.shape and u_dev.shape == (3, 2, *truth.shape[1:])
     assert flux_mean.shape == flux.shape and flux_dev.shape == (3, 2, *flux.shape[1:])
-    np.testing.assert_array_equal(u_mean[:, 0], truth[:, 0])      # the initial state is given, not predicted
+    # the initial state is given, not predicted
+    np.testing.assert_array_equal(u_mean[:, 0], truth[:, 0])
     np.testing.assert_allclose(u_dev.mean(axis=1), 0, atol=1e-12)
     np.testing.assert_allclose(u_var, (u_dev ** 2).sum(axis=1) / (2 - 1), rtol=1e-10, atol=1e-14)
     assert (u_var[:, 1:] > 0).all()                              # members differ
@@ -137,7 +141,8 @@ def _same_members_at_one_and_two_ranks(tiny_case, tmp_path, comm, time: str | No
     def copy(dest):
         target = _copy(tiny_case, dest)
         if time:
-            text = (target / "case.toml").read_text().replace("layers = 2", f'layers = 2\ntime = "{time}"')
+            text = (target / "case.toml").read_text().replace("layers = 2",
+                                                              f'layers = 2\ntime = "{time}"')
             (target / "case.toml").write_text(text)
         return target
 
@@ -151,7 +156,8 @@ def _same_members_at_one_and_two_ranks(tiny_case, tmp_path, comm, time: str | No
     run_train(load_case(par), comm=comm, progress=False)
     if comm.rank == 0:
         for m in range(2):
-            a = torch.load(root / "serial" / tiny_case.name / "results/train" / f"member-{m}.pt", weights_only=True)
+            a = torch.load(root / "serial" / tiny_case.name / "results/train" / f"member-{m}.pt",
+                           weights_only=True)
             b = torch.load(par / "results/train" / f"member-{m}.pt", weights_only=True)
             for key in a["model"]:
                 assert torch.equal(a["model"][key], b["model"][key]), key
@@ -218,10 +224,11 @@ def test_run_end_to_end_then_reuse(tiny_case, tmp_path):
     case = _copy(tiny_case, tmp_path)
     first = run_cli(["run", str(case), "--quiet"])
     assert first.returncode == 0, first.stderr
-    for path in ("solve/dataset.h5", "train/member-1.pt", "train/history.png", "predict/predictions.h5",
-                 "predict/metrics.json", "export/test-000.xdmf"):
+    for path in ("solve/dataset.h5", "train/member-1.pt", "train/history.png",
+                 "predict/predictions.h5", "predict/metrics.json", "export/test-000.xdmf"):
         assert (case / "results" / path).exists(), path
-    stamp = {p: (case / "results" / p).stat().st_mtime_ns for p in ("solve/dataset.h5", "train/member-0.pt")}
+    stamp = {p: (case / "results" / p).stat().st_mtime_ns
+             for p in ("solve/dataset.h5", "train/member-0.pt")}
     again = run_cli(["run", str(case), "--quiet"])
     assert again.returncode == 0, again.stderr
     assert "solve: up to date" in again.stdout and "train: up to date" in again.stdout
@@ -240,7 +247,8 @@ def test_nearest_training_baseline_picks_the_closest_scenario():
     from hybrid.stages.predict import nearest_training_baseline
 
     rng = np.random.default_rng(0)
-    train = {"params": rng.uniform(1, 5, (30, 1)), "u": np.zeros((30, 3, 10))}   # identical initial states
+    # identical initial states
+    train = {"params": rng.uniform(1, 5, (30, 1)), "u": np.zeros((30, 3, 10))}
     test = {"params": np.array([[1.0], [5.0], [3.3]]), "u": np.zeros((3, 3, 10))}
     got = nearest_training_baseline(train, test)
     want = np.argmin(np.abs(train["params"][:, 0][None] - test["params"][:, 0][:, None]), axis=1)
@@ -290,8 +298,10 @@ def test_heteroscedastic_members_add_their_own_variance(tiny_case, tmp_path):
 
 
 @pytest.mark.parametrize("kind, params", [("constant", {"k": 0.3}), ("power", {"m": 2.5}),
-                                          ("stefan", {"u_star": 0.5, "k_max": 1.0, "k_min": 0.1, "smoothing": 0.05}),
-                                          ("stefan", {"u_star": 0.5, "k_max": 2.0, "k_min": 0.0, "smoothing": 0.0})])
+                                          ("stefan", {"u_star": 0.5, "k_max": 1.0, "k_min": 0.1,
+                                                      "smoothing": 0.05}),
+                                          ("stefan", {"u_star": 0.5, "k_max": 2.0, "k_min": 0.0,
+                                                      "smoothing": 0.0})])
 def test_softc_conductivity_is_the_solvers(kind, params):
     """SoftC's k(u) in torch is the solver's k(u) in numpy, the sharp Stefan step included."""
     import torch
@@ -301,7 +311,8 @@ def test_softc_conductivity_is_the_solvers(kind, params):
 
     u = np.concatenate([np.linspace(-0.5, 1.5, 401), [0.5, 0.45, 0.55]])
     expected = Conductivity(kind, **params)(u)[0]
-    got = conductivity_torch(kind, {k: torch.tensor(v, dtype=torch.float64) for k, v in params.items()})(
+    got = conductivity_torch(kind,
+                             {k: torch.tensor(v, dtype=torch.float64) for k, v in params.items()})(
         torch.as_tensor(u))
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-12, atol=1e-14)
 
@@ -340,7 +351,8 @@ def test_a_rollout_of_a_zero_step_keeps_the_initial_state_and_sees_the_time():
     assert len(seen) == 3 and seen[0].shape[1] == static.shape[1] + 1
     for n, x in enumerate(seen):
         np.testing.assert_allclose(x[:, -1].numpy(), times[n] / times[-1], rtol=1e-6)
-        torch.testing.assert_close(x[:, :-1], static)       # the same state at every step: the same input
+        # the same state at every step: the same input
+        torch.testing.assert_close(x[:, :-1], static)
     shifted = step_inputs(transfer, torch.as_tensor(u0 + 1.0), static, torch.zeros(3), 0.4, norm, 1)
     np.testing.assert_allclose((shifted[:, 0] - static[:, 0]).numpy(), 1.0 / norm.u_std, rtol=1e-5)
 
@@ -349,14 +361,16 @@ def test_autoregressive_members_predict_the_initial_state_exactly(tiny_case, tmp
     """[surrogate] time = "autoregressive": members one step long, rolled out by predict; the
     initial state is given, the members differ, and their validation error is a rollout's."""
     case = _copy(tiny_case, tmp_path)
-    text = (case / "case.toml").read_text().replace("layers = 2", 'layers = 2\ntime = "autoregressive"')
+    text = (case / "case.toml").read_text().replace("layers = 2",
+                                                    'layers = 2\ntime = "autoregressive"')
     (case / "case.toml").write_text(text)
     proc = run_cli(["predict", str(case), "--quiet"])
     assert proc.returncode == 0, proc.stderr
     state = torch.load(case / "results" / "train" / "member-0.pt", weights_only=True)
-    assert state["config"]["autoregressive"] and state["config"]["out_channels"] == 2   # one state + one flux
+    # one state + one flux
+    assert state["config"]["autoregressive"] and state["config"]["out_channels"] == 2
     softc = torch.load(case / "results" / "train" / "softc" / "member-0.pt", weights_only=True)
-    assert not softc["config"]["autoregressive"]                  # the SoftC baseline stays one-shot
+    assert not softc["config"]["autoregressive"]                 # the SoftC baseline stays one-shot
     with h5py.File(case / "results" / "predict" / "predictions.h5", "r") as f:
         u_mean, u_var = f["u_mean"][()], f["u_var"][()]
     with h5py.File(case / "results" / "solve" / "dataset.h5", "r") as f:
@@ -373,9 +387,11 @@ def test_time_select_predicts_with_the_ensemble_the_validation_prefers(tiny_case
     import json
 
     case = _copy(tiny_case, tmp_path)
-    text = (case / "case.toml").read_text().replace("layers = 2", 'layers = 2\ntime = "select"\nrollout_epochs = 3')
+    text = (case / "case.toml").read_text().replace("layers = 2", 'layers = 2\ntime = "select"\n'
+                                                                  'rollout_epochs = 3')
     (case / "case.toml").write_text(text)
-    for command in ("predict", "run"):   # predict trains inside its own stage; run finds it all current
+    for command in ("predict", "run"):   # predict trains inside its own
+                                         # stage; run finds it all current
         proc = run_cli([command, str(case)])
         assert proc.returncode == 0, proc.stderr
     assert "time = select:" in proc.stdout
@@ -385,15 +401,18 @@ def test_time_select_predicts_with_the_ensemble_the_validation_prefers(tiny_case
         stage = json.loads((folder / "stage.json").read_text())
         scores[time_] = np.mean([m["best_validation_rel_l2"] for m in stage["members"].values()])
         epochs = {m["epochs"] for m in stage["members"].values()}
-        assert epochs <= ({3} if time_ == "autoregressive" else {6})      # rollout_epochs for the stepping members
+        # rollout_epochs for the stepping members
+        assert epochs <= ({3} if time_ == "autoregressive" else {6})
     metrics = json.loads((case / "results" / "predict" / "metrics.json").read_text())
     assert metrics["surrogate_time"] == min(scores, key=scores.get)
     assert metrics["validation_rel_l2_by_time"] == pytest.approx(scores, rel=1e-12)
-    assert "chosen by the validation scenarios" in (case / "results" / "validate" / "report.md").read_text()
+    assert ("chosen by the validation scenarios"
+            in (case / "results" / "validate" / "report.md").read_text())
     seconds = sum(json.loads((folder / "stage.json").read_text())["training_seconds"]
                   for folder in (train, train / "autoregressive"))
     report = json.loads((case / "results" / "validate" / "metrics.json").read_text())
-    assert report["times"]["training_seconds"] == pytest.approx(seconds, rel=1e-12)   # both ensembles' cost
+    # both ensembles' cost
+    assert report["times"]["training_seconds"] == pytest.approx(seconds, rel=1e-12)
 
 
 def test_model_config_round_trips_through_a_checkpoint_dict():
@@ -402,14 +421,17 @@ def test_model_config_round_trips_through_a_checkpoint_dict():
     version does not know is refused rather than ignored."""
     from hybrid.surrogates.config import ModelConfig
 
-    config = ModelConfig(in_channels=5, out_channels=12, dim=1, outputs=4, modes=6, width=8, layers=2, padding=4,
-                         heteroscedastic=True, variance_channels=12, boon_ends=("dirichlet", "neumann"))
+    config = ModelConfig(in_channels=5, out_channels=12, dim=1, outputs=4, modes=6, width=8,
+                         layers=2, padding=4, heteroscedastic=True, variance_channels=12,
+                         boon_ends=("dirichlet", "neumann"))
     plain = config.to_dict()
-    assert all(isinstance(v, (int, bool, list, type(None))) for v in plain.values())   # weights_only-safe
+    # weights_only-safe
+    assert all(isinstance(v, (int, bool, list, type(None))) for v in plain.values())
     assert ModelConfig.from_dict(plain) == config
     old = {k: v for k, v in plain.items() if k not in ("components", "boon_ends")}
     assert ModelConfig.from_dict(old) == ModelConfig(**{**old, "components": 1, "boon_ends": None})
     from hybrid.surrogates.boon import BoonFNO
-    assert isinstance(config.build(), BoonFNO) and not isinstance(ModelConfig.from_dict(old).build(), BoonFNO)
+    assert (isinstance(config.build(), BoonFNO)
+            and not isinstance(ModelConfig.from_dict(old).build(), BoonFNO))
     with pytest.raises(ValueError, match="unknown"):
         ModelConfig.from_dict({**plain, "kernel": 3})

@@ -32,7 +32,8 @@ def mesh_of(shape: str, h: float | None = None):
 
 
 @lru_cache(maxsize=None)
-def case(shape: str, kind: str, h: float | None = None, nodes: int | None = None, pad: float = 0.15):
+def case(shape: str, kind: str, h: float | None = None, nodes: int | None = None,
+         pad: float = 0.15):
     mesh = mesh_of(shape, h)
     cv = build_control_volumes(mesh, kind)
     return mesh, cv, Transfer.build(mesh, cv, nodes or GRID_NODES[mesh.gdim], pad=pad)
@@ -54,7 +55,8 @@ def test_grid_spec_nodes_in_c_order_with_both_ends_and_padding():
     grid = GridSpec.covering(points, (5, 3), pad=0.25)
     assert grid.lo == (-0.5, -2.0) and grid.hi == (2.5, 4.0)
     assert grid.points.shape == (15, 2)
-    assert np.array_equal(grid.points[0], [-0.5, -2.0]) and np.array_equal(grid.points[-1], [2.5, 4.0])
+    assert (np.array_equal(grid.points[0], [-0.5, -2.0])
+            and np.array_equal(grid.points[-1], [2.5, 4.0]))
     assert np.array_equal(grid.points[1], [-0.5, 1.0])  # last axis fastest (C order)
     np.testing.assert_allclose(grid.spacing, [0.75, 3.0])
     assert GridSpec((0, 0, 0), (1, 1, 1), 4).shape == (4, 4, 4)
@@ -237,7 +239,8 @@ def test_build_256x256_grid_on_h002_mesh(kind):
     assert tr.inside.sum() == pytest.approx(0.75 * 256 ** 2, rel=0.02)
 
 
-@pytest.mark.parametrize("shape,coarse,fine", [("interval", (128,), (256,)), ("rectangle", (8, 8), (32, 32))])
+@pytest.mark.parametrize("shape,coarse,fine",
+                         [("interval", (128,), (256,)), ("rectangle", (8, 8), (32, 32))])
 def test_crowding_flags_exactly_the_grids_that_cannot_fit_every_mesh_state(shape, coarse, fine):
     """Transfer.crowding: a grid with more control-volume centres than nodes in some block is
     flagged, and there the best grid field (least squares) misses a random mesh state; on the
@@ -254,4 +257,5 @@ def test_crowding_flags_exactly_the_grids_that_cannot_fit_every_mesh_state(shape
         g = np.linalg.lstsq(t.to_cv_matrix.toarray(), u, rcond=None)[0]
         miss = np.linalg.norm(t.to_cv_matrix @ g - u) / np.linalg.norm(u)
         assert (miss > 1e-2) if flagged else (miss < 1e-10), (grid, miss)
-        assert t.fit_floor(u[None]) == pytest.approx(miss, rel=1e-4, abs=1e-8)   # LSQR finds the same floor
+        # LSQR finds the same floor
+        assert t.fit_floor(u[None]) == pytest.approx(miss, rel=1e-4, abs=1e-8)

@@ -12,8 +12,9 @@ import pytest
 from helpers import CASES, edit_toml, run_cli, small_case
 from hybrid.problems.scalar import METRIC_KEYS
 
-TINY = dict(train=6, test=2, surrogate={"members": "2", "epochs": "3", "grid": "32", "modes": "8", "width": "8",
-                                        "layers": "2", "batch": "4", "rollout_epochs": "3"},
+TINY = dict(train=6, test=2,
+            surrogate={"members": "2", "epochs": "3", "grid": "32", "modes": "8", "width": "8",
+                       "layers": "2", "batch": "4", "rollout_epochs": "3"},
             time={"t_end": "0.02", "outputs": "4"})
 
 
@@ -31,7 +32,8 @@ def test_report_tables_metrics_and_figures(ran):
     metrics = json.loads((out / "metrics.json").read_text())
     variants = metrics["variants"]
     # the shipped case compares every variant; SoftC is its own (second) ensemble
-    assert list(variants) == ["raw", "hardc", "softc", "global", "per-cell", "per-cell+boundary", "known-mass"]
+    assert list(variants) == ["raw", "hardc", "softc", "global", "per-cell", "per-cell+boundary",
+                              "known-mass"]
     for name, scores in variants.items():
         assert {k for k, _, _ in METRIC_KEYS} <= set(scores), name
         assert len(scores["rel_l2_over_time"]) == 4
@@ -40,26 +42,33 @@ def test_report_tables_metrics_and_figures(ran):
         assert variants[name]["max_balance_residual"] < 1e-10
     assert variants["raw"]["max_balance_residual"] > 1e-6
     # exact boundary rows: the Neumann flux at the insulated end is imposed
-    assert variants["per-cell+boundary"]["neumann_flux_error"] < 1e-12 < variants["raw"]["neumann_flux_error"]
+    assert (variants["per-cell+boundary"]["neumann_flux_error"] < 1e-12
+            < variants["raw"]["neumann_flux_error"])
     # the default case's report shows exact boundary values (dual control volumes)
-    assert variants["per-cell+boundary"]["dirichlet_error"] <= 1e-12 < variants["raw"]["dirichlet_error"]
+    assert (variants["per-cell+boundary"]["dirichlet_error"] <= 1e-12
+            < variants["raw"]["dirichlet_error"])
     # ProbConserv's known-mass setting meets its closed-form mass rows too
     assert variants["known-mass"]["row_residual"]["known-mass"] <= 1e-10
     assert variants["known-mass"]["dirichlet_error"] <= 1e-12
     # the prior's calibration and flux inflation are recorded, fitted on the validation split
     prior = metrics["prior"]
-    assert len(prior["variance_scales"]["state"]) == 4 and all(v > 0 for v in prior["variance_scales"]["flux"])
+    assert (len(prior["variance_scales"]["state"]) == 4
+            and all(v > 0 for v in prior["variance_scales"]["flux"]))
     assert prior["flux_inflation"] in [float(k) for k in prior["validation_mse_ratio"]]
     # every test scenario's defect statistic, and the widening it gave (never a narrowing)
     defect = variants["per-cell+boundary"]["defect"]
     S = metrics["test_scenarios"]
-    assert len(defect["test"]) == len(defect["variance_scale"]) == len(prior["defect_variance_scale"]) == S
+    assert (len(defect["test"]) == len(defect["variance_scale"])
+            == len(prior["defect_variance_scale"]) == S)
     assert all(f >= 1.0 for f in defect["variance_scale"]) and all(q > 0 for q in defect["test"])
-    assert set(defect["validation"]) == {"inside", "outside"} and all(q > 0 for q in defect["validation"]["inside"])
+    assert (set(defect["validation"]) == {"inside", "outside"}
+            and all(q > 0 for q in defect["validation"]["inside"]))
     assert prior["test_outside_training_span"] >= 1   # u* = 0.5 lies below the training range
     # the plan every scenario shares is timed once, apart from the per-scenario phases
-    assert variants["per-cell+boundary"]["plan_seconds"] > 0 and "plan" not in variants["per-cell+boundary"]["update_phases"]
-    assert variants["per-cell+boundary"]["mean_update_seconds"] <= variants["per-cell+boundary"]["update_seconds"]
+    assert (variants["per-cell+boundary"]["plan_seconds"] > 0
+            and "plan" not in variants["per-cell+boundary"]["update_phases"])
+    assert (variants["per-cell+boundary"]["mean_update_seconds"]
+            <= variants["per-cell+boundary"]["update_seconds"])
     assert metrics["front_kind"] == "position" and variants["raw"]["front_error"] >= 0
     for name in ("mass.png", "profiles.png", "front.png", "error.png"):
         assert (out / name).stat().st_size > 10_000, name
@@ -92,7 +101,8 @@ def test_rerun_redoes_nothing_and_surrogate_change_redoes_train_onward(ran):
         assert (results / redone).stat().st_mtime_ns > stamps[results / redone], redone
     history = json.loads((results / "train/stage.json").read_text())["members"]
     assert all(m["epochs"] == 4 for m in history.values())
-    assert np.isfinite(json.loads((results / "validate/metrics.json").read_text())["variants"]["raw"]["rel_l2"])
+    assert np.isfinite(
+        json.loads((results / "validate/metrics.json").read_text())["variants"]["raw"]["rel_l2"])
 
 
 def test_surrogate_scores_are_also_given_inside_and_outside_the_training_span(tmp_path):
@@ -101,20 +111,23 @@ def test_surrogate_scores_are_also_given_inside_and_outside_the_training_span(tm
 
     from helpers import run_cli, small_case
 
-    case = small_case("stefan-1d", tmp_path, train=4, test=4, time={"t_end": "0.01", "outputs": "3"},
-                      surrogate={"members": "2", "epochs": "2", "grid": "16", "modes": "4", "width": "8",
-                                 "rollout_epochs": "2"},
+    case = small_case("stefan-1d", tmp_path, train=4, test=4,
+                      time={"t_end": "0.01", "outputs": "3"},
+                      surrogate={"members": "2", "epochs": "2", "grid": "16", "modes": "4",
+                                 "width": "8", "rollout_epochs": "2"},
                       constraints={"compare": '["raw", "per-cell"]'})
     proc = run_cli(["validate", str(case), "--quiet"])
     assert proc.returncode == 0, proc.stderr[-2000:]
     predicted = json.loads((case / "results/predict/metrics.json").read_text())
     train_range = [s["params"]["u_star"] for s in predicted["scenarios"]]
-    by_range = json.loads((case / "results/validate/metrics.json").read_text())["surrogate"]["by_range"]
+    by_range = json.loads(
+        (case / "results/validate/metrics.json").read_text())["surrogate"]["by_range"]
     assert sum(r["scenarios"] for r in by_range.values()) == 4
     import h5py
     with h5py.File(case / "results/solve/dataset.h5") as f:
         names = list(f["train"].attrs["parameter_names"])
-        low, high = f["train/params"][:, names.index("u_star")].min(), f["train/params"][:, names.index("u_star")].max()
+        low, high = (f["train/params"][:, names.index("u_star")].min(),
+                     f["train/params"][:, names.index("u_star")].max())
     for scenario, u_star in zip(predicted["scenarios"], train_range):
         assert scenario["in_training_span"] == bool(low - 1e-9 <= u_star <= high + 1e-9)
     report = (case / "results/validate/report.md").read_text()

@@ -64,13 +64,15 @@ class BoundaryCondition:
         import numpy as np
 
         exprs = self.value if isinstance(self.value, list) else [self.value]
-        return np.stack([np.broadcast_to(np.asarray(e(points, t=t, params=params), float), (len(points),))
+        return np.stack([np.broadcast_to(np.asarray(e(points, t=t, params=params), float),
+                                         (len(points),))
                          for e in exprs])
 
 
 @dataclass(frozen=True)
 class InitialCondition:
-    """``[initial]``: ``kind`` "expression" (``value``) or "grf" (see :mod:`hybrid.case.initial`)."""
+    """``[initial]``: ``kind`` "expression" (``value``) or "grf"
+    (see :mod:`hybrid.case.initial`)."""
 
     kind: str
     value: ExpressionValue | None
@@ -157,11 +159,13 @@ class Case:
         """The condition on boundary ``name``; boundaries without a table are insulated."""
         if name in self.boundaries:
             return self.boundaries[name]
-        return BoundaryCondition(name, "neumann", flux=compile_expression("0", file=self.display_file,
-                                                                         key=f"boundary.{name}"))
+        return BoundaryCondition(name, "neumann",
+                                 flux=compile_expression("0", file=self.display_file,
+                                                         key=f"boundary.{name}"))
 
     def check_boundary_names(self, mesh_names: Iterable[str]) -> None:
-        """Raise if a ``[boundary.NAME]`` names no boundary of the mesh (called by the mesh module)."""
+        """Raise if a ``[boundary.NAME]`` names no boundary of the mesh (called by the mesh
+        module)."""
         mesh_names = sorted(mesh_names)
         for name in self.boundaries:
             if name not in mesh_names:
@@ -200,7 +204,8 @@ def _hashed(section: str, values):
     if not isinstance(values, dict):
         return values
     return {k: v for k, v in values.items()
-            if not ((section, k) in schema.NEUTRAL_DEFAULTS and v == schema.NEUTRAL_DEFAULTS[(section, k)])}
+            if not ((section, k) in schema.NEUTRAL_DEFAULTS
+                    and v == schema.NEUTRAL_DEFAULTS[(section, k)])}
 
 
 def load_case(path: str | os.PathLike) -> Case:
@@ -247,15 +252,18 @@ class _Builder:
         for name in schema.TOP_LEVEL:
             self.table(name)
         simple = {name: self.reader.section(self.table(name), SECTIONS[name])
-                  for name in ("case", "time", "solver", "data", "surrogate", "constraints", "output")}
+                  for name in ("case", "time", "solver", "data", "surrogate", "constraints",
+                               "output")}
         for section in ("solver", "constraints"):
             simple[section]["petsc_options"] = check_petsc_options(simple[section]["petsc_options"],
-                                                                   f"{section}.petsc_options", self.error)
+                                                                   f"{section}.petsc_options",
+                                                                   self.error)
         time = simple["time"]
         if time["dt"] > time["t_end"]:
             raise self.error("time.dt", f"{time['dt']:g} is larger than t_end = {time['t_end']:g}")
         if time["t_end"] / time["dt"] > schema.MAX_STEPS:
-            raise self.error("time.dt", f"{time['dt']:g} makes t_end / dt = {time['t_end'] / time['dt']:.3g} steps; "
+            raise self.error("time.dt", f"{time['dt']:g} makes t_end / dt = "
+                                        f"{time['t_end'] / time['dt']:.3g} steps; "
                                         f"at most {schema.MAX_STEPS:.0e}")
         if not simple["output"]["dir"].strip():
             raise self.error("output.dir", "found an empty string, expected a directory name")
@@ -285,8 +293,10 @@ class _Builder:
         if mesh["generate"] is not None:
             case.check_boundary_names(schema.GENERATED_BOUNDARIES[mesh["generate"]["shape"]])
         if case.constraints["covariance"] == "ensemble" and int(case.surrogate["members"]) < 2:
-            raise self.error("constraints.covariance", '"ensemble" is the members\' spread alone, which one member '
-                             "does not have; use members >= 2, or covariance = \"diagonal\" or \"ensemble+diagonal\"")
+            raise self.error("constraints.covariance",
+                             '"ensemble" is the members\' spread alone, which one member '
+                             "does not have; use members >= 2, or covariance = \"diagonal\" or "
+                             "\"ensemble+diagonal\"")
         return case
 
     # [mesh] ---------------------------------------------------------------------------
@@ -311,7 +321,8 @@ class _Builder:
                 raise self.error(f"mesh.boundaries.{name}",
                                  f"found {describe_value(tag)}, expected an integer physical tag")
             if tag in tags:
-                raise self.error(f"mesh.boundaries.{name}", f"tag {tag} is also given to {tags[tag]!r}")
+                raise self.error(f"mesh.boundaries.{name}",
+                                 f"tag {tag} is also given to {tags[tag]!r}")
             tags[tag] = name
         self.settings["mesh"] = settings
         return mesh
@@ -326,7 +337,8 @@ class _Builder:
         suffixes = mesh_suffixes()
         if not any(resolved.name.lower().endswith(s) for s in suffixes):
             raise self.error("mesh.file", f'"{text}" has suffix "{resolved.suffix}"; allowed: '
-                             + ", ".join(suffixes) + " (gmsh, DOLFINx XDMF, and the formats meshio reads)")
+                             + ", ".join(suffixes)
+                             + " (gmsh, DOLFINx XDMF, and the formats meshio reads)")
         return resolved
 
     def generate(self, table: dict) -> dict[str, Any]:
@@ -336,7 +348,8 @@ class _Builder:
         allowed = schema.GENERATE_KEYS[shape]
         for name in table:
             if name not in allowed:
-                raise self.error(f"{prefix}.{name}", f'does not apply to shape "{shape}"; its keys: '
+                raise self.error(f"{prefix}.{name}",
+                                 f'does not apply to shape "{shape}"; its keys: '
                                  + ", ".join(allowed))
         generate = {name: self.reader.read(table, section[name], prefix) for name in allowed
                     if name in table or section[name].default is not None}
@@ -376,8 +389,8 @@ class _Builder:
             if name in ("family",) or (name == "k" and family == "gpme"):
                 continue
             if name not in applicable:
-                raise self.error(f"pde.{name}", f"{name} is used by {schema.coefficient_users(name)};"
-                                 f" this case has {context}")
+                raise self.error(f"pde.{name}", f"{name} is used by "
+                                 f"{schema.coefficient_users(name)}; this case has {context}")
             if name not in ("source", "convection"):
                 given[name] = self.reader.read(table, section[name], "pde")
         source_text = self.reader.read(table, section["source"], "pde")
@@ -395,21 +408,22 @@ class _Builder:
         coefficients: dict[str, float] = {}
         for name, default in defaults.items():
             if name in given and name in parameters:
-                raise self.error(f"parameters.{name}", f"{name} is given in [pde] ({given[name]:g}) "
-                                 "and in [parameters]; give it in one place")
+                raise self.error(f"parameters.{name}", f"{name} is given in [pde] "
+                                 f"({given[name]:g}) and in [parameters]; give it in one place")
             if name in given:
                 coefficients[name] = given[name]
             elif name not in parameters:
                 if default is REQUIRED:
-                    raise self.error(f"pde.{name}", f"{context} needs {name}: give {name} = <number>"
-                                     f" in [pde] or {name} in [parameters]")
+                    raise self.error(f"pde.{name}", f"{context} needs {name}: give {name} = "
+                                     f"<number> in [pde] or {name} in [parameters]")
                 coefficients[name] = float(default)
         if model == "stefan" and {"k_min", "k_max"} <= set(coefficients) \
                 and coefficients["k_min"] > coefficients["k_max"]:
             raise self.error("pde.k_min", f"{coefficients['k_min']:g} is larger than k_max = "
                              f"{coefficients['k_max']:g}")
         names = tuple(defaults) if family != "navier-stokes" else ("nu", "rho")
-        pde = {"family": family, "k": model, "coefficients": coefficients, "source_text": source_text}
+        pde = {"family": family, "k": model, "coefficients": coefficients,
+               "source_text": source_text}
         self.settings["pde"] = {"family": family, "k": model, "coefficients": dict(coefficients),
                                 "source": source_text}
         if family == "burgers":   # only here, so that other families' stage hashes do not change
@@ -435,8 +449,8 @@ class _Builder:
             return values, where
         (low, low_at), (high, high_at) = span("k_min"), span("k_max")
         if low and high and max(low) > min(high):
-            raise self.error(low_at, f"k_min can be {max(low):g}, larger than k_max's {min(high):g} "
-                             f"({high_at}); the step needs k_min <= k_max")
+            raise self.error(low_at, f"k_min can be {max(low):g}, larger than k_max's "
+                             f"{min(high):g} ({high_at}); the step needs k_min <= k_max")
 
     # [parameters] -----------------------------------------------------------------------
     def parameters(self, coefficient_names, coefficients) -> tuple[dict, dict]:
@@ -450,7 +464,8 @@ class _Builder:
         laws = {name: self.law(value, f"parameters.{name}") for name, value in table.items()}
         known = sorted(set(laws) | set(self.defaults) | set(coefficients))
         self.reader.check_known(test, "parameters.test", known, what="parameter")
-        test_laws = {name: self.law(value, f"parameters.test.{name}") for name, value in test.items()}
+        test_laws = {name: self.law(value, f"parameters.test.{name}")
+                     for name, value in test.items()}
         self.settings["parameters"] = {"train": {n: d.to_json() for n, d in laws.items()},
                                        "test": {n: d.to_json() for n, d in test_laws.items()}}
         return laws, test_laws
@@ -517,7 +532,8 @@ class _Builder:
             kind = values["type"]
             self.boundary_keys(table, kind, prefix)
             compiled = {key: self.expressions(values[key], family, names, f"{prefix}.{key}")
-                        for key in ("value", "flux", "normal_derivative") if values[key] is not None}
+                        for key in ("value", "flux", "normal_derivative")
+                        if values[key] is not None}
             conditions[name] = BoundaryCondition(name, kind, partner=values["partner"], **compiled)
         for condition in conditions.values():
             if condition.type == "periodic":
@@ -561,7 +577,8 @@ class _Builder:
         if partner == condition.name:
             raise self.error(where, f"a boundary cannot be its own partner ({partner!r})")
         if partner not in conditions:
-            periodic = [n for n, c in conditions.items() if c.type == "periodic" and n != condition.name]
+            periodic = [n for n, c in conditions.items()
+                        if c.type == "periodic" and n != condition.name]
             raise self.error(where, f"no [boundary.{partner}] table; periodic boundaries: "
                              + (", ".join(periodic) or "none besides this one"))
         other = conditions[partner]

@@ -185,7 +185,8 @@ class Expression:
         return f"Expression({self.text!r})"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Expression) and (self.text, self._allowed) == (other.text, other._allowed)
+        return (isinstance(other, Expression)
+                and (self.text, self._allowed) == (other.text, other._allowed))
 
     def __hash__(self) -> int:
         return hash((self.text, self._allowed))
@@ -253,7 +254,8 @@ class _Compiler:
     def _constant(self, node: ast.Constant):
         value = node.value
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            what = {str: "string", complex: "complex number", bytes: "bytes"}.get(type(value), "constant")
+            what = {str: "string", complex: "complex number", bytes: "bytes"}.get(type(value),
+                                                                                  "constant")
             raise self.fail(f"{what} {self.token(node)!r} is not allowed")
         try:
             number = np.float64(value)
@@ -284,7 +286,8 @@ class _Compiler:
     def _unary(self, node: ast.UnaryOp):
         op = _UNARY.get(type(node.op))
         if op is None:
-            raise self.fail(f"operator {_OPERATOR_SYMBOLS.get(type(node.op), '?')!r} is not allowed")
+            raise self.fail(f"operator {_OPERATOR_SYMBOLS.get(type(node.op), '?')!r} is not "
+                            "allowed")
         operand, names = self.compile(node.operand)
         return (lambda env: op(operand(env))), names
 

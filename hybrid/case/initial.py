@@ -6,7 +6,8 @@ bounding box of the points; pass the mesh's vertex box when evaluating at cell c
 .. math::
 
     u(x) = \bar u + \frac{\sigma}{\sqrt{\sum_k a_k^2}}
-           \sum_{k} a_k \left(\xi_k \cos 2\pi\kappa_k\cdot(x-lo) + \eta_k \sin 2\pi\kappa_k\cdot(x-lo)\right),
+           \sum_{k} a_k \left(\xi_k \cos 2\pi\kappa_k\cdot(x-lo)
+                              + \eta_k \sin 2\pi\kappa_k\cdot(x-lo)\right),
     \qquad a_k = (\tau^2 + 4\pi^2|\kappa_k|^2)^{-\alpha/2},\quad \kappa_k = k / L,
 
 over integer vectors ``k`` with ``0 < |k| <= modes`` in a half space (one of each ``±k``
@@ -69,10 +70,12 @@ def gaussian_random_field(points: np.ndarray, rng: np.random.Generator, *, alpha
     step = max(1, _CHUNK // width ** (dimension - 1))
     for start in range(0, points.shape[0], step):
         chunk = shifted[start:start + step]
-        factors = [np.exp(2j * np.pi * np.outer(chunk[:, axis], frequencies)) for axis in range(dimension)]
+        factors = [np.exp(2j * np.pi * np.outer(chunk[:, axis], frequencies))
+                   for axis in range(dimension)]
         # einsum, not BLAS: BLAS sums in a thread-count-dependent order, and the field must be
         # bitwise the same whatever the number of MPI ranks (and so of BLAS threads)
-        partial = np.einsum("pk,ik->pi", factors[-1], coefficient.reshape(-1, width))  # (points, width^(d-1))
+        # (points, width^(d-1))
+        partial = np.einsum("pk,ik->pi", factors[-1], coefficient.reshape(-1, width))
         for axis in range(dimension - 2, -1, -1):
             partial = np.einsum("pik,pk->pi", partial.reshape(len(chunk), -1, width), factors[axis])
         values[start:start + step] += partial.reshape(len(chunk)).real

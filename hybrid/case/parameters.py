@@ -120,7 +120,8 @@ def _number(value: Any, *, file: str | None, key: str) -> float:
 
 def _pair(value: Any, what: str, *, file: str | None, key: str) -> tuple[float, float]:
     if not isinstance(value, list) or len(value) != 2:
-        raise CaseError(f"found {describe_value(value)}, expected a list {what}", file=file, key=key)
+        raise CaseError(f"found {describe_value(value)}, expected a list {what}", file=file,
+                        key=key)
     return (_number(value[0], file=file, key=key), _number(value[1], file=file, key=key))
 
 

@@ -94,7 +94,8 @@ class Reader:
         if key.kind == "choices":
             text += " from " + key.allowed_text()
         bounds = key.bounds_text()
-        return f"{text} {bounds}" if bounds and key.kind in ("int", "number", "coefficient", "ints") else text
+        return (f"{text} {bounds}"
+                if bounds and key.kind in ("int", "number", "coefficient", "ints") else text)
 
     def _wrong(self, value: Any, key: Key, where: str) -> CaseError:
         return self.error(where, f"found {describe_value(value)}, expected {self._expected(key)}")
@@ -168,7 +169,8 @@ class Reader:
         if kind == "ints":
             if isinstance(value, list):
                 if not 1 <= len(value) <= 3:
-                    raise self.error(where, f"found {describe_value(value)}, expected 1 to 3 integers")
+                    raise self.error(where,
+                                     f"found {describe_value(value)}, expected 1 to 3 integers")
                 return [self.integer(item, key, where) for item in value]
             return self.integer(value, key, where)
         if kind == "expression":

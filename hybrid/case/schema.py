@@ -169,17 +169,19 @@ _section(
     "case", "What the case is; the seed every random choice derives from.",
     _k("name", "string", None, "Name in reports (default: the case directory's name)."),
     _k("description", "string", "", "One line shown in reports."),
-    _k("seed", "int", 0, "Root of every random choice (scenarios, initial fields, training).", low=0),
+    _k("seed", "int", 0, "Root of every random choice (scenarios, initial fields, training).",
+       low=0),
 )
 
 _section(
     "mesh", "The mesh: a file, or a generated shape (exactly one of file, generate).",
-    _k("file", "string", None, "Mesh file, relative to the case directory: gmsh .msh, DOLFINx XDMF, or any "
-       "format meshio reads (.vtu .vtk .inp .med .mesh .bdf ...)."),
-    _k("tag_data", "string", None, "Files read through meshio: the integer cell data holding the boundary "
-       "tags (default: gmsh:physical, medit:ref, CellEntityIds, cell_tags or nastran:ref, whichever is "
-       "there, else named cell sets)."),
-    _k("generate", "table", None, "Inline table describing a generated shape: see [mesh.generate]."),
+    _k("file", "string", None, "Mesh file, relative to the case directory: gmsh .msh, DOLFINx "
+       "XDMF, or any format meshio reads (.vtu .vtk .inp .med .mesh .bdf ...)."),
+    _k("tag_data", "string", None, "Files read through meshio: the integer cell data holding the "
+       "boundary tags (default: gmsh:physical, medit:ref, CellEntityIds, cell_tags or nastran:ref, "
+       "whichever is there, else named cell sets)."),
+    _k("generate", "table", None,
+       "Inline table describing a generated shape: see [mesh.generate]."),
     _k("boundaries", "table", {}, "For files: boundary name = physical tag (int)."),
     _k("control_volumes", "choice", "dual",
        "cells: the mesh cells (DG0); dual: median-dual cells around vertices (P1).",
@@ -270,7 +272,8 @@ _section(
     _k("tau", "number", 7.0, "grf: inverse length scale.", low=0, low_open=True),
     _k("sigma", "number", 1.0, "grf: pointwise standard deviation.", low=0),
     _k("mean", "number", 0.0, "grf: mean value."),
-    _k("modes", "int", 16, "grf: integer wave vectors k with k.k <= modes^2 (periods of the box).", low=1),
+    _k("modes", "int", 16, "grf: integer wave vectors k with k.k <= modes^2 (periods of the box).",
+       low=1),
 )
 
 BOUNDARY = _section(
@@ -303,14 +306,17 @@ _section(
     _k("newton_rtol", "number", 1e-10, "Relative residual tolerance.", low=0, low_open=True),
     _k("newton_atol", "number", 1e-13, "Absolute residual tolerance.", low=0),
     _k("newton_max_it", "int", 30, "Most iterations per step.", low=1),
-    _k("petsc_options", "table", {}, "PETSc options of the GPME/Burgers and Navier-Stokes solvers' Newton "
-       "and linear solvers, without '-' or prefix (e.g. { ksp_type = \"gmres\", pc_type = \"hypre\" }); "
+    _k("petsc_options", "table", {},
+       "PETSc options of the GPME/Burgers and Navier-Stokes solvers' Newton and linear solvers, "
+       "without '-' or prefix (e.g. { ksp_type = \"gmres\", pc_type = \"hypre\" }); "
        "set under the prefix hybrid_solver_ (so also -hybrid_solver_ksp_type in PETSC_OPTIONS). "
        "Defaults: Newton with a backtracking line search and LU (MUMPS for Navier-Stokes); with "
        "parallel = partition, GMRES with hypre's BoomerAMG."),
-    _k("parallel", "choice", "auto", "Under mpirun: solve each GPME/Burgers scenario over the mesh partition "
-       "(partition: Newton-Krylov with algebraic multigrid on every rank's control volumes), give each rank "
-       "whole scenarios (scenarios: serial LU), or choose by size (auto: partition from 8000 control volumes).",
+    _k("parallel", "choice", "auto",
+       "Under mpirun: solve each GPME/Burgers scenario over the mesh partition (partition: "
+       "Newton-Krylov with algebraic multigrid on every rank's control volumes), give each rank "
+       "whole scenarios (scenarios: serial LU), or choose by size (auto: partition from 8000 "
+       "control volumes).",
        choices=("auto", "partition", "scenarios")),
 )
 
@@ -335,19 +341,25 @@ _section(
     _k("validation", "number", 0.1, "Fraction of training scenarios held out for early stopping.",
        low=0, high=1, high_open=True),
     _k("patience", "int", 20, "Epochs without validation improvement before stopping.", low=1),
-    _k("softc_weight", "number", 0.0, "Weight of the PDE-residual penalty (SoftC). With softc in [constraints] compare it "
-       "trains the separate SoftC ensemble (0 there means 0.01) and the main ensemble has none; otherwise "
-       "it trains the main ensemble (0 = off).", low=0),
-    _k("heteroscedastic", "bool", False, "Members also predict a variance per output (Gaussian NLL heads); the ensemble's variance is then the mixture's."),
-    _k("time", "choice", "one-shot", "How the members predict the output times: all at once from the initial "
-       "state (one-shot), one step t_n -> t_(n+1) at a time rolled out from it (autoregressive), or both "
-       "trained and the one with the lower validation error kept (select). Not autoregressive with "
-       "heteroscedastic or a main-ensemble softc_weight; SoftC's and BOON's ensembles stay one-shot.",
+    _k("softc_weight", "number", 0.0, "Weight of the PDE-residual penalty (SoftC). With softc in "
+       "[constraints] compare it trains the separate SoftC ensemble (0 there means 0.01) and the "
+       "main ensemble has none; otherwise it trains the main ensemble (0 = off).", low=0),
+    _k("heteroscedastic", "bool", False,
+       "Members also predict a variance per output (Gaussian NLL heads); the ensemble's variance "
+       "is then the mixture's."),
+    _k("time", "choice", "one-shot",
+       "How the members predict the output times: all at once from the initial state (one-shot), "
+       "one step t_n -> t_(n+1) at a time rolled out from it (autoregressive), or both trained and "
+       "the one with the lower validation error kept (select). Not autoregressive with "
+       "heteroscedastic or a main-ensemble softc_weight; SoftC's and BOON's ensembles stay "
+       "one-shot.",
        choices=("one-shot", "autoregressive", "select")),
-    _k("rollout_epochs", "int", 0, "Most epochs of autoregressive members, each a pass over every (scenario, step) "
-       "pair; 0 = epochs.", low=0),
-    _k("rollout_noise", "number", 0.5, "Autoregressive training: std of the noise added to the input states, in "
-       "units of the one-step increments' std.", low=0),
+    _k("rollout_epochs", "int", 0,
+       "Most epochs of autoregressive members, each a pass over every (scenario, step) pair; 0 = "
+       "epochs.", low=0),
+    _k("rollout_noise", "number", 0.5,
+       "Autoregressive training: std of the noise added to the input states, in units of the "
+       "one-step increments' std.", low=0),
 )
 
 _section(
@@ -358,24 +370,28 @@ _section(
     _k("sigma", "number", 0.0, "Constraint noise sigma_G; 0 = exact.", low=0),
     _k("covariance", "choice", "diagonal", "Covariance of the prediction used by the update.",
        choices=("diagonal", "ensemble", "ensemble+diagonal")),
-    _k("compare", "choices", ["raw", "hardc", "global", "per-cell"], "Variants to report. softc, boon and "
-       "unpadded train their own ensembles: SoftC (the PDE residual as a penalty), BOON (boundary-corrected "
-       "Fourier layers: 1-D cases, and 2-D rectangles with Dirichlet or periodic walls) and the FNO without "
-       "zero padding (BOON's published 1-D baseline, which declares a padding and never applies it). known-mass is "
-       "ProbConserv's own setting, per-cell + boundary rows plus the closed-form total mass (data no "
-       "surrogate has: 1-D Stefan cases started from 0 with u = 1 at the left end; skipped elsewhere).",
-       choices=("raw", "hardc", "softc", "boon", "unpadded", "global", "per-cell", "per-cell+boundary",
-                "known-mass")),
-    _k("calibrate", "bool", True, "Scale the ensemble's state and flux variances, per output time, by the "
-       "factors that maximise the validation scenarios' Gaussian likelihood, before any variant uses them."),
-    _k("defect_scale", "bool", True, "Widen a test scenario's constrained variances by the factor its rows' residual "
-       "statistic r^T (G Sigma G^T)^-1 r / rows exceeds the largest validation scenario's (never narrower; the mean "
-       "is unchanged)."),
+    _k("compare", "choices", ["raw", "hardc", "global", "per-cell"], "Variants to report. softc, "
+       "boon and unpadded train their own ensembles: SoftC (the PDE residual as a penalty), BOON "
+       "(boundary-corrected Fourier layers: 1-D cases, and 2-D rectangles with Dirichlet or "
+       "periodic walls) and the FNO without zero padding (BOON's published 1-D baseline, which "
+       "declares a padding and never applies it). known-mass is ProbConserv's own setting, "
+       "per-cell + boundary rows plus the closed-form total mass (data no surrogate has: 1-D "
+       "Stefan cases started from 0 with u = 1 at the left end; skipped elsewhere).",
+       choices=("raw", "hardc", "softc", "boon", "unpadded", "global", "per-cell",
+                "per-cell+boundary", "known-mass")),
+    _k("calibrate", "bool", True,
+       "Scale the ensemble's state and flux variances, per output time, by the factors that "
+       "maximise the validation scenarios' Gaussian likelihood, before any variant uses them."),
+    _k("defect_scale", "bool", True,
+       "Widen a test scenario's constrained variances by the factor its rows' residual statistic "
+       "r^T (G Sigma G^T)^-1 r / rows exceeds the largest validation scenario's (never narrower; "
+       "the mean is unchanged)."),
     _k("parallel", "choice", "auto", "Under mpirun: distribute each update over the mesh partition "
        "(partition), give each rank whole scenarios (scenarios), or choose by size (auto).",
        choices=("auto", "partition", "scenarios")),
-    _k("petsc_options", "table", {}, "PETSc options of the update's sparse Cholesky, without '-' or prefix "
-       "(e.g. { pc_factor_mat_solver_type = \"mumps\" }); set under the prefix hybrid_update_."),
+    _k("petsc_options", "table", {},
+       "PETSc options of the update's sparse Cholesky, without '-' or prefix (e.g. { "
+       "pc_factor_mat_solver_type = \"mumps\" }); set under the prefix hybrid_update_."),
 )
 
 _section(
@@ -443,7 +459,8 @@ def describe_keys() -> str:
             lines += ["Keys per shape: " + "; ".join(f"{shape}: {', '.join(keys[1:])}"
                                                      for shape, keys in GENERATE_KEYS.items()),
                       "", "Boundary names: " + "; ".join(f"{shape}: {', '.join(names)}"
-                                                         for shape, names in GENERATED_BOUNDARIES.items()),
+                                                         for shape, names
+                                                         in GENERATED_BOUNDARIES.items()),
                       ""]
         if name == "pde":
             lines += ["Coefficients read: gpme constant: k; power: m; stefan: u_star, k_max, "

@@ -14,19 +14,19 @@ rank, neighbouring states) are PETSc's ghost columns.
     solve   MUMPS's distributed sparse Cholesky of A₀, factored once per update and reused
             by the mean, the ensemble's Woodbury columns and every block of samples (one
             multi-right-hand-side solve per block), under a working-memory limit
-            (:func:`~hybrid.constraints.update.memory_budget_mb`). Where MUMPS refuses (over
-            the limit), fails or is inexact (A₀ singular: redundant rows), CG preconditioned by algebraic multigrid
-            (GAMG) at rtol 1e-14 instead: CG's residual is the constraint residual G μ̃ − b,
-            hence the tight tolerance. Measured on a 28,469-CV L-shape × 10 intervals
-            (296,380 rows, 2 ranks): the factorisation 13 s, then 0.08 s per right-hand side
-            in blocks of 20, against 6.3 s (265 iterations) per right-hand side for CG + GAMG;
+            (:func:`~hybrid.constraints.update.memory_budget_mb`). Where MUMPS refuses (over the
+            limit), fails or is inexact (A₀ singular: redundant rows), CG preconditioned by
+            algebraic multigrid (GAMG) at rtol 1e-14 instead: CG's residual is the constraint
+            residual G μ̃ − b, hence the tight tolerance. Measured on a 28,469-CV L-shape × 10
+            intervals (296,380 rows, 2 ranks): the factorisation 13 s, then 0.08 s per right-hand
+            side in blocks of 20, against 6.3 s (265 iterations) per right-hand side for CG + GAMG;
             samples that only estimate the variance may stop CG earlier (``rtol``)
     ensemble Woodbury as in the serial update: W = G U (M distributed columns), M solves
             and an M × M system summed over ranks
 
 Posterior variances are estimated from Matheron samples (the exact diagonal needs one
-solve per row), solved a block at a time; sample k uses the same random numbers as the serial update, so the
-1- and 2-rank results agree to the solver tolerance, samples included.
+solve per row), solved a block at a time; sample k uses the same random numbers as the serial
+update, so the 1- and 2-rank results agree to the solver tolerance, samples included.
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ import numpy as np
 import scipy.sparse as sp
 from mpi4py import MPI
 
-from hybrid.constraints.update import (NOISE_ROWS, OPTIONS_PREFIX, ConstraintError, _IterativeSolver, factored_solve,
+from hybrid.constraints.update import (NOISE_ROWS, OPTIONS_PREFIX, ConstraintError,
+                                       _IterativeSolver, factored_solve,
                                       limit_mumps_memory, mumps_error, normals, prior_deviation)
 
 __all__ = ["DistributedUpdate", "entry_owners", "DISTRIBUTED_METHODS"]
@@ -48,7 +49,8 @@ def entry_owners(cv, T: int, components: int = 1) -> np.ndarray:
     ``components`` blocks of N each), face owners for the T flux blocks."""
     if cv.cv_owner is None:
         raise RuntimeError("the control volumes have no owners: call assign_owners() first")
-    return np.concatenate([np.tile(cv.cv_owner, T * components), np.tile(cv.face_owner, T)]).astype(np.int64)
+    return np.concatenate([np.tile(cv.cv_owner, T * components),
+                           np.tile(cv.face_owner, T)]).astype(np.int64)
 
 
 def _ownership(owner: np.ndarray, size: int, rank: int) -> tuple[np.ndarray, np.ndarray]:
@@ -69,8 +71,8 @@ class DistributedUpdate:
     back together on rank 0.
     """
 
-    def __init__(self, G, b, var, U, sigma: float, owner: np.ndarray, comm: MPI.Comm = MPI.COMM_WORLD,
-                 rtol: float = 1e-14, method: str = "auto"):
+    def __init__(self, G, b, var, U, sigma: float, owner: np.ndarray,
+                 comm: MPI.Comm = MPI.COMM_WORLD, rtol: float = 1e-14, method: str = "auto"):
         from petsc4py import PETSc
 
         self.PETSc, self.comm, self.sigma = PETSc, comm, float(sigma)
@@ -91,7 +93,8 @@ class DistributedUpdate:
         local.sort_indices()
         IT = PETSc.IntType
         self.G = PETSc.Mat().createAIJ(size=((len(self.row_ids), rows), (len(self.entries), n)),
-                                       csr=(local.indptr.astype(IT), local.indices.astype(IT), local.data),
+                                       csr=(local.indptr.astype(IT), local.indices.astype(IT),
+                                            local.data),
                                        comm=comm)
         self.b = np.asarray(b, np.float64)[self.row_ids]
         self.var = var[self.entries].copy()
@@ -142,10 +145,12 @@ class DistributedUpdate:
         return self._cg.solve(r, rtol)
 
     def solve(self, r: np.ndarray, rtol: float | None = None) -> np.ndarray:
-        """A⁻¹ r, A = G Σ Gᵀ + σ_G² I (Woodbury for the ensemble part); ``r`` a vector or a block."""
+        """A⁻¹ r, A = G Σ Gᵀ + σ_G² I (Woodbury for the ensemble part); ``r`` a vector or a
+        block."""
         y = self._solve0(r, rtol)
         if self.U is not None:
-            t = np.linalg.solve(self._small.T, np.linalg.solve(self._small, self._sum(self.W.T @ y)))
+            t = np.linalg.solve(self._small.T,
+                                np.linalg.solve(self._small, self._sum(self.W.T @ y)))
             y = y - self._A0inv_W @ t
         return y
 
@@ -169,20 +174,23 @@ class DistributedUpdate:
             after = np.sqrt(self._sum(np.sum(self.residual(out) ** 2)))
             before = np.sqrt(self._sum(np.sum(r ** 2)))
             if after > 1e-8 * max(before, np.sqrt(self._sum(np.sum(self.b ** 2))), 1e-300):
-                raise ConstraintError(f"the constraint rows cannot all hold (residual {after:.1e} after the update, "
-                                      f"{before:.1e} before): they are inconsistent")
+                raise ConstraintError(f"the constraint rows cannot all hold (residual {after:.1e} "
+                                      f"after the update, {before:.1e} before): they are "
+                                      "inconsistent")
         return out
 
     def residual(self, x: np.ndarray) -> np.ndarray:
         return self.G_times(x) - self.b
 
     def prior_samples(self, mu: np.ndarray, count: int, seed: int, first: int = 0) -> np.ndarray:
-        """Prior samples first … first + count − 1 on the rank's entries (the serial update's numbers)."""
+        """Prior samples first … first + count − 1 on the rank's entries (the serial update's
+        numbers)."""
         std = np.sqrt(self.var)
         return mu + np.stack([prior_deviation(seed, k, std, self.U, self.entries, self.n)
                               for k in range(first, first + count)])
 
-    def sample(self, x: np.ndarray, seed: int, first: int = 0, rtol: float | None = None) -> np.ndarray:
+    def sample(self, x: np.ndarray, seed: int, first: int = 0,
+               rtol: float | None = None) -> np.ndarray:
         """Matheron's rule on the rank's entries (the same noise as the serial update); the rows
         of ``x`` are samples first, first + 1, … (``rtol``: CG's tolerance, for samples that
         only estimate the variance; exact rows need the default)"""
@@ -251,7 +259,8 @@ class _DistributedCholesky:
         except PETSc.Error:
             ksp.destroy()
             return None
-        if comm.allreduce(mumps_error(ksp), op=MPI.MIN) < 0:   # refused (over the memory limit) or failed
+        if comm.allreduce(mumps_error(ksp), op=MPI.MIN) < 0:
+            # refused (over the memory limit) or failed
             ksp.destroy()
             return None
         out = cls(ksp, mat, comm)
@@ -260,7 +269,8 @@ class _DistributedCholesky:
         v = np.random.default_rng(start).standard_normal(n)
         out.x.setArray(v)
         mat.mult(out.x, out.b)
-        err = comm.allreduce(float(np.abs(out.solve(out.b.getArray().copy()) - v).max(initial=0.0)), op=MPI.MAX)
+        err = comm.allreduce(float(np.abs(out.solve(out.b.getArray().copy()) - v).max(initial=0.0)),
+                             op=MPI.MAX)
         scale = comm.allreduce(float(np.abs(v).max(initial=0.0)), op=MPI.MAX)
         if not np.isfinite(err) or err > 1e-6 * max(scale, 1e-300):
             out.destroy()

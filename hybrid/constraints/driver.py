@@ -10,8 +10,9 @@ Written to ``OUTPUT/predict/variants.h5``, one group per variant:
 ``u_mean`` (S, T+1, N), ``u_var``, ``flux_mean`` (S, T, F)
     the constrained predictive mean and marginal variance (t = 0 is the given state)
 ``u_samples`` (S, K, N)
-    K posterior samples (K = FRONT_SAMPLES where the case has a front, else 0) of the states at the report time t_T (Matheron's rule; for raw
-    the prior, for HardC the projected mean plus prior deviations — its variance is unchanged)
+    K posterior samples (K = FRONT_SAMPLES where the case has a front, else 0) of the states at the
+    report time t_T (Matheron's rule; for raw the prior, for HardC the projected mean plus prior
+    deviations — its variance is unchanged)
 ``front`` (S, K)
     where the case has a front (Stefan: u = u*, porous medium: the edge of the support
     u = 1% of the reference maximum): its position (1-D) or the volume behind it (2-D/3-D)
@@ -40,10 +41,11 @@ from mpi4py import MPI
 
 from hybrid.constraints.problems import time_blocks
 from hybrid.constraints.rows import StateLayout
-from hybrid.constraints.selection import (OUTSIDE_INFLATION, ValidationScenario, choose_flux_inflation, defect_scale,
-                                         outside_prior)
+from hybrid.constraints.selection import (OUTSIDE_INFLATION, ValidationScenario,
+                                          choose_flux_inflation, defect_scale, outside_prior)
 from hybrid.constraints.update import ConstraintError, GaussianUpdate, UpdatePlan, prior_deviation
-from hybrid.constraints.variants import ENSEMBLE_VARIANTS, VARIANTS, make_update, prediction_covariance
+from hybrid.constraints.variants import (ENSEMBLE_VARIANTS, VARIANTS, make_update,
+                                         prediction_covariance)
 from hybrid.errors import CaseError
 from hybrid.files import atomic_path
 from hybrid.parallel import my_indices
@@ -54,10 +56,12 @@ __all__ = ["requested_variants", "main_variant", "run_variants", "FRONT_SAMPLES"
            "residual_by_kind", "read_variants"]
 
 FRONT_SAMPLES = 100       # posterior samples per scenario kept for the front histogram
-VARIANCE_SAMPLES = 200    # Matheron samples estimating the posterior variance of large (or distributed) updates
+VARIANCE_SAMPLES = 200    # Matheron samples estimating the posterior
+                          # variance of large (or distributed) updates
 SAMPLE_BLOCK = 20         # of them drawn at a time (memory: one block of the whole state)
-SAMPLE_RTOL = 1e-6        # CG's tolerance for the samples that only estimate the variance (their statistical
-                          # error is ~10%; 23 against 265 iterations on a 296,380-row update)
+SAMPLE_RTOL = 1e-6        # CG's tolerance for the samples that only estimate the variance (their
+                          # statistical error is ~10%; 23 against 265 iterations on a 296,380-row
+                          # update)
 DISTRIBUTE_ROWS = 50_000  # parallel = "auto": distribute updates with more per-cell rows than this
 
 
@@ -67,12 +71,14 @@ def requested_variants(case, extra: dict | None = None, problem=None) -> list[st
     family's rows (:meth:`~hybrid.problems.base.Problem.rows`), which refuse a variant
     the family has not."""
     c = case.constraints
-    wanted = ["raw", main_variant(case)] + [v for v in c["compare"] if v not in ENSEMBLE_VARIANTS or v in (extra or {})]
+    wanted = ["raw", main_variant(case)] + [v for v in c["compare"]
+                                            if v not in ENSEMBLE_VARIANTS or v in (extra or {})]
     offered = VARIANTS if problem is None else problem.variants
     bad = sorted(set(wanted) - set(offered))
     if bad:
-        raise CaseError(f"{case.pde['family']} cases compare {', '.join(offered)}; {', '.join(bad)} is not "
-                        "available", file=str(case.display_file), key="constraints.compare")
+        raise CaseError(f"{case.pde['family']} cases compare {', '.join(offered)}; "
+                        f"{', '.join(bad)} is not available", file=str(case.display_file),
+                        key="constraints.compare")
     return [v for v in VARIANTS if v in wanted]
 
 
@@ -124,7 +130,8 @@ class _Run:
 
 
 def run_variants(case, cv, data: dict, pred: dict | None, out_path, comm: MPI.Comm = MPI.COMM_SELF,
-                 extra: dict | None = None, validation: dict | None = None) -> tuple[dict, dict] | None:
+                 extra: dict | None = None,
+                 validation: dict | None = None) -> tuple[dict, dict] | None:
     """Every requested variant of every test scenario, for every family (collective over
     ``comm``; ``data`` the dataset as the family's :meth:`~hybrid.problems.base.Problem.view`
     gives it; ``pred``, the ensemble's ``u_mean u_var u_dev flux_mean flux_var flux_dev``, is
@@ -165,7 +172,8 @@ def _prepare(case, cv, data: dict, pred, comm: MPI.Comm, extra, validation) -> _
         owner = problem.owners()
         make = _distributed_maker(owner, comm, problem.layout)
     inflation, table, references = None, None, None
-    if partition:   # the validation scenarios' updates distributed too, as the test scenarios' will be
+    if partition:   # the validation scenarios' updates distributed
+                    # too, as the test scenarios' will be
         validation = comm.bcast(validation if comm.rank == 0 else None, root=0)
     if partition or comm.rank == 0:
         checks = _validation_scenarios(case, problem, validation, wanted)
@@ -182,11 +190,13 @@ def _prepare(case, cv, data: dict, pred, comm: MPI.Comm, extra, validation) -> _
     inside = within_training_span(data["train"]["params"], test["params"])
     # each scenario's boundary data (and the rows the scores measure by), known mass, front level
     scenario = [problem.scenario(test, i, scored=True) for i in range(S)]
-    thresholds = [family.front_threshold(case, scenario[i].params, test["u"][i, -1]) for i in range(S)]
+    thresholds = [family.front_threshold(case, scenario[i].params, test["u"][i, -1])
+                  for i in range(S)]
     has_front = S > 0 and all(t is not None for t in thresholds)
     mine, sub = (range(S), comm) if partition else (my_indices(S, comm), MPI.COMM_SELF)
     run = _Run(case, cv, family, problem, test, pred, extra, inside, scenario, thresholds,
-               FRONT_SAMPLES if has_front else 0,   # posterior samples serve the front histogram only
+               FRONT_SAMPLES if has_front else 0,   # posterior samples serve
+                                                    # the front histogram only
                inflation, references, partition, owner, comm, sub, mine, table, even)
     return run
 
@@ -203,19 +213,22 @@ def _run_variant(run: _Run, variant: str) -> dict | None:
         t0 = time.perf_counter()
         rows = run.problem.rows(variant, run.scenario[i], built)
         t1 = time.perf_counter()
-        # the covariance serves the update and the prior's samples: raw and the other ensembles without samples skip it
+        # the covariance serves the update and the prior's samples: raw and the other ensembles
+        # without samples skip it
         needed = rows is not None or run.samples > 0
-        mean, var, diag, U = scenario_prior(source, i, run.problem, c["covariance"] if needed else "none")
+        mean, var, diag, U = scenario_prior(source, i, run.problem,
+                                            c["covariance"] if needed else "none")
         where = "inside" if run.inside[i] and not run.even else "outside"
         if source is run.pred and needed:
             diag, U = (_inflate(diag, U, layout, run.inflation) if where == "inside"
                        else outside_prior(diag, layout, run.problem.state_weights, U))
         seed = int(case.seed) * 1000 + i
         t2 = time.perf_counter()
-        m, v, post, spent, defect = _constrain(variant, rows, mean, var, diag, U, float(c["sigma"]), run.owner,
-                                               run.sub, seed, layout, run.samples, plans)
+        m, v, post, spent, defect = _constrain(variant, rows, mean, var, diag, U, float(c["sigma"]),
+                                               run.owner, run.sub, seed, layout, run.samples, plans)
         scale = defect_scale(defect, run.references.get(variant, {}).get(where))
-        spent.update(rows=t1 - t0, prior=t2 - t1, total=time.perf_counter() - t0 - spent.get("plan", 0.0))
+        spent.update(rows=t1 - t0, prior=t2 - t1,
+                     total=time.perf_counter() - t0 - spent.get("plan", 0.0))
         spent["total_mean"] += t2 - t0
         for phase, seconds_spent in spent.items():
             phases[phase] = phases.get(phase, 0.0) + seconds_spent
@@ -227,8 +240,8 @@ def _run_variant(run: _Run, variant: str) -> dict | None:
             residual = {}
             if rows is not None:   # the exactness of the variant's own rows
                 residual_by_kind(rows, m, residual)
-            done[i] = (np.concatenate([test["u"][i, :1], um]), np.concatenate([np.zeros((1, N)), uv]), fm, post,
-                       residual, (defect, scale))
+            done[i] = (np.concatenate([test["u"][i, :1], um]),
+                       np.concatenate([np.zeros((1, N)), uv]), fm, post, residual, (defect, scale))
     for plan in plans.values():
         plan.destroy()
     if not run.partition:
@@ -239,25 +252,30 @@ def _run_variant(run: _Run, variant: str) -> dict | None:
     op = MPI.MAX if run.partition else MPI.SUM
     names = sorted(set().union(*comm.allgather(set(phases))))
     per_scenario = {k: comm.allreduce(phases.get(k, 0.0), op=op) / max(S, 1) for k in names}
-    # the plan is built once per variant (on each rank that updates scenarios): its seconds, not per scenario
-    plan_seconds = comm.allreduce(phases.get("plan", 0.0), op=op) / (1 if run.partition else comm.size)
+    # the plan is built once per variant (on each rank that updates scenarios): its seconds, not per
+    # scenario
+    plan_seconds = (comm.allreduce(phases.get("plan", 0.0), op=op)
+                    / (1 if run.partition else comm.size))
     if comm.rank != 0:
         return None
     own_rows = {}
     for i in range(S):
         for kind, value in done[i][4].items():
             own_rows[kind] = max(own_rows.get(kind, 0.0), value)
-    return {"results": tuple(np.array([done[i][k] for i in range(S)]) for k in range(4)), "own_rows": own_rows,
-            "widened": [done[i][5] for i in range(S)], "phases": per_scenario, "plan_seconds": plan_seconds}
+    return {"results": tuple(np.array([done[i][k] for i in range(S)]) for k in range(4)),
+            "own_rows": own_rows, "widened": [done[i][5] for i in range(S)], "phases": per_scenario,
+            "plan_seconds": plan_seconds}
 
 
 def _fronts(run: _Run, outcome: dict) -> dict:
-    """Where the case has a front: {variant: its samples' fronts (S, K)}, and "true" the solver's (S,)."""
+    """Where the case has a front: {variant: its samples' fronts (S, K)}, and "true" the solver's
+    (S,)."""
     if not run.samples:
         return {}
     S = run.test["u"].shape[0]
     measure = lambda u, i: run.family.front_measure(run.cv, u, run.thresholds[i])
-    fronts = {v: np.stack([measure(o["results"][3][i], i) for i in range(S)]) for v, o in outcome.items()}
+    fronts = {v: np.stack([measure(o["results"][3][i], i) for i in range(S)])
+              for v, o in outcome.items()}
     return {**fronts, "true": np.array([measure(run.test["u"][i, -1], i) for i in range(S)])}
 
 
@@ -281,13 +299,15 @@ def _write_variants(path, run: _Run, times: np.ndarray, outcome: dict, fronts: d
 
 
 def _scores(run: _Run, data: dict, outcome: dict, fronts: dict) -> dict:
-    """Every variant's scores, update times, exactness of its own rows, defect widening and front error."""
+    """Every variant's scores, update times, exactness of its own rows, defect widening and front
+    error."""
     scores, scored = {}, [sc.scored for sc in run.scenario]
     for variant, o in outcome.items():
         m, v, fl, _ = o["results"]
         scores[variant] = run.family.scores(run.cv, data, run.problem.layout, scored, m, v, fl)
         phases = o["phases"]
-        scores[variant].update(update_seconds=phases["total"], mean_update_seconds=phases["total_mean"],
+        scores[variant].update(update_seconds=phases["total"],
+                               mean_update_seconds=phases["total_mean"],
                                plan_seconds=o["plan_seconds"],
                                update_phases={k: x for k, x in phases.items()
                                               if not k.startswith("total") and k != "plan"},
@@ -297,9 +317,11 @@ def _scores(run: _Run, data: dict, outcome: dict, fronts: dict) -> dict:
             scores[variant]["defect"] = {"test": [None if x is None else float(x) for x in q],
                                          "variance_scale": [float(x) for x in f],
                                          "validation": {where: list(map(float, r))
-                                                        for where, r in run.references[variant].items()}}
+                                                        for where, r
+                                                        in run.references[variant].items()}}
         if fronts:
-            scores[variant]["front_error"] = float(np.mean(np.abs(fronts[variant].mean(axis=1) - fronts["true"])))
+            scores[variant]["front_error"] = float(np.mean(np.abs(fronts[variant].mean(axis=1)
+                                                                  - fronts["true"])))
             scores[variant]["front_std"] = float(np.mean(fronts[variant].std(axis=1)))
     return scores
 
@@ -314,7 +336,8 @@ def scenario_prior(pred: dict, i: int, problem, covariance: str):
     var = layout.pack(pred["u_var"][i, 1:], pred["flux_var"][i])
     if covariance == "none":
         return mean, var, None, None
-    dev = np.stack([layout.pack(pred["u_dev"][i, m, 1:], pred["flux_dev"][i, m]) for m in range(pred["u_dev"].shape[1])])
+    dev = np.stack([layout.pack(pred["u_dev"][i, m, 1:], pred["flux_dev"][i, m])
+                    for m in range(pred["u_dev"].shape[1])])
     diag, U = prediction_covariance(var, dev, covariance)
     return mean, var, diag, time_blocks(U, layout) if problem.instantaneous else U
 
@@ -353,8 +376,8 @@ def _validation_scenarios(case, problem, validation: dict | None, variants) -> d
         mean, _, diag, U = scenario_prior(pred, i, problem, case.constraints["covariance"])
         for variant in constrained:
             if problem.available(variant, data):
-                out[variant].append(ValidationScenario(problem.rows(variant, data, built), mean, diag, U, flux,
-                                                       split["u"][i, 1:]))
+                out[variant].append(ValidationScenario(problem.rows(variant, data, built), mean,
+                                                       diag, U, flux, split["u"][i, 1:]))
     return out
 
 
@@ -396,8 +419,8 @@ def _flux_inflation(case, problem, scenarios: dict, make=None) -> tuple[float, d
     main = main_variant(case)
     if not scenarios.get(main):
         return 1.0, {}, 1.0
-    return choose_flux_inflation(scenarios[main], problem.state_weights, float(case.constraints["sigma"]),
-                                 layout=problem.layout, make=make)
+    return choose_flux_inflation(scenarios[main], problem.state_weights,
+                                 float(case.constraints["sigma"]), layout=problem.layout, make=make)
 
 
 def _validation_defects(case, problem, scenarios: dict, inflation: float, make=None) -> dict:
@@ -420,23 +443,27 @@ def _validation_defects(case, problem, scenarios: dict, inflation: float, make=N
                     diag, U = (_inflate(s.var, s.U, layout, inflation) if where == "inside"
                                else outside_prior(s.var, layout, problem.state_weights, s.U))
                     update = (make(s.rows.G, s.rows.b, diag, U, sigma) if make is not None else
-                              GaussianUpdate(s.rows.G, s.rows.b, diag, U, sigma, plan=plan, layout=layout))
+                              GaussianUpdate(s.rows.G, s.rows.b, diag, U, sigma, plan=plan,
+                                             layout=layout))
                     plan = update.plan
                     update.mean(s.mean)
                     q.append(update.defect)
                     update.destroy()
                 out[variant][where] = q
-        except ConstraintError:   # no reference where a validation update fails: that variant is not widened
+        except ConstraintError:   # no reference where a validation update
+                                  # fails: that variant is not widened
             out.pop(variant)
         if plan is not None:
             plan.destroy()
     return out
 
 
-def _constrain(variant, rows, mean, var, diag, U, sigma, owner, comm, seed, layout, samples: int, plans: dict):
+def _constrain(variant, rows, mean, var, diag, U, sigma, owner, comm, seed, layout, samples: int,
+               plans: dict):
     """(mean of x, variance of the states, states at the report time of ``samples`` posterior
     samples) of one scenario on rank 0 (None elsewhere), the seconds of each phase of the
-    update, and the update's defect statistic (None without rows). ``plans`` caches the serial update's :class:`UpdatePlan` of each variant's rows."""
+    update, and the update's defect statistic (None without rows). ``plans`` caches the serial
+    update's :class:`UpdatePlan` of each variant's rows."""
     states, final = slice(0, layout.T * layout.N), layout.u(layout.T)
 
     def prior(k: int) -> np.ndarray:
@@ -452,7 +479,8 @@ def _constrain(variant, rows, mean, var, diag, U, sigma, owner, comm, seed, layo
         phases = {**phases, "total_mean": time.perf_counter() - t0 - phases.get("plan", 0.0)}
         if comm.rank != 0:
             return None, None, None, phases, None
-        post = np.stack([m[final] + prior(k) for k in range(samples)]) if samples else np.zeros((0, layout.N))
+        post = (np.stack([m[final] + prior(k) for k in range(samples)]) if samples
+                else np.zeros((0, layout.N)))
         return m, var[states], post, phases, None
     update, built = _update(variant, rows, diag, U, sigma, owner, comm, plans, layout)
     if comm.size == 1:
@@ -474,8 +502,9 @@ def _constrain(variant, rows, mean, var, diag, U, sigma, owner, comm, seed, layo
     shift, square, kept = np.zeros(len(local_mean)), np.zeros(len(local_mean)), []
     for first in range(0, VARIANCE_SAMPLES, SAMPLE_BLOCK):
         count = min(SAMPLE_BLOCK, VARIANCE_SAMPLES - first)
-        block = update.sample(update.prior_samples(mean[update.entries], count, seed, first), seed, first,
-                              rtol=None if first < samples else SAMPLE_RTOL)   # the kept samples meet the rows
+        # the kept samples meet the rows
+        block = update.sample(update.prior_samples(mean[update.entries], count, seed, first), seed,
+                              first, rtol=None if first < samples else SAMPLE_RTOL)
         block -= local_mean
         shift += block.sum(axis=0)
         square += (block * block).sum(axis=0)
@@ -483,8 +512,10 @@ def _constrain(variant, rows, mean, var, diag, U, sigma, owner, comm, seed, layo
             kept.append(update.gather(block[:samples - first] + local_mean, part=final))
     K = VARIANCE_SAMPLES
     var = update.gather((square - shift * shift / K) / (K - 1), part=states)
-    phases["posterior"] = time.perf_counter() - t2   # as the serial update's phase: samples and variance
-    phases["count_cholesky"] = float(update.method == "cholesky")   # the share of scenarios MUMPS factored
+    phases["posterior"] = time.perf_counter() - t2   # as the serial update's
+                                                     # phase: samples and variance
+    # the share of scenarios MUMPS factored
+    phases["count_cholesky"] = float(update.method == "cholesky")
     update.destroy()
     if comm.rank != 0:
         return None, None, None, phases, defect
@@ -526,5 +557,6 @@ def read_variants(path, datasets: tuple | None = None) -> tuple[dict, dict]:
         groups.sort(key=lambda v: (VARIANTS.index(v) if v in VARIANTS else len(VARIANTS), v))
         variants = {k: {d: f[k][d][()] for d in (datasets or f[k])} for k in groups}
         extra = {"front_true": f["front_true"][()] if "front_true" in f else None,
-                 "front_kind": str(f.attrs.get("front_kind", "")), "report_time": float(f.attrs["report_time"])}
+                 "front_kind": str(f.attrs.get("front_kind", "")),
+                 "report_time": float(f.attrs["report_time"])}
     return variants, extra

@@ -44,7 +44,7 @@ def states_only(rows: ConstraintRows, layout: StateLayout) -> ConstraintRows:
     out_G, out_b, out_kind = [Gu[plain]], [b[plain]], [rows.kind[plain]]
     if len(mixed):
         Gm = Gf[mixed].tocsc()
-        b_m = b[mixed] - Gm @ known_value                      # known fluxes moved to the right-hand side
+        b_m = b[mixed] - Gm @ known_value                # known fluxes moved to the right-hand side
         unknown = Gm[:, np.flatnonzero(~is_known)].tocsr()
         links = (abs(unknown) > 0).astype(np.int8)
         graph = sp.bmat([[None, links], [links.T, None]]).tocsr()
@@ -54,7 +54,8 @@ def states_only(rows: ConstraintRows, layout: StateLayout) -> ConstraintRows:
                                 shape=(component.max() + 1, len(mixed)))
         left = summing @ unknown
         scale = np.maximum(summing @ abs(unknown).max(axis=1).toarray().ravel(), 1e-300)
-        residual = abs(left).max(axis=1).toarray().ravel() if left.shape[1] else np.zeros(left.shape[0])
+        residual = (abs(left).max(axis=1).toarray().ravel() if left.shape[1]
+                    else np.zeros(left.shape[0]))
         keep = np.flatnonzero(residual <= CANCELLATION * scale)
         out_G.append((summing @ Gu[mixed])[keep])
         out_b.append((summing @ b_m)[keep])

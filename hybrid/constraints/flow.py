@@ -21,8 +21,8 @@ steady Re = 100 cavity at h = 0.05 up to 0.13 of max|u| × max|f| in the control
 the lid's corners — so imposing it moves predictions away from the truth there; the flux
 rows above are the ones to impose.
 
-The cavity's variants (:class:`hybrid.constraints.problems.FlowRows`) impose these rows on the surrogate's
-prediction of each output time.
+The cavity's variants (:class:`hybrid.constraints.problems.FlowRows`) impose these rows on the
+surrogate's prediction of each output time.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from hybrid.constraints.rows import ConstraintRows, stack_rows
 from hybrid.mesh.control_volumes import ControlVolumes
 from hybrid.solvers.boundaries import dirichlet_walls
 
-__all__ = ["flux_divergence_rows", "vertex_divergence_rows", "wall_rows", "boundary_flux_rows", "flow_rows",
-           "flow_size", "wall_data", "flow_rhs"]
+__all__ = ["flux_divergence_rows", "vertex_divergence_rows", "wall_rows", "boundary_flux_rows",
+           "flow_rows", "flow_size", "wall_data", "flow_rhs"]
 
 
 def flow_size(cv: ControlVolumes) -> int:
@@ -65,7 +65,8 @@ def vertex_divergence_rows(cv: ControlVolumes) -> ConstraintRows:
         rows += [ai, ai, bi, bi, a[~inner]]
         cols += [c * N + ai, c * N + bi, c * N + ai, c * N + bi, c * N + a[~inner]]
         vals += [half, half, -half, -half, S[~inner, c]]
-    G = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(N, flow_size(cv)))
+    G = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                      shape=(N, flow_size(cv)))
     G.sum_duplicates()
     return ConstraintRows(G, np.zeros(N), np.full(N, "divergence", dtype="U24"))
 
@@ -82,7 +83,8 @@ def wall_rows(cv: ControlVolumes, walls: list[tuple[str, np.ndarray]]) -> Constr
     return ConstraintRows(G, b, np.full(len(rows), "dirichlet", dtype="U24"))
 
 
-def _wall_values(cv: ControlVolumes, walls: list[tuple[str, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+def _wall_values(cv: ControlVolumes,
+                 walls: list[tuple[str, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
     """(the wall control volumes, ascending; their velocities component by component), later
     walls overriding earlier ones at shared vertices: the columns and b of :func:`wall_rows`."""
     d = cv.dim
@@ -101,10 +103,12 @@ def boundary_flux_rows(cv: ControlVolumes, flux: np.ndarray) -> ConstraintRows:
     off = cv.num_cvs * cv.dim
     G = sp.csr_matrix((np.ones(len(faces)), (np.arange(len(faces)), off + faces)),
                       shape=(len(faces), flow_size(cv)))
-    return ConstraintRows(G, np.asarray(flux, float)[faces], np.full(len(faces), "boundary-flux", dtype="U24"))
+    return ConstraintRows(G, np.asarray(flux, float)[faces],
+                          np.full(len(faces), "boundary-flux", dtype="U24"))
 
 
-def flow_rows(cv: ControlVolumes, walls: list[tuple[str, np.ndarray]], boundary_flux: np.ndarray) -> ConstraintRows:
+def flow_rows(cv: ControlVolumes, walls: list[tuple[str, np.ndarray]],
+              boundary_flux: np.ndarray) -> ConstraintRows:
     """Divergence rows on the fluxes (all but the last, which the others and the boundary
     fluxes imply), the wall velocities and the boundary fluxes."""
     div = flux_divergence_rows(cv)
@@ -112,7 +116,8 @@ def flow_rows(cv: ControlVolumes, walls: list[tuple[str, np.ndarray]], boundary_
     return stack_rows([keep, wall_rows(cv, walls), boundary_flux_rows(cv, boundary_flux)])
 
 
-def flow_rhs(cv: ControlVolumes, walls: list[tuple[str, np.ndarray]], boundary_flux: np.ndarray) -> np.ndarray:
+def flow_rhs(cv: ControlVolumes, walls: list[tuple[str, np.ndarray]],
+             boundary_flux: np.ndarray) -> np.ndarray:
     """b of :func:`flow_rows` alone (its G is the same for every scenario and output time)."""
     return np.concatenate([np.zeros(cv.num_cvs - 1), _wall_values(cv, walls)[1],
                            np.asarray(boundary_flux, float)[cv.boundary_faces]])

@@ -29,8 +29,8 @@ import scipy.sparse as sp
 
 from hybrid.constraints.flow import flow_rhs, flow_rows, flux_divergence_rows, wall_data
 from hybrid.constraints.rows import ConstraintRows, StateLayout
-from hybrid.constraints.variants import (ENSEMBLE_VARIANTS, VARIANTS, boundary_rows, known_mass_rows, variant_rhs,
-                                         variant_rows)
+from hybrid.constraints.variants import (ENSEMBLE_VARIANTS, VARIANTS, boundary_rows,
+                                         known_mass_rows, variant_rhs, variant_rows)
 from hybrid.dataset import scenario_parameters
 from hybrid.errors import CaseError
 
@@ -78,18 +78,21 @@ class ScalarRows:
         boundary = boundary_rows(case, cv, layout, times, params)
         known = known_mass_rows(case, cv, layout, split["u"][i, 0], params, boundary, times)
         return ScenarioData(params, split["u"][i, 0], split["source"][i], boundary, known,
-                            boundary_rows(case, cv, layout, times, params, derivative_rows=True) if scored else None)
+                            boundary_rows(case, cv, layout, times, params, derivative_rows=True)
+                            if scored else None)
 
     def available(self, variant: str, data: ScenarioData) -> bool:
         """Whether the scenario has what the variant's rows need (known mass: its closed form)."""
         return variant != "known-mass" or data.known is not None
 
     def rows(self, variant: str, data: ScenarioData, built: dict) -> ConstraintRows | None:
-        """The variant's rows for this scenario (None: no rows); ``built`` caches each variant's G."""
+        """The variant's rows for this scenario (None: no rows); ``built`` caches each variant's
+        G."""
         cv, layout = self.cv, self.layout
         if variant in built:
-            return ConstraintRows(built[variant].G, variant_rhs(variant, cv, layout, data.u0, data.source,
-                                                                data.boundary, data.known), built[variant].kind)
+            return ConstraintRows(built[variant].G,
+                                  variant_rhs(variant, cv, layout, data.u0, data.source,
+                                              data.boundary, data.known), built[variant].kind)
         rows = variant_rows(variant, cv, layout, data.u0, data.source, data.boundary, data.known)
         if rows is not None:
             built[variant] = rows
@@ -125,7 +128,8 @@ class FlowRows(ScalarRows):
     def _one_time(self, variant: str, walls: list, bflux: np.ndarray) -> ConstraintRows:
         if variant == "global":   # the per-cell rows summed: no net volume flux out of the domain
             div = flux_divergence_rows(self.cv)
-            return ConstraintRows(sp.csr_matrix(div.G.sum(axis=0)), np.zeros(1), np.array(["global"], dtype="U24"))
+            return ConstraintRows(sp.csr_matrix(div.G.sum(axis=0)), np.zeros(1),
+                                  np.array(["global"], dtype="U24"))
         if variant == "per-cell":
             return flux_divergence_rows(self.cv)
         if variant in ("hardc", "per-cell+boundary"):
@@ -140,7 +144,8 @@ class FlowRows(ScalarRows):
         walls_t, bflux = data.boundary
         if variant in built:   # G is every scenario's: only the walls' data change b
             rows = built[variant]
-            b = (np.concatenate([flow_rhs(self.cv, walls_t[n], bflux[n]) for n in range(self.layout.T)])
+            b = (np.concatenate([flow_rhs(self.cv, walls_t[n], bflux[n])
+                                 for n in range(self.layout.T)])
                  if variant in ("hardc", "per-cell+boundary") else np.zeros(rows.count))
             return ConstraintRows(rows.G, b, rows.kind)
         blocks = [self._one_time(variant, walls_t[n], bflux[n]) for n in range(self.layout.T)]

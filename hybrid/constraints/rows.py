@@ -30,8 +30,8 @@ import scipy.sparse as sp
 
 from hybrid.mesh.control_volumes import ControlVolumes
 
-__all__ = ["StateLayout", "ConstraintRows", "conservation_rows", "conservation_rhs", "global_rows", "boundary_flux_rows",
-           "dirichlet_rows", "normal_derivative_rows", "stack_rows"]
+__all__ = ["StateLayout", "ConstraintRows", "conservation_rows", "conservation_rhs", "global_rows",
+           "boundary_flux_rows", "dirichlet_rows", "normal_derivative_rows", "stack_rows"]
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,8 @@ class StateLayout:
 
     def unpack(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         n = self.T * self.N
-        return x[..., :n].reshape(*x.shape[:-1], self.T, self.N), x[..., n:].reshape(*x.shape[:-1], self.T, self.F)
+        return (x[..., :n].reshape(*x.shape[:-1], self.T, self.N),
+                x[..., n:].reshape(*x.shape[:-1], self.T, self.F))
 
 
 @dataclass
@@ -103,7 +104,8 @@ def conservation_rows(cv: ControlVolumes, layout: StateLayout, u0: np.ndarray,
         rows += [r0 + D.row]
         cols += [layout.flux(n).start + D.col]
         vals += [D.data]
-    return _rows(layout, np.concatenate(rows), np.concatenate(cols), np.concatenate(vals), b, "per-cell")
+    return _rows(layout, np.concatenate(rows), np.concatenate(cols), np.concatenate(vals), b,
+                 "per-cell")
 
 
 def conservation_rhs(cv: ControlVolumes, layout: StateLayout, u0: np.ndarray,
@@ -121,18 +123,21 @@ def global_rows(cv: ControlVolumes, layout: StateLayout, u0: np.ndarray,
     """The per-cell rows summed over all control volumes: one mass balance per interval."""
     per_cell = conservation_rows(cv, layout, u0, source)
     N, T = layout.N, layout.T
-    summing = sp.csr_matrix((np.ones(T * N), (np.repeat(np.arange(T), N), np.arange(T * N))), shape=(T, T * N))
+    summing = sp.csr_matrix((np.ones(T * N), (np.repeat(np.arange(T), N), np.arange(T * N))),
+                            shape=(T, T * N))
     G = (summing @ per_cell.G).tocsr()
     G.eliminate_zeros()  # interior fluxes cancel exactly (+1 and -1)
     return ConstraintRows(G, summing @ per_cell.b, np.full(T, "global", dtype="U24"))
 
 
-def boundary_flux_rows(layout: StateLayout, faces: np.ndarray, values: np.ndarray) -> ConstraintRows:
+def boundary_flux_rows(layout: StateLayout, faces: np.ndarray,
+                       values: np.ndarray) -> ConstraintRows:
     """Φ_f^n = values[n-1, i] for the given boundary faces (known Neumann fluxes)."""
     T, nf = layout.T, len(faces)
     rows = np.arange(T * nf)
     cols = np.concatenate([layout.flux(n).start + faces for n in range(1, T + 1)])
-    return _rows(layout, rows, cols, np.ones(T * nf), np.asarray(values, float).ravel(), "neumann-flux")
+    return _rows(layout, rows, cols, np.ones(T * nf), np.asarray(values, float).ravel(),
+                 "neumann-flux")
 
 
 def dirichlet_rows(layout: StateLayout, cvs: np.ndarray, values: np.ndarray) -> ConstraintRows:
@@ -140,7 +145,8 @@ def dirichlet_rows(layout: StateLayout, cvs: np.ndarray, values: np.ndarray) -> 
     T, nc = layout.T, len(cvs)
     rows = np.arange(T * nc)
     cols = np.concatenate([layout.u(n).start + cvs for n in range(1, T + 1)])
-    return _rows(layout, rows, cols, np.ones(T * nc), np.asarray(values, float).ravel(), "dirichlet")
+    return _rows(layout, rows, cols, np.ones(T * nc), np.asarray(values, float).ravel(),
+                 "dirichlet")
 
 
 def normal_derivative_rows(cv: ControlVolumes, layout: StateLayout, faces: np.ndarray,
@@ -151,13 +157,15 @@ def normal_derivative_rows(cv: ControlVolumes, layout: StateLayout, faces: np.nd
     adjacent cell's gradient; they give one row, evaluated at the facet's centroid (the mean
     of its pieces' centroids). ``values(points, n)`` returns h at those points and t_n."""
     if cv.kind != "dual":
-        raise ValueError("normal-derivative rows need dual control volumes (cell values hold no gradient)")
+        raise ValueError("normal-derivative rows need dual control volumes (cell values hold no "
+                         "gradient)")
     bp = cv.boundary_pieces
     piece = np.searchsorted(bp.face, faces)
     if np.any(bp.face[np.minimum(piece, len(bp.face) - 1)] != faces):
         raise ValueError("normal-derivative rows: some faces are not boundary faces")
     # the row of a piece: -weight / |f| = ∇φ_v · n; pieces of one facet share stencil and normal
-    key = np.concatenate([np.sort(bp.stencil[piece], axis=1), np.round(cv.face_normal[faces], 12)], axis=1)
+    key = np.concatenate([np.sort(bp.stencil[piece], axis=1), np.round(cv.face_normal[faces], 12)],
+                         axis=1)
     _, group, count = np.unique(key, axis=0, return_inverse=True, return_counts=True)
     group = group.ravel()
     first = np.full(len(count), -1)
@@ -174,13 +182,14 @@ def normal_derivative_rows(cv: ControlVolumes, layout: StateLayout, faces: np.nd
         cols.append((layout.u(n).start + stencil).ravel())
         vals.append(coeff.ravel())
         b.append(np.asarray(values(centroid, n), float) * np.ones(G))
-    return _rows(layout, np.concatenate(rows), np.concatenate(cols), np.concatenate(vals), np.concatenate(b),
-                 "normal-derivative")
+    return _rows(layout, np.concatenate(rows), np.concatenate(cols), np.concatenate(vals),
+                 np.concatenate(b), "normal-derivative")
 
 
 def stack_rows(blocks: list[ConstraintRows]) -> ConstraintRows:
     blocks = [b for b in blocks if b.count]
     if not blocks:
         raise ValueError("no constraint rows")
-    return ConstraintRows(sp.vstack([b.G for b in blocks]).tocsr(), np.concatenate([b.b for b in blocks]),
+    return ConstraintRows(sp.vstack([b.G for b in blocks]).tocsr(),
+                          np.concatenate([b.b for b in blocks]),
                           np.concatenate([b.kind for b in blocks]))

@@ -24,10 +24,11 @@ import numpy as np
 from hybrid.constraints.update import ConstraintError, GaussianUpdate
 from hybrid.metrics import mse
 
-__all__ = ["FLUX_INFLATIONS", "OUTSIDE_INFLATION", "ValidationScenario", "choose_flux_inflation", "defect_scale",
-           "outside_prior"]
+__all__ = ["FLUX_INFLATIONS", "OUTSIDE_INFLATION", "ValidationScenario", "choose_flux_inflation",
+           "defect_scale", "outside_prior"]
 
-FLUX_INFLATIONS = (1.0, 3.0, 10.0, 30.0, 100.0, 1e3, 1e4)   # beyond 1e4 G Σ Gᵀ loses digits (periodic domains)
+# beyond 1e4 G Σ Gᵀ loses digits (periodic domains)
+FLUX_INFLATIONS = (1.0, 3.0, 10.0, 30.0, 100.0, 1e3, 1e4)
 
 
 @dataclass
@@ -51,8 +52,9 @@ class ValidationScenario:
     truth: np.ndarray
 
 
-def choose_flux_inflation(scenarios: list[ValidationScenario], volume: np.ndarray, sigma: float = 0.0,
-                          candidates=FLUX_INFLATIONS, layout=None, make=None) -> tuple[float, dict]:
+def choose_flux_inflation(scenarios: list[ValidationScenario], volume: np.ndarray,
+                          sigma: float = 0.0, candidates=FLUX_INFLATIONS, layout=None,
+                          make=None) -> tuple[float, dict]:
     """The λ of ``candidates`` chosen by the validation state MSE of the constrained mean, with
     the one-standard-error rule (Breiman et al.): the largest λ, the one that leaves the states
     most as predicted, whose mean MSE ratio is within one standard error of the best's. The
@@ -80,10 +82,13 @@ def choose_flux_inflation(scenarios: list[ValidationScenario], volume: np.ndarra
             for s, raw_s in zip(scenarios, raw):
                 scale = np.where(s.flux, lam, 1.0)
                 U = None if s.U is None else s.U * np.sqrt(scale)[:, None]
-                update = (make(s.rows.G, s.rows.b, s.var * scale, U, sigma, plan) if make is not None else
-                          GaussianUpdate(s.rows.G, s.rows.b, s.var * scale, U, sigma, plan=plan, layout=layout))
+                update = (make(s.rows.G, s.rows.b, s.var * scale, U, sigma, plan)
+                          if make is not None else
+                          GaussianUpdate(s.rows.G, s.rows.b, s.var * scale, U, sigma, plan=plan,
+                                         layout=layout))
                 plan = update.plan
-                per.append(mse(update.mean(s.mean)[:T * N].reshape(T, N), s.truth, volume) / max(raw_s, 1e-300))
+                per.append(mse(update.mean(s.mean)[:T * N].reshape(T, N), s.truth, volume)
+                           / max(raw_s, 1e-300))
                 update.destroy()
         except ConstraintError:
             continue
@@ -102,7 +107,8 @@ def choose_flux_inflation(scenarios: list[ValidationScenario], volume: np.ndarra
     return float(chosen), table, float(max(safe) if safe else chosen)
 
 
-OUTSIDE_INFLATION = 1e3   # flux inflation of test scenarios outside the training span (1e4 loses digits of the balance)
+OUTSIDE_INFLATION = 1e3   # flux inflation of test scenarios outside the
+                          # training span (1e4 loses digits of the balance)
 
 
 def outside_prior(diag: np.ndarray, layout, volume: np.ndarray, U: np.ndarray | None = None):

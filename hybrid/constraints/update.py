@@ -38,23 +38,33 @@ from hybrid.errors import CaseError
 __all__ = ["ConstraintError", "GaussianUpdate", "UpdatePlan", "normals", "prior_deviation"]
 
 
-EXACT_VARIANCE_ROWS = 2000  # variance(exact=None): the dense formula up to here, the probe estimate above
-DIRECT_ROWS = 30000  # sparse Cholesky up to here (one factorisation serves every block solve), CG + AMG above
+EXACT_VARIANCE_ROWS = 2000  # variance(exact=None): the dense formula
+                            # up to here, the probe estimate above
+DIRECT_ROWS = 30000  # sparse Cholesky up to here (one factorisation
+                     # serves every block solve), CG + AMG above
 VARIANCE_PROBES = 256  # Rademacher probes of the marginal-variance estimate
 PROBE_ROUND = 32  # probes per round of the variance estimate
-PROBE_TARGET = 0.03  # the variance estimate stops adding probes at this relative RMS error (its own estimate)
-PINNED = 1e-2  # posterior / prior variance below which an entry's probe error counts against its prior
-PROBE_RTOL = 1e-3  # relative residual of the probes' iterative solves (their statistical error is ~1e-2)
-PCG_NEIGHBOURS = 3.0  # plan method "auto": PCG once rows have more same-time neighbours than this on average
+PROBE_TARGET = 0.03  # the variance estimate stops adding probes at
+                     # this relative RMS error (its own estimate)
+PINNED = 1e-2  # posterior / prior variance below which an
+               # entry's probe error counts against its prior
+PROBE_RTOL = 1e-3  # relative residual of the probes' iterative
+                   # solves (their statistical error is ~1e-2)
+PCG_NEIGHBOURS = 3.0  # plan method "auto": PCG once rows have more
+                      # same-time neighbours than this on average
 PCG_MAX_ITERATIONS = 300
 REFINEMENT_STEPS = 4  # of the mean's solve, until its residual is 1e-14 of the defect
-PCG_SWITCH = 60  # mean iterations above which the samples and probes use the plan's Cholesky instead
-OPTIONS_PREFIX = "hybrid_update_"  # PETSc options of the update's solvers: -hybrid_update_pc_factor_mat_solver_type mumps
-_SINGULAR = ("G Σ Gᵀ is singular: some rows are redundant or inconsistent (e.g. global rows together with all per-cell "
+PCG_SWITCH = 60  # mean iterations above which the samples
+                 # and probes use the plan's Cholesky instead
+OPTIONS_PREFIX = "hybrid_update_"  # PETSc options of the update's solvers:
+                                   # -hybrid_update_pc_factor_mat_solver_type mumps
+_SINGULAR = ("G Σ Gᵀ is singular: some rows are redundant or inconsistent (e.g. global rows "
+             "together with all per-cell "
              "rows), or touch only entries the prediction is certain of (zero variance)")
 
 
-NOISE_DIAGONAL, NOISE_MEMBERS, NOISE_ROWS, NOISE_PROBES = 0, 1, 2, 3  # independent random streams of one seed
+# independent random streams of one seed
+NOISE_DIAGONAL, NOISE_MEMBERS, NOISE_ROWS, NOISE_PROBES = 0, 1, 2, 3
 
 
 def normals(seed: int, stream: int, k: int, size: int) -> np.ndarray:
@@ -78,7 +88,8 @@ class ConstraintError(CaseError):
     A case asking for such rows gets this one message (exit code 2)."""
 
 
-MUMPS_MEMORY_SHARE = 0.6   # of the memory available when a factorisation starts, split evenly over the ranks
+MUMPS_MEMORY_SHARE = 0.6   # of the memory available when a factorisation
+                           # starts, split evenly over the ranks
 
 
 def memory_budget_mb(comm=None) -> int:
@@ -88,7 +99,8 @@ def memory_budget_mb(comm=None) -> int:
     refuses the factorisation (INFO(1) = -19) instead of the kernel killing the run."""
     try:
         with open("/proc/meminfo") as f:
-            available = next(int(line.split()[1]) for line in f if line.startswith("MemAvailable:")) / 1024
+            available = next(int(line.split()[1]) for line in f
+                             if line.startswith("MemAvailable:")) / 1024
     except (OSError, StopIteration, ValueError):
         return 0   # 0: no limit
     if comm is not None and comm.size > 1:
@@ -148,7 +160,8 @@ class _CholeskySolver:
         IT = PETSc.IntType
         self.indptr, self.indices = pattern.indptr.astype(IT), pattern.indices.astype(IT)
         self.rows = pattern.shape[0]
-        self.mat = PETSc.Mat().createAIJ(pattern.shape, csr=(self.indptr, self.indices, np.ones(pattern.nnz)),
+        self.mat = PETSc.Mat().createAIJ(pattern.shape,
+                                         csr=(self.indptr, self.indices, np.ones(pattern.nnz)),
                                          comm=PETSc.COMM_SELF)
         self.mat.setOption(PETSc.Mat.Option.SPD, True)
         self.ksp = PETSc.KSP().create(PETSc.COMM_SELF)
@@ -174,12 +187,14 @@ class _CholeskySolver:
         try:
             self.ksp.setUp()
         except self.PETSc.Error as exc:
-            raise ConstraintError(f"{_SINGULAR} (Cholesky failed: PETSc error {exc.ierr})") from None
+            raise ConstraintError(f"{_SINGULAR} (Cholesky failed: PETSc error "
+                                  f"{exc.ierr})") from None
         refused = mumps_error(self.ksp)
         if refused:
             raise ConstraintError(f"the Cholesky failed: MUMPS error INFOG(1) = {refused}"
                                   f"{' (over the memory limit)' if refused in (-9, -19) else ''}")
-        if not self.checked:   # redundancy is a property of G's pattern: test one known solution once
+        if not self.checked:   # redundancy is a property of G's
+                               # pattern: test one known solution once
             A = sp.csr_matrix((values, self.indices, self.indptr), shape=(self.rows, self.rows))
             v = np.random.default_rng(0).standard_normal(self.rows)
             err = np.abs(self.solve(A @ v) - v).max() / np.abs(v).max()
@@ -202,8 +217,9 @@ def _factor_package() -> str:
     if _PACKAGE is None:
         from petsc4py import PETSc
 
-        one = PETSc.Mat().createAIJ((1, 1), csr=(np.array([0, 1], PETSc.IntType), np.array([0], PETSc.IntType),
-                                                 np.ones(1)), comm=PETSc.COMM_SELF)
+        one = PETSc.Mat().createAIJ((1, 1), csr=(np.array([0, 1], PETSc.IntType),
+                                                 np.array([0], PETSc.IntType), np.ones(1)),
+                                    comm=PETSc.COMM_SELF)
         for name in ("cholmod", "mumps", "petsc"):
             ksp = PETSc.KSP().create(PETSc.COMM_SELF)
             ksp.setOperators(one)
@@ -232,7 +248,8 @@ class UpdatePlan:
     The rows of a variant have the same G in every scenario of a case (only b differs), so
     one plan serves all of them."""
 
-    def __init__(self, G: sp.csr_matrix, direct: bool | None = None, layout=None, method: str = "auto"):
+    def __init__(self, G: sp.csr_matrix, direct: bool | None = None, layout=None,
+                 method: str = "auto"):
         G = sp.csr_matrix(G, dtype=np.float64)
         G.sort_indices()
         self.G = G
@@ -253,31 +270,39 @@ class UpdatePlan:
             col.append(np.repeat(cols, k * k))
             val.append((g[:, :, None] * g[:, None, :]).ravel())
         pos, col, val = (np.concatenate(a) if a else np.zeros(0) for a in (pos, col, val))
-        self.P = sp.csr_matrix((val, (pos.astype(np.int64), col.astype(np.int64))), shape=(pattern.nnz, n))
+        self.P = sp.csr_matrix((val, (pos.astype(np.int64), col.astype(np.int64))),
+                               shape=(pattern.nnz, n))
         self.diagonal = np.searchsorted(keys, np.arange(rows) * rows + np.arange(rows))
-        self.GT = G.T.tocsr()                      # Gᵀ and (G ∘ G)ᵀ by rows: the variance's products
+        self.GT = G.T.tocsr()                      # Gᵀ and (G ∘ G)ᵀ by rows:
+                                                   # the variance's products
         self.G2T = G.multiply(G).T.tocsr()
         if direct is not None:   # the older switch: the Cholesky or CG + AMG
             method = "cholesky" if direct else "cg-amg"
         self.same_time = None
         spatial = 0.0
         if layout is not None:
-            # the output time of each row: the latest time among its entries (x's layout: T state blocks, T flux blocks)
-            entry_time = np.concatenate([np.repeat(np.arange(layout.T), layout.N), np.repeat(np.arange(layout.T), layout.F)])
-            row_time = np.maximum.reduceat(entry_time[G.indices], G.indptr[:-1]) if G.nnz else np.zeros(rows, int)
+            # the output time of each row: the latest time among its entries (x's layout: T state
+            # blocks, T flux blocks)
+            entry_time = np.concatenate([np.repeat(np.arange(layout.T), layout.N),
+                                         np.repeat(np.arange(layout.T), layout.F)])
+            row_time = (np.maximum.reduceat(entry_time[G.indices], G.indptr[:-1]) if G.nnz
+                        else np.zeros(rows, int))
             row_of = self._row_of = np.repeat(np.arange(rows), np.diff(pattern.indptr))
             self.same_time = row_time[row_of] == row_time[pattern.indices]
             off = row_of != pattern.indices
             spatial = np.count_nonzero(self.same_time & off) / max(rows, 1)
             # the preconditioners are principal block-diagonal parts of A₀ (so SPD): the rows of one
-            # output time, or the rows joined by couplings across times (each control volume's chain)
+            # output time, or the rows joined by couplings across times (each control volume's
+            # chain)
             from scipy.sparse.csgraph import connected_components
 
             across = ~self.same_time
-            graph = sp.csr_matrix((np.ones(np.count_nonzero(across)), (row_of[across], pattern.indices[across])),
+            graph = sp.csr_matrix((np.ones(np.count_nonzero(across)),
+                                   (row_of[across], pattern.indices[across])),
                                   shape=pattern.shape)
             chain = connected_components(graph, directed=False)[1]
-            self._blocks = {"space": self.same_time, "time": chain[row_of] == chain[pattern.indices]}
+            self._blocks = {"space": self.same_time,
+                            "time": chain[row_of] == chain[pattern.indices]}
         if method == "auto":
             # 1-D meshes (two neighbours per row in space) factor cheaply; wider stencils fill in
             method = "pcg" if layout is not None and spatial > PCG_NEIGHBOURS else \
@@ -291,8 +316,10 @@ class UpdatePlan:
     def matches(self, G: sp.spmatrix) -> bool:
         G = sp.csr_matrix(G, dtype=np.float64)
         G.sort_indices()
-        return (G.shape == self.G.shape and G.nnz == self.G.nnz and np.array_equal(G.indptr, self.G.indptr)
-                and np.array_equal(G.indices, self.G.indices) and np.array_equal(G.data, self.G.data))
+        return (G.shape == self.G.shape and G.nnz == self.G.nnz
+                and np.array_equal(G.indptr, self.G.indptr)
+                and np.array_equal(G.indices, self.G.indices)
+                and np.array_equal(G.data, self.G.data))
 
     def values(self, var: np.ndarray, sigma: float) -> np.ndarray:
         """A₀'s CSR values for diag(var) and σ_G."""
@@ -305,7 +332,8 @@ class UpdatePlan:
         """Build what the plan keeps for every later solve (the Cholesky's ordering and symbolic
         factorisation, or the PCG preconditioner's) on these variances, so that the scenarios'
         updates on the plan do numeric work only."""
-        values = self.values(np.broadcast_to(np.asarray(var, np.float64), (self.G.shape[1],)), sigma)
+        values = self.values(np.broadcast_to(np.asarray(var, np.float64), (self.G.shape[1],)),
+                             sigma)
         solver = self.solver(values)
         if self.method == "cg-amg":   # CG + AMG keeps nothing on the plan
             solver.destroy()
@@ -314,14 +342,16 @@ class UpdatePlan:
         """The plan's Cholesky with these values (above DIRECT_ROWS rows, MUMPS under the memory
         limit of :func:`memory_budget_mb`: past it, a ConstraintError)."""
         if self._solver is None:
-            self._solver = _CholeskySolver(self.pattern, limited=self.pattern.shape[0] > DIRECT_ROWS)
+            self._solver = _CholeskySolver(self.pattern,
+                                           limited=self.pattern.shape[0] > DIRECT_ROWS)
         self._solver.factor(values)
         return self._solver
 
     def solver(self, values: np.ndarray):
         """The solver of A₀ with these values: the plan's Cholesky refactored, or CG + AMG."""
         if self.method == "cg-amg":
-            A0 = sp.csr_matrix((values, self.pattern.indices, self.pattern.indptr), shape=self.pattern.shape)
+            A0 = sp.csr_matrix((values, self.pattern.indices, self.pattern.indptr),
+                               shape=self.pattern.shape)
             return _IterativeSolver.from_scipy(A0)
         if self.method == "pcg":
             return self._pcg(values)
@@ -337,11 +367,13 @@ class UpdatePlan:
         if keep not in self._preconditioners:
             counts = np.bincount(self._row_of[mask], minlength=self.pattern.shape[0])
             sub = sp.csr_matrix((np.ones(np.count_nonzero(mask)), self.pattern.indices[mask],
-                                 np.concatenate([[0], np.cumsum(counts)])), shape=self.pattern.shape)
+                                 np.concatenate([[0], np.cumsum(counts)])),
+                                shape=self.pattern.shape)
             self._preconditioners[keep] = _CholeskySolver(sub)
         pre = self._preconditioners[keep]
         pre.factor(values[mask])
-        A0 = sp.csr_matrix((values, self.pattern.indices, self.pattern.indptr), shape=self.pattern.shape)
+        A0 = sp.csr_matrix((values, self.pattern.indices, self.pattern.indptr),
+                           shape=self.pattern.shape)
         return _BlockPCG(A0, pre, self)
 
     def destroy(self) -> None:
@@ -391,11 +423,13 @@ class _BlockPCG:
             rz_new = (res * Z).sum(axis=0)
             P = Z + np.where(rz > 0, rz_new / np.where(rz > 0, rz, 1.0), 0.0) * P
             rz = rz_new
-        if active.any():   # not converged: another solver for these columns, and for the plan's later solves
+        if active.any():   # not converged: another solver for these
+                           # columns, and for the plan's later solves
             if self.A0.shape[0] <= DIRECT_ROWS:
                 X[:, active] = self.plan._exact(self.A0.data).solve(R[:, active])
                 self.plan.method = "cholesky"
-            else:   # a factorisation of this size could take minutes and most of the memory (3-D meshes)
+            else:   # a factorisation of this size could take
+                    # minutes and most of the memory (3-D meshes)
                 fallback = _IterativeSolver.from_scipy(self.A0)
                 try:
                     X[:, active] = fallback.solve(R[:, active], rtol)
@@ -429,7 +463,8 @@ class _IterativeSolver:
 
         A = A0.tocsr()
         IT = PETSc.IntType
-        mat = PETSc.Mat().createAIJ(A.shape, csr=(A.indptr.astype(IT), A.indices.astype(IT), A.data),
+        mat = PETSc.Mat().createAIJ(A.shape,
+                                    csr=(A.indptr.astype(IT), A.indices.astype(IT), A.data),
                                     comm=PETSc.COMM_SELF)
         return cls(mat)
 
@@ -442,7 +477,8 @@ class _IterativeSolver:
         self.x.set(0.0)
         self.ksp.solve(self.b, self.x)
         if self.ksp.getConvergedReason() < 0:
-            raise ConstraintError(f"{_SINGULAR} (CG did not converge: reason {self.ksp.getConvergedReason()})")
+            raise ConstraintError(f"{_SINGULAR} (CG did not converge: reason "
+                                  f"{self.ksp.getConvergedReason()})")
         return self.x.getArray().copy()
 
     def solve(self, r: np.ndarray, rtol: float | None = None) -> np.ndarray:
@@ -472,7 +508,8 @@ class GaussianUpdate:
     var: np.ndarray
     U: np.ndarray | None = None
     sigma: float = 0.0
-    direct: bool | None = None   # None: sparse Cholesky up to DIRECT_ROWS rows, else CG + algebraic multigrid
+    direct: bool | None = None   # None: sparse Cholesky up to DIRECT_ROWS
+                                 # rows, else CG + algebraic multigrid
     plan: UpdatePlan | None = None
     layout: object = None        # x's StateLayout: lets the plan precondition CG by output time
     method: str = "auto"         # cholesky | pcg | auto (PCG for 2-D and 3-D stencils)
@@ -480,14 +517,16 @@ class GaussianUpdate:
     def __post_init__(self) -> None:
         t0 = time.perf_counter()
         wanted = self.method if self.direct is None else ("cholesky" if self.direct else "cg-amg")
-        if self.plan is None or not self.plan.matches(self.G) or (wanted != "auto" and wanted != self.plan.method):
+        if self.plan is None or not self.plan.matches(self.G) or \
+                (wanted != "auto" and wanted != self.plan.method):
             self.plan = UpdatePlan(self.G, self.direct, self.layout, self.method)
         self.G = self.plan.G
         self.b = np.asarray(self.b, np.float64)
         self.var = np.broadcast_to(np.asarray(self.var, np.float64), (self.G.shape[1],)).copy()
         if np.any(self.var < 0) or self.sigma < 0 or not np.all(np.isfinite(self.var)):
             raise ConstraintError("variances and sigma must be finite and >= 0")
-        self.entries = np.arange(self.G.shape[1])  # every entry is this process's (cf. DistributedUpdate)
+        self.entries = np.arange(self.G.shape[1])  # every entry is this process's
+                                                   # (cf. DistributedUpdate)
         values = self.plan.values(self.var, self.sigma)
         t1 = time.perf_counter()
         self._lu = self.plan.solver(values)
@@ -530,14 +569,16 @@ class GaussianUpdate:
         t0 = time.perf_counter()
         r = self.G @ mu - self.b
         y = self.solve(r)
-        for _ in range(REFINEMENT_STEPS):   # iterative refinement: A can be ill-conditioned (inflated fluxes)
+        for _ in range(REFINEMENT_STEPS):   # iterative refinement: A can be
+                                            # ill-conditioned (inflated fluxes)
             left = r - self._apply_A(y)
             if np.abs(left).max() <= 1e-14 * np.abs(r).max():
                 break
             y += self.solve(left)
         out = mu - self.sigma_times(self.G.T @ y)
         self.defect = float(r @ y) / max(len(r), 1)
-        if self.sigma == 0:   # Σ Gᵀ y's round-off (large with inflated fluxes) left in G μ̃ − b: project it out once
+        if self.sigma == 0:   # Σ Gᵀ y's round-off (large with inflated
+                              # fluxes) left in G μ̃ − b: project it out once
             scale = max(np.abs(r).max(), np.abs(self.b).max(), 1e-300)
             left = self.residual(out)
             if np.abs(left).max() > 1e-15 * scale:
@@ -548,7 +589,8 @@ class GaussianUpdate:
         if self.sigma == 0:
             after = np.abs(left).max()
             if not np.isfinite(after) or after > 1e-8 * scale:
-                raise ConstraintError(f"{_SINGULAR} (residual {after:.1e} after the update, {scale:.1e} before)")
+                raise ConstraintError(f"{_SINGULAR} (residual {after:.1e} after the update, "
+                                      f"{scale:.1e} before)")
         return out
 
     def sample(self, x: np.ndarray, seed: int) -> np.ndarray:
@@ -556,13 +598,15 @@ class GaussianUpdate:
         xs = np.atleast_2d(x)
         r = self.b[:, None] - self.G @ xs.T
         if self.sigma:
-            r -= self.sigma * np.stack([normals(seed, NOISE_ROWS, k, self.G.shape[0]) for k in range(xs.shape[0])], axis=1)
+            r -= self.sigma * np.stack([normals(seed, NOISE_ROWS, k, self.G.shape[0])
+                                        for k in range(xs.shape[0])], axis=1)
         return xs + self.sigma_times(self.G.T @ self.solve(r)).T
 
     def prior_samples(self, mu: np.ndarray, count: int, seed: int) -> np.ndarray:
         """Samples of N(μ, diag(var) + U Uᵀ), shape (count, n); sample k depends only on
         (seed, k), so a distributed update draws the very same samples."""
-        return mu + np.stack([prior_deviation(seed, k, np.sqrt(self.var), self.U, np.arange(len(mu)))
+        return mu + np.stack([prior_deviation(seed, k, np.sqrt(self.var), self.U,
+                                              np.arange(len(mu)))
                               for k in range(count)])
 
     def prior_variance(self) -> np.ndarray:
@@ -578,7 +622,8 @@ class GaussianUpdate:
         m = self.mean(mu)
         t0 = time.perf_counter()
         if isinstance(self._lu, _BlockPCG) and self.mean_iterations > PCG_SWITCH and \
-                self.G.shape[0] <= DIRECT_ROWS:   # a slow preconditioner: factor, here and for later scenarios
+                self.G.shape[0] <= DIRECT_ROWS:   # a slow preconditioner: factor,
+                                                  # here and for later scenarios
             self._lu = self.plan._exact(self._lu.A0.data)
             self.plan.method = "cholesky"
         entries = slice(None) if entries is None else entries
@@ -587,7 +632,8 @@ class GaussianUpdate:
         if self.sigma and samples:
             r_samples -= self.sigma * np.stack([normals(seed, NOISE_ROWS, k, self.G.shape[0])
                                                 for k in range(samples)], axis=1)
-        post = xs[:, entries] + self._sigma_Gt(self.solve(r_samples), entries).T if samples else xs[:, entries]
+        post = (xs[:, entries] + self._sigma_Gt(self.solve(r_samples), entries).T if samples
+                else xs[:, entries])
         v = self._variance(probes, seed, entries)
         self._tick("posterior", t0)
         return m, v, post
@@ -603,7 +649,8 @@ class GaussianUpdate:
     # -- the marginal variance -----------------------------------------------------------
     def _variance(self, probes: int, seed: int, entries: slice) -> np.ndarray:
         """diag(Σ̃)[entries]: exact when the rows are no more than ``probes``, else probed in
-        rounds until the estimate's own relative RMS error is PROBE_TARGET or ``probes`` are spent."""
+        rounds until the estimate's own relative RMS error is PROBE_TARGET or ``probes`` are
+        spent."""
         if not probes or self.G.shape[0] <= probes:
             self.probe_error = np.zeros(0)
             return self.variance(exact=True)[entries]
@@ -625,7 +672,8 @@ class GaussianUpdate:
         self.timings["count_iterations"] = float(getattr(self._lu, "iterations", 0))
         return est
 
-    def _probe_sums(self, count: int, seed: int, round_: int, entries: slice, sums: dict | None) -> dict:
+    def _probe_sums(self, count: int, seed: int, round_: int, entries: slice,
+                    sums: dict | None) -> dict:
         """Running sums over ``count`` new Rademacher probes of the two estimators' terms:
         ``sq`` = x̃_i² of the probes conditioned by Matheron's rule (X − Σ Gᵀ A⁻¹ G X, X a
         zero-mean prior sample: diag(√var) Z, plus U Z₂ with an ensemble part), and, for a
@@ -635,7 +683,8 @@ class GaussianUpdate:
         Z = rng.integers(0, 2, size=(self.G.shape[1], count), dtype=np.int8) * 2.0 - 1.0
         X = np.sqrt(self.var)[:, None] * Z
         if self.U is not None:
-            X += self.U @ (rng.integers(0, 2, size=(self.U.shape[1], count), dtype=np.int8) * 2.0 - 1.0)
+            X += self.U @ (rng.integers(0, 2, size=(self.U.shape[1], count), dtype=np.int8) * 2.0
+                           - 1.0)
         R = self.G @ X
         Y = self.solve(R, PROBE_RTOL)
         terms = {"sq": (X[entries] - self._sigma_Gt(Y, entries)) ** 2}
@@ -670,7 +719,8 @@ class GaussianUpdate:
     def _A_diagonal(self) -> np.ndarray:
         return self._A0_diagonal + (0 if self.U is None else (self.W ** 2).sum(1))
 
-    def variance(self, exact: bool | None = None, samples: int = VARIANCE_PROBES, seed: int = 0) -> np.ndarray:
+    def variance(self, exact: bool | None = None, samples: int = VARIANCE_PROBES,
+                 seed: int = 0) -> np.ndarray:
         """diag(Σ̃): exact (the dense formula, rows × n: for small problems and as the
         reference), else estimated with up to ``samples`` Rademacher probes (:meth:`_variance`)."""
         rows = self.G.shape[0]

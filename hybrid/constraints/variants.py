@@ -14,17 +14,21 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.integrate import simpson
 
-from hybrid.constraints.rows import (ConstraintRows, StateLayout, boundary_flux_rows, conservation_rhs, conservation_rows,
-                                     dirichlet_rows, global_rows, normal_derivative_rows, stack_rows)
+from hybrid.constraints.rows import (ConstraintRows, StateLayout, boundary_flux_rows,
+                                     conservation_rhs, conservation_rows, dirichlet_rows,
+                                     global_rows, normal_derivative_rows, stack_rows)
 from hybrid.constraints.update import GaussianUpdate
 from hybrid.mesh.control_volumes import ControlVolumes
 
-__all__ = ["VARIANTS", "variant_rows", "variant_rhs", "known_mass_rows", "stefan_mass", "boundary_rows", "prediction_covariance", "make_update"]
+__all__ = ["VARIANTS", "variant_rows", "variant_rhs", "known_mass_rows", "stefan_mass",
+           "boundary_rows", "prediction_covariance", "make_update"]
 
-VARIANTS = ("raw", "hardc", "softc", "boon", "unpadded", "global", "per-cell", "per-cell+boundary", "known-mass")
+VARIANTS = ("raw", "hardc", "softc", "boon", "unpadded", "global", "per-cell", "per-cell+boundary",
+            "known-mass")
 # differently trained ensembles, scored as they come (no rows)
 ENSEMBLE_VARIANTS = ("softc", "boon", "unpadded")
-VARIANCE_FLOOR = 1e-8  # relative to the mean variance: keeps G Σ Gᵀ well conditioned where members agree exactly
+VARIANCE_FLOOR = 1e-8  # relative to the mean variance: keeps G Σ Gᵀ
+                       # well conditioned where members agree exactly
 
 
 def boundary_rows(case, cv: ControlVolumes, layout: StateLayout, times: np.ndarray, params: dict,
@@ -44,7 +48,8 @@ def boundary_rows(case, cv: ControlVolumes, layout: StateLayout, times: np.ndarr
 
     def integrated(expr, pts, n):
         ts = np.linspace(times[n - 1], times[n], 9)
-        return simpson(np.stack([expr(pts, t=t, params=params) * np.ones(len(pts)) for t in ts]), x=ts, axis=0)
+        return simpson(np.stack([expr(pts, t=t, params=params) * np.ones(len(pts)) for t in ts]),
+                       x=ts, axis=0)
 
     constant_k = case.pde.get("k") == "constant" and "k" in params
     wave = case.pde.get("family") == "wave"
@@ -58,32 +63,37 @@ def boundary_rows(case, cv: ControlVolumes, layout: StateLayout, times: np.ndarr
         if bc.kind == "flux" and case.pde.get("family") == "wave":
             continue   # a wave trajectory records impulses, not ∫ q dt: no rows from flux data
         if bc.kind == "flux":
-            values = [integrated(bc.expr, pts, n) * cv.face_area[faces] for n in range(1, layout.T + 1)]
+            values = [integrated(bc.expr, pts, n) * cv.face_area[faces]
+                      for n in range(1, layout.T + 1)]
             blocks.append(boundary_flux_rows(layout, faces, np.array(values)))
         elif bc.kind == "normal_derivative":
             # the reference solver imposes du/dn = h through the flux -k h |f|, so with a constant k
             # that flux is what its solution satisfies exactly; the P1 gradient of the boundary
-            # cell only approximates h (imposing it measurably hurts: heat-2d rel. L2 0.216 -> 0.233)
+            # cell only approximates h (imposing it measurably hurts: heat-2d rel. L2 0.216 ->
+            # 0.233)
             if constant_k:
                 values = [-params["k"] * integrated(bc.expr, pts, n) * cv.face_area[faces]
                           for n in range(1, layout.T + 1)]
                 blocks.append(boundary_flux_rows(layout, faces, np.array(values)))
             # a free edge of a membrane (du/dn = 0) passes no impulse: the wave solver's recorded
             # boundary fluxes are exactly zero there (other data would need a double time integral).
-            # Both rows are kept: measured on wave-neumann-1d / -2d, rel. L2 0.0741 / 0.339 with both
-            # (mass and du/dn exact), 0.0743 / 0.342 with the zero impulses alone (du/dn swings to 60),
-            # 0.0737 / 0.321 with the gradients alone (mass error 4e-2)
+            # Both rows are kept: measured on wave-neumann-1d / -2d, rel. L2 0.0741 / 0.339 with
+            # both (mass and du/dn exact), 0.0743 / 0.342 with the zero impulses alone (du/dn swings
+            # to 60), 0.0737 / 0.321 with the gradients alone (mass error 4e-2)
             if wave and bc.expr.is_constant and bc.expr.constant_value(params) == 0.0:
                 blocks.append(boundary_flux_rows(layout, faces, np.zeros((layout.T, len(faces)))))
             if (derivative_rows or not constant_k) and cv.kind == "dual":
                 blocks.append(normal_derivative_rows(cv, layout, faces,
-                                                     lambda x, n, e=bc.expr: e(x, t=times[n], params=params)))
+                                                     lambda x, n, e=bc.expr: e(x, t=times[n],
+                                                                               params=params)))
         elif bc.kind == "dirichlet" and cv.kind == "dual":
             cvs = np.unique(cv.face_cv[faces, 0])
-            values = np.stack([bc.expr(cv.centre[cvs], t=t, params=params) * np.ones(len(cvs)) for t in times[1:]])
+            values = np.stack([bc.expr(cv.centre[cvs], t=t, params=params) * np.ones(len(cvs))
+                               for t in times[1:]])
             blocks.append(dirichlet_rows(layout, cvs, values))
     if not blocks:
-        return ConstraintRows(sp.csr_matrix((0, layout.size)), np.zeros(0), np.zeros(0, dtype="U24"))
+        return ConstraintRows(sp.csr_matrix((0, layout.size)), np.zeros(0),
+                              np.zeros(0, dtype="U24"))
     # a control volume on two Dirichlet boundaries gets one row, not two (they would be redundant)
     return _dedupe(stack_rows(blocks))
 
@@ -92,7 +102,8 @@ def _dedupe(rows: ConstraintRows) -> ConstraintRows:
     """Drop repeated single-entry rows (a corner control volume on two Dirichlet walls)."""
     G = rows.G.tocsr()
     single = np.diff(G.indptr) == 1
-    cols = np.where(single, G.indices[np.minimum(G.indptr[:-1], len(G.indices) - 1)], -1 - np.arange(G.shape[0]))
+    cols = np.where(single, G.indices[np.minimum(G.indptr[:-1], len(G.indices) - 1)],
+                    -1 - np.arange(G.shape[0]))
     _, first = np.unique(cols, return_index=True)
     keep = np.sort(first)
     return ConstraintRows(G[keep], rows.b[keep], rows.kind[keep])
@@ -122,7 +133,8 @@ def stefan_mass(u_star: float, t: np.ndarray) -> np.ndarray:
     from scipy.optimize import brentq
     from scipy.special import erf
 
-    lam = brentq(lambda z: u_star * np.sqrt(np.pi) * z * erf(z) * np.exp(z * z) - (1 - u_star), 1e-9, 10)
+    lam = brentq(lambda z: u_star * np.sqrt(np.pi) * z * erf(z) * np.exp(z * z) - (1 - u_star),
+                 1e-9, 10)
     inner = lam * erf(lam) + (np.exp(-lam * lam) - 1) / np.sqrt(np.pi)
     return 2 * np.sqrt(np.asarray(t, float)) * (lam - (1 - u_star) * inner / erf(lam))
 
@@ -144,8 +156,10 @@ def known_mass_rows(case, cv, layout, u0, params: dict, boundary: ConstraintRows
             np.any(np.delete(u0, left) != 0):   # started from 0 (the wall's own value is its data)
         return None
     T, N = layout.T, layout.N
-    G = sp.csr_matrix((np.tile(cv.volume, T), np.arange(T * N), np.arange(0, T * N + 1, N)), shape=(T, layout.size))
-    return ConstraintRows(G, stefan_mass(params["u_star"], times[1:]), np.full(T, "known-mass", dtype="U24"))
+    G = sp.csr_matrix((np.tile(cv.volume, T), np.arange(T * N), np.arange(0, T * N + 1, N)),
+                      shape=(T, layout.size))
+    return ConstraintRows(G, stefan_mass(params["u_star"], times[1:]),
+                          np.full(T, "known-mass", dtype="U24"))
 
 
 def variant_rhs(variant: str, cv, layout, u0, source, boundary: ConstraintRows,
@@ -177,7 +191,8 @@ def prediction_covariance(var: np.ndarray, deviations: np.ndarray | None,
     return diag, U
 
 
-def make_update(rows: ConstraintRows, diag, U, sigma: float, owner: np.ndarray | None = None, comm=None):
+def make_update(rows: ConstraintRows, diag, U, sigma: float, owner: np.ndarray | None = None,
+                comm=None):
     """The Gaussian update of these rows: serial (sparse LU / CG) on one rank, the PETSc
     update over the control volumes' partition on several (``owner``: rank of each entry)."""
     if comm is None or comm.size == 1:

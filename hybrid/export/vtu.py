@@ -20,7 +20,8 @@ from hybrid.files import atomic_path
 
 __all__ = ["write_vtu_series", "VTK_CELL_TYPES"]
 
-VTK_CELL_TYPES = {"interval": 3, "triangle": 5, "tetrahedron": 10}   # VTK_LINE, VTK_TRIANGLE, VTK_TETRA
+# VTK_LINE, VTK_TRIANGLE, VTK_TETRA
+VTK_CELL_TYPES = {"interval": 3, "triangle": 5, "tetrahedron": 10}
 
 
 _VTK_TYPES = {np.dtype("<f8"): "Float64", np.dtype("<i8"): "Int64", np.dtype("u1"): "UInt8"}
@@ -33,7 +34,8 @@ def _array(name: str, values: np.ndarray, components: int | None = None) -> str:
     raw = values.tobytes()
     payload = base64.b64encode(np.array([len(raw)], dtype="<u8").tobytes() + raw).decode("ascii")
     comps = f' NumberOfComponents="{components}"' if components else ""
-    return (f'<DataArray type="{_VTK_TYPES[values.dtype]}" Name={quoteattr(name)}{comps} format="binary">'
+    return (f'<DataArray type="{_VTK_TYPES[values.dtype]}" Name={quoteattr(name)}{comps} '
+            'format="binary">'
             f"{payload}</DataArray>")
 
 
@@ -55,7 +57,8 @@ def write_vtu_series(path: Path | str, points: np.ndarray, cells: np.ndarray, ce
     T = len(times)
     for name, arr in {**point_data, **cell_data}.items():
         if np.asarray(arr).shape[0] != T:
-            raise ValueError(f"field {name!r} has {np.asarray(arr).shape[0]} time steps, expected {T}")
+            raise ValueError(f"field {name!r} has {np.asarray(arr).shape[0]} time steps, expected "
+                             f"{T}")
     pts = np.asarray(points, dtype=np.float64)
     pts = np.hstack([pts, np.zeros((len(pts), 3 - pts.shape[1]))]) if pts.shape[1] < 3 else pts
     cells = np.asarray(cells, dtype=np.int64)
@@ -63,13 +66,16 @@ def write_vtu_series(path: Path | str, points: np.ndarray, cells: np.ndarray, ce
     mesh = ["<Points>", _array("Points", pts, 3), "</Points>", "<Cells>",
             _array("connectivity", cells.reshape(-1)),
             _array("offsets", np.arange(nper, nper * len(cells) + 1, nper, dtype=np.int64)),
-            _array("types", np.full(len(cells), VTK_CELL_TYPES[cell_type], dtype=np.uint8)), "</Cells>"]
+            _array("types", np.full(len(cells), VTK_CELL_TYPES[cell_type], dtype=np.uint8)),
+            "</Cells>"]
     folder = path.with_suffix("")
     steps = []
     for i in range(T):
         lines = ['<?xml version="1.0"?>',
-                 '<VTKFile type="UnstructuredGrid" version="1.0" byte_order="LittleEndian" header_type="UInt64">',
-                 "<UnstructuredGrid>", f'<Piece NumberOfPoints="{len(pts)}" NumberOfCells="{len(cells)}">',
+                 '<VTKFile type="UnstructuredGrid" version="1.0" byte_order="LittleEndian" '
+                 'header_type="UInt64">',
+                 "<UnstructuredGrid>",
+                 f'<Piece NumberOfPoints="{len(pts)}" NumberOfCells="{len(cells)}">',
                  *mesh, "<PointData>", *_fields(point_data, i), "</PointData>",
                  "<CellData>", *_fields(cell_data, i), "</CellData>",
                  "</Piece>", "</UnstructuredGrid>", "</VTKFile>", ""]
@@ -77,9 +83,11 @@ def write_vtu_series(path: Path | str, points: np.ndarray, cells: np.ndarray, ce
         with atomic_path(step) as tmp:
             tmp.write_text("\n".join(lines))
         steps.append(step)
-    collection = ['<?xml version="1.0"?>', '<VTKFile type="Collection" version="0.1" byte_order="LittleEndian">',
+    collection = ['<?xml version="1.0"?>',
+                  '<VTKFile type="Collection" version="0.1" byte_order="LittleEndian">',
                   "<Collection>"]
-    collection += [f'<DataSet timestep="{float(t):.17g}" group="" part="0" file="{folder.name}/{s.name}"/>'
+    collection += [f'<DataSet timestep="{float(t):.17g}" group="" part="0" '
+                   f'file="{folder.name}/{s.name}"/>'
                    for t, s in zip(times, steps)]
     collection += ["</Collection>", "</VTKFile>", ""]
     with atomic_path(path) as tmp:   # last: it names the steps, complete by now

@@ -24,7 +24,8 @@ from hybrid.files import atomic_path
 
 __all__ = ["write_time_series", "read_time_series", "field_prefix"]
 
-_TOPOLOGY = {"interval": ("Polyline", 2), "triangle": ("Triangle", 3), "tetrahedron": ("Tetrahedron", 4)}
+_TOPOLOGY = {"interval": ("Polyline", 2), "triangle": ("Triangle", 3),
+             "tetrahedron": ("Tetrahedron", 4)}
 
 
 def field_prefix(variant: str) -> str:
@@ -74,7 +75,8 @@ def write_time_series(path: Path | str, points: np.ndarray, cells: np.ndarray, c
             for key, value in (attributes or {}).items():
                 f.attrs[key] = value
     h5name = h5path.name
-    lines = ['<?xml version="1.0"?>', '<Xdmf Version="3.0" xmlns:xi="http://www.w3.org/2001/XInclude">',
+    lines = ['<?xml version="1.0"?>',
+             '<Xdmf Version="3.0" xmlns:xi="http://www.w3.org/2001/XInclude">',
              "<Domain>", '<Grid Name="series" GridType="Collection" CollectionType="Temporal">']
     geo = _item(h5name, "/mesh/geometry", pts.shape, pts.dtype)
     top = _item(h5name, "/mesh/topology", cells.shape, cells.dtype)
@@ -82,15 +84,16 @@ def write_time_series(path: Path | str, points: np.ndarray, cells: np.ndarray, c
         lines.append(f'<Grid Name="step {i}" GridType="Uniform">')
         lines.append(f'<Time Value="{float(t):.17g}"/>')
         extra = ' NodesPerElement="2"' if topo_name == "Polyline" else ""
-        lines.append(f'<Topology TopologyType="{topo_name}" NumberOfElements="{len(cells)}"{extra}>{top}</Topology>')
+        lines.append(f'<Topology TopologyType="{topo_name}" '
+                     f'NumberOfElements="{len(cells)}"{extra}>{top}</Topology>')
         lines.append(f'<Geometry GeometryType="{geometry_type}">{geo}</Geometry>')
         for center, group, data in (("Node", "point", point_data), ("Cell", "cell", cell_data)):
             for name, arr in data.items():
                 a = np.asarray(arr)
                 kind = "Scalar" if a.ndim == 2 else "Vector"
                 item = _item(h5name, f"/{group}/{name}/{i}", a.shape[1:], np.dtype(np.float64))
-                lines.append(f'<Attribute Name={quoteattr(name)} AttributeType="{kind}" Center="{center}">{item}'
-                             f'</Attribute>')
+                lines.append(f'<Attribute Name={quoteattr(name)} AttributeType="{kind}" '
+                             f'Center="{center}">{item}</Attribute>')
         lines.append("</Grid>")
     lines += ["</Grid>", "</Domain>", "</Xdmf>", ""]
     # the XML last: it names the heavy data, which is complete by now
@@ -108,7 +111,8 @@ def read_time_series(path: Path | str) -> dict:
     root = ET.parse(path).getroot()
     grids = root.find("Domain").find("Grid").findall("Grid")
     out = {"times": [], "point": {}, "cell": {}}
-    with h5py.File(path.with_name(root.find(".//DataItem[@Format='HDF']").text.split(":")[0]), "r") as f:
+    with h5py.File(path.with_name(root.find(".//DataItem[@Format='HDF']").text.split(":")[0]),
+                   "r") as f:
         def load(ref):
             name, dset = ref.split(":")
             return f[dset][()]

@@ -3,7 +3,8 @@
 - :mod:`hybrid.mesh.meshdata`   :class:`MeshData`, the serial mesh in original numbering
 - :mod:`hybrid.mesh.shapes`     ``[mesh] generate = {...}``: interval, rectangle, lshape, disk, box
 - :mod:`hybrid.mesh.io`         ``.msh`` / ``.xdmf`` files
-- :mod:`hybrid.mesh.load`       :func:`load_mesh`: the case's ``[mesh]`` on every rank, for the stages
+- :mod:`hybrid.mesh.load`       :func:`load_mesh`: the case's ``[mesh]`` on every rank, for the
+  stages
 - :mod:`hybrid.mesh.distribute` MeshData -> distributed DOLFINx mesh, and who owns each cell/vertex
 """
 

@@ -82,8 +82,10 @@ class ControlVolumes:
     face_tag: np.ndarray          # (F,) int32, 0 for interior faces
     boundary_names: dict[str, int]
     pieces: FluxPieces            # interior flux stencils
-    boundary_pieces: FluxPieces   # stencils of boundary faces (dual: the flux estimate at Dirichlet control volumes)
-    boundary_distance: np.ndarray  # (F,) cells: distance from the cell centre to a boundary face along n; 0 elsewhere
+    boundary_pieces: FluxPieces   # stencils of boundary faces (dual: the flux
+                                  # estimate at Dirichlet control volumes)
+    boundary_distance: np.ndarray  # (F,) cells: distance from the cell centre
+                                   # to a boundary face along n; 0 elsewhere
     entity_of_cv: np.ndarray      # (N,) vertex (dual) or cell (cells) index of each control volume
     cv_of_entity: np.ndarray      # (n_vertices or n_cells,) control volume of each vertex / cell
     cv_owner: np.ndarray | None = None    # (N,) MPI rank owning each control volume
@@ -108,7 +110,8 @@ class ControlVolumes:
 
     def faces_of(self, name: str) -> np.ndarray:
         """Indices of the boundary faces on the named boundary."""
-        return np.flatnonzero((self.face_cv[:, 1] < 0) & (self.face_tag == self.boundary_names[name]))
+        return np.flatnonzero((self.face_cv[:, 1] < 0)
+                              & (self.face_tag == self.boundary_names[name]))
 
     def incidence(self) -> sp.csr_matrix:
         """Signed control-volume × face incidence D: +1 at (a, f), -1 at (b, f)."""
@@ -120,7 +123,8 @@ class ControlVolumes:
         vals = np.concatenate([np.ones(self.num_faces), -np.ones(inner.sum())])
         return sp.csr_matrix((vals, (rows, cols)), shape=(self.num_cvs, self.num_faces))
 
-    def balance_residual(self, u: np.ndarray, flux: np.ndarray, source: np.ndarray | None = None) -> np.ndarray:
+    def balance_residual(self, u: np.ndarray, flux: np.ndarray,
+                         source: np.ndarray | None = None) -> np.ndarray:
         """See :func:`balance_residual`."""
         return balance_residual(self.volume, self.face_cv, u, flux, source)
 
@@ -243,7 +247,8 @@ def _facet_area_vectors(points: np.ndarray, facets: np.ndarray) -> tuple[np.ndar
     return area, n / area[:, None]
 
 
-def _orient_outward(normal: np.ndarray, facet_centroid: np.ndarray, inner_point: np.ndarray) -> np.ndarray:
+def _orient_outward(normal: np.ndarray, facet_centroid: np.ndarray,
+                    inner_point: np.ndarray) -> np.ndarray:
     sign = np.sign(np.einsum("fd,fd->f", normal, facet_centroid - inner_point))
     sign[sign == 0] = 1.0
     return normal * sign[:, None]
@@ -273,7 +278,8 @@ def _match_by_translation(src: np.ndarray, dst: np.ndarray, scale: float, what: 
     from scipy.spatial import cKDTree
 
     if len(src) != len(dst):
-        raise CaseError(f"periodic boundaries {what} do not match: {len(src)} and {len(dst)} entities")
+        raise CaseError(f"periodic boundaries {what} do not match: {len(src)} and {len(dst)} "
+                        "entities")
     shift = dst.mean(axis=0) - src.mean(axis=0)
     dist, idx = cKDTree(dst).query(src + shift)
     if len(src) and dist.max() > 1e-8 * max(scale, 1.0):
@@ -294,7 +300,8 @@ def build_control_volumes(mesh: MeshData, kind: str = "dual",
     identified by a translation; their boundary faces become interior.
     """
     if kind not in ("cells", "dual"):
-        raise CaseError(f"control_volumes must be 'cells' or 'dual', found {kind!r}", key="mesh.control_volumes")
+        raise CaseError(f"control_volumes must be 'cells' or 'dual', found {kind!r}",
+                        key="mesh.control_volumes")
     periodic = list(periodic or [])
     for pair in periodic:
         for name in pair:
@@ -324,7 +331,8 @@ def _build_cells(mesh: MeshData, periodic) -> ControlVolumes:
     points, cells = mesh.points, mesh.cells
     volume = cell_measures(points, cells)
     centre = points[cells].mean(axis=1)
-    facets, facet_cells, facet_opp, bnd, b_area, b_normal, b_centroid, b_tags = _boundary_facet_data(mesh)
+    (facets, facet_cells, facet_opp, bnd, b_area, b_normal, b_centroid,
+     b_tags) = _boundary_facet_data(mesh)
 
     inner = np.flatnonzero(facet_cells[:, 1] >= 0)
     i_area, i_normal = _facet_area_vectors(points, facets[inner])
@@ -340,7 +348,8 @@ def _build_cells(mesh: MeshData, periodic) -> ControlVolumes:
     for primary, partner in periodic:
         s = np.flatnonzero(b_tags == mesh.boundary_names[primary])
         t = np.flatnonzero(b_tags == mesh.boundary_names[partner])
-        match = t[_match_by_translation(b_centroid[s], b_centroid[t], scale, f"{primary}/{partner}")]
+        match = t[_match_by_translation(b_centroid[s], b_centroid[t], scale,
+                                        f"{primary}/{partner}")]
         ca, cb = facet_cells[bnd[s], 0], facet_cells[bnd[match], 0]
         da = np.einsum("fd,fd->f", b_centroid[s] - centre[ca], b_normal[s])
         db = np.einsum("fd,fd->f", b_centroid[match] - centre[cb], b_normal[match])
@@ -351,7 +360,8 @@ def _build_cells(mesh: MeshData, periodic) -> ControlVolumes:
     if periodic:
         a = np.concatenate([a] + p_a); b = np.concatenate([b] + p_b)
         i_area = np.concatenate([i_area] + p_area); i_normal = np.concatenate([i_normal] + p_normal)
-        i_centroid = np.concatenate([i_centroid] + p_centroid); i_dist = np.concatenate([i_dist] + p_dist)
+        i_centroid = np.concatenate([i_centroid] + p_centroid)
+        i_dist = np.concatenate([i_dist] + p_dist)
     if np.any(i_dist <= 0):
         raise CaseError("cell-centred control volumes need centroid-to-centroid distances along "
                         "the face normals to be positive; this mesh is too distorted — use "
@@ -359,7 +369,8 @@ def _build_cells(mesh: MeshData, periodic) -> ControlVolumes:
 
     bk = np.flatnonzero(keep)
     n_in = len(a)
-    face_cv = np.concatenate([np.stack([a, b], 1), np.stack([facet_cells[bnd[bk], 0], -np.ones(len(bk), np.int64)], 1)])
+    face_cv = np.concatenate([np.stack([a, b], 1),
+                              np.stack([facet_cells[bnd[bk], 0], -np.ones(len(bk), np.int64)], 1)])
     face_area = np.concatenate([i_area, b_area[bk]])
     face_normal = np.concatenate([i_normal, b_normal[bk]])
     face_centroid = np.concatenate([i_centroid, b_centroid[bk]])
@@ -390,7 +401,8 @@ def _build_dual(mesh: MeshData, periodic) -> ControlVolumes:
 
     # control volume of each vertex (periodic partners merge into their primary vertex)
     cv_of_vertex = np.arange(nvert)
-    facets, facet_cells, facet_opp, bnd, b_area, b_normal, b_centroid, b_tags = _boundary_facet_data(mesh)
+    (facets, facet_cells, facet_opp, bnd, b_area, b_normal, b_centroid,
+     b_tags) = _boundary_facet_data(mesh)
     periodic_tags = set()
     scale = np.ptp(points, axis=0).max()
     for primary, partner in periodic:
@@ -407,7 +419,8 @@ def _build_dual(mesh: MeshData, periodic) -> ControlVolumes:
     entity_of_cv = roots
     n_cv = len(roots)
 
-    volume = np.bincount(cv_of_vertex[cells.ravel()], weights=np.repeat(measure / nv, nv), minlength=n_cv)
+    volume = np.bincount(cv_of_vertex[cells.ravel()], weights=np.repeat(measure / nv, nv),
+                         minlength=n_cv)
     centre = points[entity_of_cv]
 
     # interior dual faces: one per mesh edge, made of pieces in each cell holding the edge
@@ -449,7 +462,8 @@ def _build_dual(mesh: MeshData, periodic) -> ControlVolumes:
     S = np.where(flip[:, None], -S, S)
     weight = np.where(flip[:, None], -weight, weight)
     if np.any(lo == hi):
-        raise CaseError("periodic identification joins the two ends of a mesh edge; the mesh is too coarse")
+        raise CaseError("periodic identification joins the two ends of a mesh edge; the mesh is "
+                        "too coarse")
     edge_key = np.stack([lo, hi], 1)
     faces, piece_face = np.unique(edge_key, axis=0, return_inverse=True)
     piece_face = piece_face.ravel()
@@ -465,7 +479,8 @@ def _build_dual(mesh: MeshData, periodic) -> ControlVolumes:
     np.add.at(centroid_in, piece_face, piece_centroid * Snorm[:, None])
     centroid_in /= np.bincount(piece_face, weights=Snorm, minlength=nf_in)[:, None]
 
-    # boundary faces: one piece per (boundary facet, vertex of the facet), except on periodic boundaries
+    # boundary faces: one piece per (boundary facet, vertex of the facet), except on periodic
+    # boundaries
     keep = ~np.isin(b_tags, list(periodic_tags))
     kb = np.flatnonzero(keep)
     nfv = facets.shape[1]

@@ -53,7 +53,8 @@ def to_dolfinx(meshdata: MeshData, comm, ghost_mode: str = "shared_facet"):
     # send each tagged facet to the ranks holding its vertices, in local vertex numbering
     local_facets, local_values = compat.distribute_entity_data(mesh, tdim - 1, facets, values)
     mesh.topology.create_connectivity(tdim - 1, tdim)
-    facet_tags = compat.meshtags_from_entities(mesh, tdim - 1, np.asarray(local_facets).reshape(-1, tdim),
+    facet_tags = compat.meshtags_from_entities(mesh, tdim - 1,
+                                               np.asarray(local_facets).reshape(-1, tdim),
                                                local_values)
     facet_tags.name = "facet_tags"
     return mesh, facet_tags

@@ -4,7 +4,8 @@ medit ``.mesh``, Nastran ``.bdf``, meshio's ``.xdmf`` and every other format mes
 The cells are the simplices of the highest dimension in the file (lines, triangles,
 tetrahedra; quadratic ones, line3/triangle6/tetra10, are read through their corners: the
 midside nodes are dropped and the faces are straight); the boundary facets are its cells of
-one dimension less (points in 1-D, lines in 2-D, triangles in 3-D). Their tags come from the first of:
+one dimension less (points in 1-D, lines in 2-D, triangles in 3-D). Their tags come from the first
+of:
 
 1. the integer cell data named by ``[mesh] tag_data`` in the case;
 2. integer cell data under one of the names the formats use: ``gmsh:physical`` (gmsh, and
@@ -39,9 +40,9 @@ _CELL_TYPE = {"line": "interval", "triangle": "triangle", "tetra": "tetrahedron"
 _FACET = {1: "vertex", 2: "line", 3: "triangle"}
 # quadratic simplices are read through their corners (listed first in meshio's node order)
 _CORNERS = {"line3": ("line", 2), "triangle6": ("triangle", 3), "tetra10": ("tetra", 4)}
-_DIMENSION = {"vertex": 0, "line": 1, "line3": 1, "triangle": 2, "triangle6": 2, "quad": 2, "quad8": 2,
-              "quad9": 2, "polygon": 2, "tetra": 3, "tetra10": 3, "hexahedron": 3, "hexahedron20": 3,
-              "hexahedron27": 3, "wedge": 3, "pyramid": 3}
+_DIMENSION = {"vertex": 0, "line": 1, "line3": 1, "triangle": 2, "triangle6": 2, "quad": 2,
+              "quad8": 2, "quad9": 2, "polygon": 2, "tetra": 3, "tetra10": 3, "hexahedron": 3,
+              "hexahedron20": 3, "hexahedron27": 3, "wedge": 3, "pyramid": 3}
 
 
 def read_meshio(path: Path, *, tag_data: str | None = None, file: str | None = None,
@@ -56,59 +57,71 @@ def read_meshio(path: Path, *, tag_data: str | None = None, file: str | None = N
     try:
         import meshio
     except ImportError:   # pragma: no cover - the set-up installs Debian's python3-meshio
-        raise CaseError(f"{path}: reading {path.suffix} files needs meshio (Debian: apt-get install "
-                        "python3-meshio)", file=file, key=key) from None
+        raise CaseError(f"{path}: reading {path.suffix} files needs meshio (Debian: apt-get "
+                        "install python3-meshio)", file=file, key=key) from None
     said = io.StringIO()
     try:   # some of meshio's readers print their complaint and call sys.exit
         with contextlib.redirect_stdout(said), contextlib.redirect_stderr(said):
             mesh = meshio.read(path)
     except (Exception, SystemExit) as error:  # noqa: BLE001 - meshio raises many kinds for a file it cannot parse
-        reason = next((line.strip() for text in (str(error), said.getvalue()) for line in text.splitlines()
+        reason = next((line.strip() for text in (str(error), said.getvalue())
+                       for line in text.splitlines()
                        if line.strip() and line.strip() != "1"), type(error).__name__)
         raise CaseError(f"meshio cannot read {path}: {reason}", file=file, key=key) from None
     blocks = [(_CORNERS[block.type][0], np.asarray(block.data)[:, :_CORNERS[block.type][1]])
-              if block.type in _CORNERS else (block.type, np.asarray(block.data)) for block in mesh.cells]
+              if block.type in _CORNERS else (block.type, np.asarray(block.data))
+              for block in mesh.cells]
     dims = [_DIMENSION.get(kind, -1) for kind, _ in blocks]
     if not blocks or max(dims) < 1:
-        raise CaseError(f"{path} holds no cells of dimension 1, 2 or 3 ({_inventory(mesh)})", file=file, key=key)
+        raise CaseError(f"{path} holds no cells of dimension 1, 2 or 3 ({_inventory(mesh)})",
+                        file=file, key=key)
     tdim = max(dims)
     top = {kind for (kind, _), d in zip(blocks, dims) if d == tdim}
     if top != {_SIMPLEX[tdim]}:
-        raise CaseError(f"{path}: its {tdim}-D cells are {', '.join(sorted(top))}; only linear simplices "
-                        f"({_SIMPLEX[tdim]}) are supported ({_inventory(mesh)})", file=file, key=key)
-    cell_nodes = np.concatenate([data for (kind, data), d in zip(blocks, dims) if d == tdim]).astype(np.int64)
+        raise CaseError(f"{path}: its {tdim}-D cells are {', '.join(sorted(top))}; only linear "
+                        f"simplices ({_SIMPLEX[tdim]}) are supported ({_inventory(mesh)})",
+                        file=file, key=key)
+    cell_nodes = np.concatenate([data for (kind, data), d in zip(blocks, dims)
+                                 if d == tdim]).astype(np.int64)
     facet_kind = _FACET[tdim]
     facet_blocks = [i for i, (kind, _) in enumerate(blocks) if kind == facet_kind]
     tags, names = _facet_tags(mesh, facet_blocks, tag_data, tdim, path, file, key)
     if not facet_blocks or tags is None:
-        what = f"no {facet_kind} cells (the boundary facets)" if not facet_blocks else "no tags on its facets"
-        raise CaseError(f"mesh file {path} has {what} ({_inventory(mesh)}); expected {facet_kind} cells tagged "
-                        f"by integer cell data ({', '.join(TAG_DATA_NAMES)}, or the name given as "
-                        "[mesh] tag_data) or by named cell sets", file=file, key=key)
-    facets = np.concatenate([blocks[i][1].reshape(len(blocks[i][1]), -1) for i in facet_blocks]).astype(np.int64)
+        what = (f"no {facet_kind} cells (the boundary facets)" if not facet_blocks
+                else "no tags on its facets")
+        raise CaseError(f"mesh file {path} has {what} ({_inventory(mesh)}); expected {facet_kind} "
+                        f"cells tagged by integer cell data ({', '.join(TAG_DATA_NAMES)}, or the "
+                        "name given as [mesh] tag_data) or by named cell sets", file=file, key=key)
+    facets = np.concatenate([blocks[i][1].reshape(len(blocks[i][1]), -1)
+                             for i in facet_blocks]).astype(np.int64)
     # (a quadratic mesh's facets are cut to their corners above, like its cells)
-    keep = tags != 0 if tag_data is None else np.ones(len(tags), dtype=bool)   # 0: an untagged facet
+    keep = tags != 0 if tag_data is None else np.ones(len(tags), dtype=bool)  # 0: an untagged facet
     facets, tags = facets[keep], tags[keep]
 
     used = np.unique(cell_nodes)   # the vertices, in the file's point order
     if np.any(~np.isin(facets, used)):
-        raise CaseError(f"{path}: some tagged facets have points that belong to no {_SIMPLEX[tdim]} cell",
+        raise CaseError(f"{path}: some tagged facets have points that belong to no "
+                        f"{_SIMPLEX[tdim]} cell",
                         file=file, key=key)
     points = np.asarray(mesh.points, dtype=np.float64)[used]
     if points.shape[1] > tdim and np.any(points[:, tdim:] != 0.0):
-        raise CaseError(f"{path}: the {tdim}-D cells do not lie in the first {tdim} coordinates; only flat "
-                        "meshes (geometric dimension = topological dimension) are supported", file=file, key=key)
+        raise CaseError(f"{path}: the {tdim}-D cells do not lie in the first {tdim} coordinates; "
+                        "only flat meshes (geometric dimension = topological dimension) are "
+                        "supported", file=file, key=key)
     return MeshData(points[:, :tdim], np.searchsorted(used, cell_nodes), _CELL_TYPE[_SIMPLEX[tdim]],
                     np.searchsorted(used, facets), tags.astype(np.int32), names)
 
 
-def _facet_tags(mesh, facet_blocks: list[int], tag_data: str | None, tdim: int, path: Path, file, key):
+def _facet_tags(mesh, facet_blocks: list[int], tag_data: str | None, tdim: int, path: Path, file,
+                key):
     """(tag per facet of the facet blocks, in order; names) or (None, {}) when nothing tags them."""
     if not facet_blocks:
         return None, {}
-    candidates = [tag_data] if tag_data is not None else [n for n in TAG_DATA_NAMES if n in mesh.cell_data]
+    candidates = [tag_data] if tag_data is not None else [n for n in TAG_DATA_NAMES
+                                                          if n in mesh.cell_data]
     if tag_data is not None and tag_data not in mesh.cell_data:
-        raise CaseError(f"{path} has no cell data {tag_data!r} ({_inventory(mesh)})", file=file, key="mesh.tag_data")
+        raise CaseError(f"{path} has no cell data {tag_data!r} ({_inventory(mesh)})", file=file,
+                        key="mesh.tag_data")
     for name in candidates:
         values = [np.asarray(mesh.cell_data[name][i]) for i in facet_blocks]
         if not all(np.issubdtype(v.dtype, np.integer) or np.all(v == np.round(v)) for v in values):
@@ -117,7 +130,8 @@ def _facet_tags(mesh, facet_blocks: list[int], tag_data: str | None, tdim: int, 
         tags = np.concatenate([v.reshape(-1) for v in values]).astype(np.int64)
         return tags, _tag_names(mesh, name, tdim, tags)
     sets = [(set_name, members) for set_name, members in mesh.cell_sets.items()
-            if any(i < len(members) and members[i] is not None and len(members[i]) for i in facet_blocks)
+            if any(i < len(members) and members[i] is not None and len(members[i])
+                   for i in facet_blocks)
             and not set_name.startswith("gmsh:")]
     if not sets:
         return None, {}
@@ -126,7 +140,8 @@ def _facet_tags(mesh, facet_blocks: list[int], tag_data: str | None, tdim: int, 
     names = {}
     for k, (set_name, members) in enumerate(sets, start=1):
         for j, i in enumerate(facet_blocks):
-            chosen = np.asarray(members[i] if i < len(members) and members[i] is not None else [], dtype=np.int64)
+            chosen = np.asarray(members[i] if i < len(members) and members[i] is not None else [],
+                                dtype=np.int64)
             tags[offsets[j] + chosen] = k
         names[str(set_name)] = k
     return tags, names

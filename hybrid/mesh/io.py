@@ -71,7 +71,8 @@ def gmsh_session():
         gmsh.finalize()
 
 
-def meshdata_from_gmsh(gmsh, *, source: str, file: str | None = None, key: str | None = None) -> MeshData:
+def meshdata_from_gmsh(gmsh, *, source: str, file: str | None = None,
+                       key: str | None = None) -> MeshData:
     """The current gmsh model as MeshData: linear simplices of the top dimension,
     facets of the physical groups of dimension ``tdim - 1``, their physical names.
 
@@ -83,13 +84,15 @@ def meshdata_from_gmsh(gmsh, *, source: str, file: str | None = None, key: str |
         name, dim = gmsh.model.mesh.getElementProperties(etype)[:2]
         element_dims.setdefault(dim, []).append((etype, name))
     if not element_dims or max(element_dims) == 0:
-        raise CaseError(f"{source}: contains no cells (elements of dimension 1, 2 or 3)", file=file, key=key)
+        raise CaseError(f"{source}: contains no cells (elements of dimension 1, 2 or 3)", file=file,
+                        key=key)
     tdim = max(element_dims)
     cell_types = element_dims[tdim]
     if len(cell_types) != 1 or cell_types[0][0] not in _GMSH_CELL:
         found = ", ".join(name for _, name in cell_types)
         raise CaseError(f"{source}: cells of dimension {tdim} are {found}; "
-                        "only linear simplices (2-node lines, 3-node triangles, 4-node tetrahedra) are supported",
+                        "only linear simplices (2-node lines, 3-node triangles, 4-node tetrahedra) "
+                        "are supported",
                         file=file, key=key)
     cell_type = _GMSH_CELL[cell_types[0][0]]
     nverts = CELL_TYPES[cell_type][1]
@@ -117,13 +120,16 @@ def meshdata_from_gmsh(gmsh, *, source: str, file: str | None = None, key: str |
             types, _, nodes = gmsh.model.mesh.getElements(dim, entity)
             for etype, enodes in zip(types, nodes):
                 if etype != _GMSH_FACET_TYPE[facet_dim]:
-                    raise CaseError(f"{source}: physical group {tag} of dimension {dim} holds elements of "
-                                    f"gmsh type {etype}, not linear facets of the {cell_type} cells",
+                    raise CaseError(f"{source}: physical group {tag} of dimension {dim} holds "
+                                    f"elements of gmsh type {etype}, not linear facets of the "
+                                    f"{cell_type} cells",
                                     file=file, key=key)
                 enodes = np.asarray(enodes, dtype=np.int64).reshape(-1, tdim)
                 index = np.searchsorted(used, enodes)
-                if np.any(index >= len(used)) or np.any(used[np.minimum(index, len(used) - 1)] != enodes):
-                    raise CaseError(f"{source}: physical group {tag} has facets whose nodes belong to no cell",
+                if np.any(index >= len(used)) or \
+                        np.any(used[np.minimum(index, len(used) - 1)] != enodes):
+                    raise CaseError(f"{source}: physical group {tag} has facets whose nodes belong "
+                                    "to no cell",
                                     file=file, key=key)
                 facets.append(index)
                 facet_tags.append(np.full(len(index), tag, dtype=np.int32))
@@ -141,9 +147,9 @@ def meshdata_from_gmsh(gmsh, *, source: str, file: str | None = None, key: str |
 def _flat_points(points: np.ndarray, tdim: int, source: str, file, key) -> np.ndarray:
     """Drop trailing all-zero coordinates so that gdim = tdim (gmsh and XDMF may pad to 3-D)."""
     if points.shape[1] > tdim and np.any(points[:, tdim:] != 0.0):
-        raise CaseError(f"{source}: the {tdim}-D cells do not lie in the plane/line of the first {tdim} "
-                        "coordinates; only flat meshes (geometric dimension = topological dimension) "
-                        "are supported", file=file, key=key)
+        raise CaseError(f"{source}: the {tdim}-D cells do not lie in the plane/line of the first "
+                        f"{tdim} coordinates; only flat meshes (geometric dimension = topological "
+                        "dimension) are supported", file=file, key=key)
     return np.ascontiguousarray(points[:, :tdim])
 
 
@@ -162,13 +168,15 @@ def write_msh(meshdata: MeshData, path: str | os.PathLike) -> None:
         gmsh.model.add(path.stem)
         gmsh.model.addDiscreteEntity(tdim, 1)
         gmsh.model.mesh.addNodes(tdim, 1, np.arange(1, meshdata.num_vertices + 1), coords.ravel())
-        gmsh.model.mesh.addElementsByType(1, _GMSH_TYPE[meshdata.cell_type], [], (meshdata.cells + 1).ravel())
+        gmsh.model.mesh.addElementsByType(1, _GMSH_TYPE[meshdata.cell_type], [],
+                                          (meshdata.cells + 1).ravel())
         gmsh.model.addPhysicalGroup(tdim, [1], 1)
         gmsh.model.setPhysicalName(tdim, 1, DOMAIN_GROUP_NAME)
         for entity, tag in enumerate(np.unique(meshdata.facet_tags), start=1):
             gmsh.model.addDiscreteEntity(fdim, entity)
             members = meshdata.facets[meshdata.facet_tags == tag]
-            gmsh.model.mesh.addElementsByType(entity, _GMSH_FACET_TYPE[fdim], [], (members + 1).ravel())
+            gmsh.model.mesh.addElementsByType(entity, _GMSH_FACET_TYPE[fdim], [],
+                                              (members + 1).ravel())
             gmsh.model.addPhysicalGroup(fdim, [entity], int(tag))
             name = meshdata.tag_name(int(tag))
             if name != str(tag):
@@ -221,7 +229,8 @@ def write_xdmf_mesh(meshdata: MeshData, path: str | os.PathLike) -> None:
         with dolfinx.io.XDMFFile(MPI.COMM_SELF, str(tmp), "w") as xdmf:
             xdmf.write_mesh(mesh)
             compat.write_meshtags(xdmf, facet_tags, mesh)
-            xdmf.write_information(BOUNDARY_NAMES_INFO, json.dumps(meshdata.boundary_names, sort_keys=True))
+            xdmf.write_information(BOUNDARY_NAMES_INFO,
+                                   json.dumps(meshdata.boundary_names, sort_keys=True))
         os.replace(tmp.with_suffix(".h5"), path.with_suffix(".h5"))
         os.replace(tmp, path)
 
@@ -237,7 +246,8 @@ def _xdmf_grids(path: Path, file, key) -> tuple[str, str, str]:
         if item.get("Format") == "HDF" and item.text:
             h5 = path.parent / item.text.strip().split(":")[0]
             if not h5.is_file():
-                raise CaseError(f"XDMF mesh {path} refers to {h5}, which does not exist", file=file, key=key)
+                raise CaseError(f"XDMF mesh {path} refers to {h5}, which does not exist", file=file,
+                                key=key)
     grids = []  # (name, topology type)
     for grid in root.iter("Grid"):
         topology = grid.find("Topology")
@@ -247,14 +257,16 @@ def _xdmf_grids(path: Path, file, key) -> tuple[str, str, str]:
     cells = [(n, t) for n, t in grids if t in _XDMF_CELL and _grid_has_geometry(root, n)]
     if not cells:
         found = ", ".join(t for _, t in grids) or "no grids"
-        raise CaseError(f"XDMF mesh {path}: expected a grid of linear triangles, tetrahedra or intervals "
-                        f"(as DOLFINx's XDMFFile.write_mesh writes), found {found}", file=file, key=key)
+        raise CaseError(f"XDMF mesh {path}: expected a grid of linear triangles, tetrahedra or "
+                        f"intervals (as DOLFINx's XDMFFile.write_mesh writes), found {found}",
+                        file=file, key=key)
     mesh_name, mesh_topology = max(cells, key=lambda g: dims[g[1]])
     tdim = dims[mesh_topology]
     tags = [n for n, t in grids if dims.get(t) == tdim - 1 and n != mesh_name]
     if not tags:
         raise CaseError(f"XDMF mesh {path}: no tagged boundary facets; expected a meshtags grid of "
-                        f"dimension {tdim - 1} (XDMFFile.write_meshtags) next to the mesh grid {mesh_name!r}",
+                        f"dimension {tdim - 1} (XDMFFile.write_meshtags) next to the mesh grid "
+                        f"{mesh_name!r}",
                         file=file, key=key)
     return mesh_name, tags[0], _XDMF_CELL[mesh_topology]
 
@@ -294,8 +306,8 @@ def _read_xdmf(path: Path, file, key) -> MeshData:
     except ValueError:
         names = None
     if not isinstance(names, dict) or not all(isinstance(t, int) for t in names.values()):
-        raise CaseError(f"XDMF mesh {path}: <Information Name={BOUNDARY_NAMES_INFO!r}> must be a JSON "
-                        "object of name -> integer tag", file=file, key=key)
+        raise CaseError(f"XDMF mesh {path}: <Information Name={BOUNDARY_NAMES_INFO!r}> must be a "
+                        "JSON object of name -> integer tag", file=file, key=key)
 
     input_node = np.asarray(mesh.geometry.input_global_indices, dtype=np.int64)
     file_nodes = np.unique(input_node)  # compact, in case the file has unused nodes
@@ -314,7 +326,8 @@ def _read_xdmf(path: Path, file, key) -> MeshData:
         facet_vertices = np.asarray(tags.indices, dtype=np.int64)[:, None]
     else:
         mesh.topology.create_connectivity(tdim - 1, 0)
-        facet_vertices = mesh.topology.connectivity(tdim - 1, 0).array.reshape(-1, tdim)[tags.indices]
+        facet_vertices = mesh.topology.connectivity(tdim - 1, 0).array.reshape(
+            -1, tdim)[tags.indices]
     facets = np.searchsorted(file_nodes, vertex_file_node[facet_vertices])
     return MeshData(points, cells, cell_type, facets, np.asarray(tags.values, dtype=np.int32),
                     {str(n): int(t) for n, t in names.items()})
@@ -387,9 +400,10 @@ def _folded_facets(meshdata: MeshData) -> int:
         return 0
     local = [[j for j in range(tdim + 1) if j != i] for i in range(tdim + 1)]
     facets = np.sort(cells[:, local], axis=2).reshape(-1, tdim)            # (m (tdim+1), tdim)
-    opposite = cells.reshape(-1)                                             # vertex i is opposite facet i
+    opposite = cells.reshape(-1)                                      # vertex i is opposite facet i
     base = points[facets[:, 0]]
-    edges = np.concatenate([points[facets[:, 1:]] - base[:, None, :], (points[opposite] - base)[:, None, :]], axis=1)
+    edges = np.concatenate([points[facets[:, 1:]] - base[:, None, :],
+                            (points[opposite] - base)[:, None, :]], axis=1)
     side = np.sign(np.linalg.det(edges))
     _, inverse, counts = np.unique(facets, axis=0, return_inverse=True, return_counts=True)
     inverse = inverse.ravel()
@@ -411,19 +425,22 @@ def _check_mesh(meshdata: MeshData, source: str, file, key) -> None:
                         f"{int(np.argmax(degenerate))})", file=file, key=key)
     folded = _folded_facets(meshdata)
     if folded:
-        raise CaseError(f"{source}: the mesh is tangled: {folded} interior facets have both of their cells on one "
-                        "side (inverted or overlapping cells)", file=file, key=key)
+        raise CaseError(f"{source}: the mesh is tangled: {folded} interior facets have both of "
+                        "their cells on one side (inverted or overlapping cells)", file=file,
+                        key=key)
     boundary = exterior_facets(meshdata)
     tagged = np.sort(meshdata.facets, axis=1)
     inside = ~_rows_in(tagged, boundary)
     if np.any(inside):
         tags = sorted({int(t) for t in meshdata.facet_tags[inside]})
-        raise CaseError(f"{source}: {int(inside.sum())} tagged facets (tags {tags}) are not on the boundary "
-                        "of the mesh; boundary tags must mark exterior facets", file=file, key=key)
+        raise CaseError(f"{source}: {int(inside.sum())} tagged facets (tags {tags}) are not on the "
+                        "boundary of the mesh; boundary tags must mark exterior facets", file=file,
+                        key=key)
     unique_tagged = np.unique(tagged, axis=0)
     if len(unique_tagged) != len(tagged):
-        raise CaseError(f"{source}: {len(tagged) - len(unique_tagged)} boundary facets carry more than "
-                        "one tag; each facet may belong to one boundary only", file=file, key=key)
+        raise CaseError(f"{source}: {len(tagged) - len(unique_tagged)} boundary facets carry more "
+                        "than one tag; each facet may belong to one boundary only", file=file,
+                        key=key)
 
 
 def _rows_in(rows: np.ndarray, table: np.ndarray) -> np.ndarray:
@@ -451,11 +468,14 @@ def apply_boundary_names(meshdata: MeshData, boundaries: dict | None, *, file: s
     present = sorted({int(t) for t in np.unique(meshdata.facet_tags)})
     for name, tag in boundaries.items():
         if isinstance(tag, bool) or not isinstance(tag, (int, np.integer)):
-            raise CaseError(f"expected an integer physical tag, found {tag!r}", file=file, key=f"{key}.{name}")
+            raise CaseError(f"expected an integer physical tag, found {tag!r}", file=file,
+                            key=f"{key}.{name}")
         if int(tag) not in present:
-            have = ", ".join(f"{meshdata.tag_name(t)}={t}" if meshdata.tag_name(t) != str(t) else str(t)
+            have = ", ".join(f"{meshdata.tag_name(t)}={t}" if meshdata.tag_name(t) != str(t)
+                             else str(t)
                              for t in present)
-            raise CaseError(f"tag {tag} marks no facets of the mesh; its tagged boundaries are {have}",
+            raise CaseError(f"tag {tag} marks no facets of the mesh; its tagged boundaries are "
+                            f"{have}",
                             file=file, key=f"{key}.{name}")
     renamed = {int(t) for t in boundaries.values()}
     names = {n: t for n, t in meshdata.boundary_names.items() if t not in renamed}

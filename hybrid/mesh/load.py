@@ -43,7 +43,9 @@ def _load_serial(mesh_section: dict, *, seed: int, file: str | None) -> MeshData
         raise CaseError("give exactly one of file = \"mesh.msh\" or generate = { shape = ... }",
                         file=file, key="mesh")
     if path is not None:
-        meshdata = read_mesh_file(path, file=file, key="mesh.file", tag_data=mesh_section.get("tag_data"))
+        meshdata = read_mesh_file(path, file=file, key="mesh.file",
+                                  tag_data=mesh_section.get("tag_data"))
     else:
         meshdata = generate(spec, seed, file=file, key="mesh.generate")
-    return apply_boundary_names(meshdata, mesh_section.get("boundaries"), file=file, key="mesh.boundaries")
+    return apply_boundary_names(meshdata, mesh_section.get("boundaries"), file=file,
+                                key="mesh.boundaries")

@@ -57,7 +57,8 @@ class MeshData:
         if self.cell_type not in CELL_TYPES:
             raise ValueError(f"unknown cell type {self.cell_type!r}")
         if self.cells.shape[1] != CELL_TYPES[self.cell_type][1]:
-            raise ValueError(f"{self.cell_type} cells need {CELL_TYPES[self.cell_type][1]} vertices")
+            raise ValueError(f"{self.cell_type} cells need {CELL_TYPES[self.cell_type][1]} "
+                             "vertices")
 
     @property
     def tdim(self) -> int:

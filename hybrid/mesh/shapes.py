@@ -8,7 +8,8 @@ rectangle  [x0, x1] x [y0, y1] = [0, 1]^2            left (1) x = x0, right (2) 
                                                      bottom (3) y = y0, top (4) y = y1
 lshape     [0, 1]^2 minus [0.5, 1]^2                 left (1) x = 0, right (2) x = 1,
                                                      bottom (3) y = 0, top (4) y = 1,
-                                                     inner (5): the re-entrant edges x = 0.5, y = 0.5
+                                                     inner (5): the re-entrant edges x = 0.5,
+                                                     y = 0.5
 disk       |x - 0| <= radius = 1                     wall (1)
 box        [x0, x1] x [y0, y1] x [z0, z1] = [0, 1]^3 left (1) x = x0, right (2) x = x1,
                                                      front (3) y = y0, back (4) y = y1,
@@ -62,7 +63,8 @@ BOUNDARY_TAGS: dict[str, dict[str, int]] = {
 _TDIM = {"interval": 1, "rectangle": 2, "lshape": 2, "disk": 2, "box": 3}
 
 
-def generate(spec: dict, seed: int = 0, *, file: str | None = None, key: str = "mesh.generate") -> MeshData:
+def generate(spec: dict, seed: int = 0, *, file: str | None = None,
+             key: str = "mesh.generate") -> MeshData:
     """The mesh of a generated shape (serial; call on one rank and broadcast).
 
     ``spec`` is the ``generate`` table; ``seed`` drives the interval's jitter; ``file`` and
@@ -78,7 +80,8 @@ def generate(spec: dict, seed: int = 0, *, file: str | None = None, key: str = "
 # --------------------------------------------------------------------------- validation
 def _validate(spec, file, key) -> dict:
     if not isinstance(spec, dict):
-        raise CaseError(f"expected a table such as {{ shape = \"interval\", cells = 100 }}, found {spec!r}",
+        raise CaseError(f"expected a table such as {{ shape = \"interval\", cells = 100 }}, found "
+                        f"{spec!r}",
                         file=file, key=key)
     shape = spec.get("shape")
     if shape not in SHAPES:
@@ -89,7 +92,8 @@ def _validate(spec, file, key) -> dict:
         if name != "shape" and name not in allowed:
             close = difflib.get_close_matches(name, list(allowed), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise CaseError(f"unknown key {name!r} for shape {shape!r}{hint}; allowed: shape, {', '.join(allowed)}",
+            raise CaseError(f"unknown key {name!r} for shape {shape!r}{hint}; allowed: shape, "
+                            f"{', '.join(allowed)}",
                             file=file, key=f"{key}.{name}")
     params = {"shape": shape}
     for name, default in allowed.items():
@@ -101,7 +105,8 @@ def _validate(spec, file, key) -> dict:
 
     def positive(name):
         if params[name] is not None and params[name] <= 0:
-            raise CaseError(f"must be positive, found {params[name]!r}", file=file, key=f"{key}.{name}")
+            raise CaseError(f"must be positive, found {params[name]!r}", file=file,
+                            key=f"{key}.{name}")
 
     for lo, hi in (("x0", "x1"), ("y0", "y1"), ("z0", "z1")):
         if lo in params and params[lo] >= params[hi]:
@@ -124,14 +129,15 @@ def _validate(spec, file, key) -> dict:
         params["cells"] = int(cells)
         params.pop("h")
         if not 0.0 <= params["jitter"] < 1.0:
-            raise CaseError(f"jitter is a fraction of the cell size in [0, 1) (so vertices stay ordered), "
-                            f"found {params['jitter']!r}", file=file, key=f"{key}.jitter")
+            raise CaseError("jitter is a fraction of the cell size in [0, 1) (so vertices stay "
+                            f"ordered), found {params['jitter']!r}", file=file, key=f"{key}.jitter")
         estimate = params["cells"]
     else:
-        estimate = _measure(shape, params) / (params["h"] ** _TDIM[shape]) * (2 if _TDIM[shape] == 2 else 6)
+        estimate = (_measure(shape, params) / (params["h"] ** _TDIM[shape])
+                    * (2 if _TDIM[shape] == 2 else 6))
     if estimate > MAX_CELLS:
-        raise CaseError(f"about {estimate:.3g} cells; more than the {MAX_CELLS} this generator allows "
-                        "(is the size a typo?)", file=file, key=key)
+        raise CaseError(f"about {estimate:.3g} cells; more than the {MAX_CELLS} this generator "
+                        "allows (is the size a typo?)", file=file, key=key)
     return params
 
 
@@ -175,7 +181,8 @@ def _gmsh_shape(shape: str, p: dict, file, key) -> MeshData:
         elif shape == "disk":
             occ.addDisk(0.0, 0.0, 0.0, p["radius"], p["radius"])
         else:
-            occ.addBox(p["x0"], p["y0"], p["z0"], p["x1"] - p["x0"], p["y1"] - p["y0"], p["z1"] - p["z0"])
+            occ.addBox(p["x0"], p["y0"], p["z0"], p["x1"] - p["x0"], p["y1"] - p["y0"],
+                       p["z1"] - p["z0"])
         occ.synchronize()
 
         tdim = _TDIM[shape]

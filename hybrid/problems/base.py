@@ -22,7 +22,8 @@ class Problem:
     """The family-specific half of each stage (see the module's docstring).
 
     Attributes:
-        table_columns: the variants table ``hybrid predict`` prints: (metrics key, header, width, format).
+        table_columns: the variants table ``hybrid predict`` prints: (metrics key, header,
+            width, format).
         metric_keys: the report's ablation-table columns: (metrics key, header, format).
         external_predictions: whether ``hybrid constrain`` takes a prediction file of this family.
     """
@@ -48,7 +49,8 @@ class Problem:
         raise NotImplementedError
 
     def dataset_arrays(self, trajectories: list) -> dict[str, np.ndarray]:
-        """The family's arrays of one split in ``dataset.h5`` (besides ``u``), stacked over scenarios."""
+        """The family's arrays of one split in ``dataset.h5`` (besides ``u``), stacked over
+        scenarios."""
         raise NotImplementedError
 
     def solve_summary(self, cv, trajectories: list) -> tuple[dict, str]:
@@ -84,7 +86,8 @@ class Problem:
         """The report's note under the ablation table."""
         raise NotImplementedError
 
-    def figures(self, case, cv, data: dict, variants: dict, extra: dict, scores: dict, out: Path) -> list[Path]:
+    def figures(self, case, cv, data: dict, variants: dict, extra: dict, scores: dict,
+                out: Path) -> list[Path]:
         """The report's figures."""
         raise NotImplementedError
 
@@ -98,7 +101,8 @@ class Problem:
 
     def variant_fields(self, mesh, cv, cvd: dict, variant: str, arrays: dict, i: int,
                        split: dict) -> dict[str, np.ndarray]:
-        """Scenario i's arrays of one variant for ParaView (``arrays``: its ``u_mean u_var flux_mean``)."""
+        """Scenario i's arrays of one variant for ParaView (``arrays``: its
+        ``u_mean u_var flux_mean``)."""
         raise NotImplementedError
 
     def export_summary(self, variants: list, train: bool) -> str:
@@ -108,8 +112,8 @@ class Problem:
         solver = ", ".join(self.solver_arrays)
         if not variants:
             return f"{solver} (solver only)"
-        return (f"{solver} and, {'in the test series, ' if train else ''}for the variants {', '.join(variants)}, "
-                f"{' '.join('V_' + s for s in self.variant_suffixes)} "
+        return (f"{solver} and, {'in the test series, ' if train else ''}for the variants "
+                f"{', '.join(variants)}, {' '.join('V_' + s for s in self.variant_suffixes)} "
                 f"(V = {', '.join(field_prefix(v) for v in variants)})")
 
     def export_figures(self, case, data: dict, out: Path) -> list[Path]:

@@ -56,11 +56,13 @@ from hybrid.solvers.boundaries import wall_order
 from hybrid.solvers.gpme import SolverError
 from hybrid.validation.scores import flow_scores
 
-__all__ = ["FlowProblem", "vertex_vorticity", "flow_figures", "flow_variant_fields", "flow_view", "solve_flow",
-           "FLOW_METRIC_KEYS", "FLOW_NOTE", "FLOW_TABLE_COLUMNS"]
+__all__ = ["FlowProblem", "vertex_vorticity", "flow_figures", "flow_variant_fields", "flow_view",
+           "solve_flow", "FLOW_METRIC_KEYS", "FLOW_NOTE", "FLOW_TABLE_COLUMNS"]
 
-FLOW_TABLE_COLUMNS = (("mse", "MSE", 10, ".3e"), ("rel_l2", "rel L2", 8, ".4f"), ("max_divergence", "divergence", 10, ".1e"),
-                      ("wall_error", "walls", 9, ".1e"), ("boundary_flux_error", "bnd flux", 9, ".1e"),
+FLOW_TABLE_COLUMNS = (("mse", "MSE", 10, ".3e"), ("rel_l2", "rel L2", 8, ".4f"),
+                      ("max_divergence", "divergence", 10, ".1e"),
+                      ("wall_error", "walls", 9, ".1e"),
+                      ("boundary_flux_error", "bnd flux", 9, ".1e"),
                       ("coverage90", "cover90", 7, ".2f"), ("log_likelihood", "loglik", 8, ".2f"),
                       ("update_seconds", "update s", 9, ".4f"))
 
@@ -74,32 +76,35 @@ def solve_flow(case, cv: ControlVolumes, mesh, params: dict, split: str, index: 
 
     where = dict(file=str(case.display_file))
     if cv.kind != "dual" or mesh.cell_type != "triangle":
-        raise CaseError("navier-stokes needs a triangle mesh with control_volumes = \"dual\" (velocities live "
-                        "at the vertices)", key="mesh.control_volumes", **where)
+        raise CaseError("navier-stokes needs a triangle mesh with control_volumes = \"dual\" "
+                        "(velocities live at the vertices)", key="mesh.control_volumes", **where)
     walls = []
     # in the case file's order: where walls meet, the one listed later owns the shared nodes
     for name in wall_order(case, mesh):
         bc = case.boundary_condition(name)
         if bc.type != "dirichlet" or not isinstance(bc.value, list):
-            raise CaseError(f"navier-stokes: boundary {name!r} needs type = \"dirichlet\" with a vector value, "
-                            "e.g. value = [\"1\", \"0\"] (found " + (bc.type if bc.type != "dirichlet" else
-                                                                         "a scalar value") + ")",
+            raise CaseError(f"navier-stokes: boundary {name!r} needs type = \"dirichlet\" with a "
+                            "vector value, e.g. value = [\"1\", \"0\"] (found "
+                            + (bc.type if bc.type != "dirichlet" else "a scalar value") + ")",
                             key=f"boundary.{name}", **where)
         walls.append(Wall(name, tuple(bc.value)))
     rng = scenario_rng(case.seed, split, index, "initial")
     initial = lambda points: initial_values(case, points, params, rng)
-    solver = NavierStokesSolver(mesh, float(params["nu"]), walls, params, rtol=case.solver["newton_rtol"],
-                                atol=case.solver["newton_atol"], max_it=case.solver["newton_max_it"])
+    solver = NavierStokesSolver(mesh, float(params["nu"]), walls, params,
+                                rtol=case.solver["newton_rtol"], atol=case.solver["newton_atol"],
+                                max_it=case.solver["newton_max_it"])
     face_flux = []
     try:
-        flow = solver.run(case.time["t_end"], case.time["dt"], case.time["outputs"], initial=initial,
+        flow = solver.run(case.time["t_end"], case.time["dt"], case.time["outputs"],
+                          initial=initial,
                           at_output=lambda t: face_flux.append(solver.dual_face_fluxes(cv, t)))
     except RuntimeError as exc:
         raise SolverError(str(exc)) from None
     order = cv.entity_of_cv          # vertex of each control volume
     flow.u, flow.p, flow.vorticity = flow.u[:, order], flow.p[:, order], flow.vorticity[:, order]
-    flow.face_flux = np.array(face_flux)                    # (T+1, F) exact volume fluxes of the dual faces
-    flow.net_flux = (cv.incidence() @ flow.face_flux.T).T   # (T+1, N): zero up to the solver's tolerance
+    flow.face_flux = np.array(face_flux)            # (T+1, F) exact volume fluxes of the dual faces
+    # (T+1, N): zero up to the solver's tolerance
+    flow.net_flux = (cv.incidence() @ flow.face_flux.T).T
     return flow
 
 
@@ -115,21 +120,23 @@ def flow_view(data):
     return data.with_splits(**views)
 
 
-def vertex_vorticity(points: np.ndarray, cells: np.ndarray, cv_of_vertex: np.ndarray, velocity: np.ndarray) -> np.ndarray:
+def vertex_vorticity(points: np.ndarray, cells: np.ndarray, cv_of_vertex: np.ndarray,
+                     velocity: np.ndarray) -> np.ndarray:
     """ω = ∂v/∂x − ∂u/∂y of the P1 interpolant of vertex velocities, lumped to the vertices
     (each triangle's constant curl, averaged with weights |K|/3), in control-volume order.
     ``velocity``: (..., d N) flattened (u block, v block) per control volume; returns (..., N)."""
     N = len(np.unique(cv_of_vertex))
     vel = velocity.reshape(*velocity.shape[:-1], 2, N)[..., cv_of_vertex]          # (..., 2, V)
     x = points[:, :2][cells]                                                         # (K, 3, 2)
-    J = np.stack([x[:, 1] - x[:, 0], x[:, 2] - x[:, 0]], axis=1)                      # rows: edge vectors
+    J = np.stack([x[:, 1] - x[:, 0], x[:, 2] - x[:, 0]], axis=1)                # rows: edge vectors
     area = 0.5 * np.abs(np.linalg.det(J))
-    ref = np.array([[-1.0, 1.0, 0.0], [-1.0, 0.0, 1.0]])                             # ∇̂ of the hat functions
-    grad = np.einsum("kij,jv->kiv", np.linalg.inv(J), ref)                           # (K, 2, 3): ∂φ_v/∂x_i
+    ref = np.array([[-1.0, 1.0, 0.0], [-1.0, 0.0, 1.0]])                    # ∇̂ of the hat functions
+    grad = np.einsum("kij,jv->kiv", np.linalg.inv(J), ref)                    # (K, 2, 3): ∂φ_v/∂x_i
     uc, vc = vel[..., 0, :][..., cells], vel[..., 1, :][..., cells]                  # (..., K, 3)
     curl = np.einsum("...kv,kv->...k", vc, grad[:, 0]) - np.einsum("...kv,kv->...k", uc, grad[:, 1])
     V, K = len(points), len(cells)
-    lump = sp.csr_matrix((np.repeat(area / 3, 3), (cells.ravel(), np.repeat(np.arange(K), 3))), shape=(V, K))
+    lump = sp.csr_matrix((np.repeat(area / 3, 3), (cells.ravel(), np.repeat(np.arange(K), 3))),
+                         shape=(V, K))
     flat = curl.reshape(-1, K)
     omega = (lump @ flat.T).T / np.asarray(lump.sum(axis=1)).ravel()
     out = np.zeros((flat.shape[0], N))
@@ -138,16 +145,18 @@ def vertex_vorticity(points: np.ndarray, cells: np.ndarray, cv_of_vertex: np.nda
 
 
 # the flow report's columns: (key, header, format)
-FLOW_METRIC_KEYS = (("rel_l2", "rel. L2", ".4f"), ("mse", "MSE", ".3e"), ("max_error", "max err", ".3g"),
-                    ("flux_rel_l2", "flux rel. L2", ".4f"), ("max_divergence", "divergence", ".1e"),
+FLOW_METRIC_KEYS = (("rel_l2", "rel. L2", ".4f"), ("mse", "MSE", ".3e"),
+                    ("max_error", "max err", ".3g"), ("flux_rel_l2", "flux rel. L2", ".4f"),
+                    ("max_divergence", "divergence", ".1e"),
                     ("wall_error", "walls", ".1e"), ("boundary_flux_error", "bnd flux", ".1e"),
-                    ("log_likelihood", "log-lik", ".2f"), ("crps", "CRPS", ".3e"), ("coverage90", "cover90", ".2f"),
-                    ("update_seconds", "update s", ".3g"))
-FLOW_NOTE = ("Velocity errors are over all output times and test scenarios, weighted by the control volumes; "
-             "flux rel. L2 = the dual faces' volume fluxes; divergence = the largest net volume flux out of a "
-             "control volume relative to max|u| × max|f| (the Scott–Vogelius reference: ~1e-14); walls = the "
-             "largest error of a wall vertex's velocity (no-slip, lid); bnd flux = the largest error of a boundary "
-             "face's volume flux; log-lik with variances floored at 1e-10 of their mean; update s = the updates "
+                    ("log_likelihood", "log-lik", ".2f"), ("crps", "CRPS", ".3e"),
+                    ("coverage90", "cover90", ".2f"), ("update_seconds", "update s", ".3g"))
+FLOW_NOTE = ("Velocity errors are over all output times and test scenarios, weighted by the "
+             "control volumes; flux rel. L2 = the dual faces' volume fluxes; divergence = the "
+             "largest net volume flux out of a control volume relative to max|u| × max|f| (the "
+             "Scott–Vogelius reference: ~1e-14); walls = the largest error of a wall vertex's "
+             "velocity (no-slip, lid); bnd flux = the largest error of a boundary face's volume "
+             "flux; log-lik with variances floored at 1e-10 of their mean; update s = the updates "
              "of one scenario's output times (mean and exact variance).")
 
 
@@ -162,7 +171,8 @@ def flow_figures(case, cv, data: dict, variants: dict, scores: dict, out) -> lis
     w = np.tile(cv.volume, test["u"].shape[-1] // N)
     i = int(np.argmax(relative_l2(variants["raw"]["u_mean"][:, 1:], test["u"][:, 1:], w)))
     varying = np.ptp(np.concatenate([data["train"]["params"], test["params"]]), axis=0) > 0
-    label = ", ".join(f"{k} = {v:.3g}" for k, v, keep in zip(test["parameter_names"], test["params"][i], varying)
+    label = ", ".join(f"{k} = {v:.3g}"
+                      for k, v, keep in zip(test["parameter_names"], test["params"][i], varying)
                       if keep)
     tag = f"{case.name}, test scenario {i}" + (f" ({label})" if label else "")
     main = [k for k in ("per-cell+boundary", "per-cell", "hardc") if k in variants][:1]
@@ -170,7 +180,8 @@ def flow_figures(case, cv, data: dict, variants: dict, scores: dict, out) -> lis
              **{k: variants[k]["u_mean"][i] for k in ["boon"] * ("boon" in variants) + main}}
     pts, cells, expand = mesh.points[:, :2], mesh.cells, cv.cv_of_entity
     omega = {k: vertex_vorticity(pts, cells, expand, v) for k, v in shown.items()}
-    bound = float(np.percentile(np.abs(omega["solver"][1:]), 98)) or 1.0   # the lid's corners are singular
+    # the lid's corners are singular
+    bound = float(np.percentile(np.abs(omega["solver"][1:]), 98)) or 1.0
     paths = []
     for n, name in ((1, "vorticity_step1.png"), (len(times) - 1, "vorticity_final.png")):
         fields = {f"{k} ω": omega[k][n][expand] for k in shown}
@@ -178,19 +189,24 @@ def flow_figures(case, cv, data: dict, variants: dict, scores: dict, out) -> lis
             if k != "solver":
                 fields[f"|error| {k}"] = np.abs(omega[k][n] - omega["solver"][n])[expand]
         paths.append(fig.field_on_mesh(out / name, pts, cells, fields,
-                                       f"Vorticity of the vertex velocities (P1), t = {times[n]:.3g} (step {n}); {tag}",
+                                       "Vorticity of the vertex velocities (P1), t = "
+                                       f"{times[n]:.3g} (step {n}); {tag}",
                                        scale=(-bound, bound), cmap="RdBu_r"))
-    paths.append(_centrelines(out / "centreline.png", pts, cells, expand, {k: v[-1] for k, v in shown.items()}, N,
+    paths.append(_centrelines(out / "centreline.png", pts, cells, expand,
+                              {k: v[-1] for k, v in shown.items()}, N,
                               f"Centreline velocities at t = {times[-1]:g}\n{tag}"))
     paths.append(fig.error_over_time(out / "error.png", times[1:],
-                                     {k: np.asarray(s["rel_l2_over_time"]) for k, s in scores.items()},
+                                     {k: np.asarray(s["rel_l2_over_time"])
+                                      for k, s in scores.items()},
                                      "relative L2 error of the velocity",
                                      f"Error over time, mean over test scenarios\n{case.name}"))
     paths.append(fig.error_over_time(out / "divergence.png", times[1:],
                                      {k: np.maximum(np.asarray(s["divergence_over_time"]), 1e-18)
                                       for k, s in scores.items()},
-                                     "largest |net volume flux| of a control volume\n/ (max|u| max|f|), floored at 1e-18",
-                                     f"Discrete incompressibility over time, all test scenarios\n{case.name}"))
+                                     "largest |net volume flux| of a control volume\n/ (max|u| "
+                                     "max|f|), floored at 1e-18",
+                                     "Discrete incompressibility over time, all test "
+                                     f"scenarios\n{case.name}"))
     return paths
 
 
@@ -210,10 +226,12 @@ def _centrelines(path, pts, cells, expand, velocities: dict, N: int, title: str)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
     for k, (name, vel) in enumerate(velocities.items()):
         u, v = vel[:N][expand], vel[N:2 * N][expand]
-        style = {"color": "black", "lw": 2.0} if name == "solver" else dict(variant_style(name), lw=1.3, ms=4,
-                                                                             markevery=(k * 7 % 25, 25))
-        axes[0].plot(np.asarray(LinearTriInterpolator(tri, u)(np.full_like(ys, mid[0]), ys)), ys, label=name, **style)
-        axes[1].plot(xs, np.asarray(LinearTriInterpolator(tri, v)(xs, np.full_like(xs, mid[1]))), label=name, **style)
+        style = ({"color": "black", "lw": 2.0} if name == "solver"
+                 else dict(variant_style(name), lw=1.3, ms=4, markevery=(k * 7 % 25, 25)))
+        axes[0].plot(np.asarray(LinearTriInterpolator(tri, u)(np.full_like(ys, mid[0]), ys)), ys,
+                     label=name, **style)
+        axes[1].plot(xs, np.asarray(LinearTriInterpolator(tri, v)(xs, np.full_like(xs, mid[1]))),
+                     label=name, **style)
     axes[0].set_xlabel(f"u at x = {mid[0]:g}")
     axes[0].set_ylabel("y")
     axes[1].set_xlabel("x")
@@ -225,8 +243,8 @@ def _centrelines(path, pts, cells, expand, velocities: dict, N: int, title: str)
     return _save(fig, path)
 
 
-def flow_variant_fields(mesh, cv, variant: str, u_mean: np.ndarray, u_var: np.ndarray, flux_mean: np.ndarray,
-                        velocity: np.ndarray) -> dict[str, np.ndarray]:
+def flow_variant_fields(mesh, cv, variant: str, u_mean: np.ndarray, u_var: np.ndarray,
+                        flux_mean: np.ndarray, velocity: np.ndarray) -> dict[str, np.ndarray]:
     """One scenario's ParaView arrays of one variant, per control volume: ``P_velocity`` and
     ``P_velocity_std`` (3 components, z = 0), ``P_abs_error`` (|u_pred − u|), ``P_vorticity``
     (of the vertex velocities, P1) and ``P_net_volume_flux`` (zero at t = 0, where no flux is
@@ -258,8 +276,8 @@ def vorticity_figure(case, data: dict, out: Path) -> Path:
     # the lid's corners are singular: saturate the colours at the 98th percentile of |ω|
     bound = float(np.percentile(np.abs(w[1:]), 98)) or 1.0
     return field_on_mesh(out / "vorticity.png", mesh.points[:, :2], mesh.cells, fields,
-                         f"{case.name}, test scenario 0 ({label}): solver vorticity", location="point",
-                         scale=(-bound, bound), cmap="RdBu_r")
+                         f"{case.name}, test scenario 0 ({label}): solver vorticity",
+                         location="point", scale=(-bound, bound), cmap="RdBu_r")
 
 
 class FlowProblem(Problem):
@@ -273,24 +291,26 @@ class FlowProblem(Problem):
 
     def check(self, case) -> None:
         if "softc" in case.constraints["compare"] or float(case.surrogate["softc_weight"]) > 0:
-            raise CaseError("navier-stokes cases compare raw, hardc, boon, global, per-cell and per-cell+boundary; "
-                            "softc (a scalar PDE-residual penalty) is scalar-only", file=str(case.display_file),
-                            key="constraints.compare")
+            raise CaseError("navier-stokes cases compare raw, hardc, boon, global, per-cell and "
+                            "per-cell+boundary; softc (a scalar PDE-residual penalty) is "
+                            "scalar-only", file=str(case.display_file), key="constraints.compare")
 
     def solve(self, case, cv, mesh, params: dict, split: str, index: int, box, comm=None):
         return solve_flow(case, cv, mesh, params, split, index)
 
     def dataset_arrays(self, trajectories: list) -> dict[str, np.ndarray]:
         return {name: np.stack([getattr(t, attr) for t in trajectories])
-                for name, attr in (("pressure", "p"), ("vorticity", "vorticity"), ("face_flux", "face_flux"),
-                                   ("net_volume_flux", "net_flux"))}
+                for name, attr in (("pressure", "p"), ("vorticity", "vorticity"),
+                                   ("face_flux", "face_flux"), ("net_volume_flux", "net_flux"))}
 
     def solve_summary(self, cv, trajectories: list) -> tuple[dict, str]:
-        # the Taylor–Hood velocity is divergence-free weakly, not per median-dual cell: report by how much
+        # the Taylor–Hood velocity is divergence-free weakly, not per median-dual cell: report by
+        # how much
         scale = max((np.abs(t.u).max() * cv.face_area.max() for t in trajectories), default=1.0)
         net = max((float(np.abs(t.net_flux).max()) for t in trajectories), default=0.0) / scale
         return ({"max_relative_net_volume_flux": net},
-                f"; largest net volume flux out of a control volume {net:.1e} of max|u| x max face area")
+                f"; largest net volume flux out of a control volume {net:.1e} of max|u| x max face "
+                "area")
 
     def view(self, data: dict) -> dict:
         return flow_view(data)
@@ -304,15 +324,18 @@ class FlowProblem(Problem):
     def note(self, front_kind: str | None) -> str:
         return FLOW_NOTE
 
-    def figures(self, case, cv, data: dict, variants: dict, extra: dict, scores: dict, out: Path) -> list[Path]:
+    def figures(self, case, cv, data: dict, variants: dict, extra: dict, scores: dict,
+                out: Path) -> list[Path]:
         return flow_figures(case, cv, data, variants, scores, out)
 
     def state_shape(self, u_shape: tuple) -> tuple:
-        return tuple(u_shape[:2]) + (u_shape[2] * u_shape[3],)   # velocities, flattened to (S, T+1, d N)
+        # velocities, flattened to (S, T+1, d N)
+        return tuple(u_shape[:2]) + (u_shape[2] * u_shape[3],)
 
     def solver_fields(self, split: dict, i: int, cvd: dict) -> dict[str, np.ndarray]:
         u = split["u"][i]   # velocity (3 components for ParaView), pressure, vorticity
-        return {"velocity": np.concatenate([u, np.zeros(u.shape[:-1] + (3 - u.shape[-1],))], axis=-1),
+        return {"velocity": np.concatenate([u, np.zeros(u.shape[:-1] + (3 - u.shape[-1],))],
+                                           axis=-1),
                 "pressure": split["pressure"][i], "vorticity": split["vorticity"][i],
                 "net_volume_flux": split["net_volume_flux"][i]}
 

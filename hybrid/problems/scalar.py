@@ -26,22 +26,25 @@ from hybrid.solvers.boundaries import boundary_data
 from hybrid.solvers.gpme import Conductivity, GPMESolver
 from hybrid.validation.scores import variant_scores
 
-__all__ = ["ScalarProblem", "METRIC_KEYS", "TABLE_COLUMNS", "VARIANT_FIELDS", "check_finite_data", "solve_scalar",
-           "figures", "variant_fields", "front_threshold", "front_measure"]
+__all__ = ["ScalarProblem", "METRIC_KEYS", "TABLE_COLUMNS", "VARIANT_FIELDS", "check_finite_data",
+           "solve_scalar", "figures", "variant_fields", "front_threshold", "front_measure"]
 
 # the per-variant keys of metrics.json, in the report's column order: (key, header, format)
 METRIC_KEYS = (("rel_l2", "rel. L2", ".4f"), ("mse", "MSE", ".3e"), ("max_error", "max err", ".3g"),
                ("mass_error", "mass err", ".1e"), ("max_balance_residual", "balance", ".1e"),
                ("dirichlet_error", "Dirichlet", ".1e"), ("neumann_flux_error", "Neumann", ".1e"),
                ("normal_derivative_error", "du/dn", ".1e"),
-               ("log_likelihood", "log-lik", ".2f"), ("crps", "CRPS", ".3e"), ("coverage90", "cover90", ".2f"),
-               ("front_error", "front err", ".3g"), ("update_seconds", "update s", ".3g"))
+               ("log_likelihood", "log-lik", ".2f"), ("crps", "CRPS", ".3e"),
+               ("coverage90", "cover90", ".2f"), ("front_error", "front err", ".3g"),
+               ("update_seconds", "update s", ".3g"))
 # the columns of the variants table printed by predict: (metrics key, header, width, format)
-TABLE_COLUMNS = (("mse", "MSE", 10, ".3e"), ("rel_l2", "rel L2", 8, ".4f"), ("max_balance_residual", "balance", 9, ".1e"),
+TABLE_COLUMNS = (("mse", "MSE", 10, ".3e"), ("rel_l2", "rel L2", 8, ".4f"),
+                 ("max_balance_residual", "balance", 9, ".1e"),
                  ("mass_error", "mass err", 9, ".1e"), ("dirichlet_error", "Dirichlet", 9, ".1e"),
                  ("coverage90", "cover90", 7, ".2f"), ("log_likelihood", "loglik", 8, ".2f"),
                  ("update_seconds", "update s", 9, ".4f"))
-VARIANT_FIELDS = ("mean", "std", "abs_error", "balance_residual")   # suffixes of each variant's arrays
+# suffixes of each variant's arrays
+VARIANT_FIELDS = ("mean", "std", "abs_error", "balance_residual")
 MAIN_PROFILES = ("raw", "softc", "boon", "global", "per-cell", "per-cell+boundary")
 BOUNDARY_PROFILES = ("raw", "boon", "per-cell+boundary")
 
@@ -53,7 +56,8 @@ def check_finite_data(case, cv: ControlVolumes, params: dict, u0: np.ndarray) ->
     bad = np.flatnonzero(~np.isfinite(u0))
     if len(bad):
         raise CaseError(f"the initial state is not finite at {len(bad)} control volume(s), e.g. "
-                        f"x = {np.round(cv.centre[bad[0]], 6).tolist()}", key="initial.value", **where)
+                        f"x = {np.round(cv.centre[bad[0]], 6).tolist()}", key="initial.value",
+                        **where)
     steps = np.append(np.arange(0.0, case.time["t_end"], case.time["dt"]), case.time["t_end"])
     checks = []
     if case.pde.get("source") is not None:
@@ -61,7 +65,8 @@ def check_finite_data(case, cv: ControlVolumes, params: dict, u0: np.ndarray) ->
     keys = {"dirichlet": "value", "flux": "flux", "normal_derivative": "normal_derivative"}
     for bc in boundary_data(case):
         if bc.kind in keys and bc.name in cv.boundary_names:
-            checks.append((f"boundary.{bc.name}.{keys[bc.kind]}", bc.expr, cv.face_centroid[cv.faces_of(bc.name)]))
+            checks.append((f"boundary.{bc.name}.{keys[bc.kind]}", bc.expr,
+                           cv.face_centroid[cv.faces_of(bc.name)]))
     for key, expr, points in checks:
         for t in (steps[:1] if expr.is_constant else steps):
             values = np.asarray(expr(points, t=float(t), params=params), float)
@@ -77,14 +82,17 @@ def _solve_wave(case, cv: ControlVolumes, params: dict, split: str, index: int, 
 
     source = case.pde.get("source")
     if source is not None and not (source.is_constant and source.constant_value() == 0.0):
-        raise CaseError('the wave solver supports source = "0" only', file=str(case.display_file), key="pde.source")
+        raise CaseError('the wave solver supports source = "0" only', file=str(case.display_file),
+                        key="pde.source")
     rng = scenario_rng(case.seed, split, index, "initial")
     u0 = initial_values(case, cv.centre, params, rng, box=box)
     check_finite_data(case, cv, params, u0)
     try:
-        solver = WaveSolver(cv, float(params["c"]), boundary_data(case), params, theta=case.time["theta"])
+        solver = WaveSolver(cv, float(params["c"]), boundary_data(case), params,
+                            theta=case.time["theta"])
     except ValueError as exc:
-        raise CaseError(f"wave: {exc}", file=str(case.display_file), key="mesh.control_volumes") from None
+        raise CaseError(f"wave: {exc}", file=str(case.display_file),
+                        key="mesh.control_volumes") from None
     try:
         return solver.run(u0, case.time["t_end"], case.time["dt"], case.time["outputs"])
     finally:
@@ -103,14 +111,17 @@ def solve_scalar(case, cv: ControlVolumes, params: dict, split: str, index: int,
         return _solve_wave(case, cv, params, split, index, box)
     kind = case.pde["k"] if family == "gpme" else "constant"
     convection = None
-    if family == "burgers":   # u_t + Σ_i (u²/2)_{x_i} = ν Δu: the GPME solver with k = ν and b = (1, ..., 1)
+    if family == "burgers":   # u_t + Σ_i (u²/2)_{x_i} = ν Δu: the GPME
+                              # solver with k = ν and b = (1, ..., 1)
         params = dict(params, k=params["nu"])
         convection = np.ones(cv.dim)
     if kind == "stefan" and params.get("smoothing", 0.0) <= 0:
         raise CaseError("the Stefan step needs smoothing > 0 (Newton needs a derivative); "
-                        "use e.g. smoothing = 0.005", file=str(case.display_file), key="pde.smoothing")
+                        "use e.g. smoothing = 0.005", file=str(case.display_file),
+                        key="pde.smoothing")
     rng = scenario_rng(case.seed, split, index, "initial")
-    # the random field lives on the mesh's bounding box, so it is the same field on any mesh of the domain
+    # the random field lives on the mesh's bounding box, so it is the same field on any mesh of the
+    # domain
     u0 = initial_values(case, cv.centre, params, rng, box=box)
     check_finite_data(case, cv, params, u0)
     distributed = comm is not None and comm.size > 1
@@ -130,13 +141,14 @@ def solve_scalar(case, cv: ControlVolumes, params: dict, split: str, index: int,
 
 def note(front_kind: str | None) -> str:
     """The report's note under a scalar case's ablation table."""
-    return ("Errors are over all output times and test scenarios, volume-weighted on the mesh; balance = the "
-            "largest per-control-volume balance residual relative to |K| max|u|; mass err = the largest global "
-            "mass error relative to the total amount; Dirichlet / Neumann / du/dn = the largest boundary-value / "
-            "boundary-flux / normal-derivative error ('–': the case has no such rows); log-lik with variances "
-            "floored at 1e-10 of their mean; update s = the constraint update per scenario (mean, variance and "
-            "posterior samples); front err = |mean posterior front − solver "
-            f"front| ({front_kind or 'no front in this case'}). Definitions: docs/metrics.md.")
+    return ("Errors are over all output times and test scenarios, volume-weighted on the mesh; "
+            "balance = the largest per-control-volume balance residual relative to |K| max|u|; "
+            "mass err = the largest global mass error relative to the total amount; Dirichlet / "
+            "Neumann / du/dn = the largest boundary-value / boundary-flux / normal-derivative "
+            "error ('–': the case has no such rows); log-lik with variances floored at 1e-10 of "
+            "their mean; update s = the constraint update per scenario (mean, variance and "
+            "posterior samples); front err = |mean posterior front − solver front| "
+            f"({front_kind or 'no front in this case'}). Definitions: docs/metrics.md.")
 
 
 def _end_series(case, cv, times, params: dict, fields: dict) -> list:
@@ -174,7 +186,8 @@ def _slice_figure(path: Path, cv, mesh, truth: np.ndarray, means: dict, title: s
     if cv.kind == "dual":   # vertex values, interpolated onto the slice
         on_slice = {k: weights @ v[cv.cv_of_entity] for k, v in fields.items()}
         return fig.field_on_mesh(path, xy, tris, on_slice, title, location="point")
-    return fig.field_on_mesh(path, xy, tris, {k: v[cv.cv_of_entity][owner] for k, v in fields.items()}, title,
+    return fig.field_on_mesh(path, xy, tris,
+                             {k: v[cv.cv_of_entity][owner] for k, v in fields.items()}, title,
                              location="cell")
 
 
@@ -188,7 +201,8 @@ def figures(case, cv, data, variants, extra, scores, out: Path) -> list[Path]:
     i = int(np.argmax(raw_err))      # the hardest test scenario for the raw surrogate
     # name the parameters that vary between scenarios, not the constants
     varying = np.ptp(np.concatenate([data["train"]["params"], test["params"]]), axis=0) > 0
-    label = ", ".join(f"{k} = {v:.3g}" for k, v, keep in zip(test["parameter_names"], test["params"][i], varying) if keep)
+    label = ", ".join(f"{k} = {v:.3g}" for k, v, keep
+                      in zip(test["parameter_names"], test["params"][i], varying) if keep)
     tag = f"{case.name}, test scenario {i}" + (f" ({label})" if label else "")
     paths = [fig.mass_over_time(out / "mass.png", times, total_mass(test["u"][i], w),
                                 {k: total_mass(v["u_mean"][i], w) for k, v in variants.items()},
@@ -200,7 +214,8 @@ def figures(case, cv, data, variants, extra, scores, out: Path) -> list[Path]:
             front = float(extra["front_true"][i])
         paths.append(fig.profiles_with_bands(
             out / "profiles.png", cv.centre[:, 0], test["u"][i, -1],
-            {k: (v["u_mean"][i, -1], np.sqrt(np.maximum(v["u_var"][i, -1], 0.0))) for k, v in shown.items()},
+            {k: (v["u_mean"][i, -1], np.sqrt(np.maximum(v["u_var"][i, -1], 0.0)))
+             for k, v in shown.items()},
             f"u at t = {times[-1]:g} with 90% intervals\n{tag}", front=front))
     elif cv.dim == 2:
         main = [k for k in ("per-cell+boundary", "per-cell", "global") if k in variants][:1]
@@ -214,27 +229,34 @@ def figures(case, cv, data, variants, extra, scores, out: Path) -> list[Path]:
         paths.append(fig.field_on_mesh(out / "fields.png", mesh.points[:, :2], mesh.cells,
                                        {k: v[cv.cv_of_entity] for k, v in fields.items()},
                                        f"u at t = {times[-1]:g}, {tag}", location=location))
-    elif cv.dim == 3 and data["mesh"].cells.shape[1] == 4:   # tetrahedra: the fields on the mid-plane z = const
+    elif cv.dim == 3 and data["mesh"].cells.shape[1] == 4:
+        # tetrahedra: the fields on the mid-plane z = const
         paths.append(_slice_figure(out / "slice.png", cv, data["mesh"], test["u"][i, -1],
                                    {k: v["u_mean"][i, -1] for k, v in variants.items()},
                                    f"u at t = {times[-1]:g} on the mid-plane, {tag}"))
     if cv.dim == 1:
         near = {k: v["u_mean"][i] for k, v in variants.items() if k in BOUNDARY_PROFILES}
-        paths.append(fig.profiles_over_time(out / "profiles_over_time.png", cv.centre[:, 0], times, test["u"][i],
-                                            near, f"Profiles and absolute errors over time\n{tag}"))
+        paths.append(fig.profiles_over_time(out / "profiles_over_time.png", cv.centre[:, 0], times,
+                                            test["u"][i], near,
+                                            f"Profiles and absolute errors over time\n{tag}"))
         ends = _end_series(case, cv, times, scenario_parameters(test, i),
                            {"solver": test["u"][i], **near})
         if ends:
             paths.append(fig.boundary_over_time(out / "boundary.png", times[1:], ends,
                                                 f"The boundary conditions over time\n{tag}"))
     if extra["front_true"] is not None and all("front" in v for v in variants.values()):
-        what = "front position x" if extra["front_kind"] == "position" else "volume behind the front"
-        paths.append(fig.front_histogram(out / "front.png", {k: v["front"][i] for k, v in shown.items()},
+        what = ("front position x" if extra["front_kind"] == "position"
+                else "volume behind the front")
+        paths.append(fig.front_histogram(out / "front.png",
+                                         {k: v["front"][i] for k, v in shown.items()},
                                          float(extra["front_true"][i]),
-                                         f"Posterior {what} at t = {times[-1]:g}\n{tag}", xlabel=what))
+                                         f"Posterior {what} at t = {times[-1]:g}\n{tag}",
+                                         xlabel=what))
     paths.append(fig.error_over_time(out / "error.png", times[1:],
-                                     {k: np.asarray(s["rel_l2_over_time"]) for k, s in scores.items()},
-                                     "relative L2 error", f"Error over time, mean over test scenarios\n{case.name}"))
+                                     {k: np.asarray(s["rel_l2_over_time"])
+                                      for k, s in scores.items()},
+                                     "relative L2 error",
+                                     f"Error over time, mean over test scenarios\n{case.name}"))
     return paths
 
 
@@ -244,8 +266,9 @@ def _balance(cvd: dict, u: np.ndarray, flux: np.ndarray, source: np.ndarray) -> 
     return np.vstack([np.zeros_like(u[:1]), res])
 
 
-def variant_fields(cvd: dict, variant: str, u_mean: np.ndarray, u_var: np.ndarray, flux_mean: np.ndarray,
-                   u: np.ndarray, source: np.ndarray) -> dict[str, np.ndarray]:
+def variant_fields(cvd: dict, variant: str, u_mean: np.ndarray, u_var: np.ndarray,
+                   flux_mean: np.ndarray, u: np.ndarray,
+                   source: np.ndarray) -> dict[str, np.ndarray]:
     """One scenario's arrays of one variant, per control volume, shape (T+1, N) each."""
     p = field_prefix(variant)
     return {f"{p}_mean": u_mean, f"{p}_std": np.sqrt(np.maximum(u_var, 0.0)),
@@ -271,7 +294,8 @@ def front_measure(cv, u: np.ndarray, threshold: float) -> np.ndarray:
     front of a sample with uncorrelated noise where the profile is, not at the first noisy dip."""
     behind = (u >= threshold) @ cv.volume
     if cv.dim == 1:
-        return cv.centre[:, 0].min() - 0.5 * cv.volume[np.argmin(cv.centre[:, 0])] * (cv.kind == "cells") + behind
+        return (cv.centre[:, 0].min()
+                - 0.5 * cv.volume[np.argmin(cv.centre[:, 0])] * (cv.kind == "cells") + behind)
     return behind
 
 
@@ -296,13 +320,15 @@ class ScalarProblem(Problem):
         return front_measure(cv, u, threshold)
 
     def dataset_arrays(self, trajectories: list) -> dict[str, np.ndarray]:
-        return {"flux": np.stack([t.flux for t in trajectories]), "source": np.stack([t.source for t in trajectories]),
+        return {"flux": np.stack([t.flux for t in trajectories]),
+                "source": np.stack([t.source for t in trajectories]),
                 "max_correction": np.array([t.stats["max_correction"] for t in trajectories])}
 
     def solve_summary(self, cv, trajectories: list) -> tuple[dict, str]:
         """The largest balance residual of any control volume, relative to |K| max|u|."""
         balance = max((float(np.abs(cv.balance_residual(t.u, t.flux, t.source)).max()
-                             / max(np.abs(t.u).max() * cv.volume.max(), 1e-300)) for t in trajectories), default=0.0)
+                             / max(np.abs(t.u).max() * cv.volume.max(), 1e-300))
+                       for t in trajectories), default=0.0)
         return {"max_relative_balance": balance}, f", max relative balance residual {balance:.1e}"
 
     def rows(self, case, cv, times: np.ndarray) -> ScalarRows:
@@ -314,14 +340,17 @@ class ScalarProblem(Problem):
     def note(self, front_kind: str | None) -> str:
         return note(front_kind)
 
-    def figures(self, case, cv, data: dict, variants: dict, extra: dict, scores: dict, out: Path) -> list[Path]:
+    def figures(self, case, cv, data: dict, variants: dict, extra: dict, scores: dict,
+                out: Path) -> list[Path]:
         return figures(case, cv, data, variants, extra, scores, out)
 
     def solver_fields(self, split: dict, i: int, cvd: dict) -> dict[str, np.ndarray]:
-        return {"u": split["u"][i], "balance_residual": _balance(cvd, split["u"][i], split["flux"][i], split["source"][i])}
+        return {"u": split["u"][i],
+                "balance_residual": _balance(cvd, split["u"][i], split["flux"][i],
+                                             split["source"][i])}
 
     def variant_fields(self, mesh, cv, cvd: dict, variant: str, arrays: dict, i: int,
                        split: dict) -> dict[str, np.ndarray]:
-        return variant_fields(cvd, variant, arrays["u_mean"][i], arrays["u_var"][i], arrays["flux_mean"][i],
-                              split["u"][i], split["source"][i])
+        return variant_fields(cvd, variant, arrays["u_mean"][i], arrays["u_var"][i],
+                              arrays["flux_mean"][i], split["u"][i], split["source"][i])
 

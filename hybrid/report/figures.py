@@ -27,8 +27,9 @@ from matplotlib.tri import Triangulation  # noqa: E402
 from hybrid.files import atomic_path  # noqa: E402
 from hybrid.metrics import Z90  # noqa: E402
 
-__all__ = ["DPI", "VARIANT_STYLE", "variant_style", "mass_over_time", "profiles_with_bands", "front_histogram",
-           "error_over_time", "field_on_mesh", "profiles_over_time", "boundary_over_time", "tetrahedra_slice"]
+__all__ = ["DPI", "VARIANT_STYLE", "variant_style", "mass_over_time", "profiles_with_bands",
+           "front_histogram", "error_over_time", "field_on_mesh", "profiles_over_time",
+           "boundary_over_time", "tetrahedra_slice"]
 
 DPI = 120
 # the variants of docs/metrics.md; truth is always black
@@ -42,7 +43,8 @@ VARIANT_STYLE = {
     "per-cell": {"color": "tab:green", "marker": "D"},
     "per-cell+boundary": {"color": "tab:cyan", "marker": "P"},
 }
-_FALLBACK_COLORS = ("tab:brown", "tab:pink", "tab:olive", "tab:gray", "navy", "darkgoldenrod", "teal", "crimson")
+_FALLBACK_COLORS = ("tab:brown", "tab:pink", "tab:olive", "tab:gray", "navy", "darkgoldenrod",
+                    "teal", "crimson")
 _FALLBACK_MARKERS = ("X", "*", "h", "<", ">", "p")
 
 
@@ -57,7 +59,8 @@ def variant_style(name: str) -> dict:
 
 
 def _vector(arg: str, value, size: int | None = None) -> np.ndarray:
-    """``value`` as a 1-D float array (of length ``size`` if given), else ValueError naming ``arg``."""
+    """``value`` as a 1-D float array (of length ``size`` if given), else ValueError naming
+    ``arg``."""
     a = np.asarray(value, dtype=float)
     if a.ndim != 1 or a.size == 0 or (size is not None and a.size != size):
         want = f"({size},)" if size is not None else "(n,) with n > 0"
@@ -99,7 +102,8 @@ def mass_over_time(path, times, true_mass, variant_mass: dict, title: str) -> Pa
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.plot(t, m_true, color="black", lw=3.5, label="solver (truth)", zorder=1)
     for k, (name, m) in enumerate(curves.items()):
-        ax.plot(t, m, lw=1.4, ms=5, markevery=_markevery(t.size, k), label=name, zorder=2, **variant_style(name))
+        ax.plot(t, m, lw=1.4, ms=5, markevery=_markevery(t.size, k), label=name, zorder=2,
+                **variant_style(name))
     ax.set_xlabel("time t")
     ax.set_ylabel("total mass Σ|K| u_K")
     ax.set_title(title)
@@ -108,7 +112,8 @@ def mass_over_time(path, times, true_mass, variant_mass: dict, title: str) -> Pa
     return _save(fig, path)
 
 
-def profiles_with_bands(path, x, truth, variants: dict, title: str, front: float | None = None) -> Path:
+def profiles_with_bands(path, x, truth, variants: dict, title: str,
+                        front: float | None = None) -> Path:
     """Profiles u(x) at the report time: the solver in black, each variant's mean with its
     90% interval mean ± 1.645 σ shaded. ``variants`` maps name -> (mean, std). ``x`` may be
     unsorted (cell centres of an unstructured mesh). With ``front``, a dotted line marks it
@@ -120,8 +125,8 @@ def profiles_with_bands(path, x, truth, variants: dict, title: str, front: float
     for name, pair in _named("variants", variants).items():
         if not isinstance(pair, (tuple, list)) or len(pair) != 2:
             raise ValueError(f"variants[{name!r}] must be a (mean, std) pair")
-        mean, std = _vector(f"variants[{name!r}] mean", pair[0], x.size), _vector(f"variants[{name!r}] std",
-                                                                               pair[1], x.size)
+        mean, std = (_vector(f"variants[{name!r}] mean", pair[0], x.size),
+                     _vector(f"variants[{name!r}] std", pair[1], x.size))
         if np.any(std < 0):
             raise ValueError(f"variants[{name!r}] std must be non-negative")
         bands[name] = (mean, std)
@@ -139,7 +144,8 @@ def profiles_with_bands(path, x, truth, variants: dict, title: str, front: float
     for ax in axes:
         for name, (mean, std) in bands.items():
             style = variant_style(name)
-            ax.fill_between(x, mean - Z90 * std, mean + Z90 * std, color=style["color"], alpha=0.18, lw=0)
+            ax.fill_between(x, mean - Z90 * std, mean + Z90 * std, color=style["color"], alpha=0.18,
+                            lw=0)
             ax.plot(x, mean, color=style["color"], lw=1.4, label=f"{name} mean ± 90%")
         ax.plot(x, u_true, color="black", lw=2.2, label="solver (truth)")
         if front is not None:
@@ -157,8 +163,9 @@ def profiles_with_bands(path, x, truth, variants: dict, title: str, front: float
         # y-limits from what is inside the window, bands included, so the zoom is a zoom
         inside = (x >= lo) & (x <= hi)
         if inside.any():
-            vals = [u_true[inside]] + [v for m, s in bands.values() for v in (m[inside] - Z90 * s[inside],
-                                                                               m[inside] + Z90 * s[inside])]
+            vals = [u_true[inside]] + [v for m, s in bands.values()
+                                       for v in (m[inside] - Z90 * s[inside],
+                                                  m[inside] + Z90 * s[inside])]
             ymin, ymax = min(v.min() for v in vals), max(v.max() for v in vals)
             pad = 0.05 * (ymax - ymin) or 0.05 * max(abs(ymax), 1.0)
             zoom.set_ylim(ymin - pad, ymax + pad)
@@ -166,12 +173,14 @@ def profiles_with_bands(path, x, truth, variants: dict, title: str, front: float
     return _save(fig, path)
 
 
-def front_histogram(path, samples: dict, true_front: float, title: str, xlabel: str = "front position x") -> Path:
+def front_histogram(path, samples: dict, true_front: float, title: str,
+                    xlabel: str = "front position x") -> Path:
     """Histogram of posterior front positions per variant (step outlines over light bars,
     shared bins), the solver's front as a solid black line, each variant's sample mean as
     a dashed line in its colour. ``xlabel`` names the front measure (a position in 1-D, the
     volume behind the front in 2-D/3-D). 7 × 4.5 in."""
-    draws = {name: _vector(f"samples[{name!r}]", s) for name, s in _named("samples", samples).items()}
+    draws = {name: _vector(f"samples[{name!r}]", s)
+             for name, s in _named("samples", samples).items()}
     if not np.isfinite(true_front):
         raise ValueError(f"true_front must be finite, found {true_front!r}")
     pooled = np.concatenate([*draws.values(), [float(true_front)]])
@@ -191,7 +200,7 @@ def front_histogram(path, samples: dict, true_front: float, title: str, xlabel: 
         ax.hist(s, bins=bins, color=color, histtype="step", lw=1.6, label=name)
         ax.axvline(s.mean(), color=color, ls="--", lw=1.5)
     ax.axvline(true_front, color="black", lw=2.5, label=f"solver front {true_front:.4g}")
-    ax.plot([], [], color="gray", ls="--", label="sample means")    # legend key for the dashed lines
+    ax.plot([], [], color="gray", ls="--", label="sample means")   # legend key for the dashed lines
     ax.set_xlabel(xlabel)
     ax.set_ylabel("number of posterior samples")
     ax.set_title(title)
@@ -204,10 +213,12 @@ def error_over_time(path, times, errors: dict, ylabel: str, title: str, log: boo
     """One error curve per variant against the output times (e.g. relative L2 error);
     the y-axis is logarithmic when ``log`` and every value is positive. 7 × 4.5 in."""
     t = _vector("times", times)
-    curves = {name: _vector(f"errors[{name!r}]", e, t.size) for name, e in _named("errors", errors).items()}
+    curves = {name: _vector(f"errors[{name!r}]", e, t.size)
+              for name, e in _named("errors", errors).items()}
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for k, (name, e) in enumerate(curves.items()):
-        ax.plot(t, e, lw=1.4, ms=5, markevery=_markevery(t.size, k), label=name, **variant_style(name))
+        ax.plot(t, e, lw=1.4, ms=5, markevery=_markevery(t.size, k), label=name,
+                **variant_style(name))
     values = np.concatenate(list(curves.values()))
     if log and np.all(values[np.isfinite(values)] > 0):
         ax.set_yscale("log")
@@ -233,7 +244,8 @@ def tetrahedra_slice(points: np.ndarray, cells: np.ndarray, axis: int = 2, at: f
 
     pts, tets = np.asarray(points, float), np.asarray(cells)
     if pts.ndim != 2 or pts.shape[1] != 3 or tets.ndim != 2 or tets.shape[1] != 4:
-        raise ValueError(f"a tetrahedral mesh is (P, 3) points and (C, 4) cells, found {pts.shape} and {tets.shape}")
+        raise ValueError(f"a tetrahedral mesh is (P, 3) points and (C, 4) cells, found {pts.shape} "
+                         f"and {tets.shape}")
     lo, hi = pts[:, axis].min(), pts[:, axis].max()
     at = 0.5 * (lo + hi) if at is None else float(at)
     height = pts[:, axis] - at
@@ -244,12 +256,13 @@ def tetrahedra_slice(points: np.ndarray, cells: np.ndarray, axis: int = 2, at: f
     counts = cut.sum(axis=1)
     keep = counts >= 3
     a, b, cut, counts, index = a[keep], b[keep], cut[keep], counts[keep], np.flatnonzero(keep)
-    t = height[a] / (height[a] - height[b])                               # where each edge meets the plane
+    t = height[a] / (height[a] - height[b])                        # where each edge meets the plane
     # slice vertices: one per cut edge (shared edges are repeated; the figure does not mind)
     first = np.cumsum(np.concatenate([[0], counts[:-1]]))
     ea, eb, et = a[cut], b[cut], t[cut]
     Q = len(ea)
-    weights = sp.csr_matrix((np.concatenate([1 - et, et]), (np.tile(np.arange(Q), 2), np.concatenate([ea, eb]))),
+    weights = sp.csr_matrix((np.concatenate([1 - et, et]),
+                             (np.tile(np.arange(Q), 2), np.concatenate([ea, eb]))),
                             shape=(Q, len(pts)))
     others = [k for k in range(3) if k != axis]
     xy = weights @ pts[:, others]
@@ -259,7 +272,8 @@ def tetrahedra_slice(points: np.ndarray, cells: np.ndarray, axis: int = 2, at: f
     owner.append(index[three])
     four = np.flatnonzero(counts == 4)
     if len(four):
-        # the 2-2 split: order the four cut points around the quadrilateral by angle about their centre
+        # the 2-2 split: order the four cut points around the quadrilateral by angle about their
+        # centre
         quad = first[four, None] + np.arange(4)
         centre = xy[quad].mean(axis=1, keepdims=True)
         angle = np.arctan2(xy[quad][..., 1] - centre[..., 1], xy[quad][..., 0] - centre[..., 0])
@@ -289,7 +303,8 @@ def field_on_mesh(path, points, cells, fields: dict, title: str, location: str =
     if location not in ("point", "cell"):
         raise ValueError(f"location must be 'point' or 'cell', found {location!r}")
     size = pts.shape[0] if location == "point" else tri.shape[0]
-    values = {name: _vector(f"fields[{name!r}]", f, size) for name, f in _named("fields", fields).items()}
+    values = {name: _vector(f"fields[{name!r}]", f, size)
+              for name, f in _named("fields", fields).items()}
     mesh = Triangulation(pts[:, 0], pts[:, 1], tri)
     limits = {}
     for group in (False, True):
@@ -337,7 +352,8 @@ def profiles_over_time(path, x, times, truth, variants: dict, title: str, count:
         curves[name] = u
     order = np.argsort(x, kind="stable")
     picks = np.unique(np.linspace(1, t.size - 1, count).round().astype(int))
-    fig, axes = plt.subplots(2, len(picks), figsize=(4.5 * len(picks), 7), sharex=True, squeeze=False)
+    fig, axes = plt.subplots(2, len(picks), figsize=(4.5 * len(picks), 7), sharex=True,
+                             squeeze=False)
     for j, n in enumerate(picks):
         top, bottom = axes[0, j], axes[1, j]
         top.plot(x[order], u_true[n, order], color="black", lw=2.2, label="solver (truth)")
@@ -345,8 +361,8 @@ def profiles_over_time(path, x, times, truth, variants: dict, title: str, count:
             style = variant_style(name)
             top.plot(x[order], u[n, order], color=style["color"], lw=1.3, label=name)
             err = np.maximum(np.abs(u[n, order] - u_true[n, order]), 1e-16)
-            bottom.semilogy(x[order], err, color=style["color"], lw=1.1, marker=style["marker"], ms=4,
-                            markevery=_markevery(x.size, k), label=name)
+            bottom.semilogy(x[order], err, color=style["color"], lw=1.1, marker=style["marker"],
+                            ms=4, markevery=_markevery(x.size, k), label=name)
         top.set_title(f"t = {t[n]:.3g}")
         top.grid(True, alpha=0.4)
         bottom.grid(True, alpha=0.4)

@@ -35,7 +35,8 @@ def wall_order(case, mesh) -> list[str]:
     return listed + [n for n in mesh.boundary_names if n not in listed]
 
 
-def dirichlet_walls(case, cv: ControlVolumes, t: float, params: dict) -> list[tuple[str, np.ndarray, np.ndarray]]:
+def dirichlet_walls(case, cv: ControlVolumes, t: float,
+                    params: dict) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """(name, control volumes in ascending order, data (n, components) at their centres) of
     every non-periodic Dirichlet boundary at time ``t``, in :func:`wall_order`: where walls
     meet, the later one's data is the one that stands, as in the solvers."""

@@ -51,7 +51,8 @@ from hybrid.errors import raise_if_interrupted
 from hybrid.mesh.control_volumes import ControlVolumes
 from hybrid.petsc_options import SOLVER_PREFIX, set_default
 
-__all__ = ["Conductivity", "BoundaryData", "Trajectory", "GPMESolver", "SolverError", "output_schedule"]
+__all__ = ["Conductivity", "BoundaryData", "Trajectory", "GPMESolver", "SolverError",
+           "output_schedule"]
 
 Expr = Callable[..., np.ndarray]  # expr(points, t=..., params=...) -> (n,)
 
@@ -78,7 +79,8 @@ class Conductivity:
 
     @classmethod
     def from_params(cls, kind: str, params: dict) -> "Conductivity":
-        names = {"constant": ["k"], "power": ["m"], "stefan": ["u_star", "k_max", "k_min", "smoothing"]}[kind]
+        names = {"constant": ["k"], "power": ["m"],
+                 "stefan": ["u_star", "k_max", "k_min", "smoothing"]}[kind]
         return cls(kind, **{n: float(params[n]) for n in names if n in params})
 
     def __call__(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -87,7 +89,8 @@ class Conductivity:
         if self.kind == "power":
             up = np.maximum(u, 0.0)
             k = up ** self.m
-            dk = np.where(u > 0, self.m * up ** (self.m - 1.0), 0.0) if self.m != 0 else np.zeros_like(u)
+            dk = (np.where(u > 0, self.m * up ** (self.m - 1.0), 0.0) if self.m != 0
+                  else np.zeros_like(u))
             return k, dk
         jump = self.k_max - self.k_min
         eps = self.smoothing
@@ -144,10 +147,11 @@ class GPMESolver:
     scenario's result is bitwise independent of the number of ranks.
     """
 
-    def __init__(self, cv: ControlVolumes, conductivity: Conductivity, boundaries: list[BoundaryData],
-                 params: dict, source: Expr | None = None, theta: float = 1.0,
-                 rtol: float = 1e-10, atol: float = 1e-13, max_it: int = 30, max_halvings: int = 8,
-                 convection: np.ndarray | None = None, scheme: str = "central"):
+    def __init__(self, cv: ControlVolumes, conductivity: Conductivity,
+                 boundaries: list[BoundaryData], params: dict, source: Expr | None = None,
+                 theta: float = 1.0, rtol: float = 1e-10, atol: float = 1e-13, max_it: int = 30,
+                 max_halvings: int = 8, convection: np.ndarray | None = None,
+                 scheme: str = "central"):
         self.cv, self.k, self.params, self.theta = cv, conductivity, dict(params), float(theta)
         if scheme not in ("central", "upwind"):
             raise ValueError(f"convection scheme {scheme!r}: use central or upwind")
@@ -230,12 +234,14 @@ class GPMESolver:
         self._coo_rows = all_rows
         self.nnz = len(uniq)
         r, c = uniq // self.N, uniq % self.N
-        self.indptr = np.concatenate([[0], np.cumsum(np.bincount(r, minlength=self.N))]).astype(PETSc.IntType)
+        self.indptr = np.concatenate([[0], np.cumsum(np.bincount(r, minlength=self.N))]).astype(
+            PETSc.IntType)
         self.indices = c.astype(PETSc.IntType)
 
     def _setup_snes(self) -> None:
         comm = PETSc.COMM_SELF
-        self.J = PETSc.Mat().createAIJ([self.N, self.N], csr=(self.indptr, self.indices, np.zeros(self.nnz)), comm=comm)
+        self.J = PETSc.Mat().createAIJ([self.N, self.N], csr=(self.indptr, self.indices,
+                                                              np.zeros(self.nnz)), comm=comm)
         self.J.setOption(PETSc.Mat.Option.NEW_NONZERO_ALLOCATION_ERR, True)
         self.r = PETSc.Vec().createSeq(self.N, comm=comm)
         self.x = PETSc.Vec().createSeq(self.N, comm=comm)
@@ -275,7 +281,8 @@ class GPMESolver:
         if hit is None:
             if len(self._cache) > 64:
                 self._cache.clear()
-            hit = np.broadcast_to(np.asarray(expr(points, t=t, params=self.params), float), (len(points),))
+            hit = np.broadcast_to(np.asarray(expr(points, t=t, params=self.params), float),
+                                  (len(points),))
             self._cache[key] = hit
         return hit
 
@@ -291,7 +298,8 @@ class GPMESolver:
             g[cvs] = self._eval(expr, pts, t)
         return g
 
-    def face_flux(self, u: np.ndarray, t: float, with_derivatives: bool = False, every_face: bool = False):
+    def face_flux(self, u: np.ndarray, t: float, with_derivatives: bool = False,
+                  every_face: bool = False):
         """Flux through the faces (Dirichlet faces of dual control volumes: 0, they are
         reactions), and optionally the pieces' derivatives for the Jacobian. Interior faces:
         those of the assembly pieces, or all of them (``every_face``: the recorded fluxes)."""
@@ -371,7 +379,8 @@ class GPMESolver:
     def _residual(self, u: np.ndarray) -> np.ndarray:
         st = self._step
         flux = self.face_flux(u, st["t1"])
-        res = self.cv.volume * (u - st["u0"]) + st["dt"] * (self.theta * (self.D @ flux) + st["old_div"]) - st["src"]
+        res = (self.cv.volume * (u - st["u0"])
+               + st["dt"] * (self.theta * (self.D @ flux) + st["old_div"]) - st["src"])
         res[self.is_dir] = u[self.is_dir] - st["g1"][self.is_dir]
         return res
 
@@ -396,7 +405,8 @@ class GPMESolver:
         return np.bincount(self._coo_pos, weights=vals[self._coo_valid], minlength=self.nnz)
 
     def _residual_scale(self, u0: np.ndarray) -> float:
-        """The largest residual at the step's start (Newton's absolute tolerance is relative to it)."""
+        """The largest residual at the step's start (Newton's absolute tolerance is relative to
+        it)."""
         return float(np.abs(self._residual(u0)).max())
 
     def _set_state(self, u: np.ndarray) -> None:
@@ -438,8 +448,8 @@ class GPMESolver:
         u1 = self._get_state()
         if not converged or not np.all(np.isfinite(u1)):
             if depth >= self.max_halvings:
-                raise SolverError(f"Newton did not converge at t = {t0:.6g} even with step {dt:.3g} "
-                                  f"(reason {self.snes.getConvergedReason()})")
+                raise SolverError(f"Newton did not converge at t = {t0:.6g} even with step "
+                                  f"{dt:.3g} (reason {self.snes.getConvergedReason()})")
             self.stats["halvings"] += 1
             ua, fa_, sa = self._solve_step(u0, t0, dt / 2, depth + 1)
             ub, fb, sb = self._solve_step(ua, t0 + dt / 2, dt / 2, depth + 1)
@@ -455,7 +465,8 @@ class GPMESolver:
         free = ~self.is_dir
         corr = imbalance[free] / self.cv.volume[free]
         if corr.size:
-            self.stats["max_correction"] = max(self.stats["max_correction"], float(np.abs(corr).max()))
+            self.stats["max_correction"] = max(self.stats["max_correction"],
+                                               float(np.abs(corr).max()))
         u1[free] -= corr
         return u1, phi, src
 

@@ -12,14 +12,14 @@ modes the continuity equation does not see; a pressure penalty ε ∫ p q dx (ε
 fixes them (and the constant), at the price of div u = ε p, i.e. ~1e-12. With
 ``element = "taylor-hood"`` (continuous P1 pressure fixed at one corner, no split) the
 velocity is divergence-free only weakly. Implicit Euler in time, each step solved by
-Newton's method (DOLFINx's NewtonSolver, MUMPS LU for the saddle-point systems). Velocity Dirichlet data on every named wall (the lid-driven
-cavity: u = (U, 0) on the lid, 0 on the other walls); the pressure is fixed to 0 at the
-lowest-leftmost vertex. Where walls meet, the wall listed later in the case file wins at
-the shared corner nodes (the cavity lists the lid first: its corners are no-slip).
+Newton's method (DOLFINx's NewtonSolver, MUMPS LU for the saddle-point systems). Velocity Dirichlet
+data on every named wall (the lid-driven cavity: u = (U, 0) on the lid, 0 on the other walls); the
+pressure is fixed to 0 at the lowest-leftmost vertex. Where walls meet, the wall listed later in the
+case file wins at the shared corner nodes (the cavity lists the lid first: its corners are no-slip).
 
-Outputs at the vertices of the case mesh (MeshData order; the split's centroids are not output): the velocity (its P2 field's nodal
-values), the pressure, and the vorticity ω = ∂v/∂x - ∂u/∂y of the P2 velocity, projected
-onto P1 with a lumped mass matrix, ω_i = ∫ φ_i ω dx / ∫ φ_i dx.
+Outputs at the vertices of the case mesh (MeshData order; the split's centroids are not output): the
+velocity (its P2 field's nodal values), the pressure, and the vorticity ω = ∂v/∂x - ∂u/∂y of the P2
+velocity, projected onto P1 with a lumped mass matrix, ω_i = ∫ φ_i ω dx / ∫ φ_i dx.
 
 :meth:`NavierStokesSolver.steady` solves the steady equations (no time derivative) by
 Newton from rest; tests/test_navier_stokes.py checks its centreline velocities against
@@ -76,17 +76,19 @@ def barycentric_split(meshdata: MeshData) -> MeshData:
     pts, cells = meshdata.points, meshdata.cells
     centroid = pts[cells].mean(axis=1)
     c = len(pts) + np.arange(len(cells))
-    split = np.stack([np.stack([cells[:, 0], cells[:, 1], c], 1), np.stack([cells[:, 1], cells[:, 2], c], 1),
+    split = np.stack([np.stack([cells[:, 0], cells[:, 1], c], 1),
+                      np.stack([cells[:, 1], cells[:, 2], c], 1),
                       np.stack([cells[:, 2], cells[:, 0], c], 1)], axis=1).reshape(-1, 3)
-    return MeshData(np.vstack([pts, centroid]), split, meshdata.cell_type, meshdata.facets, meshdata.facet_tags,
-                    dict(meshdata.boundary_names))
+    return MeshData(np.vstack([pts, centroid]), split, meshdata.cell_type, meshdata.facets,
+                    meshdata.facet_tags, dict(meshdata.boundary_names))
 
 
 class NavierStokesSolver:
     """Scott–Vogelius (default) or Taylor–Hood Navier–Stokes on one mesh, serial per scenario."""
 
     def __init__(self, meshdata: MeshData, nu: float, walls: list[Wall], params: dict,
-                 rtol: float = 1e-10, atol: float = 1e-12, max_it: int = 30, element: str = "scott-vogelius"):
+                 rtol: float = 1e-10, atol: float = 1e-12, max_it: int = 30,
+                 element: str = "scott-vogelius"):
         import dolfinx.fem
         import dolfinx.fem.petsc
         import dolfinx.nls.petsc
@@ -97,7 +99,8 @@ class NavierStokesSolver:
         from hybrid.mesh.distribute import to_dolfinx
 
         if meshdata.cell_type != "triangle":
-            raise ValueError(f"the Navier–Stokes solver needs a triangle mesh, not {meshdata.cell_type}")
+            raise ValueError("the Navier–Stokes solver needs a triangle mesh, not "
+                             f"{meshdata.cell_type}")
         if element not in ("scott-vogelius", "taylor-hood"):
             raise ValueError(f"element {element!r}: use scott-vogelius or taylor-hood")
         self.meshdata, self.params, self.element = meshdata, dict(params), element
@@ -163,7 +166,8 @@ class NavierStokesSolver:
         phi = ufl.TestFunction(P1)
         u_now = ufl.split(self.w)[0]
         self._curl = dolfinx.fem.form(phi * (u_now[1].dx(0) - u_now[0].dx(1)) * dx)
-        self._lumped = dolfinx.fem.petsc.assemble_vector(dolfinx.fem.form(phi * dx)).getArray().copy()
+        self._lumped = dolfinx.fem.petsc.assemble_vector(
+            dolfinx.fem.form(phi * dx)).getArray().copy()
         self._divergence = dolfinx.fem.form(phi * ufl.div(u_now) * dx)
         tree = cKDTree(self.solved_on.points[:, :2])
         self._v1_order = tree.query(V1.tabulate_dof_coordinates()[:, :2])[1]
@@ -180,7 +184,8 @@ class NavierStokesSolver:
         for wall, g in self.walls:
             def values(x, wall=wall):
                 pts = x[: self.meshdata.gdim].T
-                return np.vstack([np.broadcast_to(np.asarray(c(pts, t=t, params=self.params), float), (len(pts),))
+                return np.vstack([np.broadcast_to(np.asarray(c(pts, t=t, params=self.params),
+                                                             float), (len(pts),))
                                   for c in wall.components])
             g.interpolate(values)
 
@@ -227,20 +232,23 @@ class NavierStokesSolver:
         exact. Boundary faces: the wall data at the face centroid · S (exact for data linear
         along the wall, as the cavity's). Scott–Vogelius only (pieces must lie in one cell)."""
         if self.element != "scott-vogelius" or cv.kind != "dual":
-            raise ValueError("dual face fluxes need the Scott–Vogelius solver and dual control volumes")
+            raise ValueError("dual face fluxes need the Scott–Vogelius solver and dual control "
+                             "volumes")
         geom = self._piece_geometry(cv)
         u = self.w.sub(0).collapse()
         values = u.eval(geom["points"], geom["cells"]).reshape(-1, 3, self.meshdata.gdim)
         mean = (values[:, 0] + 4 * values[:, 1] + values[:, 2]) / 6.0
-        flux = np.bincount(geom["face"], weights=np.einsum("pd,pd->p", mean, geom["S"]), minlength=cv.num_faces)
+        flux = np.bincount(geom["face"], weights=np.einsum("pd,pd->p", mean, geom["S"]),
+                           minlength=cv.num_faces)
         inner = cv.face_cv[:, 1] >= 0
         S_b = cv.face_normal[~inner] * cv.face_area[~inner, None]
         data = np.zeros_like(S_b)
         pts_b, tags_b = cv.face_centroid[~inner], cv.face_tag[~inner]
         for wall, _ in self.walls:
             on = tags_b == cv.boundary_names[wall.name]
-            data[on] = np.stack([np.broadcast_to(np.asarray(c(pts_b[on], t=t, params=self.params), float),
-                                                 (int(on.sum()),)) for c in wall.components], axis=1)
+            data[on] = np.stack([np.broadcast_to(np.asarray(c(pts_b[on], t=t, params=self.params),
+                                                            float), (int(on.sum()),))
+                                 for c in wall.components], axis=1)
         flux[~inner] = np.einsum("fd,fd->f", data, S_b)
         return flux
 
@@ -251,7 +259,8 @@ class NavierStokesSolver:
             return self._pieces
         pts, cells = self.meshdata.points[:, :2], self.meshdata.cells
         m = len(cells)
-        pairs = [(0, 1), (1, 2), (0, 2)]     # the split's cell 3K + s holds edge pairs[s] and the centroid
+        pairs = [(0, 1), (1, 2), (0, 2)]     # the split's cell 3K + s holds
+                                             # edge pairs[s] and the centroid
         K = np.repeat(np.arange(m), 3)
         li = np.tile([p[0] for p in pairs], m)
         lj = np.tile([p[1] for p in pairs], m)
@@ -272,7 +281,8 @@ class NavierStokesSolver:
         points = np.stack([mid, 0.5 * (mid + c), c], axis=1).reshape(-1, 2)
         points = np.hstack([points, np.zeros((len(points), 1))])
         sub_cell = 3 * K + np.tile(np.arange(3), m)
-        self._pieces = {"points": points, "cells": np.repeat(self._local_cell[sub_cell], 3), "S": S, "face": face}
+        self._pieces = {"points": points, "cells": np.repeat(self._local_cell[sub_cell], 3), "S": S,
+                        "face": face}
         return self._pieces
 
     # ------------------------------------------------------------------ solves
@@ -283,7 +293,8 @@ class NavierStokesSolver:
         self._newton()
         return self.vertex_values()
 
-    def run(self, t_end: float, dt: float, outputs: int, initial: Callable[[np.ndarray], np.ndarray] | None = None,
+    def run(self, t_end: float, dt: float, outputs: int,
+            initial: Callable[[np.ndarray], np.ndarray] | None = None,
             progress: Callable[[int], None] | None = None,
             at_output: Callable[[float], None] | None = None) -> FlowTrajectory:
         """From the initial velocity ``initial(points (n, d)) -> (n, d)`` (default: rest), with
@@ -295,7 +306,8 @@ class NavierStokesSolver:
         self.w.x.array[:] = 0.0
         if initial is not None:
             d = self.meshdata.gdim
-            self.w.sub(0).interpolate(lambda x: np.asarray(initial(x[:d].T), float).reshape(-1, d).T)
+            self.w.sub(0).interpolate(
+                lambda x: np.asarray(initial(x[:d].T), float).reshape(-1, d).T)
             self.w.x.scatter_forward()
         U, P, Wv = [], [], []
         for field_, value in zip((U, P, Wv), self.vertex_values()):

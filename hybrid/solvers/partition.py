@@ -32,7 +32,8 @@ from hybrid.solvers.gpme import GPMESolver
 
 __all__ = ["PartitionGPMESolver", "KSP_RTOL"]
 
-KSP_RTOL = 1e-12   # of each Newton step's linear solve (the Newton tolerance is 1e-10 of the first residual)
+KSP_RTOL = 1e-12   # of each Newton step's linear solve (the Newton
+                   # tolerance is 1e-10 of the first residual)
 
 
 class PartitionGPMESolver(GPMESolver):
@@ -44,13 +45,15 @@ class PartitionGPMESolver(GPMESolver):
             raise RuntimeError("the control volumes have no owners: call assign_owners() first")
         self.comm = comm
         owner = np.asarray(cv.cv_owner, np.int64)
-        order = np.argsort(owner, kind="stable")          # PETSc numbering: rank by rank, original order within
+        # PETSc numbering: rank by rank, original order within
+        order = np.argsort(owner, kind="stable")
         self.petsc_of = np.empty(len(owner), np.int64)
         self.petsc_of[order] = np.arange(len(owner))
         counts = np.bincount(owner, minlength=comm.size)
         start = np.concatenate([[0], np.cumsum(counts)])
         self.counts, self.order = counts, order
-        self.own = order[start[comm.rank]:start[comm.rank + 1]]   # this rank's control volumes, PETSc order
+        # this rank's control volumes, PETSc order
+        self.own = order[start[comm.rank]:start[comm.rank + 1]]
         self.mine = np.zeros(len(owner), bool)
         self.mine[self.own] = True
         super().__init__(cv, *args, **kwargs)
@@ -74,13 +77,15 @@ class PartitionGPMESolver(GPMESolver):
             take.append(lo + k)
             rows.append(hi - lo)
         self.local_indptr = np.concatenate([[0], np.cumsum(rows)]).astype(PETSc.IntType)
-        self.local_indices = (np.concatenate(cols) if cols else np.zeros(0, np.int64)).astype(PETSc.IntType)
+        self.local_indices = (np.concatenate(cols) if cols
+                              else np.zeros(0, np.int64)).astype(PETSc.IntType)
         self.local_take = np.concatenate(take) if take else np.zeros(0, np.int64)
 
     def _setup_snes(self) -> None:
         comm, n = self.comm, len(self.own)
         self.J = PETSc.Mat().createAIJ([(n, self.N), (n, self.N)],
-                                       csr=(self.local_indptr, self.local_indices, np.zeros(len(self.local_indices))),
+                                       csr=(self.local_indptr, self.local_indices,
+                                            np.zeros(len(self.local_indices))),
                                        comm=comm)
         self.J.setOption(PETSc.Mat.Option.NEW_NONZERO_ALLOCATION_ERR, True)
         self.r = self.J.createVecLeft()
@@ -97,7 +102,7 @@ class PartitionGPMESolver(GPMESolver):
             pc.setType("gamg")
         self._configure_snes(snes)
 
-    # ------------------------------------------------------------------ the whole state on every rank
+    # ---------------------------------------------------------------- the whole state on every rank
     def _whole(self, local: np.ndarray) -> np.ndarray:
         """Every control volume's value, original numbering, from each rank's own values."""
         gathered = np.empty(self.N)

@@ -58,7 +58,8 @@ class WaveSolver:
             faces = bfaces[cv.face_tag[bfaces] == cv.boundary_names[bc.name]]
             if bc.kind == "dirichlet":
                 if cv.kind != "dual":
-                    raise ValueError("the wave solver imposes Dirichlet values on dual control volumes only")
+                    raise ValueError("the wave solver imposes Dirichlet values on dual control "
+                                     "volumes only")
                 dir_faces.append(faces)
                 cvs = np.unique(cv.face_cv[faces, 0])
                 self.dir_expr.append((cvs, bc.expr))
@@ -77,14 +78,16 @@ class WaveSolver:
         b = np.zeros(self.F)
         fa = self.cv.face_area
         for faces, kind, expr, pts in self.data_faces:
-            values = np.broadcast_to(np.asarray(expr(pts, t=t, params=self.params), float), (len(faces),))
+            values = np.broadcast_to(np.asarray(expr(pts, t=t, params=self.params), float),
+                                     (len(faces),))
             b[faces] = values * fa[faces] if kind == "flux" else -self.c2 * values * fa[faces]
         return b
 
     def dirichlet_values(self, t: float) -> np.ndarray:
         g = np.zeros(self.N)
         for cvs, expr in self.dir_expr:
-            g[cvs] = np.broadcast_to(np.asarray(expr(self.cv.centre[cvs], t=t, params=self.params), float),
+            g[cvs] = np.broadcast_to(np.asarray(expr(self.cv.centre[cvs], t=t, params=self.params),
+                                                float),
                                      (len(cvs),))
         return g
 
@@ -117,7 +120,7 @@ class WaveSolver:
             # their Dirichlet faces is what closes their momentum balance (shared by area)
             v1[self.is_dir] = ((u1 - u) / dt - (1 - th) * v)[self.is_dir] / th
             dJ[self.dir_faces] = 0.0
-            need = -vol * (v1 - v) - D @ dJ                  # what the Dirichlet faces must carry out
+            need = -vol * (v1 - v) - D @ dJ                # what the Dirichlet faces must carry out
             a = self.cv.face_cv[self.dir_faces, 0]
             area = self.cv.face_area[self.dir_faces]
             share = np.bincount(a, weights=area, minlength=self.N)
@@ -125,10 +128,12 @@ class WaveSolver:
         v1[free] = v[free] - (D @ dJ)[free] / vol[free]
         J1 = J + dJ
         phi = dt * (th * J1 + (1 - th) * J)
-        # the recorded state follows from the recorded impulse (round-off balance, as in the GPME solver)
+        # the recorded state follows from the recorded impulse (round-off balance, as in the GPME
+        # solver)
         u_cons = u + dt * (th * v1 + (1 - th) * v)
         if free.any():
-            self.stats["max_correction"] = max(self.stats["max_correction"], float(np.abs(u_cons - u1)[free].max()))
+            self.stats["max_correction"] = max(self.stats["max_correction"],
+                                               float(np.abs(u_cons - u1)[free].max()))
         u1 = np.where(free, u_cons, u1)
         self.stats["steps"] += 1
         return u1, v1, J1, phi

@@ -9,8 +9,8 @@ import numpy as np
 from hybrid.constraints.flow import wall_rows
 from hybrid.constraints.rows import StateLayout
 from hybrid.mesh.control_volumes import balance_residual
-from hybrid.metrics import (coverage, crps_gaussian, gaussian_log_likelihood, mass_error, max_error, mse,
-                            relative_l2, variance_floor)
+from hybrid.metrics import (coverage, crps_gaussian, gaussian_log_likelihood, mass_error, max_error,
+                            mse, relative_l2, variance_floor)
 
 __all__ = ["variant_scores", "flow_scores", "residual_by_kind"]
 
@@ -22,7 +22,8 @@ def variant_scores(cv, data: dict, layout: StateLayout, boundary: list, u, var, 
     truth, var = test["u"][:, 1:], np.maximum(var[:, 1:], 0.0)
     w = cv.volume
     scale = np.abs(test["u"]).max() * w.max()
-    balance = max(float(np.abs(balance_residual(w, cv.face_cv, u[i], flux[i], test["source"][i])).max())
+    balance = max(float(np.abs(balance_residual(w, cv.face_cv, u[i], flux[i],
+                                                test["source"][i])).max())
                   for i in range(len(u))) / scale
     u = u[:, 1:]
     errors = {"dirichlet": 0.0, "neumann-flux": 0.0, "normal-derivative": 0.0}
@@ -34,17 +35,20 @@ def variant_scores(cv, data: dict, layout: StateLayout, boundary: list, u, var, 
                 errors[kind] = max(errors[kind], float(np.abs(rows.G[sel] @ x - rows.b[sel]).max()))
     has = {kind: any((rows.kind == kind).any() for rows in boundary) for kind in errors}
     per_time = np.stack([relative_l2(u[:, n], truth[:, n], w) for n in range(u.shape[1])], axis=1)
-    return {"rel_l2": float(relative_l2(u, truth, w).mean()), "mse": mse(u, truth, w), "max_error": max_error(u, truth),
-            "mass_error": mass_error(u, truth, w), "max_balance_residual": balance,
+    return {"rel_l2": float(relative_l2(u, truth, w).mean()), "mse": mse(u, truth, w),
+            "max_error": max_error(u, truth), "mass_error": mass_error(u, truth, w),
+            "max_balance_residual": balance,
             "dirichlet_error": errors["dirichlet"] if has["dirichlet"] else None,
             "neumann_flux_error": errors["neumann-flux"] if has["neumann-flux"] else None,
-            "normal_derivative_error": errors["normal-derivative"] if has["normal-derivative"] else None,
+            "normal_derivative_error": (errors["normal-derivative"] if has["normal-derivative"]
+                                        else None),
             "log_likelihood": gaussian_log_likelihood(u, var, truth, variance_floor(var)),
             "crps": crps_gaussian(u, var, truth), "coverage90": coverage(u, var, truth),
             "rel_l2_over_time": per_time.mean(axis=0).tolist()}
 
 
-def flow_scores(cv, data: dict, boundary: list, u: np.ndarray, var: np.ndarray, flux: np.ndarray) -> dict:
+def flow_scores(cv, data: dict, boundary: list, u: np.ndarray, var: np.ndarray,
+                flux: np.ndarray) -> dict:
     """Scores of one variant: u, var (S, T+1, d N) and flux (S, T, F); t = 0 is not scored.
     ``boundary``: :func:`~hybrid.constraints.flow.wall_data` of each test scenario."""
     test = data["test"]
@@ -54,7 +58,8 @@ def flow_scores(cv, data: dict, boundary: list, u: np.ndarray, var: np.ndarray, 
     w = np.tile(cv.volume, d)
     D = cv.incidence()
     scale = float(np.abs(test["u"]).max() * cv.face_area.max())
-    divergence = np.abs(D @ flux.reshape(-1, flux.shape[-1]).T).T.reshape(*flux.shape[:2], N) / scale  # (S, T, N)
+    divergence = (np.abs(D @ flux.reshape(-1, flux.shape[-1]).T).T.reshape(*flux.shape[:2], N)
+                  / scale)  # (S, T, N)
     wall_err, bflux_err = 0.0, 0.0
     faces = cv.boundary_faces
     for i, (walls_t, bflux) in enumerate(boundary):
@@ -65,7 +70,8 @@ def flow_scores(cv, data: dict, boundary: list, u: np.ndarray, var: np.ndarray, 
         bflux_err = max(bflux_err, float(np.abs(flux[i][:, faces] - bflux[:, faces]).max()))
     per_time = np.stack([relative_l2(u[:, n], truth[:, n], w) for n in range(u.shape[1])], axis=1)
     return {"rel_l2": float(relative_l2(u, truth, w).mean()), "mse": mse(u, truth, w),
-            "max_error": max_error(u, truth), "flux_rel_l2": float(relative_l2(flux, test["flux"], 1.0).mean()),
+            "max_error": max_error(u, truth),
+            "flux_rel_l2": float(relative_l2(flux, test["flux"], 1.0).mean()),
             "max_divergence": float(divergence.max()),
             "divergence_over_time": divergence.max(axis=(0, 2)).tolist(),
             "wall_error": wall_err, "boundary_flux_error": bflux_err,
