@@ -1,3 +1,5 @@
+"""``python -m hybrid``: the ``hybrid`` command (:func:`hybrid.cli.main`)."""
+
 import sys
 
 from hybrid.cli import main

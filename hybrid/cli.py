@@ -219,6 +219,9 @@ def _echo_of_write_failure(kind, error, trace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command in ``argv`` (``sys.argv[1:]`` when None) and return the exit code: 0,
+    2 for a :class:`~hybrid.errors.CaseError` (its message on stderr), 130 for an interrupt,
+    1 for any other error (its traceback; under MPI the job is aborted)."""
     args = _parser().parse_args(argv)
     catch_interrupts()
     sys.unraisablehook = _quiet_after_write_failures

@@ -101,7 +101,7 @@ def meshtags_from_entities(mesh, dim: int, entities: np.ndarray, values: np.ndar
 
 def distribute_entity_data(mesh, dim: int, entities: np.ndarray, values: np.ndarray):
     """Send entities given by original vertex indices to the ranks that hold them ->
-    ``(entities in local vertex indices, values)``. (0.5 exports the raw C++ function.)"""
+    ``(entities in local vertex indices, values)`` (0.5 exports the raw C++ function)."""
     entities = np.ascontiguousarray(entities, dtype=np.int64)
     values = np.ascontiguousarray(values, dtype=np.int32)
     if _NEW:
@@ -127,7 +127,7 @@ def geometry_dofmap(mesh) -> np.ndarray:
 
 
 def model_to_mesh(model, comm, rank: int, gdim: int):
-    """gmsh model -> ``(mesh, cell_tags, facet_tags)``.
+    """Gmsh model -> ``(mesh, cell_tags, facet_tags)``.
 
     ``hybrid`` itself goes through :class:`~hybrid.mesh.meshdata.MeshData` and
     :func:`hybrid.mesh.distribute.to_dolfinx`; this is for scripts that hold a gmsh model.

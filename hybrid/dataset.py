@@ -157,9 +157,11 @@ class Split:
                                  f"{', '.join(self.keys())})") from None
 
     def keys(self) -> list[str]:
+        """The item names: ``u``, ``params``, ``parameter_names``, then those of ``arrays``."""
         return ["u", "params", "parameter_names", *self.arrays]
 
     def items(self):
+        """(name, value) pairs, in :meth:`keys` order."""
         return [(k, self[k]) for k in self.keys()]
 
     def __iter__(self):
@@ -174,6 +176,7 @@ class Split:
         return key in ("u", "params", "parameter_names") or key in self.arrays
 
     def get(self, key: str, default=None):
+        """The item ``key``, or ``default`` when the split has none."""
         return self[key] if key in self else default
 
 
@@ -190,10 +193,12 @@ class Dataset:
 
     @property
     def train(self) -> Split | None:
+        """The ``train`` split, None when the file has none."""
         return self.splits.get("train")
 
     @property
     def test(self) -> Split | None:
+        """The ``test`` split, None when the file has none."""
         return self.splits.get("test")
 
     @property
@@ -203,6 +208,7 @@ class Dataset:
 
     @property
     def control_volumes_kind(self) -> str:
+        """The control volumes' definition, ``"cells"`` or ``"dual"``."""
         return self.cv.kind
 
     def with_splits(self, **splits: Split) -> "Dataset":
@@ -220,6 +226,8 @@ class Dataset:
         return key in self._NAMES or key in self.splits
 
     def keys(self) -> list[str]:
+        """The item names: mesh, cv, times, control_volumes, control_volumes_kind, then the
+        splits."""
         return [*self._NAMES, *self.splits]
 
     def __iter__(self):

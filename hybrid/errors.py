@@ -42,6 +42,8 @@ class WriteError(CaseError):
 
     @classmethod
     def failed(cls, path, error: BaseException) -> "WriteError":
+        """The error for ``path`` whose write failed with ``error`` (an OSError, or HDF5's or
+        torch's RuntimeError)."""
         return cls(f"cannot be written: {describe_write_error(error)}; whatever was under this "
                    "name before is unchanged (free space or choose another [output] dir, then run "
                    "again)",
@@ -85,5 +87,7 @@ def catch_interrupts() -> None:
 
 
 def raise_if_interrupted() -> None:
+    """Raise KeyboardInterrupt if Ctrl-C or SIGTERM came since :func:`catch_interrupts`
+    (called after a PETSc solve, whose callbacks swallow it)."""
     if _interrupted:
         raise KeyboardInterrupt

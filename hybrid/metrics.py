@@ -25,11 +25,11 @@ def relative_l2(pred: np.ndarray, true: np.ndarray, weight: np.ndarray | float =
 
 
 def mse(pred: np.ndarray, true: np.ndarray, weight: np.ndarray | float = 1.0) -> float:
-    """Volume-weighted mean square error over all scenarios, times and entries,
+    r"""Volume-weighted mean square error over all scenarios, times and entries.
 
-    .. math:: \\mathrm{MSE} = \\sum_{s,n,K} |K| (p_K - t_K)^2 \\Big/ \\sum_{s,n,K} |K|,
+    .. math:: \mathrm{MSE} = \sum_{s,n,K} |K| (p_K - t_K)^2 \Big/ \sum_{s,n,K} |K|.
 
-    the plain mean of (p − t)² when ``weight`` is 1.
+    The plain mean of (p − t)² when ``weight`` is 1.
     """
     err2 = (np.asarray(pred, float) - np.asarray(true, float)) ** 2
     w = np.broadcast_to(np.asarray(weight, float), err2.shape)
@@ -47,12 +47,12 @@ def total_mass(u: np.ndarray, weight: np.ndarray) -> np.ndarray:
 
 
 def mass_error(pred: np.ndarray, true: np.ndarray, weight: np.ndarray) -> float:
-    """Global conservation error relative to the total amount,
+    r"""Global conservation error relative to the total amount.
 
-    .. math:: \\max_{s,n} \\Big|\\sum_K |K| (p_K - t_K)\\Big| \\Big/
-              \\max_{s,n} \\sum_K |K|\\,|t_K|,
+    .. math:: \max_{s,n} \Big|\sum_K |K| (p_K - t_K)\Big| \Big/
+              \max_{s,n} \sum_K |K|\,|t_K|.
 
-    divided by the absolute amount because the signed total Σ|K| t_K can be 0.
+    The denominator is the absolute amount because the signed total Σ|K| t_K can be 0.
     """
     num = np.abs(total_mass(np.asarray(pred, float) - np.asarray(true, float), weight)).max()
     den = total_mass(np.abs(np.asarray(true, float)), weight).max()
@@ -79,11 +79,11 @@ def gaussian_log_likelihood(mean: np.ndarray, var: np.ndarray, true: np.ndarray,
 
 
 def crps_gaussian(mean: np.ndarray, var: np.ndarray, true: np.ndarray) -> float:
-    """Mean over entries of the continuous ranked probability score of N(μ, σ²) at t,
+    r"""Mean over entries of the continuous ranked probability score of N(μ, σ²) at t.
 
-    .. math:: \\mathrm{CRPS} = \\int (F(y) - 1\\{y \\ge t\\})^2\\,dy
-              = \\sigma\\Big[z(2\\Phi(z) - 1) + 2\\varphi(z) - \\tfrac{1}{\\sqrt\\pi}\\Big],
-              \\quad z = (t - \\mu)/\\sigma
+    .. math:: \mathrm{CRPS} = \int (F(y) - 1\{y \ge t\})^2\,dy
+              = \sigma\Big[z(2\Phi(z) - 1) + 2\varphi(z) - \tfrac{1}{\sqrt\pi}\Big],
+              \quad z = (t - \mu)/\sigma
 
     (Gneiting & Raftery 2007, eq. 21). As σ → 0 it is |t − μ|, used exactly where σ = 0.
     For t drawn from the forecast itself, E[CRPS] = σ/√π.
@@ -104,13 +104,13 @@ def crps_gaussian(mean: np.ndarray, var: np.ndarray, true: np.ndarray) -> float:
 
 def front_position(u: np.ndarray, x: np.ndarray, threshold: float,
                    from_left: bool = True) -> np.ndarray:
-    """Front of 1-D profiles u (..., N) at sorted coordinates x (N,): where u first falls
+    r"""Front of 1-D profiles u (..., N) at sorted coordinates x (N,): where u first falls
     below ``threshold`` walking from the left end (from the right end if not ``from_left``).
 
     With i the first index (in walking order) where u_i < threshold, the front is the
     linear interpolation between the neighbours i − 1 and i,
 
-    .. math:: x_f = x_{i-1} + (x_i - x_{i-1}) \\frac{u_{i-1} - u^*}{u_{i-1} - u_i}.
+    .. math:: x_f = x_{i-1} + (x_i - x_{i-1}) \frac{u_{i-1} - u^*}{u_{i-1} - u_i}.
 
     A profile that never crosses gives the starting end when it already starts below
     the threshold and the far end when it stays above it. Returns shape (...).

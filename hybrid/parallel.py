@@ -17,6 +17,7 @@ _PROGRESS_TAG = 7301
 
 
 def root_print(*args, comm: MPI.Comm = MPI.COMM_WORLD, **kwargs) -> None:
+    """``print`` on rank 0 of ``comm`` only, flushed."""
     if comm.rank == 0:
         print(*args, **kwargs, flush=True)
 
@@ -117,6 +118,8 @@ class ScenarioProgress:
             self.bar.set_postfix(values, refresh=False)
 
     def done(self, n: int = 1) -> None:
+        """Count ``n`` more tasks finished on this rank (rank 0: the bar moves now; another
+        rank: a message that rank 0 reads at its next update)."""
         if n <= 0:
             return
         if self.comm.rank == 0:

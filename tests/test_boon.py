@@ -13,8 +13,8 @@ import torch
 from helpers import CASES, run_cli, small_case
 from hybrid.surrogates.boon import BoonFNO
 
-ENDS = [("dirichlet", "dirichlet"), ("neumann", "dirichlet"), ("dirichlet", "none"), ("none", "neumann"),
-        ("neumann", "neumann")]
+ENDS = [("dirichlet", "dirichlet"), ("neumann", "dirichlet"), ("dirichlet", "none"),
+        ("none", "neumann"), ("neumann", "neumann")]
 
 
 def model(ends, T=3, seed=0):
@@ -79,7 +79,8 @@ def test_boon_needs_matching_periodic_ends():
 
 def model2d(ends, T=2, C=2, seed=0):
     torch.manual_seed(seed)
-    return BoonFNO(5 + T * C, 2 * T * C, 2, ends=ends, outputs=T, components=C, modes=5, width=5, layers=3)
+    return BoonFNO(5 + T * C, 2 * T * C, 2, ends=ends, outputs=T, components=C, modes=5, width=5,
+                   layers=3)
 
 
 @pytest.mark.parametrize("axis", [0, 1])
@@ -93,15 +94,19 @@ def test_2d_face_blocks_are_the_full_grid_responses_to_a_face(axis):
     with torch.no_grad():
         blocks = m._face_blocks(layer, C, shape, axis, torch.float32, "cpu")
         for c in range(C):
-            for side, (on_low, on_high) in ((0, (blocks[0], blocks[1])), (-1, (blocks[2], blocks[3]))):
+            for side, (on_low, on_high) in ((0, (blocks[0], blocks[1])),
+                                            (-1, (blocks[2], blocks[3]))):
                 unit = torch.zeros((1, C, *shape))
                 unit[0, c].select(axis, side).fill_(1.0)
                 response = layer(unit) - layer(torch.zeros_like(unit))
                 low, high = response[0].select(1 + axis, 0), response[0].select(1 + axis, -1)
                 scale = float(response.abs().max())
-                assert scale > 1e-3 and float((low - low[:, :1]).abs().max()) < 1e-5 * scale  # constant along the face
-                np.testing.assert_allclose(low[:, 0].numpy(), on_low[:, c].numpy(), atol=1e-5 * scale)
-                np.testing.assert_allclose(high[:, 0].numpy(), on_high[:, c].numpy(), atol=1e-5 * scale)
+                assert scale > 1e-3 and (float((low - low[:, :1]).abs().max())
+                                         < 1e-5 * scale)  # constant along the face
+                np.testing.assert_allclose(low[:, 0].numpy(), on_low[:, c].numpy(),
+                                           atol=1e-5 * scale)
+                np.testing.assert_allclose(high[:, 0].numpy(), on_high[:, c].numpy(),
+                                           atol=1e-5 * scale)
 
 
 def test_2d_corrected_layer_faces_see_less_of_the_interior():
@@ -112,7 +117,8 @@ def test_2d_corrected_layer_faces_see_less_of_the_interior():
     h = torch.randn(3, 5, 20, 16)
     moved = h.clone()
     moved[..., 1:-1, 1:-1] += torch.randn_like(moved[..., 1:-1, 1:-1])
-    faces = lambda d: torch.cat([d[..., 0, :], d[..., -1, :], d[..., :, 0], d[..., :, -1]], dim=-1).abs().mean()
+    faces = lambda d: torch.cat([d[..., 0, :], d[..., -1, :], d[..., :, 0], d[..., :, -1]],
+                                dim=-1).abs().mean()
     with torch.no_grad():
         plain = lambda v: m.spectral[0](v) + m.skip[0](v)
         corrected = lambda v: m._corrected(m.spectral[0], m.skip[0], v)
@@ -128,9 +134,11 @@ def test_2d_output_meets_the_boundary_fields_and_periodic_faces_agree():
     with torch.no_grad():
         z = m(x)[:, :T * C]
     beta = x[:, -T * C:]
-    for face in (z[..., 0, :] - beta[..., 0, :], z[..., :, 0] - beta[..., :, 0], z[..., :, -1] - beta[..., :, -1]):
+    for face in (z[..., 0, :] - beta[..., 0, :], z[..., :, 0] - beta[..., :, 0],
+                 z[..., :, -1] - beta[..., :, -1]):
         assert float(face.abs().max()) == 0.0
-    assert float((z[..., -1, 1:-1] - beta[..., -1, 1:-1]).abs().max()) > 1e-3    # the uncorrected face is free
+    assert float((z[..., -1, 1:-1] - beta[..., -1, 1:-1]).abs().max()) > 1e-3    # the uncorrected
+                                                                                 # face is free
     p = model2d(("periodic", "periodic", "dirichlet", "dirichlet"), T, C)
     out = p(x)
     assert torch.equal(out[:, :T * C, 0], out[:, :T * C, -1])
@@ -157,14 +165,17 @@ def test_2d_box_faces_of_the_cavity():
     assert kinds == ("dirichlet",) * 4
     index = np.arange(120).reshape(12, 10)
     assert sorted(owned["top"]) == sorted(index[1:-1, -1])
-    # the walls in the case's order top, left, right, bottom: the bottom, listed last, owns its corners
+    # the walls in the case's order top, left, right, bottom: the bottom, listed last, owns its
+    # corners
     assert sorted(owned["bottom"]) == sorted(index[:, 0])
-    assert sorted(owned["left"]) == sorted(index[0, 1:]) and sorted(owned["right"]) == sorted(index[-1, 1:])
-    assert sum(len(v) for v in owned.values()) == len(np.unique(np.concatenate(list(owned.values()))))
+    assert (sorted(owned["left"]) == sorted(index[0, 1:])
+            and sorted(owned["right"]) == sorted(index[-1, 1:]))
+    assert (sum(len(v) for v in owned.values())
+            == len(np.unique(np.concatenate(list(owned.values())))))
 
 
-TINY = dict(train=6, test=2, surrogate={"members": "2", "epochs": "3", "grid": "32", "modes": "8", "width": "8",
-                                        "layers": "2", "batch": "4"},
+TINY = dict(train=6, test=2, surrogate={"members": "2", "epochs": "3", "grid": "32", "modes": "8",
+                                        "width": "8", "layers": "2", "batch": "4"},
             time={"t_end": "0.05", "outputs": "4"},
             constraints={"compare": '["raw", "boon", "unpadded", "per-cell"]'})
 
@@ -178,8 +189,10 @@ def test_run_reports_the_boon_variant(tmp_path, name):
     assert list(variants) == ["raw", "boon", "unpadded", "per-cell", "per-cell+boundary"]
     boon, raw = variants["boon"], variants["raw"]
     assert np.isfinite(boon["rel_l2"]) and np.isfinite(variants["unpadded"]["rel_l2"])
-    # the unpadded baseline is the main ensemble's FNO less its zero padding (BOON's published FNO1d)
-    padding = {kind: torch.load(case / "results/train" / kind / "member-0.pt", weights_only=True)["config"]["padding"]
+    # the unpadded baseline is the main ensemble's FNO less its zero padding (BOON's published
+    # FNO1d)
+    padding = {kind: torch.load(case / "results/train" / kind / "member-0.pt",
+                                weights_only=True)["config"]["padding"]
                for kind in ("", "unpadded")}
     assert padding["unpadded"] == 0 < padding[""]
     if name in ("burgers-dirichlet-1d", "wave-2d"):

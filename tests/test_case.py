@@ -97,7 +97,8 @@ dt = 0.01
 
 @pytest.fixture
 def write_case(tmp_path, monkeypatch):
-    """Write ``text`` as cases/stefan-1d/case.toml beside meshes/interval-400.msh; cwd = case dir."""
+    """Write ``text`` as cases/stefan-1d/case.toml beside meshes/interval-400.msh; cwd = case
+    dir."""
     case_dir = tmp_path / "cases" / "stefan-1d"
     case_dir.mkdir(parents=True)
     (tmp_path / "meshes").mkdir()
@@ -122,8 +123,8 @@ def test_contract_example_loads_with_defaults(write_case, tmp_path):
     assert case.pde["coefficients"] == {"k_min": 0.0, "smoothing": 0.005}
     assert case.coefficient_names == ("u_star", "k_max", "k_min", "smoothing")
     assert case.time == {"t_end": 0.1, "dt": 1e-4, "outputs": 20, "theta": 1.0}
-    assert case.solver == {"newton_rtol": 1e-10, "newton_atol": 1e-13, "newton_max_it": 30, "petsc_options": {},
-                           "parallel": "auto"}
+    assert case.solver == {"newton_rtol": 1e-10, "newton_atol": 1e-13, "newton_max_it": 30,
+                           "petsc_options": {}, "parallel": "auto"}
     assert case.surrogate["modes"] == 16 and case.surrogate["grid"] == 64
     assert case.surrogate["heteroscedastic"] is False and case.surrogate["validation"] == 0.1
     assert case.constraints["compare"] == ["raw", "hardc", "softc", "global", "per-cell"]
@@ -218,7 +219,8 @@ ERRORS = [
      ['found "heat"', "gpme, burgers, wave, navier-stokes"]),
     (replace('k = "stefan"', 'k = "stefan"\nm = 2'), "pde.m",
      ['m is used by k = "power"', 'k = "stefan"']),
-    (replace('k = "stefan"', 'k = "stefan"\nnu = 0.1'), "pde.nu", ["family burgers, navier-stokes"]),
+    (replace('k = "stefan"', 'k = "stefan"\nnu = 0.1'), "pde.nu",
+     ["family burgers, navier-stokes"]),
     (replace('k = "stefan"', 'k = "power"'), "pde.m", ['k = "power" needs m']),
     (replace('k = "stefan"', 'k = "stefan"\nu_star = 0.6'), "parameters.u_star",
      ["given in [pde] (0.6) and in [parameters]"]),
@@ -335,7 +337,8 @@ def test_test_split_uses_overrides(write_case):
     assert {s["u_star"] for s in test} == {0.5, 0.6}
     assert all(s["k_max"] == 1.0 for s in test)
     # without overrides the test split draws from [parameters], with its own streams
-    plain = load_case(write_case(replace("[parameters.test]\nu_star = { choice = [0.6, 0.5] }", "")))
+    plain = load_case(write_case(replace("[parameters.test]\nu_star = { choice = [0.6, 0.5] }",
+                                         "")))
     plain_test = [s["u_star"] for s in plain.scenarios("test")]
     assert all(0.55 <= u <= 0.7 for u in plain_test)
     assert plain_test[0] != plain.scenario("train", 0)["u_star"]
@@ -358,7 +361,8 @@ def test_hash_tracks_exactly_its_sections(write_case, tmp_path):
     explicit = load_case(write_case(replace("outputs = 20", "outputs = 20\ntheta = 1.0")))
     assert explicit.hash("time") == case.hash("time")
     before = case.hash("mesh")
-    (tmp_path / "meshes" / "interval-400.msh").write_text("$MeshFormat\n4.1 0 8\n$EndMeshFormat\n\n")
+    (tmp_path / "meshes" / "interval-400.msh").write_text("$MeshFormat\n4.1 0 8\n"
+                                                          "$EndMeshFormat\n\n")
     assert case.hash("mesh") != before
     with pytest.raises(ValueError):
         case.hash("nonsense")
@@ -409,8 +413,10 @@ def test_grf_initial_condition_from_case(write_case):
     case = load_case(write_case(text))
     assert (case.initial.kind, case.initial.alpha, case.initial.tau) == ("grf", 2.5, 7.0)
     x = np.linspace(0, 1, 64)[:, None]
-    u0 = initial_values(case, x, case.scenario("train", 0), scenario_rng(case.seed, "train", 0, "initial"))
-    again = initial_values(case, x, case.scenario("train", 0), scenario_rng(case.seed, "train", 0, "initial"))
+    u0 = initial_values(case, x, case.scenario("train", 0),
+                        scenario_rng(case.seed, "train", 0, "initial"))
+    again = initial_values(case, x, case.scenario("train", 0),
+                           scenario_rng(case.seed, "train", 0, "initial"))
     assert u0.shape == (64,) and np.array_equal(u0, again) and u0.std() > 0.05
 
 
@@ -421,14 +427,16 @@ def test_describe_keys_documents_every_key():
         assert f"[{section.name}]" in text
         for key in section.keys:
             assert f"`{key.name}`" in text
-    for key in ("shape", "cells", "jitter", "radius", "uniform", "choice", "normal", "erfc", "where"):
+    for key in ("shape", "cells", "jitter", "radius", "uniform", "choice", "normal", "erfc",
+                "where"):
         assert key in text
 
 
 NESTED_CASES = sorted(CASES.glob("*/*/case.toml"))
 
 
-@pytest.mark.parametrize("path", NESTED_CASES, ids=[f"{p.parent.parent.name}/{p.parent.name}" for p in NESTED_CASES])
+@pytest.mark.parametrize("path", NESTED_CASES,
+                         ids=[f"{p.parent.parent.name}/{p.parent.name}" for p in NESTED_CASES])
 def test_paper_and_large_cases_load(path):
     """The cases outside the suite's every-case runs (cases/paper, cases/large) are valid as
     shipped: they load, and each is named after its folder (their results go to its own place)."""

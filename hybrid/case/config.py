@@ -111,6 +111,7 @@ class Case:
 
     @property
     def output_dir(self) -> Path:
+        """The ``[output] dir`` folder (a relative one is under the case directory)."""
         return self.dir / self.output["dir"]
 
     @property

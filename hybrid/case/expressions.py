@@ -104,16 +104,13 @@ _Evaluator = Callable[[Mapping[str, object]], object]
 class Expression:
     """A compiled expression: call it with points, a time and parameter values.
 
-    Attributes
-    ----------
-    text : str
-        The expression as written in the case file.
-    names_used : frozenset[str]
-        The variables it reads: coordinates, ``t`` and parameters (not ``pi``/``e``).
-    parameters_used : frozenset[str]
-        ``names_used`` less coordinates and ``t``.
-    depends_on_t, depends_on_space : bool
-        Whether it reads ``t``; whether it reads any of ``x``, ``y``, ``z``.
+    Attributes:
+        text (str): The expression as written in the case file.
+        names_used (frozenset[str]): The variables it reads: coordinates, ``t`` and parameters
+            (not ``pi``/``e``).
+        parameters_used (frozenset[str]): ``names_used`` less coordinates and ``t``.
+        depends_on_t, depends_on_space (bool): Whether it reads ``t``; whether it reads any of
+            ``x``, ``y``, ``z``.
     """
 
     __slots__ = ("text", "names_used", "parameters_used", "file", "key",
@@ -131,10 +128,12 @@ class Expression:
 
     @property
     def depends_on_t(self) -> bool:
+        """Whether it reads ``t``."""
         return TIME in self.names_used
 
     @property
     def depends_on_space(self) -> bool:
+        """Whether it reads any of ``x``, ``y``, ``z``."""
         return not self.names_used.isdisjoint(COORDINATES)
 
     @property

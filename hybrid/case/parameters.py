@@ -41,9 +41,12 @@ class Distribution:
     """The law of one parameter; ``sample`` draws one float from ``rng``."""
 
     def sample(self, rng: np.random.Generator) -> float:
+        """One draw from ``rng``."""
         raise NotImplementedError
 
     def to_json(self) -> Any:
+        """The law as ``case.toml`` writes it (a number or a one-key table), JSON-able: what the
+        case's settings hold, and so what :meth:`~hybrid.case.config.Case.hash` reads."""
         raise NotImplementedError
 
     def support(self) -> list[float]:
@@ -53,59 +56,79 @@ class Distribution:
 
 @dataclass(frozen=True)
 class Fixed(Distribution):
+    """A plain number: every draw is ``value``."""
+
     value: float
 
     def sample(self, rng: np.random.Generator) -> float:
+        """``value``; nothing is drawn from ``rng``."""
         return self.value
 
     def to_json(self) -> Any:
+        """The number itself."""
         return self.value
 
     def support(self) -> list[float]:
+        """``[value]``."""
         return [self.value]
 
 
 @dataclass(frozen=True)
 class Uniform(Distribution):
+    """``{uniform = [low, high]}``: uniform on [``low``, ``high``)."""
+
     low: float
     high: float
 
     def sample(self, rng: np.random.Generator) -> float:
+        """One uniform draw in [``low``, ``high``)."""
         return float(rng.uniform(self.low, self.high))
 
     def to_json(self) -> Any:
+        """``{"uniform": [low, high]}``."""
         return {"uniform": [self.low, self.high]}
 
     def support(self) -> list[float]:
+        """``[low, high]``."""
         return [self.low, self.high]
 
 
 @dataclass(frozen=True)
 class Choice(Distribution):
+    """``{choice = [...]}``: one of ``values``, each equally likely."""
+
     values: tuple[float, ...]
 
     def sample(self, rng: np.random.Generator) -> float:
+        """One of ``values``, picked uniformly."""
         return self.values[int(rng.integers(len(self.values)))]
 
     def to_json(self) -> Any:
+        """``{"choice": [values...]}``."""
         return {"choice": list(self.values)}
 
     def support(self) -> list[float]:
+        """Every one of ``values``."""
         return list(self.values)
 
 
 @dataclass(frozen=True)
 class Normal(Distribution):
+    """``{normal = [mean, std]}``: normal with mean ``mean`` and standard deviation ``std``."""
+
     mean: float
     std: float
 
     def sample(self, rng: np.random.Generator) -> float:
+        """One normal draw."""
         return float(rng.normal(self.mean, self.std))
 
     def to_json(self) -> Any:
+        """``{"normal": [mean, std]}``."""
         return {"normal": [self.mean, self.std]}
 
     def support(self) -> list[float]:
+        """``[mean]``: the law is unbounded, so only the mean can be checked."""
         return [self.mean]  # unbounded; only the mean can be checked
 
 

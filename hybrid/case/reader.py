@@ -53,9 +53,12 @@ class Reader:
         self.file = file
 
     def error(self, key: str | None, message: str) -> CaseError:
+        """A :class:`~hybrid.errors.CaseError` at ``key`` of this file, for the caller to
+        raise."""
         return CaseError(message, file=self.file, key=key)
 
     def table(self, value: Any, key: str) -> dict:
+        """``value`` itself when it is a table; else a CaseError naming ``[key]``."""
         if not isinstance(value, dict):
             raise self.error(key, f"found {describe_value(value)}, expected a table [{key}]")
         return value
@@ -80,6 +83,8 @@ class Reader:
         return {name: self.read(table, section[name], prefix) for name in names}
 
     def read(self, table: Mapping[str, Any], key: Key, prefix: str) -> Any:
+        """``key`` read from ``table`` (the section ``prefix``) and checked by :meth:`value`;
+        when absent, its default (a list copied), or a CaseError if it is required."""
         where = f"{prefix}.{key.name}"
         if key.name not in table:
             if key.default is REQUIRED:
@@ -101,6 +106,7 @@ class Reader:
         return self.error(where, f"found {describe_value(value)}, expected {self._expected(key)}")
 
     def number(self, value: Any, key: Key, where: str) -> float:
+        """``value`` as a finite float within ``key``'s bounds (booleans refused)."""
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise self._wrong(value, key, where)
         number = float(value)
@@ -110,16 +116,19 @@ class Reader:
         return number
 
     def integer(self, value: Any, key: Key, where: str) -> int:
+        """``value``, an int within ``key``'s bounds (booleans and floats refused)."""
         if isinstance(value, bool) or not isinstance(value, int):
             raise self._wrong(value, key, where)
         self.bounded(value, key, where)
         return value
 
     def bounded(self, value: float, key: Key, where: str) -> None:
+        """Raise a CaseError at ``where`` when ``value`` is outside ``key``'s bounds."""
         if not key.in_bounds(value):
             raise self.error(where, f"found {value:g}, allowed: {key.bounds_text()}")
 
     def choice(self, value: Any, key: Key, where: str) -> str:
+        """``value``, a string among ``key.choices``; else a CaseError naming the closest."""
         if not isinstance(value, str):
             raise self._wrong(value, key, where)
         if value not in key.choices:
@@ -129,6 +138,7 @@ class Reader:
         return value
 
     def expression_text(self, value: Any, key: Key, where: str) -> str:
+        """The text of an expression: ``value``, a string, or the repr of a bare number."""
         # a bare number is an expression too: value = 1 means value = "1"
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return repr(value)
@@ -137,6 +147,8 @@ class Reader:
         return value
 
     def value(self, value: Any, key: Key, where: str) -> Any:
+        """``value`` checked against ``key``'s kind, bounds and choices, and returned as kept
+        (numbers as floats, expressions as their text); else a CaseError at ``where``."""
         kind = key.kind
         if kind == "string":
             if not isinstance(value, str):

@@ -60,6 +60,7 @@ class Key:
     high_open: bool = False
 
     def bounds_text(self) -> str:
+        """The bounds for messages, ``">= 0 and < 1"``; empty when unbounded."""
         parts = []
         if self.low is not None:
             parts.append(f"{'>' if self.low_open else '>='} {self.low:g}")
@@ -68,6 +69,7 @@ class Key:
         return " and ".join(parts)
 
     def in_bounds(self, value: float) -> bool:
+        """Whether ``value`` lies within ``low``/``high`` (open bounds excluded)."""
         if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
             return False
         if self.high is not None and (value > self.high or (self.high_open and value == self.high)):
@@ -75,6 +77,8 @@ class Key:
         return True
 
     def allowed_text(self) -> str:
+        """What is allowed, for messages: the choices (``k-model``: or a number), else the
+        bounds."""
         if self.kind in ("choice", "choices"):
             return ", ".join(self.choices)
         if self.kind == "k-model":
@@ -98,6 +102,7 @@ class Section:
         raise KeyError(name)
 
     def names(self) -> list[str]:
+        """The names of ``keys``, in order."""
         return [key.name for key in self.keys]
 
 

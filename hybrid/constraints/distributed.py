@@ -128,11 +128,13 @@ class DistributedUpdate:
         return self.comm.allreduce(np.asarray(a, np.float64), op=MPI.SUM)
 
     def G_times(self, x: np.ndarray) -> np.ndarray:
+        """G x: the rank's rows of the product, from the rank's entries of x."""
         self._x.setArray(x)
         self.G.mult(self._x, self._r)
         return self._r.getArray().copy()
 
     def Gt_times(self, y: np.ndarray) -> np.ndarray:
+        """Gᵀ y: the rank's entries of the product, from the rank's rows of y."""
         self._r.setArray(y)
         self.G.multTranspose(self._r, self._x)
         return self._x.getArray().copy()
@@ -155,6 +157,7 @@ class DistributedUpdate:
         return y
 
     def sigma_times(self, v: np.ndarray) -> np.ndarray:
+        """Σ v, Σ = diag(var) + U Uᵀ, for v on the rank's entries (Uᵀ v summed over ranks)."""
         out = self.var * v
         if self.U is not None:
             out = out + self.U @ self._sum(self.U.T @ v)
@@ -180,6 +183,7 @@ class DistributedUpdate:
         return out
 
     def residual(self, x: np.ndarray) -> np.ndarray:
+        """G x − b on the rank's rows."""
         return self.G_times(x) - self.b
 
     def prior_samples(self, mu: np.ndarray, count: int, seed: int, first: int = 0) -> np.ndarray:
@@ -193,7 +197,7 @@ class DistributedUpdate:
                rtol: float | None = None) -> np.ndarray:
         """Matheron's rule on the rank's entries (the same noise as the serial update); the rows
         of ``x`` are samples first, first + 1, … (``rtol``: CG's tolerance, for samples that
-        only estimate the variance; exact rows need the default)"""
+        only estimate the variance; exact rows need the default)."""
         xs = np.atleast_2d(x)
         R = np.empty((len(self.row_ids), xs.shape[0]))
         for j, (k, xk) in enumerate(zip(range(first, first + xs.shape[0]), xs)):
@@ -203,6 +207,8 @@ class DistributedUpdate:
         return np.array([xk + self.sigma_times(self.Gt_times(Y[:, j])) for j, xk in enumerate(xs)])
 
     def variance(self, samples: int = 256, seed: int = 0) -> np.ndarray:
+        """The posterior's marginal variance on the rank's entries, estimated from ``samples``
+        Matheron samples (prior samples 0 … samples − 1 of ``seed``)."""
         post = self.sample(self.prior_samples(np.zeros(len(self.entries)), samples, seed), seed)
         return post.var(axis=0, ddof=1)
 
@@ -221,6 +227,7 @@ class DistributedUpdate:
         return out
 
     def destroy(self) -> None:
+        """Free the PETSc objects: the solvers, G, A₀ and the work vectors."""
         for solver in (self._cg, self._chol):
             if solver is not None:
                 solver.destroy()

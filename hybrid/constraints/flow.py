@@ -118,7 +118,8 @@ def flow_rows(cv: ControlVolumes, walls: list[tuple[str, np.ndarray]],
 
 def flow_rhs(cv: ControlVolumes, walls: list[tuple[str, np.ndarray]],
              boundary_flux: np.ndarray) -> np.ndarray:
-    """b of :func:`flow_rows` alone (its G is the same for every scenario and output time)."""
+    """The right-hand side b of :func:`flow_rows` alone (its G is the same for every scenario
+    and output time)."""
     return np.concatenate([np.zeros(cv.num_cvs - 1), _wall_values(cv, walls)[1],
                            np.asarray(boundary_flux, float)[cv.boundary_faces]])
 

@@ -121,6 +121,9 @@ class FlowRows(ScalarRows):
                                   for n in range(1, L.T + 1)])
 
     def scenario(self, split: dict, i: int, scored: bool = False) -> ScenarioData:
+        """Scenario i's data: its parameters, initial velocities and :func:`wall_data` (no
+        source, no known-mass rows); the scores measure by the wall data, so ``scored``
+        changes nothing."""
         params = scenario_parameters(split, i)
         walls = wall_data(self.case, self.cv, self.times, params)
         return ScenarioData(params, split["u"][i, 0], None, walls, None, walls)

@@ -44,6 +44,7 @@ class StateLayout:
 
     @property
     def size(self) -> int:
+        """The length of x, T (N + F)."""
         return self.T * (self.N + self.F)
 
     def u(self, n: int) -> slice:
@@ -56,10 +57,11 @@ class StateLayout:
         return slice(start, start + self.F)
 
     def pack(self, u: np.ndarray, flux: np.ndarray) -> np.ndarray:
-        """x from states (T, N) at t_1..t_T and fluxes (T, F)."""
+        """The vector x from states (T, N) at t_1..t_T and fluxes (T, F)."""
         return np.concatenate([np.asarray(u, float).ravel(), np.asarray(flux, float).ravel()])
 
     def unpack(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """States (..., T, N) and fluxes (..., T, F) from x (..., T (N + F))."""
         n = self.T * self.N
         return (x[..., :n].reshape(*x.shape[:-1], self.T, self.N),
                 x[..., n:].reshape(*x.shape[:-1], self.T, self.F))
@@ -75,6 +77,7 @@ class ConstraintRows:
 
     @property
     def count(self) -> int:
+        """The number of rows."""
         return self.G.shape[0]
 
 
@@ -110,7 +113,8 @@ def conservation_rows(cv: ControlVolumes, layout: StateLayout, u0: np.ndarray,
 
 def conservation_rhs(cv: ControlVolumes, layout: StateLayout, u0: np.ndarray,
                      source: np.ndarray | None = None) -> np.ndarray:
-    """b of the per-cell rows: |K| u_K^0 in the first interval's rows, plus ∫_K source dt."""
+    """The right-hand side b of the per-cell rows: |K| u_K^0 in the first interval's rows, plus
+    ∫_K source dt."""
     b = np.zeros(layout.T * layout.N)
     b[:layout.N] = cv.volume * u0
     if source is not None:
@@ -187,6 +191,8 @@ def normal_derivative_rows(cv: ControlVolumes, layout: StateLayout, faces: np.nd
 
 
 def stack_rows(blocks: list[ConstraintRows]) -> ConstraintRows:
+    """The blocks' rows one after the other (empty blocks dropped); ValueError when none has
+    a row."""
     blocks = [b for b in blocks if b.count]
     if not blocks:
         raise ValueError("no constraint rows")

@@ -314,6 +314,7 @@ class UpdatePlan:
         self._solver, self._preconditioners = None, {}
 
     def matches(self, G: sp.spmatrix) -> bool:
+        """Whether ``G`` is the plan's G: the same shape, sparsity pattern and values."""
         G = sp.csr_matrix(G, dtype=np.float64)
         G.sort_indices()
         return (G.shape == self.G.shape and G.nnz == self.G.nnz
@@ -377,6 +378,7 @@ class UpdatePlan:
         return _BlockPCG(A0, pre, self)
 
     def destroy(self) -> None:
+        """Free the plan's Cholesky and preconditioners; a later solve builds them again."""
         if self._solver is not None:
             self._solver.destroy()
             self._solver = None
@@ -610,6 +612,7 @@ class GaussianUpdate:
                               for k in range(count)])
 
     def prior_variance(self) -> np.ndarray:
+        """diag(Σ) = var + the row sums of U ∘ U, length n."""
         return self.var + (0 if self.U is None else (self.U ** 2).sum(1))
 
     def posterior(self, mu: np.ndarray, samples: int, seed: int, probes: int = VARIANCE_PROBES,
@@ -732,9 +735,11 @@ class GaussianUpdate:
         return self._variance(samples, seed, slice(None))
 
     def gather(self, x: np.ndarray) -> np.ndarray:
+        """``x`` itself: every entry is this process's (cf. ``DistributedUpdate.gather``)."""
         return x
 
     def residual(self, x: np.ndarray) -> np.ndarray:
+        """G x − b."""
         return self.G @ x - self.b
 
     def destroy(self) -> None:

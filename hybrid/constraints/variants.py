@@ -164,8 +164,8 @@ def known_mass_rows(case, cv, layout, u0, params: dict, boundary: ConstraintRows
 
 def variant_rhs(variant: str, cv, layout, u0, source, boundary: ConstraintRows,
                 known_mass: ConstraintRows | None = None) -> np.ndarray:
-    """b of :func:`variant_rows` alone: G is the same for every scenario of a case, so a driver
-    builds the rows once and this per scenario."""
+    """The right-hand side b of :func:`variant_rows` alone: G is the same for every scenario of
+    a case, so a driver builds the rows once and this per scenario."""
     per_cell = conservation_rhs(cv, layout, u0, source)
     if variant in ("hardc", "global"):
         return per_cell.reshape(layout.T, layout.N).sum(axis=1)

@@ -61,6 +61,7 @@ class FluxPieces:
     k_cvs: np.ndarray     # (P, nk) int64
 
     def select(self, mask: np.ndarray) -> "FluxPieces":
+        """The pieces ``mask`` (a boolean mask or indices over P)."""
         return FluxPieces(self.face[mask], self.stencil[mask], self.weight[mask], self.k_cvs[mask])
 
 
@@ -94,18 +95,22 @@ class ControlVolumes:
 
     @property
     def num_cvs(self) -> int:
+        """The number of control volumes N."""
         return self.volume.shape[0]
 
     @property
     def num_faces(self) -> int:
+        """The number of faces F, boundary faces included."""
         return self.face_cv.shape[0]
 
     @property
     def dim(self) -> int:
+        """The geometric dimension d."""
         return self.centre.shape[1]
 
     @property
     def boundary_faces(self) -> np.ndarray:
+        """Indices of the boundary faces (``b = -1``), ascending."""
         return np.flatnonzero(self.face_cv[:, 1] < 0)
 
     def faces_of(self, name: str) -> np.ndarray:

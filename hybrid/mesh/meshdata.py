@@ -23,21 +23,15 @@ CELL_TYPES = {"interval": (1, 2), "triangle": (2, 3), "tetrahedron": (3, 4)}
 class MeshData:
     """A simplex mesh in its original numbering.
 
-    Attributes
-    ----------
-    points : (n_vertices, gdim) float64
-        Vertex coordinates; gdim equals the topological dimension.
-    cells : (n_cells, tdim + 1) int64
-        Vertex indices of each cell.
-    cell_type : str
-        ``"interval"``, ``"triangle"`` or ``"tetrahedron"``.
-    facets : (n_tagged, tdim) int64
-        Vertex indices of each tagged boundary facet (points in 1-D, edges in 2-D,
-        triangles in 3-D).
-    facet_tags : (n_tagged,) int32
-        Physical tag of each facet in ``facets``.
-    boundary_names : dict[str, int]
-        Boundary name -> physical tag.
+    Attributes:
+        points ((n_vertices, gdim) float64): Vertex coordinates; gdim equals the topological
+            dimension.
+        cells ((n_cells, tdim + 1) int64): Vertex indices of each cell.
+        cell_type (str): ``"interval"``, ``"triangle"`` or ``"tetrahedron"``.
+        facets ((n_tagged, tdim) int64): Vertex indices of each tagged boundary facet (points
+            in 1-D, edges in 2-D, triangles in 3-D).
+        facet_tags ((n_tagged,) int32): Physical tag of each facet in ``facets``.
+        boundary_names (dict[str, int]): Boundary name -> physical tag.
     """
 
     points: np.ndarray
@@ -62,21 +56,26 @@ class MeshData:
 
     @property
     def tdim(self) -> int:
+        """The topological dimension: 1, 2 or 3."""
         return CELL_TYPES[self.cell_type][0]
 
     @property
     def gdim(self) -> int:
+        """The geometric dimension (columns of ``points``)."""
         return self.points.shape[1]
 
     @property
     def num_vertices(self) -> int:
+        """The number of vertices."""
         return self.points.shape[0]
 
     @property
     def num_cells(self) -> int:
+        """The number of cells."""
         return self.cells.shape[0]
 
     def tag_name(self, tag: int) -> str:
+        """The boundary name of physical tag ``tag``, or the tag as a string when unnamed."""
         for name, t in self.boundary_names.items():
             if t == tag:
                 return name

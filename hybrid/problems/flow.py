@@ -211,8 +211,8 @@ def flow_figures(case, cv, data: dict, variants: dict, scores: dict, out) -> lis
 
 
 def _centrelines(path, pts, cells, expand, velocities: dict, N: int, title: str):
-    """u along the vertical centreline x = 1/2 and v along the horizontal one y = 1/2 of the
-    box, from the P1 interpolant of each field's vertex velocities."""
+    """The figure of u along the vertical centreline x = 1/2 and v along the horizontal one
+    y = 1/2 of the box, from the P1 interpolant of each field's vertex velocities."""
     import matplotlib.pyplot as plt
     from matplotlib.tri import LinearTriInterpolator, Triangulation
 
@@ -290,20 +290,27 @@ class FlowProblem(Problem):
     variant_suffixes = ("velocity", "velocity_std", "abs_error", "vorticity", "net_volume_flux")
 
     def check(self, case) -> None:
+        """Refuse softc (in ``[constraints] compare``, or ``softc_weight`` > 0): its
+        PDE-residual penalty is scalar-only."""
         if "softc" in case.constraints["compare"] or float(case.surrogate["softc_weight"]) > 0:
             raise CaseError("navier-stokes cases compare raw, hardc, boon, global, per-cell and "
                             "per-cell+boundary; softc (a scalar PDE-residual penalty) is "
                             "scalar-only", file=str(case.display_file), key="constraints.compare")
 
     def solve(self, case, cv, mesh, params: dict, split: str, index: int, box, comm=None):
+        """See :func:`solve_flow` (serial: ``box`` and ``comm`` are not used)."""
         return solve_flow(case, cv, mesh, params, split, index)
 
     def dataset_arrays(self, trajectories: list) -> dict[str, np.ndarray]:
+        """``pressure``, ``vorticity``, ``net_volume_flux`` (S, T+1, N) and ``face_flux``
+        (S, T+1, F)."""
         return {name: np.stack([getattr(t, attr) for t in trajectories])
                 for name, attr in (("pressure", "p"), ("vorticity", "vorticity"),
                                    ("face_flux", "face_flux"), ("net_volume_flux", "net_flux"))}
 
     def solve_summary(self, cv, trajectories: list) -> tuple[dict, str]:
+        """The largest net volume flux out of a control volume, relative to max|u| × max
+        face area."""
         # the Taylor–Hood velocity is divergence-free weakly, not per median-dual cell: report by
         # how much
         scale = max((np.abs(t.u).max() * cv.face_area.max() for t in trajectories), default=1.0)
@@ -313,26 +320,34 @@ class FlowProblem(Problem):
                 "area")
 
     def view(self, data: dict) -> dict:
+        """See :func:`flow_view`."""
         return flow_view(data)
 
     def rows(self, case, cv, times: np.ndarray) -> FlowRows:
+        """The :class:`~hybrid.constraints.problems.FlowRows` of the case."""
         return FlowRows(case, cv, times)
 
     def scores(self, cv, data: dict, layout, scored: list, u, var, flux) -> dict:
+        """See :func:`~hybrid.validation.scores.flow_scores` (``layout`` is not used)."""
         return flow_scores(cv, data, scored, u, var, flux)
 
     def note(self, front_kind: str | None) -> str:
+        """:data:`FLOW_NOTE` (the cavity has no front)."""
         return FLOW_NOTE
 
     def figures(self, case, cv, data: dict, variants: dict, extra: dict, scores: dict,
                 out: Path) -> list[Path]:
+        """See :func:`flow_figures` (``extra`` is not used)."""
         return flow_figures(case, cv, data, variants, scores, out)
 
     def state_shape(self, u_shape: tuple) -> tuple:
+        """(S, T+1, d N) for the velocity's (S, T+1, N, d)."""
         # velocities, flattened to (S, T+1, d N)
         return tuple(u_shape[:2]) + (u_shape[2] * u_shape[3],)
 
     def solver_fields(self, split: dict, i: int, cvd: dict) -> dict[str, np.ndarray]:
+        """Scenario i's ``velocity`` (T+1, N, 3; z = 0 in 2-D), ``pressure``, ``vorticity``
+        and ``net_volume_flux`` (T+1, N)."""
         u = split["u"][i]   # velocity (3 components for ParaView), pressure, vorticity
         return {"velocity": np.concatenate([u, np.zeros(u.shape[:-1] + (3 - u.shape[-1],))],
                                            axis=-1),
@@ -341,8 +356,10 @@ class FlowProblem(Problem):
 
     def variant_fields(self, mesh, cv, cvd: dict, variant: str, arrays: dict, i: int,
                        split: dict) -> dict[str, np.ndarray]:
+        """See :func:`flow_variant_fields`, against the solver's velocity."""
         return flow_variant_fields(mesh, cv, variant, arrays["u_mean"][i], arrays["u_var"][i],
                                    arrays["flux_mean"][i], split["u"][i])
 
     def export_figures(self, case, data: dict, out: Path) -> list[Path]:
+        """The solver's vorticity of test scenario 0 (:func:`vorticity_figure`)."""
         return [vorticity_figure(case, data, out)]

@@ -308,18 +308,23 @@ class ScalarProblem(Problem):
     variant_suffixes = VARIANT_FIELDS
 
     def can_partition(self, case) -> bool:
+        """True for gpme and burgers; the wave solver is serial."""
         return case.pde["family"] in ("gpme", "burgers")   # the wave solver is serial
 
     def solve(self, case, cv, mesh, params: dict, split: str, index: int, box, comm=None):
+        """See :func:`solve_scalar` (``mesh`` is not used)."""
         return solve_scalar(case, cv, params, split, index, box, comm)
 
     def front_threshold(self, case, params: dict, truth_final: np.ndarray) -> float | None:
+        """See :func:`front_threshold`."""
         return front_threshold(case, params, truth_final)
 
     def front_measure(self, cv, u: np.ndarray, threshold: float) -> np.ndarray:
+        """See :func:`front_measure`."""
         return front_measure(cv, u, threshold)
 
     def dataset_arrays(self, trajectories: list) -> dict[str, np.ndarray]:
+        """``flux`` (S, T, F), ``source`` (S, T, N) and the solver's ``max_correction`` (S,)."""
         return {"flux": np.stack([t.flux for t in trajectories]),
                 "source": np.stack([t.source for t in trajectories]),
                 "max_correction": np.array([t.stats["max_correction"] for t in trajectories])}
@@ -332,25 +337,31 @@ class ScalarProblem(Problem):
         return {"max_relative_balance": balance}, f", max relative balance residual {balance:.1e}"
 
     def rows(self, case, cv, times: np.ndarray) -> ScalarRows:
+        """The :class:`~hybrid.constraints.problems.ScalarRows` of the case."""
         return ScalarRows(case, cv, times)
 
     def scores(self, cv, data: dict, layout, scored: list, u, var, flux) -> dict:
+        """See :func:`~hybrid.validation.scores.variant_scores`."""
         return variant_scores(cv, data, layout, scored, u, var, flux)
 
     def note(self, front_kind: str | None) -> str:
+        """See :func:`note`."""
         return note(front_kind)
 
     def figures(self, case, cv, data: dict, variants: dict, extra: dict, scores: dict,
                 out: Path) -> list[Path]:
+        """See :func:`figures`."""
         return figures(case, cv, data, variants, extra, scores, out)
 
     def solver_fields(self, split: dict, i: int, cvd: dict) -> dict[str, np.ndarray]:
+        """Scenario i's ``u`` and ``balance_residual`` (T+1, N), the residual 0 at t = 0."""
         return {"u": split["u"][i],
                 "balance_residual": _balance(cvd, split["u"][i], split["flux"][i],
                                              split["source"][i])}
 
     def variant_fields(self, mesh, cv, cvd: dict, variant: str, arrays: dict, i: int,
                        split: dict) -> dict[str, np.ndarray]:
+        """See :func:`variant_fields`, against the solver's states and sources."""
         return variant_fields(cvd, variant, arrays["u_mean"][i], arrays["u_var"][i],
                               arrays["flux_mean"][i], split["u"][i], split["source"][i])
 

@@ -79,11 +79,14 @@ class Conductivity:
 
     @classmethod
     def from_params(cls, kind: str, params: dict) -> "Conductivity":
+        """The ``kind`` conductivity with its coefficients from ``params`` (those absent keep
+        the defaults)."""
         names = {"constant": ["k"], "power": ["m"],
                  "stefan": ["u_star", "k_max", "k_min", "smoothing"]}[kind]
         return cls(kind, **{n: float(params[n]) for n in names if n in params})
 
     def __call__(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(k(u), dk/du), each shaped like ``u``."""
         if self.kind == "constant":
             return np.full_like(u, self.k), np.zeros_like(u)
         if self.kind == "power":
@@ -269,6 +272,7 @@ class GPMESolver:
         self.snes = snes
 
     def close(self) -> None:
+        """Free the PETSc objects: the SNES, the Jacobian and the vectors."""
         for obj in (self.snes, self.J, self.r, self.x):
             obj.destroy()
 
@@ -293,6 +297,7 @@ class GPMESolver:
         return self.cv.volume * self._eval(self.source_expr, self.cv.centre, t)
 
     def dirichlet_values(self, t: float) -> np.ndarray:
+        """g(x_K, t) at the control volumes touching a Dirichlet face, 0 elsewhere: (N,)."""
         g = np.zeros(self.N)
         for cvs, expr, pts in self.dir_cv_expr:
             g[cvs] = self._eval(expr, pts, t)
@@ -489,6 +494,10 @@ class GPMESolver:
     # ------------------------------------------------------------------ trajectory
     def run(self, u_initial: np.ndarray, t_end: float, dt: float, outputs: int,
             progress: Callable[[int], None] | None = None) -> Trajectory:
+        """The trajectory from ``u_initial`` (N,) (Dirichlet control volumes set to their
+        values) to ``t_end``, in steps of at most ``dt``, at ``outputs`` equal output intervals
+        (:func:`output_schedule`); ``progress(n)`` after output n. Raises :class:`SolverError`
+        when a step fails to converge even after ``max_halvings`` halvings."""
         times, steps, dt_used = output_schedule(t_end, dt, outputs)
         u = np.array(u_initial, dtype=float)
         if len(self.dir_cvs):

@@ -84,6 +84,7 @@ class WaveSolver:
         return b
 
     def dirichlet_values(self, t: float) -> np.ndarray:
+        """The Dirichlet values g(x_K, t) of the Dirichlet control volumes, 0 elsewhere: (N,)."""
         g = np.zeros(self.N)
         for cvs, expr in self.dir_expr:
             g[cvs] = np.broadcast_to(np.asarray(expr(self.cv.centre[cvs], t=t, params=self.params),
@@ -141,6 +142,10 @@ class WaveSolver:
     # ------------------------------------------------------------------ trajectory
     def run(self, u_initial: np.ndarray, t_end: float, dt: float, outputs: int,
             v_initial: np.ndarray | None = None) -> Trajectory:
+        """The trajectory from ``u_initial`` (N,) and ``v_initial`` (0 when None) to
+        ``t_end``, in steps of at most ``dt``, at ``outputs`` equal output intervals
+        (:func:`~hybrid.solvers.gpme.output_schedule`): ``flux`` the impulse Φ, ``source``
+        Δt |K| v^0 (the module's docstring). The final velocity is left in ``velocity``."""
         times, steps, dt_used = output_schedule(t_end, dt, outputs)
         u = np.array(u_initial, dtype=float)
         if self.is_dir.any():
@@ -167,4 +172,5 @@ class WaveSolver:
         return 0.5 * float(self.cv.volume @ (v * v)) + 0.5 * float(u @ (self.D @ (self.A @ u)))
 
     def close(self) -> None:
+        """Drop the LU factorisations."""
         self._factor.clear()

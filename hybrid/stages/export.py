@@ -22,7 +22,8 @@ training it needs) and adds, for every constraint variant ``V`` in
 where the array prefix ``P`` is the variant's name with ``+`` and ``-`` replaced by ``_``,
 so that every array name is a plain identifier (ParaView's calculator and Python shell
 use them as variable names): ``raw`` → ``raw``, ``hardc`` → ``hardc``, ``softc`` →
-``softc``, ``boon`` → ``boon``, ``unpadded`` → ``unpadded``, ``global`` → ``global``, ``per-cell`` → ``per_cell``, ``per-cell+boundary``
+``softc``, ``boon`` → ``boon``, ``unpadded`` → ``unpadded``, ``global`` → ``global``,
+``per-cell`` → ``per_cell``, ``per-cell+boundary``
 → ``per_cell_boundary`` (see :func:`field_prefix`). Datasets of variants.h5 other than
 ``u_mean``, ``u_var`` and ``flux_mean`` are not exported.
 
@@ -77,21 +78,25 @@ EXPORT_FORMATS = ("xdmf", "vtu")
 @commits_together
 def run_export(case, *, force: bool = False, train: bool = False, solver_only: bool = False,
                comm: MPI.Comm = MPI.COMM_WORLD, progress: bool = True, fmt: str = "xdmf",
-               variants_file: Path | None = None, out: Path | None = None, digest: str | None = None) -> list[Path]:
+               variants_file: Path | None = None, out: Path | None = None,
+               digest: str | None = None) -> list[Path]:
     """Write the series (collective); returns the paths of the .xdmf files, or with
     ``fmt = "vtu"`` of the .pvd collections (:mod:`hybrid.export.vtu`). ``variants_file``,
     ``out`` and ``digest``: another stage's variants (``hybrid constrain``), its folder and hash."""
     if fmt not in EXPORT_FORMATS:
-        raise CaseError(f"unknown export format {fmt!r}; allowed: {', '.join(EXPORT_FORMATS)}", key="--format")
+        raise CaseError(f"unknown export format {fmt!r}; allowed: {', '.join(EXPORT_FORMATS)}",
+                        key="--format")
     if variants_file is not None:
         dataset = Path(case.output_dir) / "solve" / "dataset.h5"
     elif solver_only:
         dataset = run_solve(case, comm=comm, progress=progress, announce=False)
         digest = solve_digest(case)
     else:
-        variants_file = run_predict(case, comm=comm, progress=progress, announce=False) / "variants.h5"
+        variants_file = (run_predict(case, comm=comm, progress=progress, announce=False)
+                         / "variants.h5")
         dataset = Path(case.output_dir) / "solve" / "dataset.h5"
-        # the predict stage's sections (TRAIN_SECTIONS + constraints): the variants change when these do
+        # the predict stage's sections (TRAIN_SECTIONS + constraints): the variants change when
+        # these do
         digest = predict_digest(case) + "+variants"
     digest += ("+train" if train else "") + ("" if fmt == "xdmf" else f"+{fmt}")
     out = Path(out) if out is not None else Path(case.output_dir) / "export"
@@ -99,7 +104,8 @@ def run_export(case, *, force: bool = False, train: bool = False, solver_only: b
     splits = ["test"] + (["train"] if train else [])
     tasks = [(s, i) for s in splits if s in data for i in range(data[s]["u"].shape[0])]
     names = [out / f"{s}-{i:03d}.{'pvd' if fmt == 'vtu' else 'xdmf'}" for s, i in tasks]
-    outputs = [p.name for p in names] + ([f"{p.stem}/step-{k:04d}.vtu" for p in names for k in range(len(data.times))]
+    outputs = [p.name for p in names] + ([f"{p.stem}/step-{k:04d}.vtu" for p in names
+                                          for k in range(len(data.times))]
                                          if fmt == "vtu" else [])
     if not force and stage_is_current(out, digest, outputs):
         root_print(f"export: up to date ({out})", comm=comm)
@@ -110,7 +116,8 @@ def run_export(case, *, force: bool = False, train: bool = False, solver_only: b
         expected = problem.state_shape(data.test.u.shape)
         if arrays["u_mean"].shape != expected:
             raise RuntimeError(f"{variants_file}: {v}/u_mean has shape {arrays['u_mean'].shape}, "
-                               f"the solver's test states {data['test']['u'].shape}; rerun hybrid predict --force")
+                               f"the solver's test states {data['test']['u'].shape}; "
+                               "rerun hybrid predict --force")
     mesh, cvd, kind = data.mesh, data.control_volumes, data.control_volumes_kind
     cv = data.cv
     with ScenarioProgress(comm, len(tasks), "export", enabled=progress) as bar, collective(comm):
@@ -128,16 +135,18 @@ def run_export(case, *, force: bool = False, train: bool = False, solver_only: b
             if split == "test":
                 attributes["variants"] = ", ".join(variants)
             if fmt == "vtu":
-                write_vtu_series(names[j], mesh.points, mesh.cells, mesh.cell_type, data.times, point, cell)
+                write_vtu_series(names[j], mesh.points, mesh.cells, mesh.cell_type, data.times,
+                                 point, cell)
             else:
-                write_time_series(names[j], mesh.points, mesh.cells, mesh.cell_type, data.times, point, cell,
-                                  attributes=attributes)
+                write_time_series(names[j], mesh.points, mesh.cells, mesh.cell_type, data.times,
+                                  point, cell, attributes=attributes)
             bar.done()
     with collective(comm):   # every rank's series in place before rank 0 hashes them
         commit_pending()
     with collective(comm):
         if comm.rank == 0:
-            mark_stage_done(out, digest, outputs, files=[p.name for p in names], variants=list(variants), format=fmt)
+            mark_stage_done(out, digest, outputs, files=[p.name for p in names],
+                            variants=list(variants), format=fmt)
             what = problem.export_summary(list(variants), train)
             problem.export_figures(case, data, out)
             root_print(f"export: {len(names)} ParaView series in {out} (open e.g. "

@@ -32,8 +32,8 @@ from hybrid.parallel import collective, my_indices, root_print
 from hybrid.petsc_options import UPDATE_PREFIX, petsc_options
 from hybrid.stages.solve import read_dataset
 from hybrid.problems import problem_for
-from hybrid.stages.train import (TRAIN_SECTIONS, case_transfer, chosen_members, load_members, run_train,
-                                 softc_weight, wants_boon, wants_softc,
+from hybrid.stages.train import (TRAIN_SECTIONS, case_transfer, chosen_members, load_members,
+                                 run_train, softc_weight, wants_boon, wants_softc,
                                  wants_unpadded)
 from hybrid.surrogates.calibration import apply_scales, calibrate_on_validation
 from hybrid.surrogates.ensemble import predict_ensemble
@@ -41,10 +41,13 @@ from hybrid.surrogates.ensemble import predict_ensemble
 __all__ = ["run_predict", "nearest_training_baseline", "PREDICT_SECTIONS", "predict_digest"]
 
 PREDICT_SECTIONS = TRAIN_SECTIONS + ("constraints",)
-PREDICT_OUTPUTS = ("predictions.h5", "metrics.json", "variants.h5")   # what predict's stage.json vouches for
-PREDICT_FORMAT = 4   # raise when metrics.json / variants.h5 change shape, so older results are redone
+PREDICT_OUTPUTS = ("predictions.h5", "metrics.json", "variants.h5")   # what predict's stage.json
+                                                                      # vouches for
+PREDICT_FORMAT = 4   # raise when metrics.json / variants.h5 change shape, so older results are
+                     # redone
 
-REPEAT_TOLERANCE = 1e-12   # relative L2 of the nearest training scenario below which it repeats the test one
+REPEAT_TOLERANCE = 1e-12   # relative L2 of the nearest training scenario below which it repeats
+                           # the test one
 
 
 def nearest_training_baseline(train: dict, test: dict) -> np.ndarray:
@@ -69,11 +72,11 @@ def predict_digest(case, *extra_sections: str) -> str:
 
 
 @commits_together
-def run_predict(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, progress: bool = True,
-                announce: bool = True) -> Path:
+def run_predict(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD,
+                progress: bool = True, announce: bool = True) -> Path:
     if int(case.data["test"]) < 1:   # refused before the solve and the training, not after them
-        raise CaseError("predict needs at least 1 test scenario (found 0)", file=str(case.display_file),
-                        key="data.test")
+        raise CaseError("predict needs at least 1 test scenario (found 0)",
+                        file=str(case.display_file), key="data.test")
     train_dir = run_train(case, comm=comm, progress=progress, announce=False)
     out = Path(case.output_dir) / "predict"
     digest = predict_digest(case)
@@ -89,23 +92,28 @@ def run_predict(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, p
     chosen = chosen_members(case, train_dir)
     members = load_members(chosen.folder, M, my_indices(M, comm), chosen.digest)
     pred, surrogate_seconds = predict_ensemble(members, M, transfer, cv, data, comm)
-    with collective(comm):   # before the calibration and the update, which would blame their own maths
+    with collective(comm):   # before the calibration and the update, which would blame their
+                             # own maths
         if comm.rank == 0:
             _check_finite_prediction(case, pred, train_dir)
     scales, validation = calibrate_on_validation(case, members, M, transfer, cv, data, comm)
     uncalibrated = None
     if comm.rank == 0 and scales is not None:
-        uncalibrated = coverage(pred["u_mean"][:, 1:], np.maximum(pred["u_var"][:, 1:], 1e-300), test.u[:, 1:])
+        uncalibrated = coverage(pred["u_mean"][:, 1:], np.maximum(pred["u_var"][:, 1:], 1e-300),
+                                test.u[:, 1:])
         pred = apply_scales(pred, scales)
     extra = {}
     if wants_softc(case):
-        members = load_members(train_dir / "softc", M, my_indices(M, comm), f"{case.hash(*TRAIN_SECTIONS)}+softc{softc_weight(case):g}")
+        members = load_members(train_dir / "softc", M, my_indices(M, comm),
+                               f"{case.hash(*TRAIN_SECTIONS)}+softc{softc_weight(case):g}")
         extra["softc"] = predict_ensemble(members, M, transfer, cv, data, comm)[0]
     if wants_boon(case):
-        members = load_members(train_dir / "boon", M, my_indices(M, comm), f"{case.hash(*TRAIN_SECTIONS)}+boon")
+        members = load_members(train_dir / "boon", M, my_indices(M, comm),
+                               f"{case.hash(*TRAIN_SECTIONS)}+boon")
         extra["boon"] = predict_ensemble(members, M, transfer, cv, data, comm, boon_case=case)[0]
     if wants_unpadded(case):
-        members = load_members(train_dir / "unpadded", M, my_indices(M, comm), f"{case.hash(*TRAIN_SECTIONS)}+unpadded")
+        members = load_members(train_dir / "unpadded", M, my_indices(M, comm),
+                               f"{case.hash(*TRAIN_SECTIONS)}+unpadded")
         extra["unpadded"] = predict_ensemble(members, M, transfer, cv, data, comm)[0]
     metrics = None
     with collective(comm):   # a write that fails on rank 0 fails on every rank
@@ -120,7 +128,8 @@ def run_predict(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, p
                     for flavour, values in extra.items():
                         for name, arr in values.items():
                             f[f"{flavour}/{name}"] = arr
-            metrics = score_prediction(data, cv, pred["u_mean"], pred["u_var"], pred["flux_mean"], surrogate_seconds)
+            metrics = score_prediction(data, cv, pred["u_mean"], pred["u_var"], pred["flux_mean"],
+                                       surrogate_seconds)
             metrics["surrogate_time"] = chosen.time
             metrics["validation_rel_l2_by_time"] = chosen.validation
             metrics["variance_scales"] = None if scales is None else scales.as_dict()
@@ -129,7 +138,8 @@ def run_predict(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, p
         from hybrid.constraints.driver import run_variants
         with petsc_options(UPDATE_PREFIX, case.constraints.get("petsc_options") or {},
                            key="constraints.petsc_options", file=str(case.display_file)):
-            found = run_variants(case, cv, data, pred, out / "variants.h5", comm, extra=extra, validation=validation)
+            found = run_variants(case, cv, data, pred, out / "variants.h5", comm, extra=extra,
+                                 validation=validation)
         variants, selection = found if found is not None else (None, None)
         if comm.rank == 0:
             metrics["variants"] = variants
@@ -138,22 +148,28 @@ def run_predict(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, p
                 tmp.write_text(json.dumps(metrics, indent=2) + "\n")
             mark_stage_done(out, digest, PREDICT_OUTPUTS,
                             **{k: v for k, v in metrics.items() if not isinstance(v, (list, dict))})
-            root_print(f"predict: {case.name}: ensemble mean relative L2 {metrics['rel_l2_mean']:.4f} vs "
+            root_print(f"predict: {case.name}: ensemble mean relative L2 "
+                       f"{metrics['rel_l2_mean']:.4f} vs "
                        f"{_nearest_text(metrics)}; 90% interval coverage "
-                       f"{metrics['coverage90']:.2f}; flux relative L2 {metrics['flux_rel_l2']:.4f}; surrogate "
-                       f"{metrics['surrogate_seconds']:.3g} s vs solver {metrics['solver_seconds']:.3g} s per scenario",
+                       f"{metrics['coverage90']:.2f}; flux relative L2 "
+                       f"{metrics['flux_rel_l2']:.4f}; surrogate "
+                       f"{metrics['surrogate_seconds']:.3g} s vs solver "
+                       f"{metrics['solver_seconds']:.3g} s per scenario",
                        comm=comm)
-            root_print(_variants_table(case.name, metrics["variants"], problem_for(case).table_columns),
+            root_print(_variants_table(case.name, metrics["variants"],
+                                       problem_for(case).table_columns),
                        comm=comm)
     return out
 
 
 def _variants_table(name: str, variants: dict, columns: tuple) -> str:
-    cell = lambda value, width, spec: f"{'–':>{width}s}" if value is None else f"{value:{width}{spec}}"
+    cell = lambda value, width, spec: (f"{'–':>{width}s}" if value is None
+                                       else f"{value:{width}{spec}}")
     lines = [f"predict: {name}: constraint variants (test scenarios)",
              f"  {'variant':18s} " + " ".join(f"{head:>{width}s}" for _, head, width, _ in columns)]
     for v, m in variants.items():
-        lines.append(f"  {v:18s} " + " ".join(cell(m[key], width, spec) for key, _, width, spec in columns))
+        lines.append(f"  {v:18s} " + " ".join(cell(m[key], width, spec)
+                                              for key, _, width, spec in columns))
     return "\n".join(lines)
 
 
@@ -164,15 +180,16 @@ def _check_finite_prediction(case, pred: dict, train_dir: Path) -> None:
         bad = ~np.isfinite(pred[name])
         if bad.any():
             scenario = int(np.argwhere(bad)[0][0])
-            raise CaseError(f"the ensemble's {name} is not finite ({int(bad.sum())} values, first in test scenario "
-                            f"{scenario}): the members in {train_dir} give NaN or inf; lower [surrogate] lr and run "
-                            "hybrid train --force", file=str(case.display_file), key="surrogate")
+            raise CaseError(f"the ensemble's {name} is not finite ({int(bad.sum())} values, first "
+                            f"in test scenario {scenario}): the members in {train_dir} give NaN or "
+                            "inf; lower [surrogate] lr and run hybrid train --force",
+                            file=str(case.display_file), key="surrogate")
 
 
 def _nearest_text(metrics: dict) -> str:
     if metrics["nearest_over_ensemble"] is None:
-        return ("nearest training scenario: none to compare with (every test scenario repeats a training one's "
-                "parameters and initial state)")
+        return ("nearest training scenario: none to compare with (every test scenario repeats a "
+                "training one's parameters and initial state)")
     return (f"nearest training scenario {metrics['rel_l2_nearest_train']:.4f} "
             f"(ratio {metrics['nearest_over_ensemble']:.2f}x)")
 
@@ -181,13 +198,15 @@ def score_prediction(data: dict, cv, u_mean, u_var, flux_mean, surrogate_seconds
     """The surrogate-level scores of a prediction of the test scenarios (docs/metrics.md)."""
     test, train = data.test, data.train
     truth = test.u[:, 1:]
-    w = np.tile(cv.volume, truth.shape[-1] // cv.num_cvs)   # a velocity's components share their volumes
+    w = np.tile(cv.volume, truth.shape[-1] // cv.num_cvs)   # a velocity's components share their
+                                                            # volumes
     rel = relative_l2(u_mean[:, 1:], truth, w)
     nearest = nearest_training_baseline(train, test)
     rel_base = relative_l2(train.u[nearest][:, 1:], truth, w)
     flux_rel = relative_l2(flux_mean, test.flux, 1.0)
     per = [{"params": scenario_parameters(test, i),
-            "rel_l2": float(rel[i]), "rel_l2_nearest_train": float(rel_base[i]), "flux_rel_l2": float(flux_rel[i])}
+            "rel_l2": float(rel[i]), "rel_l2_nearest_train": float(rel_base[i]),
+            "flux_rel_l2": float(flux_rel[i])}
            for i in range(len(rel))]
     # a test scenario whose parameters and initial state repeat a training one's has the solver's
     # answer in the training set: there the lookup is exact and its ratio says nothing
@@ -199,15 +218,19 @@ def score_prediction(data: dict, cv, u_mean, u_var, flux_mean, surrogate_seconds
     for label, chosen in (("in_range", inside), ("out_of_range", ~inside)):
         if chosen.any():
             r, b = float(rel[chosen].mean()), float(rel_base[chosen].mean())
-            by_range[label] = {"scenarios": int(chosen.sum()), "rel_l2_mean": r, "rel_l2_nearest_train": b,
-                               "nearest_over_ensemble": (None if np.all(rel_base[chosen] <= REPEAT_TOLERANCE)
+            by_range[label] = {"scenarios": int(chosen.sum()), "rel_l2_mean": r,
+                               "rel_l2_nearest_train": b,
+                               "nearest_over_ensemble": (None if np.all(rel_base[chosen]
+                                                                        <= REPEAT_TOLERANCE)
                                                          else b / max(r, 1e-300)),
-                               "coverage90": coverage(u_mean[chosen, 1:], np.maximum(u_var[chosen, 1:], 1e-300),
+                               "coverage90": coverage(u_mean[chosen, 1:],
+                                                      np.maximum(u_var[chosen, 1:], 1e-300),
                                                       truth[chosen])}
     for i, scenario in enumerate(per):
         scenario["in_training_span"] = bool(inside[i])
     return {"rel_l2_mean": float(rel.mean()), "rel_l2_nearest_train": float(rel_base.mean()),
-            "nearest_over_ensemble": None if repeats else float(rel_base.mean() / max(rel.mean(), 1e-300)),
+            "nearest_over_ensemble": (None if repeats
+                                      else float(rel_base.mean() / max(rel.mean(), 1e-300))),
             "coverage90": coverage(u_mean[:, 1:], np.maximum(u_var[:, 1:], 1e-300), truth),
             "flux_rel_l2": float(flux_rel.mean()), "by_range": by_range,
             "solver_seconds": float(np.mean(test.solve_seconds)),

@@ -14,9 +14,9 @@ Outputs in ``OUTPUT/solve/``:
 
 ``dataset.h5``
     ``mesh/`` (points, cells, tagged facets, boundary names: original numbering),
-    ``control_volumes/`` (the complete definition, :mod:`hybrid.dataset`), ``times``, and per split (``train``,
-    ``test``): ``u`` (S, T+1, N) control-volume values at the output times, ``flux``
-    (S, T, F) face fluxes integrated over each output interval, ``source`` (S, T, N),
+    ``control_volumes/`` (the complete definition, :mod:`hybrid.dataset`), ``times``, and per
+    split (``train``, ``test``): ``u`` (S, T+1, N) control-volume values at the output times,
+    ``flux`` (S, T, F) face fluxes integrated over each output interval, ``source`` (S, T, N),
     ``params`` (S, P) with the parameter names as an attribute, ``solve_seconds`` (S,).
 ``control_volumes.h5``
     The control-volume definition plus ``cv_owner``/``face_owner`` under the
@@ -44,10 +44,12 @@ from hybrid.problems import problem_for
 from hybrid.solvers.boundaries import boundary_data
 from hybrid.solvers.gpme import SolverError
 
-__all__ = ["SOLVE_SECTIONS", "PARTITION_CVS", "solve_mode", "run_solve", "case_mesh", "case_control_volumes", "solve_scenario",
-           "boundary_data", "read_dataset", "solve_digest"]
+__all__ = ["SOLVE_SECTIONS", "PARTITION_CVS", "solve_mode", "run_solve", "case_mesh",
+           "case_control_volumes", "solve_scenario", "boundary_data", "read_dataset",
+           "solve_digest"]
 
-SOLVE_SECTIONS = ("case", "mesh", "pde", "parameters", "initial", "boundary", "time", "solver", "data")
+SOLVE_SECTIONS = ("case", "mesh", "pde", "parameters", "initial", "boundary", "time", "solver",
+                  "data")
 
 
 def case_mesh(case, comm: MPI.Comm = MPI.COMM_WORLD) -> MeshData:
@@ -84,23 +86,26 @@ def check_dataset_size(case, cv: ControlVolumes) -> None:
     except (ValueError, OSError, AttributeError):
         return
     if need > have / 2:
-        raise CaseError(f"{outputs} outputs × {scenarios} scenarios × {cv.num_cvs + cv.num_faces} control volumes "
-                        f"and faces need about {need / 2**30:.1f} GiB, more than half of this machine's "
-                        f"{have / 2**30:.0f} GiB; use fewer outputs or scenarios ([data] train, test)",
+        raise CaseError(f"{outputs} outputs × {scenarios} scenarios × {cv.num_cvs + cv.num_faces} "
+                        f"control volumes and faces need about {need / 2**30:.1f} GiB, more than "
+                        f"half of this machine's {have / 2**30:.0f} GiB; use fewer outputs or "
+                        "scenarios ([data] train, test)",
                         file=str(case.display_file), key="time.outputs")
 
 
 def solve_scenario(case, cv: ControlVolumes, params: dict, split: str, index: int, box=None,
                    mesh: MeshData | None = None, comm: MPI.Comm | None = None):
-    """Solve one scenario; returns the family's trajectory (:meth:`hybrid.problems.base.Problem.solve`;
-    some families need ``mesh``), with the case's ``[solver] petsc_options`` in force; over the
-    ranks of ``comm`` (collective; ``cv`` with its owners) where given."""
-    with petsc_options(SOLVER_PREFIX, case.solver.get("petsc_options") or {}, key="solver.petsc_options",
-                       file=str(case.display_file)):
+    """Solve one scenario; returns the family's trajectory
+    (:meth:`hybrid.problems.base.Problem.solve`; some families need ``mesh``), with the case's
+    ``[solver] petsc_options`` in force; over the ranks of ``comm`` (collective; ``cv`` with its
+    owners) where given."""
+    with petsc_options(SOLVER_PREFIX, case.solver.get("petsc_options") or {},
+                       key="solver.petsc_options", file=str(case.display_file)):
         return problem_for(case).solve(case, cv, mesh, params, split, index, box, comm)
 
 
-PARTITION_CVS = 8000   # parallel = "auto": solve each scenario over the partition from this many control volumes
+PARTITION_CVS = 8000   # parallel = "auto": solve each scenario over the partition from this many
+                       # control volumes
 
 
 def solve_mode(case, comm: MPI.Comm, num_cvs: int) -> str:
@@ -110,11 +115,13 @@ def solve_mode(case, comm: MPI.Comm, num_cvs: int) -> str:
     ranks took 0.21 / 1.03 / 7.0 s at 3,015 / 11,824 / 46,686 control volumes, against 0.30 /
     2.6 / 30 s with serial LU, so two ranks' scenarios side by side (half the LU time each) are
     faster below about 8,000 and slower above. Families without a partitioned solver (the wave
-    equation's, the incompressible one's) refuse ``partition`` and take ``scenarios`` under ``auto``."""
+    equation's, the incompressible one's) refuse ``partition`` and take ``scenarios`` under
+    ``auto``."""
     setting = case.solver["parallel"]
     if setting == "partition" and not problem_for(case).can_partition(case):
-        raise CaseError(f"parallel = \"partition\" solves gpme and burgers scenarios over the ranks; the "
-                        f"{case.pde['family']} solver is serial: use \"scenarios\" or \"auto\"",
+        raise CaseError(f"parallel = \"partition\" solves gpme and burgers scenarios over the "
+                        f"ranks; the {case.pde['family']} solver is serial: "
+                        "use \"scenarios\" or \"auto\"",
                         file=str(case.display_file), key="solver.parallel")
     if comm.size == 1 or not problem_for(case).can_partition(case):
         return "scenarios"
@@ -131,8 +138,8 @@ def solve_digest(case) -> str:
 SOLVE_OUTPUTS = ("dataset.h5", "control_volumes.h5")   # what solve's stage.json vouches for
 
 @commits_together
-def run_solve(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, progress: bool = True,
-              announce: bool = True) -> Path:
+def run_solve(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD,
+              progress: bool = True, announce: bool = True) -> Path:
     """Run the solve stage; returns the path of ``dataset.h5``. Collective."""
     out = Path(case.output_dir) / "solve"
     digest = solve_digest(case)
@@ -151,21 +158,25 @@ def run_solve(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, pro
     box = (mesh.points.min(axis=0), mesh.points.max(axis=0))
     splits = [("train", case.scenarios("train")), ("test", case.scenarios("test"))]
     tasks = [(split, i, params) for split, scen in splits for i, params in enumerate(scen)]
-    root_print(f"solve: {case.name}: {len(tasks)} scenarios ({len(splits[0][1])} train, {len(splits[1][1])} test), "
-               f"{cv.num_cvs} control volumes ({cv.kind}), {cv.num_faces} faces, on {comm.size} rank(s)", comm=comm)
+    root_print(f"solve: {case.name}: {len(tasks)} scenarios ({len(splits[0][1])} train, "
+               f"{len(splits[1][1])} test), {cv.num_cvs} control volumes ({cv.kind}), "
+               f"{cv.num_faces} faces, on {comm.size} rank(s)", comm=comm)
     partition = solve_mode(case, comm, cv.num_cvs) == "partition"
     if partition:
-        root_print(f"solve: each scenario over the {comm.size} ranks' partition of the mesh (Newton-Krylov, AMG)",
+        root_print(f"solve: each scenario over the {comm.size} ranks' partition of the mesh "
+                   "(Newton-Krylov, AMG)",
                    comm=comm)
     bar = ScenarioProgress(comm, len(tasks), "solve", enabled=progress)
     mine = {}
     error = None
-    # partition: every rank works on every scenario (rank 0 keeps it); scenarios: each rank its own, serially
+    # partition: every rank works on every scenario (rank 0 keeps it); scenarios: each rank its own,
+    # serially
     for j in (range(len(tasks)) if partition else my_indices(len(tasks), comm)):
         split, i, params = tasks[j]
         t0 = time.perf_counter()
         try:
-            traj = solve_scenario(case, cv, params, split, i, box=box, mesh=mesh, comm=comm if partition else None)
+            traj = solve_scenario(case, cv, params, split, i, box=box, mesh=mesh,
+                                  comm=comm if partition else None)
         except (SolverError, CaseError) as exc:
             error = f"{split} scenario {i} ({params}): {exc}"
             break
@@ -202,14 +213,17 @@ def run_solve(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, pro
                         idx = range(offset, offset + len(scen))
                         offset += len(scen)
                         g.attrs["parameter_names"] = names
-                        g["params"] = np.array([[tasks[j][2][n] for n in names] for j in idx]).reshape(len(scen), len(names))
+                        g["params"] = np.array([[tasks[j][2][n] for n in names]
+                                                for j in idx]).reshape(len(scen), len(names))
                         if not len(scen):
                             continue
                         g["u"] = np.stack([results[j][0].u for j in idx])
-                        for name, arr in problem.dataset_arrays([results[j][0] for j in idx]).items():
+                        for name, arr in problem.dataset_arrays([results[j][0]
+                                                                 for j in idx]).items():
                             g[name] = arr
                         g["solve_seconds"] = np.array([results[j][1] for j in idx])
-                        g["newton_iterations"] = np.array([results[j][0].stats["newton_its"] for j in idx])
+                        g["newton_iterations"] = np.array([results[j][0].stats["newton_its"]
+                                                           for j in idx])
                         g.attrs["dt"] = results[idx[0]][0].stats["dt"]
             with atomic_path(out / "control_volumes.h5") as tmp:
                 with h5py.File(tmp, "w") as f:
@@ -217,7 +231,9 @@ def run_solve(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, pro
                     f.attrs["ranks"] = comm.size
             seconds = [s for _, s in results.values()]
             exactness, text = problem.solve_summary(cv, [t for t, _ in results.values()])
-            mark_stage_done(out, digest, SOLVE_OUTPUTS, scenarios=len(tasks), ranks=comm.size, **exactness)
-            root_print(f"solve: wrote {out / 'dataset.h5'}  (mean {np.mean(seconds):.2f} s per scenario{text})",
+            mark_stage_done(out, digest, SOLVE_OUTPUTS, scenarios=len(tasks), ranks=comm.size,
+                            **exactness)
+            root_print(f"solve: wrote {out / 'dataset.h5'}  (mean {np.mean(seconds):.2f} s per "
+                       f"scenario{text})",
                        comm=comm)
     return out / "dataset.h5"

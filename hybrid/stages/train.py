@@ -22,7 +22,8 @@ import torch
 from mpi4py import MPI
 
 from hybrid.errors import CaseError
-from hybrid.files import atomic_path, commit_pending, commits_together, mark_stage_done, stage_is_current
+from hybrid.files import (atomic_path, commit_pending, commits_together, mark_stage_done,
+                          stage_is_current)
 from hybrid.parallel import ScenarioProgress, collective, my_indices, root_print
 from hybrid.problems import problem_for
 from hybrid.stages.solve import SOLVE_SECTIONS, periodic_pairs, read_dataset, run_solve
@@ -32,13 +33,16 @@ from hybrid.surrogates.ensemble import initial_states, state_targets
 from hybrid.surrogates.training import TrainingSet, load_checkpoint, save_state, train_member
 from hybrid.surrogates.transfer import Transfer
 
-__all__ = ["TRAIN_SECTIONS", "run_train", "main_penalty", "autoregressive", "selects_time", "check_time", "chosen_members", "ChosenMembers", "case_transfer", "grid_shape", "load_members", "wants_softc",
-           "softc_weight", "wants_boon", "wants_unpadded", "initial_states", "state_targets", "split_indices"]
+__all__ = ["TRAIN_SECTIONS", "run_train", "main_penalty", "autoregressive", "selects_time",
+           "check_time", "chosen_members", "ChosenMembers", "case_transfer", "grid_shape",
+           "load_members", "wants_softc", "softc_weight", "wants_boon", "wants_unpadded",
+           "initial_states", "state_targets", "split_indices"]
 
 TRAIN_SECTIONS = SOLVE_SECTIONS + ("surrogate",)
 CHECKPOINT_EVERY = 5
-# the SoftC baseline's penalty weight when [surrogate] softc_weight is 0: on stefan-1d's test scenarios
-# weights 1 / 0.1 / 0.01 gave relative L2 0.167 / 0.106 / 0.099 against 0.114 without the penalty
+# the SoftC baseline's penalty weight when [surrogate] softc_weight is 0: on stefan-1d's test
+# scenarios weights 1 / 0.1 / 0.01 gave relative L2 0.167 / 0.106 / 0.099 against 0.114 without
+# the penalty
 SOFTC_DEFAULT_WEIGHT = 0.01
 
 
@@ -88,10 +92,13 @@ def check_time(case) -> None:
     and BOON ensembles a case compares against stay one-shot, as their papers built them."""
     if not (autoregressive(case) or selects_time(case)):
         return
-    for key, clash, what in (("surrogate.heteroscedastic", case.surrogate["heteroscedastic"], "heteroscedastic heads"),
-                             ("surrogate.softc_weight", main_penalty(case) > 0, "a PDE-residual penalty")):
+    for key, clash, what in (("surrogate.heteroscedastic", case.surrogate["heteroscedastic"],
+                              "heteroscedastic heads"),
+                             ("surrogate.softc_weight", main_penalty(case) > 0,
+                              "a PDE-residual penalty")):
         if clash:
-            raise CaseError(f'{what} need one-shot members, but [surrogate] time = "{case.surrogate["time"]}"',
+            raise CaseError(f'{what} need one-shot members, but [surrogate] time = '
+                            f'"{case.surrogate["time"]}"',
                             file=str(case.display_file), key=key)
 
 
@@ -115,7 +122,8 @@ def chosen_members(case, train_dir: Path) -> ChosenMembers:
     if not selects_time(case):
         return ChosenMembers(train_dir, digest, case.surrogate["time"])
     scores = {time_: _mean_validation(json.loads((folder / "stage.json").read_text())["members"])
-              for time_, folder in (("one-shot", train_dir), ("autoregressive", train_dir / "autoregressive"))}
+              for time_, folder in (("one-shot", train_dir),
+                                    ("autoregressive", train_dir / "autoregressive"))}
     return _choice(train_dir, digest, scores)
 
 
@@ -125,7 +133,8 @@ def _mean_validation(members: dict) -> float:
 
 def _choice(train_dir: Path, digest: str, scores: dict) -> ChosenMembers:
     if scores["autoregressive"] < scores["one-shot"]:
-        return ChosenMembers(train_dir / "autoregressive", f"{digest}+autoregressive", "autoregressive", scores)
+        return ChosenMembers(train_dir / "autoregressive", f"{digest}+autoregressive",
+                             "autoregressive", scores)
     return ChosenMembers(train_dir, digest, "one-shot", scores)
 
 
@@ -133,12 +142,13 @@ def grid_shape(case, dim: int) -> tuple[int, ...]:
     grid = case.surrogate["grid"]
     shape = tuple(grid) if isinstance(grid, (list, tuple)) else (int(grid),) * dim
     if len(shape) != dim:
-        raise CaseError(f"grid has {len(shape)} sizes for a {dim}-D mesh", file=str(case.display_file),
-                        key="surrogate.grid")
+        raise CaseError(f"grid has {len(shape)} sizes for a {dim}-D mesh",
+                        file=str(case.display_file), key="surrogate.grid")
     modes = case.surrogate["modes"]
     if modes > min(shape) // 2 + 1:
-        raise CaseError(f"modes = {modes} is more than the grid resolves (at most {min(shape) // 2 + 1} "
-                        f"for grid {list(shape)})", file=str(case.display_file), key="surrogate.modes")
+        raise CaseError(f"modes = {modes} is more than the grid resolves (at most "
+                        f"{min(shape) // 2 + 1} for grid {list(shape)})",
+                        file=str(case.display_file), key="surrogate.modes")
     return shape
 
 
@@ -156,7 +166,8 @@ def _training_set(case, data: dict, cv, transfer, penalty: float, boon: bool = F
     train = data.train
     S, T1 = train.u.shape[:2]
     if S < 2:
-        raise CaseError("training needs at least 2 training scenarios", file=str(case.display_file), key="data.train")
+        raise CaseError("training needs at least 2 training scenarios",
+                        file=str(case.display_file), key="data.train")
     params = train.params
     u, phi, u0, C = state_targets(train, cv, data.times)
     norm = Normaliser.fit(params, u, phi, steps=stepping)
@@ -164,8 +175,8 @@ def _training_set(case, data: dict, cv, transfer, penalty: float, boon: bool = F
     ends = None
     if boon:
         from hybrid.surrogates.boon import model_ends, with_boundary_channels
-        inputs, ends = with_boundary_channels(case, cv, transfer, inputs, params, train.parameter_names,
-                                              data.times, norm)
+        inputs, ends = with_boundary_channels(case, cv, transfer, inputs, params,
+                                              train.parameter_names, data.times, norm)
     train_idx, val_idx = split_indices(case, S)
     s = case.surrogate
     T, d = T1 - 1, cv.dim
@@ -173,20 +184,26 @@ def _training_set(case, data: dict, cv, transfer, penalty: float, boon: bool = F
                else max(2, max(transfer.grid.shape) // 8))
     config = ModelConfig(in_channels=int(inputs.grid_inputs.shape[1]) + stepping,
                          out_channels=(C + d) if stepping else T * C + T * d, dim=d, outputs=T,
-                         modes=int(s["modes"]), width=int(s["width"]), layers=int(s["layers"]), padding=padding,
-                         heteroscedastic=bool(s["heteroscedastic"]),
-                         variance_channels=(T * C + T * d) if s["heteroscedastic"] else 0, components=C,
-                         boon_ends=None if ends is None else tuple(model_ends(ends)), autoregressive=stepping)
+                         modes=int(s["modes"]), width=int(s["width"]), layers=int(s["layers"]),
+                         padding=padding, heteroscedastic=bool(s["heteroscedastic"]),
+                         variance_channels=(T * C + T * d) if s["heteroscedastic"] else 0,
+                         components=C,
+                         boon_ends=None if ends is None else tuple(model_ends(ends)),
+                         autoregressive=stepping)
     residual = None
     if penalty > 0:
         from hybrid.surrogates.softc import gpme_residual_penalty
-        residual = gpme_residual_penalty(case, transfer, inputs, norm, data.times, params, train.parameter_names)
+        residual = gpme_residual_penalty(case, transfer, inputs, norm, data.times, params,
+                                         train.parameter_names)
     return TrainingSet(transfer, inputs, torch.as_tensor(u[:, 1:]), torch.as_tensor(phi),
-                       torch.as_tensor(np.tile(cv.volume, C)), torch.as_tensor(cv.face_area), torch.as_tensor(cv.face_normal),
+                       torch.as_tensor(np.tile(cv.volume, C)), torch.as_tensor(cv.face_area),
+                       torch.as_tensor(cv.face_normal),
                        norm, train_idx, val_idx, config,
-                       {"epochs": int((stepping and s["rollout_epochs"]) or s["epochs"]), "lr": float(s["lr"]), "batch": int(s["batch"]),
+                       {"epochs": int((stepping and s["rollout_epochs"]) or s["epochs"]),
+                        "lr": float(s["lr"]), "batch": int(s["batch"]),
                         "patience": int(s["patience"]), "softc_weight": float(penalty),
-                        "checkpoint_every": CHECKPOINT_EVERY, "rollout_noise": float(s["rollout_noise"])},
+                        "checkpoint_every": CHECKPOINT_EVERY,
+                        "rollout_noise": float(s["rollout_noise"])},
                         residual, data.times)
 
 
@@ -198,8 +215,8 @@ def _fully_periodic(case, mesh) -> bool:
 
 
 @commits_together
-def run_train(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, progress: bool = True,
-              announce: bool = True) -> Path:
+def run_train(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD,
+              progress: bool = True, announce: bool = True) -> Path:
     """Train every member (collective), and the SoftC ensemble when the case compares
     against it; returns the train directory."""
     problem_for(case).check(case)
@@ -210,9 +227,11 @@ def run_train(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, pro
     main = main_penalty(case)
     flavours = [(out, digest, main, "", autoregressive(case))]
     if selects_time(case):
-        flavours.append((out / "autoregressive", f"{digest}+autoregressive", main, "autoregressive ", True))
+        flavours.append((out / "autoregressive", f"{digest}+autoregressive", main,
+                         "autoregressive ", True))
     if wants_softc(case):
-        flavours.append((out / "softc", f"{digest}+softc{softc_weight(case):g}", softc_weight(case), "SoftC ", False))
+        flavours.append((out / "softc", f"{digest}+softc{softc_weight(case):g}", softc_weight(case),
+                         "SoftC ", False))
     if wants_boon(case):
         flavours.append((out / "boon", f"{digest}+boon", 0.0, "BOON ", False))
     if wants_unpadded(case):
@@ -226,20 +245,26 @@ def run_train(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, pro
         if not force and stage_is_current(folder, stage_digest, files):
             if announce:
                 root_print(f"train: {label}up to date ({folder}); --force redoes it", comm=comm)
-            members = json.loads((folder / "stage.json").read_text())["members"] if comm.rank == 0 else None
+            members = (json.loads((folder / "stage.json").read_text())["members"]
+                       if comm.rank == 0 else None)
         else:
             trained = trained or label in ("", "autoregressive ")
             if prepared is None:
                 data = read_dataset(dataset)
                 prepared = (data, *case_transfer(case, data))
-            members = _train_ensemble(case, folder, stage_digest, penalty, label, prepared, force, comm, progress,
-                                      boon=label == "BOON ", stepping=stepping, padded=label != "unpadded FNO ")
+            members = _train_ensemble(case, folder, stage_digest, penalty, label, prepared, force,
+                                      comm, progress, boon=label == "BOON ", stepping=stepping,
+                                      padded=label != "unpadded FNO ")
         if label in ("", "autoregressive "):
             validation["autoregressive" if stepping else "one-shot"] = members
-    if selects_time(case) and comm.rank == 0 and (announce or trained):   # stage files commit on return
-        chosen = _choice(out, case.hash(*TRAIN_SECTIONS), {k: _mean_validation(v) for k, v in validation.items()})
-        root_print(f"train: {case.name}: time = select: {chosen.time} predicts (mean validation relative L2 "
-                   + ", ".join(f"{k} {v:.4f}" for k, v in chosen.validation.items()) + ")", comm=comm)
+    if selects_time(case) and comm.rank == 0 and (announce or trained):   # stage files commit
+                                                                          # on return
+        chosen = _choice(out, case.hash(*TRAIN_SECTIONS),
+                         {k: _mean_validation(v) for k, v in validation.items()})
+        root_print(f"train: {case.name}: time = select: {chosen.time} predicts (mean validation "
+                   "relative L2 "
+                   + ", ".join(f"{k} {v:.4f}" for k, v in chosen.validation.items()) + ")",
+                   comm=comm)
     return out
 
 
@@ -255,19 +280,24 @@ def _train_ensemble(case, out: Path, digest: str, penalty: float, label: str, pr
     data, cv, transfer = prepared
     tset = _training_set(case, data, cv, transfer, penalty, boon, stepping, padded)
     epochs = tset.settings["epochs"]
-    root_print(f"train: {case.name}: {label}{M} members x up to {epochs} epochs, grid {list(transfer.grid.shape)}, "
-               f"{len(tset.train_idx)} training / {len(tset.val_idx)} validation scenarios, on {comm.size} rank(s)"
-               + (", autoregressive (one step a sample)" if tset.model_config.autoregressive else "")
-               + (f", PDE-residual penalty weight {penalty:g}" if penalty > 0 else ""), comm=comm)
+    root_print(f"train: {case.name}: {label}{M} members x up to {epochs} epochs, "
+               f"grid {list(transfer.grid.shape)}, {len(tset.train_idx)} training / "
+               f"{len(tset.val_idx)} validation scenarios, on {comm.size} rank(s)"
+               + (", autoregressive (one step a sample)" if tset.model_config.autoregressive
+                  else "")
+               + (f", PDE-residual penalty weight {penalty:g}" if penalty > 0 else ""),
+               comm=comm)
     if not label:
         _warn_if_the_grid_is_coarse(transfer, tset, comm)
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a member's arithmetic must not depend on the thread count, hence on P
+    torch.set_num_threads(1)  # a member's arithmetic must not depend on the thread count, hence
+                              # on P
     summaries = {}
     comm.Barrier()
     loop_start = time.perf_counter()
     try:
-        with ScenarioProgress(comm, M * epochs, "train", enabled=progress, unit="epoch") as bar, collective(comm):
+        with ScenarioProgress(comm, M * epochs, "train", enabled=progress,
+                              unit="epoch") as bar, collective(comm):
             for m in my_indices(M, comm):
                 def on_epoch(done, train_loss, val, m=m):
                     bar.done()
@@ -279,31 +309,39 @@ def _train_ensemble(case, out: Path, digest: str, penalty: float, label: str, pr
                 # epochs done before a resume, and those early stopping skipped
                 bar.done(result.resumed_from + epochs - result.epochs_run)
                 save_state(out / f"member-{m}.pt",   # in place once every member is known good
-                           {"digest": digest, "member": m, "model": best, "config": tset.model_config.to_dict(),
+                           {"digest": digest, "member": m, "model": best,
+                            "config": tset.model_config.to_dict(),
                             "normaliser": tset.norm.to_state(),
                             "history": torch.tensor(result.history, dtype=torch.float64)})
-                summaries[m] = {"epochs": result.epochs_run, "best_validation_rel_l2": result.best_val,
+                summaries[m] = {"epochs": result.epochs_run,
+                                "best_validation_rel_l2": result.best_val,
                                 "resumed_from_epoch": result.resumed_from,
-                                "seconds_per_epoch": member_seconds / max(result.epochs_run - result.resumed_from, 1)}
+                                "seconds_per_epoch": member_seconds / max(result.epochs_run
+                                                                          - result.resumed_from, 1)}
     finally:
         torch.set_num_threads(threads)
     loop_seconds = time.perf_counter() - loop_start  # after the collective close: the slowest rank
     gathered = comm.allgather(summaries)
     allsum = {k: v for part in gathered for k, v in part.items()}
-    diverged = sorted(m for m, s in allsum.items() if not math.isfinite(s["best_validation_rel_l2"]))
-    if diverged:   # every rank raises: no stage.json, and the members of the last good training stay
-        raise CaseError(f"{label}member(s) {', '.join(map(str, diverged))} diverged: no epoch gave a finite "
-                        f"validation error (lr = {case.surrogate['lr']:g}); lower the learning rate",
+    diverged = sorted(m for m, s in allsum.items()
+                      if not math.isfinite(s["best_validation_rel_l2"]))
+    if diverged:   # every rank raises: no stage.json, and the members of the last good training
+                   # stay
+        raise CaseError(f"{label}member(s) {', '.join(map(str, diverged))} diverged: no epoch "
+                        f"gave a finite validation error (lr = {case.surrogate['lr']:g}); "
+                        "lower the learning rate",
                         file=str(case.display_file), key="surrogate.lr")
-    with collective(comm):   # this training's members replace the last ones together, before rank 0 hashes them
+    with collective(comm):   # this training's members replace the last ones together, before
+                             # rank 0 hashes them
         commit_pending()
     with collective(comm):
         if comm.rank == 0:
             for m in sorted(allsum):
                 s = allsum[m]
-                resumed = f", resumed at epoch {s['resumed_from_epoch']}" if s["resumed_from_epoch"] else ""
-                root_print(f"train: {label}member {m}: {s['epochs']} epochs, best validation relative L2 "
-                           f"{s['best_validation_rel_l2']:.4f}{resumed}", comm=comm)
+                resumed = (f", resumed at epoch {s['resumed_from_epoch']}"
+                           if s["resumed_from_epoch"] else "")
+                root_print(f"train: {label}member {m}: {s['epochs']} epochs, best validation "
+                           f"relative L2 {s['best_validation_rel_l2']:.4f}{resumed}", comm=comm)
             if case.output["figures"]:
                 _plot_history(out, M)
             mark_stage_done(out, digest, [f"member-{m}.pt" for m in range(M)],
@@ -312,7 +350,8 @@ def _train_ensemble(case, out: Path, digest: str, penalty: float, label: str, pr
     return allsum
 
 
-FLOOR_WARNING = 0.01   # relative L2 of the best grid fit of the training states above which train warns
+FLOOR_WARNING = 0.01   # relative L2 of the best grid fit of the training states above which train
+                       # warns
 
 
 def _warn_if_the_grid_is_coarse(transfer, tset: TrainingSet, comm: MPI.Comm) -> None:
@@ -328,9 +367,10 @@ def _warn_if_the_grid_is_coarse(transfer, tset: TrainingSet, comm: MPI.Comm) -> 
     N = transfer.num_cvs
     floor = transfer.fit_floor(u.reshape(-1, N), tset.volume[:N].numpy())
     if floor > FLOOR_WARNING:
-        root_print(f"train: warning: grid {list(transfer.grid.shape)} is coarser than the mesh ({centres} control-"
-                   f"volume centres between {nodes} grid nodes): the best grid fit of the training states misses "
-                   f"them by {floor:.3f} relative L2, a floor for the surrogate's error; raise [surrogate] grid",
+        root_print(f"train: warning: grid {list(transfer.grid.shape)} is coarser than the mesh "
+                   f"({centres} control-volume centres between {nodes} grid nodes): the best grid "
+                   f"fit of the training states misses them by {floor:.3f} relative L2, a floor "
+                   "for the surrogate's error; raise [surrogate] grid",
                    comm=comm)
 
 
@@ -341,9 +381,11 @@ def _plot_history(out: Path, M: int) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for m in range(M):
-        hist = torch.load(out / f"member-{m}.pt", map_location="cpu", weights_only=True)["history"].numpy()
+        hist = torch.load(out / f"member-{m}.pt", map_location="cpu",
+                          weights_only=True)["history"].numpy()
         if len(hist):
-            ax.semilogy(np.arange(1, len(hist) + 1), hist[:, 0], color=f"C{m}", lw=1, label=f"member {m} train loss")
+            ax.semilogy(np.arange(1, len(hist) + 1), hist[:, 0], color=f"C{m}", lw=1,
+                        label=f"member {m} train loss")
             ax.semilogy(np.arange(1, len(hist) + 1), hist[:, 1], color=f"C{m}", lw=1, ls="--")
     ax.set_xlabel("epoch")
     ax.set_ylabel("train loss: squared rel. error (solid)\nvalidation rel. L2 (dashed)")

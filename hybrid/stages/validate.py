@@ -17,7 +17,8 @@ inputs changed) and writes, in ``OUTPUT/validate/``:
 
 The scores are the ones ``hybrid predict`` computed with the family's
 :meth:`~hybrid.problems.base.Problem.scores` (from :mod:`hybrid.metrics`, volume-weighted on
-the mesh), read from its ``metrics.json``; the figures are the family's. Rank 0 does the work; the other ranks wait.
+the mesh), read from its ``metrics.json``; the figures are the family's. Rank 0 does the work;
+the other ranks wait.
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ __all__ = ["run_validate"]
 
 
 @commits_together
-def run_validate(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD, progress: bool = True,
-                 announce: bool = True) -> Path:
+def run_validate(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD,
+                 progress: bool = True, announce: bool = True) -> Path:
     """Write the report (collective; rank 0 works); returns the path of report.md."""
     predict_dir = run_predict(case, comm=comm, progress=progress, announce=False)
     out = Path(case.output_dir) / "validate"
@@ -75,23 +76,27 @@ def _validate(case, predict_dir: Path, out: Path, ranks: int) -> tuple[str, list
             stepping.get("training_seconds") or 0.0)
     timing = {"solver_seconds_per_scenario": predicted["solver_seconds"],
               "surrogate_seconds_per_scenario": predicted["surrogate_seconds"],
-              "solver_over_surrogate": predicted["solver_seconds"] / max(predicted["surrogate_seconds"], 1e-300),
+              "solver_over_surrogate": (predicted["solver_seconds"]
+                                        / max(predicted["surrogate_seconds"], 1e-300)),
               "training_seconds": train_stage.get("training_seconds")}
-    surrogate = {k: predicted[k] for k in ("rel_l2_mean", "rel_l2_nearest_train", "nearest_over_ensemble",
-                                           "coverage90", "flux_rel_l2")}
+    surrogate = {k: predicted[k] for k in ("rel_l2_mean", "rel_l2_nearest_train",
+                                           "nearest_over_ensemble", "coverage90", "flux_rel_l2")}
     surrogate["by_range"] = predicted.get("by_range", {})
     surrogate["time"] = predicted.get("surrogate_time", "one-shot")
     surrogate["validation_rel_l2_by_time"] = predicted.get("validation_rel_l2_by_time")
-    prior = {k: predicted.get(k) for k in ("variance_scales", "coverage90_uncalibrated", "flux_inflation",
-                                            "validation_mse_ratio", "flux_inflation_outside_training_span",
-                                            "test_outside_training_span", "prior_inside_training_span")}
+    prior = {k: predicted.get(k) for k in ("variance_scales", "coverage90_uncalibrated",
+                                            "flux_inflation", "validation_mse_ratio",
+                                            "flux_inflation_outside_training_span",
+                                            "test_outside_training_span",
+                                            "prior_inside_training_span")}
     main = (predicted.get("variants") or {}).get(main_variant(case)) or {}
     prior["defect_variance_scale"] = (main.get("defect") or {}).get("variance_scale")
     figures = []
     if case.output["figures"]:
         figures = problem.figures(case, cv, data, variants, extra, scores, out)
     metrics = {"case": case.name, "description": case.description, "ranks": ranks,
-               "test_scenarios": int(data.test.u.shape[0]), "report_time": extra["report_time"], "front_kind": extra["front_kind"] or None,
+               "test_scenarios": int(data.test.u.shape[0]), "report_time": extra["report_time"],
+               "front_kind": extra["front_kind"] or None,
                "variants": scores, "times": timing, "surrogate": surrogate, "prior": prior,
                "figures": [p.name for p in figures]}
     with atomic_path(out / "metrics.json") as tmp:
@@ -99,7 +104,8 @@ def _validate(case, predict_dir: Path, out: Path, ranks: int) -> tuple[str, list
     text = _report(case, metrics, figures, problem.metric_keys, problem.note(metrics["front_kind"]))
     with atomic_path(out / "report.md") as tmp:
         tmp.write_text(text)
-    return f"validate: {case.name}: report {out / 'report.md'}\n" + _table(scores, problem.metric_keys), metrics["figures"]
+    return (f"validate: {case.name}: report {out / 'report.md'}\n"
+            + _table(scores, problem.metric_keys), metrics["figures"])
 
 
 def _fmt(value, spec: str) -> str:
@@ -122,27 +128,34 @@ def _prior_section(prior: dict) -> list[str]:
         return []
     span = lambda v: f"{min(v):.3g}–{max(v):.3g}" if len(v) > 1 else f"{v[0]:.3g}"
     lines = ["## Prior calibration (validation split)", "",
-             f"Variance scales per output time: states {span(scales['state'])}, fluxes {span(scales['flux'])}. "
-             f"Raw 90% coverage on the test scenarios: {prior['coverage90_uncalibrated']:.2f} before, the "
-             "variants table's after."]
+             f"Variance scales per output time: states {span(scales['state'])}, "
+             f"fluxes {span(scales['flux'])}. "
+             f"Raw 90% coverage on the test scenarios: {prior['coverage90_uncalibrated']:.2f} "
+             "before, the variants table's after."]
     if prior.get("flux_inflation") is not None:
-        table = ", ".join(f"λ = {k}: {v:.3f}" for k, v in (prior.get("validation_mse_ratio") or {}).items())
-        lines += ["", f"Flux-variance inflation of the updates λ = {prior['flux_inflation']:g} (validation MSE of the "
-                  f"main variant over the raw mean's: {table or '–'})."]
+        table = ", ".join(f"λ = {k}: {v:.3f}"
+                          for k, v in (prior.get("validation_mse_ratio") or {}).items())
+        lines += ["", f"Flux-variance inflation of the updates λ = {prior['flux_inflation']:g} "
+                  f"(validation MSE of the main variant over the raw mean's: {table or '–'})."]
     outside = prior.get("test_outside_training_span")
     if prior.get("prior_inside_training_span") == "even":
-        lines += ["", "The ensemble's variances made the main variant's validation MSE worse at every λ, so no test "
-                  "scenario uses them: each takes the even prior (each output time's state variance spread evenly "
-                  "over the volume, the flux variances multiplied by "
-                  f"{prior['flux_inflation_outside_training_span']:g}), whose update cannot increase its state MSE."]
+        lines += ["", "The ensemble's variances made the main variant's validation MSE worse at "
+                  "every λ, so no test scenario uses them: each takes the even prior (each output "
+                  "time's state variance spread evenly over the volume, the flux variances "
+                  "multiplied by "
+                  f"{prior['flux_inflation_outside_training_span']:g}), whose update cannot "
+                  "increase its state MSE."]
     if outside:
-        lines += ["", f"{outside} test scenario(s) lie outside the training parameters' span: their prior spreads each "
-                  "output time's state variance evenly over the volume and multiplies the flux variances by "
-                  f"{prior['flux_inflation_outside_training_span']:g}, so the update only fixes what the exact rows "
-                  "pin down (mass, Dirichlet values) by a projection that cannot increase their state MSE."]
+        lines += ["", f"{outside} test scenario(s) lie outside the training parameters' span: "
+                  "their prior spreads each output time's state variance evenly over the volume "
+                  "and multiplies the flux variances by "
+                  f"{prior['flux_inflation_outside_training_span']:g}, so the update only fixes "
+                  "what the exact rows pin down (mass, Dirichlet values) by a projection that "
+                  "cannot increase their state MSE."]
     widened = [f for f in prior.get("defect_variance_scale") or [] if f > 1.0]
     if prior.get("defect_variance_scale") is not None:
-        lines += ["", f"Defect widening: {len(widened)} of {len(prior['defect_variance_scale'])} test scenarios break "
+        lines += ["", f"Defect widening: {len(widened)} of {len(prior['defect_variance_scale'])} "
+                  "test scenarios break "
                   "the main variant's rows by more than every validation scenario did (statistic "
                   "rᵀ (G Σ Gᵀ)⁻¹ r / rows); their posterior variances are widened by that factor"
                   + (f" (largest ×{max(widened):.2f})." if widened else ".")]
@@ -152,7 +165,8 @@ def _prior_section(prior: dict) -> list[str]:
 def _time_line(s: dict) -> str:
     """How the ensemble's members treat time, and under ``time = "select"`` what chose it."""
     kind = {"one-shot": "one-shot (every output time from the initial state at once)",
-            "autoregressive": "autoregressive (one step t_n → t_(n+1), rolled out from the initial state)"}
+            "autoregressive": "autoregressive (one step t_n → t_(n+1), rolled out from the initial "
+                              "state)"}
     line = f"Members: {kind.get(s.get('time', 'one-shot'), s.get('time'))}"
     scores = s.get("validation_rel_l2_by_time")
     if scores:
@@ -166,25 +180,32 @@ def _report(case, m: dict, figures: list[Path], keys: tuple, note: str) -> str:
     (default: the scalar cases')."""
     t, s = m["times"], m["surrogate"]
     lines = [f"# {case.name}: surrogate variants against the reference solver", "",
-             f"{m['description']}  ", f"{m['test_scenarios']} test scenarios, report time t = {m['report_time']:g}, "
-             f"{m['ranks']} MPI rank(s), written {datetime.datetime.now().isoformat(timespec='seconds')}.", "",
+             f"{m['description']}  ",
+             f"{m['test_scenarios']} test scenarios, report time t = {m['report_time']:g}, "
+             f"{m['ranks']} MPI rank(s), written "
+             f"{datetime.datetime.now().isoformat(timespec='seconds')}.", "",
              "## Variants", "", _table(m["variants"], keys), "", note, "",
              "## Wall-clock time per test scenario", "",
-             "| solver s | surrogate s | solver / surrogate | training s (all members) |", "|---:|---:|---:|---:|",
-             f"| {t['solver_seconds_per_scenario']:.3g} | {t['surrogate_seconds_per_scenario']:.3g} | "
+             "| solver s | surrogate s | solver / surrogate | training s (all members) |",
+             "|---:|---:|---:|---:|",
+             f"| {t['solver_seconds_per_scenario']:.3g} | "
+             f"{t['surrogate_seconds_per_scenario']:.3g} | "
              f"{t['solver_over_surrogate']:.0f} | {_fmt(t['training_seconds'], '.0f')} |", "",
              "The constraint update's time per scenario is the variants table's last column.", "",
              "## Surrogate against the nearest training scenario", "",
-             "| test scenarios | ensemble rel. L2 | nearest-training rel. L2 | ratio | 90% coverage | flux rel. L2 |",
+             "| test scenarios | ensemble rel. L2 | nearest-training rel. L2 | ratio "
+             "| 90% coverage | flux rel. L2 |",
              "|---|---:|---:|---:|---:|---:|",
-             f"| all ({m['test_scenarios']}) | {s['rel_l2_mean']:.4f} | {s['rel_l2_nearest_train']:.4f} | "
+             f"| all ({m['test_scenarios']}) | {s['rel_l2_mean']:.4f} | "
+             f"{s['rel_l2_nearest_train']:.4f} | "
              f"{_fmt(s['nearest_over_ensemble'], '.2f')} | "
              f"{s['coverage90']:.2f} | {s['flux_rel_l2']:.4f} |"]
     for label, title in (("in_range", "parameters inside the training span"),
                          ("out_of_range", "parameters outside it (extrapolation)")):
         r = (s.get("by_range") or {}).get(label)
         if r and len(s["by_range"]) > 1:
-            lines.append(f"| {title} ({r['scenarios']}) | {r['rel_l2_mean']:.4f} | {r['rel_l2_nearest_train']:.4f} | "
+            lines.append(f"| {title} ({r['scenarios']}) | {r['rel_l2_mean']:.4f} | "
+                         f"{r['rel_l2_nearest_train']:.4f} | "
                          f"{_fmt(r['nearest_over_ensemble'], '.2f')} | {r['coverage90']:.2f} | – |")
     lines += ["", _time_line(s), ""]
     lines += _prior_section(m.get("prior") or {})

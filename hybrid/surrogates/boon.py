@@ -48,8 +48,8 @@ import torch
 from hybrid.errors import CaseError
 from hybrid.surrogates.fno import FNO
 
-__all__ = ["BoonFNO", "boundary_ends", "boundary_data", "mesh_ends", "enforce_on_mesh", "KINDS", "box_faces",
-           "boundary_fields", "enforce_walls_on_mesh"]
+__all__ = ["BoonFNO", "boundary_ends", "boundary_data", "mesh_ends", "enforce_on_mesh", "KINDS",
+           "box_faces", "boundary_fields", "enforce_walls_on_mesh"]
 
 KINDS = ("dirichlet", "neumann", "periodic", "none")
 
@@ -65,23 +65,26 @@ class BoonFNO(FNO):
     axis in turn; the boundary data enter as fields whose face values are the data
     (:func:`boundary_fields`), and the strict enforcement sets every Dirichlet face node."""
 
-    def __init__(self, in_channels: int, out_channels: int, dim: int, *, ends: tuple[str, ...], outputs: int,
-                 components: int = 1, modes: int = 16, width: int = 32, layers: int = 4, variance_channels: int = 0,
-                 tol: float | None = None):
+    def __init__(self, in_channels: int, out_channels: int, dim: int, *, ends: tuple[str, ...],
+                 outputs: int, components: int = 1, modes: int = 16, width: int = 32,
+                 layers: int = 4, variance_channels: int = 0, tol: float | None = None):
         if dim not in (1, 2):
             raise ValueError("BOON's correction is implemented for 1-D and 2-D grids")
         if len(ends) != 2 * dim:
-            raise ValueError(f"a {dim}-D grid has {2 * dim} faces; found boundary kinds {tuple(ends)}")
+            raise ValueError(f"a {dim}-D grid has {2 * dim} faces; found boundary kinds "
+                             f"{tuple(ends)}")
         if any(e not in KINDS for e in ends):
             raise ValueError(f"boundary kinds {ends}: each must be one of {KINDS}")
         pairs = [tuple(ends[2 * a:2 * a + 2]) for a in range(dim)]
         if any((lo == "periodic") != (hi == "periodic") for lo, hi in pairs):
             raise ValueError("periodic ends come in pairs")
         if dim == 2 and "neumann" in ends:
-            raise ValueError("2-D BOON takes Dirichlet, periodic or uncorrected faces (no Neumann faces)")
+            raise ValueError("2-D BOON takes Dirichlet, periodic or uncorrected faces (no Neumann "
+                             "faces)")
         super().__init__(in_channels, out_channels, dim, modes=modes, width=width, layers=layers,
                          padding=0, variance_channels=variance_channels)
-        # the regularisation of the elimination's inverses (see _inverse): absolute in 1-D, relative in 2-D
+        # the regularisation of the elimination's inverses (see _inverse): absolute in 1-D,
+        # relative in 2-D
         self.ends, self.pairs, self.outputs = tuple(ends), pairs, int(outputs)
         self.tol = float(tol if tol is not None else (1e-6 if dim == 1 else 0.05))
         self.components = int(components)
@@ -91,7 +94,8 @@ class BoonFNO(FNO):
     def _face(v: torch.Tensor, axis: int, index: int) -> torch.Tensor:
         return v.select(2 + axis, index)
 
-    def _with_face(self, v: torch.Tensor, axis: int, index: int, face: torch.Tensor) -> torch.Tensor:
+    def _with_face(self, v: torch.Tensor, axis: int, index: int,
+                   face: torch.Tensor) -> torch.Tensor:
         v = v.clone()
         v.select(2 + axis, index).copy_(face)
         return v
@@ -112,12 +116,15 @@ class BoonFNO(FNO):
         # on each face, less the response to zero (the skip has a bias)
         response = layer(unit) - layer(torch.zeros_like(unit[:1]))     # (2C, C_out, *grid)
         block = lambda r, i: self._face(r, axis, i).reshape(C, C).T   # [out, in]
-        return block(response[:C], 0), block(response[:C], -1), block(response[C:], 0), block(response[C:], -1)
+        return (block(response[:C], 0), block(response[:C], -1), block(response[C:], 0),
+                block(response[C:], -1))
 
-    def _eliminate(self, layer, x: torch.Tensor, axis: int, left: bool, right: bool) -> torch.Tensor:
+    def _eliminate(self, layer, x: torch.Tensor, axis: int, left: bool,
+                   right: bool) -> torch.Tensor:
         """The paper's Gaussian elimination along ``axis``: the changed input of the layer."""
         C = x.shape[1]
-        k00, kn0, k0n, knn = self._face_blocks(layer, C, tuple(x.shape[2:]), axis, x.dtype, x.device)
+        k00, kn0, k0n, knn = self._face_blocks(layer, C, tuple(x.shape[2:]), axis, x.dtype,
+                                               x.device)
         inv = self._inverse
         mul = lambda M, v: torch.einsum("oi,bi...->bo...", M, v)
         face = lambda v, i: self._face(v, axis, i)
@@ -149,7 +156,8 @@ class BoonFNO(FNO):
         return torch.linalg.solve(A.T @ A + damping * eye, A.T)
 
     def _periodic(self, y: torch.Tensor) -> torch.Tensor:
-        """BOON's periodic correction: both faces of a periodic axis take their average (α = β = ½)."""
+        """BOON's periodic correction: both faces of a periodic axis take their average
+        (α = β = ½)."""
         for axis, (lo, _) in enumerate(self.pairs):
             if lo == "periodic":
                 end = 0.5 * (self._face(y, axis, 0) + self._face(y, axis, -1))
@@ -226,7 +234,8 @@ def boundary_ends(case, cv) -> list[tuple[str, str, object]]:
     bfaces = cv.boundary_faces
     x = cv.face_centroid[bfaces, 0]
     tag_of = {tag: name for name, tag in cv.boundary_names.items()}
-    names = [tag_of.get(int(cv.face_tag[bfaces[np.argmin(x)]])), tag_of.get(int(cv.face_tag[bfaces[np.argmax(x)]]))]
+    names = [tag_of.get(int(cv.face_tag[bfaces[np.argmin(x)]])),
+             tag_of.get(int(cv.face_tag[bfaces[np.argmax(x)]]))]
     ends = []
     for name in names:
         bc = case.boundary_condition(name)
@@ -242,7 +251,8 @@ def boundary_ends(case, cv) -> list[tuple[str, str, object]]:
 
 
 def model_ends(ends) -> tuple[str, ...]:
-    """The model's face kinds: from :func:`boundary_ends` (1-D) or :func:`box_faces`' kinds (2-D)."""
+    """The model's face kinds: from :func:`boundary_ends` (1-D) or :func:`box_faces`' kinds
+    (2-D)."""
     if all(isinstance(e, str) for e in ends):
         return tuple(ends)
     return tuple("neumann" if kind == "neumann_flux" else kind for _, kind, _ in ends)
@@ -272,12 +282,14 @@ def boundary_data(ends, transfer, u0_mesh: np.ndarray, params: list[dict], times
             if kind == "dirichlet":
                 beta[i, e] = (value - a[i, 0 if e == 0 else -1]) / du_std
             else:
-                a0, a1, a2 = (a[i, 0], a[i, 1], a[i, 2]) if e == 0 else (a[i, -1], a[i, -2], a[i, -3])
+                a0, a1, a2 = ((a[i, 0], a[i, 1], a[i, 2]) if e == 0
+                              else (a[i, -1], a[i, -2], a[i, -3]))
                 beta[i, e] = ((4 * a1 - a2 + 2 * dx * value) / 3 - a0) / du_std
     return beta
 
 
-def mesh_ends(ends, cv, times: np.ndarray, params: dict) -> list[tuple[str, str, int, int, np.ndarray]]:
+def mesh_ends(ends, cv, times: np.ndarray,
+              params: dict) -> list[tuple[str, str, int, int, np.ndarray]]:
     """For each end of a 1-D dual mesh with data: (name, "dirichlet" | "neumann", end control
     volume, its neighbour, the data at t_1..t_T — the value, or the outward du/dn)."""
     if cv.kind != "dual":
@@ -289,7 +301,8 @@ def mesh_ends(ends, cv, times: np.ndarray, params: dict) -> list[tuple[str, str,
             continue
         end, nxt = (order[0], order[1]) if e == 0 else (order[-1], order[-2])
         data = _end_data(kind, expr, cv.centre[[end]], times, params)
-        out.append((name, "dirichlet" if kind == "dirichlet" else "neumann", int(end), int(nxt), data))
+        out.append((name, "dirichlet" if kind == "dirichlet" else "neumann", int(end), int(nxt),
+                    data))
     return out
 
 
@@ -309,8 +322,8 @@ def enforce_on_mesh(U: np.ndarray, ends, cv, times: np.ndarray, params: list[dic
     return U
 
 
-def with_boundary_channels(case, cv, transfer, inputs, params: np.ndarray, names: list[str], times: np.ndarray,
-                           norm):
+def with_boundary_channels(case, cv, transfer, inputs, params: np.ndarray, names: list[str],
+                           times: np.ndarray, norm):
     """The inputs of a :class:`BoonFNO`: ``inputs`` plus the boundary data — in 1-D 2T
     constant channels, returning (inputs, :func:`boundary_ends`); in 2-D the T C fields of
     :func:`boundary_fields`, returning (inputs, the face kinds of :func:`box_faces`)."""
@@ -323,16 +336,18 @@ def with_boundary_channels(case, cv, transfer, inputs, params: np.ndarray, names
         beta = boundary_fields(case, cv, transfer, inputs.u0.numpy(), plist, times, norm.du_std,
                                inputs.u0.shape[-1] // N)
         x = inputs.grid_inputs
-        return SurrogateInputs(torch.cat([x, torch.as_tensor(beta, dtype=x.dtype)], dim=1), inputs.u0), kinds
+        return SurrogateInputs(torch.cat([x, torch.as_tensor(beta, dtype=x.dtype)], dim=1),
+                               inputs.u0), kinds
     ends = boundary_ends(case, cv)
     plist = [dict(zip(names, map(float, row))) for row in np.atleast_2d(params)]
     beta = boundary_data(ends, transfer, inputs.u0.numpy(), plist, times, norm.du_std)
     x = inputs.grid_inputs
-    channels = torch.as_tensor(beta.reshape(len(plist), -1, 1), dtype=x.dtype).expand(-1, -1, x.shape[-1])
+    channels = torch.as_tensor(beta.reshape(len(plist), -1, 1),
+                               dtype=x.dtype).expand(-1, -1, x.shape[-1])
     return SurrogateInputs(torch.cat([x, channels], dim=1), inputs.u0), ends
 
 
-# ------------------------------------------------------------------ 2-D: the faces of the grid's box
+# ---------------------------------------------------------------- 2-D: the faces of the grid's box
 def box_faces(case, cv, transfer) -> tuple[tuple[str, ...], dict[str, np.ndarray]]:
     """The kinds of the four faces of a 2-D grid (x low, x high, y low, y high) and, for every
     Dirichlet wall, the flat indices of the grid's face nodes it owns (in the case's order:
@@ -348,8 +363,8 @@ def box_faces(case, cv, transfer) -> tuple[tuple[str, ...], dict[str, np.ndarray
     span = float(np.max(hi - lo))
     if not transfer.inside.all() or np.abs(np.asarray(grid.lo) - lo).max() > 1e-9 * span \
             or np.abs(np.asarray(grid.hi) - hi).max() > 1e-9 * span:
-        raise CaseError("2-D BOON needs a rectangular domain that fills the surrogate's grid (the grid's "
-                        "faces must be the walls)", **where)
+        raise CaseError("2-D BOON needs a rectangular domain that fills the surrogate's grid (the "
+                        "grid's faces must be the walls)", **where)
     shape = tuple(grid.shape)
     index = np.arange(grid.size).reshape(shape)
     faces = [index[0, :], index[-1, :], index[:, 0], index[:, -1]]
@@ -369,12 +384,14 @@ def box_faces(case, cv, transfer) -> tuple[tuple[str, ...], dict[str, np.ndarray
         rel = pts[None, :, :] - cv.face_centroid[on][:, None, :]                   # (F, n_grid, 2)
         normal = np.einsum("fgd,fd->fg", rel, cv.face_normal[on])
         along = np.linalg.norm(rel - normal[..., None] * cv.face_normal[on][:, None, :], axis=-1)
-        hit = ((np.abs(normal) <= 1e-9 * span) & (along <= 0.5 * cv.face_area[on][:, None] + 1e-9 * span)).any(axis=0)
+        hit = ((np.abs(normal) <= 1e-9 * span)
+               & (along <= 0.5 * cv.face_area[on][:, None] + 1e-9 * span)).any(axis=0)
         bc = case.boundary_condition(name)
         if bc.type != "dirichlet":
             if hit.any():
-                raise CaseError(f"2-D BOON corrects Dirichlet and periodic walls; boundary {name!r} is {bc.type} "
-                                "(the 1-D BOON variant takes Neumann ends)", **where)
+                raise CaseError(f"2-D BOON corrects Dirichlet and periodic walls; boundary "
+                                f"{name!r} is {bc.type} (the 1-D BOON variant takes Neumann ends)",
+                                **where)
             continue
         for other in owned:
             owned[other] = owned[other][~hit[owned[other]]]
@@ -393,7 +410,8 @@ def box_faces(case, cv, transfer) -> tuple[tuple[str, ...], dict[str, np.ndarray
 
 
 def _on_face(cv, name: str, face: int) -> bool:
-    """Boundary ``name`` lies on face ``face`` (0: x low, 1: x high, 2: y low, 3: y high) of the box."""
+    """Boundary ``name`` lies on face ``face`` (0: x low, 1: x high, 2: y low, 3: y high) of the
+    box."""
     axis, side = divmod(face, 2)
     c = cv.face_centroid[cv.faces_of(name), axis]
     box = cv.face_centroid[:, axis]
@@ -408,7 +426,8 @@ def boundary_fields(case, cv, transfer, u0_mesh: np.ndarray, params: list[dict],
     elsewhere."""
     _, owned = box_faces(case, cv, transfer)
     S, T, C = len(params), len(times) - 1, components
-    a = np.asarray(transfer.to_grid(np.asarray(u0_mesh).reshape(S, C, -1))).reshape(S, C, -1)   # (S, C, n_grid)
+    # (S, C, n_grid)
+    a = np.asarray(transfer.to_grid(np.asarray(u0_mesh).reshape(S, C, -1))).reshape(S, C, -1)
     beta = np.zeros((S, T, C, transfer.grid.size))
     for name, nodes in owned.items():
         bc = case.boundary_condition(name)
@@ -419,7 +438,8 @@ def boundary_fields(case, cv, transfer, u0_mesh: np.ndarray, params: list[dict],
     return beta.reshape(S, T * C, *transfer.grid.shape)
 
 
-def enforce_walls_on_mesh(U: np.ndarray, case, cv, times: np.ndarray, params: list[dict]) -> np.ndarray:
+def enforce_walls_on_mesh(U: np.ndarray, case, cv, times: np.ndarray,
+                          params: list[dict]) -> np.ndarray:
     """BOON's strict Dirichlet enforcement again, in float64 on the control-volume values
     U (S, M, T+1, C N) of a 2-D dual mesh: every Dirichlet wall's control volumes take the
     data, in the case's order (later walls own shared vertices)."""
@@ -429,7 +449,7 @@ def enforce_walls_on_mesh(U: np.ndarray, case, cv, times: np.ndarray, params: li
     N = cv.num_cvs
     for i, p in enumerate(params):
         for n, t in enumerate(times[1:], start=1):
-            for _, cvs, values in dirichlet_walls(case, cv, t, p):                     # values (n, C)
+            for _, cvs, values in dirichlet_walls(case, cv, t, p):   # values (n, C)
                 for c in range(values.shape[1]):
                     U[i, :, n][:, c * N + cvs] = values[:, c]
     return U

@@ -51,7 +51,8 @@ def _block_scale(truth: np.ndarray, mean: np.ndarray, var: np.ndarray) -> np.nda
     return np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
 
 
-def fit_scales(truth_u: np.ndarray, pred_u: dict, truth_flux: np.ndarray, pred_flux: dict) -> VarianceScales:
+def fit_scales(truth_u: np.ndarray, pred_u: dict, truth_flux: np.ndarray,
+               pred_flux: dict) -> VarianceScales:
     """Fit the scales on validation scenarios.
 
     Args:
@@ -71,10 +72,11 @@ def apply_scales(pred: dict, scales: VarianceScales) -> dict:
     """A prediction (an :class:`~hybrid.surrogates.ensemble.EnsemblePrediction`, or its arrays
     ``u_mean u_var u_dev flux_mean flux_var flux_dev`` by name) with its variances scaled and
     its deviations scaled by the square roots; the same kind as given."""
-    su = np.concatenate([[1.0], scales.state])[None, :, None]      # t = 0 is given: variance 0 stays 0
+    su = np.concatenate([[1.0], scales.state])[None, :, None]   # t = 0 is given: variance 0 stays 0
     sf = scales.flux[None, :, None]
     scaled = {"u_var": pred["u_var"] * su, "flux_var": pred["flux_var"] * sf,
-              "u_dev": pred["u_dev"] * np.sqrt(su)[:, None], "flux_dev": pred["flux_dev"] * np.sqrt(sf)[:, None]}
+              "u_dev": pred["u_dev"] * np.sqrt(su)[:, None],
+              "flux_dev": pred["flux_dev"] * np.sqrt(sf)[:, None]}
     return pred.replace(**scaled) if hasattr(pred, "replace") else {**pred, **scaled}
 
 

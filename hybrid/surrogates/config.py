@@ -57,7 +57,8 @@ class ModelConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"model configuration keys {unknown} are unknown (known: {sorted(known)})")
+            raise ValueError(f"model configuration keys {unknown} are unknown "
+                             f"(known: {sorted(known)})")
         values = dict(values)
         if values.get("boon_ends") is not None:
             values["boon_ends"] = tuple(values["boon_ends"])
@@ -67,9 +68,11 @@ class ModelConfig:
         """The untrained network."""
         if self.boon_ends:
             from hybrid.surrogates.boon import BoonFNO
-            return BoonFNO(self.in_channels, self.out_channels, self.dim, ends=self.boon_ends, outputs=self.outputs,
-                           components=self.components, modes=self.modes, width=self.width, layers=self.layers,
+            return BoonFNO(self.in_channels, self.out_channels, self.dim, ends=self.boon_ends,
+                           outputs=self.outputs, components=self.components, modes=self.modes,
+                           width=self.width, layers=self.layers,
                            variance_channels=self.variance_channels)
         from hybrid.surrogates.fno import FNO
-        return FNO(self.in_channels, self.out_channels, self.dim, modes=self.modes, width=self.width,
-                   layers=self.layers, padding=self.padding, variance_channels=self.variance_channels)
+        return FNO(self.in_channels, self.out_channels, self.dim, modes=self.modes,
+                   width=self.width, layers=self.layers, padding=self.padding,
+                   variance_channels=self.variance_channels)

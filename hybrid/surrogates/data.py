@@ -28,8 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["to_mesh_variances", "Normaliser", "SurrogateInputs", "build_inputs", "to_mesh_outputs", "flux_density",
-           "split_indices"]
+__all__ = ["to_mesh_variances", "Normaliser", "SurrogateInputs", "build_inputs", "to_mesh_outputs",
+           "flux_density", "split_indices"]
 
 
 def flux_density(flux: np.ndarray, face_area: np.ndarray, times: np.ndarray) -> np.ndarray:
@@ -50,18 +50,22 @@ class Normaliser:
     flux_std: float
 
     @classmethod
-    def fit(cls, params: np.ndarray, u: np.ndarray, phi: np.ndarray, steps: bool = False) -> "Normaliser":
+    def fit(cls, params: np.ndarray, u: np.ndarray, phi: np.ndarray,
+            steps: bool = False) -> "Normaliser":
         """Scalings of training parameters (S, P), states (S, T+1, N) and flux densities;
         ``du_std`` is the scale of the increments from the initial state, or with ``steps``
         of the one-step increments (an autoregressive network's outputs)."""
         std = params.std(axis=0)
         increments = np.diff(u, axis=1) if steps else u[:, 1:] - u[:, :1]
-        return cls(params.mean(axis=0), np.where(std > 0, std, 1.0), float(u.mean()), float(u.std() or 1.0),
-                   float(np.std(increments) or 1.0), float(np.sqrt(np.mean(phi ** 2)) or 1.0))
+        return cls(params.mean(axis=0), np.where(std > 0, std, 1.0), float(u.mean()),
+                   float(u.std() or 1.0), float(np.std(increments) or 1.0),
+                   float(np.sqrt(np.mean(phi ** 2)) or 1.0))
 
     def to_state(self) -> dict:
-        return {"param_mean": torch.as_tensor(self.param_mean), "param_std": torch.as_tensor(self.param_std),
-                "scalars": torch.tensor([self.u_mean, self.u_std, self.du_std, self.flux_std], dtype=torch.float64)}
+        return {"param_mean": torch.as_tensor(self.param_mean),
+                "param_std": torch.as_tensor(self.param_std),
+                "scalars": torch.tensor([self.u_mean, self.u_std, self.du_std, self.flux_std],
+                                        dtype=torch.float64)}
 
     @classmethod
     def from_state(cls, state: dict) -> "Normaliser":
@@ -88,7 +92,8 @@ def build_inputs(transfer, u0: np.ndarray, params: np.ndarray, norm: Normaliser)
     p_grid = np.broadcast_to(p.reshape(S, -1, *([1] * len(shape))), (S, p.shape[1], *shape))
     coords = transfer.grid.points.T.reshape(len(shape), *shape)
     lo, hi = np.asarray(transfer.grid.lo), np.asarray(transfer.grid.hi)
-    coords = (coords - lo.reshape(-1, *([1] * len(shape)))) / (hi - lo).reshape(-1, *([1] * len(shape)))
+    coords = ((coords - lo.reshape(-1, *([1] * len(shape))))
+              / (hi - lo).reshape(-1, *([1] * len(shape))))
     coords = np.broadcast_to(coords, (S, *coords.shape))
     inside = np.broadcast_to(transfer.inside.reshape(1, 1, *shape).astype(float), (S, 1, *shape))
     x = np.concatenate([u0_grid, p_grid, coords, inside], axis=1)
@@ -103,7 +108,8 @@ def _states(transfer, grid_values: torch.Tensor, T: int, components: int) -> tor
 
 
 def to_mesh_variances(transfer, output: torch.Tensor, norm: Normaliser, T: int,
-                      face_normal: torch.Tensor, components: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+                      face_normal: torch.Tensor,
+                      components: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """Heteroscedastic heads (B, 2C, *grid) → variances of the states (B, T, N) (vector
     states: (B, T, C N)) and of the normal flux densities (B, T, F), in physical units.
 
@@ -123,7 +129,8 @@ def to_mesh_variances(transfer, output: torch.Tensor, norm: Normaliser, T: int,
 
 
 def to_mesh_outputs(transfer, output: torch.Tensor, u0: torch.Tensor, norm: Normaliser, T: int,
-                    face_normal: torch.Tensor, components: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+                    face_normal: torch.Tensor,
+                    components: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """Model output (B, C_out, *grid) → states (B, T, N) (vector states: (B, T, C N), u0
     (B, C N)) and normal flux densities (B, T, F).
 

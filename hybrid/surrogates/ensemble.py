@@ -18,7 +18,8 @@ import torch
 from mpi4py import MPI
 
 from hybrid.dataset import scenario_parameters
-from hybrid.surrogates.boon import boundary_ends, enforce_on_mesh, enforce_walls_on_mesh, with_boundary_channels
+from hybrid.surrogates.boon import (boundary_ends, enforce_on_mesh, enforce_walls_on_mesh,
+                                    with_boundary_channels)
 from hybrid.surrogates.data import build_inputs, flux_density, to_mesh_outputs, to_mesh_variances
 from hybrid.surrogates.rollout import rollout
 from hybrid.surrogates.training import device
@@ -78,12 +79,14 @@ def initial_states(split: dict) -> tuple[np.ndarray, int]:
     return u0.reshape(len(u0), C, -1), C
 
 
-def state_targets(split: dict, cv, times: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+def state_targets(split: dict, cv,
+                  times: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """(states (S, T+1, C N), face-flux densities (S, T, F), initial states, components C) of
     a split: for scalar states the mean flux density of each output interval, for a
     velocity the volume flux at each output time over |f|."""
     u0, C = initial_states(split)
-    phi = split["flux"] / cv.face_area if "velocity" in split else flux_density(split["flux"], cv.face_area, times)
+    phi = (split["flux"] / cv.face_area if "velocity" in split
+           else flux_density(split["flux"], cv.face_area, times))
     return split["u"], phi, u0, C
 
 
@@ -98,8 +101,10 @@ def predict_ensemble(members: dict, M: int, transfer, cv, data, comm: MPI.Comm, 
     S, T1, _ = test.u.shape
     T = T1 - 1
     dt = np.diff(data.times)
-    # fluxes: scalar states' are integrated over each output interval, a velocity's face fluxes instantaneous
-    scale = cv.face_area * (1.0 if "velocity" in test else dt[:, None])   # flux density -> face flux
+    # fluxes: scalar states' are integrated over each output interval, a velocity's face fluxes
+    # instantaneous
+    scale = cv.face_area * (1.0 if "velocity" in test else dt[:, None])   # flux density ->
+                                                                          # face flux
     u0, C = initial_states(test)
     dev = device()
     normal = torch.as_tensor(cv.face_normal).to(dev)
@@ -113,20 +118,22 @@ def predict_ensemble(members: dict, M: int, transfer, cv, data, comm: MPI.Comm, 
                 inputs, ends = with_boundary_channels(boon_case, cv, transfer, inputs, test.params,
                                                       test.parameter_names, data.times, norm)
             if config.autoregressive:
-                u, phi = rollout(model, transfer, inputs.grid_inputs.to(dev), inputs.u0.to(dev), data.times, norm,
-                                 normal, C)
+                u, phi = rollout(model, transfer, inputs.grid_inputs.to(dev), inputs.u0.to(dev),
+                                 data.times, norm, normal, C)
                 noise = None
             else:
                 output = model(inputs.grid_inputs.to(dev))
                 u, phi = to_mesh_outputs(transfer, output, inputs.u0.to(dev), norm, T, normal, C)
-                noise = to_mesh_variances(transfer, output, norm, T, normal, C) if config.heteroscedastic else None
+                noise = (to_mesh_variances(transfer, output, norm, T, normal, C)
+                         if config.heteroscedastic else None)
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             seconds = time.perf_counter() - t0
             flux = phi.double().cpu().numpy() * scale
             u_full = np.concatenate([test.u[:, :1], u.double().cpu().numpy()], axis=1)
             if noise is not None:
-                noise = (np.concatenate([np.zeros_like(u_full[:, :1]), noise[0].double().cpu().numpy()], axis=1),
+                noise = (np.concatenate([np.zeros_like(u_full[:, :1]),
+                                         noise[0].double().cpu().numpy()], axis=1),
                          noise[1].double().cpu().numpy() * scale ** 2)
             results[m] = (u_full, flux, seconds, noise)
     gathered = comm.gather(results, root=0)
@@ -144,8 +151,10 @@ def predict_ensemble(members: dict, M: int, transfer, cv, data, comm: MPI.Comm, 
     ddof = 1 if M > 1 else 0
     u_var, flux_var = U.var(axis=1, ddof=ddof), Fx.var(axis=1, ddof=ddof)
     if allres[0][3] is not None:
-        # heteroscedastic members: the mixture's variance, spread of the means + mean of the heads' variances
+        # heteroscedastic members: the mixture's variance, spread of the means + mean of the heads'
+        # variances
         u_var = u_var + np.mean([allres[m][3][0] for m in range(M)], axis=0)
         flux_var = flux_var + np.mean([allres[m][3][1] for m in range(M)], axis=0)
-    return (EnsemblePrediction(u_mean, u_var, U - u_mean[:, None], flux_mean, flux_var, Fx - flux_mean[:, None]),
+    return (EnsemblePrediction(u_mean, u_var, U - u_mean[:, None], flux_mean, flux_var,
+                               Fx - flux_mean[:, None]),
             surrogate_seconds)

@@ -40,8 +40,8 @@ class SpectralConv(nn.Module):
         self.dim = len(self.modes)
         corners = 2 ** (self.dim - 1)
         scale = 1.0 / (in_channels * out_channels)
-        self.weight = nn.Parameter(scale * torch.randn(corners, in_channels, out_channels, *self.modes,
-                                                       dtype=torch.cfloat))
+        self.weight = nn.Parameter(scale * torch.randn(corners, in_channels, out_channels,
+                                                       *self.modes, dtype=torch.cfloat))
 
     def _corner_slices(self, shape: tuple[int, ...]):
         """Index slices of the kept frequency blocks of an rfftn output of ``shape``, as
@@ -54,7 +54,8 @@ class SpectralConv(nn.Module):
             idx = []
             for axis in range(d - 1):
                 m = min(self.modes[axis], shape[axis])
-                idx.append(slice(0, m) if not (c >> axis) & 1 else slice(shape[axis] - m, shape[axis]))
+                idx.append(slice(0, m) if not (c >> axis) & 1
+                           else slice(shape[axis] - m, shape[axis]))
             if any(shape[axis] == 1 and (c >> axis) & 1 for axis in range(d - 1)):
                 continue
             idx.append(slice(0, min(self.modes[-1], shape[-1])))
@@ -64,29 +65,37 @@ class SpectralConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dims = tuple(range(-self.dim, 0))
         xf = torch.fft.rfftn(x, dim=dims)
-        out = torch.zeros(x.shape[0], self.weight.shape[2], *xf.shape[2:], dtype=xf.dtype, device=x.device)
+        out = torch.zeros(x.shape[0], self.weight.shape[2], *xf.shape[2:], dtype=xf.dtype,
+                          device=x.device)
         for c, idx in self._corner_slices(tuple(xf.shape[2:])):
-            w = self.weight[c][(slice(None), slice(None)) + tuple(slice(0, s.stop - s.start) for s in idx)]
-            out[(slice(None), slice(None)) + idx] = torch.einsum("bi...,io...->bo...", xf[(slice(None), slice(None)) + idx], w)
+            w = self.weight[c][(slice(None), slice(None))
+                               + tuple(slice(0, s.stop - s.start) for s in idx)]
+            out[(slice(None), slice(None)) + idx] = torch.einsum(
+                "bi...,io...->bo...", xf[(slice(None), slice(None)) + idx], w)
         return torch.fft.irfftn(out, s=x.shape[-self.dim:], dim=dims)
 
 
 class FNO(nn.Module):
     """Lifting → spectral layers → projection; see the module docstring for the contract."""
 
-    def __init__(self, in_channels: int, out_channels: int, dim: int, modes: int = 16, width: int = 32,
-                 layers: int = 4, padding: int = 8, variance_channels: int = 0):
+    def __init__(self, in_channels: int, out_channels: int, dim: int, modes: int = 16,
+                 width: int = 32, layers: int = 4, padding: int = 8, variance_channels: int = 0):
         super().__init__()
         self.dim, self.padding = dim, padding
         conv = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[dim]
-        self.lifting = nn.Sequential(conv(in_channels, 2 * width, 1), nn.GELU(), conv(2 * width, width, 1))
-        self.spectral = nn.ModuleList(SpectralConv(width, width, (modes,) * dim) for _ in range(layers))
+        self.lifting = nn.Sequential(conv(in_channels, 2 * width, 1), nn.GELU(),
+                                     conv(2 * width, width, 1))
+        self.spectral = nn.ModuleList(SpectralConv(width, width, (modes,) * dim)
+                                      for _ in range(layers))
         self.skip = nn.ModuleList(conv(width, width, 1) for _ in range(layers))
-        self.projection = nn.Sequential(conv(width, 2 * width, 1), nn.GELU(), conv(2 * width, out_channels, 1))
+        self.projection = nn.Sequential(conv(width, 2 * width, 1), nn.GELU(),
+                                        conv(2 * width, out_channels, 1))
         self.activation = nn.GELU()
         # heteroscedastic heads: their own projection of the detached features, so that fitting the
-        # variances never changes the mean's path (created last: the mean's initialisation is unchanged)
-        self.variance = (nn.Sequential(conv(width, 2 * width, 1), nn.GELU(), conv(2 * width, variance_channels, 1))
+        # variances never changes the mean's path (created last: the mean's initialisation is
+        # unchanged)
+        self.variance = (nn.Sequential(conv(width, 2 * width, 1), nn.GELU(),
+                                       conv(2 * width, variance_channels, 1))
                          if variance_channels else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

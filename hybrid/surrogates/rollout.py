@@ -59,13 +59,16 @@ def step_outputs(transfer, output: torch.Tensor, state: torch.Tensor, norm: Norm
     densities of the step (B, F)); the state is ``state`` plus the transferred increment."""
     B = output.shape[0]
     d = face_normal.shape[1]
-    increment = transfer.to_mesh(output[:, :components].to(state.dtype)).reshape(B, -1) * norm.du_std
-    q = transfer.to_faces(output[:, components:components + d].to(state.dtype)) * norm.flux_std   # (B, d, F)
+    increment = (transfer.to_mesh(output[:, :components].to(state.dtype)).reshape(B, -1)
+                 * norm.du_std)
+    q = (transfer.to_faces(output[:, components:components + d].to(state.dtype))
+         * norm.flux_std)   # (B, d, F)
     return state + increment, torch.einsum("bdf,fd->bf", q, face_normal.to(q.dtype))
 
 
-def rollout(model, transfer, static: torch.Tensor, u0: torch.Tensor, times: np.ndarray, norm: Normaliser,
-            face_normal: torch.Tensor, components: int) -> tuple[torch.Tensor, torch.Tensor]:
+def rollout(model, transfer, static: torch.Tensor, u0: torch.Tensor, times: np.ndarray,
+            norm: Normaliser, face_normal: torch.Tensor,
+            components: int) -> tuple[torch.Tensor, torch.Tensor]:
     """T steps of ``model`` from the initial states ``u0`` (B, C N): (states at t_1..t_T
     (B, T, C N), normal flux densities (B, T, F)). Differentiable; wrap it in
     ``torch.no_grad()`` to predict."""
@@ -73,7 +76,8 @@ def rollout(model, transfer, static: torch.Tensor, u0: torch.Tensor, times: np.n
     states, fluxes = [], []
     start = torch.as_tensor(np.asarray(times[:-1], dtype=np.float64), device=u0.device)
     for n in range(len(times) - 1):
-        x = step_inputs(transfer, state, static, start[n].expand(u0.shape[0]), float(times[-1]), norm, components)
+        x = step_inputs(transfer, state, static, start[n].expand(u0.shape[0]), float(times[-1]),
+                        norm, components)
         state, phi = step_outputs(transfer, model(x), state, norm, face_normal, components)
         states.append(state)
         fluxes.append(phi)
@@ -83,4 +87,5 @@ def rollout(model, transfer, static: torch.Tensor, u0: torch.Tensor, times: np.n
 def step_pairs(scenarios: np.ndarray, steps: int) -> np.ndarray:
     """(scenario, step) index pairs (K, 2), every step of every scenario, in that order."""
     scenarios = np.asarray(scenarios, dtype=np.int64)
-    return np.stack([np.repeat(scenarios, steps), np.tile(np.arange(steps), len(scenarios))], axis=1)
+    return np.stack([np.repeat(scenarios, steps), np.tile(np.arange(steps), len(scenarios))],
+                    axis=1)

@@ -25,7 +25,8 @@ from hybrid.errors import CaseError
 __all__ = ["conductivity_torch", "gpme_residual_penalty"]
 
 
-def conductivity_torch(kind: str, p: dict[str, torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+def conductivity_torch(kind: str,
+                       p: dict[str, torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
     """k(u) in torch, the same models as :class:`hybrid.solvers.gpme.Conductivity`;
     parameters are tensors broadcastable against u."""
     if kind == "constant":
@@ -35,8 +36,10 @@ def conductivity_torch(kind: str, p: dict[str, torch.Tensor]) -> Callable[[torch
 
     def stefan(u):
         eps = torch.as_tensor(p["smoothing"], dtype=u.dtype, device=u.device)
-        s = torch.clamp((u - p["u_star"] + eps) / (2 * torch.where(eps > 0, eps, torch.ones_like(eps))), 0.0, 1.0)
-        s = torch.where(eps > 0, s, (u >= p["u_star"]).to(u.dtype))   # ε = 0: the sharp step, as the solver's
+        s = torch.clamp((u - p["u_star"] + eps)
+                        / (2 * torch.where(eps > 0, eps, torch.ones_like(eps))), 0.0, 1.0)
+        s = torch.where(eps > 0, s, (u >= p["u_star"]).to(u.dtype))   # ε = 0: the sharp step, as
+                                                                      # the solver's
         return p["k_min"] + (p["k_max"] - p["k_min"]) * s * s * (3 - 2 * s)
     return stefan
 
@@ -45,17 +48,19 @@ def gpme_residual_penalty(case, transfer, inputs, norm, times: np.ndarray, param
                           names: list[str]) -> Callable[[torch.Tensor, np.ndarray], torch.Tensor]:
     family = case.pde["family"]
     if family not in ("gpme", "burgers"):
-        raise CaseError("SoftC is available for the gpme and burgers families only", file=str(case.display_file),
-                        key="surrogate.softc_weight")
+        raise CaseError("SoftC is available for the gpme and burgers families only",
+                        file=str(case.display_file), key="surrogate.softc_weight")
     source = case.pde.get("source")
     if source is not None and not (source.is_constant and source.constant_value() == 0.0):
-        raise CaseError("SoftC supports source = \"0\" only", file=str(case.display_file), key="surrogate.softc_weight")
+        raise CaseError("SoftC supports source = \"0\" only", file=str(case.display_file),
+                        key="surrogate.softc_weight")
     shape = tuple(transfer.grid.shape)
     d = len(shape)
     h = [(transfer.grid.hi[a] - transfer.grid.lo[a]) / (shape[a] - 1) for a in range(d)]
     dt = torch.as_tensor(np.diff(times), dtype=torch.float32)
     dt_mean = float(dt.mean())
-    u0_grid = torch.as_tensor(transfer.to_grid(inputs.u0.numpy()), dtype=torch.float32).reshape(-1, 1, *shape)
+    u0_grid = torch.as_tensor(transfer.to_grid(inputs.u0.numpy()),
+                              dtype=torch.float32).reshape(-1, 1, *shape)
     # interior nodes inside the domain
     inside = torch.as_tensor(transfer.inside.reshape(shape))
     interior = torch.zeros(shape, dtype=torch.bool)

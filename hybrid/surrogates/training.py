@@ -43,7 +43,8 @@ from hybrid.surrogates.data import Normaliser, SurrogateInputs, to_mesh_outputs,
 from hybrid.surrogates.fno import FNO
 from hybrid.surrogates.rollout import rollout, step_inputs, step_outputs, step_pairs
 
-__all__ = ["TrainingSet", "MemberResult", "train_member", "load_checkpoint", "save_state", "member_seed", "build_model", "device"]
+__all__ = ["TrainingSet", "MemberResult", "train_member", "load_checkpoint", "save_state",
+           "member_seed", "build_model", "device"]
 
 
 @dataclass
@@ -52,7 +53,8 @@ class TrainingSet:
 
     transfer: object
     inputs: SurrogateInputs            # all training scenarios
-    u: torch.Tensor                    # (S, T, N) float64 targets at t_1..t_T ((S, T, C N) for C components)
+    u: torch.Tensor                    # (S, T, N) float64 targets at t_1..t_T ((S, T, C N) for C
+                                       # components)
     phi: torch.Tensor                  # (S, T, F) float64 flux-density targets
     volume: torch.Tensor               # (N,) (C components: (C N,), the volumes repeated)
     face_area: torch.Tensor            # (F,)
@@ -62,7 +64,8 @@ class TrainingSet:
     val_idx: np.ndarray
     model_config: ModelConfig
     settings: dict                     # epochs, lr, batch, patience, softc_weight, checkpoint_every
-    residual: Callable | None = None   # SoftC: (grid states (B, T, *grid), inputs) -> residual tensor
+    residual: Callable | None = None   # SoftC: (grid states (B, T, *grid), inputs) -> residual
+                                       # tensor
     times: np.ndarray | None = None    # (T+1,) output times (an autoregressive member's steps)
 
     def to(self, device: torch.device) -> "TrainingSet":
@@ -71,9 +74,10 @@ class TrainingSet:
             return self
         mv = lambda t: t.to(device)
         inputs = SurrogateInputs(mv(self.inputs.grid_inputs), mv(self.inputs.u0))
-        return TrainingSet(self.transfer, inputs, mv(self.u), mv(self.phi), mv(self.volume), mv(self.face_area),
-                           mv(self.face_normal), self.norm, self.train_idx, self.val_idx, self.model_config,
-                           self.settings, self.residual, self.times)
+        return TrainingSet(self.transfer, inputs, mv(self.u), mv(self.phi), mv(self.volume),
+                           mv(self.face_area), mv(self.face_normal), self.norm, self.train_idx,
+                           self.val_idx, self.model_config, self.settings, self.residual,
+                           self.times)
 
 
 def device() -> torch.device:
@@ -96,7 +100,8 @@ def member_seed(seed: int, member: int) -> int:
 
 
 def build_model(config: ModelConfig | dict) -> FNO:
-    """The untrained network of a config (a checkpoint's dict is read by :meth:`ModelConfig.from_dict`)."""
+    """The untrained network of a config (a checkpoint's dict is read by
+    :meth:`ModelConfig.from_dict`)."""
     return (config if isinstance(config, ModelConfig) else ModelConfig.from_dict(config)).build()
 
 
@@ -113,22 +118,25 @@ def variance_nll(data: TrainingSet, output: torch.Tensor, idx: np.ndarray) -> to
     vol = data.volume.to(var_u.dtype) / data.volume.sum()
     area = data.face_area.to(var_phi.dtype) / data.face_area.sum()
     nll_u = (((u_pred - data.u[idx]) ** 2 / var_u + torch.log(var_u / su)) * vol).sum(-1).mean()
-    nll_f = (((phi_pred - data.phi[idx]) ** 2 / var_phi + torch.log(var_phi / sf)) * area).sum(-1).mean()
+    nll_f = (((phi_pred - data.phi[idx]) ** 2 / var_phi + torch.log(var_phi / sf))
+             * area).sum(-1).mean()
     return 0.5 * (nll_u + nll_f)
 
 
-def relative_errors(data: TrainingSet, output: torch.Tensor, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+def relative_errors(data: TrainingSet, output: torch.Tensor,
+                    idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """(states', flux densities') relative squared errors of a one-shot output, per scenario."""
     T = data.u.shape[1]
-    u_pred, phi_pred = to_mesh_outputs(data.transfer, output, data.inputs.u0[idx], data.norm, T, data.face_normal,
-                                       data.model_config.components)
+    u_pred, phi_pred = to_mesh_outputs(data.transfer, output, data.inputs.u0[idx], data.norm, T,
+                                       data.face_normal, data.model_config.components)
     return (_relative_squared(u_pred, data.u[idx], data.volume.to(u_pred.dtype)),
             _relative_squared(phi_pred, data.phi[idx], data.face_area.to(phi_pred.dtype)))
 
 
 def _relative_squared(pred: torch.Tensor, true: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Σ w (pred − true)² / Σ w true² over times and entries (B, T, n), per scenario."""
-    return ((pred - true) ** 2 * weight).sum(dim=(1, 2)) / ((true ** 2 * weight).sum(dim=(1, 2)) + 1e-30)
+    return (((pred - true) ** 2 * weight).sum(dim=(1, 2))
+            / ((true ** 2 * weight).sum(dim=(1, 2)) + 1e-30))
 
 
 def _optimiser_step(opt, loss: torch.Tensor, losses: list[float]) -> None:
@@ -180,13 +188,17 @@ def _steps_epoch(data: TrainingSet, model, opt, gen: torch.Generator) -> list[fl
         s, k = pairs[b:b + data.settings["batch"]].T
         states = _true_states(data, s)
         start, target = states[np.arange(len(s)), k], states[np.arange(len(s)), k + 1]
-        noisy = start + torch.randn(start.shape, generator=gen, dtype=start.dtype).to(start.device) * noise
-        x = step_inputs(data.transfer, noisy, data.inputs.grid_inputs[s], times[k], float(data.times[-1]), data.norm, C)
-        u_pred, phi_pred = step_outputs(data.transfer, model(x), noisy, data.norm, data.face_normal, C)
+        noisy = start + torch.randn(start.shape, generator=gen,
+                                    dtype=start.dtype).to(start.device) * noise
+        x = step_inputs(data.transfer, noisy, data.inputs.grid_inputs[s], times[k],
+                        float(data.times[-1]), data.norm, C)
+        u_pred, phi_pred = step_outputs(data.transfer, model(x), noisy, data.norm,
+                                        data.face_normal, C)
         phi_true = data.phi[s, k]
         scale = ((target - start) ** 2 * vol).sum(-1) + 1e-12 * (target ** 2 * vol).sum(-1) + 1e-30
         eu = ((u_pred - target) ** 2 * vol).sum(-1) / scale
-        ephi = ((phi_pred - phi_true) ** 2 * area).sum(-1) / ((phi_true ** 2 * area).sum(-1) + 1e-30)
+        ephi = (((phi_pred - phi_true) ** 2 * area).sum(-1)
+                / ((phi_true ** 2 * area).sum(-1) + 1e-30))
         _optimiser_step(opt, (eu + ephi).mean(), losses)
     return losses
 
@@ -194,8 +206,8 @@ def _steps_epoch(data: TrainingSet, model, opt, gen: torch.Generator) -> list[fl
 def _rollout_errors(data: TrainingSet, model, idx: np.ndarray) -> torch.Tensor:
     """Relative squared error of the rolled-out states of scenarios ``idx`` (volume-weighted,
     over t_1..t_T), as :func:`relative_errors` measures a one-shot member's."""
-    u_pred, _ = rollout(model, data.transfer, data.inputs.grid_inputs[idx], data.inputs.u0[idx], data.times,
-                        data.norm, data.face_normal, data.model_config.components)
+    u_pred, _ = rollout(model, data.transfer, data.inputs.grid_inputs[idx], data.inputs.u0[idx],
+                        data.times, data.norm, data.face_normal, data.model_config.components)
     return _relative_squared(u_pred, data.u[idx], data.volume.to(u_pred.dtype))
 
 
@@ -219,7 +231,8 @@ def save_state(path: Path, state: dict, immediate: bool = False) -> None:
 
 
 def train_member(data: TrainingSet, member: int, seed: int, digest: str, checkpoint: Path,
-                 on_epoch: Callable[[int, float, float], None] | None = None) -> tuple[MemberResult, dict]:
+                 on_epoch: Callable[[int, float, float], None] | None = None
+                 ) -> tuple[MemberResult, dict]:
     """Train (or resume) member ``member``; returns its result and best weights."""
     s = data.settings
     dev = device()
@@ -227,7 +240,8 @@ def train_member(data: TrainingSet, member: int, seed: int, digest: str, checkpo
     torch.manual_seed(member_seed(seed, member))
     model = build_model(data.model_config).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=s["lr"])
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=s["epochs"], eta_min=s["lr"] * 0.01)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=s["epochs"],
+                                                       eta_min=s["lr"] * 0.01)
     start, best_val, bad, history, resumed_from = 0, math.inf, 0, [], 0
     best_state = copy.deepcopy(model.state_dict())
     if checkpoint.exists():
@@ -269,9 +283,10 @@ def train_member(data: TrainingSet, member: int, seed: int, digest: str, checkpo
         stopped = bad >= s["patience"]
         done = epoch + 1
         if done % s["checkpoint_every"] == 0 or done == s["epochs"] or stopped:
-            save_state(checkpoint, {"digest": digest, "member": member, "epoch": done, "model": model.state_dict(),
-                                    "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                                    "best_model": best_state, "best_val": best_val, "bad_epochs": bad,
+            save_state(checkpoint, {"digest": digest, "member": member, "epoch": done,
+                                    "model": model.state_dict(), "optimizer": opt.state_dict(),
+                                    "scheduler": sched.state_dict(), "best_model": best_state,
+                                    "best_val": best_val, "bad_epochs": bad,
                                     "history": torch.tensor(history, dtype=torch.float64)},
                        immediate=True)   # a killed run resumes from it: in place at once
         if on_epoch:

@@ -188,7 +188,8 @@ def grid_to_mesh(grid: GridSpec, points: np.ndarray) -> sp.csr_matrix:
     w = np.where(corners[None] == 1, frac[:, None, :], 1.0 - frac[:, None, :]).prod(axis=2)
     cols = np.ravel_multi_index(tuple(idx[..., a] for a in range(d)), grid.shape)
     nc = corners.shape[0]
-    return sp.csr_matrix((w.ravel(), cols.ravel(), np.arange(0, n * nc + 1, nc)), shape=(n, grid.size))
+    return sp.csr_matrix((w.ravel(), cols.ravel(), np.arange(0, n * nc + 1, nc)),
+                         shape=(n, grid.size))
 
 
 # --------------------------------------------------------------------------- mesh -> grid
@@ -208,7 +209,8 @@ def mesh_to_grid(mesh: MeshData, cv: ControlVolumes, grid: GridSpec,
         raise ValueError(f"mesh is {mesh.tdim}-D in {d}-D space, grid is {grid.dim}-D; "
                          "transfer needs a full-dimensional mesh of the grid's dimension")
     x0 = points[cells[:, 0]]
-    Tinv = np.linalg.inv((points[cells[:, 1:]] - x0[:, None, :]).transpose(0, 2, 1))  # λ_1..d = Tinv (x - x0)
+    # λ_1..d = Tinv (x - x0)
+    Tinv = np.linalg.inv((points[cells[:, 1:]] - x0[:, None, :]).transpose(0, 2, 1))
 
     cell, lam = _locate_grid_nodes(points, cells, x0, Tinv, grid)
     inside = cell >= 0
@@ -265,7 +267,8 @@ def _locate_grid_nodes(points, cells, x0, Tinv, grid: GridSpec) -> tuple[np.ndar
     best_cell = -np.ones(grid.size, np.int64)
     best_lam = np.zeros((grid.size, d + 1))
     ends = np.cumsum(count)
-    splits = np.searchsorted(ends, np.arange(_PAIRS_PER_CHUNK, ends[-1] if len(ends) else 0, _PAIRS_PER_CHUNK))
+    splits = np.searchsorted(ends, np.arange(_PAIRS_PER_CHUNK, ends[-1] if len(ends) else 0,
+                                             _PAIRS_PER_CHUNK))
     for chunk in np.split(np.arange(len(cells)), np.unique(splits)):
         cnt = count[chunk]
         total = int(cnt.sum())
@@ -309,12 +312,14 @@ def _extension(points, cells, x0, Tinv, x: np.ndarray, length: float):
     anchor = points[facets[bnd]].mean(axis=1)
     bcell = facet_cells[bnd, 0]
     d = points.shape[1]
-    h_b = 2.0 * float(np.linalg.norm(points[cells[bcell]] - points[cells[bcell]].mean(axis=1, keepdims=True),
+    h_b = 2.0 * float(np.linalg.norm(points[cells[bcell]]
+                                     - points[cells[bcell]].mean(axis=1, keepdims=True),
                                      axis=2).max(axis=1).mean())
     K = _SHEPARD_K[d]
     levels = [np.arange(len(bnd))]
     while len(levels[-1]) > K and len(levels) < 40:
-        voxel = np.floor((anchor - anchor.min(axis=0)) / (h_b * 2.0 ** len(levels))).astype(np.int64)
+        voxel = np.floor((anchor - anchor.min(axis=0))
+                         / (h_b * 2.0 ** len(levels))).astype(np.int64)
         _, first = np.unique(voxel, axis=0, return_index=True)
         levels.append(np.sort(first))
     top = len(levels) - 1
@@ -366,7 +371,7 @@ def _shepard_rows(x, anchor, bcell, cells, x0, Tinv, spacing: float, length: flo
     return rows, cells[cell].ravel(), (w[..., None] * lam).ravel()
 
 
-# --------------------------------------------------------------------------- control volumes -> vertices
+# --------------------------------------------------------------------- control volumes -> vertices
 
 def _vertex_values(mesh: MeshData, cv: ControlVolumes) -> sp.csr_matrix:
     """V (n_vertices, N): the P1 nodal values defined by the control-volume values."""
@@ -384,14 +389,16 @@ def _cells_to_vertices(points: np.ndarray, cells: np.ndarray) -> sp.csr_matrix:
     nv, d = points.shape
     m = len(cells)
     centroid = points[cells].mean(axis=1)
-    star = sp.csr_matrix((np.ones(cells.size), (cells.ravel(), np.repeat(np.arange(m), d + 1))), shape=(nv, m))
+    star = sp.csr_matrix((np.ones(cells.size), (cells.ravel(), np.repeat(np.arange(m), d + 1))),
+                         shape=(nv, m))
     star.sum_duplicates()
     star.data[:] = 1.0
     rows, cols, vals = [], [], []
     pending, patch = np.arange(nv), star
     for ring in range(3):
         # d + 2 cells on the first ring, so that the fit is over-determined; d + 1 beyond
-        r, c, v, ok = _linear_fit_rows(points, centroid, pending, patch, d + 2 if ring == 0 else d + 1)
+        r, c, v, ok = _linear_fit_rows(points, centroid, pending, patch,
+                                       d + 2 if ring == 0 else d + 1)
         rows.append(r); cols.append(c); vals.append(v)
         pending, patch = pending[~ok], patch[~ok]
         if not len(pending):
@@ -421,7 +428,8 @@ def _linear_fit_rows(points, centroid, vertices, patch: sp.csr_matrix, min_cells
     used[owner, slot] = 1.0
     offset = (centroid[cell] - points[vertices][:, None, :]) * used[..., None]
     scale = np.abs(offset).max(axis=(1, 2))
-    A = np.concatenate([used[..., None], offset / np.where(scale > 0, scale, 1.0)[:, None, None]], axis=2)
+    A = np.concatenate([used[..., None], offset / np.where(scale > 0, scale, 1.0)[:, None, None]],
+                       axis=2)
     sv = np.linalg.svd(A, compute_uv=False)
     good = (sizes >= min_cells) & (sv[:, -1] > 1e-6 * sv[:, 0])
     weight = np.linalg.pinv(A)[:, 0, :] * used    # row 0 of A⁺: the constant term a
@@ -463,7 +471,8 @@ class Transfer:
         widened by ``pad`` × its extent on each side."""
         grid = GridSpec.covering(mesh.points, shape, pad)
         G, inside = mesh_to_grid(mesh, cv, grid, extension_length)
-        return cls(grid, G, grid_to_mesh(grid, cv.centre), grid_to_mesh(grid, cv.face_centroid), inside)
+        return cls(grid, G, grid_to_mesh(grid, cv.centre), grid_to_mesh(grid, cv.face_centroid),
+                   inside)
 
     @property
     def num_cvs(self) -> int:
@@ -490,7 +499,8 @@ class Transfer:
         b = min(cells, int(shape.min()) - 1)
         for axis in range(counts.ndim):             # sums over every block of b cells per axis
             c = np.cumsum(np.insert(counts, 0, 0, axis=axis), axis=axis)
-            counts = np.take(c, np.arange(b, c.shape[axis]), axis=axis) - np.take(c, np.arange(c.shape[axis] - b), axis=axis)
+            counts = (np.take(c, np.arange(b, c.shape[axis]), axis=axis)
+                      - np.take(c, np.arange(c.shape[axis] - b), axis=axis))
         return int(counts.max()), (b + 1) ** counts.ndim
 
     def fit_floor(self, states: np.ndarray, weights: np.ndarray | None = None) -> float:
@@ -499,7 +509,8 @@ class Transfer:
         the largest over the states: 0 where the grid can reach every mesh state, the error
         no grid model can go below otherwise (LSQR on the interpolation matrix)."""
         from scipy.sparse.linalg import lsqr
-        w = np.sqrt(np.ones(self.num_cvs) if weights is None else np.asarray(weights, dtype=np.float64))
+        w = np.sqrt(np.ones(self.num_cvs) if weights is None
+                    else np.asarray(weights, dtype=np.float64))
         A = sp.diags(w) @ self.to_cv_matrix
         worst = 0.0
         for u in np.atleast_2d(states):
@@ -521,7 +532,8 @@ class Transfer:
 
     def to_faces(self, grid_values):
         """Grid values (..., *shape) → values at the face centroids (..., F)."""
-        return self._apply("face", self.to_face_matrix, grid_values, self.grid.shape, (self.num_faces,))
+        return self._apply("face", self.to_face_matrix, grid_values, self.grid.shape,
+                           (self.num_faces,))
 
     def _apply(self, name: str, matrix: sp.csr_matrix, x, in_shape: tuple, out_shape: tuple):
         k = len(in_shape)
@@ -546,10 +558,11 @@ class Transfer:
         if key not in self._torch:
             coo = matrix.tocoo()
             index = torch.as_tensor(np.vstack([coo.row, coo.col]).astype(np.int64))
-            tensor = torch.sparse_coo_tensor(index, torch.as_tensor(coo.data), coo.shape, check_invariants=True)
+            tensor = torch.sparse_coo_tensor(index, torch.as_tensor(coo.data), coo.shape,
+                                             check_invariants=True)
             self._torch[key] = tensor.coalesce().to(device=device, dtype=dtype)
         return self._torch[key]
 
     def __repr__(self) -> str:
-        return (f"Transfer(grid={list(self.grid.shape)}, cvs={self.num_cvs}, faces={self.num_faces}, "
-                f"inside={int(self.inside.sum())}/{self.grid.size})")
+        return (f"Transfer(grid={list(self.grid.shape)}, cvs={self.num_cvs}, "
+                f"faces={self.num_faces}, inside={int(self.inside.sum())}/{self.grid.size})")
