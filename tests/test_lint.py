@@ -29,3 +29,15 @@ def test_ruff_would_find_an_undefined_name(tmp_path):
                                      str(tmp_path / "bad.py")],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and "F821" in proc.stdout
+
+
+def test_ruff_would_find_a_long_line_and_an_undocumented_function(tmp_path):
+    """The package's line length (100) and docstring rules are on: a file like the package's
+    with a 101-character line and an undocumented public function fails with both."""
+    long = "x = " + repr("a" * 95)
+    text = f'"""A module."""\n\n{long}\n\n\ndef public():\n    return x\n'
+    (tmp_path / "bad.py").write_text(text)
+    proc = subprocess.run(_ruff() + ["check", "--config", str(ROOT / "pyproject.toml"),
+                                     str(tmp_path / "bad.py")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "E501" in proc.stdout and "D103" in proc.stdout

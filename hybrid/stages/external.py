@@ -314,7 +314,7 @@ def _one(case, cv, layout, pred, i, variant, fluxes, rows, plans: dict):
 
 
 def _scores(cv, test, layout, scored: list, rs, fluxes: bool, seconds: float) -> dict:
-    """validate's metrics of one variant (the balance residual only where there are fluxes)."""
+    """The metrics validate gives one variant (the balance residual only where there are fluxes)."""
     from hybrid.validation.scores import variant_scores
 
     u, var, flux = (np.stack([r[k] for r in rs]) for k in range(3))

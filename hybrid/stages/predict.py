@@ -74,6 +74,11 @@ def predict_digest(case, *extra_sections: str) -> str:
 @commits_together
 def run_predict(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD,
                 progress: bool = True, announce: bool = True) -> Path:
+    """Run the predict stage (training the ensemble first where needed); returns the predict
+    directory. Collective. The ensemble's predictions of the test scenarios, calibrated on the
+    validation scenarios where ``[constraints] calibrate`` asks, and those of the ensembles the
+    case compares against go to ``predictions.h5``, the constraint variants to ``variants.h5``,
+    the scores of both to ``metrics.json``. A case without test scenarios raises CaseError."""
     if int(case.data["test"]) < 1:   # refused before the solve and the training, not after them
         raise CaseError("predict needs at least 1 test scenario (found 0)",
                         file=str(case.display_file), key="data.test")

@@ -71,6 +71,8 @@ def periodic_pairs(case) -> list[tuple[str, str]]:
 
 
 def case_control_volumes(case, mesh: MeshData) -> ControlVolumes:
+    """The case's control volumes on ``mesh`` (``[mesh] control_volumes``), with its periodic
+    boundary pairs identified."""
     return build_control_volumes(mesh, case.mesh["control_volumes"], periodic_pairs(case))
 
 

@@ -66,6 +66,8 @@ def wants_softc(case) -> bool:
 
 
 def softc_weight(case) -> float:
+    """The SoftC ensemble's penalty weight: ``[surrogate] softc_weight``, or
+    SOFTC_DEFAULT_WEIGHT where that is 0."""
     return float(case.surrogate["softc_weight"]) or SOFTC_DEFAULT_WEIGHT
 
 
@@ -139,6 +141,9 @@ def _choice(train_dir: Path, digest: str, scores: dict) -> ChosenMembers:
 
 
 def grid_shape(case, dim: int) -> tuple[int, ...]:
+    """The surrogate grid's nodes per axis for a ``dim``-D mesh: ``[surrogate] grid``, one size
+    for every axis or one per axis. Raises CaseError when the sizes do not match ``dim`` or the
+    grid cannot resolve ``[surrogate] modes``."""
     grid = case.surrogate["grid"]
     shape = tuple(grid) if isinstance(grid, (list, tuple)) else (int(grid),) * dim
     if len(shape) != dim:

@@ -202,6 +202,9 @@ class BoonFNO(FNO):
         return torch.cat([first[..., None], z[..., 1:-1], last[..., None]], dim=-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, *grid) → (B, C_out, *grid), the module docstring's contract: the corrected
+        layers, then the strict enforcement on the state channels from the boundary data in the
+        last input channels (1-D: 2T channels, constant along x; 2-D: T C boundary fields)."""
         T = self.outputs
         states = T * self.components
         if self.dim == 1:

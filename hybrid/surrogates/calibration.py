@@ -38,6 +38,7 @@ class VarianceScales:
     flux: np.ndarray
 
     def as_dict(self) -> dict:
+        """The scales as lists of floats by block (``state``, ``flux``), for ``metrics.json``."""
         return {"state": [float(v) for v in self.state], "flux": [float(v) for v in self.flux]}
 
 

@@ -62,6 +62,7 @@ class Normaliser:
                    float(np.sqrt(np.mean(phi ** 2)) or 1.0))
 
     def to_state(self) -> dict:
+        """The scalings as tensors, for a checkpoint (read back by :meth:`from_state`)."""
         return {"param_mean": torch.as_tensor(self.param_mean),
                 "param_std": torch.as_tensor(self.param_std),
                 "scalars": torch.tensor([self.u_mean, self.u_std, self.du_std, self.flux_std],
@@ -69,6 +70,7 @@ class Normaliser:
 
     @classmethod
     def from_state(cls, state: dict) -> "Normaliser":
+        """The normaliser a checkpoint holds (written by :meth:`to_state`)."""
         s = state["scalars"].tolist()
         return cls(state["param_mean"].numpy(), state["param_std"].numpy(), *s)
 

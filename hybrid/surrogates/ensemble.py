@@ -51,9 +51,11 @@ class EnsemblePrediction:
     NAMES = ("u_mean", "u_var", "u_dev", "flux_mean", "flux_var", "flux_dev")
 
     def keys(self) -> tuple[str, ...]:
+        """The arrays' names, as a mapping's keys."""
         return self.NAMES
 
     def items(self):
+        """(name, array) pairs, in the order of NAMES."""
         return [(k, getattr(self, k)) for k in self.NAMES]
 
     def __getitem__(self, name: str) -> np.ndarray:

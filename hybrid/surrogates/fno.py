@@ -63,6 +63,8 @@ class SpectralConv(nn.Module):
         return blocks
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, *grid) → (B, C_out, *grid): the kept frequencies times the weights, the
+        others zero."""
         dims = tuple(range(-self.dim, 0))
         xf = torch.fft.rfftn(x, dim=dims)
         out = torch.zeros(x.shape[0], self.weight.shape[2], *xf.shape[2:], dtype=xf.dtype,
@@ -99,6 +101,7 @@ class FNO(nn.Module):
                          if variance_channels else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, *grid) → (B, C_out, *grid), the module docstring's contract."""
         h = self.lifting(x)
         if self.padding:
             h = nn.functional.pad(h, [0, self.padding] * self.dim)
@@ -114,4 +117,5 @@ class FNO(nn.Module):
 
     @staticmethod
     def parameter_count(model: nn.Module) -> int:
+        """Number of real parameters of ``model`` (a complex weight counts twice)."""
         return sum(math.prod(p.shape) * (2 if p.is_complex() else 1) for p in model.parameters())

@@ -38,11 +38,14 @@ def step_inputs(transfer, state: torch.Tensor, static: torch.Tensor, t: torch.Te
     """The grid input of one step for B scenarios.
 
     Args:
+        transfer: the mesh ↔ grid :class:`~hybrid.surrogates.transfer.Transfer`.
         state: (B, C N) states at t_n on the mesh (float64).
         static: (B, C_in - 1, *grid) the one-shot inputs of the same scenarios, whose first C
             channels (the initial state) are replaced by ``state``.
         t: (B,) the step's start times t_n.
         t_end: t_T, the last output time.
+        norm: the member's normaliser; ``state`` is scaled as the initial state.
+        components: C, the state's components per control volume.
 
     Returns:
         (B, C_in, *grid) float32.

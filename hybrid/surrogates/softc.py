@@ -46,6 +46,11 @@ def conductivity_torch(kind: str,
 
 def gpme_residual_penalty(case, transfer, inputs, norm, times: np.ndarray, params: np.ndarray,
                           names: list[str]) -> Callable[[torch.Tensor, np.ndarray], torch.Tensor]:
+    """The SoftC penalty of the module docstring for the S training scenarios of ``inputs``
+    (``params`` (S, P), columns named by ``names``; ``times`` (T+1,)): a function of a
+    one-shot output (B, C_out, *grid), whose first T channels are the normalised state
+    increments, and of the indices ``idx`` (B,) of its scenarios among the S. Raises CaseError
+    for a family other than gpme and burgers, or a nonzero source."""
     family = case.pde["family"]
     if family not in ("gpme", "burgers"):
         raise CaseError("SoftC is available for the gpme and burgers families only",

@@ -87,6 +87,17 @@ def device() -> torch.device:
 
 @dataclass
 class MemberResult:
+    """What :func:`train_member` reports of one member.
+
+    Attributes:
+        member: the member's index.
+        epochs_run: epochs in its history, those before a resume included.
+        best_val: the lowest validation relative L2 of the states over its epochs (on the
+            training scenarios when there is no validation scenario).
+        history: [training loss, validation relative L2] of each epoch.
+        resumed_from: the epoch its checkpoint resumed it at (0: trained from the start).
+    """
+
     member: int
     epochs_run: int
     best_val: float
@@ -95,6 +106,7 @@ class MemberResult:
 
 
 def member_seed(seed: int, member: int) -> int:
+    """Member ``member``'s seed: 48 bits of a SHA-256 of the case seed and the index."""
     digest = hashlib.sha256(f"hybrid-surrogate:{seed}:{member}".encode()).hexdigest()
     return int(digest[:12], 16)
 

@@ -138,6 +138,7 @@ class GridSpec:
 
     @property
     def dim(self) -> int:
+        """Number of axes."""
         return len(self.shape)
 
     @property
@@ -147,6 +148,7 @@ class GridSpec:
 
     @property
     def spacing(self) -> np.ndarray:
+        """Node spacing along each axis (d,)."""
         return (np.asarray(self.hi) - np.asarray(self.lo)) / (np.asarray(self.shape) - 1)
 
     @property
@@ -476,10 +478,12 @@ class Transfer:
 
     @property
     def num_cvs(self) -> int:
+        """Number of control volumes N."""
         return self.to_grid_matrix.shape[1]
 
     @property
     def num_faces(self) -> int:
+        """Number of faces F."""
         return self.to_face_matrix.shape[0]
 
     def crowding(self, cells: int = 4) -> tuple[int, int]:
