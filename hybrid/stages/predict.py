@@ -32,9 +32,9 @@ from hybrid.parallel import collective, my_indices, root_print
 from hybrid.petsc_options import UPDATE_PREFIX, petsc_options
 from hybrid.stages.solve import read_dataset
 from hybrid.problems import problem_for
-from hybrid.stages.train import (TRAIN_SECTIONS, case_transfer, chosen_members, load_members,
-                                 run_train, softc_weight, wants_boon, wants_softc,
-                                 wants_unpadded)
+from hybrid.stages.train import (TRAIN_SECTIONS, baseline_ensembles, case_transfer,
+                                 chosen_members, load_members, run_train, softc_weight,
+                                 wants_softc)
 from hybrid.surrogates.calibration import apply_scales, calibrate_on_validation
 from hybrid.surrogates.ensemble import predict_ensemble
 
@@ -107,19 +107,12 @@ def run_predict(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD,
         uncalibrated = coverage(pred["u_mean"][:, 1:], np.maximum(pred["u_var"][:, 1:], 1e-300),
                                 test.u[:, 1:])
         pred = apply_scales(pred, scales)
-    extra = {}
-    if wants_softc(case):
-        members = load_members(train_dir / "softc", M, my_indices(M, comm),
-                               f"{case.hash(*TRAIN_SECTIONS)}+softc{softc_weight(case):g}")
-        extra["softc"] = predict_ensemble(members, M, transfer, cv, data, comm)[0]
-    if wants_boon(case):
-        members = load_members(train_dir / "boon", M, my_indices(M, comm),
-                               f"{case.hash(*TRAIN_SECTIONS)}+boon")
-        extra["boon"] = predict_ensemble(members, M, transfer, cv, data, comm, boon_case=case)[0]
-    if wants_unpadded(case):
-        members = load_members(train_dir / "unpadded", M, my_indices(M, comm),
-                               f"{case.hash(*TRAIN_SECTIONS)}+unpadded")
-        extra["unpadded"] = predict_ensemble(members, M, transfer, cv, data, comm)[0]
+    extra = {}   # the ensembles the case compares against, uncalibrated
+    for b in baseline_ensembles(case):
+        members = load_members(train_dir / b.variant, M, my_indices(M, comm),
+                               case.hash(*TRAIN_SECTIONS) + b.suffix)
+        extra[b.variant] = predict_ensemble(members, M, transfer, cv, data, comm,
+                                            boon_case=case if b.boon else None)[0]
     metrics = None
     with collective(comm):   # a write that fails on rank 0 fails on every rank
         if comm.rank == 0:

@@ -35,7 +35,7 @@ from hybrid.surrogates.transfer import Transfer
 
 __all__ = ["TRAIN_SECTIONS", "run_train", "main_penalty", "autoregressive", "selects_time",
            "check_time", "chosen_members", "ChosenMembers", "case_transfer", "grid_shape",
-           "load_members", "wants_softc", "softc_weight", "wants_boon", "wants_unpadded",
+           "load_members", "wants_softc", "softc_weight", "BaselineEnsemble", "baseline_ensembles",
            "initial_states", "state_targets", "split_indices"]
 
 TRAIN_SECTIONS = SOLVE_SECTIONS + ("surrogate",)
@@ -44,19 +44,6 @@ CHECKPOINT_EVERY = 5
 # scenarios weights 1 / 0.1 / 0.01 gave relative L2 0.167 / 0.106 / 0.099 against 0.114 without
 # the penalty
 SOFTC_DEFAULT_WEIGHT = 0.01
-
-
-def wants_boon(case) -> bool:
-    """The case compares against BOON: an ensemble of boundary-corrected FNOs
-    (:mod:`hybrid.surrogates.boon`), in ``OUTPUT/train/boon``."""
-    return "boon" in case.constraints["compare"]
-
-
-def wants_unpadded(case) -> bool:
-    """The case compares against the unpadded FNO: an ensemble of the plain FNO without the zero
-    padding of non-periodic grids (what BOON's published FNO1d baseline computes: it declares a
-    padding and never applies it), in ``OUTPUT/train/unpadded``."""
-    return "unpadded" in case.constraints["compare"]
 
 
 def wants_softc(case) -> bool:
@@ -69,6 +56,44 @@ def softc_weight(case) -> float:
     """The SoftC ensemble's penalty weight: ``[surrogate] softc_weight``, or
     SOFTC_DEFAULT_WEIGHT where that is 0."""
     return float(case.surrogate["softc_weight"]) or SOFTC_DEFAULT_WEIGHT
+
+
+@dataclass(frozen=True)
+class BaselineEnsemble:
+    """An ensemble a case compares against (a name of ``[constraints] compare``), trained
+    beside the main one in ``OUTPUT/train/<variant>`` and scored unconstrained.
+
+    Attributes:
+        variant: its name in ``compare``, ``predictions.h5`` and ``variants.h5``.
+        label: how the train stage's lines name it.
+        suffix: its checkpoints' digest is the main ensemble's plus this.
+        penalty: its PDE-residual penalty weight (SoftC).
+        boon: BOON's boundary-corrected layers.
+        padded: the zero padding of non-periodic grids (False: BOON's published FNO1d, which
+            declares a padding and never applies it).
+    """
+
+    variant: str
+    label: str
+    suffix: str
+    penalty: float = 0.0
+    boon: bool = False
+    padded: bool = True
+
+
+def baseline_ensembles(case) -> list[BaselineEnsemble]:
+    """The ensembles ``[constraints] compare`` asks for besides the main one: SoftC (the PDE
+    residual as a penalty), BOON and the unpadded FNO, in that order."""
+    compare = case.constraints["compare"]
+    out = []
+    if wants_softc(case):
+        out.append(BaselineEnsemble("softc", "SoftC ", f"+softc{softc_weight(case):g}",
+                                    penalty=softc_weight(case)))
+    if "boon" in compare:
+        out.append(BaselineEnsemble("boon", "BOON ", "+boon", boon=True))
+    if "unpadded" in compare:
+        out.append(BaselineEnsemble("unpadded", "unpadded FNO ", "+unpadded", padded=False))
+    return out
 
 
 def main_penalty(case) -> float:
@@ -230,37 +255,32 @@ def run_train(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD,
     out = Path(case.output_dir) / "train"
     digest = case.hash(*TRAIN_SECTIONS)
     main = main_penalty(case)
-    flavours = [(out, digest, main, "", autoregressive(case))]
+    # (folder, digest, penalty, label, autoregressive, the baseline it is or None)
+    flavours = [(out, digest, main, "", autoregressive(case), None)]
     if selects_time(case):
         flavours.append((out / "autoregressive", f"{digest}+autoregressive", main,
-                         "autoregressive ", True))
-    if wants_softc(case):
-        flavours.append((out / "softc", f"{digest}+softc{softc_weight(case):g}", softc_weight(case),
-                         "SoftC ", False))
-    if wants_boon(case):
-        flavours.append((out / "boon", f"{digest}+boon", 0.0, "BOON ", False))
-    if wants_unpadded(case):
-        flavours.append((out / "unpadded", f"{digest}+unpadded", 0.0, "unpadded FNO ", False))
+                         "autoregressive ", True, None))
+    flavours += [(out / b.variant, digest + b.suffix, b.penalty, b.label, False, b)
+                 for b in baseline_ensembles(case)]
     M = int(case.surrogate["members"])
     files = [f"member-{m}.pt" for m in range(M)]
     prepared = None
     validation = {}   # the main ensembles' members, by time (what time = "select" compares)
     trained = False
-    for folder, stage_digest, penalty, label, stepping in flavours:
+    for folder, stage_digest, penalty, label, stepping, baseline in flavours:
         if not force and stage_is_current(folder, stage_digest, files):
             if announce:
                 root_print(f"train: {label}up to date ({folder}); --force redoes it", comm=comm)
             members = (json.loads((folder / "stage.json").read_text())["members"]
                        if comm.rank == 0 else None)
         else:
-            trained = trained or label in ("", "autoregressive ")
+            trained = trained or baseline is None
             if prepared is None:
                 data = read_dataset(dataset)
                 prepared = (data, *case_transfer(case, data))
             members = _train_ensemble(case, folder, stage_digest, penalty, label, prepared, force,
-                                      comm, progress, boon=label == "BOON ", stepping=stepping,
-                                      padded=label != "unpadded FNO ")
-        if label in ("", "autoregressive "):
+                                      comm, progress, stepping=stepping, baseline=baseline)
+        if baseline is None:
             validation["autoregressive" if stepping else "one-shot"] = members
     if selects_time(case) and comm.rank == 0 and (announce or trained):   # stage files commit
                                                                           # on return
@@ -274,16 +294,18 @@ def run_train(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD,
 
 
 def _train_ensemble(case, out: Path, digest: str, penalty: float, label: str, prepared, force: bool,
-                    comm: MPI.Comm, progress: bool, boon: bool = False, stepping: bool = False,
-                    padded: bool = True) -> dict:
-    """Train one ensemble's members over the ranks; every member's summary (epochs, best
-    validation relative L2, ...), by member index, on every rank."""
+                    comm: MPI.Comm, progress: bool, stepping: bool = False,
+                    baseline: BaselineEnsemble | None = None) -> dict:
+    """Train one ensemble's members over the ranks (``baseline``: which compared ensemble, None
+    for the main one); every member's summary (epochs, best validation relative L2, ...), by
+    member index, on every rank."""
     M = int(case.surrogate["members"])
     if force and comm.rank == 0 and (out / "checkpoints").exists():
         shutil.rmtree(out / "checkpoints")
     comm.Barrier()
     data, cv, transfer = prepared
-    tset = _training_set(case, data, cv, transfer, penalty, boon, stepping, padded)
+    tset = _training_set(case, data, cv, transfer, penalty, bool(baseline and baseline.boon),
+                         stepping, baseline is None or baseline.padded)
     epochs = tset.settings["epochs"]
     root_print(f"train: {case.name}: {label}{M} members x up to {epochs} epochs, "
                f"grid {list(transfer.grid.shape)}, {len(tset.train_idx)} training / "
@@ -386,8 +408,8 @@ def _plot_history(out: Path, M: int) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for m in range(M):
-        hist = torch.load(out / f"member-{m}.pt", map_location="cpu",
-                          weights_only=True)["history"].numpy()
+        path = out / f"member-{m}.pt"
+        hist = torch.load(path, map_location="cpu", weights_only=True)["history"].numpy()
         if len(hist):
             ax.semilogy(np.arange(1, len(hist) + 1), hist[:, 0], color=f"C{m}", lw=1,
                         label=f"member {m} train loss")
