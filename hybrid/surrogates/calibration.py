@@ -24,6 +24,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hybrid.surrogates.data import split_indices
+from hybrid.surrogates.ensemble import predict_ensemble
+
 __all__ = ["VarianceScales", "fit_scales", "apply_scales", "calibrate_on_validation"]
 
 RELATIVE_FLOOR = 1e-8   # variances below this × their block's mean are floored before the fit
@@ -88,9 +91,6 @@ def calibrate_on_validation(case, members: dict, M: int, transfer, cv, data, com
     driver chooses λ on). Collective (every rank infers its members); the result is on rank 0,
     (None, None) elsewhere, and everywhere when ``[constraints] calibrate`` is off or there is
     no validation scenario."""
-    from hybrid.surrogates.data import split_indices
-    from hybrid.surrogates.ensemble import predict_ensemble
-
     if not case.constraints["calibrate"]:
         return None, None
     _, val_idx = split_indices(case, data.train.u.shape[0])
