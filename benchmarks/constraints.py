@@ -21,7 +21,9 @@ never gated on.
    with the fitted exponents. Target: exponent ≤ 1.2 for mean + variance.
 3. The variance estimate's relative RMS error against the exact diagonal on the smallest
    rectangle and a 1-D interval (stated and true).
-4. Ranks: the distributed update (PETSc over the control volumes' partition) of per-cell rows
+4. Packages: the plan's Cholesky of G Σ Gᵀ through CHOLMOD, PETSc's own (nested dissection)
+   and MUMPS, on 1-D intervals and dual rectangles: what sets ``NATIVE_ROWS``.
+5. Ranks: the distributed update (PETSc over the control volumes' partition) of per-cell rows
    on a rectangle, mean and 32 Matheron samples, under ``mpirun -n 1`` and ``-n 2``.
 """
 
@@ -233,6 +235,61 @@ def ranks(sizes=(0.0125, 0.008)) -> None:
         print(f"  largest relative difference of the four means at h = {h}: {diff:.1e}")
 
 
+def _interval_problem(cells: int, T: int = 20):
+    from hybrid.constraints.rows import StateLayout, conservation_rows, dirichlet_rows, stack_rows
+    from hybrid.mesh.control_volumes import build_control_volumes
+    from hybrid.mesh.shapes import generate
+
+    cv = build_control_volumes(generate({"shape": "interval", "cells": cells, "jitter": 0.3},
+                                        seed=0), "dual")
+    layout = StateLayout(cv.num_cvs, cv.num_faces, T)
+    rng = np.random.default_rng(1)
+    rows = stack_rows([conservation_rows(cv, layout, rng.standard_normal(cv.num_cvs)),
+                       dirichlet_rows(layout, np.array([0]), np.ones((T, 1)))])
+    states = T * cv.num_cvs
+    var = np.concatenate([rng.uniform(0.5, 1.5, states) * 1e-3,
+                          rng.uniform(0.5, 1.5, layout.size - states) * 1e-5])
+    return layout, rows, var
+
+
+def packages(largest: float = 0.011) -> None:
+    """The plan's Cholesky of G Σ Gᵀ through each factor package PETSc has: its numeric
+    refactorisation, one solve and a block of 64 right-hand sides (what sets NATIVE_ROWS)."""
+    from hybrid.constraints.update import UpdatePlan, _CholeskySolver
+
+    problems = [(f"interval {c} x 20", *_interval_problem(c)) for c in (200, 1000)]
+    problems += [(f"rectangle h={h} x 10", *_problem(h)[1:4]) for h in (0.035, 0.02, 0.011)
+                 if h >= largest]
+    print(f"  {'problem':22s} {'rows':>7s} " + " ".join(
+        f"{p + ' refactor / solve / 64 ms':>34s}" for p in ("cholmod", "petsc", "mumps")))
+    for label, layout, rows, var in problems:
+        plan = UpdatePlan(rows.G, layout=layout, method="cholesky")
+        values = plan.values(var, 0.0)
+        cells = []
+        for package in ("cholmod", "petsc", "mumps"):
+            try:
+                solver = _CholeskySolver(plan.pattern, solver=package)
+                solver.factor(values)
+            except Exception:   # a package this PETSc lacks
+                cells.append(f"{'–':>34s}")
+                continue
+            reps = 3
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                solver.factor(values * 1.01)
+            t1 = time.perf_counter()
+            for _ in range(reps):
+                solver.solve(np.ones(rows.count))
+            t2 = time.perf_counter()
+            solver.solve(np.ones((rows.count, 64)))
+            t3 = time.perf_counter()
+            cells.append(f"{1e3 * (t1 - t0) / reps:14.2f} / {1e3 * (t2 - t1) / reps:7.3f} / "
+                         f"{1e3 * (t3 - t2):7.1f}")
+            solver.destroy()
+        print(f"  {label:22s} {rows.count:7d} " + " ".join(cells))
+        plan.destroy()
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
         distributed_worker(float(sys.argv[2]), sys.argv[3], *sys.argv[4:5])
@@ -241,7 +298,7 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=ROOT, help="folder holding cases/*/results")
     parser.add_argument("--largest", type=float, default=0.0035,
                         help="smallest h of the growth study")
-    parser.add_argument("--only", choices=("cases", "growth", "variance", "ranks"),
+    parser.add_argument("--only", choices=("cases", "growth", "variance", "packages", "ranks"),
                         help="one part only")
     args = parser.parse_args()
     parts = {"cases": ("per case (main variant, seconds per test scenario):",
@@ -251,6 +308,8 @@ def main() -> None:
                         lambda: growth(args.largest)),
              "variance": ("the variance estimate against the exact diagonal (states):",
                           variance_error),
+             "packages": ("the plan's Cholesky by factor package (ms):",
+                          lambda: packages(max(args.largest, 0.011))),
              "ranks": ("distributed update, 1 vs 2 ranks:", ranks)}
     for name, (title, run) in parts.items():
         if args.only in (None, name):

@@ -4,7 +4,9 @@ Every result file is written under a temporary name in the same directory and re
 into place, so an interrupted or failed run never leaves a half-written file under its
 final name. A stage records the hash of the case sections it read and the sha256 of
 every output it vouches for in ``stage.json`` (written last); the stage is reused when
-both still hold and ``--force`` is not given, so an output that a failed or killed later
+both still hold, and the stamps of the stages it read from (their ``stage.json``) are the ones
+it read, and ``--force`` is not given: a stage redone upstream (``hybrid train --force``)
+makes every stage after it stale; an output that a failed or killed later
 run replaced, a corrupted one or one copied in from elsewhere makes the stage stale, while
 outputs a killed run left untouched stay current.
 
@@ -29,6 +31,7 @@ from typing import Callable, Iterator
 from hybrid.errors import WriteError, is_write_failure
 
 __all__ = ["atomic_path", "replace_file", "stage_is_current", "mark_stage_done", "file_digest",
+           "input_stamps",
            "committed_together", "commits_together", "commit_pending"]
 
 _frames: list[list[tuple[Path, Path]]] = []   # per stage being run (nested: a
@@ -162,10 +165,22 @@ def file_digest(path: Path | str) -> str:
     return digest.hexdigest()
 
 
-def stage_is_current(directory: Path, digest: str, required: list[str]) -> bool:
-    """True when ``directory/stage.json`` records ``digest``, every required file exists, and
+def input_stamps(directories) -> list[str]:
+    """The sha256 of each directory's ``stage.json`` ("" where there is none), in the order
+    given: what a stage records of the stages it read from."""
+    stamps = []
+    for directory in directories:
+        stamp = _location(Path(directory) / "stage.json")
+        stamps.append(file_digest(stamp) if stamp.is_file() else "")
+    return stamps
+
+
+def stage_is_current(directory: Path, digest: str, required: list[str],
+                     inputs: list | tuple = ()) -> bool:
+    """True when ``directory/stage.json`` records ``digest``, every required file exists,
     every output the stamp vouches for still has the bytes it had when the stage finished (a
-    later failed run, a corrupted or a copied-in file makes the stage stale)."""
+    later failed run, a corrupted or a copied-in file makes the stage stale), and the stage
+    directories it read from (``inputs``) still have the stamps they had then."""
     stamp = Path(directory) / "stage.json"
     try:
         recorded = json.loads(stamp.read_text())
@@ -174,6 +189,8 @@ def stage_is_current(directory: Path, digest: str, required: list[str]) -> bool:
     if recorded.get("hash") != digest or not all((Path(directory) / f).exists() for f in required):
         return False
     try:
+        if inputs and recorded.get("inputs") != input_stamps(inputs):
+            return False
         return all(file_digest(Path(directory) / name) == sha
                    for name, sha in recorded.get("outputs", {}).items())
     except OSError:
@@ -181,10 +198,13 @@ def stage_is_current(directory: Path, digest: str, required: list[str]) -> bool:
 
 
 def mark_stage_done(directory: Path, digest: str, outputs: list[str] | tuple[str, ...] = (),
-                    **info) -> None:
-    """Write ``stage.json``: the case hash and the sha256 of each output file it vouches for."""
+                    inputs: list | tuple = (), **info) -> None:
+    """Write ``stage.json``: the case hash, the sha256 of each output file it vouches for, and
+    the stamps of the stage directories it read from (``inputs``: :func:`input_stamps`)."""
     directory = Path(directory)
     sums = {name: file_digest(_location(directory / name)) for name in outputs}
+    record = {"hash": digest, "outputs": sums, **info}
+    if inputs:
+        record["inputs"] = input_stamps(inputs)
     with atomic_path(directory / "stage.json") as tmp:
-        tmp.write_text(json.dumps({"hash": digest, "outputs": sums, **info}, indent=2, default=str)
-                       + "\n")
+        tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")

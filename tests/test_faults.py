@@ -225,3 +225,20 @@ def test_a_stage_returns_on_no_rank_before_its_files_are_in_place(comm, tmp_path
 
     path = stage(comm=comm)
     assert path.read_text() == "done"   # on every rank, at once
+
+
+def test_a_stage_redone_upstream_makes_every_later_stage_stale(predicted):
+    # the stages after a redone one read its new outputs: retraining (--force) must not leave
+    # a predict, a report or ParaView series made from the old members called up to date
+    assert "export: " in _stdout(predicted, "run")
+    text = _stdout(predicted, "run")
+    assert all(f"{stage}: up to date" in text for stage in ("predict", "validate", "export"))
+    _stdout(predicted, "train", "--force")
+    text = _stdout(predicted, "run")
+    assert "train: up to date" in text
+    assert not any(f"{stage}: up to date" in text for stage in ("predict", "validate", "export"))
+    assert "constraint variants" in text
+    # and a re-solve makes the training stale in turn
+    _stdout(predicted, "solve", "--force")
+    text = _stdout(predicted, "train")
+    assert "train: up to date" not in text

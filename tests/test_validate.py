@@ -55,6 +55,11 @@ def test_report_tables_metrics_and_figures(ran):
     assert (len(prior["variance_scales"]["state"]) == 4
             and all(v > 0 for v in prior["variance_scales"]["flux"]))
     assert prior["flux_inflation"] in [float(k) for k in prior["validation_mse_ratio"]]
+    # the compared SoftC ensemble is calibrated the same way, on the same scenarios
+    softc = prior["baseline_calibration"]["softc"]
+    assert len(softc["variance_scales"]["state"]) == 4
+    assert 0 <= softc["coverage90_uncalibrated"] <= 1
+    assert softc["variance_scales"] != prior["variance_scales"]   # its own fit, not the main one's
     # every test scenario's defect statistic, and the widening it gave (never a narrowing)
     defect = variants["per-cell+boundary"]["defect"]
     S = metrics["test_scenarios"]
@@ -78,6 +83,7 @@ def test_report_tables_metrics_and_figures(ran):
     assert "| variant | rel. L2 |" in report[:tables_end] and "| per-cell+boundary |" in report
     assert "## Prior calibration (validation split)" in report[:tables_end]
     assert "outside the training parameters' span" in report and "Defect widening:" in report
+    assert "The softc ensemble, calibrated the same way" in report
     assert "![mass](mass.png)" in report[tables_end:]
     # the summary of hybrid run names the report and the ParaView files
     assert "report.md" in first.stdout and "ParaView" in first.stdout and ".xdmf" in first.stdout
@@ -134,3 +140,21 @@ def test_surrogate_scores_are_also_given_inside_and_outside_the_training_span(tm
     assert "| all (4) |" in report
     if len(by_range) == 2:
         assert "parameters outside it (extrapolation)" in report
+
+
+def test_the_report_says_why_cell_centred_volumes_have_no_dirichlet_column(tmp_path):
+    from hybrid.case.config import load_case
+    from hybrid.stages.validate import _cell_centred_dirichlet
+
+    dual = load_case(small_case(CASES / "stefan-1d", tmp_path, name="dual"))
+    cells = load_case(small_case(CASES / "stefan-1d", tmp_path, name="cells",
+                                 mesh={"control_volumes": '"cells"'}))
+    assert _cell_centred_dirichlet(dual) == []
+    lines = _cell_centred_dirichlet(cells)
+    assert "Dirichlet walls (left) have no row here" in lines[0] and "dual" in lines[0]
+    # no Dirichlet wall: nothing to explain
+    toml = small_case(CASES / "stefan-1d", tmp_path, name="heated",
+                      mesh={"control_volumes": '"cells"'}) / "case.toml"
+    toml.write_text(toml.read_text().replace('type = "dirichlet"\nvalue = "1"',
+                                             'type = "neumann"\nflux = "-1"'))
+    assert _cell_centred_dirichlet(load_case(toml.parent)) == []

@@ -42,6 +42,12 @@ EXACT_VARIANCE_ROWS = 2000  # variance(exact=None): the dense formula
                             # up to here, the probe estimate above
 DIRECT_ROWS = 30000  # sparse Cholesky up to here (one factorisation
                      # serves every block solve), CG + AMG above
+NATIVE_ROWS = (2000, 20000)  # the plan's Cholesky of rows on 2-D and 3-D meshes:
+                             # PETSc's own with nested dissection between these
+# Measured on space-time rows of a 2-D mesh at 9,700 rows: PETSc's own refactors in 70 ms
+# against CHOLMOD's 200 and MUMPS's 120, its solves 1.0 against 4.2 and 3.3 ms; at 98,710 rows
+# CHOLMOD and MUMPS refactor faster; on 1-D meshes CHOLMOD refactors 15-60% faster
+# (benchmarks/constraints.py --only packages).
 VARIANCE_PROBES = 256  # Rademacher probes of the marginal-variance estimate
 PROBE_ROUND = 32  # probes per round of the variance estimate
 PROBE_TARGET = 0.03  # the variance estimate stops adding probes at
@@ -147,8 +153,9 @@ def mumps_error(ksp) -> int:
 
 
 class _CholeskySolver:
-    """Sparse Cholesky factorisation of the SPD A₀ through PETSc (CHOLMOD's supernodal
-    factorisation where PETSc has it, else MUMPS, else PETSc's own with nested dissection).
+    """Sparse Cholesky factorisation of the SPD A₀ through PETSc: ``solver`` (a PETSc factor
+    package; PETSc's own uses nested dissection), by default CHOLMOD where PETSc has it, else
+    MUMPS (``limited``: MUMPS under the memory limit).
     The pattern is fixed when it is built: the fill-reducing ordering and the symbolic
     factorisation are done once, every :meth:`factor` of new values on that pattern is
     numeric only, and :meth:`solve` takes a block of right-hand sides in one call."""
@@ -303,6 +310,7 @@ class UpdatePlan:
             chain = connected_components(graph, directed=False)[1]
             self._blocks = {"space": self.same_time,
                             "time": chain[row_of] == chain[pattern.indices]}
+        self.wide = spatial > PCG_NEIGHBOURS   # rows of a 2-D or 3-D mesh
         if method == "auto":
             # 1-D meshes (two neighbours per row in space) factor cheaply; wider stencils fill in
             method = "pcg" if layout is not None and spatial > PCG_NEIGHBOURS else \
@@ -343,8 +351,10 @@ class UpdatePlan:
         """The plan's Cholesky with these values (above DIRECT_ROWS rows, MUMPS under the memory
         limit of :func:`memory_budget_mb`: past it, a ConstraintError)."""
         if self._solver is None:
-            self._solver = _CholeskySolver(self.pattern,
-                                           limited=self.pattern.shape[0] > DIRECT_ROWS)
+            rows = self.pattern.shape[0]
+            native = self.wide and NATIVE_ROWS[0] <= rows <= NATIVE_ROWS[1]
+            self._solver = _CholeskySolver(self.pattern, solver="petsc" if native else None,
+                                           limited=rows > DIRECT_ROWS)
         self._solver.factor(values)
         return self._solver
 

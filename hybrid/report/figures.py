@@ -256,7 +256,9 @@ def tetrahedra_slice(points: np.ndarray, cells: np.ndarray, axis: int = 2, at: f
     counts = cut.sum(axis=1)
     keep = counts >= 3
     a, b, cut, counts, index = a[keep], b[keep], cut[keep], counts[keep], np.flatnonzero(keep)
-    t = height[a] / (height[a] - height[b])                        # where each edge meets the plane
+    gap = height[a] - height[b]
+    t = np.divide(height[a], gap, out=np.zeros_like(gap), where=cut)   # where each cut edge
+                                                                       # meets the plane
     # slice vertices: one per cut edge (shared edges are repeated; the figure does not mind)
     first = np.cumsum(np.concatenate([[0], counts[:-1]]))
     ea, eb, et = a[cut], b[cut], t[cut]

@@ -107,7 +107,8 @@ def run_export(case, *, force: bool = False, train: bool = False, solver_only: b
     outputs = [p.name for p in names] + ([f"{p.stem}/step-{k:04d}.vtu" for p in names
                                           for k in range(len(data.times))]
                                          if fmt == "vtu" else [])
-    if not force and stage_is_current(out, digest, outputs):
+    inputs = [dataset.parent] + ([] if variants_file is None else [Path(variants_file).parent])
+    if not force and stage_is_current(out, digest, outputs, inputs):
         root_print(f"export: up to date ({out})", comm=comm)
         return names
     variants = {} if variants_file is None else read_variants(variants_file)
@@ -145,7 +146,7 @@ def run_export(case, *, force: bool = False, train: bool = False, solver_only: b
         commit_pending()
     with collective(comm):
         if comm.rank == 0:
-            mark_stage_done(out, digest, outputs, files=[p.name for p in names],
+            mark_stage_done(out, digest, outputs, inputs, files=[p.name for p in names],
                             variants=list(variants), format=fmt)
             what = problem.export_summary(list(variants), train)
             problem.export_figures(case, data, out)

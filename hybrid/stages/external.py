@@ -150,7 +150,7 @@ def run_constrain(case, prediction: str | Path, name: str, *, force: bool = Fals
     dataset = run_solve(case, comm=comm, progress=progress, announce=False)
     out = Path(case.output_dir) / "external" / name
     digest = f"{case.hash(*SOLVE_SECTIONS, 'constraints')}+{file_digest(prediction)}"
-    if not force and stage_is_current(out, digest, list(OUTPUTS)):
+    if not force and stage_is_current(out, digest, list(OUTPUTS), [Path(dataset).parent]):
         root_print(f"constrain: up to date ({out}); --force redoes it", comm=comm)
         return out
     with collective(comm):
@@ -237,7 +237,8 @@ def _constrain_on_root(case, dataset: Path, prediction: Path, out: Path, digest:
         tmp.write_text(json.dumps(metrics, indent=2) + "\n")
     with atomic_path(out / "report.md") as tmp:
         tmp.write_text(_report(case, metrics, figures))
-    mark_stage_done(out, digest, OUTPUTS, prediction=str(prediction), fluxes=fluxes)
+    mark_stage_done(out, digest, OUTPUTS, [Path(dataset).parent], prediction=str(prediction),
+                    fluxes=fluxes)
     from hybrid.stages.validate import _table
     print(f"constrain: {case.name}: {prediction.name} -> {out / 'report.md'}"
           + ("" if fluxes else " (no fluxes in the file: states-only rows)") + "\n"

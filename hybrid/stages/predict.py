@@ -33,8 +33,8 @@ from hybrid.petsc_options import UPDATE_PREFIX, petsc_options
 from hybrid.stages.solve import read_dataset
 from hybrid.problems import problem_for
 from hybrid.stages.train import (TRAIN_SECTIONS, baseline_ensembles, case_transfer,
-                                 chosen_members, load_members, run_train, softc_weight,
-                                 wants_softc)
+                                 chosen_members, ensemble_folders, load_members, run_train,
+                                 softc_weight, wants_softc)
 from hybrid.surrogates.calibration import apply_scales, calibrate_on_validation
 from hybrid.surrogates.ensemble import predict_ensemble
 
@@ -85,7 +85,8 @@ def run_predict(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD,
     train_dir = run_train(case, comm=comm, progress=progress, announce=False)
     out = Path(case.output_dir) / "predict"
     digest = predict_digest(case)
-    if not force and stage_is_current(out, digest, list(PREDICT_OUTPUTS)):
+    inputs = [Path(case.output_dir) / "solve", *ensemble_folders(case, train_dir)]
+    if not force and stage_is_current(out, digest, list(PREDICT_OUTPUTS), inputs):
         if announce:
             root_print(f"predict: up to date ({out}); --force redoes it", comm=comm)
         return out
@@ -107,12 +108,24 @@ def run_predict(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD,
         uncalibrated = coverage(pred["u_mean"][:, 1:], np.maximum(pred["u_var"][:, 1:], 1e-300),
                                 test.u[:, 1:])
         pred = apply_scales(pred, scales)
-    extra = {}   # the ensembles the case compares against, uncalibrated
+    extra = {}   # the ensembles the case compares against, calibrated as the main one
+    baseline_calibration = {}
     for b in baseline_ensembles(case):
         members = load_members(train_dir / b.variant, M, my_indices(M, comm),
                                case.hash(*TRAIN_SECTIONS) + b.suffix)
+        boon_case = case if b.boon else None
         extra[b.variant] = predict_ensemble(members, M, transfer, cv, data, comm,
-                                            boon_case=case if b.boon else None)[0]
+                                            boon_case=boon_case)[0]
+        b_scales, _ = calibrate_on_validation(case, members, M, transfer, cv, data, comm,
+                                              boon_case=boon_case)
+        if comm.rank == 0 and b_scales is not None:
+            b_pred = extra[b.variant]
+            baseline_calibration[b.variant] = {
+                "variance_scales": b_scales.as_dict(),
+                "coverage90_uncalibrated": coverage(b_pred["u_mean"][:, 1:],
+                                                    np.maximum(b_pred["u_var"][:, 1:], 1e-300),
+                                                    test.u[:, 1:])}
+            extra[b.variant] = apply_scales(b_pred, b_scales)
     metrics = None
     with collective(comm):   # a write that fails on rank 0 fails on every rank
         if comm.rank == 0:
@@ -132,6 +145,7 @@ def run_predict(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD,
             metrics["validation_rel_l2_by_time"] = chosen.validation
             metrics["variance_scales"] = None if scales is None else scales.as_dict()
             metrics["coverage90_uncalibrated"] = uncalibrated
+            metrics["baseline_calibration"] = baseline_calibration or None
     with collective(comm):
         from hybrid.constraints.driver import run_variants
         with petsc_options(UPDATE_PREFIX, case.constraints.get("petsc_options") or {},
@@ -144,7 +158,7 @@ def run_predict(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD,
             metrics.update(selection)
             with atomic_path(out / "metrics.json") as tmp:
                 tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-            mark_stage_done(out, digest, PREDICT_OUTPUTS,
+            mark_stage_done(out, digest, PREDICT_OUTPUTS, inputs,
                             **{k: v for k, v in metrics.items() if not isinstance(v, (list, dict))})
             root_print(f"predict: {case.name}: ensemble mean relative L2 "
                        f"{metrics['rel_l2_mean']:.4f} vs "

@@ -36,7 +36,7 @@ from hybrid.surrogates.transfer import Transfer
 __all__ = ["TRAIN_SECTIONS", "run_train", "main_penalty", "autoregressive", "selects_time",
            "check_time", "chosen_members", "ChosenMembers", "case_transfer", "grid_shape",
            "load_members", "wants_softc", "softc_weight", "BaselineEnsemble", "baseline_ensembles",
-           "initial_states", "state_targets", "split_indices"]
+           "initial_states", "state_targets", "split_indices", "ensemble_folders"]
 
 TRAIN_SECTIONS = SOLVE_SECTIONS + ("surrogate",)
 CHECKPOINT_EVERY = 5
@@ -165,6 +165,13 @@ def _choice(train_dir: Path, digest: str, scores: dict) -> ChosenMembers:
     return ChosenMembers(train_dir, digest, "one-shot", scores)
 
 
+def ensemble_folders(case, train_dir: Path) -> list[Path]:
+    """Every ensemble's folder the train stage writes for this case, in its order: the main
+    one, the autoregressive one under ``time = "select"``, then the compared ensembles'."""
+    return ([train_dir] + ([train_dir / "autoregressive"] if selects_time(case) else [])
+            + [train_dir / b.variant for b in baseline_ensembles(case)])
+
+
 def grid_shape(case, dim: int) -> tuple[int, ...]:
     """The surrogate grid's nodes per axis for a ``dim``-D mesh: ``[surrogate] grid``, one size
     for every axis or one per axis. Raises CaseError when the sizes do not match ``dim`` or the
@@ -268,7 +275,7 @@ def run_train(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD,
     validation = {}   # the main ensembles' members, by time (what time = "select" compares)
     trained = False
     for folder, stage_digest, penalty, label, stepping, baseline in flavours:
-        if not force and stage_is_current(folder, stage_digest, files):
+        if not force and stage_is_current(folder, stage_digest, files, [dataset.parent]):
             if announce:
                 root_print(f"train: {label}up to date ({folder}); --force redoes it", comm=comm)
             members = (json.loads((folder / "stage.json").read_text())["members"]
@@ -316,6 +323,10 @@ def _train_ensemble(case, out: Path, digest: str, penalty: float, label: str, pr
                comm=comm)
     if not label:
         _warn_if_the_grid_is_coarse(transfer, tset, comm)
+    # a checkpoint resumes only on the data it was trained on: a re-solve that changed the
+    # dataset starts the members again
+    solve_stamp = json.loads((Path(case.output_dir) / "solve" / "stage.json").read_text())
+    resume_digest = f"{digest}+data{solve_stamp['outputs'].get('dataset.h5', '')[:16]}"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a member's arithmetic must not depend on the thread count, hence
                               # on P
@@ -331,7 +342,7 @@ def _train_ensemble(case, out: Path, digest: str, penalty: float, label: str, pr
                     bar.postfix(member=m, epoch=done, loss=f"{train_loss:.3g}", val=f"{val:.3g}")
                 ckpt = out / "checkpoints" / f"member-{m}.pt"
                 member_start = time.perf_counter()
-                result, best = train_member(tset, m, case.seed, digest, ckpt, on_epoch)
+                result, best = train_member(tset, m, case.seed, resume_digest, ckpt, on_epoch)
                 member_seconds = time.perf_counter() - member_start
                 # epochs done before a resume, and those early stopping skipped
                 bar.done(result.resumed_from + epochs - result.epochs_run)
@@ -372,6 +383,7 @@ def _train_ensemble(case, out: Path, digest: str, penalty: float, label: str, pr
             if case.output["figures"]:
                 _plot_history(out, M)
             mark_stage_done(out, digest, [f"member-{m}.pt" for m in range(M)],
+                            [Path(case.output_dir) / "solve"],
                             members={str(k): v for k, v in allsum.items()}, ranks=comm.size,
                             training_seconds=loop_seconds)
     return allsum

@@ -47,7 +47,7 @@ def run_validate(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD,
     predict_dir = run_predict(case, comm=comm, progress=progress, announce=False)
     out = Path(case.output_dir) / "validate"
     digest = predict_digest(case, "output")
-    if not force and stage_is_current(out, digest, ["report.md", "metrics.json"]):
+    if not force and stage_is_current(out, digest, ["report.md", "metrics.json"], [predict_dir]):
         if announce:
             root_print(f"validate: up to date ({out / 'report.md'}); --force redoes it", comm=comm)
         return out / "report.md"
@@ -55,7 +55,8 @@ def run_validate(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD,
         if comm.rank == 0:
             out.mkdir(parents=True, exist_ok=True)
             report, figures = _validate(case, predict_dir, out, comm.size)
-            mark_stage_done(out, digest, ["report.md", "metrics.json"], files=sorted(figures))
+            mark_stage_done(out, digest, ["report.md", "metrics.json"], [predict_dir],
+                            files=sorted(figures))
             root_print(report, comm=comm)
     return out / "report.md"
 
@@ -88,7 +89,8 @@ def _validate(case, predict_dir: Path, out: Path, ranks: int) -> tuple[str, list
                                             "flux_inflation", "validation_mse_ratio",
                                             "flux_inflation_outside_training_span",
                                             "test_outside_training_span",
-                                            "prior_inside_training_span")}
+                                            "prior_inside_training_span",
+                                            "baseline_calibration")}
     main = (predicted.get("variants") or {}).get(main_variant(case)) or {}
     prior["defect_variance_scale"] = (main.get("defect") or {}).get("variance_scale")
     figures = []
@@ -132,6 +134,11 @@ def _prior_section(prior: dict) -> list[str]:
              f"fluxes {span(scales['flux'])}. "
              f"Raw 90% coverage on the test scenarios: {prior['coverage90_uncalibrated']:.2f} "
              "before, the variants table's after."]
+    for variant, b in (prior.get("baseline_calibration") or {}).items():
+        bs = b["variance_scales"]
+        lines += ["", f"The {variant} ensemble, calibrated the same way on the same scenarios: "
+                  f"states {span(bs['state'])}, fluxes {span(bs['flux'])}; its 90% coverage "
+                  f"{b['coverage90_uncalibrated']:.2f} before, the variants table's after."]
     if prior.get("flux_inflation") is not None:
         table = ", ".join(f"λ = {k}: {v:.3f}"
                           for k, v in (prior.get("validation_mse_ratio") or {}).items())
@@ -162,6 +169,20 @@ def _prior_section(prior: dict) -> list[str]:
     return lines + [""]
 
 
+def _cell_centred_dirichlet(case) -> list[str]:
+    """Why the Dirichlet column is empty on cell-centred control volumes, as report lines."""
+    walls = [name for name, bc in case.boundaries.items() if bc.type == "dirichlet"]
+    if case.mesh.get("control_volumes") != "cells" or not walls:
+        return []
+    return [f"Dirichlet walls ({', '.join(walls)}) have no row here: cell-centred control "
+            "volumes hold cell averages, and a Dirichlet face's recorded flux is integrated "
+            "over each output interval, so it ties the boundary value to the cell averages only "
+            "in between the output times: no linear row of the prediction equals the boundary "
+            "value. With `[mesh] control_volumes = \"dual\"` (the default) the "
+            "boundary vertices are unknowns and per-cell + boundary meets their values "
+            "exactly.", ""]
+
+
 def _time_line(s: dict) -> str:
     """How the ensemble's members treat time, and under ``time = "select"`` what chose it."""
     kind = {"one-shot": "one-shot (every output time from the initial state at once)",
@@ -185,6 +206,7 @@ def _report(case, m: dict, figures: list[Path], keys: tuple, note: str) -> str:
              f"{m['ranks']} MPI rank(s), written "
              f"{datetime.datetime.now().isoformat(timespec='seconds')}.", "",
              "## Variants", "", _table(m["variants"], keys), "", note, "",
+             *_cell_centred_dirichlet(case),
              "## Wall-clock time per test scenario", "",
              "| solver s | surrogate s | solver / surrogate | training s (all members) |",
              "|---:|---:|---:|---:|",

@@ -84,20 +84,23 @@ def apply_scales(pred: dict, scales: VarianceScales) -> dict:
     return pred.replace(**scaled) if hasattr(pred, "replace") else {**pred, **scaled}
 
 
-def calibrate_on_validation(case, members: dict, M: int, transfer, cv, data, comm):
+def calibrate_on_validation(case, members: dict, M: int, transfer, cv, data, comm,
+                            boon_case=None):
     """The ensemble's variance scales fitted on the case's validation split (the training
     scenarios no member fitted: :func:`hybrid.surrogates.data.split_indices`), and those
     scenarios with their calibrated prediction (``{"split", "pred"}``, what the constraint
     driver chooses λ on). Collective (every rank infers its members); the result is on rank 0,
     (None, None) elsewhere, and everywhere when ``[constraints] calibrate`` is off or there is
-    no validation scenario."""
+    no validation scenario. ``boon_case``: the members are BOON networks
+    (:func:`~hybrid.surrogates.ensemble.predict_ensemble`)."""
     if not case.constraints["calibrate"]:
         return None, None
     _, val_idx = split_indices(case, data.train.u.shape[0])
     if not len(val_idx):
         return None, None
     view = data.train.take(val_idx)
-    val_pred, _ = predict_ensemble(members, M, transfer, cv, data.with_splits(test=view), comm)
+    val_pred, _ = predict_ensemble(members, M, transfer, cv, data.with_splits(test=view), comm,
+                                   boon_case=boon_case)
     if comm.rank != 0:
         return None, None
     scales = fit_scales(view.u, {"mean": val_pred["u_mean"], "var": val_pred["u_var"]},
