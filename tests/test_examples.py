@@ -14,7 +14,9 @@ from helpers import ROOT, mpi_env, mpirun_prefix, small_case
 
 EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 SMALL = dict(train=6, test=2, time={"t_end": "0.01", "outputs": "3"},
-             constraints={"compare": '["raw", "global", "per-cell", "per-cell+boundary"]'})
+             constraints={"compare": '["raw", "global", "per-cell", "per-cell+boundary"]'},
+             surrogate={"members": "2", "epochs": "3", "grid": "32", "modes": "8", "width": "8",
+                        "layers": "2", "batch": "4", "time": '"one-shot"'})
 
 
 @pytest.mark.parametrize("ranks", [1, 2])
@@ -33,6 +35,10 @@ def test_example_runs(tmp_path, script, ranks):
         assert metrics["per-cell+boundary"]["max_balance_residual"] <= 1e-10
         assert metrics["per-cell+boundary"]["dirichlet_error"] <= 1e-12
         assert proc.stdout.count("MLP ensemble MSE") == 1   # printed by rank 0 only
+    if script.stem == "pipeline":
+        assert proc.stdout.count("ParaView series, e.g.") == 1   # printed by rank 0 only
+        assert (case / "results/validate/report.md").is_file()
+        assert len(list((case / "results/export").glob("test-*.xdmf"))) == 2
 
 
 def test_examples_use_only_the_public_api():

@@ -5,6 +5,7 @@
 - :mod:`~hybrid.case.expressions`  the one safe expression language (no eval)
 - :mod:`~hybrid.case.parameters`   distributions and reproducible scenario draws
 - :mod:`~hybrid.case.initial`      initial values: expressions or Gaussian random fields
+- :mod:`~hybrid.case.sections`     the sections each stage's digest hashes
 """
 
 from hybrid.case.config import BoundaryCondition, Case, InitialCondition, load_case

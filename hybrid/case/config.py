@@ -27,7 +27,8 @@ from hybrid.case.schema import REQUIRED, SECTIONS
 from hybrid.errors import CaseError
 from hybrid.petsc_options import check_petsc_options
 
-__all__ = ["Case", "BoundaryCondition", "InitialCondition", "load_case", "MESH_SUFFIXES"]
+__all__ = ["Case", "BoundaryCondition", "InitialCondition", "load_case", "MESH_SUFFIXES",
+           "periodic_pairs"]
 
 MESH_SUFFIXES = (".msh", ".xdmf")   # read without meshio
 
@@ -67,6 +68,17 @@ class BoundaryCondition:
         return np.stack([np.broadcast_to(np.asarray(e(points, t=t, params=params), float),
                                          (len(points),))
                          for e in exprs])
+
+
+def periodic_pairs(case) -> list[tuple[str, str]]:
+    """The case's periodic boundaries as (boundary, partner) pairs, each pair once, in the
+    order of ``[boundary]``."""
+    pairs, seen = [], set()
+    for name, bc in case.boundaries.items():
+        if bc.type == "periodic" and name not in seen:
+            pairs.append((name, bc.partner))
+            seen.update((name, bc.partner))
+    return pairs
 
 
 @dataclass(frozen=True)

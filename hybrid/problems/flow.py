@@ -2,7 +2,7 @@
 the Scott–Vogelius reference, the dataset's view, scores, vorticity, figures and ParaView fields.
 
 A navier-stokes ensemble predicts the vertex velocity (d components) and the volume flux
-of every dual face at each output time t_1..t_T (:func:`hybrid.stages.train.state_targets`).
+of every dual face at each output time t_1..t_T (:func:`hybrid.surrogates.ensemble.state_targets`).
 The variants run through the one driver of every family,
 :func:`hybrid.constraints.driver.run_variants`, with the rows of
 :class:`hybrid.constraints.problems.FlowRows`. Incompressibility is instantaneous, so each

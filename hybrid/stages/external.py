@@ -42,7 +42,8 @@ from hybrid.dataset import scenario_parameters
 from hybrid.parallel import collective, root_print
 from hybrid.petsc_options import UPDATE_PREFIX, petsc_options
 from hybrid.problems import problem_for
-from hybrid.stages.solve import SOLVE_SECTIONS, read_dataset, run_solve
+from hybrid.case.sections import SOLVE_SECTIONS
+from hybrid.stages.solve import read_dataset, run_solve
 
 __all__ = ["run_constrain", "read_prediction", "check_prediction", "constrain_arrays"]
 

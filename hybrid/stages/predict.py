@@ -32,9 +32,11 @@ from hybrid.parallel import collective, my_indices, root_print
 from hybrid.petsc_options import UPDATE_PREFIX, petsc_options
 from hybrid.stages.solve import read_dataset
 from hybrid.problems import problem_for
-from hybrid.stages.train import (TRAIN_SECTIONS, baseline_ensembles, case_transfer,
-                                 chosen_members, ensemble_folders, load_members, run_train,
-                                 softc_weight, wants_softc)
+from hybrid.case.sections import TRAIN_SECTIONS
+from hybrid.stages.train import run_train
+from hybrid.surrogates.members import (baseline_ensembles, chosen_members, ensemble_folders,
+                                       load_members, softc_weight, wants_softc)
+from hybrid.surrogates.training_set import case_transfer
 from hybrid.surrogates.calibration import apply_scales, calibrate_on_validation
 from hybrid.surrogates.ensemble import predict_ensemble
 

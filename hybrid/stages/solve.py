@@ -33,6 +33,8 @@ import h5py
 import numpy as np
 from mpi4py import MPI
 
+from hybrid.case.config import periodic_pairs
+from hybrid.case.sections import SOLVE_SECTIONS
 from hybrid.dataset import DATASET_FORMAT, read_dataset, write_control_volumes, write_mesh
 from hybrid.errors import CaseError
 from hybrid.files import atomic_path, commits_together, mark_stage_done, stage_is_current
@@ -48,9 +50,6 @@ __all__ = ["SOLVE_SECTIONS", "PARTITION_CVS", "solve_mode", "run_solve", "case_m
            "case_control_volumes", "solve_scenario", "boundary_data", "read_dataset",
            "solve_digest"]
 
-SOLVE_SECTIONS = ("case", "mesh", "pde", "parameters", "initial", "boundary", "time", "solver",
-                  "data")
-
 
 def case_mesh(case, comm: MPI.Comm = MPI.COMM_WORLD) -> MeshData:
     """The case's mesh (read or generated on rank 0, the same on every rank)."""
@@ -59,15 +58,6 @@ def case_mesh(case, comm: MPI.Comm = MPI.COMM_WORLD) -> MeshData:
     mesh = load_mesh(case.mesh, seed=case.seed, comm=comm, file=str(case.display_file))
     case.check_boundary_names(mesh.boundary_names)
     return mesh
-
-
-def periodic_pairs(case) -> list[tuple[str, str]]:
-    pairs, seen = [], set()
-    for name, bc in case.boundaries.items():
-        if bc.type == "periodic" and name not in seen:
-            pairs.append((name, bc.partner))
-            seen.update((name, bc.partner))
-    return pairs
 
 
 def case_control_volumes(case, mesh: MeshData) -> ControlVolumes:

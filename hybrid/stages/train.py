@@ -6,6 +6,10 @@ member writes a checkpoint (``OUTPUT/train/checkpoints/member-M.pt``); a run tha
 interrupted resumes from it. The finished member (best validation weights, model
 configuration, normalisation, loss history) is ``OUTPUT/train/member-M.pt``; rank 0
 draws the loss curves in ``OUTPUT/train/history.png``.
+
+The library it calls: :mod:`hybrid.surrogates.training_set` (what an ensemble trains on),
+:mod:`hybrid.surrogates.members` (which ensembles a case trains, which one predicts, loading
+them) and :mod:`hybrid.report.history` (the figure).
 """
 
 from __future__ import annotations
@@ -14,241 +18,40 @@ import json
 import math
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from mpi4py import MPI
 
+from hybrid.case.sections import TRAIN_SECTIONS
 from hybrid.errors import CaseError
-from hybrid.files import (atomic_path, commit_pending, commits_together, mark_stage_done,
-                          stage_is_current)
+from hybrid.files import commit_pending, commits_together, mark_stage_done, stage_is_current
 from hybrid.parallel import ScenarioProgress, collective, my_indices, root_print
 from hybrid.problems import problem_for
-from hybrid.stages.solve import SOLVE_SECTIONS, periodic_pairs, read_dataset, run_solve
-from hybrid.surrogates.config import ModelConfig
-from hybrid.surrogates.data import Normaliser, build_inputs, split_indices
+from hybrid.report.history import plot_history
+from hybrid.stages.solve import read_dataset, run_solve
+from hybrid.surrogates.data import split_indices
 from hybrid.surrogates.ensemble import initial_states, state_targets
-from hybrid.surrogates.training import TrainingSet, load_checkpoint, save_state, train_member
-from hybrid.surrogates.transfer import Transfer
+from hybrid.surrogates.members import (BaselineEnsemble, ChosenMembers, _choice, _mean_validation,
+                                       autoregressive, baseline_ensembles, check_time,
+                                       chosen_members, ensemble_folders, load_members,
+                                       main_penalty, selects_time, softc_weight, wants_softc)
+from hybrid.surrogates.training import TrainingSet, save_state, train_member
+from hybrid.surrogates.training_set import case_transfer, grid_shape, training_set
+# names that lived here before the library moved out, kept importable from this module
+from hybrid.surrogates.members import SOFTC_DEFAULT_WEIGHT  # noqa: F401
+from hybrid.surrogates.training_set import CHECKPOINT_EVERY, _fully_periodic  # noqa: F401
 
+# run_train, and the library it calls re-exported under the names it had when it lived here
 __all__ = ["TRAIN_SECTIONS", "run_train", "main_penalty", "autoregressive", "selects_time",
            "check_time", "chosen_members", "ChosenMembers", "case_transfer", "grid_shape",
            "load_members", "wants_softc", "softc_weight", "BaselineEnsemble", "baseline_ensembles",
            "initial_states", "state_targets", "split_indices", "ensemble_folders"]
 
-TRAIN_SECTIONS = SOLVE_SECTIONS + ("surrogate",)
-CHECKPOINT_EVERY = 5
-# the SoftC baseline's penalty weight when [surrogate] softc_weight is 0: on stefan-1d's test
-# scenarios weights 1 / 0.1 / 0.01 gave relative L2 0.167 / 0.106 / 0.099 against 0.114 without
-# the penalty
-SOFTC_DEFAULT_WEIGHT = 0.01
-
-
-def wants_softc(case) -> bool:
-    """The case compares against SoftC: a second ensemble, trained with the PDE-residual
-    penalty, in ``OUTPUT/train/softc``."""
-    return "softc" in case.constraints["compare"]
-
-
-def softc_weight(case) -> float:
-    """The SoftC ensemble's penalty weight: ``[surrogate] softc_weight``, or
-    SOFTC_DEFAULT_WEIGHT where that is 0."""
-    return float(case.surrogate["softc_weight"]) or SOFTC_DEFAULT_WEIGHT
-
-
-@dataclass(frozen=True)
-class BaselineEnsemble:
-    """An ensemble a case compares against (a name of ``[constraints] compare``), trained
-    beside the main one in ``OUTPUT/train/<variant>`` and scored unconstrained.
-
-    Attributes:
-        variant: its name in ``compare``, ``predictions.h5`` and ``variants.h5``.
-        label: how the train stage's lines name it.
-        suffix: its checkpoints' digest is the main ensemble's plus this.
-        penalty: its PDE-residual penalty weight (SoftC).
-        boon: BOON's boundary-corrected layers.
-        padded: the zero padding of non-periodic grids (False: BOON's published FNO1d, which
-            declares a padding and never applies it).
-    """
-
-    variant: str
-    label: str
-    suffix: str
-    penalty: float = 0.0
-    boon: bool = False
-    padded: bool = True
-
-
-def baseline_ensembles(case) -> list[BaselineEnsemble]:
-    """The ensembles ``[constraints] compare`` asks for besides the main one: SoftC (the PDE
-    residual as a penalty), BOON and the unpadded FNO, in that order."""
-    compare = case.constraints["compare"]
-    out = []
-    if wants_softc(case):
-        out.append(BaselineEnsemble("softc", "SoftC ", f"+softc{softc_weight(case):g}",
-                                    penalty=softc_weight(case)))
-    if "boon" in compare:
-        out.append(BaselineEnsemble("boon", "BOON ", "+boon", boon=True))
-    if "unpadded" in compare:
-        out.append(BaselineEnsemble("unpadded", "unpadded FNO ", "+unpadded", padded=False))
-    return out
-
-
-def main_penalty(case) -> float:
-    """The main ensemble's residual-penalty weight: ``softc_weight``, unless SoftC is its own
-    variant (then the SoftC ensemble has it and the main one none)."""
-    return 0.0 if wants_softc(case) else float(case.surrogate["softc_weight"])
-
-
-def autoregressive(case) -> bool:
-    """The main ensemble steps t_n → t_{n+1} (``[surrogate] time = "autoregressive"``)."""
-    return case.surrogate["time"] == "autoregressive"
-
-
-def selects_time(case) -> bool:
-    """``[surrogate] time = "select"``: a one-shot and an autoregressive ensemble are both
-    trained, and the one with the lower validation error predicts (:func:`chosen_members`)."""
-    return case.surrogate["time"] == "select"
-
-
-def check_time(case) -> None:
-    """An autoregressive ensemble has no per-output variance heads and no residual penalty
-    (both are built for one-shot outputs): refused with the key that asks for one. The SoftC
-    and BOON ensembles a case compares against stay one-shot, as their papers built them."""
-    if not (autoregressive(case) or selects_time(case)):
-        return
-    for key, clash, what in (("surrogate.heteroscedastic", case.surrogate["heteroscedastic"],
-                              "heteroscedastic heads"),
-                             ("surrogate.softc_weight", main_penalty(case) > 0,
-                              "a PDE-residual penalty")):
-        if clash:
-            raise CaseError(f'{what} need one-shot members, but [surrogate] time = '
-                            f'"{case.surrogate["time"]}"',
-                            file=str(case.display_file), key=key)
-
-
-@dataclass(frozen=True)
-class ChosenMembers:
-    """The ensemble that predicts: its folder, its checkpoints' digest, how it treats time,
-    and (``time = "select"``) the mean validation relative L2 of each candidate."""
-
-    folder: Path
-    digest: str
-    time: str
-    validation: dict | None = None
-
-
-def chosen_members(case, train_dir: Path) -> ChosenMembers:
-    """The main ensemble of a trained case. Under ``time = "select"`` the one-shot (in
-    ``train/``) or the autoregressive one (``train/autoregressive/``), whichever has the lower
-    mean over its members of the best validation relative L2 (validation scenarios only; a tie
-    keeps one-shot)."""
-    digest = case.hash(*TRAIN_SECTIONS)
-    if not selects_time(case):
-        return ChosenMembers(train_dir, digest, case.surrogate["time"])
-    scores = {time_: _mean_validation(json.loads((folder / "stage.json").read_text())["members"])
-              for time_, folder in (("one-shot", train_dir),
-                                    ("autoregressive", train_dir / "autoregressive"))}
-    return _choice(train_dir, digest, scores)
-
-
-def _mean_validation(members: dict) -> float:
-    return float(np.mean([m["best_validation_rel_l2"] for m in members.values()]))
-
-
-def _choice(train_dir: Path, digest: str, scores: dict) -> ChosenMembers:
-    if scores["autoregressive"] < scores["one-shot"]:
-        return ChosenMembers(train_dir / "autoregressive", f"{digest}+autoregressive",
-                             "autoregressive", scores)
-    return ChosenMembers(train_dir, digest, "one-shot", scores)
-
-
-def ensemble_folders(case, train_dir: Path) -> list[Path]:
-    """Every ensemble's folder the train stage writes for this case, in its order: the main
-    one, the autoregressive one under ``time = "select"``, then the compared ensembles'."""
-    return ([train_dir] + ([train_dir / "autoregressive"] if selects_time(case) else [])
-            + [train_dir / b.variant for b in baseline_ensembles(case)])
-
-
-def grid_shape(case, dim: int) -> tuple[int, ...]:
-    """The surrogate grid's nodes per axis for a ``dim``-D mesh: ``[surrogate] grid``, one size
-    for every axis or one per axis. Raises CaseError when the sizes do not match ``dim`` or the
-    grid cannot resolve ``[surrogate] modes``."""
-    grid = case.surrogate["grid"]
-    shape = tuple(grid) if isinstance(grid, (list, tuple)) else (int(grid),) * dim
-    if len(shape) != dim:
-        raise CaseError(f"grid has {len(shape)} sizes for a {dim}-D mesh",
-                        file=str(case.display_file), key="surrogate.grid")
-    modes = case.surrogate["modes"]
-    if modes > min(shape) // 2 + 1:
-        raise CaseError(f"modes = {modes} is more than the grid resolves (at most "
-                        f"{min(shape) // 2 + 1} for grid {list(shape)})",
-                        file=str(case.display_file), key="surrogate.modes")
-    return shape
-
-
-def case_transfer(case, data: dict):
-    """Control volumes and the mesh↔grid transfer for the dataset's mesh."""
-    mesh, cv = data.mesh, data.cv   # the control volumes the solver balanced, read back
-    return cv, Transfer.build(mesh, cv, grid_shape(case, mesh.gdim))
-
-
-def _training_set(case, data: dict, cv, transfer, penalty: float, boon: bool = False,
-                  stepping: bool = False, padded: bool = True) -> TrainingSet:
-    """What every member of one ensemble trains on; ``stepping``: autoregressive members;
-    ``padded`` False: no zero padding whatever the grid's boundaries (the unpadded baseline)."""
-    data = problem_for(case).view(data)
-    train = data.train
-    S, T1 = train.u.shape[:2]
-    if S < 2:
-        raise CaseError("training needs at least 2 training scenarios",
-                        file=str(case.display_file), key="data.train")
-    params = train.params
-    u, phi, u0, C = state_targets(train, cv, data.times)
-    norm = Normaliser.fit(params, u, phi, steps=stepping)
-    inputs = build_inputs(transfer, u0, params, norm)
-    ends = None
-    if boon:
-        from hybrid.surrogates.boon import model_ends, with_boundary_channels
-        inputs, ends = with_boundary_channels(case, cv, transfer, inputs, params,
-                                              train.parameter_names, data.times, norm)
-    train_idx, val_idx = split_indices(case, S)
-    s = case.surrogate
-    T, d = T1 - 1, cv.dim
-    padding = (0 if not padded or _fully_periodic(case, data.mesh) or ends is not None
-               else max(2, max(transfer.grid.shape) // 8))
-    config = ModelConfig(in_channels=int(inputs.grid_inputs.shape[1]) + stepping,
-                         out_channels=(C + d) if stepping else T * C + T * d, dim=d, outputs=T,
-                         modes=int(s["modes"]), width=int(s["width"]), layers=int(s["layers"]),
-                         padding=padding, heteroscedastic=bool(s["heteroscedastic"]),
-                         variance_channels=(T * C + T * d) if s["heteroscedastic"] else 0,
-                         components=C,
-                         boon_ends=None if ends is None else tuple(model_ends(ends)),
-                         autoregressive=stepping)
-    residual = None
-    if penalty > 0:
-        from hybrid.surrogates.softc import gpme_residual_penalty
-        residual = gpme_residual_penalty(case, transfer, inputs, norm, data.times, params,
-                                         train.parameter_names)
-    return TrainingSet(transfer, inputs, torch.as_tensor(u[:, 1:]), torch.as_tensor(phi),
-                       torch.as_tensor(np.tile(cv.volume, C)), torch.as_tensor(cv.face_area),
-                       torch.as_tensor(cv.face_normal),
-                       norm, train_idx, val_idx, config,
-                       {"epochs": int((stepping and s["rollout_epochs"]) or s["epochs"]),
-                        "lr": float(s["lr"]), "batch": int(s["batch"]),
-                        "patience": int(s["patience"]), "softc_weight": float(penalty),
-                        "checkpoint_every": CHECKPOINT_EVERY,
-                        "rollout_noise": float(s["rollout_noise"])},
-                        residual, data.times)
-
-
-def _fully_periodic(case, mesh) -> bool:
-    """Every boundary of the mesh is periodic: the FFT's own periodicity is then right, so
-    the spectral layers get no zero padding."""
-    periodic = {name for pair in periodic_pairs(case) for name in pair}
-    return bool(periodic) and set(mesh.boundary_names) <= periodic
+# module globals that _train_ensemble calls through, so that a test can replace them here
+# (tests/rank_local_failure.py replaces _training_set)
+_training_set = training_set
+_plot_history = plot_history
 
 
 @commits_together
@@ -411,49 +214,3 @@ def _warn_if_the_grid_is_coarse(transfer, tset: TrainingSet, comm: MPI.Comm) -> 
                    f"fit of the training states misses them by {floor:.3f} relative L2, a floor "
                    "for the surrogate's error; raise [surrogate] grid",
                    comm=comm)
-
-
-def _plot_history(out: Path, M: int) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for m in range(M):
-        path = out / f"member-{m}.pt"
-        hist = torch.load(path, map_location="cpu", weights_only=True)["history"].numpy()
-        if len(hist):
-            ax.semilogy(np.arange(1, len(hist) + 1), hist[:, 0], color=f"C{m}", lw=1,
-                        label=f"member {m} train loss")
-            ax.semilogy(np.arange(1, len(hist) + 1), hist[:, 1], color=f"C{m}", lw=1, ls="--")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("train loss: squared rel. error (solid)\nvalidation rel. L2 (dashed)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_path(out / "history.png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-
-
-def load_members(out: Path, M: int, members: list[int], digest: str | None = None) -> dict:
-    """Load finished members safely (weights_only); each rebuilds the network its checkpoint
-    records (:class:`~hybrid.surrogates.config.ModelConfig`); a mismatched file is a clear error."""
-    loaded = {}
-    for m in members:
-        path = out / f"member-{m}.pt"
-        state = load_checkpoint(path)
-        if digest is not None and state.get("digest") != digest:
-            raise CaseError(f"{path} was trained for other case settings; run hybrid train --force")
-        try:
-            config = ModelConfig.from_dict(state["config"])
-        except (TypeError, ValueError) as exc:
-            raise CaseError(f"{path}: {exc}; run hybrid train --force") from None
-        model = config.build()
-        try:
-            model.load_state_dict(state["model"])
-        except RuntimeError as exc:
-            raise CaseError(f"{path} does not match the model configuration: {exc}") from None
-        model.eval()
-        loaded[m] = (model, config, Normaliser.from_state(state["normaliser"]))
-    return loaded
-

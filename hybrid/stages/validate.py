@@ -35,7 +35,8 @@ from hybrid.parallel import collective, root_print
 from hybrid.problems import problem_for
 from hybrid.stages.predict import predict_digest, run_predict
 from hybrid.stages.solve import read_dataset
-from hybrid.stages.train import case_transfer, selects_time
+from hybrid.surrogates.members import selects_time
+from hybrid.surrogates.training_set import case_transfer
 
 __all__ = ["run_validate"]
 

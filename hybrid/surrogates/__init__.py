@@ -1,3 +1,4 @@
 """Neural-operator surrogates."""
 
-__all__ = ["boon", "calibration", "data", "fno", "softc", "training", "transfer"]
+__all__ = ["boon", "calibration", "data", "fno", "members", "softc", "training", "training_set",
+           "transfer"]
