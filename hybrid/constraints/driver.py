@@ -183,7 +183,8 @@ def _prepare(case, cv, data: dict, pred, comm: MPI.Comm, extra, validation) -> _
         (pred, extra or {}, inflation, table, references) if comm.rank == 0 else None, root=0)
     # the ensemble's variances made the main variant's validation MSE worse at every λ: then no
     # scenario uses them, and every one takes the prior of outside_prior, whose update is a
-    # volume-orthogonal projection onto rows the truth satisfies (it cannot increase the MSE)
+    # volume-orthogonal projection onto rows the truth satisfies (it cannot increase the MSE but
+    # for the fluxes' finite inflation, a 1/λ effect)
     even = bool(table) and min(table.values()) >= 1.0
     # λ was chosen on validation scenarios, all inside the training parameters' span; a scenario
     # outside it is an extrapolation no validation spoke for: it takes the prior of outside_prior

@@ -152,14 +152,14 @@ def _prior_section(prior: dict) -> list[str]:
                   "time's state variance spread evenly over the volume, the flux variances "
                   "multiplied by "
                   f"{prior['flux_inflation_outside_training_span']:g}), whose update cannot "
-                  "increase its state MSE."]
+                  "increase its state MSE but for the fluxes' finite inflation."]
     if outside:
         lines += ["", f"{outside} test scenario(s) lie outside the training parameters' span: "
                   "their prior spreads each output time's state variance evenly over the volume "
                   "and multiplies the flux variances by "
                   f"{prior['flux_inflation_outside_training_span']:g}, so the update only fixes "
                   "what the exact rows pin down (mass, Dirichlet values) by a projection that "
-                  "cannot increase their state MSE."]
+                  "cannot increase their state MSE but for the fluxes' finite inflation."]
     widened = [f for f in prior.get("defect_variance_scale") or [] if f > 1.0]
     if prior.get("defect_variance_scale") is not None:
         lines += ["", f"Defect widening: {len(widened)} of {len(prior['defect_variance_scale'])} "
