@@ -32,15 +32,16 @@ from hybrid.report.history import plot_history
 from hybrid.stages.solve import read_dataset, run_solve
 from hybrid.surrogates.data import split_indices
 from hybrid.surrogates.ensemble import initial_states, state_targets
-from hybrid.surrogates.members import (BaselineEnsemble, ChosenMembers, _choice, _mean_validation,
-                                       autoregressive, baseline_ensembles, check_time,
+from hybrid.surrogates.members import (BaselineEnsemble, ChosenMembers, autoregressive,
+                                       baseline_ensembles, check_time, choose_by_validation,
                                        chosen_members, ensemble_folders, load_members,
-                                       main_penalty, selects_time, softc_weight, wants_softc)
+                                       main_penalty, mean_validation, selects_time, softc_weight,
+                                       wants_softc)
 from hybrid.surrogates.training import TrainingSet, save_state, train_member
 from hybrid.surrogates.training_set import case_transfer, grid_shape, training_set
 # names that lived here before the library moved out, kept importable from this module
 from hybrid.surrogates.members import SOFTC_DEFAULT_WEIGHT  # noqa: F401
-from hybrid.surrogates.training_set import CHECKPOINT_EVERY, _fully_periodic  # noqa: F401
+from hybrid.surrogates.training_set import CHECKPOINT_EVERY  # noqa: F401
 
 # run_train, and the library it calls re-exported under the names it had when it lived here
 __all__ = ["TRAIN_SECTIONS", "run_train", "main_penalty", "autoregressive", "selects_time",
@@ -94,8 +95,8 @@ def run_train(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD,
             validation["autoregressive" if stepping else "one-shot"] = members
     if selects_time(case) and comm.rank == 0 and (announce or trained):   # stage files commit
                                                                           # on return
-        chosen = _choice(out, case.hash(*TRAIN_SECTIONS),
-                         {k: _mean_validation(v) for k, v in validation.items()})
+        chosen = choose_by_validation(out, case.hash(*TRAIN_SECTIONS),
+                                      {k: mean_validation(v) for k, v in validation.items()})
         root_print(f"train: {case.name}: time = select: {chosen.time} predicts (mean validation "
                    "relative L2 "
                    + ", ".join(f"{k} {v:.4f}" for k, v in chosen.validation.items()) + ")",

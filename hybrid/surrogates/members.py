@@ -23,7 +23,8 @@ from hybrid.surrogates.training import load_checkpoint
 
 __all__ = ["SOFTC_DEFAULT_WEIGHT", "wants_softc", "softc_weight", "BaselineEnsemble",
            "baseline_ensembles", "main_penalty", "autoregressive", "selects_time", "check_time",
-           "ChosenMembers", "chosen_members", "ensemble_folders", "load_members"]
+           "ChosenMembers", "chosen_members", "choose_by_validation", "mean_validation",
+           "ensemble_folders", "load_members"]
 
 # the SoftC baseline's penalty weight when [surrogate] softc_weight is 0: on stefan-1d's test
 # scenarios weights 1 / 0.1 / 0.01 gave relative L2 0.167 / 0.106 / 0.099 against 0.114 without
@@ -133,17 +134,21 @@ def chosen_members(case, train_dir: Path) -> ChosenMembers:
     digest = case.hash(*TRAIN_SECTIONS)
     if not selects_time(case):
         return ChosenMembers(train_dir, digest, case.surrogate["time"])
-    scores = {time_: _mean_validation(json.loads((folder / "stage.json").read_text())["members"])
+    scores = {time_: mean_validation(json.loads((folder / "stage.json").read_text())["members"])
               for time_, folder in (("one-shot", train_dir),
                                     ("autoregressive", train_dir / "autoregressive"))}
-    return _choice(train_dir, digest, scores)
+    return choose_by_validation(train_dir, digest, scores)
 
 
-def _mean_validation(members: dict) -> float:
+def mean_validation(members: dict) -> float:
+    """The mean over an ensemble's member summaries (``stage.json``'s ``members``) of their best
+    validation relative L2."""
     return float(np.mean([m["best_validation_rel_l2"] for m in members.values()]))
 
 
-def _choice(train_dir: Path, digest: str, scores: dict) -> ChosenMembers:
+def choose_by_validation(train_dir: Path, digest: str, scores: dict) -> ChosenMembers:
+    """Under ``time = "select"``: the autoregressive ensemble when its ``scores`` entry (mean
+    validation relative L2) is lower than the one-shot one's, else the one-shot ensemble."""
     if scores["autoregressive"] < scores["one-shot"]:
         return ChosenMembers(train_dir / "autoregressive", f"{digest}+autoregressive",
                              "autoregressive", scores)
