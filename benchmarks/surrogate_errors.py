@@ -28,11 +28,11 @@ import numpy as np
 from mpi4py import MPI
 
 from hybrid.case import load_case
-from hybrid.constraints.driver import within_training_span
+from hybrid.constraints.selection import within_training_span
 from hybrid.dataset import read_dataset
 from hybrid.metrics import relative_l2
 from hybrid.problems import problem_for
-from hybrid.stages.predict import nearest_training_baseline
+from hybrid.validation.scores import nearest_training_baseline
 from hybrid.stages.train import case_transfer, chosen_members, load_members, split_indices
 from hybrid.surrogates.ensemble import predict_ensemble
 

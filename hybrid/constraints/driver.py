@@ -42,7 +42,8 @@ from mpi4py import MPI
 from hybrid.constraints.problems import time_blocks
 from hybrid.constraints.rows import StateLayout
 from hybrid.constraints.selection import (OUTSIDE_INFLATION, ValidationScenario,
-                                          choose_flux_inflation, defect_scale, outside_prior)
+                                          choose_flux_inflation, defect_scale, outside_prior,
+                                          within_training_span)
 from hybrid.constraints.update import ConstraintError, GaussianUpdate, UpdatePlan, prior_deviation
 from hybrid.constraints.variants import (ENSEMBLE_VARIANTS, VARIANTS, make_update,
                                          prediction_covariance)
@@ -53,7 +54,7 @@ from hybrid.problems import problem_for
 from hybrid.validation.scores import residual_by_kind
 
 __all__ = ["requested_variants", "main_variant", "run_variants", "FRONT_SAMPLES",
-           "residual_by_kind", "read_variants"]
+           "residual_by_kind", "read_variants", "within_training_span"]
 
 FRONT_SAMPLES = 100       # posterior samples per scenario kept for the front histogram
 VARIANCE_SAMPLES = 200    # Matheron samples estimating the posterior
@@ -341,15 +342,6 @@ def scenario_prior(pred: dict, i: int, problem, covariance: str):
                     for m in range(pred["u_dev"].shape[1])])
     diag, U = prediction_covariance(var, dev, covariance)
     return mean, var, diag, time_blocks(U, layout) if problem.instantaneous else U
-
-
-def within_training_span(train_params: np.ndarray, params: np.ndarray) -> np.ndarray:
-    """For each scenario, whether every parameter lies within the training scenarios' range."""
-    if train_params.size == 0 or params.size == 0:
-        return np.ones(len(params), bool)
-    low, high = train_params.min(axis=0), train_params.max(axis=0)
-    pad = 1e-9 * np.maximum(np.abs(high - low), 1e-300)
-    return np.all((params >= low - pad) & (params <= high + pad), axis=1)
 
 
 def _inflate(diag: np.ndarray, U: np.ndarray | None, layout: StateLayout, inflation: float):

@@ -25,7 +25,7 @@ from hybrid.constraints.update import ConstraintError, GaussianUpdate
 from hybrid.metrics import mse
 
 __all__ = ["FLUX_INFLATIONS", "OUTSIDE_INFLATION", "ValidationScenario", "choose_flux_inflation",
-           "defect_scale", "outside_prior"]
+           "defect_scale", "outside_prior", "within_training_span"]
 
 # beyond 1e4 G Σ Gᵀ loses digits (periodic domains)
 FLUX_INFLATIONS = (1.0, 3.0, 10.0, 30.0, 100.0, 1e3, 1e4)
@@ -151,3 +151,12 @@ def defect_scale(defect: float | None, reference: list | None) -> float:
         return 1.0
     ref = max(reference)
     return float(max(1.0, defect / ref)) if ref > 0 and np.isfinite(defect) else 1.0
+
+
+def within_training_span(train_params: np.ndarray, params: np.ndarray) -> np.ndarray:
+    """For each scenario, whether every parameter lies within the training scenarios' range."""
+    if train_params.size == 0 or params.size == 0:
+        return np.ones(len(params), bool)
+    low, high = train_params.min(axis=0), train_params.max(axis=0)
+    pad = 1e-9 * np.maximum(np.abs(high - low), 1e-300)
+    return np.all((params >= low - pad) & (params <= high + pad), axis=1)

@@ -215,8 +215,8 @@ def _constrain_on_root(case, dataset: Path, prediction: Path, out: Path, digest:
                "times": {"solver_seconds_per_scenario": float(np.mean(test.solve_seconds)),
                          "surrogate_seconds_per_scenario": None, "solver_over_surrogate": None,
                          "training_seconds": None}}
-    from hybrid.stages.predict import score_prediction   # validate's surrogate keys, for this
-                                                         # prediction
+    from hybrid.validation.scores import score_prediction   # validate's surrogate keys, for
+                                                            # this prediction
     given = score_prediction(data, cv, pred["u_mean"], pred["u_var"],
                              pred["flux_mean"] if fluxes else np.zeros_like(test.flux), np.zeros(S))
     metrics["surrogate"] = {k: given[k] for k in ("rel_l2_mean", "rel_l2_nearest_train",

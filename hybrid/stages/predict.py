@@ -24,10 +24,9 @@ import h5py
 import numpy as np
 from mpi4py import MPI
 
-from hybrid.dataset import scenario_parameters
 from hybrid.errors import CaseError
 from hybrid.files import atomic_path, commits_together, mark_stage_done, stage_is_current
-from hybrid.metrics import coverage, relative_l2
+from hybrid.metrics import coverage
 from hybrid.parallel import collective, my_indices, root_print
 from hybrid.petsc_options import UPDATE_PREFIX, petsc_options
 from hybrid.stages.solve import read_dataset
@@ -39,6 +38,7 @@ from hybrid.surrogates.members import (baseline_ensembles, chosen_members, ensem
 from hybrid.surrogates.training_set import case_transfer
 from hybrid.surrogates.calibration import apply_scales, calibrate_on_validation
 from hybrid.surrogates.ensemble import predict_ensemble
+from hybrid.validation.scores import nearest_training_baseline, score_prediction
 
 __all__ = ["run_predict", "nearest_training_baseline", "PREDICT_SECTIONS", "predict_digest"]
 
@@ -47,24 +47,6 @@ PREDICT_OUTPUTS = ("predictions.h5", "metrics.json", "variants.h5")   # what pre
                                                                       # vouches for
 PREDICT_FORMAT = 4   # raise when metrics.json / variants.h5 change shape, so older results are
                      # redone
-
-REPEAT_TOLERANCE = 1e-12   # relative L2 of the nearest training scenario below which it repeats
-                           # the test one
-
-
-def nearest_training_baseline(train: dict, test: dict) -> np.ndarray:
-    """Index of the training scenario nearest to each test scenario, in normalised
-    parameters and initial state together."""
-    p_tr, p_te = train["params"], test["params"]
-    std = p_tr.std(axis=0)
-    std = np.where(std > 0, std, 1.0)
-    u_tr, u_te = train["u"][:, 0], test["u"][:, 0]
-    dist = (((p_te[:, None, :] - p_tr[None]) / std) ** 2).sum(-1)
-    u_scale = u_tr.std()
-    if u_scale > 0:  # initial states that differ between scenarios count too
-        dist += ((u_te[:, None, :] - u_tr[None]) ** 2).mean(-1) / u_scale ** 2
-    return np.argmin(dist, axis=1)
-
 
 def predict_digest(case, *extra_sections: str) -> str:
     """The hash of what the predictions depend on: the sections predict reads (and any a later
@@ -206,46 +188,3 @@ def _nearest_text(metrics: dict) -> str:
                 "training one's parameters and initial state)")
     return (f"nearest training scenario {metrics['rel_l2_nearest_train']:.4f} "
             f"(ratio {metrics['nearest_over_ensemble']:.2f}x)")
-
-
-def score_prediction(data: dict, cv, u_mean, u_var, flux_mean, surrogate_seconds) -> dict:
-    """The surrogate-level scores of a prediction of the test scenarios (docs/metrics.md)."""
-    test, train = data.test, data.train
-    truth = test.u[:, 1:]
-    w = np.tile(cv.volume, truth.shape[-1] // cv.num_cvs)   # a velocity's components share their
-                                                            # volumes
-    rel = relative_l2(u_mean[:, 1:], truth, w)
-    nearest = nearest_training_baseline(train, test)
-    rel_base = relative_l2(train.u[nearest][:, 1:], truth, w)
-    flux_rel = relative_l2(flux_mean, test.flux, 1.0)
-    per = [{"params": scenario_parameters(test, i),
-            "rel_l2": float(rel[i]), "rel_l2_nearest_train": float(rel_base[i]),
-            "flux_rel_l2": float(flux_rel[i])}
-           for i in range(len(rel))]
-    # a test scenario whose parameters and initial state repeat a training one's has the solver's
-    # answer in the training set: there the lookup is exact and its ratio says nothing
-    repeats = bool(np.all(rel_base <= REPEAT_TOLERANCE))
-    # test parameters inside the training scenarios' span, and outside it (extrapolation), apart
-    from hybrid.constraints.driver import within_training_span
-    inside = within_training_span(train.params, test.params)
-    by_range = {}
-    for label, chosen in (("in_range", inside), ("out_of_range", ~inside)):
-        if chosen.any():
-            r, b = float(rel[chosen].mean()), float(rel_base[chosen].mean())
-            by_range[label] = {"scenarios": int(chosen.sum()), "rel_l2_mean": r,
-                               "rel_l2_nearest_train": b,
-                               "nearest_over_ensemble": (None if np.all(rel_base[chosen]
-                                                                        <= REPEAT_TOLERANCE)
-                                                         else b / max(r, 1e-300)),
-                               "coverage90": coverage(u_mean[chosen, 1:],
-                                                      np.maximum(u_var[chosen, 1:], 1e-300),
-                                                      truth[chosen])}
-    for i, scenario in enumerate(per):
-        scenario["in_training_span"] = bool(inside[i])
-    return {"rel_l2_mean": float(rel.mean()), "rel_l2_nearest_train": float(rel_base.mean()),
-            "nearest_over_ensemble": (None if repeats
-                                      else float(rel_base.mean() / max(rel.mean(), 1e-300))),
-            "coverage90": coverage(u_mean[:, 1:], np.maximum(u_var[:, 1:], 1e-300), truth),
-            "flux_rel_l2": float(flux_rel.mean()), "by_range": by_range,
-            "solver_seconds": float(np.mean(test.solve_seconds)),
-            "surrogate_seconds": float(np.mean(surrogate_seconds)), "scenarios": per}

@@ -1,6 +1,8 @@
 """The scores of one variant's prediction of the test scenarios (docs/metrics.md):
 :func:`variant_scores` for the scalar families, :func:`flow_scores` for navier-stokes, and
-:func:`residual_by_kind`, the exactness of a variant's own rows."""
+:func:`residual_by_kind`, the exactness of a variant's own rows; and the surrogate-level
+scores of the raw ensemble (:func:`score_prediction`, against the nearest training scenario of
+:func:`nearest_training_baseline`)."""
 
 from __future__ import annotations
 
@@ -8,11 +10,14 @@ import numpy as np
 
 from hybrid.constraints.flow import wall_rows
 from hybrid.constraints.rows import StateLayout
+from hybrid.constraints.selection import within_training_span
+from hybrid.dataset import scenario_parameters
 from hybrid.mesh.control_volumes import balance_residual
 from hybrid.metrics import (coverage, crps_gaussian, gaussian_log_likelihood, mass_error, max_error,
                             mse, relative_l2, variance_floor)
 
-__all__ = ["variant_scores", "flow_scores", "residual_by_kind"]
+__all__ = ["variant_scores", "flow_scores", "residual_by_kind", "score_prediction",
+           "nearest_training_baseline", "REPEAT_TOLERANCE"]
 
 
 def variant_scores(cv, data: dict, layout: StateLayout, boundary: list, u, var, flux) -> dict:
@@ -89,3 +94,63 @@ def residual_by_kind(rows, x: np.ndarray, into: dict) -> None:
     rel = np.abs(G @ x - rows.b) / np.maximum(row_scale, 1e-300)
     for kind in np.unique(rows.kind):
         into[str(kind)] = max(into.get(str(kind), 0.0), float(rel[rows.kind == kind].max()))
+
+
+REPEAT_TOLERANCE = 1e-12   # relative L2 of the nearest training scenario below which it repeats
+                           # the test one
+
+
+def nearest_training_baseline(train: dict, test: dict) -> np.ndarray:
+    """Index of the training scenario nearest to each test scenario, in normalised
+    parameters and initial state together."""
+    p_tr, p_te = train["params"], test["params"]
+    std = p_tr.std(axis=0)
+    std = np.where(std > 0, std, 1.0)
+    u_tr, u_te = train["u"][:, 0], test["u"][:, 0]
+    dist = (((p_te[:, None, :] - p_tr[None]) / std) ** 2).sum(-1)
+    u_scale = u_tr.std()
+    if u_scale > 0:  # initial states that differ between scenarios count too
+        dist += ((u_te[:, None, :] - u_tr[None]) ** 2).mean(-1) / u_scale ** 2
+    return np.argmin(dist, axis=1)
+
+
+def score_prediction(data: dict, cv, u_mean, u_var, flux_mean, surrogate_seconds) -> dict:
+    """The surrogate-level scores of a prediction of the test scenarios (docs/metrics.md)."""
+    test, train = data.test, data.train
+    truth = test.u[:, 1:]
+    w = np.tile(cv.volume, truth.shape[-1] // cv.num_cvs)   # a velocity's components share their
+                                                            # volumes
+    rel = relative_l2(u_mean[:, 1:], truth, w)
+    nearest = nearest_training_baseline(train, test)
+    rel_base = relative_l2(train.u[nearest][:, 1:], truth, w)
+    flux_rel = relative_l2(flux_mean, test.flux, 1.0)
+    per = [{"params": scenario_parameters(test, i),
+            "rel_l2": float(rel[i]), "rel_l2_nearest_train": float(rel_base[i]),
+            "flux_rel_l2": float(flux_rel[i])}
+           for i in range(len(rel))]
+    # a test scenario whose parameters and initial state repeat a training one's has the solver's
+    # answer in the training set: there the lookup is exact and its ratio says nothing
+    repeats = bool(np.all(rel_base <= REPEAT_TOLERANCE))
+    # test parameters inside the training scenarios' span, and outside it (extrapolation), apart
+    inside = within_training_span(train.params, test.params)
+    by_range = {}
+    for label, chosen in (("in_range", inside), ("out_of_range", ~inside)):
+        if chosen.any():
+            r, b = float(rel[chosen].mean()), float(rel_base[chosen].mean())
+            by_range[label] = {"scenarios": int(chosen.sum()), "rel_l2_mean": r,
+                               "rel_l2_nearest_train": b,
+                               "nearest_over_ensemble": (None if np.all(rel_base[chosen]
+                                                                        <= REPEAT_TOLERANCE)
+                                                         else b / max(r, 1e-300)),
+                               "coverage90": coverage(u_mean[chosen, 1:],
+                                                      np.maximum(u_var[chosen, 1:], 1e-300),
+                                                      truth[chosen])}
+    for i, scenario in enumerate(per):
+        scenario["in_training_span"] = bool(inside[i])
+    return {"rel_l2_mean": float(rel.mean()), "rel_l2_nearest_train": float(rel_base.mean()),
+            "nearest_over_ensemble": (None if repeats
+                                      else float(rel_base.mean() / max(rel.mean(), 1e-300))),
+            "coverage90": coverage(u_mean[:, 1:], np.maximum(u_var[:, 1:], 1e-300), truth),
+            "flux_rel_l2": float(flux_rel.mean()), "by_range": by_range,
+            "solver_seconds": float(np.mean(test.solve_seconds)),
+            "surrogate_seconds": float(np.mean(surrogate_seconds)), "scenarios": per}
