@@ -133,26 +133,33 @@ def growth(largest: float) -> None:
             print(f"  fitted exponent ({label}, all but the smallest mesh): {slope:.2f}")
 
 
-def variance_error() -> None:
+def _interval_problem(cells: int, T: int = 20, flux_var: float = 1e-5):
+    """Per-cell + Dirichlet rows on a jittered dual interval × T intervals, and a random diagonal
+    prior (state variances about 1e-3, flux variances about ``flux_var``)."""
     from hybrid.constraints.rows import StateLayout, conservation_rows, dirichlet_rows, stack_rows
-    from hybrid.constraints.update import PINNED, GaussianUpdate
     from hybrid.mesh.control_volumes import build_control_volumes
     from hybrid.mesh.shapes import generate
 
-    problems = {"rectangle h=0.1, T=10": _problem(0.1)}
-    cv = build_control_volumes(generate({"shape": "interval", "cells": 200, "jitter": 0.3}, seed=0),
-                               "dual")
-    layout = StateLayout(cv.num_cvs, cv.num_faces, 20)
+    cv = build_control_volumes(generate({"shape": "interval", "cells": cells, "jitter": 0.3},
+                                        seed=0), "dual")
+    layout = StateLayout(cv.num_cvs, cv.num_faces, T)
     rng = np.random.default_rng(1)
     rows = stack_rows([conservation_rows(cv, layout, rng.standard_normal(cv.num_cvs)),
-                       dirichlet_rows(layout, np.array([0]), np.ones((20, 1)))])
-    for label, flux_var in (("interval 200, T=20, flux var 1e-5", 1e-5),
-                            ("interval 200, T=20, flux var 1e-8", 1e-8)):
-        states = 20 * cv.num_cvs
-        var = np.concatenate([rng.uniform(0.5, 1.5, states) * 1e-3,
-                              rng.uniform(0.5, 1.5, layout.size - states) * flux_var])
-        problems[label] = (cv, layout, rows, var, rng.standard_normal(layout.size))
-    for label, (_, layout, rows, var, _) in problems.items():
+                       dirichlet_rows(layout, np.array([0]), np.ones((T, 1)))])
+    states = T * cv.num_cvs
+    var = np.concatenate([rng.uniform(0.5, 1.5, states) * 1e-3,
+                          rng.uniform(0.5, 1.5, layout.size - states) * flux_var])
+    return layout, rows, var
+
+
+def variance_error() -> None:
+    from hybrid.constraints.update import PINNED, GaussianUpdate
+
+    problems = {"rectangle h=0.1, T=10": _problem(0.1)[1:4]}
+    for flux_var in (1e-5, 1e-8):
+        label = f"interval 200, T=20, flux var {flux_var:g}"
+        problems[label] = _interval_problem(200, 20, flux_var)
+    for label, (layout, rows, var) in problems.items():
         states = slice(0, layout.T * layout.N)
         update = GaussianUpdate(rows.G, rows.b, var, layout=layout)
         t0 = time.perf_counter()
@@ -233,23 +240,6 @@ def ranks(sizes=(0.0125, 0.008)) -> None:
         ref = means["cholesky", 1]
         diff = max(np.abs(m - ref).max() for m in means.values()) / np.abs(ref).max()
         print(f"  largest relative difference of the four means at h = {h}: {diff:.1e}")
-
-
-def _interval_problem(cells: int, T: int = 20):
-    from hybrid.constraints.rows import StateLayout, conservation_rows, dirichlet_rows, stack_rows
-    from hybrid.mesh.control_volumes import build_control_volumes
-    from hybrid.mesh.shapes import generate
-
-    cv = build_control_volumes(generate({"shape": "interval", "cells": cells, "jitter": 0.3},
-                                        seed=0), "dual")
-    layout = StateLayout(cv.num_cvs, cv.num_faces, T)
-    rng = np.random.default_rng(1)
-    rows = stack_rows([conservation_rows(cv, layout, rng.standard_normal(cv.num_cvs)),
-                       dirichlet_rows(layout, np.array([0]), np.ones((T, 1)))])
-    states = T * cv.num_cvs
-    var = np.concatenate([rng.uniform(0.5, 1.5, states) * 1e-3,
-                          rng.uniform(0.5, 1.5, layout.size - states) * 1e-5])
-    return layout, rows, var
 
 
 def packages(largest: float = 0.011) -> None:

@@ -9,7 +9,7 @@ from mpi4py import MPI
 import hybrid.stages.train as train
 from hybrid.errors import CaseError
 
-original = train._training_set
+original = train.training_set
 
 
 def failing(case, *args, **kwargs):
@@ -19,7 +19,7 @@ def failing(case, *args, **kwargs):
     return original(case, *args, **kwargs)
 
 
-train._training_set = failing
+train.training_set = failing
 
 from hybrid.cli import main  # noqa: E402
 

@@ -54,7 +54,7 @@ from hybrid.problems import problem_for
 from hybrid.validation.scores import residual_by_kind
 
 __all__ = ["requested_variants", "main_variant", "run_variants", "FRONT_SAMPLES",
-           "residual_by_kind", "read_variants", "within_training_span"]
+           "residual_by_kind", "read_variants"]
 
 FRONT_SAMPLES = 100       # posterior samples per scenario kept for the front histogram
 VARIANCE_SAMPLES = 200    # Matheron samples estimating the posterior

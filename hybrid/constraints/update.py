@@ -313,7 +313,7 @@ class UpdatePlan:
         self.wide = spatial > PCG_NEIGHBOURS   # rows of a 2-D or 3-D mesh
         if method == "auto":
             # 1-D meshes (two neighbours per row in space) factor cheaply; wider stencils fill in
-            method = "pcg" if layout is not None and spatial > PCG_NEIGHBOURS else \
+            method = "pcg" if layout is not None and self.wide else \
                 "cholesky" if rows <= DIRECT_ROWS else "cg-amg"
         if method == "pcg" and layout is None:
             raise ValueError("the time-block PCG needs the state layout")

@@ -26,7 +26,6 @@ from mpi4py import MPI
 
 from hybrid.errors import CaseError
 from hybrid.files import atomic_path, commits_together, mark_stage_done, stage_is_current
-from hybrid.metrics import coverage
 from hybrid.parallel import collective, my_indices, root_print
 from hybrid.petsc_options import UPDATE_PREFIX, petsc_options
 from hybrid.stages.solve import read_dataset
@@ -36,7 +35,7 @@ from hybrid.stages.train import run_train
 from hybrid.surrogates.members import (baseline_ensembles, chosen_members, ensemble_folders,
                                        load_members, softc_weight, wants_softc)
 from hybrid.surrogates.training_set import case_transfer
-from hybrid.surrogates.calibration import apply_scales, calibrate_on_validation
+from hybrid.surrogates.calibration import calibrate_on_validation, calibrated
 from hybrid.surrogates.ensemble import predict_ensemble
 from hybrid.validation.scores import nearest_training_baseline, score_prediction
 
@@ -87,11 +86,7 @@ def run_predict(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD,
         if comm.rank == 0:
             _check_finite_prediction(case, pred, train_dir)
     scales, validation = calibrate_on_validation(case, members, M, transfer, cv, data, comm)
-    uncalibrated = None
-    if comm.rank == 0 and scales is not None:
-        uncalibrated = coverage(pred["u_mean"][:, 1:], np.maximum(pred["u_var"][:, 1:], 1e-300),
-                                test.u[:, 1:])
-        pred = apply_scales(pred, scales)
+    pred, uncalibrated = calibrated(pred, scales, test.u)
     extra = {}   # the ensembles the case compares against, calibrated as the main one
     baseline_calibration = {}
     for b in baseline_ensembles(case):
@@ -102,14 +97,10 @@ def run_predict(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD,
                                             boon_case=boon_case)[0]
         b_scales, _ = calibrate_on_validation(case, members, M, transfer, cv, data, comm,
                                               boon_case=boon_case)
-        if comm.rank == 0 and b_scales is not None:
-            b_pred = extra[b.variant]
-            baseline_calibration[b.variant] = {
-                "variance_scales": b_scales.as_dict(),
-                "coverage90_uncalibrated": coverage(b_pred["u_mean"][:, 1:],
-                                                    np.maximum(b_pred["u_var"][:, 1:], 1e-300),
-                                                    test.u[:, 1:])}
-            extra[b.variant] = apply_scales(b_pred, b_scales)
+        extra[b.variant], before = calibrated(extra[b.variant], b_scales, test.u)
+        if b_scales is not None:
+            baseline_calibration[b.variant] = {"variance_scales": b_scales.as_dict(),
+                                               "coverage90_uncalibrated": before}
     metrics = None
     with collective(comm):   # a write that fails on rank 0 fails on every rank
         if comm.rank == 0:

@@ -39,20 +39,12 @@ from hybrid.surrogates.members import (BaselineEnsemble, ChosenMembers, autoregr
                                        wants_softc)
 from hybrid.surrogates.training import TrainingSet, save_state, train_member
 from hybrid.surrogates.training_set import case_transfer, grid_shape, training_set
-# names that lived here before the library moved out, kept importable from this module
-from hybrid.surrogates.members import SOFTC_DEFAULT_WEIGHT  # noqa: F401
-from hybrid.surrogates.training_set import CHECKPOINT_EVERY  # noqa: F401
 
 # run_train, and the library it calls re-exported under the names it had when it lived here
 __all__ = ["TRAIN_SECTIONS", "run_train", "main_penalty", "autoregressive", "selects_time",
            "check_time", "chosen_members", "ChosenMembers", "case_transfer", "grid_shape",
            "load_members", "wants_softc", "softc_weight", "BaselineEnsemble", "baseline_ensembles",
            "initial_states", "state_targets", "split_indices", "ensemble_folders"]
-
-# module globals that _train_ensemble calls through, so that a test can replace them here
-# (tests/rank_local_failure.py replaces _training_set)
-_training_set = training_set
-_plot_history = plot_history
 
 
 @commits_together
@@ -115,8 +107,8 @@ def _train_ensemble(case, out: Path, digest: str, penalty: float, label: str, pr
         shutil.rmtree(out / "checkpoints")
     comm.Barrier()
     data, cv, transfer = prepared
-    tset = _training_set(case, data, cv, transfer, penalty, bool(baseline and baseline.boon),
-                         stepping, baseline is None or baseline.padded)
+    tset = training_set(case, data, cv, transfer, penalty, bool(baseline and baseline.boon),
+                        stepping, baseline is None or baseline.padded)
     epochs = tset.settings["epochs"]
     root_print(f"train: {case.name}: {label}{M} members x up to {epochs} epochs, "
                f"grid {list(transfer.grid.shape)}, {len(tset.train_idx)} training / "
@@ -185,7 +177,7 @@ def _train_ensemble(case, out: Path, digest: str, penalty: float, label: str, pr
                 root_print(f"train: {label}member {m}: {s['epochs']} epochs, best validation "
                            f"relative L2 {s['best_validation_rel_l2']:.4f}{resumed}", comm=comm)
             if case.output["figures"]:
-                _plot_history(out, M)
+                plot_history(out, M)
             mark_stage_done(out, digest, [f"member-{m}.pt" for m in range(M)],
                             [Path(case.output_dir) / "solve"],
                             members={str(k): v for k, v in allsum.items()}, ranks=comm.size,

@@ -24,10 +24,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hybrid.metrics import coverage
 from hybrid.surrogates.data import split_indices
 from hybrid.surrogates.ensemble import predict_ensemble
 
-__all__ = ["VarianceScales", "fit_scales", "apply_scales", "calibrate_on_validation"]
+__all__ = ["VarianceScales", "fit_scales", "apply_scales", "calibrate_on_validation",
+           "calibrated"]
 
 RELATIVE_FLOOR = 1e-8   # variances below this × their block's mean are floored before the fit
 Z90 = 1.6448536269514722   # the standard normal's 95% quantile: ±Z90 holds 90%
@@ -106,3 +108,13 @@ def calibrate_on_validation(case, members: dict, M: int, transfer, cv, data, com
     scales = fit_scales(view.u, {"mean": val_pred["u_mean"], "var": val_pred["u_var"]},
                         view.flux, {"mean": val_pred["flux_mean"], "var": val_pred["flux_var"]})
     return scales, {"split": view, "pred": apply_scales(val_pred, scales)}
+
+
+def calibrated(pred, scales: VarianceScales | None, truth_u: np.ndarray):
+    """(the prediction with ``scales`` applied, the 90% coverage of ``truth_u`` (S, T+1, N) by
+    its uncalibrated variances; t = 0 is not scored); (pred, None) when ``scales`` is None."""
+    if scales is None:
+        return pred, None
+    before = coverage(pred["u_mean"][:, 1:], np.maximum(pred["u_var"][:, 1:], 1e-300),
+                      truth_u[:, 1:])
+    return apply_scales(pred, scales), before
