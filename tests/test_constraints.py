@@ -502,3 +502,41 @@ def test_defect_statistic_measures_the_prior_scale():
     assert defect_scale(np.mean(wide), calibrated) > 2.5
     assert defect_scale(0.5 * min(calibrated), calibrated) == 1.0
     assert defect_scale(10.0, []) == 1.0 and defect_scale(None, calibrated) == 1.0
+
+
+def test_free_flux_limit_is_the_limit_of_inflated_fluxes():
+    """The even prior's two-stage update (states on the rows that leave the fluxes free, then the
+    fluxes) is the λ → ∞ limit of the joint update with the fluxes' variances × λ: the gap shrinks
+    like 1/λ; every row holds; with every boundary flux known the state rows are one mass
+    balance per interval, with a free (Dirichlet) end there is none, and a flux column in three
+    rows is refused."""
+    from hybrid.constraints.freeflux import free_flux_split
+    from hybrid.constraints.selection import outside_prior
+
+    cv, layout, rows = _insulated_problem()
+    T, N = layout.T, layout.N
+    split = free_flux_split(rows.G, T * N)
+    assert split.null_vectors == T and split.states.shape[0] == T
+    rng = np.random.default_rng(1)
+    truth = GaussianUpdate(rows.G, rows.b, 1.0).mean(rng.standard_normal(layout.size))
+    var = rng.uniform(0.2, 5, layout.size) * 1e-3
+    mu = truth + rng.standard_normal(layout.size) * 0.05
+    diag, _ = outside_prior(var, layout, cv.volume)
+    first = GaussianUpdate(split.states, split.state_rhs(rows.b), diag).mean(mu)
+    limit = GaussianUpdate(split.fluxes, split.flux_rhs(rows.b, first), diag).mean(first)
+    assert np.abs(rows.G @ limit - rows.b).max() <= 1e-13 * np.abs(rows.b).max()
+    assert _state_mse(layout, limit, truth, cv.volume) <= _state_mse(layout, mu, truth, cv.volume)
+    gaps = []
+    for lam in (0.1, 10.0):   # outside_prior's fluxes are already × 10³
+        inflated = np.where(np.arange(layout.size) < T * N, 1.0, lam) * diag
+        gaps.append(np.abs(GaussianUpdate(rows.G, rows.b, inflated).mean(mu) - limit).max())
+    assert gaps[1] < 2e-2 * gaps[0]
+    # a Dirichlet end instead of a known flux there: its flux is free, no mass balance is left
+    ends = cv.boundary_faces
+    left = rows.G[:, T * N:].tocsc()[:, ends[0]].nnz
+    cells = stack_rows([conservation_rows(cv, layout, np.zeros(N)),
+                        dirichlet_rows(layout, np.array([0]), np.zeros((T, 1)))])
+    bare = free_flux_split(cells.G, T * N)
+    assert left == 2 and bare.null_vectors == 0 and bare.states.shape[0] == T
+    three = sp.vstack([rows.G, rows.G[-1:]]).tocsr()
+    assert free_flux_split(three, T * N) is None

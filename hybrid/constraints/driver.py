@@ -39,8 +39,9 @@ import h5py
 import numpy as np
 from mpi4py import MPI
 
+from hybrid.constraints.freeflux import free_flux_split
 from hybrid.constraints.problems import time_blocks
-from hybrid.constraints.rows import StateLayout
+from hybrid.constraints.rows import ConstraintRows, StateLayout
 from hybrid.constraints.selection import (OUTSIDE_INFLATION, ValidationScenario,
                                           choose_flux_inflation, defect_scale, outside_prior,
                                           within_training_span)
@@ -184,8 +185,8 @@ def _prepare(case, cv, data: dict, pred, comm: MPI.Comm, extra, validation) -> _
         (pred, extra or {}, inflation, table, references) if comm.rank == 0 else None, root=0)
     # the ensemble's variances made the main variant's validation MSE worse at every λ: then no
     # scenario uses them, and every one takes the prior of outside_prior, whose update is a
-    # volume-orthogonal projection onto rows the truth satisfies (it cannot increase the MSE but
-    # for the fluxes' finite inflation, a 1/λ effect)
+    # volume-orthogonal projection onto rows the truth satisfies in the free-flux limit
+    # (hybrid/constraints/freeflux.py): it cannot increase the MSE
     even = bool(table) and min(table.values()) >= 1.0
     # λ was chosen on validation scenarios, all inside the training parameters' span; a scenario
     # outside it is an extrapolation no validation spoke for: it takes the prior of outside_prior
@@ -209,7 +210,7 @@ def _run_variant(run: _Run, variant: str) -> dict | None:
     case, layout, test, comm = run.case, run.problem.layout, run.test, run.comm
     S, T1, N = test["u"].shape
     T, c = T1 - 1, case.constraints
-    done, phases, plans, built = {}, {}, {}, {}
+    done, phases, plans, built, splits = {}, {}, {}, {}, {}
     source = run.extra.get(variant, run.pred)
     for i in run.mine:
         t0 = time.perf_counter()
@@ -221,13 +222,21 @@ def _run_variant(run: _Run, variant: str) -> dict | None:
         mean, var, diag, U = scenario_prior(source, i, run.problem,
                                             c["covariance"] if needed else "none")
         where = "inside" if run.inside[i] and not run.even else "outside"
+        split = None
         if source is run.pred and needed:
             diag, U = (_inflate(diag, U, layout, run.inflation) if where == "inside"
                        else outside_prior(diag, layout, run.problem.state_weights, U))
+            if where == "outside" and rows is not None and variant != "hardc":
+                split = _free_split(splits, variant, rows, layout, float(c["sigma"]))
         seed = int(case.seed) * 1000 + i
         t2 = time.perf_counter()
-        m, v, post, spent, defect = _constrain(variant, rows, mean, var, diag, U, float(c["sigma"]),
-                                               run.owner, run.sub, seed, layout, run.samples, plans)
+        if split is not None:   # the even prior's free-flux limit, exactly
+            m, v, post, spent, defect = _constrain_free(variant, rows, split, mean, diag, run.owner,
+                                                        run.sub, seed, layout, run.samples, plans)
+        else:
+            m, v, post, spent, defect = _constrain(variant, rows, mean, var, diag, U,
+                                                   float(c["sigma"]), run.owner, run.sub, seed,
+                                                   layout, run.samples, plans)
         scale = defect_scale(defect, run.references.get(variant, {}).get(where))
         spent.update(rows=t1 - t0, prior=t2 - t1,
                      total=time.perf_counter() - t0 - spent.get("plan", 0.0))
@@ -428,17 +437,27 @@ def _validation_defects(case, problem, scenarios: dict, inflation: float, make=N
     for variant, group in scenarios.items():
         if not group:
             continue
-        plan, out[variant] = None, {}
+        plans, splits, out[variant] = {}, {}, {}
         try:
             for where in ("inside", "outside"):
                 q = []
                 for s in group:
-                    diag, U = (_inflate(s.var, s.U, layout, inflation) if where == "inside"
-                               else outside_prior(s.var, layout, problem.state_weights, s.U))
-                    update = (make(s.rows.G, s.rows.b, diag, U, sigma) if make is not None else
-                              GaussianUpdate(s.rows.G, s.rows.b, diag, U, sigma, plan=plan,
+                    G, b = s.rows.G, s.rows.b
+                    if where == "inside":
+                        diag, U = _inflate(s.var, s.U, layout, inflation)
+                    else:   # as the test scenarios' updates: in the free-flux limit where it is
+                            # computed, whose defect is the state rows' (none: no reference)
+                        diag, U = outside_prior(s.var, layout, problem.state_weights, s.U)
+                        split = _free_split(splits, variant, s.rows, layout, sigma)
+                        if split is not None:
+                            if not split.states.shape[0]:
+                                continue
+                            G, b = split.states, split.state_rhs(b)
+                    key = (where, G.shape)
+                    update = (make(G, b, diag, U, sigma) if make is not None else
+                              GaussianUpdate(G, b, diag, U, sigma, plan=plans.get(key),
                                              layout=layout))
-                    plan = update.plan
+                    plans[key] = update.plan
                     update.mean(s.mean)
                     q.append(update.defect)
                     update.destroy()
@@ -446,8 +465,9 @@ def _validation_defects(case, problem, scenarios: dict, inflation: float, make=N
         except ConstraintError:   # no reference where a validation update
                                   # fails: that variant is not widened
             out.pop(variant)
-        if plan is not None:
-            plan.destroy()
+        for plan in plans.values():
+            if plan is not None:
+                plan.destroy()
     return out
 
 
@@ -514,6 +534,43 @@ def _constrain(variant, rows, mean, var, diag, U, sigma, owner, comm, seed, layo
         return None, None, None, phases, defect
     drawn = np.concatenate(kept) if kept else np.zeros((0, layout.N))
     return m, np.maximum(var, 0.0), drawn, phases, defect
+
+
+def _free_split(splits: dict, variant: str, rows, layout: StateLayout, sigma: float):
+    """The :class:`~hybrid.constraints.freeflux.FreeFluxSplit` of the variant's rows (G is every
+    scenario's: built once, kept in ``splits``), or None where the limit is not computed: soft rows
+    (σ_G > 0) and flux columns shared by three rows keep the fluxes' finite inflation."""
+    if sigma:
+        return None
+    if variant not in splits or splits[variant][0] is not rows.G:
+        splits[variant] = (rows.G, free_flux_split(rows.G, layout.T * layout.N))
+    return splits[variant][1]
+
+
+def _constrain_free(variant, rows, split, mean, diag, owner, comm, seed, layout, samples: int,
+                    plans: dict):
+    """:func:`_constrain` under the even prior ``diag`` in the limit of free fluxes
+    (:mod:`hybrid.constraints.freeflux`): the states' update on the rows that leave the fluxes
+    free, which gives the state variance, the samples and the defect statistic, then the
+    fluxes' update on the rest with the states fixed."""
+    states = ConstraintRows(split.states, split.state_rhs(rows.b))
+    m, v, post, phases, defect = _constrain(variant + "/states", states if states.count else None,
+                                            mean, diag, diag, None, 0.0, owner, comm, seed, layout,
+                                            samples, plans)
+    t0 = time.perf_counter()
+    if comm.size > 1:
+        m = comm.bcast(m, root=0)
+    if split.fluxes.shape[0]:
+        fluxes = ConstraintRows(split.fluxes, split.flux_rhs(rows.b, m))
+        update, built = _update(variant + "/fluxes", fluxes, diag, None, 0.0, owner, comm, plans,
+                                layout)
+        m = update.gather(update.mean(m[update.entries]))
+        update.destroy()
+        phases["plan"] = phases.get("plan", 0.0) + built
+        phases["total_mean"] += time.perf_counter() - t0 - built
+    if comm.rank != 0:
+        return None, None, None, phases, defect
+    return m, v, post, phases, defect
 
 
 def _update(variant, rows, diag, U, sigma, owner, comm, plans: dict, layout=None):

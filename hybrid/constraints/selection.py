@@ -120,8 +120,10 @@ def outside_prior(diag: np.ndarray, layout, volume: np.ndarray, U: np.ndarray | 
 
     With the fluxes this free, the rows move the states only to fix what the exact rows pin down
     (each time's total mass where every boundary flux is known, Dirichlet values), by the
-    projection that is orthogonal in the volume-weighted norm of the MSE. Up to the fluxes'
-    finite inflation it cannot increase a scenario's state error, since the solver's states
+    projection that is orthogonal in the volume-weighted norm of the MSE. The driver takes that
+    limit exactly (:mod:`hybrid.constraints.freeflux`; the inflation stays where it cannot: soft
+    rows, and flux columns in three rows). It cannot increase a scenario's state error, since the
+    solver's states
     satisfy those rows (normal-derivative rows on values, which they satisfy only to the P1
     gradient's accuracy, are the exception). Measured on heat-boon-1d's ω = 4.5 (outside
     [2.01, 3.99]): the ensemble's own variances put the mass correction where the error already

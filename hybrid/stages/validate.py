@@ -149,17 +149,14 @@ def _prior_section(prior: dict) -> list[str]:
     if prior.get("prior_inside_training_span") == "even":
         lines += ["", "The ensemble's variances made the main variant's validation MSE worse at "
                   "every λ, so no test scenario uses them: each takes the even prior (each output "
-                  "time's state variance spread evenly over the volume, the flux variances "
-                  "multiplied by "
-                  f"{prior['flux_inflation_outside_training_span']:g}), whose update cannot "
-                  "increase its state MSE but for the fluxes' finite inflation."]
+                  "time's state variance spread evenly over the volume, the fluxes free), whose "
+                  "update cannot increase its state MSE."]
     if outside:
         lines += ["", f"{outside} test scenario(s) lie outside the training parameters' span: "
                   "their prior spreads each output time's state variance evenly over the volume "
-                  "and multiplies the flux variances by "
-                  f"{prior['flux_inflation_outside_training_span']:g}, so the update only fixes "
-                  "what the exact rows pin down (mass, Dirichlet values) by a projection that "
-                  "cannot increase their state MSE but for the fluxes' finite inflation."]
+                  "and leaves the fluxes free, so the update only fixes what the exact rows pin "
+                  "down (mass, Dirichlet values) by a projection that cannot increase their "
+                  "state MSE."]
     widened = [f for f in prior.get("defect_variance_scale") or [] if f > 1.0]
     if prior.get("defect_variance_scale") is not None:
         lines += ["", f"Defect widening: {len(widened)} of {len(prior['defect_variance_scale'])} "
