@@ -453,7 +453,7 @@ def _validation_defects(case, problem, scenarios: dict, inflation: float, make=N
                             if not split.states.shape[0]:
                                 continue
                             G, b = split.states, split.state_rhs(b)
-                    key = (where, G.shape)
+                    key = "rows" if G is s.rows.G else "states"
                     update = (make(G, b, diag, U, sigma) if make is not None else
                               GaussianUpdate(G, b, diag, U, sigma, plan=plans.get(key),
                                              layout=layout))

@@ -72,12 +72,11 @@ class FreeFluxSplit:
         return b[self.keep] - self.coupling @ x
 
 
-def _null_weights(Gf: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray] | None:
+def _null_weights(Gf: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """(weights p with pᵀ Gf = 0 where a null vector exists and 0 elsewhere, each row's component
-    label), for the rows of ``Gf`` (all with a flux entry); None when a column has three or more
-    rows."""
+    label, each component's first row, where p = 1), for the rows of ``Gf`` (all with a flux entry,
+    no stored zeros); None when a column has three or more rows."""
     C = Gf.tocsc()
-    C.eliminate_zeros()
     C.sort_indices()
     counts = np.diff(C.indptr)
     if np.any(counts > 2):
@@ -119,7 +118,7 @@ def _null_weights(Gf: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray] | None:
     single = np.flatnonzero(counts == 1)
     bad[label[C.indices[C.indptr[single]]]] = True
     p[bad[label]] = 0.0
-    return p, label
+    return p, label, first
 
 
 def free_flux_split(G: sp.csr_matrix, states: int) -> FreeFluxSplit | None:
@@ -136,10 +135,11 @@ def free_flux_split(G: sp.csr_matrix, states: int) -> FreeFluxSplit | None:
     Gphi.eliminate_zeros()
     carrying = np.flatnonzero(np.diff(Gphi.indptr) > 0)
     state_only = np.flatnonzero(np.diff(Gphi.indptr) == 0)
-    found = _null_weights(Gphi[carrying]) if carrying.size else (np.zeros(0), np.zeros(0, int))
+    found = (_null_weights(Gphi[carrying]) if carrying.size else
+             (np.zeros(0), np.zeros(0, int), np.zeros(0, int)))
     if found is None:
         return None
-    p, label = found
+    p, label, first = found
     with_null = np.unique(label[p != 0])
     # one null vector per such component: a row of H, and the component's first row is dropped
     column = np.searchsorted(with_null, label[p != 0])
@@ -149,10 +149,7 @@ def free_flux_split(G: sp.csr_matrix, states: int) -> FreeFluxSplit | None:
     combine = sp.vstack([select, P]).tocsr()
     H = (combine @ G @ on_states).tocsr()   # the null combinations' flux entries cancel: drop them
     H.eliminate_zeros()
-    first = np.full(len(with_null), -1)
-    rows_with = np.flatnonzero(p != 0)
-    first[column[::-1]] = rows_with[::-1]
-    keep = np.setdiff1d(carrying, carrying[first])
+    keep = np.setdiff1d(carrying, carrying[first[with_null]])
     kept = G[keep]
     fluxes = (kept @ on_flux).tocsr()
     fluxes.eliminate_zeros()
