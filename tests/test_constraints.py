@@ -234,6 +234,45 @@ def test_fast_update_matches_the_dense_reference(method, ensemble):
         np.testing.assert_allclose(fresh.mean(mu), upd.mean(mu), rtol=0, atol=1e-12 * scale)
 
 
+@pytest.mark.parametrize("ensemble", [False, True])
+def test_a_fixed_shape_reuses_one_factorisation(ensemble):
+    """A plan fixed on a case's prior shape (UpdatePlan.fix) updates every multiple s of it without
+    refactoring: the dense formula's mean to 1e-10 and variance to 1e-8 (an ensemble part through
+    Woodbury on the scaled factor), the variance of a diagonal prior s times the shape's, computed
+    once with the plan's seed; a prior that is not a multiple refactors and is exact too."""
+    for shape in ({"shape": "interval", "cells": 40, "jitter": 0.3},
+                  {"shape": "rectangle", "h": 0.3}):
+        cv, layout, rows, var, mu = _space_time_problem(shape, 4, 1e-4)
+        U = (np.random.default_rng(2).standard_normal((layout.size, 3)) * np.sqrt(var)[:, None]
+             if ensemble else None)
+        plan = GaussianUpdate(rows.G, rows.b, var, layout=layout).plan
+        assert plan.fix(var, seed=5)
+        scale = None
+        for s in (1.0, 3.7, 0.02):
+            Sigma = s * np.diag(var) + (U @ U.T if ensemble else 0)
+            mean_ref, cov_ref = dense_update(mu, rows.G, rows.b, Sigma, 0.0)
+            upd = GaussianUpdate(rows.G, rows.b, s * var, U, plan=plan, layout=layout)
+            assert upd.shape_scale == pytest.approx(s, rel=1e-14) and "factor" in upd.timings
+            scale = np.abs(mean_ref).max()
+            np.testing.assert_allclose(upd.mean(mu), mean_ref, rtol=0, atol=1e-10 * scale)
+            _, v, _ = upd.posterior(mu, 0, seed=s_seed(s), probes=10 ** 6)
+            np.testing.assert_allclose(v, np.diag(cov_ref), rtol=1e-8,   # pinned entries: 0
+                                       atol=1e-8 * np.diag(cov_ref).max())
+        if not ensemble:   # the shape's variance is kept: one entry, whatever the seeds
+            assert len(plan.fixed_variance) == 1
+        other = var * np.random.default_rng(3).uniform(0.5, 2.0, len(var))
+        upd = GaussianUpdate(rows.G, rows.b, other, U, plan=plan, layout=layout)
+        assert upd.shape_scale is None
+        mean_ref, _ = dense_update(mu, rows.G, rows.b,
+                                   np.diag(other) + (U @ U.T if ensemble else 0), 0.0)
+        np.testing.assert_allclose(upd.mean(mu), mean_ref, rtol=0, atol=1e-10 * scale)
+        plan.destroy()
+        assert plan.shape is None
+
+
+def s_seed(s: float) -> int:
+    return int(1000 * s)
+
 @pytest.mark.parametrize("large", [False, True])
 def test_a_pcg_that_does_not_converge_falls_back_to_another_solver(monkeypatch, large):
     """A time-block PCG short of its tolerance after PCG_MAX_ITERATIONS gives the exact answer

@@ -129,11 +129,15 @@ def _predict(case, ranks):
 def test_predict_variants_agree_at_one_and_two_ranks(tmp_path, name):
     """The real command: a tiny heat-2d pipeline (dual, Dirichlet walls) and a tiny cavity (the
     same driver, each time's rows on their own) at 1 rank and at 2 ranks with every update,
-    the validation scenarios' too, distributed over the partition."""
+    the validation scenarios' too, distributed over the partition. heat-2d takes the case-level
+    prior shape (2 validation scenarios): one factorisation serially, a distributed one per
+    scenario, the same means."""
     edits = dict(train=4, test=2,
                  surrogate={"members": "2", "epochs": "2", "grid": "16", "modes": "4", "width": "8",
-                            "layers": "2", "batch": "2"}, time={"t_end": "0.05", "outputs": "3"},
-                 constraints={"compare": '["hardc", "global", "per-cell"]'})
+                            "layers": "2", "batch": "2", "validation": "0.5"},
+                 time={"t_end": "0.05", "outputs": "3"},
+                 constraints={"compare": '["hardc", "global", "per-cell"]',
+                              "prior_shape": '"case"'})
     if name == "cavity-2d":
         edits.update(mesh={"generate": '{ shape = "rectangle", h = 0.125 }'},
                      time={"t_end": "0.15", "dt": "0.05", "outputs": "3"})
@@ -148,6 +152,9 @@ def test_predict_variants_agree_at_one_and_two_ranks(tmp_path, name):
     table1, table2 = metrics1["validation_mse_ratio"], metrics2["validation_mse_ratio"]
     assert set(table1) == set(table2) and all(abs(table1[k] - table2[k]) <= 1e-8 * abs(table1[k])
                                               for k in table1)
+    chosen = {m["prior_shape"]["chosen"] for m in (metrics1, metrics2)}
+    # the cavity's covariance is the ensemble's: no case shape
+    assert chosen == {"case" if name == "heat-2d" else "scenario"}
     assert set(mean1) == set(mean2) == {"raw", "hardc", "global", "per-cell", "per-cell+boundary"}
     for variant in mean1:
         scale = np.abs(mean1[variant]).max()

@@ -49,3 +49,40 @@ def test_a_harmful_ensemble_prior_gives_way_to_the_even_one(tmp_path, monkeypatc
     assert v[main]["mse"] != w[main]["mse"]               # and the in-range scenarios changed prior
     assert v[main]["max_balance_residual"] <= 1e-10 and v[main]["dirichlet_error"] <= 1e-12
     assert np.isfinite(v[main]["coverage90"])
+
+
+def test_a_case_level_prior_shape_scales_one_variance_and_keeps_the_rows_exact(tmp_path):
+    """prior_shape = "case": every test scenario's prior is s · diag(d₀), one factorisation for the
+    case, so two scenarios' posterior variances differ by a constant factor over every entry (s and
+    the defect widening; the exact rows intact); "scenario" keeps each scenario's own variances,
+    whose ratios vary; "auto" follows the validation comparison recorded in metrics.json."""
+    import h5py
+
+    from hybrid.constraints.selection import prefers_case_shape
+
+    results = {}
+    for setting in ("case", "scenario", "auto"):
+        case = small_case("burgers-1d", tmp_path / setting, **{
+            **TINY, "surrogate": {**TINY["surrogate"], "validation": "0.3"},   # 3 scenarios
+            "constraints": {"compare": '["raw", "per-cell"]', "prior_shape": f'"{setting}"'}})
+        metrics = _predict(case)
+        record = metrics["prior_shape"]
+        assert record["setting"] == setting
+        results[setting] = metrics
+        with h5py.File(case / "results/predict/variants.h5") as f:
+            var = f["per-cell/u_var"][:, 1:]
+        ratio = var[0] / var[1]
+        spread = ratio.max() / ratio.min() - 1
+        main = metrics["variants"]["per-cell"]
+        assert main["max_balance_residual"] <= 1e-10
+        if setting == "case":
+            assert record["chosen"] == "case" and spread < 1e-9
+        elif setting == "scenario":
+            assert record["chosen"] == "scenario" and spread > 1e-3
+        else:
+            ratios = record["validation_mse_ratio"]
+            assert record["chosen"] == ("case" if ratios["case"] <= ratios["scenario"]
+                                        else record["chosen"])
+            assert main["mse"] == results[record["chosen"]]["variants"]["per-cell"]["mse"]
+    assert prefers_case_shape(np.array([0.9, 0.8, 0.7]), np.array([0.91, 0.79, 0.72]))
+    assert not prefers_case_shape(np.array([0.9, 0.8, 0.7]), np.array([0.95, 0.86, 0.74]))

@@ -391,6 +391,14 @@ _section(
        "Widen a test scenario's constrained variances by the factor its rows' residual statistic "
        "r^T (G Sigma G^T)^-1 r / rows exceeds the largest validation scenario's (never narrower; "
        "the mean is unchanged)."),
+    _k("prior_shape", "choice", "auto",
+       "The update's prior for test scenarios inside the training span: each scenario's own "
+       "calibrated variances (scenario: G Sigma G^T factored once per scenario), or one case-level "
+       "shape, the validation scenarios' mean variances, times each scenario's overall scale "
+       "(case: factored once per case, the variance computed once); auto takes case unless "
+       "scenario does better on validation by more than a standard error. case needs sigma = 0, "
+       "covariance = \"diagonal\" and two validation scenarios (else scenario).",
+       choices=("auto", "scenario", "case")),
     _k("parallel", "choice", "auto", "Under mpirun: distribute each update over the mesh partition "
        "(partition), give each rank whole scenarios (scenarios), or choose by size (auto).",
        choices=("auto", "partition", "scenarios")),

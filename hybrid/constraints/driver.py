@@ -44,6 +44,7 @@ from hybrid.constraints.problems import time_blocks
 from hybrid.constraints.rows import ConstraintRows, StateLayout
 from hybrid.constraints.selection import (OUTSIDE_INFLATION, ValidationScenario,
                                           choose_flux_inflation, defect_scale, outside_prior,
+                                          prefers_case_shape, shape_scale, shaped_scenarios,
                                           within_training_span)
 from hybrid.constraints.update import ConstraintError, GaussianUpdate, UpdatePlan, prior_deviation
 from hybrid.constraints.variants import (ENSEMBLE_VARIANTS, VARIANTS, make_update,
@@ -129,6 +130,8 @@ class _Run:
     mine: object
     table: dict | None = None
     even: bool = False   # every test scenario takes outside_prior (see _prepare)
+    shape: np.ndarray | None = None   # the case-level prior shape, fluxes inflated (_choose_prior)
+    shape_record: dict | None = None
 
 
 def run_variants(case, cv, data: dict, pred: dict | None, out_path, comm: MPI.Comm = MPI.COMM_SELF,
@@ -155,7 +158,8 @@ def run_variants(case, cv, data: dict, pred: dict | None, out_path, comm: MPI.Co
     return scores, {"flux_inflation": run.inflation, "validation_mse_ratio": run.table,
                     "flux_inflation_outside_training_span": OUTSIDE_INFLATION,
                     "test_outside_training_span": int(np.count_nonzero(~run.inside)),
-                    "prior_inside_training_span": "even" if run.even else "ensemble"}
+                    "prior_inside_training_span": "even" if run.even else "ensemble",
+                    "prior_shape": run.shape_record}
 
 
 def _prepare(case, cv, data: dict, pred, comm: MPI.Comm, extra, validation) -> _Run:
@@ -173,16 +177,17 @@ def _prepare(case, cv, data: dict, pred, comm: MPI.Comm, extra, validation) -> _
         cv.assign_owners(*partition_owners(data["mesh"], comm))
         owner = problem.owners()
         make = _distributed_maker(owner, comm, problem.layout)
-    inflation, table, references = None, None, None
+    inflation, table, references, shape, record = None, None, None, None, None
     if partition:   # the validation scenarios' updates distributed
                     # too, as the test scenarios' will be
         validation = comm.bcast(validation if comm.rank == 0 else None, root=0)
     if partition or comm.rank == 0:
         checks = _validation_scenarios(case, problem, validation, wanted)
-        inflation, table, _ = _flux_inflation(case, problem, checks, make)
-        references = _validation_defects(case, problem, checks, inflation, make)
-    pred, extra, inflation, table, references = comm.bcast(
-        (pred, extra or {}, inflation, table, references) if comm.rank == 0 else None, root=0)
+        inflation, table, shape, record, inside = _choose_prior(case, problem, checks, make)
+        references = _validation_defects(case, problem, checks, inflation, make, inside)
+    pred, extra, inflation, table, references, shape, record = comm.bcast(
+        (pred, extra or {}, inflation, table, references, shape, record) if comm.rank == 0
+        else None, root=0)
     # the ensemble's variances made the main variant's validation MSE worse at every λ: then no
     # scenario uses them, and every one takes the prior of outside_prior, whose update is a
     # volume-orthogonal projection onto rows the truth satisfies in the free-flux limit
@@ -200,7 +205,8 @@ def _prepare(case, cv, data: dict, pred, comm: MPI.Comm, extra, validation) -> _
     run = _Run(case, cv, family, problem, test, pred, extra, inside, scenario, thresholds,
                FRONT_SAMPLES if has_front else 0,   # posterior samples serve
                                                     # the front histogram only
-               inflation, references, partition, owner, comm, sub, mine, table, even)
+               inflation, references, partition, owner, comm, sub, mine, table, even, shape,
+               record)
     return run
 
 
@@ -223,7 +229,11 @@ def _run_variant(run: _Run, variant: str) -> dict | None:
                                             c["covariance"] if needed else "none")
         where = "inside" if run.inside[i] and not run.even else "outside"
         split = None
-        if source is run.pred and needed:
+        shape = (run.shape if where == "inside" and source is run.pred and rows is not None
+                 and variant != "hardc" else None)
+        if shape is not None:   # a multiple of the case's shape: one factorisation for all
+            diag, U = shape_scale(diag, shape, layout, run.problem.state_weights) * shape, None
+        elif source is run.pred and needed:
             diag, U = (_inflate(diag, U, layout, run.inflation) if where == "inside"
                        else outside_prior(diag, layout, run.problem.state_weights, U))
             if where == "outside" and rows is not None and variant != "hardc":
@@ -236,7 +246,8 @@ def _run_variant(run: _Run, variant: str) -> dict | None:
         else:
             m, v, post, spent, defect = _constrain(variant, rows, mean, var, diag, U,
                                                    float(c["sigma"]), run.owner, run.sub, seed,
-                                                   layout, run.samples, plans)
+                                                   layout, run.samples, plans, shape,
+                                                   int(case.seed))
         scale = defect_scale(defect, run.references.get(variant, {}).get(where))
         spent.update(rows=t1 - t0, prior=t2 - t1,
                      total=time.perf_counter() - t0 - spent.get("plan", 0.0))
@@ -415,22 +426,62 @@ def _distributed_maker(owner: np.ndarray, comm: MPI.Comm, layout: StateLayout):
     return make
 
 
-def _flux_inflation(case, problem, scenarios: dict, make=None) -> tuple[float, dict, float]:
+def _flux_inflation(case, problem, scenarios: dict, make=None,
+                    per_scenario: dict | None = None) -> tuple[float, dict, float]:
     """The flux-variance inflation of the main variant chosen on its validation scenarios
-    (``make``: how to build an update, serial by default)."""
+    (``make``: how to build an update, serial by default; ``per_scenario`` receives each λ's
+    ratios)."""
     main = main_variant(case)
     if not scenarios.get(main):
         return 1.0, {}, 1.0
     return choose_flux_inflation(scenarios[main], problem.state_weights,
-                                 float(case.constraints["sigma"]), layout=problem.layout, make=make)
+                                 float(case.constraints["sigma"]), layout=problem.layout, make=make,
+                                 per_scenario=per_scenario)
 
 
-def _validation_defects(case, problem, scenarios: dict, inflation: float, make=None) -> dict:
+def _choose_prior(case, problem, checks: dict, make=None):
+    """(λ, its validation table, the case-level prior shape with the fluxes inflated by λ or None,
+    the choice's record for metrics.json, the validation scenarios under the chosen prior).
+
+    ``[constraints] prior_shape``: ``scenario`` keeps each scenario's own variances (G Σ Gᵀ
+    factored once per scenario); ``case`` gives every test scenario inside the training span the
+    prior s · diag(d₀), d₀ the mean of the validation scenarios' calibrated variances and s the
+    scenario's own overall scale (:func:`~hybrid.constraints.selection.shape_scale`), so that one
+    factorisation per case serves every scenario's mean, variance and samples; ``auto`` takes the
+    case shape unless the per-scenario variances do better on validation by more than a standard
+    error (each validation scenario's shape left out of its own mean). The shape needs an exact
+    update (σ_G = 0), the diagonal covariance and two validation scenarios."""
+    per = {}
+    inflation, table, _ = _flux_inflation(case, problem, checks, make, per)
+    c, main = case.constraints, main_variant(case)
+    record = {"setting": c["prior_shape"], "chosen": "scenario"}
+    shaped = {v: shaped_scenarios(group, problem.layout, problem.state_weights)
+              for v, group in checks.items()}
+    if c["prior_shape"] == "scenario" or float(c["sigma"]) or c["covariance"] != "diagonal" \
+            or not shaped.get(main) or inflation not in per:
+        return inflation, table, None, record, checks
+    per_case = {}
+    lam, table_case, _ = _flux_inflation(case, problem, shaped, make, per_case)
+    if lam not in per_case:
+        return inflation, table, None, record, checks
+    record.update(validation_mse_ratio={"scenario": float(per[inflation].mean()),
+                                        "case": float(per_case[lam].mean())},
+                  flux_inflation={"scenario": inflation, "case": lam})
+    if c["prior_shape"] == "auto" and not prefers_case_shape(per[inflation], per_case[lam]):
+        return inflation, table, None, record, checks
+    record["chosen"] = "case"
+    d0 = np.mean([s.var for s in checks[main]], axis=0)
+    return lam, table_case, _inflate(d0, None, problem.layout, lam)[0], record, shaped
+
+
+def _validation_defects(case, problem, scenarios: dict, inflation: float, make=None,
+                        inside: dict | None = None) -> dict:
     """{variant: {"inside" | "outside": the validation scenarios' defect statistics}}
     (:func:`~hybrid.constraints.selection.defect_scale`) of each constrained variant under the
     priors of test scenarios inside the training span (fluxes inflated by λ) and outside it
     (:func:`~hybrid.constraints.selection.outside_prior`); empty with
-    ``[constraints] defect_scale = false``."""
+    ``[constraints] defect_scale = false``. ``inside``: the validation scenarios under the inside
+    prior where it is not their own variances (the case-level shape of :func:`_choose_prior`)."""
     if not case.constraints["defect_scale"]:
         return {}
     sigma, out, layout = float(case.constraints["sigma"]), {}, problem.layout
@@ -441,7 +492,7 @@ def _validation_defects(case, problem, scenarios: dict, inflation: float, make=N
         try:
             for where in ("inside", "outside"):
                 q = []
-                for s in group:
+                for s in (inside or scenarios)[variant] if where == "inside" else group:
                     G, b = s.rows.G, s.rows.b
                     if where == "inside":
                         diag, U = _inflate(s.var, s.U, layout, inflation)
@@ -472,11 +523,13 @@ def _validation_defects(case, problem, scenarios: dict, inflation: float, make=N
 
 
 def _constrain(variant, rows, mean, var, diag, U, sigma, owner, comm, seed, layout, samples: int,
-               plans: dict):
+               plans: dict, shape: np.ndarray | None = None, case_seed: int = 0):
     """(mean of x, variance of the states, states at the report time of ``samples`` posterior
     samples) of one scenario on rank 0 (None elsewhere), the seconds of each phase of the
     update, and the update's defect statistic (None without rows). ``plans`` caches the serial
-    update's :class:`UpdatePlan` of each variant's rows."""
+    update's :class:`UpdatePlan` of each variant's rows; ``shape``, the case-level prior shape
+    that ``diag`` is a multiple of (fixed on the plan, :meth:`UpdatePlan.fix`, seeded by
+    ``case_seed``)."""
     states, final = slice(0, layout.T * layout.N), layout.u(layout.T)
 
     def prior(k: int) -> np.ndarray:
@@ -495,10 +548,11 @@ def _constrain(variant, rows, mean, var, diag, U, sigma, owner, comm, seed, layo
         post = (np.stack([m[final] + prior(k) for k in range(samples)]) if samples
                 else np.zeros((0, layout.N)))
         return m, var[states], post, phases, None
-    update, built = _update(variant, rows, diag, U, sigma, owner, comm, plans, layout)
+    update, built = _update(variant, rows, diag, U, sigma, owner, comm, plans, layout, shape,
+                            case_seed)
     if comm.size == 1:
         m, v, post = update.posterior(mean, samples, seed, entries=states)
-        phases = {**update.timings, "plan": built}
+        phases = {**update.timings, "plan": built + update.timings.get("plan", 0.0)}
         phases["total_mean"] = phases["assemble"] + phases["factor"] + phases["mean"]
         phases["mean_iterations"] = float(update.mean_iterations)
         update.destroy()
@@ -573,13 +627,15 @@ def _constrain_free(variant, rows, split, mean, diag, owner, comm, seed, layout,
     return m, v, post, phases, defect
 
 
-def _update(variant, rows, diag, U, sigma, owner, comm, plans: dict, layout=None):
+def _update(variant, rows, diag, U, sigma, owner, comm, plans: dict, layout=None, shape=None,
+            seed: int = 0):
     """(the update of a variant's rows, the seconds spent building the variant's plan here).
     Serial updates share the variant's :class:`UpdatePlan`: its first use builds it (G's
     pattern, the value map, the ordering and symbolic factorisation, :meth:`UpdatePlan.prepare`)
     on this scenario's values, timed apart as the case's once-per-variant cost, like the
-    surrogate's loading; every scenario's update then refactors numerically. Distributed
-    updates have no plan."""
+    surrogate's loading; every scenario's update then refactors numerically, or, where ``shape``
+    is given, the plan factors it once (:meth:`UpdatePlan.fix`, timed with the plan) and updates
+    of its multiples refactor nothing. Distributed updates have no plan."""
     if comm.size > 1:
         return make_update(rows, diag, U, sigma, owner, comm), 0.0
     built = 0.0
@@ -588,6 +644,11 @@ def _update(variant, rows, diag, U, sigma, owner, comm, plans: dict, layout=None
         plans[variant] = UpdatePlan(rows.G, layout=layout)
         plans[variant].prepare(diag, sigma)
         built = time.perf_counter() - t0
+    plan = plans[variant]
+    if shape is not None and plan.shape is None and plan.can_fix:
+        t0 = time.perf_counter()
+        plan.fix(shape, seed)
+        built += time.perf_counter() - t0
     update = GaussianUpdate(rows.G, rows.b, diag, U, sigma, plan=plans[variant], layout=layout)
     plans[variant] = update.plan
     return update, built

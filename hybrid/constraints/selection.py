@@ -25,7 +25,8 @@ from hybrid.constraints.update import ConstraintError, GaussianUpdate
 from hybrid.metrics import mse
 
 __all__ = ["FLUX_INFLATIONS", "OUTSIDE_INFLATION", "ValidationScenario", "choose_flux_inflation",
-           "defect_scale", "outside_prior", "within_training_span"]
+           "defect_scale", "outside_prior", "prefers_case_shape", "shape_scale",
+           "shaped_scenarios", "within_training_span"]
 
 # beyond 1e4 G Σ Gᵀ loses digits (periodic domains)
 FLUX_INFLATIONS = (1.0, 3.0, 10.0, 30.0, 100.0, 1e3, 1e4)
@@ -54,7 +55,7 @@ class ValidationScenario:
 
 def choose_flux_inflation(scenarios: list[ValidationScenario], volume: np.ndarray,
                           sigma: float = 0.0, candidates=FLUX_INFLATIONS, layout=None,
-                          make=None) -> tuple[float, dict]:
+                          make=None, per_scenario: dict | None = None) -> tuple[float, dict]:
     """The λ of ``candidates`` chosen by the validation state MSE of the constrained mean, with
     the one-standard-error rule (Breiman et al.): the largest λ, the one that leaves the states
     most as predicted, whose mean MSE ratio is within one standard error of the best's. The
@@ -64,6 +65,8 @@ def choose_flux_inflation(scenarios: list[ValidationScenario], volume: np.ndarra
     ``make(G, b, var, U, sigma, plan)`` builds each update (a serial :class:`GaussianUpdate`
     sharing one plan by default; the driver passes a distributed one under ``parallel =
     partition``, whose ``mean`` returns the whole state on every rank).
+
+    ``per_scenario``, when given, receives {λ: the validation scenarios' MSE ratios}.
 
     Returns:
         (λ, {λ: mean over validation scenarios of the MSE ratio to the unconstrained mean},
@@ -95,6 +98,8 @@ def choose_flux_inflation(scenarios: list[ValidationScenario], volume: np.ndarra
         ratios[lam] = np.array(per)
     if plan is not None:
         plan.destroy()
+    if per_scenario is not None:
+        per_scenario.update(ratios)
     if not ratios:
         return 1.0, {}, 1.0
     best = min(ratios, key=lambda lam: ratios[lam].mean())
@@ -105,6 +110,42 @@ def choose_flux_inflation(scenarios: list[ValidationScenario], volume: np.ndarra
     # the largest λ that made no validation scenario worse
     safe = [lam for lam in ratios if ratios[lam].max() <= 1.0]
     return float(chosen), table, float(max(safe) if safe else chosen)
+
+
+def shape_scale(var: np.ndarray, shape: np.ndarray, layout, volume: np.ndarray) -> float:
+    """The scalar s of a scenario's prior s · diag(shape) on a case-level shape: the ratio of the
+    scenario's volume-weighted state variances (``var``, the ensemble's) to the shape's, so that
+    the prior keeps the scenario's overall confidence and the case's pattern over entries."""
+    T, N = layout.T, layout.N
+    weigh = lambda v: float((v[:T * N].reshape(T, N) * volume).sum())
+    total = weigh(shape)
+    return weigh(var) / total if total > 0 else 1.0
+
+
+def shaped_scenarios(scenarios: list[ValidationScenario], layout,
+                     volume: np.ndarray) -> list[ValidationScenario]:
+    """The validation scenarios under a case-level prior shape, left out of their own: each one's
+    variances become s · (the mean of the other scenarios' variances), s of :func:`shape_scale`
+    (what a test scenario gets from the mean of all of them). Empty with fewer than two."""
+    if len(scenarios) < 2 or any(s.U is not None for s in scenarios):
+        return []
+    total = np.sum([s.var for s in scenarios], axis=0)
+    out = []
+    for s in scenarios:
+        shape = (total - s.var) / (len(scenarios) - 1)
+        out.append(ValidationScenario(s.rows, s.mean, shape_scale(s.var, shape, layout, volume)
+                                      * shape, None, s.flux, s.truth))
+    return out
+
+
+def prefers_case_shape(scenario_ratios: np.ndarray, case_ratios: np.ndarray) -> bool:
+    """Whether the case-level shape's validation MSE ratios (at its own λ) are within one
+    standard error of the per-scenario variances' (at theirs), paired by scenario: the
+    one-standard-error rule towards the shape, which factors G Σ Gᵀ once per case instead of once
+    per scenario."""
+    diff = np.asarray(case_ratios) - np.asarray(scenario_ratios)
+    se = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else 0.0
+    return bool(diff.mean() <= se)
 
 
 OUTSIDE_INFLATION = 1e3   # flux inflation of test scenarios outside the

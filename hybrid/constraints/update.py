@@ -320,6 +320,7 @@ class UpdatePlan:
         self.method = method
         self.direct = method != "cg-amg"
         self._solver, self._preconditioners = None, {}
+        self.shape, self._fixed, self.fixed_variance = None, None, {}
 
     def matches(self, G: sp.spmatrix) -> bool:
         """Whether ``G`` is the plan's G: the same shape, sparsity pattern and values."""
@@ -347,16 +348,60 @@ class UpdatePlan:
         if self.method == "cg-amg":   # CG + AMG keeps nothing on the plan
             solver.destroy()
 
-    def _exact(self, values: np.ndarray) -> "_CholeskySolver":
-        """The plan's Cholesky with these values (above DIRECT_ROWS rows, MUMPS under the memory
+    def _cholesky(self) -> "_CholeskySolver":
+        """A Cholesky solver on the plan's pattern (PETSc's own with nested dissection for rows of
+        2-D and 3-D meshes within NATIVE_ROWS; above DIRECT_ROWS rows, MUMPS under the memory
         limit of :func:`memory_budget_mb`: past it, a ConstraintError)."""
+        rows = self.pattern.shape[0]
+        native = self.wide and NATIVE_ROWS[0] <= rows <= NATIVE_ROWS[1]
+        return _CholeskySolver(self.pattern, solver="petsc" if native else None,
+                               limited=rows > DIRECT_ROWS)
+
+    def _exact(self, values: np.ndarray) -> "_CholeskySolver":
+        """The plan's Cholesky with these values."""
         if self._solver is None:
-            rows = self.pattern.shape[0]
-            native = self.wide and NATIVE_ROWS[0] <= rows <= NATIVE_ROWS[1]
-            self._solver = _CholeskySolver(self.pattern, solver="petsc" if native else None,
-                                           limited=rows > DIRECT_ROWS)
+            self._solver = self._cholesky()
         self._solver.factor(values)
         return self._solver
+
+    @property
+    def can_fix(self) -> bool:
+        """Whether :meth:`fix` factors (up to DIRECT_ROWS rows)."""
+        return self.pattern.shape[0] <= DIRECT_ROWS
+
+    def fix(self, shape: np.ndarray, seed: int = 0) -> bool:
+        """Factor A₀ = G diag(shape) Gᵀ once, for a case whose scenarios' priors are multiples
+        s·diag(shape) of one shape (σ_G = 0, no ensemble part): a :class:`GaussianUpdate` whose
+        variances are such a multiple solves with this factorisation divided by s instead of
+        refactoring, and its marginal variance is s times the shape's, computed once (its probes
+        seeded by ``seed``, so every rank and scenario order gets the same). False, and nothing
+        kept, above DIRECT_ROWS rows, where one factorisation can take minutes."""
+        if not self.can_fix:
+            return False
+        self.release_shape()
+        self.shape = np.broadcast_to(np.asarray(shape, np.float64), (self.G.shape[1],)).copy()
+        values = self.values(self.shape, 0.0)
+        self._fixed = self._cholesky()
+        self._fixed.factor(values)
+        self.fixed_diagonal = values[self.diagonal]
+        self.fixed_seed, self.fixed_variance = seed, {}
+        return True
+
+    def scale_of(self, var: np.ndarray) -> float | None:
+        """The scale s with ``var`` = s · the fixed shape (to 1e-12 relative), else None."""
+        if self.shape is None:
+            return None
+        k = int(np.argmax(self.shape))
+        if self.shape[k] <= 0 or var[k] <= 0:
+            return None
+        s = float(var[k] / self.shape[k])
+        return s if np.allclose(var, s * self.shape, rtol=1e-12, atol=0.0) else None
+
+    def release_shape(self) -> None:
+        """Free the fixed shape's factorisation and variance (:meth:`fix`)."""
+        if self._fixed is not None:
+            self._fixed.destroy()
+        self.shape, self._fixed, self.fixed_variance = None, None, {}
 
     def solver(self, values: np.ndarray):
         """The solver of A₀ with these values: the plan's Cholesky refactored, or CG + AMG."""
@@ -395,6 +440,7 @@ class UpdatePlan:
         for pre in self._preconditioners.values():
             pre.destroy()
         self._preconditioners = {}
+        self.release_shape()
 
 
 class _BlockPCG:
@@ -449,6 +495,17 @@ class _BlockPCG:
                     fallback.destroy()
                 self.plan.method = "cg-amg"
         return X[:, 0] if one else X
+
+
+class _ScaledSolver:
+    """Solves with s · A₀ through A₀'s factorisation (the plan's fixed shape,
+    :meth:`UpdatePlan.fix`)."""
+
+    def __init__(self, factor: "_CholeskySolver", scale: float):
+        self.factor, self.scale = factor, scale
+
+    def solve(self, r: np.ndarray, rtol: float | None = None) -> np.ndarray:
+        return self.factor.solve(r) / self.scale
 
 
 class _IterativeSolver:
@@ -539,10 +596,17 @@ class GaussianUpdate:
             raise ConstraintError("variances and sigma must be finite and >= 0")
         self.entries = np.arange(self.G.shape[1])  # every entry is this process's
                                                    # (cf. DistributedUpdate)
-        values = self.plan.values(self.var, self.sigma)
+        # a multiple of the plan's fixed shape solves with its one factorisation
+        self.shape_scale = self.plan.scale_of(self.var) if self.sigma == 0 else None
         t1 = time.perf_counter()
-        self._lu = self.plan.solver(values)
-        self._A0_diagonal = values[self.plan.diagonal]
+        if self.shape_scale is not None:
+            self._lu = _ScaledSolver(self.plan._fixed, self.shape_scale)
+            self._A0_diagonal = self.shape_scale * self.plan.fixed_diagonal
+        else:
+            values = self.plan.values(self.var, self.sigma)
+            t1 = time.perf_counter()
+            self._lu = self.plan.solver(values)
+            self._A0_diagonal = values[self.plan.diagonal]
         if self.U is not None:
             self.U = np.asarray(self.U, np.float64)
             self.W = np.asarray(self.G @ self.U)
@@ -647,8 +711,9 @@ class GaussianUpdate:
                                                 for k in range(samples)], axis=1)
         post = (xs[:, entries] + self._sigma_Gt(self.solve(r_samples), entries).T if samples
                 else xs[:, entries])
+        before = self.timings.get("plan", 0.0)
         v = self._variance(probes, seed, entries)
-        self._tick("posterior", t0)
+        self._tick("posterior", t0 + self.timings.get("plan", 0.0) - before)
         return m, v, post
 
     def _sigma_Gt(self, Y: np.ndarray, entries: slice) -> np.ndarray:
@@ -663,7 +728,23 @@ class GaussianUpdate:
     def _variance(self, probes: int, seed: int, entries: slice) -> np.ndarray:
         """diag(Σ̃)[entries]: exact when the rows are no more than ``probes``, else probed in
         rounds until the estimate's own relative RMS error is PROBE_TARGET or ``probes`` are
-        spent."""
+        spent. A multiple s of the plan's fixed shape (without an ensemble part) gets s times the
+        shape's variance, computed by the first such update with the plan's seed and kept (its
+        seconds in ``timings["plan"]``: once per case)."""
+        if self.shape_scale is None or self.U is not None:
+            return self._estimate_variance(probes, seed, entries)
+        key = (entries.start, entries.stop, probes)
+        if key not in self.plan.fixed_variance:
+            t0 = time.perf_counter()
+            v = self._estimate_variance(probes, self.plan.fixed_seed, entries) / self.shape_scale
+            self.plan.fixed_variance[key] = (v, self.probe_error, getattr(self, "probes_used", 0))
+            self.timings["plan"] = self.timings.get("plan", 0.0) + time.perf_counter() - t0
+        v, self.probe_error, self.probes_used = self.plan.fixed_variance[key]
+        self.timings["count_probes"] = float(self.probes_used)   # behind the shape's variance
+        return self.shape_scale * v
+
+    def _estimate_variance(self, probes: int, seed: int, entries: slice) -> np.ndarray:
+        """diag(Σ̃)[entries] of this update (:meth:`_variance`)."""
         if not probes or self.G.shape[0] <= probes:
             self.probe_error = np.zeros(0)
             return self.variance(exact=True)[entries]
