@@ -11,8 +11,9 @@ never gated on.
    values; factor: numeric Cholesky or the preconditioner's; mean; posterior: samples and
    variance), and as ratios: mean / inference, update / inference, solver / (inference +
    update), and the plan's seconds (built once per case and variant, as inference leaves out
-   loading the members). Targets: mean ≤ 1×, update ≤ 5× inference; solver ≥ 100× inference +
-   update.
+   loading the members; the last columns add it shared over the test scenarios, and name the
+   prior shape, whose case-level form factors once per case). Targets: mean ≤ 1×, update ≤ 5×
+   inference; solver ≥ 100× inference + update.
 2. Growth: per-cell + Dirichlet rows on dual rectangles from about 10³ to 10⁵ control volumes
    × 10 intervals, a random prediction with a diagonal covariance (state variances 1e-3, flux
    variances 1e-5): seconds of the plan (once per case and variant), and per scenario of the
@@ -46,7 +47,8 @@ PHASES = ("prior", "rows", "assemble", "factor", "mean", "posterior")
 def per_case(results: Path) -> None:
     head = f"{'case':22s} {'variant':18s} " + " ".join(f"{p:>9s}" for p in PHASES)
     print(head
-          + f" {'probes':>6s} {'mean/inf':>8s} {'upd/inf':>8s} {'sol/(inf+upd)':>13s} {'plan':>9s}")
+          + f" {'probes':>6s} {'mean/inf':>8s} {'upd/inf':>8s} {'sol/(inf+upd)':>13s} {'plan':>9s}"
+          + f" {'(upd+plan/S)/inf':>16s} {'shape':>8s}")
     for metrics_file in sorted(results.glob("cases/*/results/predict/metrics.json")):
         m = json.loads(metrics_file.read_text())
         variants = m.get("variants") or {}
@@ -56,11 +58,16 @@ def per_case(results: Path) -> None:
         v, inf, solver = variants[variant], m["surrogate_seconds"], m["solver_seconds"]
         ms = " ".join(f"{1e3 * v['update_phases'].get(p, 0.0):7.1f}ms" for p in PHASES)
         plan = v.get("plan_seconds")
+        # the plan (and a case-level shape's factorisation and variance) shared by the S test
+        # scenarios
+        amortised = (v["update_seconds"] + (plan or 0.0) / max(len(m.get("scenarios") or [1]), 1))
+        shape = (m.get("prior_shape") or {}).get("chosen", "–")
         print(f"{metrics_file.parts[-4]:22s} {variant:18s} {ms} "
               f"{v['update_phases'].get('count_probes', 0):6.0f} "
               f"{v['mean_update_seconds'] / inf:8.2f} {v['update_seconds'] / inf:8.2f} "
               f"{solver / (inf + v['update_seconds']):13.1f} "
-              f"{'–' if plan is None else f'{1e3 * plan:.1f}ms':>9s}")
+              f"{'–' if plan is None else f'{1e3 * plan:.1f}ms':>9s} "
+              f"{amortised / inf:16.2f} {shape:>8s}")
 
 
 def _problem(h: float, T: int = 10, seed: int = 0):

@@ -86,3 +86,29 @@ def test_a_case_level_prior_shape_scales_one_variance_and_keeps_the_rows_exact(t
             assert main["mse"] == results[record["chosen"]]["variants"]["per-cell"]["mse"]
     assert prefers_case_shape(np.array([0.9, 0.8, 0.7]), np.array([0.91, 0.79, 0.72]))
     assert not prefers_case_shape(np.array([0.9, 0.8, 0.7]), np.array([0.95, 0.86, 0.74]))
+
+
+def test_the_case_shape_leaves_the_free_flux_limit_of_out_of_range_scenarios_as_it_was(tmp_path):
+    """Out-of-range test scenarios keep the even prior's free-flux limit under either prior shape:
+    their states are updated on the state rows alone, and the flux stage, which takes the case
+    shape's variances (one factorisation) instead of the scenario's own, leaves the states as they
+    are. So their state means agree to round-off, and every row still holds."""
+    import h5py
+
+    means, fluxes = {}, {}
+    for setting in ("case", "scenario"):
+        case = small_case("stokes-1d", tmp_path / setting, **{
+            **TINY, "surrogate": {**TINY["surrogate"], "validation": "0.3"},
+            "constraints": {"compare": '["raw", "per-cell"]', "prior_shape": f'"{setting}"'}})
+        metrics = _predict(case)
+        assert metrics["prior_shape"]["chosen"] == setting
+        inside = np.array([s["in_training_span"] for s in metrics["scenarios"]])
+        assert inside.any() and not inside.all()
+        main = metrics["variants"]["per-cell+boundary"]
+        assert main["max_balance_residual"] <= 1e-10 and main["dirichlet_error"] <= 1e-12
+        with h5py.File(case / "results/predict/variants.h5") as f:
+            means[setting] = f["per-cell+boundary/u_mean"][~inside]
+            fluxes[setting] = f["per-cell+boundary/flux_mean"][~inside]
+    scale = np.abs(means["case"]).max()
+    assert np.abs(means["case"] - means["scenario"]).max() <= 1e-12 * scale
+    assert not np.array_equal(fluxes["case"], fluxes["scenario"])

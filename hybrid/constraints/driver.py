@@ -242,7 +242,8 @@ def _run_variant(run: _Run, variant: str) -> dict | None:
         t2 = time.perf_counter()
         if split is not None:   # the even prior's free-flux limit, exactly
             m, v, post, spent, defect = _constrain_free(variant, rows, split, mean, diag, run.owner,
-                                                        run.sub, seed, layout, run.samples, plans)
+                                                        run.sub, seed, layout, run.samples, plans,
+                                                        run.shape, int(case.seed))
         else:
             m, v, post, spent, defect = _constrain(variant, rows, mean, var, diag, U,
                                                    float(c["sigma"]), run.owner, run.sub, seed,
@@ -602,11 +603,13 @@ def _free_split(splits: dict, variant: str, rows, layout: StateLayout, sigma: fl
 
 
 def _constrain_free(variant, rows, split, mean, diag, owner, comm, seed, layout, samples: int,
-                    plans: dict):
+                    plans: dict, shape: np.ndarray | None = None, case_seed: int = 0):
     """:func:`_constrain` under the even prior ``diag`` in the limit of free fluxes
     (:mod:`hybrid.constraints.freeflux`): the states' update on the rows that leave the fluxes
     free, which gives the state variance, the samples and the defect statistic, then the
-    fluxes' update on the rest with the states fixed."""
+    fluxes' update on the rest with the states fixed. That one leaves the states as they are,
+    whatever the flux variances: with a case-level ``shape`` it takes the shape's (one
+    factorisation for every scenario) instead of the scenario's own."""
     states = ConstraintRows(split.states, split.state_rhs(rows.b))
     m, v, post, phases, defect = _constrain(variant + "/states", states if states.count else None,
                                             mean, diag, diag, None, 0.0, owner, comm, seed, layout,
@@ -616,8 +619,8 @@ def _constrain_free(variant, rows, split, mean, diag, owner, comm, seed, layout,
         m = comm.bcast(m, root=0)
     if split.fluxes.shape[0]:
         fluxes = ConstraintRows(split.fluxes, split.flux_rhs(rows.b, m))
-        update, built = _update(variant + "/fluxes", fluxes, diag, None, 0.0, owner, comm, plans,
-                                layout)
+        update, built = _update(variant + "/fluxes", fluxes, diag if shape is None else shape,
+                                None, 0.0, owner, comm, plans, layout, shape, case_seed)
         m = update.gather(update.mean(m[update.entries]))
         update.destroy()
         phases["plan"] = phases.get("plan", 0.0) + built

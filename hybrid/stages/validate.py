@@ -91,7 +91,7 @@ def _validate(case, predict_dir: Path, out: Path, ranks: int) -> tuple[str, list
                                             "flux_inflation_outside_training_span",
                                             "test_outside_training_span",
                                             "prior_inside_training_span",
-                                            "baseline_calibration")}
+                                            "baseline_calibration", "prior_shape")}
     main = (predicted.get("variants") or {}).get(main_variant(case)) or {}
     prior["defect_variance_scale"] = (main.get("defect") or {}).get("variance_scale")
     figures = []
@@ -145,6 +145,17 @@ def _prior_section(prior: dict) -> list[str]:
                           for k, v in (prior.get("validation_mse_ratio") or {}).items())
         lines += ["", f"Flux-variance inflation of the updates λ = {prior['flux_inflation']:g} "
                   f"(validation MSE of the main variant over the raw mean's: {table or '–'})."]
+    shape = prior.get("prior_shape") or {}
+    compared = shape.get("validation_mse_ratio")
+    if compared:
+        lam = shape["flux_inflation"]
+        lines += ["", f"Prior shape: {shape['chosen']} (setting {shape['setting']}). Validation "
+                  f"MSE over raw with each scenario's own variances {compared['scenario']:.3f} "
+                  f"(λ = {lam['scenario']:g}), with one case-level shape (the validation "
+                  f"scenarios' mean variances, times each scenario's scale) "
+                  f"{compared['case']:.3f} (λ = {lam['case']:g})"
+                  + ("; the case shape is factored once for every test scenario."
+                     if shape["chosen"] == "case" else ".")]
     outside = prior.get("test_outside_training_span")
     if prior.get("prior_inside_training_span") == "even":
         lines += ["", "The ensemble's variances made the main variant's validation MSE worse at "
