@@ -255,11 +255,22 @@ def test_a_fixed_shape_reuses_one_factorisation(ensemble):
             assert upd.shape_scale == pytest.approx(s, rel=1e-14) and "factor" in upd.timings
             scale = np.abs(mean_ref).max()
             np.testing.assert_allclose(upd.mean(mu), mean_ref, rtol=0, atol=1e-10 * scale)
-            _, v, _ = upd.posterior(mu, 0, seed=s_seed(s), probes=10 ** 6)
+            m, v, post = upd.posterior(mu, 2000, seed=s_seed(s), probes=10 ** 6)
             np.testing.assert_allclose(v, np.diag(cov_ref), rtol=1e-8,   # pinned entries: 0
                                        atol=1e-8 * np.diag(cov_ref).max())
-        if not ensemble:   # the shape's variance is kept: one entry, whatever the seeds
-            assert len(plan.fixed_variance) == 1
+            # posterior samples: exact rows, the posterior's spread
+            assert np.abs(rows.G @ post.T - rows.b[:, None]).max() <= 1e-9 * scale
+            spread = ((post - m) ** 2).mean(axis=0)
+            free = np.diag(cov_ref) > 1e-6 * np.diag(cov_ref).max()
+            assert abs(np.mean(spread[free] / np.diag(cov_ref)[free]) - 1) < 0.05
+            if not ensemble:   # the shape's deviations, scaled by √s: kept, not redrawn
+                deviations = (post - m) / np.sqrt(s)
+                if s != 1.0:
+                    np.testing.assert_allclose(deviations, first, rtol=1e-9, atol=1e-12)
+                first = deviations
+        if not ensemble:   # the shape's variance and samples are kept: one entry each,
+                           # whatever the seeds
+            assert len(plan.fixed_variance) == len(plan.fixed_samples) == 1
         other = var * np.random.default_rng(3).uniform(0.5, 2.0, len(var))
         upd = GaussianUpdate(rows.G, rows.b, other, U, plan=plan, layout=layout)
         assert upd.shape_scale is None

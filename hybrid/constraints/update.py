@@ -320,7 +320,7 @@ class UpdatePlan:
         self.method = method
         self.direct = method != "cg-amg"
         self._solver, self._preconditioners = None, {}
-        self.shape, self._fixed, self.fixed_variance = None, None, {}
+        self.shape, self._fixed, self.fixed_variance, self.fixed_samples = None, None, {}, {}
 
     def matches(self, G: sp.spmatrix) -> bool:
         """Whether ``G`` is the plan's G: the same shape, sparsity pattern and values."""
@@ -384,7 +384,7 @@ class UpdatePlan:
         self._fixed = self._cholesky()
         self._fixed.factor(values)
         self.fixed_diagonal = values[self.diagonal]
-        self.fixed_seed, self.fixed_variance = seed, {}
+        self.fixed_seed, self.fixed_variance, self.fixed_samples = seed, {}, {}
         return True
 
     def scale_of(self, var: np.ndarray) -> float | None:
@@ -398,10 +398,10 @@ class UpdatePlan:
         return s if np.allclose(var, s * self.shape, rtol=1e-12, atol=0.0) else None
 
     def release_shape(self) -> None:
-        """Free the fixed shape's factorisation and variance (:meth:`fix`)."""
+        """Free the fixed shape's factorisation, variance and deviations (:meth:`fix`)."""
         if self._fixed is not None:
             self._fixed.destroy()
-        self.shape, self._fixed, self.fixed_variance = None, None, {}
+        self.shape, self._fixed, self.fixed_variance, self.fixed_samples = None, None, {}, {}
 
     def solver(self, values: np.ndarray):
         """The solver of A₀ with these values: the plan's Cholesky refactored, or CG + AMG."""
@@ -704,17 +704,37 @@ class GaussianUpdate:
             self._lu = self.plan._exact(self._lu.A0.data)
             self.plan.method = "cholesky"
         entries = slice(None) if entries is None else entries
-        xs = self.prior_samples(mu, samples, seed) if samples else np.zeros((0, len(mu)))
-        r_samples = self.b[:, None] - self.G @ xs.T
-        if self.sigma and samples:
-            r_samples -= self.sigma * np.stack([normals(seed, NOISE_ROWS, k, self.G.shape[0])
-                                                for k in range(samples)], axis=1)
-        post = (xs[:, entries] + self._sigma_Gt(self.solve(r_samples), entries).T if samples
-                else xs[:, entries])
         before = self.timings.get("plan", 0.0)
+        if samples and self.shape_scale is not None and self.U is None:
+            post = m[entries] + np.sqrt(self.shape_scale) * self._shape_deviations(samples, entries)
+        else:
+            xs = self.prior_samples(mu, samples, seed) if samples else np.zeros((0, len(mu)))
+            r_samples = self.b[:, None] - self.G @ xs.T
+            if self.sigma and samples:
+                r_samples -= self.sigma * np.stack([normals(seed, NOISE_ROWS, k, self.G.shape[0])
+                                                    for k in range(samples)], axis=1)
+            post = (xs[:, entries] + self._sigma_Gt(self.solve(r_samples), entries).T if samples
+                    else xs[:, entries])
         v = self._variance(probes, seed, entries)
         self._tick("posterior", t0 + self.timings.get("plan", 0.0) - before)
         return m, v, post
+
+    def _shape_deviations(self, samples: int, entries: slice) -> np.ndarray:
+        """Posterior deviations δ_k = d_k − Σ₀ Gᵀ A₀⁻¹ G d_k, d_k ~ N(0, diag(shape)), of the
+        plan's fixed shape (samples × entries), drawn with the plan's seed once and kept: by
+        Matheron's rule μ̃ + √s δ_k are posterior samples of every multiple s of the shape (the
+        rows' right-hand side and the prior mean only move μ̃), so a scenario's samples cost one
+        addition. The same deviations serve every scenario (each scenario's samples are exact;
+        they are not independent across scenarios)."""
+        key = (entries.start, entries.stop, samples)
+        cache = self.plan.fixed_samples
+        if key not in cache:
+            t0 = time.perf_counter()
+            d = self.prior_samples(np.zeros(self.G.shape[1]), samples, self.plan.fixed_seed)
+            delta = d[:, entries] - self._sigma_Gt(self.solve(self.G @ d.T), entries).T
+            cache[key] = delta / np.sqrt(self.shape_scale)
+            self.timings["plan"] = self.timings.get("plan", 0.0) + time.perf_counter() - t0
+        return cache[key]
 
     def _sigma_Gt(self, Y: np.ndarray, entries: slice) -> np.ndarray:
         """(Σ Gᵀ Y)[entries] for Y: rows × k."""
