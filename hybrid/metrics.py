@@ -10,8 +10,9 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import ndtr
 
-__all__ = ["variance_floor", "Z90", "relative_l2", "mse", "max_error", "mass_error", "total_mass",
-           "coverage", "gaussian_log_likelihood", "crps_gaussian", "front_position", "front_error"]
+__all__ = ["variance_floor", "Z90", "coverage_scale", "relative_l2", "mse", "max_error",
+           "mass_error", "total_mass", "coverage", "gaussian_log_likelihood", "crps_gaussian",
+           "front_position", "front_error"]
 
 Z90 = 1.6448536269514722  # half-width of the central 90% interval of a standard Gaussian
 
@@ -62,6 +63,18 @@ def mass_error(pred: np.ndarray, true: np.ndarray, weight: np.ndarray) -> float:
 def coverage(mean: np.ndarray, var: np.ndarray, true: np.ndarray) -> float:
     """Fraction of values inside mean ± z₀.₉₅ σ (a calibrated model gives 0.90)."""
     return float(np.mean(np.abs(true - mean) <= Z90 * np.sqrt(np.maximum(var, 0.0))))
+
+
+def coverage_scale(truth: np.ndarray, mean: np.ndarray, var: np.ndarray,
+                   floor: float = 1e-8) -> np.ndarray:
+    """Per output time (axis 1 of (S, T, ...) arrays): the factor on ``var`` at which 90% of
+    |truth − mean| / √var fall inside ±Z90, (q₀.₉ / Z90)²; variances below ``floor`` × their mean
+    are floored first, and a scale that is not finite and positive is 1."""
+    small = floor * max(float(np.mean(var)), 1e-300)
+    z = np.abs(truth - mean) / np.sqrt(np.maximum(var, small))
+    z = np.swapaxes(z, 0, 1).reshape(z.shape[1], -1)
+    scale = (np.quantile(z, 0.9, axis=1) / Z90) ** 2
+    return np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
 
 
 def variance_floor(var: np.ndarray, relative: float = 1e-10) -> float:

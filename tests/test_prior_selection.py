@@ -75,6 +75,10 @@ def test_a_case_level_prior_shape_scales_one_variance_and_keeps_the_rows_exact(t
         spread = ratio.max() / ratio.min() - 1
         main = metrics["variants"]["per-cell"]
         assert main["max_balance_residual"] <= 1e-10
+        posterior = metrics["posterior_scales"]   # the same factors for both scenarios
+        assert posterior["variant"] == "per-cell+boundary"
+        assert len(posterior["state"]) == var.shape[1]
+        assert all(x > 0 for x in posterior["state"])
         if setting == "case":
             assert record["chosen"] == "case" and spread < 1e-9
         elif setting == "scenario":

@@ -91,7 +91,8 @@ def _validate(case, predict_dir: Path, out: Path, ranks: int) -> tuple[str, list
                                             "flux_inflation_outside_training_span",
                                             "test_outside_training_span",
                                             "prior_inside_training_span",
-                                            "baseline_calibration", "prior_shape")}
+                                            "baseline_calibration", "prior_shape",
+                                            "posterior_scales")}
     main = (predicted.get("variants") or {}).get(main_variant(case)) or {}
     prior["defect_variance_scale"] = (main.get("defect") or {}).get("variance_scale")
     figures = []
@@ -156,6 +157,12 @@ def _prior_section(prior: dict) -> list[str]:
                   f"{compared['case']:.3f} (λ = {lam['case']:g})"
                   + ("; the case shape is factored once for every test scenario."
                      if shape["chosen"] == "case" else ".")]
+    posterior = prior.get("posterior_scales")
+    if posterior:
+        lines += ["", f"The {posterior['variant']} posterior's state variances, per output time, "
+                  f"× {span(posterior['state'])} for test scenarios inside the span: the factors "
+                  "at which 90% of the validation scenarios' errors after the update fall inside "
+                  "its 90% interval."]
     outside = prior.get("test_outside_training_span")
     if prior.get("prior_inside_training_span") == "even":
         lines += ["", "The ensemble's variances made the main variant's validation MSE worse at "

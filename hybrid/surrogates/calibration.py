@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hybrid.metrics import coverage
+from hybrid.metrics import coverage, coverage_scale
 from hybrid.surrogates.data import split_indices
 from hybrid.surrogates.ensemble import predict_ensemble
 
@@ -32,7 +32,6 @@ __all__ = ["VarianceScales", "fit_scales", "apply_scales", "calibrate_on_validat
            "calibrated"]
 
 RELATIVE_FLOOR = 1e-8   # variances below this × their block's mean are floored before the fit
-Z90 = 1.6448536269514722   # the standard normal's 95% quantile: ±Z90 holds 90%
 
 
 @dataclass(frozen=True)
@@ -45,16 +44,6 @@ class VarianceScales:
     def as_dict(self) -> dict:
         """The scales as lists of floats by block (``state``, ``flux``), for ``metrics.json``."""
         return {"state": [float(v) for v in self.state], "flux": [float(v) for v in self.flux]}
-
-
-def _block_scale(truth: np.ndarray, mean: np.ndarray, var: np.ndarray) -> np.ndarray:
-    """Per output time (axis 1): the scale of var with 90% of |z| inside the 90% interval,
-    for (S, T, ...) arrays."""
-    floor = RELATIVE_FLOOR * max(float(np.mean(var)), 1e-300)
-    z = np.abs(truth - mean) / np.sqrt(np.maximum(var, floor))
-    z = np.swapaxes(z, 0, 1).reshape(z.shape[1], -1)
-    scale = (np.quantile(z, 0.9, axis=1) / Z90) ** 2
-    return np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
 
 
 def fit_scales(truth_u: np.ndarray, pred_u: dict, truth_flux: np.ndarray,
@@ -70,8 +59,11 @@ def fit_scales(truth_u: np.ndarray, pred_u: dict, truth_flux: np.ndarray,
     Returns:
         The scales, T values per block.
     """
-    return VarianceScales(_block_scale(truth_u[:, 1:], pred_u["mean"][:, 1:], pred_u["var"][:, 1:]),
-                          _block_scale(truth_flux, pred_flux["mean"], pred_flux["var"]))
+    states = coverage_scale(truth_u[:, 1:], pred_u["mean"][:, 1:], pred_u["var"][:, 1:],
+                            RELATIVE_FLOOR)
+    return VarianceScales(states,
+                          coverage_scale(truth_flux, pred_flux["mean"], pred_flux["var"],
+                                         RELATIVE_FLOOR))
 
 
 def apply_scales(pred: dict, scales: VarianceScales) -> dict:
