@@ -598,13 +598,12 @@ class GaussianUpdate:
                                                    # (cf. DistributedUpdate)
         # a multiple of the plan's fixed shape solves with its one factorisation
         self.shape_scale = self.plan.scale_of(self.var) if self.sigma == 0 else None
+        values = None if self.shape_scale is not None else self.plan.values(self.var, self.sigma)
         t1 = time.perf_counter()
-        if self.shape_scale is not None:
+        if values is None:
             self._lu = _ScaledSolver(self.plan._fixed, self.shape_scale)
             self._A0_diagonal = self.shape_scale * self.plan.fixed_diagonal
         else:
-            values = self.plan.values(self.var, self.sigma)
-            t1 = time.perf_counter()
             self._lu = self.plan.solver(values)
             self._A0_diagonal = values[self.plan.diagonal]
         if self.U is not None:
@@ -726,13 +725,18 @@ class GaussianUpdate:
         rows' right-hand side and the prior mean only move μ̃), so a scenario's samples cost one
         addition. The same deviations serve every scenario (each scenario's samples are exact;
         they are not independent across scenarios)."""
-        key = (entries.start, entries.stop, samples)
-        cache = self.plan.fixed_samples
-        if key not in cache:
-            t0 = time.perf_counter()
+        def draw():
             d = self.prior_samples(np.zeros(self.G.shape[1]), samples, self.plan.fixed_seed)
             delta = d[:, entries] - self._sigma_Gt(self.solve(self.G @ d.T), entries).T
-            cache[key] = delta / np.sqrt(self.shape_scale)
+            return delta / np.sqrt(self.shape_scale)
+        return self._kept(self.plan.fixed_samples, (entries.start, entries.stop, samples), draw)
+
+    def _kept(self, cache: dict, key, compute):
+        """``cache[key]``, computed by ``compute()`` on first use (its seconds in
+        ``timings["plan"]``: the fixed shape's once-per-case work)."""
+        if key not in cache:
+            t0 = time.perf_counter()
+            cache[key] = compute()
             self.timings["plan"] = self.timings.get("plan", 0.0) + time.perf_counter() - t0
         return cache[key]
 
@@ -753,13 +757,11 @@ class GaussianUpdate:
         seconds in ``timings["plan"]``: once per case)."""
         if self.shape_scale is None or self.U is not None:
             return self._estimate_variance(probes, seed, entries)
-        key = (entries.start, entries.stop, probes)
-        if key not in self.plan.fixed_variance:
-            t0 = time.perf_counter()
+        def estimate():
             v = self._estimate_variance(probes, self.plan.fixed_seed, entries) / self.shape_scale
-            self.plan.fixed_variance[key] = (v, self.probe_error, getattr(self, "probes_used", 0))
-            self.timings["plan"] = self.timings.get("plan", 0.0) + time.perf_counter() - t0
-        v, self.probe_error, self.probes_used = self.plan.fixed_variance[key]
+            return v, self.probe_error, getattr(self, "probes_used", 0)
+        v, self.probe_error, self.probes_used = self._kept(
+            self.plan.fixed_variance, (entries.start, entries.stop, probes), estimate)
         self.timings["count_probes"] = float(self.probes_used)   # behind the shape's variance
         return self.shape_scale * v
 
