@@ -116,3 +116,29 @@ def test_the_case_shape_leaves_the_free_flux_limit_of_out_of_range_scenarios_as_
     scale = np.abs(means["case"]).max()
     assert np.abs(means["case"] - means["scenario"]).max() <= 1e-12 * scale
     assert not np.array_equal(fluxes["case"], fluxes["scenario"])
+
+
+def test_the_training_span_reaches_the_declared_bounds_of_the_training_laws(tmp_path):
+    """A test value at the bound of the training law (k = 5 of uniform [1, 5]) lies inside what the
+    training was asked to cover, even when no training draw came within 1e-9 of it; a value past
+    the bound, or past the samples of an unbounded (normal) law, stays outside."""
+    from hybrid.case.parameters import Choice, Fixed, Normal, Uniform
+    from hybrid.constraints.selection import within_training_span
+
+    case = load_case(small_case("diffusion-1d", tmp_path))
+    case.parameters.clear()
+    case.parameters.update({"k": Uniform(1.0, 5.0), "c": Choice((0.2, 0.4, 0.3)),
+                            "s": Normal(0.0, 1.0), "f": Fixed(2.0)})
+    low, high = case.declared_span(["k", "c", "s", "f", "nu"])
+    assert np.array_equal(low[:4], [1.0, 0.2, np.nan, 2.0], equal_nan=True)
+    assert np.array_equal(high[:4], [5.0, 0.4, np.nan, 2.0], equal_nan=True)
+    assert np.isnan(low[4]) and np.isnan(high[4])     # not a declared law: samples only
+    train = np.array([[1.7, 0.3, -0.5, 2.0, 1.0], [4.2, 0.2, 0.5, 2.0, 3.0]])
+    test = np.array([[5.0, 0.4, 0.0, 2.0, 2.0],      # at the declared bounds: inside
+                     [1.0, 0.2, 0.5, 2.0, 1.0],      # at the lower bounds: inside
+                     [5.2, 0.3, 0.0, 2.0, 2.0],      # past uniform's high: outside
+                     [3.0, 0.3, 0.6, 2.0, 2.0],      # past the normal law's samples: outside
+                     [3.0, 0.3, 0.0, 2.0, 3.5]])     # past an undeclared column's samples
+    assert within_training_span(train, test, (low, high)).tolist() == [True, True, False, False,
+                                                                        False]
+    assert within_training_span(train, test).tolist() == [False, False, False, False, False]

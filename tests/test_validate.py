@@ -134,6 +134,7 @@ def test_surrogate_scores_are_also_given_inside_and_outside_the_training_span(tm
         names = list(f["train"].attrs["parameter_names"])
         low, high = (f["train/params"][:, names.index("u_star")].min(),
                      f["train/params"][:, names.index("u_star")].max())
+    low, high = min(low, 0.55), max(high, 0.7)   # the span includes the training law's bounds
     for scenario, u_star in zip(predicted["scenarios"], train_range):
         assert scenario["in_training_span"] == bool(low - 1e-9 <= u_star <= high + 1e-9)
     report = (case / "results/validate/report.md").read_text()

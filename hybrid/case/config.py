@@ -19,9 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from hybrid.case import schema
 from hybrid.case.expressions import RESERVED_NAMES, Expression, compile_expression
-from hybrid.case.parameters import Distribution, Fixed, draw_scenario, parse_distribution, split_id
+from hybrid.case.parameters import (Choice, Distribution, Fixed, Uniform, draw_scenario,
+                                    parse_distribution, split_id)
 from hybrid.case.reader import Reader, describe_value
 from hybrid.case.schema import REQUIRED, SECTIONS
 from hybrid.errors import CaseError
@@ -62,8 +65,6 @@ class BoundaryCondition:
     def dirichlet_values(self, points, t: float, params: dict):
         """The Dirichlet data at ``points`` (n, d) and time ``t``: (components, n), one row
         for a scalar value."""
-        import numpy as np
-
         exprs = self.value if isinstance(self.value, list) else [self.value]
         return np.stack([np.broadcast_to(np.asarray(e(points, t=t, params=params), float),
                                          (len(points),))
@@ -155,6 +156,21 @@ class Case:
         if split_id(split) == 1:
             laws.update(self.test_parameters)
         return laws
+
+    def declared_span(self, names: Iterable[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The training laws' bounds for the parameter columns ``names``: (low, high), NaN where
+        the law is unbounded (normal) or the column is not a declared parameter or coefficient
+        (derived ones such as ``nu`` from ``re``). Uniform gives [low, high], a choice its
+        smallest and largest value, a fixed number [value, value]."""
+        laws = self._laws("train")
+        low, high = [], []
+        for name in names:
+            law = laws.get(name)
+            bounded = isinstance(law, (Uniform, Choice, Fixed))
+            values = law.support() if bounded else [np.nan]
+            low.append(min(values))
+            high.append(max(values))
+        return np.array(low, float), np.array(high, float)
 
     def scenario(self, split: str | int, index: int) -> dict[str, float]:
         """Parameters and PDE coefficients of one scenario (see :mod:`hybrid.case.parameters`)."""

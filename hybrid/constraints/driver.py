@@ -203,7 +203,8 @@ def _prepare(case, cv, data: dict, pred, comm: MPI.Comm, extra, validation) -> _
     even = bool(table) and min(table.values()) >= 1.0
     # λ was chosen on validation scenarios, all inside the training parameters' span; a scenario
     # outside it is an extrapolation no validation spoke for: it takes the prior of outside_prior
-    inside = within_training_span(data["train"]["params"], test["params"])
+    inside = within_training_span(data["train"]["params"], test["params"],
+                                  case.declared_span(data["train"]["parameter_names"]))
     # each scenario's boundary data (and the rows the scores measure by), known mass, front level
     scenario = [problem.scenario(test, i, scored=True) for i in range(S)]
     thresholds = [family.front_threshold(case, scenario[i].params, test["u"][i, -1])

@@ -196,10 +196,21 @@ def defect_scale(defect: float | None, reference: list | None) -> float:
     return float(max(1.0, defect / ref)) if ref > 0 and np.isfinite(defect) else 1.0
 
 
-def within_training_span(train_params: np.ndarray, params: np.ndarray) -> np.ndarray:
-    """For each scenario, whether every parameter lies within the training scenarios' range."""
+def within_training_span(train_params: np.ndarray, params: np.ndarray,
+                         declared: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """For each scenario, whether every parameter lies within the training scenarios' range.
+
+    The range of a parameter is the training samples' [min, max], widened to the training law's
+    declared bounds where ``declared`` (low, high per column; NaN where the law is unbounded or
+    unknown, see :meth:`hybrid.case.config.Case.declared_span`) gives them: a test value at the
+    bound of ``uniform = [1, 5]`` is inside what training was asked to cover, even when no
+    training draw happened to land within 1e-9 of it."""
     if train_params.size == 0 or params.size == 0:
         return np.ones(len(params), bool)
     low, high = train_params.min(axis=0), train_params.max(axis=0)
+    if declared is not None:
+        d_low, d_high = (np.asarray(a, float) for a in declared)
+        low = np.where(np.isfinite(d_low), np.fmin(low, d_low), low)
+        high = np.where(np.isfinite(d_high), np.fmax(high, d_high), high)
     pad = 1e-9 * np.maximum(np.abs(high - low), 1e-300)
     return np.all((params >= low - pad) & (params <= high + pad), axis=1)

@@ -218,7 +218,8 @@ def _constrain_on_root(case, dataset: Path, prediction: Path, out: Path, digest:
     from hybrid.validation.scores import score_prediction   # validate's surrogate keys, for
                                                             # this prediction
     given = score_prediction(data, cv, pred["u_mean"], pred["u_var"],
-                             pred["flux_mean"] if fluxes else np.zeros_like(test.flux), np.zeros(S))
+                             pred["flux_mean"] if fluxes else np.zeros_like(test.flux), np.zeros(S),
+                             case.declared_span(data.train.parameter_names))
     metrics["surrogate"] = {k: given[k] for k in ("rel_l2_mean", "rel_l2_nearest_train",
                                                   "nearest_over_ensemble", "coverage90",
                                                   "flux_rel_l2", "by_range")}

@@ -115,7 +115,8 @@ def run_predict(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD,
                         for name, arr in values.items():
                             f[f"{flavour}/{name}"] = arr
             metrics = score_prediction(data, cv, pred["u_mean"], pred["u_var"], pred["flux_mean"],
-                                       surrogate_seconds)
+                                       surrogate_seconds,
+                                       case.declared_span(data.train.parameter_names))
             metrics["surrogate_time"] = chosen.time
             metrics["validation_rel_l2_by_time"] = chosen.validation
             metrics["variance_scales"] = None if scales is None else scales.as_dict()

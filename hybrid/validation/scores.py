@@ -114,8 +114,11 @@ def nearest_training_baseline(train: dict, test: dict) -> np.ndarray:
     return np.argmin(dist, axis=1)
 
 
-def score_prediction(data: dict, cv, u_mean, u_var, flux_mean, surrogate_seconds) -> dict:
-    """The surrogate-level scores of a prediction of the test scenarios (docs/metrics.md)."""
+def score_prediction(data: dict, cv, u_mean, u_var, flux_mean, surrogate_seconds,
+                     declared=None) -> dict:
+    """The surrogate-level scores of a prediction of the test scenarios (docs/metrics.md);
+    ``declared`` the training laws' bounds that widen the training span
+    (:func:`~hybrid.constraints.selection.within_training_span`)."""
     test, train = data.test, data.train
     truth = test.u[:, 1:]
     w = np.tile(cv.volume, truth.shape[-1] // cv.num_cvs)   # a velocity's components share their
@@ -132,7 +135,7 @@ def score_prediction(data: dict, cv, u_mean, u_var, flux_mean, surrogate_seconds
     # answer in the training set: there the lookup is exact and its ratio says nothing
     repeats = bool(np.all(rel_base <= REPEAT_TOLERANCE))
     # test parameters inside the training scenarios' span, and outside it (extrapolation), apart
-    inside = within_training_span(train.params, test.params)
+    inside = within_training_span(train.params, test.params, declared)
     by_range = {}
     for label, chosen in (("in_range", inside), ("out_of_range", ~inside)):
         if chosen.any():
