@@ -142,3 +142,42 @@ def test_the_training_span_reaches_the_declared_bounds_of_the_training_laws(tmp_
     assert within_training_span(train, test, (low, high)).tolist() == [True, True, False, False,
                                                                         False]
     assert within_training_span(train, test).tolist() == [False, False, False, False, False]
+
+
+def test_the_posterior_calibration_narrows_only_within_the_validation_range(tmp_path, monkeypatch):
+    """The posterior scales are fitted on the validation scenarios, drawn inside the training law:
+    a test scenario inside the training span but beyond the validation scenarios' parameters (at
+    the law's bound, k = 0.2 of uniform [0.05, 0.2]) takes only their widening (factors ≥ 1),
+    one within it the factors themselves, and one outside the span none of them."""
+    import h5py
+
+    case = small_case("stokes-1d", tmp_path, **{
+        **TINY, "surrogate": {**TINY["surrogate"], "validation": "0.3"},
+        "parameters.test": {"k": "{ choice = [0.125, 0.2, 0.25] }"}, "data": {"test": "6"},
+        "constraints": {"compare": '["raw", "per-cell"]', "defect_scale": "false"}})
+    runs, found = {}, {}
+    real_prepare, real_scales = driver._prepare, driver._posterior_scales
+
+    def prepare(*args, **kwargs):
+        run = real_prepare(*args, **kwargs)
+        found["run"] = run
+        return run
+
+    monkeypatch.setattr(driver, "_prepare", prepare)
+    for factor in (1.0, 0.5):
+        def scales(*args, factor=factor):
+            fitted = real_scales(*args)
+            return None if fitted is None else np.full_like(fitted, factor)
+        monkeypatch.setattr(driver, "_posterior_scales", scales)
+        metrics = _predict(case)
+        with h5py.File(case / "results/predict/variants.h5") as f:
+            runs[factor] = f["per-cell+boundary/u_var"][:, 1:]
+    run = found["run"]
+    inside, supported = run.inside, run.calibrated_range
+    assert (inside & supported).any() and (inside & ~supported).any() and (~inside).any()
+    assert metrics["posterior_scales"]["test_beyond_validation_range"] == int(
+        np.count_nonzero(inside & ~supported))
+    ratio = runs[0.5] / runs[1.0]
+    for i in range(len(inside)):
+        expected = 0.5 if inside[i] and supported[i] else 1.0
+        assert np.allclose(ratio[i][np.isfinite(ratio[i])], expected, rtol=1e-9), i

@@ -135,6 +135,9 @@ class _Run:
     shape: np.ndarray | None = None   # the case-level prior shape, fluxes inflated (_choose_prior)
     shape_record: dict | None = None
     posterior_scale: np.ndarray | None = None   # per output time (_posterior_scales)
+    # per test scenario, whether its parameters lie within the validation scenarios' own range,
+    # where the posterior scales were fitted; beyond it they may widen, never narrow
+    calibrated_range: np.ndarray | None = None
     main: str = ""
 
 
@@ -165,7 +168,9 @@ def run_variants(case, cv, data: dict, pred: dict | None, out_path, comm: MPI.Co
                     "prior_inside_training_span": "even" if run.even else "ensemble",
                     "prior_shape": run.shape_record,
                     "posterior_scales": None if run.posterior_scale is None else
-                    {"variant": run.main, "state": [float(x) for x in run.posterior_scale]}}
+                    {"variant": run.main, "state": [float(x) for x in run.posterior_scale],
+                     "test_beyond_validation_range": int(np.count_nonzero(
+                         run.inside & ~run.calibrated_range))}}
 
 
 def _prepare(case, cv, data: dict, pred, comm: MPI.Comm, extra, validation) -> _Run:
@@ -193,6 +198,9 @@ def _prepare(case, cv, data: dict, pred, comm: MPI.Comm, extra, validation) -> _
         references = _validation_defects(case, problem, checks, inflation, make, inside)
         calibration = _posterior_scales(case, problem, inside.get(main_variant(case)) or [],
                                         inflation)
+        if calibration is not None:
+            calibration = (calibration, within_training_span(validation["split"]["params"],
+                                                             test["params"]))
     pred, extra, inflation, table, references, shape, record, calibration = comm.bcast(
         (pred, extra or {}, inflation, table, references, shape, record, calibration)
         if comm.rank == 0 else None, root=0)
@@ -215,7 +223,7 @@ def _prepare(case, cv, data: dict, pred, comm: MPI.Comm, extra, validation) -> _
                FRONT_SAMPLES if has_front else 0,   # posterior samples serve
                                                     # the front histogram only
                inflation, references, partition, owner, comm, sub, mine, table, even, shape,
-               record, calibration, main_variant(case))
+               record, *(calibration or (None, None)), main_variant(case))
     return run
 
 
@@ -269,6 +277,8 @@ def _run_variant(run: _Run, variant: str) -> dict | None:
             # the main variant's posterior calibrated on validation (scenarios inside the span)
             calibrated = (run.posterior_scale if where == "inside" and variant == run.main
                           and source is run.pred else None)
+            if calibrated is not None and not run.calibrated_range[i]:
+                calibrated = np.maximum(calibrated, 1.0)
             times = np.ones(T) if calibrated is None else calibrated
             uv = v.reshape(T, N) * scale * times[:, None]
             if scale * times[-1] != 1.0:   # the samples widen about the mean as the variance does
