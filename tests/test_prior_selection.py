@@ -148,7 +148,8 @@ def test_the_posterior_calibration_narrows_only_within_the_validation_range(tmp_
     """The posterior scales are fitted on the validation scenarios, drawn inside the training law:
     a test scenario inside the training span but beyond the validation scenarios' parameters (at
     the law's bound, k = 0.2 of uniform [0.05, 0.2]) takes only their widening (factors ≥ 1),
-    one within it the factors themselves, and one outside the span none of them."""
+    one within it the factors themselves, and one outside the span (fitted under the prior of
+    outside_prior) again only their widening."""
     import h5py
 
     case = small_case("stokes-1d", tmp_path, **{
@@ -176,7 +177,9 @@ def test_the_posterior_calibration_narrows_only_within_the_validation_range(tmp_
     inside, supported = run.inside, run.calibrated_range
     assert (inside & supported).any() and (inside & ~supported).any() and (~inside).any()
     assert metrics["posterior_scales"]["test_beyond_validation_range"] == int(
-        np.count_nonzero(inside & ~supported))
+        np.count_nonzero(~supported))
+    fitted = metrics["posterior_scales"]
+    assert len(fitted["state"]) == len(fitted["state_outside"]) == runs[1.0].shape[1]
     ratio = runs[0.5] / runs[1.0]
     for i in range(len(inside)):
         expected = 0.5 if inside[i] and supported[i] else 1.0

@@ -134,7 +134,8 @@ class _Run:
     even: bool = False   # every test scenario takes outside_prior (see _prepare)
     shape: np.ndarray | None = None   # the case-level prior shape, fluxes inflated (_choose_prior)
     shape_record: dict | None = None
-    posterior_scale: np.ndarray | None = None   # per output time (_posterior_scales)
+    posterior_scale: np.ndarray | None = None   # per output time (_posterior_scales), inside
+    posterior_scale_outside: np.ndarray | None = None   # and under the prior of those outside
     # per test scenario, whether its parameters lie within the validation scenarios' own range,
     # where the posterior scales were fitted; beyond it they may widen, never narrow
     calibrated_range: np.ndarray | None = None
@@ -167,10 +168,15 @@ def run_variants(case, cv, data: dict, pred: dict | None, out_path, comm: MPI.Co
                     "test_outside_training_span": int(np.count_nonzero(~run.inside)),
                     "prior_inside_training_span": "even" if run.even else "ensemble",
                     "prior_shape": run.shape_record,
-                    "posterior_scales": None if run.posterior_scale is None else
-                    {"variant": run.main, "state": [float(x) for x in run.posterior_scale],
+                    "posterior_scales": None if run.posterior_scale is None and
+                    run.posterior_scale_outside is None else
+                    {"variant": run.main,
+                     "state": None if run.posterior_scale is None else
+                     [float(x) for x in run.posterior_scale],
+                     "state_outside": None if run.posterior_scale_outside is None else
+                     [float(x) for x in run.posterior_scale_outside],
                      "test_beyond_validation_range": int(np.count_nonzero(
-                         run.inside & ~run.calibrated_range))}}
+                         ~run.calibrated_range))}}
 
 
 def _prepare(case, cv, data: dict, pred, comm: MPI.Comm, extra, validation) -> _Run:
@@ -189,6 +195,10 @@ def _prepare(case, cv, data: dict, pred, comm: MPI.Comm, extra, validation) -> _
         owner = problem.owners()
         make = _distributed_maker(owner, comm, problem.layout)
     inflation, table, references, shape, record, calibration = (None,) * 6
+    # λ was chosen on validation scenarios, all inside the training parameters' span; a scenario
+    # outside it is an extrapolation no validation spoke for: it takes the prior of outside_prior
+    in_span = within_training_span(data["train"]["params"], test["params"],
+                                   case.declared_span(data["train"]["parameter_names"]))
     if partition:   # the validation scenarios' updates distributed
                     # too, as the test scenarios' will be
         validation = comm.bcast(validation if comm.rank == 0 else None, root=0)
@@ -196,11 +206,13 @@ def _prepare(case, cv, data: dict, pred, comm: MPI.Comm, extra, validation) -> _
         checks = _validation_scenarios(case, problem, validation, wanted)
         inflation, table, shape, record, inside = _choose_prior(case, problem, checks, make)
         references = _validation_defects(case, problem, checks, inflation, make, inside)
-        calibration = _posterior_scales(case, problem, inside.get(main_variant(case)) or [],
-                                        inflation)
-        if calibration is not None:
-            calibration = (calibration, within_training_span(validation["split"]["params"],
-                                                             test["params"]))
+        main = main_variant(case)
+        calibration = (_posterior_scales(case, problem, inside.get(main) or [], inflation),
+                       _posterior_scales(case, problem, checks.get(main) or [], None, main)
+                       if not np.all(in_span) or (table and min(table.values()) >= 1.0)
+                       else None,
+                       np.ones(S, bool) if validation is None else
+                       within_training_span(validation["split"]["params"], test["params"]))
     pred, extra, inflation, table, references, shape, record, calibration = comm.bcast(
         (pred, extra or {}, inflation, table, references, shape, record, calibration)
         if comm.rank == 0 else None, root=0)
@@ -209,10 +221,7 @@ def _prepare(case, cv, data: dict, pred, comm: MPI.Comm, extra, validation) -> _
     # volume-orthogonal projection onto rows the truth satisfies in the free-flux limit
     # (hybrid/constraints/freeflux.py): it cannot increase the MSE
     even = bool(table) and min(table.values()) >= 1.0
-    # λ was chosen on validation scenarios, all inside the training parameters' span; a scenario
-    # outside it is an extrapolation no validation spoke for: it takes the prior of outside_prior
-    inside = within_training_span(data["train"]["params"], test["params"],
-                                  case.declared_span(data["train"]["parameter_names"]))
+    inside = in_span
     # each scenario's boundary data (and the rows the scores measure by), known mass, front level
     scenario = [problem.scenario(test, i, scored=True) for i in range(S)]
     thresholds = [family.front_threshold(case, scenario[i].params, test["u"][i, -1])
@@ -223,7 +232,7 @@ def _prepare(case, cv, data: dict, pred, comm: MPI.Comm, extra, validation) -> _
                FRONT_SAMPLES if has_front else 0,   # posterior samples serve
                                                     # the front histogram only
                inflation, references, partition, owner, comm, sub, mine, table, even, shape,
-               record, *(calibration or (None, None)), main_variant(case))
+               record, *(calibration or (None, None, None)), main_variant(case))
     return run
 
 
@@ -275,8 +284,9 @@ def _run_variant(run: _Run, variant: str) -> dict | None:
         if run.sub.rank == 0:
             um, fm = layout.unpack(m)
             # the main variant's posterior calibrated on validation (scenarios inside the span)
-            calibrated = (run.posterior_scale if where == "inside" and variant == run.main
-                          and source is run.pred else None)
+            calibrated = (None if variant != run.main or source is not run.pred else
+                          run.posterior_scale if where == "inside" else
+                          run.posterior_scale_outside)
             if calibrated is not None and not run.calibrated_range[i]:
                 calibrated = np.maximum(calibrated, 1.0)
             times = np.ones(T) if calibrated is None else calibrated
@@ -498,12 +508,16 @@ def _choose_prior(case, problem, checks: dict, make=None):
     return lam, table_case, _inflate(d0, None, problem.layout, lam)[0], record, shaped
 
 
-def _posterior_scales(case, problem, group: list, inflation: float) -> np.ndarray | None:
+def _posterior_scales(case, problem, group: list, inflation: float | None,
+                      variant: str = "") -> np.ndarray | None:
     """Per output time, the factor on the main variant's posterior state variance at which 90% of
     the validation scenarios' errors after the update fall inside its 90% interval
     (:func:`~hybrid.metrics.coverage_scale`, as the ensemble's own calibration), under the prior
-    of test scenarios inside the span (``group``: the validation scenarios under it). The update
-    moves both the error and the variance, so a calibrated prior does not make a calibrated
+    of test scenarios inside the span (``group``: the validation scenarios under it, fluxes
+    inflated by ``inflation``), or with ``inflation`` None under the prior of those outside it
+    (:func:`~hybrid.constraints.selection.outside_prior`, in the free-flux limit where the test
+    scenarios' updates take it; ``group`` the validation scenarios with their own variances). The
+    update moves both the error and the variance, so a calibrated prior does not make a calibrated
     posterior (measured: 0.97 coverage on burgers-1d with the case shape). None with
     ``[constraints] calibrate = false``, fewer than two validation scenarios, or above
     DIRECT_ROWS rows: each rank computes it serially, alike, so no rank count changes it."""
@@ -511,21 +525,34 @@ def _posterior_scales(case, problem, group: list, inflation: float) -> np.ndarra
     if not case.constraints["calibrate"] or len(group) < 2 or \
             group[0].rows.G.shape[0] > DIRECT_ROWS:
         return None
-    states, plan, found = slice(0, layout.T * layout.N), None, []
+    sigma = float(case.constraints["sigma"])
+    states, plans, splits, found = slice(0, layout.T * layout.N), {}, {}, []
     try:
         for k, s in enumerate(group):
-            diag, U = _inflate(s.var, s.U, layout, inflation)
-            update = GaussianUpdate(s.rows.G, s.rows.b, diag, U, float(case.constraints["sigma"]),
-                                    plan=plan, layout=layout)
-            plan = update.plan
-            m, v, _ = update.posterior(s.mean, 0, int(case.seed) * 1000 + 500 + k, entries=states)
-            update.destroy()
+            G, b, key = s.rows.G, s.rows.b, "rows"
+            if inflation is not None:
+                diag, U = _inflate(s.var, s.U, layout, inflation)
+            else:
+                diag, U = outside_prior(s.var, layout, problem.state_weights, s.U)
+                split = _free_split(splits, variant, s.rows, layout, sigma)
+                if split is not None:   # the states' update on the rows that leave fluxes free
+                    G, b, U, key = split.states, split.state_rhs(s.rows.b), None, "states"
+            if G.shape[0]:
+                update = GaussianUpdate(G, b, diag, U, sigma if key == "rows" else 0.0,
+                                        plan=plans.get(key), layout=layout)
+                plans[key] = update.plan
+                m, v, _ = update.posterior(s.mean, 0, int(case.seed) * 1000 + 500 + k,
+                                           entries=states)
+                update.destroy()
+            else:   # no row moves the states: the prior's
+                m, v = s.mean, diag[states]
             found.append((s.truth, m[states].reshape(s.truth.shape), v.reshape(s.truth.shape)))
     except ConstraintError:
         return None
     finally:
-        if plan is not None:
-            plan.destroy()
+        for plan in plans.values():
+            if plan is not None:
+                plan.destroy()
     truth, mean, var = (np.array(a) for a in zip(*found))
     return coverage_scale(truth, mean, var)
 
