@@ -209,8 +209,7 @@ def _prepare(case, cv, data: dict, pred, comm: MPI.Comm, extra, validation) -> _
         main = main_variant(case)
         calibration = (_posterior_scales(case, problem, inside.get(main) or [], inflation),
                        _posterior_scales(case, problem, checks.get(main) or [], None, main)
-                       if not np.all(in_span) or (table and min(table.values()) >= 1.0)
-                       else None,
+                       if not np.all(in_span) or _rejected(table) else None,
                        np.ones(S, bool) if validation is None else
                        within_training_span(validation["split"]["params"], test["params"]))
     pred, extra, inflation, table, references, shape, record, calibration = comm.bcast(
@@ -220,7 +219,7 @@ def _prepare(case, cv, data: dict, pred, comm: MPI.Comm, extra, validation) -> _
     # scenario uses them, and every one takes the prior of outside_prior, whose update is a
     # volume-orthogonal projection onto rows the truth satisfies in the free-flux limit
     # (hybrid/constraints/freeflux.py): it cannot increase the MSE
-    even = bool(table) and min(table.values()) >= 1.0
+    even = _rejected(table)
     inside = in_span
     # each scenario's boundary data (and the rows the scores measure by), known mass, front level
     scenario = [problem.scenario(test, i, scored=True) for i in range(S)]
@@ -234,6 +233,12 @@ def _prepare(case, cv, data: dict, pred, comm: MPI.Comm, extra, validation) -> _
                inflation, references, partition, owner, comm, sub, mine, table, even, shape,
                record, *(calibration or (None, None, None)), main_variant(case))
     return run
+
+
+def _rejected(table: dict | None) -> bool:
+    """Whether the ensemble's variances made the main variant's validation MSE worse at every λ
+    of ``table`` (then every test scenario takes the prior of outside_prior)."""
+    return bool(table) and min(table.values()) >= 1.0
 
 
 def _run_variant(run: _Run, variant: str) -> dict | None:
@@ -283,7 +288,7 @@ def _run_variant(run: _Run, variant: str) -> dict | None:
             phases[phase] = phases.get(phase, 0.0) + seconds_spent
         if run.sub.rank == 0:
             um, fm = layout.unpack(m)
-            # the main variant's posterior calibrated on validation (scenarios inside the span)
+            # the main variant's posterior calibrated on validation, under the scenario's prior
             calibrated = (None if variant != run.main or source is not run.pred else
                           run.posterior_scale if where == "inside" else
                           run.posterior_scale_outside)
