@@ -20,7 +20,7 @@ from hybrid.constraints.rows import (ConstraintRows, StateLayout, boundary_flux_
 from hybrid.constraints.update import GaussianUpdate
 from hybrid.mesh.control_volumes import ControlVolumes
 
-__all__ = ["VARIANTS", "variant_rows", "variant_rhs", "known_mass_rows", "stefan_mass",
+__all__ = ["LOW_RANK", "VARIANTS", "variant_rows", "variant_rhs", "known_mass_rows", "stefan_mass",
            "boundary_rows", "prediction_covariance", "make_update"]
 
 VARIANTS = ("raw", "hardc", "softc", "boon", "unpadded", "global", "per-cell", "per-cell+boundary",
@@ -177,13 +177,16 @@ def variant_rhs(variant: str, cv, layout, u0, source, boundary: ConstraintRows,
     return np.concatenate(parts)
 
 
+LOW_RANK = ("ensemble", "ensemble+diagonal")   # the [constraints] covariance settings with U
+
+
 def prediction_covariance(var: np.ndarray, deviations: np.ndarray | None,
                           covariance: str) -> tuple[np.ndarray, np.ndarray | None]:
     """(diagonal, U) of the prediction's covariance diag + U Uᵀ from the ensemble: the
     per-entry variance, or the members' deviations / √(M − 1) over a variance floor."""
     floor = VARIANCE_FLOOR * max(float(var.mean()), 1e-300)
     diag, U = np.maximum(var, floor), None
-    if covariance in ("ensemble", "ensemble+diagonal") and deviations is not None:
+    if covariance in LOW_RANK and deviations is not None:
         M = deviations.shape[0]
         U = deviations.T / np.sqrt(max(M - 1, 1))
         if covariance == "ensemble":
