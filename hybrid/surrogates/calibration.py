@@ -94,7 +94,7 @@ def calibrate_on_validation(case, members: dict, M: int, transfer, cv, data, com
         return None, None
     view = data.train.take(val_idx)
     val_pred, _ = predict_ensemble(members, M, transfer, cv, data.with_splits(test=view), comm,
-                                   boon_case=boon_case)
+                                   boon_case=boon_case, warm=False)
     if comm.rank != 0:
         return None, None
     scales = fit_scales(view.u, {"mean": val_pred["u_mean"], "var": val_pred["u_var"]},
