@@ -257,6 +257,7 @@ class UpdatePlan:
 
     def __init__(self, G: sp.csr_matrix, direct: bool | None = None, layout=None,
                  method: str = "auto"):
+        self._given = G   # the matrix as passed: the same object matches without a comparison
         G = sp.csr_matrix(G, dtype=np.float64)
         G.sort_indices()
         self.G = G
@@ -323,7 +324,10 @@ class UpdatePlan:
         self.shape, self._fixed, self.fixed_variance, self.fixed_samples = None, None, {}, {}
 
     def matches(self, G: sp.spmatrix) -> bool:
-        """Whether ``G`` is the plan's G: the same shape, sparsity pattern and values."""
+        """Whether ``G`` is the plan's G: the same shape, sparsity pattern and values (the
+        object the plan was built from, or its copy, is taken as unchanged)."""
+        if G is self._given or G is self.G:
+            return True
         G = sp.csr_matrix(G, dtype=np.float64)
         G.sort_indices()
         return (G.shape == self.G.shape and G.nnz == self.G.nnz
@@ -634,7 +638,7 @@ class GaussianUpdate:
 
     def _apply_A(self, y: np.ndarray) -> np.ndarray:
         """A y = G Σ Gᵀ y + σ_G² y, without forming A."""
-        return self.G @ self.sigma_times(self.G.T @ y) + self.sigma ** 2 * y
+        return self.G @ self.sigma_times(self.plan.GT @ y) + self.sigma ** 2 * y
 
     def mean(self, mu: np.ndarray) -> np.ndarray:
         """μ̃ = μ − Σ Gᵀ A⁻¹ (G μ − b), with iterative refinement of the solve (G μ̃ − b is
@@ -644,20 +648,26 @@ class GaussianUpdate:
         t0 = time.perf_counter()
         r = self.G @ mu - self.b
         y = self.solve(r)
+        target, before = 1e-14 * np.abs(r).max(), np.inf
         for _ in range(REFINEMENT_STEPS):   # iterative refinement: A can be
                                             # ill-conditioned (inflated fluxes)
             left = r - self._apply_A(y)
-            if np.abs(left).max() <= 1e-14 * np.abs(r).max():
+            size = np.abs(left).max()
+            if size > before:   # the last correction made it worse: round-off, undo it
+                y = kept
                 break
-            y += self.solve(left)
-        out = mu - self.sigma_times(self.G.T @ y)
+            if size <= target or size > 0.5 * before:   # done, or stalled at round-off
+                break
+            kept, before = y, size
+            y = y + self.solve(left)
+        out = mu - self.sigma_times(self.plan.GT @ y)
         self.defect = float(r @ y) / max(len(r), 1)
         if self.sigma == 0:   # Σ Gᵀ y's round-off (large with inflated
                               # fluxes) left in G μ̃ − b: project it out once
             scale = max(np.abs(r).max(), np.abs(self.b).max(), 1e-300)
             left = self.residual(out)
             if np.abs(left).max() > 1e-15 * scale:
-                out -= self.sigma_times(self.G.T @ self.solve(left))
+                out -= self.sigma_times(self.plan.GT @ self.solve(left))
                 left = self.residual(out)
         self._tick("mean", t0)
         self.mean_iterations = getattr(self._lu, "iterations", 0)
@@ -675,7 +685,7 @@ class GaussianUpdate:
         if self.sigma:
             r -= self.sigma * np.stack([normals(seed, NOISE_ROWS, k, self.G.shape[0])
                                         for k in range(xs.shape[0])], axis=1)
-        return xs + self.sigma_times(self.G.T @ self.solve(r)).T
+        return xs + self.sigma_times(self.plan.GT @ self.solve(r)).T
 
     def prior_samples(self, mu: np.ndarray, count: int, seed: int) -> np.ndarray:
         """Samples of N(μ, diag(var) + U Uᵀ), shape (count, n); sample k depends only on
