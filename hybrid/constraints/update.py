@@ -648,7 +648,7 @@ class GaussianUpdate:
         t0 = time.perf_counter()
         r = self.G @ mu - self.b
         y = self.solve(r)
-        target, before = 1e-14 * np.abs(r).max(), np.inf
+        target, before, kept = 1e-14 * np.abs(r).max(), np.inf, y
         for _ in range(REFINEMENT_STEPS):   # iterative refinement: A can be
                                             # ill-conditioned (inflated fluxes)
             left = r - self._apply_A(y)
