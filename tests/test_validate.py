@@ -159,3 +159,22 @@ def test_the_report_says_why_cell_centred_volumes_have_no_dirichlet_column(tmp_p
     toml.write_text(toml.read_text().replace('type = "dirichlet"\nvalue = "1"',
                                              'type = "neumann"\nflux = "-1"'))
     assert _cell_centred_dirichlet(load_case(toml.parent)) == []
+
+
+def test_the_report_names_both_posterior_calibrations_and_the_scenarios_beyond_validation():
+    """The prior section gives the posterior factors under each prior, and says how many test
+    scenarios lie beyond the validation parameters (where the factors never narrow)."""
+    from hybrid.stages.validate import _prior_section
+
+    prior = {"variance_scales": {"state": [1.0, 2.0], "flux": [0.5, 0.7]},
+             "coverage90_uncalibrated": 0.8, "flux_inflation": 3.0,
+             "posterior_scales": {"variant": "per-cell+boundary", "state": [0.25, 0.75],
+                                  "state_outside": [0.5, 0.6], "test_beyond_validation_range": 4}}
+    text = "\n".join(_prior_section(prior))
+    assert "× 0.25–0.75 under the prior of test scenarios inside the span" in text
+    assert "× 0.5–0.6 under the prior of test scenarios outside it" in text
+    assert "4 test scenario(s) lie beyond the validation scenarios' parameters" in text
+    del prior["posterior_scales"]["state_outside"]
+    prior["posterior_scales"]["test_beyond_validation_range"] = 0
+    text = "\n".join(_prior_section(prior))
+    assert "outside it" not in text and "beyond the validation" not in text

@@ -159,10 +159,17 @@ def _prior_section(prior: dict) -> list[str]:
                      if shape["chosen"] == "case" else ".")]
     posterior = prior.get("posterior_scales")
     if posterior:
+        factors = [f"× {span(posterior[key])} under the prior of test scenarios {where}"
+                   for key, where in (("state", "inside the span"),
+                                      ("state_outside", "outside it"))
+                   if posterior.get(key)]
+        beyond = posterior.get("test_beyond_validation_range")
         lines += ["", f"The {posterior['variant']} posterior's state variances, per output time, "
-                  f"× {span(posterior['state'])} for test scenarios inside the span: the factors "
-                  "at which 90% of the validation scenarios' errors after the update fall inside "
-                  "its 90% interval."]
+                  f"{' and '.join(factors)}: the factors at which 90% of the validation "
+                  "scenarios' errors after the update fall inside its 90% interval."
+                  + (f" {beyond} test scenario(s) lie beyond the validation scenarios' parameters"
+                     " and take the factors only where they widen (never below 1)."
+                     if beyond else "")]
     outside = prior.get("test_outside_training_span")
     if prior.get("prior_inside_training_span") == "even":
         lines += ["", "The ensemble's variances made the main variant's validation MSE worse at "
