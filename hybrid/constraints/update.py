@@ -49,6 +49,7 @@ NATIVE_ROWS = (2000, 20000)  # the plan's Cholesky of rows on 2-D and 3-D meshes
 # CHOLMOD and MUMPS refactor faster; on 1-D meshes CHOLMOD refactors 15-60% faster
 # (benchmarks/constraints.py --only packages).
 VARIANCE_PROBES = 256  # Rademacher probes of the marginal-variance estimate
+KEPT_NORMALS = 20_000_000   # standard normals a plan keeps for its scenarios' prior samples
 PROBE_ROUND = 32  # probes per round of the variance estimate
 PROBE_TARGET = 0.03  # the variance estimate stops adding probes at
                      # this relative RMS error (its own estimate)
@@ -322,6 +323,7 @@ class UpdatePlan:
         self.direct = method != "cg-amg"
         self._solver, self._preconditioners = None, {}
         self.shape, self._fixed, self.fixed_variance, self.fixed_samples = None, None, {}, {}
+        self.normals = {}   # (seed, count, n): the prior samples' standard normals
 
     def matches(self, G: sp.spmatrix) -> bool:
         """Whether ``G`` is the plan's G: the same shape, sparsity pattern and values (the
@@ -443,7 +445,7 @@ class UpdatePlan:
             self._solver = None
         for pre in self._preconditioners.values():
             pre.destroy()
-        self._preconditioners = {}
+        self._preconditioners, self.normals = {}, {}
         self.release_shape()
 
 
@@ -689,10 +691,22 @@ class GaussianUpdate:
 
     def prior_samples(self, mu: np.ndarray, count: int, seed: int) -> np.ndarray:
         """Samples of N(μ, diag(var) + U Uᵀ), shape (count, n); sample k depends only on
-        (seed, k), so a distributed update draws the very same samples."""
-        return mu + np.stack([prior_deviation(seed, k, np.sqrt(self.var), self.U,
-                                              np.arange(len(mu)))
-                              for k in range(count)])
+        (seed, k), so a distributed update draws the very same samples. The standard normals
+        of the diagonal part are drawn once per (seed, count, n) and kept on the plan (up to
+        KEPT_NORMALS of them; their seconds are the plan's): scenarios that share a seed scale
+        the same normals by their own deviations, as they share the case shape's."""
+        n = len(mu)
+        if count * n > KEPT_NORMALS:
+            return mu + np.stack([prior_deviation(seed, k, np.sqrt(self.var), self.U,
+                                                  np.arange(n)) for k in range(count)])
+        z = self._kept(self.plan.normals, (seed, count, n),
+                       lambda: np.stack([normals(seed, NOISE_DIAGONAL, k, n)
+                                         for k in range(count)]))
+        out = mu + z * np.sqrt(self.var)
+        if self.U is not None:
+            out += np.stack([normals(seed, NOISE_MEMBERS, k, self.U.shape[1])
+                             for k in range(count)]) @ self.U.T
+        return out
 
     def prior_variance(self) -> np.ndarray:
         """diag(Σ) = var + the row sums of U ∘ U, length n."""
