@@ -256,6 +256,9 @@ def test_a_fixed_shape_reuses_one_factorisation(ensemble):
             scale = np.abs(mean_ref).max()
             np.testing.assert_allclose(upd.mean(mu), mean_ref, rtol=0, atol=1e-10 * scale)
             m, v, post = upd.posterior(mu, 2000, seed=s_seed(s), probes=10 ** 6)
+            # the kept work (the shape's samples and the normals drawn inside them) is the
+            # plan's, counted once: no phase goes negative
+            assert all(t >= 0 for t in upd.timings.values()), upd.timings
             np.testing.assert_allclose(v, np.diag(cov_ref), rtol=1e-8,   # pinned entries: 0
                                        atol=1e-8 * np.diag(cov_ref).max())
             # posterior samples: exact rows, the posterior's spread
