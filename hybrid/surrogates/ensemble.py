@@ -117,7 +117,7 @@ def predict_ensemble(members: dict, M: int, transfer, cv, data, comm: MPI.Comm, 
         inputs = build_inputs(transfer, u0, test.params, norm)
         if boon_case is not None:
             inputs, _ = with_boundary_channels(boon_case, cv, transfer, inputs, test.params,
-                                                  test.parameter_names, data.times, norm)
+                                               test.parameter_names, data.times, norm)
         if config.autoregressive:
             u, phi = rollout(model, transfer, inputs.grid_inputs.to(dev), inputs.u0.to(dev),
                              data.times, norm, normal, C)
