@@ -220,18 +220,17 @@ def _prepare(case, cv, data: dict, pred, comm: MPI.Comm, extra, validation) -> _
     # volume-orthogonal projection onto rows the truth satisfies in the free-flux limit
     # (hybrid/constraints/freeflux.py): it cannot increase the MSE
     even = _rejected(table)
-    inside = in_span
     # each scenario's boundary data (and the rows the scores measure by), known mass, front level
     scenario = [problem.scenario(test, i, scored=True) for i in range(S)]
     thresholds = [family.front_threshold(case, scenario[i].params, test["u"][i, -1])
                   for i in range(S)]
     has_front = S > 0 and all(t is not None for t in thresholds)
     mine, sub = (range(S), comm) if partition else (my_indices(S, comm), MPI.COMM_SELF)
-    run = _Run(case, cv, family, problem, test, pred, extra, inside, scenario, thresholds,
+    run = _Run(case, cv, family, problem, test, pred, extra, in_span, scenario, thresholds,
                FRONT_SAMPLES if has_front else 0,   # posterior samples serve
                                                     # the front histogram only
                inflation, references, partition, owner, comm, sub, mine, table, even, shape,
-               record, *(calibration or (None, None, None)), main_variant(case))
+               record, *calibration, main_variant(case))
     return run
 
 
@@ -259,7 +258,7 @@ def _run_variant(run: _Run, variant: str) -> dict | None:
         mean, var, diag, U = scenario_prior(source, i, run.problem,
                                             c["covariance"] if needed else "none")
         where = "inside" if run.inside[i] and not run.even else "outside"
-        split, split_seconds = None, 0.0
+        split, built_here = None, {}
         shape = (run.shape if where == "inside" and source is run.pred and rows is not None
                  and variant != "hardc" else None)
         if shape is not None:   # a multiple of the case's shape: one factorisation for all
@@ -269,9 +268,7 @@ def _run_variant(run: _Run, variant: str) -> dict | None:
                        else outside_prior(diag, layout, run.problem.state_weights, U))
             if where == "outside" and rows is not None and variant != "hardc":
                 # built once per variant's G and shared by its scenarios: the plan's work
-                fresh, t_split = splits.get(variant, (None,))[0] is not rows.G, time.perf_counter()
-                split = _free_split(splits, variant, rows, layout, float(c["sigma"]))
-                split_seconds = time.perf_counter() - t_split if fresh else 0.0
+                split = _free_split(splits, variant, rows, layout, float(c["sigma"]), built_here)
         # one seed for every scenario: the samples' standard normals (and the variance's probes)
         # are drawn once per case and scaled by each scenario's prior, as the case shape's are;
         # each scenario's samples are exact, not independent across scenarios
@@ -287,6 +284,7 @@ def _run_variant(run: _Run, variant: str) -> dict | None:
                                                    layout, run.samples, plans, shape,
                                                    int(case.seed))
         scale = defect_scale(defect, run.references.get(variant, {}).get(where))
+        split_seconds = built_here.get("plan", 0.0)
         spent["plan"] = spent.get("plan", 0.0) + split_seconds
         spent.update(rows=t1 - t0, prior=t2 - t1 - split_seconds,
                      total=time.perf_counter() - t0 - spent["plan"])
@@ -542,17 +540,13 @@ def _posterior_scales(case, problem, group: list, inflation: float | None,
     states, plans, splits, found = slice(0, layout.T * layout.N), {}, {}, []
     try:
         for k, s in enumerate(group):
-            G, b, key = s.rows.G, s.rows.b, "rows"
             if inflation is not None:
-                diag, U = _inflate(s.var, s.U, layout, inflation)
+                (G, b), (diag, U) = (s.rows.G, s.rows.b), _inflate(s.var, s.U, layout, inflation)
             else:
-                diag, U = outside_prior(s.var, layout, problem.state_weights, s.U)
-                split = _free_split(splits, variant, s.rows, layout, sigma)
-                if split is not None:   # the states' update on the rows that leave fluxes free
-                    G, b, U, key = split.states, split.state_rhs(s.rows.b), None, "states"
+                (G, b, diag), U = _outside_rows(problem, s, variant, splits, sigma), None
+            key = "rows" if G is s.rows.G else "states"
             if G.shape[0]:
-                update = GaussianUpdate(G, b, diag, U, sigma if key == "rows" else 0.0,
-                                        plan=plans.get(key), layout=layout)
+                update = GaussianUpdate(G, b, diag, U, sigma, plan=plans.get(key), layout=layout)
                 plans[key] = update.plan
                 m, v, _ = update.posterior(s.mean, 0, int(case.seed) * 1000 + 500 + k,
                                            entries=states)
@@ -589,17 +583,14 @@ def _validation_defects(case, problem, scenarios: dict, inflation: float, make=N
             for where in ("inside", "outside"):
                 q = []
                 for s in (inside or scenarios)[variant] if where == "inside" else group:
-                    G, b = s.rows.G, s.rows.b
                     if where == "inside":
+                        G, b = s.rows.G, s.rows.b
                         diag, U = _inflate(s.var, s.U, layout, inflation)
-                    else:   # as the test scenarios' updates: in the free-flux limit where it is
-                            # computed, whose defect is the state rows' (none: no reference)
-                        diag, U = outside_prior(s.var, layout, problem.state_weights, s.U)
-                        split = _free_split(splits, variant, s.rows, layout, sigma)
-                        if split is not None:
-                            if not split.states.shape[0]:
-                                continue
-                            G, b = split.states, split.state_rhs(b)
+                    else:   # as the test scenarios' updates; in the free-flux limit the defect
+                            # is the state rows' (none: no reference)
+                        (G, b, diag), U = _outside_rows(problem, s, variant, splits, sigma), None
+                        if not G.shape[0]:
+                            continue
                     key = "rows" if G is s.rows.G else "states"
                     update = (make(G, b, diag, U, sigma) if make is not None else
                               GaussianUpdate(G, b, diag, U, sigma, plan=plans.get(key),
@@ -686,15 +677,32 @@ def _constrain(variant, rows, mean, var, diag, U, sigma, owner, comm, seed, layo
     return m, np.maximum(var, 0.0), drawn, phases, defect
 
 
-def _free_split(splits: dict, variant: str, rows, layout: StateLayout, sigma: float):
+def _free_split(splits: dict, variant: str, rows, layout: StateLayout, sigma: float,
+                spent: dict | None = None):
     """The :class:`~hybrid.constraints.freeflux.FreeFluxSplit` of the variant's rows (G is every
-    scenario's: built once, kept in ``splits``), or None where the limit is not computed: soft rows
-    (σ_G > 0) and flux columns shared by three rows keep the fluxes' finite inflation."""
+    scenario's: built once, kept in ``splits``; its seconds added to ``spent["plan"]``), or None
+    where the limit is not computed: soft rows (σ_G > 0) and flux columns shared by three rows
+    keep the fluxes' finite inflation."""
     if sigma:
         return None
     if variant not in splits or splits[variant][0] is not rows.G:
+        t0 = time.perf_counter()
         splits[variant] = (rows.G, free_flux_split(rows.G, layout.T * layout.N))
+        if spent is not None:
+            spent["plan"] = spent.get("plan", 0.0) + time.perf_counter() - t0
     return splits[variant][1]
+
+
+def _outside_rows(problem, s: ValidationScenario, variant: str, splits: dict, sigma: float):
+    """(G, b, diagonal) of validation scenario ``s``'s update under the prior of test scenarios
+    outside the span (:func:`~hybrid.constraints.selection.outside_prior`, no ensemble part), as
+    their updates take it: in the free-flux limit where it is computed, the state rows only (G
+    may then have none), else every row with the fluxes inflated."""
+    diag, _ = outside_prior(s.var, problem.layout, problem.state_weights, s.U)
+    split = _free_split(splits, variant, s.rows, problem.layout, sigma)
+    if split is None:
+        return s.rows.G, s.rows.b, diag
+    return split.states, split.state_rhs(s.rows.b), diag
 
 
 def _constrain_free(variant, rows, split, mean, diag, owner, comm, seed, layout, samples: int,

@@ -696,12 +696,9 @@ class GaussianUpdate:
         KEPT_NORMALS of them; their seconds are the plan's): scenarios that share a seed scale
         the same normals by their own deviations, as they share the case shape's."""
         n = len(mu)
-        if count * n > KEPT_NORMALS:
-            return mu + np.stack([prior_deviation(seed, k, np.sqrt(self.var), self.U,
-                                                  np.arange(n)) for k in range(count)])
-        z = self._kept(self.plan.normals, (seed, count, n),
-                       lambda: np.stack([normals(seed, NOISE_DIAGONAL, k, n)
-                                         for k in range(count)]))
+        draw = lambda: np.stack([normals(seed, NOISE_DIAGONAL, k, n) for k in range(count)])
+        z = (self._kept(self.plan.normals, (seed, count, n), draw) if count * n <= KEPT_NORMALS
+             else draw())
         out = mu + z * np.sqrt(self.var)
         if self.U is not None:
             out += np.stack([normals(seed, NOISE_MEMBERS, k, self.U.shape[1])
