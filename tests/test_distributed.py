@@ -121,8 +121,10 @@ def _predict(case, ranks):
     import h5py
     metrics = json.loads((case / "results/predict/metrics.json").read_text())
     with h5py.File(case / "results/predict/variants.h5", "r") as f:
-        return {k: f[f"{k}/u_mean"][()] for k in f if isinstance(f[k], h5py.Group)}, \
-            {k: f[f"{k}/u_samples"][()] for k in f if isinstance(f[k], h5py.Group)}, metrics
+        groups = [k for k in f if isinstance(f[k], h5py.Group)]
+        return ({k: f[f"{k}/u_mean"][()] for k in groups},
+                {k: f[f"{k}/u_samples"][()] for k in groups}, metrics,
+                {k: f[f"{k}/u_var"][()] for k in groups})
 
 
 @pytest.mark.parametrize("name", ["heat-2d", "cavity-2d"])
@@ -130,8 +132,9 @@ def test_predict_variants_agree_at_one_and_two_ranks(tmp_path, name):
     """The real command: a tiny heat-2d pipeline (dual, Dirichlet walls) and a tiny cavity (the
     same driver, each time's rows on their own) at 1 rank and at 2 ranks with every update,
     the validation scenarios' too, distributed over the partition. heat-2d takes the case-level
-    prior shape (2 validation scenarios): one factorisation serially, a distributed one per
-    scenario, the same means."""
+    prior shape (2 validation scenarios): one factorisation serially and one distributed
+    (DistributedShapePlan), the same means and variances (the serial variance is probed, the
+    distributed one sampled: their totals per time within 5%)."""
     edits = dict(train=4, test=2,
                  surrogate={"members": "2", "epochs": "2", "grid": "16", "modes": "4", "width": "8",
                             "layers": "2", "batch": "2", "validation": "0.5"},
@@ -145,8 +148,8 @@ def test_predict_variants_agree_at_one_and_two_ranks(tmp_path, name):
     # the PETSc update, not scenarios
     edits["constraints"] = {**edits["constraints"], "parallel": '"partition"'}
     two = small_case(CASES / name, tmp_path / "two", **edits)
-    mean1, samples1, metrics1 = _predict(one, 1)
-    mean2, samples2, metrics2 = _predict(two, 2)
+    mean1, samples1, metrics1, var1 = _predict(one, 1)
+    mean2, samples2, metrics2, var2 = _predict(two, 2)
     # the validation's choice of λ (distributed at 2 ranks, as the test updates): the same table
     assert metrics1["flux_inflation"] == metrics2["flux_inflation"]
     table1, table2 = metrics1["validation_mse_ratio"], metrics2["validation_mse_ratio"]
@@ -159,6 +162,10 @@ def test_predict_variants_agree_at_one_and_two_ranks(tmp_path, name):
     for variant in mean1:
         scale = np.abs(mean1[variant]).max()
         assert np.abs(mean1[variant] - mean2[variant]).max() <= 1e-8 * scale, variant
+        # the states' total variance at each time (the serial probes and the distributed samples
+        # estimate the same diagonal)
+        total1, total2 = var1[variant][:, 1:].sum(axis=-1), var2[variant][:, 1:].sum(axis=-1)
+        assert np.all(np.abs(total2 / total1 - 1) <= 0.05), variant   # measured: within 2%
         assert samples1[variant].shape == samples2[variant].shape
         if samples1[variant].size:   # posterior samples are kept where the case has a front
             assert (np.abs(samples1[variant] - samples2[variant]).max()
@@ -184,3 +191,53 @@ def test_distributed_update_reports_inconsistent_rows(comm):
     with pytest.raises(ConstraintError, match="inconsistent"):
         bad = DistributedUpdate(G, np.array([1.0, 3.0, 2.0]), 1.0, None, 0.0, owner, comm)
         bad.mean(np.zeros(n)[bad.entries])
+
+
+@pytest.mark.parallel(nprocs=2)
+def test_scenarios_on_a_case_shape_share_one_distributed_factorisation(comm):
+    """Under parallel = partition, test scenarios whose priors are multiples s · diag(shape) of
+    the case's shape are updated on one MUMPS factorisation (DistributedShapePlan), their
+    variance and samples scaled from the shape's, drawn once: the same mean, defect, variance
+    and samples (1e-8) as each scenario's own distributed update, and the rows exact."""
+    from hybrid.constraints import driver
+    from hybrid.constraints.distributed import entry_owners
+    from hybrid.constraints.rows import (ConstraintRows, conservation_rows, dirichlet_rows,
+                                         stack_rows)
+    from hybrid.mesh.control_volumes import build_control_volumes
+    from hybrid.mesh.distribute import partition_owners
+    from hybrid.mesh.shapes import generate
+
+    mesh = generate({"shape": "rectangle", "h": 0.05}, seed=0)
+    cv = build_control_volumes(mesh, "dual")
+    cv.assign_owners(*partition_owners(mesh, comm))
+    T = 3
+    layout = StateLayout(cv.num_cvs, cv.num_faces, T)
+    owner = entry_owners(cv, T)
+    rng = np.random.default_rng(9)
+    walls = np.unique(cv.face_cv[cv.boundary_faces, 0])[:8]
+    rows = stack_rows([conservation_rows(cv, layout, rng.standard_normal(cv.num_cvs)),
+                       dirichlet_rows(layout, walls, rng.standard_normal((T, len(walls))))])
+    shape = rng.uniform(0.5, 1.5, layout.size)
+    plans, results = {}, []
+    for scale in (0.3, 2.5):   # two scenarios: their own b, their own scale of the shape
+        b = rows.b + rng.standard_normal(len(rows.b))
+        scenario = ConstraintRows(rows.G, b, rows.kind)
+        mean = rng.standard_normal(layout.size)
+        shared = driver._constrain("main", scenario, mean, scale * shape, scale * shape, None,
+                                   0.0, owner, comm, 7, layout, 5, plans, shape)
+        own = driver._constrain("main", scenario, mean, scale * shape, scale * shape, None, 0.0,
+                                owner, comm, 7, layout, 5, {}, None)
+        results.append((shared, own, b))
+    assert list(plans) == ["main"]        # one plan, kept for the second scenario
+    first, second = (r[0][3] for r in results)
+    assert first["plan"] > 0 and second["plan"] == 0.0   # the shape's work is done once
+    for (m, v, post, _, defect), (m0, v0, post0, _, defect0), b in results:
+        assert abs(defect - defect0) <= 1e-8 * defect0
+        if comm.rank == 0:
+            assert np.abs(m - m0).max() <= 1e-8 * np.abs(m0).max()
+            assert np.abs(v - v0).max() <= 1e-8 * np.abs(v0).max()
+            assert post.shape == post0.shape == (5, cv.num_cvs)
+            assert np.abs(post - post0).max() <= 1e-8 * np.abs(post0).max()
+            assert np.abs(rows.G @ m - b).max() <= 1e-10 * np.abs(b).max()
+    for plan in plans.values():
+        plan.destroy()

@@ -39,6 +39,7 @@ import h5py
 import numpy as np
 from mpi4py import MPI
 
+from hybrid.constraints.distributed import DistributedShapePlan, ShapedUpdate
 from hybrid.constraints.freeflux import free_flux_split
 from hybrid.constraints.problems import time_blocks
 from hybrid.constraints.rows import ConstraintRows, StateLayout
@@ -47,7 +48,7 @@ from hybrid.constraints.selection import (OUTSIDE_INFLATION, ValidationScenario,
                                           prefers_case_shape, shape_scale, shaped_scenarios,
                                           within_training_span)
 from hybrid.constraints.update import (DIRECT_ROWS, ConstraintError, GaussianUpdate, UpdatePlan,
-                                       prior_deviation)
+                                       multiple_of, prior_deviation)
 from hybrid.constraints.variants import (ENSEMBLE_VARIANTS, LOW_RANK, VARIANTS, make_update,
                                          prediction_covariance)
 from hybrid.errors import CaseError
@@ -248,7 +249,9 @@ def _run_variant(run: _Run, variant: str) -> dict | None:
     T, c = T1 - 1, case.constraints
     done, phases, plans, built, splits = {}, {}, {}, {}, {}
     source = run.extra.get(variant, run.pred)
-    for i in run.mine:
+    # the scenarios inside the span first, then those outside: a distributed plan (one at a time)
+    # serves each group
+    for i in sorted(run.mine, key=lambda i: not run.inside[i] or run.even):
         t0 = time.perf_counter()
         rows = run.problem.rows(variant, run.scenario[i], built)
         t1 = time.perf_counter()
@@ -648,33 +651,62 @@ def _constrain(variant, rows, mean, var, diag, U, sigma, owner, comm, seed, layo
     local_mean = update.mean(mean[update.entries])
     m = update.gather(local_mean)
     t2 = time.perf_counter()
-    phases, defect = {"total_mean": t2 - t0, "factor": t1 - t0, "mean": t2 - t1}, update.defect
-    # VARIANCE_SAMPLES Matheron samples in blocks of SAMPLE_BLOCK, so memory holds one block of the
-    # whole state (200 of 4.5e6 entries would be 7 GB): each rank sums its entries' deviations
-    # from the posterior mean and their squares; only the report time's states of the first
-    # ``samples`` samples are kept
-    shift, square, kept = np.zeros(len(local_mean)), np.zeros(len(local_mean)), []
-    for first in range(0, VARIANCE_SAMPLES, SAMPLE_BLOCK):
-        count = min(SAMPLE_BLOCK, VARIANCE_SAMPLES - first)
-        # the kept samples meet the rows
-        block = update.sample(update.prior_samples(mean[update.entries], count, seed, first), seed,
-                              first, rtol=None if first < samples else SAMPLE_RTOL)
-        block -= local_mean
-        shift += block.sum(axis=0)
-        square += (block * block).sum(axis=0)
-        if first < samples:   # only the report time's states are sent to rank 0
-            kept.append(update.gather(block[:samples - first] + local_mean, part=final))
-    K = VARIANCE_SAMPLES
-    var = update.gather((square - shift * shift / K) / (K - 1), part=states)
-    phases["posterior"] = time.perf_counter() - t2   # as the serial update's
-                                                     # phase: samples and variance
+    phases = {"total_mean": t2 - t0 - built, "factor": t1 - t0 - built, "mean": t2 - t1,
+              "plan": built}
+    defect = update.defect
+    if isinstance(update, ShapedUpdate):
+        # the shape's deviations, drawn once per case (its seconds the plan's): this scenario's
+        # are √s times them, its variance s times theirs
+        key, plan = (seed, samples), update.plan
+        if key not in plan.kept:
+            base = plan.update
+            base.b = np.zeros(len(base.row_ids))
+            zero = np.zeros(len(base.entries))
+            plan.kept[key] = _sample_moments(base, zero, zero, samples, seed, layout)
+            phases["plan"] += time.perf_counter() - t2
+        t3 = time.perf_counter()
+        var, drawn = plan.kept[key]
+        if comm.rank == 0:
+            var, drawn = update.scale * var, m[final] + np.sqrt(update.scale) * drawn
+        phases["posterior"] = time.perf_counter() - t3
+    else:
+        var, drawn = _sample_moments(update, mean[update.entries], local_mean, samples, seed,
+                                     layout)
+        phases["posterior"] = time.perf_counter() - t2   # as the serial update's
+                                                         # phase: samples and variance
     # the share of scenarios MUMPS factored
     phases["count_cholesky"] = float(update.method == "cholesky")
     update.destroy()
     if comm.rank != 0:
         return None, None, None, phases, defect
-    drawn = np.concatenate(kept) if kept else np.zeros((0, layout.N))
     return m, np.maximum(var, 0.0), drawn, phases, defect
+
+
+def _sample_moments(update, prior_mean: np.ndarray, local_mean: np.ndarray, samples: int,
+                    seed: int, layout):
+    """(the posterior variance of the states, the report time's states of the first ``samples``
+    posterior samples) on rank 0 (None elsewhere) of a distributed update from the prior mean
+    and the posterior mean on the rank's entries: VARIANCE_SAMPLES Matheron samples in blocks of
+    SAMPLE_BLOCK, so memory holds one block of the whole state (200 of 4.5e6 entries would be
+    7 GB); each rank sums its entries' deviations from the posterior mean and their squares, and
+    sends rank 0 only the report time's states of the kept samples."""
+    states, final = slice(0, layout.T * layout.N), layout.u(layout.T)
+    shift, square, kept = np.zeros(len(local_mean)), np.zeros(len(local_mean)), []
+    for first in range(0, VARIANCE_SAMPLES, SAMPLE_BLOCK):
+        count = min(SAMPLE_BLOCK, VARIANCE_SAMPLES - first)
+        # the kept samples meet the rows
+        block = update.sample(update.prior_samples(prior_mean, count, seed, first), seed,
+                              first, rtol=None if first < samples else SAMPLE_RTOL)
+        block -= local_mean
+        shift += block.sum(axis=0)
+        square += (block * block).sum(axis=0)
+        if first < samples:
+            kept.append(update.gather(block[:samples - first] + local_mean, part=final))
+    K = VARIANCE_SAMPLES
+    var = update.gather((square - shift * shift / K) / (K - 1), part=states)
+    if update.comm.rank != 0:
+        return None, None
+    return var, np.concatenate(kept) if kept else np.zeros((0, layout.N))
 
 
 def _free_split(splits: dict, variant: str, rows, layout: StateLayout, sigma: float,
@@ -741,9 +773,12 @@ def _update(variant, rows, diag, U, sigma, owner, comm, plans: dict, layout=None
     on this scenario's values, timed apart as the case's once-per-variant cost, like the
     surrogate's loading; every scenario's update then refactors numerically, or, where ``shape``
     is given, the plan factors it once (:meth:`UpdatePlan.fix`, timed with the plan) and updates
-    of its multiples refactor nothing. Distributed updates have no plan."""
+    of its multiples refactor nothing. Distributed updates have a plan only for multiples of
+    ``shape`` (:class:`~hybrid.constraints.distributed.DistributedShapePlan`: one factorisation
+    per variant); at most one is kept at a time (each holds a MUMPS factorisation), so the
+    caller takes the scenarios of one plan together."""
     if comm.size > 1:
-        return make_update(rows, diag, U, sigma, owner, comm), 0.0
+        return _distributed_update(variant, rows, diag, U, sigma, owner, comm, plans, shape)
     built = 0.0
     if variant not in plans:
         t0 = time.perf_counter()
@@ -762,6 +797,20 @@ def _update(variant, rows, diag, U, sigma, owner, comm, plans: dict, layout=None
 
 
 
+
+
+def _distributed_update(variant, rows, diag, U, sigma, owner, comm, plans: dict, shape):
+    """:func:`_update` over the partition: (the update, the seconds spent building its plan)."""
+    if shape is None or sigma or U is not None or multiple_of(diag, shape) is None:
+        return make_update(rows, diag, U, sigma, owner, comm), 0.0
+    built, plan = 0.0, plans.get(variant)
+    if plan is None or not plan.matches(rows.G) or plan.scale_of(diag) is None:
+        t0 = time.perf_counter()
+        for key in list(plans):   # one MUMPS factorisation in memory at a time
+            plans.pop(key).destroy()
+        plan = plans[variant] = DistributedShapePlan(rows.G, shape, owner, comm)
+        built = time.perf_counter() - t0
+    return plan.bind(rows.b, plan.scale_of(diag)), built
 
 
 def read_variants(path, datasets: tuple | None = None) -> tuple[dict, dict]:

@@ -90,6 +90,15 @@ def prior_deviation(seed: int, k: int, std: np.ndarray, U: np.ndarray | None, en
     return z
 
 
+def multiple_of(var: np.ndarray, shape: np.ndarray) -> float | None:
+    """The scale s > 0 with ``var`` = s · ``shape`` (to 1e-12 relative), else None."""
+    k = int(np.argmax(shape))
+    if shape[k] <= 0 or var[k] <= 0:
+        return None
+    s = float(var[k] / shape[k])
+    return s if np.allclose(var, s * shape, rtol=1e-12, atol=0.0) else None
+
+
 class ConstraintError(CaseError):
     """The rows cannot be imposed: redundant or inconsistent, or touching only certain entries.
     A case asking for such rows gets this one message (exit code 2)."""
@@ -395,13 +404,7 @@ class UpdatePlan:
 
     def scale_of(self, var: np.ndarray) -> float | None:
         """The scale s with ``var`` = s · the fixed shape (to 1e-12 relative), else None."""
-        if self.shape is None:
-            return None
-        k = int(np.argmax(self.shape))
-        if self.shape[k] <= 0 or var[k] <= 0:
-            return None
-        s = float(var[k] / self.shape[k])
-        return s if np.allclose(var, s * self.shape, rtol=1e-12, atol=0.0) else None
+        return None if self.shape is None else multiple_of(var, self.shape)
 
     def release_shape(self) -> None:
         """Free the fixed shape's factorisation, variance and deviations (:meth:`fix`)."""
