@@ -312,14 +312,16 @@ _section(
     _k("newton_atol", "number", 1e-13, "Absolute residual tolerance.", low=0),
     _k("newton_max_it", "int", 30, "Most iterations per step.", low=1),
     _k("petsc_options", "table", {},
-       "PETSc options of the GPME/Burgers and Navier-Stokes solvers' Newton and linear solvers, "
+       "PETSc options of the GPME/Burgers, wave (partition) and Navier-Stokes solvers' Newton and "
+       "linear solvers, "
        "without '-' or prefix (e.g. { ksp_type = \"gmres\", pc_type = \"hypre\" }); "
        "set under the prefix hybrid_solver_ (so also -hybrid_solver_ksp_type in PETSC_OPTIONS). "
        "Defaults: Newton with a backtracking line search and LU (MUMPS for Navier-Stokes); with "
        "parallel = partition, GMRES with hypre's BoomerAMG."),
     _k("parallel", "choice", "auto",
-       "Under mpirun: solve each GPME/Burgers scenario over the mesh partition (partition: "
-       "Newton-Krylov with algebraic multigrid on every rank's control volumes), give each rank "
+       "Under mpirun: solve each GPME/Burgers/wave scenario over the mesh partition (partition: "
+       "Newton-Krylov or, for waves, GMRES with algebraic multigrid on every rank's control "
+       "volumes), give each rank "
        "whole scenarios (scenarios: serial LU), or choose by size (auto: partition from 8000 "
        "control volumes).",
        choices=("auto", "partition", "scenarios")),

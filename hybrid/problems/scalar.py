@@ -74,8 +74,10 @@ def check_finite_data(case, cv: ControlVolumes, params: dict, u0: np.ndarray) ->
                 raise CaseError(f"is not finite at t = {t:.6g}", key=key, **where)
 
 
-def _solve_wave(case, cv: ControlVolumes, params: dict, split: str, index: int, box):
-    """One wave-equation scenario (released from rest); see :mod:`hybrid.solvers.wave`."""
+def _solve_wave(case, cv: ControlVolumes, params: dict, split: str, index: int, box, comm=None):
+    """One wave-equation scenario (released from rest); see :mod:`hybrid.solvers.wave`; over the
+    ranks of ``comm`` when it has more than one
+    (:class:`~hybrid.solvers.partition.PartitionWaveSolver`)."""
     from hybrid.case.initial import initial_values
     from hybrid.case.parameters import scenario_rng
     from hybrid.solvers.wave import WaveSolver
@@ -87,9 +89,13 @@ def _solve_wave(case, cv: ControlVolumes, params: dict, split: str, index: int, 
     rng = scenario_rng(case.seed, split, index, "initial")
     u0 = initial_values(case, cv.centre, params, rng, box=box)
     check_finite_data(case, cv, params, u0)
+    distributed = comm is not None and comm.size > 1
+    if distributed:
+        from hybrid.solvers.partition import PartitionWaveSolver
     try:
-        solver = WaveSolver(cv, float(params["c"]), boundary_data(case), params,
-                            theta=case.time["theta"])
+        solver = (PartitionWaveSolver if distributed else WaveSolver)(
+            cv, float(params["c"]), boundary_data(case), params, theta=case.time["theta"],
+            **({"comm": comm} if distributed else {}))
     except ValueError as exc:
         raise CaseError(f"wave: {exc}", file=str(case.display_file),
                         key="mesh.control_volumes") from None
@@ -100,15 +106,15 @@ def _solve_wave(case, cv: ControlVolumes, params: dict, split: str, index: int, 
 
 
 def solve_scalar(case, cv: ControlVolumes, params: dict, split: str, index: int, box, comm=None):
-    """One gpme, burgers or wave scenario: the :class:`~hybrid.solvers.gpme.Trajectory`; gpme and
-    burgers over the ranks of ``comm`` when it has more than one
-    (:class:`~hybrid.solvers.partition.PartitionGPMESolver`, ``cv`` with its owners)."""
+    """One gpme, burgers or wave scenario: the :class:`~hybrid.solvers.gpme.Trajectory`, over the
+    ranks of ``comm`` when it has more than one (:mod:`hybrid.solvers.partition`, ``cv`` with its
+    owners)."""
     from hybrid.case.initial import initial_values
     from hybrid.case.parameters import scenario_rng
 
     family = case.pde["family"]
     if family == "wave":
-        return _solve_wave(case, cv, params, split, index, box)
+        return _solve_wave(case, cv, params, split, index, box, comm)
     kind = case.pde["k"] if family == "gpme" else "constant"
     convection = None
     if family == "burgers":   # u_t + Σ_i (u²/2)_{x_i} = ν Δu: the GPME
@@ -308,8 +314,8 @@ class ScalarProblem(Problem):
     variant_suffixes = VARIANT_FIELDS
 
     def can_partition(self, case) -> bool:
-        """True for gpme and burgers; the wave solver is serial."""
-        return case.pde["family"] in ("gpme", "burgers")   # the wave solver is serial
+        """True: gpme, burgers and wave scenarios are solved over the partition."""
+        return True
 
     def solve(self, case, cv, mesh, params: dict, split: str, index: int, box, comm=None):
         """See :func:`solve_scalar` (``mesh`` is not used)."""

@@ -1,5 +1,5 @@
-"""One GPME / Burgers scenario solved over the ranks of a communicator (``[solver] parallel =
-"partition"``).
+"""One GPME / Burgers or wave scenario solved over the ranks of a communicator (``[solver]
+parallel = "partition"``).
 
 The serial :class:`~hybrid.solvers.gpme.GPMESolver` solves each Newton step with LU on one
 rank. Here each rank owns the control volumes of its part of DOLFINx's partition of the mesh
@@ -18,34 +18,41 @@ rank. Here each rank owns the control volumes of its part of DOLFINx's partition
   are computed on the whole mesh as in the serial solver, so every control volume's balance
   closes to round-off, faces between ranks included, and every rank holds the same trajectory.
 
-The trajectory agrees with the serial solver's to the Newton tolerance, in the mesh's original
-numbering, at any number of ranks (tested at 1 and 2).
+The wave equation's steps are linear with one matrix per step size
+(:class:`PartitionWaveSolver`): the same rows over the partition, GMRES with BoomerAMG instead
+of the serial LU, the rest of each step on the whole mesh.
+
+The trajectory agrees with the serial solver's to the Newton (or linear) tolerance, in the
+mesh's original numbering, at any number of ranks (tested at 1 and 2).
 """
 
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 from mpi4py import MPI
 from petsc4py import PETSc
 
+from hybrid.petsc_options import SOLVER_PREFIX
 from hybrid.solvers.gpme import GPMESolver
+from hybrid.solvers.wave import WaveSolver
 
-__all__ = ["PartitionGPMESolver", "KSP_RTOL"]
+__all__ = ["PartitionGPMESolver", "PartitionWaveSolver", "KSP_RTOL"]
 
 KSP_RTOL = 1e-12   # of each Newton step's linear solve (the Newton
                    # tolerance is 1e-10 of the first residual)
 
 
-class PartitionGPMESolver(GPMESolver):
-    """:class:`~hybrid.solvers.gpme.GPMESolver` over ``comm`` (see the module's docstring);
-    ``cv`` must carry its owners (``cv.assign_owners``), the same on every rank."""
+class _Owned:
+    """The control volumes' ownership over ``comm`` that both partitioned solvers share: PETSc
+    numbering rank by rank (original order within), this rank's control volumes ``own``, and the
+    whole state on every rank from each rank's own values."""
 
-    def __init__(self, cv, *args, comm: MPI.Comm = MPI.COMM_WORLD, **kwargs):
+    def _own(self, cv, comm: MPI.Comm) -> None:
         if cv.cv_owner is None:
             raise RuntimeError("the control volumes have no owners: call assign_owners() first")
         self.comm = comm
         owner = np.asarray(cv.cv_owner, np.int64)
-        # PETSc numbering: rank by rank, original order within
         order = np.argsort(owner, kind="stable")
         self.petsc_of = np.empty(len(owner), np.int64)
         self.petsc_of[order] = np.arange(len(owner))
@@ -56,6 +63,22 @@ class PartitionGPMESolver(GPMESolver):
         self.own = order[start[comm.rank]:start[comm.rank + 1]]
         self.mine = np.zeros(len(owner), bool)
         self.mine[self.own] = True
+
+    def _whole(self, local: np.ndarray) -> np.ndarray:
+        """Every control volume's value, original numbering, from each rank's own values."""
+        gathered = np.empty(len(self.order))
+        self.comm.Allgatherv(np.ascontiguousarray(local, float), [gathered, self.counts])
+        out = np.empty(len(self.order))
+        out[self.order] = gathered
+        return out
+
+
+class PartitionGPMESolver(_Owned, GPMESolver):
+    """:class:`~hybrid.solvers.gpme.GPMESolver` over ``comm`` (see the module's docstring);
+    ``cv`` must carry its owners (``cv.assign_owners``), the same on every rank."""
+
+    def __init__(self, cv, *args, comm: MPI.Comm = MPI.COMM_WORLD, **kwargs):
+        self._own(cv, comm)
         super().__init__(cv, *args, **kwargs)
 
     # ------------------------------------------------------------------ set-up
@@ -103,14 +126,6 @@ class PartitionGPMESolver(GPMESolver):
         self._configure_snes(snes)
 
     # ---------------------------------------------------------------- the whole state on every rank
-    def _whole(self, local: np.ndarray) -> np.ndarray:
-        """Every control volume's value, original numbering, from each rank's own values."""
-        gathered = np.empty(self.N)
-        self.comm.Allgatherv(np.ascontiguousarray(local, float), [gathered, self.counts])
-        out = np.empty(self.N)
-        out[self.order] = gathered
-        return out
-
     def _set_state(self, u: np.ndarray) -> None:
         self.x.setArray(u[self.own])
 
@@ -134,3 +149,74 @@ class PartitionGPMESolver(GPMESolver):
     def linear_iterations(self) -> int:
         """The last Newton step's linear iterations, summed over its Newton iterations."""
         return int(self.snes.getLinearSolveIterations())
+
+
+class PartitionWaveSolver(_Owned, WaveSolver):
+    """:class:`~hybrid.solvers.wave.WaveSolver` over ``comm``: each step's linear system
+    M u^{k+1} = rhs (fixed per step size) is a PETSc MPIAIJ matrix of each rank's own rows,
+    solved by GMRES with BoomerAMG to KSP_RTOL (``[solver] petsc_options`` under
+    ``hybrid_solver_`` on top) instead of the serial LU; the solution is gathered on every rank
+    and the impulse, the velocities and the conservative update are the serial solver's, on the
+    whole mesh, so every balance closes to round-off and every rank holds the same trajectory."""
+
+    def __init__(self, cv, *args, comm: MPI.Comm = MPI.COMM_WORLD, **kwargs):
+        self._own(cv, comm)
+        super().__init__(cv, *args, **kwargs)
+
+    def _solver(self, dt: float):
+        if dt not in self._factor:
+            M = self._system(dt)[self.own]
+            local = sp.csr_matrix((M.data, self.petsc_of[M.indices], M.indptr), shape=M.shape)
+            local.sort_indices()
+            self._factor[dt] = _DistributedSolve(local, self)
+        return self._factor[dt]
+
+    def linear_iterations(self) -> int:
+        """The last step's linear iterations."""
+        return max((f.ksp.getIterationNumber() for f in self._factor.values()), default=0)
+
+    def close(self) -> None:
+        """Free the PETSc solvers."""
+        for solve in self._factor.values():
+            solve.destroy()
+        super().close()
+
+
+class _DistributedSolve:
+    """M x = rhs over the partition (``owned``: the solver's ownership; M's own rows in PETSc
+    numbering); :meth:`solve` takes and returns whole vectors in the original numbering."""
+
+    def __init__(self, M, owned: _Owned):
+        self.owned = owned
+        n, N = M.shape
+        IT = PETSc.IntType
+        self.M = PETSc.Mat().createAIJ([(n, N), (n, N)], csr=(M.indptr.astype(IT),
+                                                            M.indices.astype(IT), M.data),
+                                       comm=owned.comm)
+        self.b, self.x = self.M.createVecLeft(), self.M.createVecRight()
+        ksp = self.ksp = PETSc.KSP().create(owned.comm)
+        ksp.setOperators(self.M)
+        ksp.setType("gmres")
+        ksp.setTolerances(rtol=KSP_RTOL, atol=0.0, max_it=500)
+        pc = ksp.getPC()
+        try:
+            pc.setType("hypre")
+            pc.setHYPREType("boomeramg")
+        except PETSc.Error:   # a PETSc without hypre
+            pc.setType("gamg")
+        ksp.setOptionsPrefix(SOLVER_PREFIX)
+        ksp.setFromOptions()
+
+    def solve(self, rhs: np.ndarray) -> np.ndarray:
+        """x, whole, from the whole right-hand side (each rank sets its own rows)."""
+        self.b.setArray(rhs[self.owned.own])
+        self.ksp.solve(self.b, self.x)
+        if self.ksp.getConvergedReason() < 0:
+            raise RuntimeError(f"the wave step's linear solve did not converge (reason "
+                               f"{self.ksp.getConvergedReason()})")
+        return self.owned._whole(self.x.getArray(readonly=True))
+
+    def destroy(self) -> None:
+        """Free the PETSc objects."""
+        for obj in (self.ksp, self.M, self.b, self.x):
+            obj.destroy()

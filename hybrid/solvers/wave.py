@@ -92,14 +92,18 @@ class WaveSolver:
                                      (len(cvs),))
         return g
 
+    def _system(self, dt: float) -> sp.csr_matrix:
+        """M = diag|K| + (θ Δt)² D A, each Dirichlet control volume's row the identity's: the
+        matrix of one step's u^{k+1}."""
+        M = (sp.diags(self.cv.volume) + (self.theta * dt) ** 2 * (self.D @ self.A)).tolil()
+        for k in np.flatnonzero(self.is_dir):
+            M.rows[k], M.data[k] = [k], [1.0]
+        return M.tocsr()
+
     def _solver(self, dt: float):
+        """What solves M x = rhs for this step size (built once): the sparse LU."""
         if dt not in self._factor:
-            vol = self.cv.volume
-            M = sp.diags(vol) + (self.theta * dt) ** 2 * (self.D @ self.A)
-            M = M.tolil()
-            for k in np.flatnonzero(self.is_dir):
-                M.rows[k], M.data[k] = [k], [1.0]
-            self._factor[dt] = spla.splu(M.tocsc())
+            self._factor[dt] = spla.splu(self._system(dt).tocsc())
         return self._factor[dt]
 
     # ------------------------------------------------------------------ one step

@@ -4,11 +4,12 @@ Parallelism (``[solver] parallel``, :func:`solve_mode`): with ``scenarios``, sce
 spread over the MPI ranks (scenario j of the combined train+test list on rank j mod P), each
 solved serially (PETSc ``COMM_SELF``, LU) on the whole mesh. A scenario's parameters and random
 initial state come from the case seed and its own index, and its solve does not depend on
-which rank ran it, so ``dataset.h5`` is identical for any P. With ``partition`` (gpme and
-burgers), every scenario is solved over all ranks in turn, each owning the control volumes of
-its part of DOLFINx's partition (:mod:`hybrid.solvers.partition`: Newton–Krylov with algebraic
-multigrid); the dataset is then the serial one to the Newton tolerance. ``auto`` partitions
-meshes of PARTITION_CVS control volumes and more.
+which rank ran it, so ``dataset.h5`` is identical for any P. With ``partition`` (gpme,
+burgers and wave), every scenario is solved over all ranks in turn, each owning the control
+volumes of its part of DOLFINx's partition (:mod:`hybrid.solvers.partition`: Newton–Krylov
+with algebraic multigrid; the wave equation's linear steps by GMRES with it); the dataset is
+then the serial one to the solver's tolerance. ``auto`` partitions meshes of PARTITION_CVS
+control volumes and more.
 
 Outputs in ``OUTPUT/solve/``:
 
@@ -106,13 +107,12 @@ def solve_mode(case, comm: MPI.Comm, num_cvs: int) -> str:
     measured on a 2-D porous-medium front (m = 2, dual rectangle, 10 steps), one scenario over 2
     ranks took 0.21 / 1.03 / 7.0 s at 3,015 / 11,824 / 46,686 control volumes, against 0.30 /
     2.6 / 30 s with serial LU, so two ranks' scenarios side by side (half the LU time each) are
-    faster below about 8,000 and slower above. Families without a partitioned solver (the wave
-    equation's, the incompressible one's) refuse ``partition`` and take ``scenarios`` under
-    ``auto``."""
+    faster below about 8,000 and slower above. The incompressible family has no partitioned
+    solver: it refuses ``partition`` and takes ``scenarios`` under ``auto``."""
     setting = case.solver["parallel"]
     if setting == "partition" and not problem_for(case).can_partition(case):
-        raise CaseError(f"parallel = \"partition\" solves gpme and burgers scenarios over the "
-                        f"ranks; the {case.pde['family']} solver is serial: "
+        raise CaseError("parallel = \"partition\" solves gpme, burgers and wave scenarios over "
+                        f"the ranks; the {case.pde['family']} solver is serial: "
                         "use \"scenarios\" or \"auto\"",
                         file=str(case.display_file), key="solver.parallel")
     if comm.size == 1 or not problem_for(case).can_partition(case):
