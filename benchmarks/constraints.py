@@ -26,6 +26,13 @@ never gated on.
    and MUMPS, on 1-D intervals and dual rectangles: what sets ``NATIVE_ROWS``.
 5. Ranks: the distributed update (PETSc over the control volumes' partition) of per-cell rows
    on a rectangle, mean and 32 Matheron samples, under ``mpirun -n 1`` and ``-n 2``.
+6. Shared (``--only shared [--largest H]``): at 2 ranks on the dual rectangle of h = H (default
+   0.0035, about 10⁵ control volumes), per-cell + Dirichlet rows × 10 intervals, three test
+   scenarios on the case-level prior shape through the driver's distributed update
+   (:class:`~hybrid.constraints.distributed.DistributedShapePlan`): the plan's seconds (one MUMPS
+   factorisation, the 200 Matheron samples once) and each scenario's (mean, scaled variance and
+   100 samples), against one scenario of the partitioned reference solver on the same mesh (the
+   porous-medium front of benchmarks/scale.py, 10 steps) and an untrained FNO's inference.
 """
 
 from __future__ import annotations
@@ -287,15 +294,102 @@ def packages(largest: float = 0.011) -> None:
         plan.destroy()
 
 
+def shared_worker(h: float) -> None:
+    """Run under mpirun -n 2: the shared-plan update of three scenarios, then one solve."""
+    from mpi4py import MPI
+
+    from hybrid.constraints import driver
+    from hybrid.constraints.distributed import entry_owners
+    from hybrid.constraints.rows import ConstraintRows
+    from hybrid.mesh.distribute import partition_owners
+    from hybrid.mesh.shapes import generate
+    from hybrid.solvers.gpme import BoundaryData, Conductivity
+    from hybrid.solvers.partition import PartitionGPMESolver
+
+    comm = MPI.COMM_WORLD
+    cv, layout, rows, var, mu = _problem(h)
+    mesh = generate({"shape": "rectangle", "h": h}, seed=0)
+    cv.assign_owners(*partition_owners(mesh, comm))
+    owner, plans, per = entry_owners(cv, layout.T), {}, []
+    rng = np.random.default_rng(1)
+    for k, scale in enumerate((0.5, 1.0, 3.0)):
+        b = rows.b + 1e-3 * rng.standard_normal(rows.count) * (rows.kind != "dirichlet")
+        scenario = ConstraintRows(rows.G, b, rows.kind)
+        comm.Barrier()
+        t0 = time.perf_counter()
+        _, _, _, phases, _ = driver._constrain(
+            "main", scenario, mu + 0.01 * k, scale * var, scale * var, None, 0.0, owner, comm, 5,
+            layout, driver.FRONT_SAMPLES, plans, var)
+        comm.Barrier()
+        per.append((time.perf_counter() - t0, phases))
+    method = plans["main"].update.method
+    for plan in plans.values():
+        plan.destroy()
+
+    class Constant:
+        is_constant = True
+
+        def __init__(self, value):
+            self.value = value
+
+        def __call__(self, points, t=0.0, params=None):
+            return np.full(len(points), self.value)
+
+        def constant_value(self, params=None):
+            return self.value
+
+    bcs = [BoundaryData("left", "dirichlet", Constant(1.0))] + \
+          [BoundaryData(n, "flux", Constant(0.0)) for n in ("right", "top", "bottom")]
+    solver = PartitionGPMESolver(cv, Conductivity("power", m=2.0), bcs, {}, comm=comm)
+    comm.Barrier()
+    t0 = time.perf_counter()
+    solver.run(np.full(cv.num_cvs, 0.01), 0.05, 0.005, 2)
+    comm.Barrier()
+    solve = time.perf_counter() - t0
+    solver.close()
+    inference = _inference_seconds(cv, layout.T) if comm.rank == 0 else 0.0
+    if comm.rank == 0:
+        first = per[0][1]["plan"]
+        later = [seconds - phases["plan"] for seconds, phases in per]
+        update = float(np.mean(later))
+        print(f"  {cv.num_cvs:,} control volumes, {rows.count:,} rows, {method}, 2 ranks")
+        print(f"  plan (once per case: the factorisation and the 200 samples): {first:.1f} s")
+        print("  per scenario (mean, variance, samples): "
+              + ", ".join(f"{x:.2f}" for x in later) + " s; mean phase "
+              + ", ".join(f"{p['mean']:.2f}" for _, p in per) + " s")
+        print(f"  one scenario's solve over the partition: {solve:.1f} s; inference (4 members) "
+              f"{inference:.3f} s")
+        print(f"  solver / (inference + update) = {solve / (inference + update):.1f}x per "
+              f"scenario; with the plan shared by 10 scenarios "
+              f"{solve / (inference + update + first / 10):.1f}x")
+
+
+def shared(h: float) -> None:
+    """Part 6 under mpirun -n 2 (see the module's docstring)."""
+    import os
+    import subprocess
+
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    proc = subprocess.run(["mpirun", "-n", "2", sys.executable, __file__, "--shared-worker",
+                           str(h)], env=env, capture_output=True, text=True)
+    print(proc.stdout.rstrip())
+    if proc.returncode:
+        print(proc.stderr[-3000:])
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
         distributed_worker(float(sys.argv[2]), sys.argv[3], *sys.argv[4:5])
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "--shared-worker":
+        shared_worker(float(sys.argv[2]))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, default=ROOT, help="folder holding cases/*/results")
     parser.add_argument("--largest", type=float, default=0.0035,
                         help="smallest h of the growth study")
-    parser.add_argument("--only", choices=("cases", "growth", "variance", "packages", "ranks"),
+    parser.add_argument("--only", choices=("cases", "growth", "variance", "packages", "ranks",
+                                           "shared"),
                         help="one part only")
     args = parser.parse_args()
     parts = {"cases": ("per case (main variant, seconds per test scenario):",
@@ -307,7 +401,9 @@ def main() -> None:
                           variance_error),
              "packages": ("the plan's Cholesky by factor package (ms):",
                           lambda: packages(max(args.largest, 0.011))),
-             "ranks": ("distributed update, 1 vs 2 ranks:", ranks)}
+             "ranks": ("distributed update, 1 vs 2 ranks:", ranks),
+             "shared": ("one distributed factorisation shared by the scenarios of a case shape:",
+                        lambda: shared(args.largest))}
     for name, (title, run) in parts.items():
         if args.only in (None, name):
             print(("\n" if name != "cases" and args.only is None else "") + title)

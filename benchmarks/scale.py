@@ -3,7 +3,7 @@ control volumes, for one scenario solved serially with LU, serially with Newton�
 and over 2 ranks' partition of the mesh (``[solver] parallel = "partition"``).
 
     .venv/bin/python benchmarks/scale.py [--sizes 0.03,0.015,0.0075,0.005,0.0035]
-                                         [--out docs/figures/scale.md]
+                                         [--out docs/figures/scale.md] [--family wave]
 
 The problem: a porous-medium front (k = u², m = 2) on a dual rectangle (h as given), u = 1
 held on the left wall, no flux elsewhere, 10 implicit steps of 0.005 from u = 0.01. Every run is
@@ -13,6 +13,10 @@ and balance residual. Reported as ratios measured in one run: the fitted growth 
 time against control volumes for each solver, the 1 → 2 rank speed-up of one distributed solve,
 and, at the largest size, hypre's BoomerAMG against PETSc's GAMG as the preconditioner. Never
 gated on in CI.
+
+``--family wave``: the wave equation (c = 1, a Gaussian pulse released from rest, the left wall
+held at 0, no flux elsewhere, 10 trapezoidal steps of 0.005): one LU per step size serially,
+against GMRES + BoomerAMG on every step over the partition (:class:`PartitionWaveSolver`).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ MODES = (("lu", 1, "serial LU"), ("amg", 1, "serial Newton-Krylov + AMG"),
          ("amg", 2, "2 ranks' partition"))
 
 
-def one(h: float, mode: str, pc: str) -> dict:
+def one(h: float, mode: str, pc: str, family: str = "gpme") -> dict:
     """One solve in this process (under mpirun for several ranks); returns its measurements on
     rank 0."""
     import numpy as np
@@ -44,7 +48,8 @@ def one(h: float, mode: str, pc: str) -> dict:
     from hybrid.mesh.shapes import generate
     from hybrid.petsc_options import SOLVER_PREFIX, petsc_options
     from hybrid.solvers.gpme import BoundaryData, Conductivity, GPMESolver
-    from hybrid.solvers.partition import PartitionGPMESolver
+    from hybrid.solvers.partition import PartitionGPMESolver, PartitionWaveSolver
+    from hybrid.solvers.wave import WaveSolver
 
     class Constant:
         is_constant = True
@@ -64,32 +69,43 @@ def one(h: float, mode: str, pc: str) -> dict:
     cv = build_control_volumes(mesh, "dual")
     cv.assign_owners(*partition_owners(mesh, comm))
     setup = time.perf_counter() - t0
-    bcs = [BoundaryData("left", "dirichlet", Constant(1.0))] + \
+    wave = family == "wave"
+    bcs = [BoundaryData("left", "dirichlet", Constant(0.0 if wave else 1.0))] + \
           [BoundaryData(n, "flux", Constant(0.0)) for n in ("right", "top", "bottom")]
-    k = Conductivity("power", m=2.0)
     options = {} if pc == "hypre" else {"pc_type": pc}
     with petsc_options(SOLVER_PREFIX, options):
-        solver = (GPMESolver(cv, k, bcs, {}) if mode == "lu"
-                  else PartitionGPMESolver(cv, k, bcs, {}, comm=comm))
+        if wave:
+            solver = (WaveSolver(cv, 1.0, bcs, {}) if mode == "lu"
+                      else PartitionWaveSolver(cv, 1.0, bcs, {}, comm=comm))
+            x = cv.centre
+            u0 = np.exp(-60 * ((x[:, 0] - 0.5) ** 2 + (x[:, 1] - 0.5) ** 2))
+        else:
+            k = Conductivity("power", m=2.0)
+            solver = (GPMESolver(cv, k, bcs, {}) if mode == "lu"
+                      else PartitionGPMESolver(cv, k, bcs, {}, comm=comm))
+            u0 = np.full(cv.num_cvs, 0.01)
         comm.Barrier()
         t0 = time.perf_counter()
-        traj = solver.run(np.full(cv.num_cvs, 0.01), 0.05, 0.005, 2)
+        traj = solver.run(u0, 0.05, 0.005, 2)
         comm.Barrier()
         seconds = time.perf_counter() - t0
-        linear = solver.snes.getLinearSolveIterations() if mode != "lu" else None
+        linear = None if mode == "lu" else \
+            solver.linear_iterations() if wave else solver.snes.getLinearSolveIterations()
         solver.close()
     rss = comm.allreduce(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
                          op=MPI.MAX) / 1024   # MiB
     balance = float(np.abs(cv.balance_residual(traj.u, traj.flux, traj.source)).max()
                     / (np.abs(traj.u).max() * cv.volume.max()))
     return {"h": h, "cvs": cv.num_cvs, "ranks": comm.size, "mode": mode, "pc": pc,
-            "seconds": seconds, "setup_seconds": setup, "newton": solver.stats["newton_its"],
+            "seconds": seconds, "setup_seconds": setup,
+            # a wave step is one linear solve: its "Newton iterations" are the steps
+            "newton": solver.stats["steps" if wave else "newton_its"],
             "linear_last_step": linear, "peak_rss_mib": rss, "balance": balance}
 
 
-def run(h: float, mode: str, ranks: int, pc: str = "hypre") -> dict:
+def run(h: float, mode: str, ranks: int, pc: str = "hypre", family: str = "gpme") -> dict:
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
-    cmd = [sys.executable, __file__, "--one", str(h), mode, pc]
+    cmd = [sys.executable, __file__, "--one", str(h), mode, pc, family]
     if ranks > 1:
         cmd = (["mpirun", "-n", str(ranks)]
                + (["--oversubscribe"] if (os.cpu_count() or 1) < ranks else []) + cmd)
@@ -107,11 +123,14 @@ def main() -> None:
     ap.add_argument("--sizes", default="0.03,0.015,0.0075,0.005,0.0035",
                     help="mesh sizes h, comma-separated")
     ap.add_argument("--out", default=None, help="also write the tables (markdown) here")
-    ap.add_argument("--one", nargs=3, metavar=("H", "MODE", "PC"), help=argparse.SUPPRESS)
+    ap.add_argument("--family", default="gpme", choices=("gpme", "wave"),
+                    help="the porous-medium front (default) or the wave equation")
+    ap.add_argument("--one", nargs=4, metavar=("H", "MODE", "PC", "FAMILY"),
+                    help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
         from mpi4py import MPI
-        result = one(float(args.one[0]), args.one[1], args.one[2])
+        result = one(float(args.one[0]), args.one[1], args.one[2], args.one[3])
         if MPI.COMM_WORLD.rank == 0:
             print(json.dumps(result), flush=True)
         return
@@ -119,7 +138,7 @@ def main() -> None:
     rows = {}
     for h in sizes:
         for mode, ranks, _ in MODES:
-            rows[(h, mode, ranks)] = r = run(h, mode, ranks)
+            rows[(h, mode, ranks)] = r = run(h, mode, ranks, family=args.family)
             print(f"h {h:<7g} {r['cvs']:7d} CVs  {mode:3s} x{ranks}: {r['seconds']:8.2f} s  "
                   f"({r['newton']} Newton its, setup {r['setup_seconds']:.1f} s, peak "
                   f"{r['peak_rss_mib']:.0f} MiB, balance {r['balance']:.1e})", flush=True)
@@ -144,7 +163,7 @@ def main() -> None:
         fits.append(f"- {label}: time ∝ N^{exponent(cvs, t):.2f}; per Newton iteration ∝ "
                     f"N^{exponent(cvs, per_it):.2f}")
     largest = sizes[-1]
-    gamg = run(largest, "amg", 2, "gamg")
+    gamg = run(largest, "amg", 2, "gamg", args.family)
     hypre = rows[(largest, "amg", 2)]
     fits.append(f"- preconditioner at {hypre['cvs']:,} control volumes, 2 ranks: BoomerAMG "
                 f"{hypre['seconds']:.2f} s, GAMG {gamg['seconds']:.2f} s (last step's linear "
