@@ -81,6 +81,8 @@ def test_a_case_level_prior_shape_scales_one_variance_and_keeps_the_rows_exact(t
         assert all(x > 0 for x in posterior["state"])
         if setting == "case":
             assert record["chosen"] == "case" and spread < 1e-9
+            # λ chosen under the shape alone: the per-scenario sweep was not run
+            assert set(record["validation_mse_ratio"]) == {"case"}
         elif setting == "scenario":
             assert record["chosen"] == "scenario" and spread > 1e-3
         else:

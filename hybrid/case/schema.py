@@ -397,7 +397,8 @@ _section(
        "The update's prior for test scenarios inside the training span: each scenario's own "
        "calibrated variances (scenario: G Sigma G^T factored once per scenario), or one case-level "
        "shape, the validation scenarios' mean variances, times each scenario's overall scale "
-       "(case: factored once per case, the variance computed once); auto takes case unless "
+       "(case: factored once per case, the variance computed once, and the flux inflation chosen "
+       "under the shape alone); auto takes case unless "
        "scenario does better on validation by more than a standard error. case needs sigma = 0, "
        "covariance = \"diagonal\" and two validation scenarios (else scenario).",
        choices=("auto", "scenario", "case")),

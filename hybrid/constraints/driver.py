@@ -495,21 +495,33 @@ def _choose_prior(case, problem, checks: dict, make=None):
     factored once per scenario); ``case`` gives every test scenario inside the training span the
     prior s · diag(d₀), d₀ the mean of the validation scenarios' calibrated variances and s the
     scenario's own overall scale (:func:`~hybrid.constraints.selection.shape_scale`), so that one
-    factorisation per case serves every scenario's mean, variance and samples; ``auto`` takes the
+    factorisation per case serves every scenario's mean, variance and samples (λ is then chosen
+    under the shape alone: the per-scenario sweep, one factorisation per λ and validation
+    scenario, is not run); ``auto`` takes the
     case shape unless the per-scenario variances do better on validation by more than a standard
     error (each validation scenario's shape left out of its own mean). The shape needs an exact
     update (σ_G = 0), the diagonal covariance and two validation scenarios."""
-    per = {}
-    inflation, table, _ = _flux_inflation(case, problem, checks, make, per)
     c, main = case.constraints, main_variant(case)
     record = {"setting": c["prior_shape"], "chosen": "scenario"}
     shaped = {v: shaped_scenarios(group, problem.layout, problem.state_weights)
               for v, group in checks.items()}
-    if c["prior_shape"] == "scenario" or float(c["sigma"]) or c["covariance"] != "diagonal" \
-            or not shaped.get(main) or inflation not in per:
-        return inflation, table, None, record, checks
+    possible = (c["prior_shape"] != "scenario" and not float(c["sigma"])
+                and c["covariance"] == "diagonal" and bool(shaped.get(main)))
+    d0 = lambda: np.mean([s.var for s in checks[main]], axis=0)
     per_case = {}
-    lam, table_case, _ = _flux_inflation(case, problem, shaped, make, per_case)
+    if possible and c["prior_shape"] == "case":   # asked for: the per-scenario sweep is not run
+                                                  # (each λ of it factors every validation scenario)
+        lam, table_case, _ = _flux_inflation(case, problem, shaped, make, per_case)
+        if lam in per_case:
+            record.update(chosen="case", validation_mse_ratio={"case": float(per_case[lam].mean())},
+                          flux_inflation={"case": lam})
+            return lam, table_case, _inflate(d0(), None, problem.layout, lam)[0], record, shaped
+    per = {}
+    inflation, table, _ = _flux_inflation(case, problem, checks, make, per)
+    if not possible or inflation not in per:
+        return inflation, table, None, record, checks
+    if not per_case:
+        lam, table_case, _ = _flux_inflation(case, problem, shaped, make, per_case)
     if lam not in per_case:
         return inflation, table, None, record, checks
     record.update(validation_mse_ratio={"scenario": float(per[inflation].mean()),
@@ -518,8 +530,7 @@ def _choose_prior(case, problem, checks: dict, make=None):
     if c["prior_shape"] == "auto" and not prefers_case_shape(per[inflation], per_case[lam]):
         return inflation, table, None, record, checks
     record["chosen"] = "case"
-    d0 = np.mean([s.var for s in checks[main]], axis=0)
-    return lam, table_case, _inflate(d0, None, problem.layout, lam)[0], record, shaped
+    return lam, table_case, _inflate(d0(), None, problem.layout, lam)[0], record, shaped
 
 
 def _posterior_scales(case, problem, group: list, inflation: float | None,
