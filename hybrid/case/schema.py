@@ -323,7 +323,7 @@ _section(
        "Newton-Krylov or, for waves, GMRES with algebraic multigrid on every rank's control "
        "volumes), give each rank "
        "whole scenarios (scenarios: serial LU), or choose by size (auto: partition from 8000 "
-       "control volumes).",
+       "control volumes, 50000 for waves).",
        choices=("auto", "partition", "scenarios")),
 )
 

@@ -99,6 +99,11 @@ def solve_scenario(case, cv: ControlVolumes, params: dict, split: str, index: in
 
 PARTITION_CVS = 8000   # parallel = "auto": solve each scenario over the partition from this many
                        # control volumes
+# the wave equation's serial LU is factored once per step size and each step is a triangular
+# solve, so the partition pays later (benchmarks/scale.py --family wave, 10 steps, 2 ranks: 0.31
+# / 0.73 / 1.60 s per scenario at 21,093 / 46,686 / 95,041 control volumes, against 0.19 / 0.73
+# / 2.58 s for two serial-LU scenarios side by side)
+PARTITION_CVS_WAVE = 50_000
 
 
 def solve_mode(case, comm: MPI.Comm, num_cvs: int) -> str:
@@ -107,8 +112,9 @@ def solve_mode(case, comm: MPI.Comm, num_cvs: int) -> str:
     measured on a 2-D porous-medium front (m = 2, dual rectangle, 10 steps), one scenario over 2
     ranks took 0.21 / 1.03 / 7.0 s at 3,015 / 11,824 / 46,686 control volumes, against 0.30 /
     2.6 / 30 s with serial LU, so two ranks' scenarios side by side (half the LU time each) are
-    faster below about 8,000 and slower above. The incompressible family has no partitioned
-    solver: it refuses ``partition`` and takes ``scenarios`` under ``auto``."""
+    faster below about 8,000 and slower above; waves partition from PARTITION_CVS_WAVE. The
+    incompressible family has no partitioned solver: it refuses ``partition`` and takes
+    ``scenarios`` under ``auto``."""
     setting = case.solver["parallel"]
     if setting == "partition" and not problem_for(case).can_partition(case):
         raise CaseError("parallel = \"partition\" solves gpme, burgers and wave scenarios over "
@@ -118,7 +124,8 @@ def solve_mode(case, comm: MPI.Comm, num_cvs: int) -> str:
     if comm.size == 1 or not problem_for(case).can_partition(case):
         return "scenarios"
     if setting == "auto":
-        return "partition" if num_cvs >= PARTITION_CVS else "scenarios"
+        threshold = PARTITION_CVS_WAVE if case.pde["family"] == "wave" else PARTITION_CVS
+        return "partition" if num_cvs >= threshold else "scenarios"
     return setting
 
 
