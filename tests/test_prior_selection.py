@@ -187,3 +187,13 @@ def test_the_posterior_calibration_narrows_only_within_the_validation_range(tmp_
     for i in range(len(inside)):
         expected = 0.5 if inside[i] and supported[i] else 1.0
         assert np.allclose(ratio[i][np.isfinite(ratio[i])], expected, rtol=1e-9), i
+
+
+def test_the_case_lists_the_candidate_flux_inflations(tmp_path):
+    """[constraints] flux_inflations: only the listed λ are updated on the validation scenarios
+    (each a factorisation per scenario at scale), and the chosen one is among them."""
+    case = small_case("burgers-1d", tmp_path, **{
+        **TINY, "constraints": {**TINY["constraints"], "flux_inflations": "[3, 30]"}})
+    metrics = _predict(case)
+    assert set(metrics["validation_mse_ratio"]) == {"3", "30"}
+    assert metrics["flux_inflation"] in (3.0, 30.0)

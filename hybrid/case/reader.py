@@ -40,6 +40,7 @@ _EXPECTED = {
     "expression": "an expression string", "table": "a table", "coefficient": "a number",
     "expression-or-list": "an expression string or a list of them",
     "ints": "an integer or a list of integers", "choices": "a list of strings",
+    "numbers": "a non-empty list of numbers",
 }
 
 
@@ -100,7 +101,8 @@ class Reader:
             text += " from " + key.allowed_text()
         bounds = key.bounds_text()
         return (f"{text} {bounds}"
-                if bounds and key.kind in ("int", "number", "coefficient", "ints") else text)
+                if bounds and key.kind in ("int", "number", "coefficient", "ints", "numbers")
+                else text)
 
     def _wrong(self, value: Any, key: Key, where: str) -> CaseError:
         return self.error(where, f"found {describe_value(value)}, expected {self._expected(key)}")
@@ -185,6 +187,13 @@ class Reader:
                                      f"found {describe_value(value)}, expected 1 to 3 integers")
                 return [self.integer(item, key, where) for item in value]
             return self.integer(value, key, where)
+        if kind == "numbers":
+            if not isinstance(value, list) or not value:
+                raise self._wrong(value, key, where)
+            numbers = [self.number(item, key, where) for item in value]
+            if len(set(numbers)) < len(numbers):
+                raise self.error(where, f"found {describe_value(value)}: a number listed twice")
+            return numbers
         if kind == "expression":
             return self.expression_text(value, key, where)
         if kind == "expression-or-list":

@@ -393,6 +393,11 @@ _section(
        "Widen a test scenario's constrained variances by the factor its rows' residual statistic "
        "r^T (G Sigma G^T)^-1 r / rows exceeds the largest validation scenario's (never narrower; "
        "the mean is unchanged)."),
+    _k("flux_inflations", "numbers", [1.0, 3.0, 10.0, 30.0, 100.0, 1e3, 1e4],
+       "Candidate factors lambda on the prediction's flux variances, one chosen on the validation "
+       "scenarios (the largest within one standard error of the best MSE). Each candidate costs "
+       "one update of every validation scenario (at scale, a factorisation each): a large case "
+       "may list fewer.", low=0, low_open=True),
     _k("prior_shape", "choice", "auto",
        "The update's prior for test scenarios inside the training span: each scenario's own "
        "calibrated variances (scenario: G Sigma G^T factored once per scenario), or one case-level "
@@ -442,7 +447,8 @@ def _default_text(key: Key) -> str:
     if isinstance(key.default, str):
         return f'"{key.default}"'
     if isinstance(key.default, list):
-        return "[" + ", ".join(f'"{v}"' for v in key.default) + "]"
+        return "[" + ", ".join(f"{v:g}" if isinstance(v, float) else f'"{v}"'
+                               for v in key.default) + "]"
     return f"{key.default}"
 
 

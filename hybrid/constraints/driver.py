@@ -483,8 +483,9 @@ def _flux_inflation(case, problem, scenarios: dict, make=None,
     if not scenarios.get(main):
         return 1.0, {}, 1.0
     return choose_flux_inflation(scenarios[main], problem.state_weights,
-                                 float(case.constraints["sigma"]), layout=problem.layout, make=make,
-                                 per_scenario=per_scenario)
+                                 float(case.constraints["sigma"]),
+                                 candidates=tuple(case.constraints["flux_inflations"]),
+                                 layout=problem.layout, make=make, per_scenario=per_scenario)
 
 
 def _choose_prior(case, problem, checks: dict, make=None):

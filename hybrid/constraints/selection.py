@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hybrid.case.schema import SECTIONS
 from hybrid.constraints.update import ConstraintError, GaussianUpdate
 from hybrid.metrics import mse
 
@@ -28,8 +29,9 @@ __all__ = ["FLUX_INFLATIONS", "OUTSIDE_INFLATION", "ValidationScenario", "choose
            "defect_scale", "outside_prior", "prefers_case_shape", "shape_scale",
            "shaped_scenarios", "within_training_span"]
 
-# beyond 1e4 G Σ Gᵀ loses digits (periodic domains)
-FLUX_INFLATIONS = (1.0, 3.0, 10.0, 30.0, 100.0, 1e3, 1e4)
+# the candidates of λ unless the case lists its own ([constraints] flux_inflations); beyond 1e4
+# G Σ Gᵀ loses digits (periodic domains)
+FLUX_INFLATIONS = tuple(SECTIONS["constraints"]["flux_inflations"].default)
 
 
 @dataclass
