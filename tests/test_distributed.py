@@ -156,6 +156,9 @@ def test_predict_variants_agree_at_one_and_two_ranks(tmp_path, name):
     assert set(table1) == set(table2) and all(abs(table1[k] - table2[k]) <= 1e-8 * abs(table1[k])
                                               for k in table1)
     chosen = {m["prior_shape"]["chosen"] for m in (metrics1, metrics2)}
+    if name == "heat-2d":   # at 2 ranks each variant's scenarios share one distributed plan
+        assert all(metrics2["variants"][v]["plan_seconds"] > 0
+                   for v in ("global", "per-cell", "per-cell+boundary"))
     # the cavity's covariance is the ensemble's: no case shape
     assert chosen == {"case" if name == "heat-2d" else "scenario"}
     assert set(mean1) == set(mean2) == {"raw", "hardc", "global", "per-cell", "per-cell+boundary"}
@@ -223,8 +226,9 @@ def test_scenarios_on_a_case_shape_share_one_distributed_factorisation(comm):
         b = rows.b + rng.standard_normal(len(rows.b))
         scenario = ConstraintRows(rows.G, b, rows.kind)
         mean = rng.standard_normal(layout.size)
+        # the shape's samples are seeded by the case's seed (7 here, as the scenario's own)
         shared = driver._constrain("main", scenario, mean, scale * shape, scale * shape, None,
-                                   0.0, owner, comm, 7, layout, 5, plans, shape)
+                                   0.0, owner, comm, 7, layout, 5, plans, shape, 7)
         own = driver._constrain("main", scenario, mean, scale * shape, scale * shape, None, 0.0,
                                 owner, comm, 7, layout, 5, {}, None)
         results.append((shared, own, b))
@@ -239,5 +243,18 @@ def test_scenarios_on_a_case_shape_share_one_distributed_factorisation(comm):
             assert post.shape == post0.shape == (5, cv.num_cvs)
             assert np.abs(post - post0).max() <= 1e-8 * np.abs(post0).max()
             assert np.abs(rows.G @ m - b).max() <= 1e-10 * np.abs(b).max()
+    kept = plans["main"]
+    # variances that are no multiple of the shape: the scenario's own factorisation, the plan kept
+    own_var = shape * rng.uniform(0.5, 2.0, layout.size)
+    phases = driver._constrain("main", scenario, mean, own_var, own_var, None, 0.0, owner, comm,
+                               7, layout, 5, plans, shape, 7)[3]
+    assert phases["plan"] == 0.0 and plans["main"] is kept
+    # other rows (no Dirichlet rows): the plan is rebuilt on them
+    other = conservation_rows(cv, layout, rng.standard_normal(cv.num_cvs))
+    m, *_, phases, _ = driver._constrain("main", other, mean, shape, shape, None, 0.0, owner, comm,
+                                         7, layout, 5, plans, shape, 7)
+    assert phases["plan"] > 0 and plans["main"] is not kept
+    if comm.rank == 0:
+        assert np.abs(other.G @ m - other.b).max() <= 1e-10 * np.abs(other.b).max()
     for plan in plans.values():
         plan.destroy()

@@ -83,6 +83,11 @@ def test_a_case_level_prior_shape_scales_one_variance_and_keeps_the_rows_exact(t
             assert record["chosen"] == "case" and spread < 1e-9
             # λ chosen under the shape alone: the per-scenario sweep was not run
             assert set(record["validation_mse_ratio"]) == {"case"}
+            from hybrid.stages.validate import run_validate
+
+            report = run_validate(load_case(case), comm=MPI.COMM_SELF, progress=False,
+                                  announce=False).read_text()
+            assert "Prior shape: case (setting case)" in report and "not evaluated" in report
         elif setting == "scenario":
             assert record["chosen"] == "scenario" and spread > 1e-3
         else:

@@ -105,6 +105,8 @@ class DistributedUpdate:
         scale.setArray(np.sqrt(self.var))
         GS.diagonalScale(R=scale)
         self.A0 = GS.matTransposeMult(GS)
+        GS.destroy()
+        scale.destroy()
         if self.sigma > 0:
             self.A0.shift(self.sigma ** 2)
         if method not in DISTRIBUTED_METHODS:

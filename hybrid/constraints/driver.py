@@ -509,10 +509,11 @@ def _choose_prior(case, problem, checks: dict, make=None):
     possible = (c["prior_shape"] != "scenario" and not float(c["sigma"])
                 and c["covariance"] == "diagonal" and bool(shaped.get(main)))
     d0 = lambda: np.mean([s.var for s in checks[main]], axis=0)
-    per_case = {}
+    per_case, swept = {}, False
     if possible and c["prior_shape"] == "case":   # asked for: the per-scenario sweep is not run
                                                   # (each λ of it factors every validation scenario)
         lam, table_case, _ = _flux_inflation(case, problem, shaped, make, per_case)
+        swept = True
         if lam in per_case:
             record.update(chosen="case", validation_mse_ratio={"case": float(per_case[lam].mean())},
                           flux_inflation={"case": lam})
@@ -521,7 +522,7 @@ def _choose_prior(case, problem, checks: dict, make=None):
     inflation, table, _ = _flux_inflation(case, problem, checks, make, per)
     if not possible or inflation not in per:
         return inflation, table, None, record, checks
-    if not per_case:
+    if not swept:
         lam, table_case, _ = _flux_inflation(case, problem, shaped, make, per_case)
     if lam not in per_case:
         return inflation, table, None, record, checks
@@ -629,9 +630,10 @@ def _constrain(variant, rows, mean, var, diag, U, sigma, owner, comm, seed, layo
     """(mean of x, variance of the states, states at the report time of ``samples`` posterior
     samples) of one scenario on rank 0 (None elsewhere), the seconds of each phase of the
     update, and the update's defect statistic (None without rows). ``plans`` caches the serial
-    update's :class:`UpdatePlan` of each variant's rows; ``shape``, the case-level prior shape
-    that ``diag`` is a multiple of (fixed on the plan, :meth:`UpdatePlan.fix`, seeded by
-    ``case_seed``)."""
+    update's :class:`UpdatePlan` of each variant's rows (distributed: its
+    :class:`~hybrid.constraints.distributed.DistributedShapePlan` where ``shape`` is given);
+    ``shape``, the case-level prior shape that ``diag`` is a multiple of (fixed on the plan,
+    :meth:`UpdatePlan.fix`; its samples seeded by ``case_seed`` serially and distributed)."""
     states, final = slice(0, layout.T * layout.N), layout.u(layout.T)
 
     def prior(k: int) -> np.ndarray:
@@ -669,12 +671,14 @@ def _constrain(variant, rows, mean, var, diag, U, sigma, owner, comm, seed, layo
     if isinstance(update, ShapedUpdate):
         # the shape's deviations, drawn once per case (its seconds the plan's): this scenario's
         # are √s times them, its variance s times theirs
-        key, plan = (seed, samples), update.plan
+        # (seeded by the case's seed, as the serial plan's fixed shape: the same samples at 1 and
+        # 2 ranks)
+        key, plan = (case_seed, samples), update.plan
         if key not in plan.kept:
             base = plan.update
             base.b = np.zeros(len(base.row_ids))
             zero = np.zeros(len(base.entries))
-            plan.kept[key] = _sample_moments(base, zero, zero, samples, seed, layout)
+            plan.kept[key] = _sample_moments(base, zero, zero, samples, case_seed, layout)
             phases["plan"] += time.perf_counter() - t2
         t3 = time.perf_counter()
         var, drawn = plan.kept[key]

@@ -43,6 +43,18 @@ KSP_RTOL = 1e-12   # of each Newton step's linear solve (the Newton
                    # tolerance is 1e-10 of the first residual)
 
 
+def _gmres_amg(ksp) -> None:
+    """GMRES to KSP_RTOL preconditioned by hypre's BoomerAMG (GAMG where PETSc has no hypre)."""
+    ksp.setType("gmres")
+    ksp.setTolerances(rtol=KSP_RTOL, atol=0.0, max_it=500)
+    pc = ksp.getPC()
+    try:
+        pc.setType("hypre")
+        pc.setHYPREType("boomeramg")
+    except PETSc.Error:   # a PETSc without hypre
+        pc.setType("gamg")
+
+
 class _Owned:
     """The control volumes' ownership over ``comm`` that both partitioned solvers share: PETSc
     numbering rank by rank (original order within), this rank's control volumes ``own``, and the
@@ -114,15 +126,7 @@ class PartitionGPMESolver(_Owned, GPMESolver):
         self.r = self.J.createVecLeft()
         self.x = self.J.createVecRight()
         snes = PETSc.SNES().create(comm)
-        ksp = snes.getKSP()
-        ksp.setType("gmres")
-        ksp.setTolerances(rtol=KSP_RTOL, atol=0.0, max_it=500)
-        pc = ksp.getPC()
-        try:
-            pc.setType("hypre")
-            pc.setHYPREType("boomeramg")
-        except PETSc.Error:   # a PETSc without hypre
-            pc.setType("gamg")
+        _gmres_amg(snes.getKSP())
         self._configure_snes(snes)
 
     # ---------------------------------------------------------------- the whole state on every rank
@@ -172,7 +176,7 @@ class PartitionWaveSolver(_Owned, WaveSolver):
         return self._factor[dt]
 
     def linear_iterations(self) -> int:
-        """The last step's linear iterations."""
+        """The linear iterations of the latest solve, the largest over the step sizes' solvers."""
         return max((f.ksp.getIterationNumber() for f in self._factor.values()), default=0)
 
     def close(self) -> None:
@@ -196,14 +200,7 @@ class _DistributedSolve:
         self.b, self.x = self.M.createVecLeft(), self.M.createVecRight()
         ksp = self.ksp = PETSc.KSP().create(owned.comm)
         ksp.setOperators(self.M)
-        ksp.setType("gmres")
-        ksp.setTolerances(rtol=KSP_RTOL, atol=0.0, max_it=500)
-        pc = ksp.getPC()
-        try:
-            pc.setType("hypre")
-            pc.setHYPREType("boomeramg")
-        except PETSc.Error:   # a PETSc without hypre
-            pc.setType("gamg")
+        _gmres_amg(ksp)
         ksp.setOptionsPrefix(SOLVER_PREFIX)
         ksp.setFromOptions()
 

@@ -102,7 +102,8 @@ PARTITION_CVS = 8000   # parallel = "auto": solve each scenario over the partiti
 # the wave equation's serial LU is factored once per step size and each step is a triangular
 # solve, so the partition pays later (benchmarks/scale.py --family wave, 10 steps, 2 ranks: 0.31
 # / 0.73 / 1.60 s per scenario at 21,093 / 46,686 / 95,041 control volumes, against 0.19 / 0.73
-# / 2.58 s for two serial-LU scenarios side by side)
+# / 2.58 s estimated for two serial-LU scenarios side by side: half of one LU's 0.38 / 1.46 /
+# 5.15 s)
 PARTITION_CVS_WAVE = 50_000
 
 

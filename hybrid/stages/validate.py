@@ -150,9 +150,11 @@ def _prior_section(prior: dict) -> list[str]:
     compared = shape.get("validation_mse_ratio")
     if compared:
         lam = shape["flux_inflation"]
+        own = (f"with each scenario's own variances {compared['scenario']:.3f} "
+               f"(λ = {lam['scenario']:g}), " if "scenario" in compared else
+               "(each scenario's own variances not evaluated: the setting asks for the shape), ")
         lines += ["", f"Prior shape: {shape['chosen']} (setting {shape['setting']}). Validation "
-                  f"MSE over raw with each scenario's own variances {compared['scenario']:.3f} "
-                  f"(λ = {lam['scenario']:g}), with one case-level shape (the validation "
+                  f"MSE over raw {own}with one case-level shape (the validation "
                   f"scenarios' mean variances, times each scenario's scale) "
                   f"{compared['case']:.3f} (λ = {lam['case']:g})"
                   + ("; the case shape is factored once for every test scenario."
