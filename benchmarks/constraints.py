@@ -298,6 +298,7 @@ def shared_worker(h: float) -> None:
     """Run under mpirun -n 2: the shared-plan update of three scenarios, then one solve."""
     from mpi4py import MPI
 
+    from hybrid.case.expressions import compile_expression
     from hybrid.constraints import driver
     from hybrid.constraints.distributed import entry_owners
     from hybrid.constraints.rows import ConstraintRows
@@ -326,20 +327,8 @@ def shared_worker(h: float) -> None:
     for plan in plans.values():
         plan.destroy()
 
-    class Constant:
-        is_constant = True
-
-        def __init__(self, value):
-            self.value = value
-
-        def __call__(self, points, t=0.0, params=None):
-            return np.full(len(points), self.value)
-
-        def constant_value(self, params=None):
-            return self.value
-
-    bcs = [BoundaryData("left", "dirichlet", Constant(1.0))] + \
-          [BoundaryData(n, "flux", Constant(0.0)) for n in ("right", "top", "bottom")]
+    bcs = [BoundaryData("left", "dirichlet", compile_expression("1"))] + \
+          [BoundaryData(n, "flux", compile_expression("0")) for n in ("right", "top", "bottom")]
     solver = PartitionGPMESolver(cv, Conductivity("power", m=2.0), bcs, {}, comm=comm)
     comm.Barrier()
     t0 = time.perf_counter()

@@ -43,6 +43,7 @@ def one(h: float, mode: str, pc: str, family: str = "gpme") -> dict:
     import numpy as np
     from mpi4py import MPI
 
+    from hybrid.case.expressions import compile_expression
     from hybrid.mesh.control_volumes import build_control_volumes
     from hybrid.mesh.distribute import partition_owners
     from hybrid.mesh.shapes import generate
@@ -51,18 +52,6 @@ def one(h: float, mode: str, pc: str, family: str = "gpme") -> dict:
     from hybrid.solvers.partition import PartitionGPMESolver, PartitionWaveSolver
     from hybrid.solvers.wave import WaveSolver
 
-    class Constant:
-        is_constant = True
-
-        def __init__(self, value):
-            self.value = value
-
-        def __call__(self, points, t=0.0, params=None):
-            return np.full(len(points), self.value)
-
-        def constant_value(self, params=None):
-            return self.value
-
     comm = MPI.COMM_WORLD
     t0 = time.perf_counter()
     mesh = generate({"shape": "rectangle", "h": h}, seed=0)
@@ -70,8 +59,8 @@ def one(h: float, mode: str, pc: str, family: str = "gpme") -> dict:
     cv.assign_owners(*partition_owners(mesh, comm))
     setup = time.perf_counter() - t0
     wave = family == "wave"
-    bcs = [BoundaryData("left", "dirichlet", Constant(0.0 if wave else 1.0))] + \
-          [BoundaryData(n, "flux", Constant(0.0)) for n in ("right", "top", "bottom")]
+    bcs = [BoundaryData("left", "dirichlet", compile_expression("0" if wave else "1"))] + \
+          [BoundaryData(n, "flux", compile_expression("0")) for n in ("right", "top", "bottom")]
     options = {} if pc == "hypre" else {"pc_type": pc}
     with petsc_options(SOLVER_PREFIX, options):
         if wave:

@@ -26,6 +26,17 @@ class _Constant:
         return self.value
 
 
+def _assert_the_serial_trajectory(cv, serial, traj):
+    """The partitioned trajectory is the serial one to 1e-9 (states and fluxes), and every
+    control volume's balance closes to round-off."""
+    scale = np.abs(serial.u).max()
+    assert np.abs(traj.u - serial.u).max() <= 1e-9 * scale
+    assert np.abs(traj.flux - serial.flux).max() <= 1e-9 * np.abs(serial.flux).max()
+    balance = (np.abs(cv.balance_residual(traj.u, traj.flux, traj.source)).max()
+               / (scale * cv.volume.max()))
+    assert balance <= 1e-12
+
+
 @pytest.mark.parallel(nprocs=2)
 @pytest.mark.parametrize("problem", ["porous-medium", "burgers", "stefan"])
 def test_partitioned_solve_matches_the_serial_solve(problem, comm):
@@ -54,12 +65,7 @@ def test_partitioned_solve_matches_the_serial_solve(problem, comm):
     assert 0 < len(solver.own) < cv.num_cvs
     traj = solver.run(u0, 0.04, 0.01, 2)
     solver.close()
-    scale = np.abs(serial.u).max()
-    assert np.abs(traj.u - serial.u).max() <= 1e-9 * scale
-    assert np.abs(traj.flux - serial.flux).max() <= 1e-9 * np.abs(serial.flux).max()
-    balance = (np.abs(cv.balance_residual(traj.u, traj.flux, traj.source)).max()
-               / (scale * cv.volume.max()))
-    assert balance <= 1e-12
+    _assert_the_serial_trajectory(cv, serial, traj)
     # a face between the two ranks: its flux is recorded once and balances both sides
     a, b = cv.face_cv[:, 0], cv.face_cv[:, 1]
     between = (b >= 0) & (cv.cv_owner[a] != cv.cv_owner[np.maximum(b, 0)])
@@ -95,12 +101,7 @@ def test_partitioned_wave_solve_matches_the_serial_solve(theta, comm):
     traj = solver.run(u0, 0.1, 0.01, 2)
     assert solver.linear_iterations() > 0
     solver.close()
-    scale = np.abs(serial.u).max()
-    assert np.abs(traj.u - serial.u).max() <= 1e-9 * scale
-    assert np.abs(traj.flux - serial.flux).max() <= 1e-9 * np.abs(serial.flux).max()
-    balance = (np.abs(cv.balance_residual(traj.u, traj.flux, traj.source)).max()
-               / (scale * cv.volume.max()))
-    assert balance <= 1e-12
+    _assert_the_serial_trajectory(cv, serial, traj)
     assert np.abs(traj.u[:, solver.is_dir]).max() == 0.0
     others = comm.allgather(traj.u)
     assert all(np.array_equal(u, traj.u) for u in others)
