@@ -591,3 +591,25 @@ def test_free_flux_limit_is_the_limit_of_inflated_fluxes():
     assert left == 2 and bare.null_vectors == 0 and bare.states.shape[0] == T
     three = sp.vstack([rows.G, rows.G[-1:]]).tocsr()
     assert free_flux_split(three, T * N) is None
+
+
+def test_raw_samples_are_the_prior_samples_at_the_report_time():
+    """The raw variant's posterior samples are prior samples at the report time, drawn with only
+    the normals up to there: the same numbers as the whole state's draw, for a diagonal and an
+    ensemble part alike."""
+    from mpi4py import MPI
+
+    from hybrid.constraints import driver
+    from hybrid.constraints.rows import StateLayout
+    from hybrid.constraints.update import prior_deviation
+
+    layout = StateLayout(30, 70, 4)
+    rng = np.random.default_rng(2)
+    mean, diag = rng.standard_normal(layout.size), rng.uniform(0.1, 1.0, layout.size)
+    final = layout.u(layout.T)
+    for U in (None, rng.standard_normal((layout.size, 3))):
+        _, _, post, _, _ = driver._constrain("raw", None, mean, diag, diag, U, 0.0, None,
+                                             MPI.COMM_SELF, 11, layout, 6, {})
+        whole = np.stack([prior_deviation(11, k, np.sqrt(diag), U, np.arange(layout.size))
+                          for k in range(6)])
+        np.testing.assert_array_equal(post, mean[final] + whole[:, final])
