@@ -37,7 +37,7 @@ from mpi4py import MPI
 
 from hybrid.constraints.update import (NOISE_ROWS, OPTIONS_PREFIX, ConstraintError,
                                        _IterativeSolver, factored_solve, limit_mumps_memory,
-                                       multiple_of, mumps_error, normals, prior_deviation)
+                                       mumps_error, normals, prior_deviation, same_matrix)
 
 __all__ = ["DistributedUpdate", "DistributedShapePlan", "entry_owners", "DISTRIBUTED_METHODS"]
 
@@ -247,23 +247,21 @@ class DistributedShapePlan:
     Measured on the 112,044-CV L-shape: one MUMPS factorisation of 96 s per scenario before."""
 
     def __init__(self, G, shape: np.ndarray, owner: np.ndarray, comm: MPI.Comm = MPI.COMM_WORLD):
-        self.given = G
-        self.shape = np.broadcast_to(np.asarray(shape, np.float64), (G.shape[1],)).copy()
-        self.update = DistributedUpdate(G, np.zeros(G.shape[0]), self.shape, None, 0.0, owner,
-                                        comm)
+        self.given, self.shape, self._csr = G, shape, None
+        self.update = DistributedUpdate(G, np.zeros(G.shape[0]), shape, None, 0.0, owner, comm)
         self.kept = {}   # what the caller derives from the shape alone (its samples' moments)
 
-    def matches(self, G) -> bool:
-        """Whether ``G`` is the plan's (the same object, or equal in pattern and values)."""
+    def serves(self, G, shape: np.ndarray) -> bool:
+        """Whether the plan was built for these rows and this shape (the same objects, or
+        equal ones)."""
+        if not (shape is self.shape or np.array_equal(shape, self.shape)):
+            return False
         if G is self.given:
             return True
-        a, b = sp.csr_matrix(G), sp.csr_matrix(self.given)
-        return a.shape == b.shape and a.nnz == b.nnz and (a != b).nnz == 0
-
-    def scale_of(self, var: np.ndarray) -> float | None:
-        """The scale s with ``var`` = s · the shape, else None."""
-        return multiple_of(np.broadcast_to(np.asarray(var, np.float64), self.shape.shape),
-                           self.shape)
+        if self._csr is None:   # the plan's G as sorted CSR, on the first comparison only
+            self._csr = sp.csr_matrix(self.given, dtype=np.float64)
+            self._csr.sort_indices()
+        return same_matrix(G, self._csr)
 
     def bind(self, b: np.ndarray, scale: float) -> "ShapedUpdate":
         """The update of one scenario: rows' right-hand side ``b``, prior s · diag(shape)."""

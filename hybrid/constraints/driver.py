@@ -509,22 +509,18 @@ def _choose_prior(case, problem, checks: dict, make=None):
     possible = (c["prior_shape"] != "scenario" and not float(c["sigma"])
                 and c["covariance"] == "diagonal" and bool(shaped.get(main)))
     d0 = lambda: np.mean([s.var for s in checks[main]], axis=0)
-    per_case, swept = {}, False
-    if possible and c["prior_shape"] == "case":   # asked for: the per-scenario sweep is not run
-                                                  # (each λ of it factors every validation scenario)
+    per_case = {}
+    if possible:
         lam, table_case, _ = _flux_inflation(case, problem, shaped, make, per_case)
-        swept = True
-        if lam in per_case:
+        if c["prior_shape"] == "case" and lam in per_case:   # asked for: the per-scenario sweep
+                                                             # (a factorisation per λ and
+                                                             # validation scenario) is not run
             record.update(chosen="case", validation_mse_ratio={"case": float(per_case[lam].mean())},
                           flux_inflation={"case": lam})
             return lam, table_case, _inflate(d0(), None, problem.layout, lam)[0], record, shaped
     per = {}
     inflation, table, _ = _flux_inflation(case, problem, checks, make, per)
-    if not possible or inflation not in per:
-        return inflation, table, None, record, checks
-    if not swept:
-        lam, table_case, _ = _flux_inflation(case, problem, shaped, make, per_case)
-    if lam not in per_case:
+    if not possible or inflation not in per or lam not in per_case:
         return inflation, table, None, record, checks
     record.update(validation_mse_ratio={"scenario": float(per[inflation].mean()),
                                         "case": float(per_case[lam].mean())},
@@ -821,16 +817,17 @@ def _update(variant, rows, diag, U, sigma, owner, comm, plans: dict, layout=None
 
 def _distributed_update(variant, rows, diag, U, sigma, owner, comm, plans: dict, shape):
     """:func:`_update` over the partition: (the update, the seconds spent building its plan)."""
-    if shape is None or sigma or U is not None or multiple_of(diag, shape) is None:
+    scale = None if shape is None or sigma or U is not None else multiple_of(diag, shape)
+    if scale is None:
         return make_update(rows, diag, U, sigma, owner, comm), 0.0
     built, plan = 0.0, plans.get(variant)
-    if plan is None or not plan.matches(rows.G) or plan.scale_of(diag) is None:
+    if plan is None or not plan.serves(rows.G, shape):
         t0 = time.perf_counter()
         for key in list(plans):   # one MUMPS factorisation in memory at a time
             plans.pop(key).destroy()
         plan = plans[variant] = DistributedShapePlan(rows.G, shape, owner, comm)
         built = time.perf_counter() - t0
-    return plan.bind(rows.b, plan.scale_of(diag)), built
+    return plan.bind(rows.b, scale), built
 
 
 def read_variants(path, datasets: tuple | None = None) -> tuple[dict, dict]:

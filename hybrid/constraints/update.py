@@ -90,6 +90,17 @@ def prior_deviation(seed: int, k: int, std: np.ndarray, U: np.ndarray | None, en
     return z
 
 
+def same_matrix(G: sp.spmatrix, reference: sp.csr_matrix) -> bool:
+    """Whether ``G`` equals ``reference`` (a CSR matrix with sorted indices) in shape, sparsity
+    pattern and values."""
+    G = sp.csr_matrix(G, dtype=np.float64)
+    G.sort_indices()
+    return (G.shape == reference.shape and G.nnz == reference.nnz
+            and np.array_equal(G.indptr, reference.indptr)
+            and np.array_equal(G.indices, reference.indices)
+            and np.array_equal(G.data, reference.data))
+
+
 def multiple_of(var: np.ndarray, shape: np.ndarray) -> float | None:
     """The scale s > 0 with ``var`` = s · ``shape`` (to 1e-12 relative), else None."""
     k = int(np.argmax(shape))
@@ -337,14 +348,7 @@ class UpdatePlan:
     def matches(self, G: sp.spmatrix) -> bool:
         """Whether ``G`` is the plan's G: the same shape, sparsity pattern and values (the
         object the plan was built from, or its copy, is taken as unchanged)."""
-        if G is self._given or G is self.G:
-            return True
-        G = sp.csr_matrix(G, dtype=np.float64)
-        G.sort_indices()
-        return (G.shape == self.G.shape and G.nnz == self.G.nnz
-                and np.array_equal(G.indptr, self.G.indptr)
-                and np.array_equal(G.indices, self.G.indices)
-                and np.array_equal(G.data, self.G.data))
+        return G is self._given or G is self.G or same_matrix(G, self.G)
 
     def values(self, var: np.ndarray, sigma: float) -> np.ndarray:
         """A₀'s CSR values for diag(var) and σ_G."""
