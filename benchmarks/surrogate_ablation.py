@@ -38,6 +38,22 @@ VARIANTS = {
     # (scenario, step) pair cost about as much as 200 one-shot epochs on a 20-output 1-D case
     "autoregressive": {("surrogate", "time"): '"autoregressive"',
                        ("surrogate", "rollout_epochs"): "40"},
+    # its loss over the increments' typical size, not each step's own
+    "autoregressive, scaled": {("surrogate", "time"): '"autoregressive"',
+                               ("surrogate", "rollout_epochs"): "40",
+                               ("surrogate", "rollout_loss"): '"scaled"'},
+    # the same, each step also seeing the last increment (a second-order equation's velocity)
+    "autoregressive, 2 levels": {("surrogate", "time"): '"autoregressive"',
+                                 ("surrogate", "rollout_epochs"): "40",
+                                 ("surrogate", "rollout_history"): "2"},
+    # ... and its loss over the increments' typical size, not each step's own
+    "autoregressive, 2 levels, scaled": {("surrogate", "time"): '"autoregressive"',
+                                         ("surrogate", "rollout_epochs"): "40",
+                                         ("surrogate", "rollout_history"): "2",
+                                         ("surrogate", "rollout_loss"): '"scaled"'},
+    "autoregressive, 2 levels, scaled, 80 epochs": {
+        ("surrogate", "time"): '"autoregressive"', ("surrogate", "rollout_epochs"): "80",
+        ("surrogate", "rollout_history"): "2", ("surrogate", "rollout_loss"): '"scaled"'},
 }
 
 

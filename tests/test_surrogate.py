@@ -128,8 +128,12 @@ def test_training_does_not_depend_on_the_number_of_ranks(tiny_case, tmp_path, co
 @pytest.mark.parallel(nprocs=2)
 def test_autoregressive_training_does_not_depend_on_the_number_of_ranks(tiny_case, tmp_path, comm):
     """The same for autoregressive members, whose samples and input noise come from the
-    member's own generators."""
-    _same_members_at_one_and_two_ranks(tiny_case, tmp_path, comm, time="autoregressive")
+    member's own generators: two-level steps with the scaled loss, the paths the default
+    autoregressive member (test_autoregressive_members_predict_the_initial_state_exactly)
+    does not take."""
+    _same_members_at_one_and_two_ranks(tiny_case, tmp_path, comm,
+                                       time='autoregressive"\nrollout_history = 2\n'
+                                            'rollout_loss = "scaled')
 
 
 def _same_members_at_one_and_two_ranks(tiny_case, tmp_path, comm, time: str | None = None):
@@ -159,6 +163,8 @@ def _same_members_at_one_and_two_ranks(tiny_case, tmp_path, comm, time: str | No
             a = torch.load(root / "serial" / tiny_case.name / "results/train" / f"member-{m}.pt",
                            weights_only=True)
             b = torch.load(par / "results/train" / f"member-{m}.pt", weights_only=True)
+            if time and "rollout_history = 2" in time:
+                assert a["config"]["history"] == 2
             for key in a["model"]:
                 assert torch.equal(a["model"][key], b["model"][key]), key
 
@@ -355,6 +361,42 @@ def test_a_rollout_of_a_zero_step_keeps_the_initial_state_and_sees_the_time():
         torch.testing.assert_close(x[:, :-1], static)
     shifted = step_inputs(transfer, torch.as_tensor(u0 + 1.0), static, torch.zeros(3), 0.4, norm, 1)
     np.testing.assert_allclose((shifted[:, 0] - static[:, 0]).numpy(), 1.0 / norm.u_std, rtol=1e-5)
+
+
+def test_a_two_level_rollout_feeds_each_step_the_last_increment():
+    """rollout_history = 2: a network that steps u_(n+1) = u_n + (its increment channel + 1)
+    × du_std, i.e. a constant velocity growing by one increment per step, must see a zero
+    increment at the first step and the increment it made itself at every later one, so the
+    states follow u_n = u_0 + n (n + 1) / 2 × du_std exactly."""
+    from hybrid.mesh.control_volumes import build_control_volumes
+    from hybrid.mesh.shapes import generate
+    from hybrid.surrogates.data import Normaliser, build_inputs
+    from hybrid.surrogates.rollout import rollout
+    from hybrid.surrogates.transfer import Transfer
+
+    mesh = generate({"shape": "interval", "cells": 30, "jitter": 0.2}, seed=3)
+    cv = build_control_volumes(mesh, "dual")
+    transfer = Transfer.build(mesh, cv, (24,))
+    rng = np.random.default_rng(1)
+    u0 = rng.normal(size=(2, cv.num_cvs))
+    norm = Normaliser(np.zeros(1), np.ones(1), 0.3, 2.0, 0.5, 1.5)
+    static = build_inputs(transfer, u0, rng.normal(size=(2, 1)), norm).grid_inputs
+    times = np.linspace(0.0, 1.0, 5)
+    seen = []
+
+    def accelerate(x):
+        seen.append(x.clone())
+        # channel 1 is the last increment / du_std (constant fields survive the transfers)
+        return torch.cat([x[:, 1:2] + 1.0, torch.zeros_like(x[:, :1])], dim=1)
+
+    states, _ = rollout(accelerate, transfer, static, torch.as_tensor(u0), times, norm,
+                        torch.as_tensor(cv.face_normal), 1, history=2)
+    assert seen[0].shape[1] == static.shape[1] + 2   # + the increment and the time
+    assert not seen[0][:, 1].any()
+    for n in range(1, 5):
+        np.testing.assert_allclose(states[:, n - 1].numpy(),
+                                   u0 + n * (n + 1) / 2 * norm.du_std, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(seen[n - 1][:, 1].numpy(), n - 1, atol=1e-4)
 
 
 def test_autoregressive_members_predict_the_initial_state_exactly(tiny_case, tmp_path):

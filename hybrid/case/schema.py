@@ -367,6 +367,16 @@ _section(
     _k("rollout_noise", "number", 0.5,
        "Autoregressive training: std of the noise added to the input states, in units of the "
        "one-step increments' std.", low=0),
+    _k("rollout_history", "int", 1,
+       "Time levels an autoregressive step sees: 1 (the state at t_n) or 2 (also the last "
+       "increment u_n - u_(n-1), as a second-order equation such as the wave equation needs).",
+       low=1, high=2),
+    _k("rollout_loss", "choice", "relative",
+       "Autoregressive training loss of a step: its squared error over its own increment's "
+       "(relative), or over the one-step increments' typical size, du_std^2 and the flux "
+       "densities' flux_std^2 (scaled). relative divides by near-zero increments where a state "
+       "turns (a wave's): there its loss is dominated by those steps.",
+       choices=("relative", "scaled")),
 )
 
 _section(
@@ -434,7 +444,8 @@ MAX_STEPS = 1e7   # reference-solver steps of one scenario (t_end / dt) a case m
 NEUTRAL_DEFAULTS = {("mesh", "tag_data"): None, ("solver", "petsc_options"): {},
                     ("constraints", "petsc_options"): {}, ("solver", "parallel"): "auto",
                     ("surrogate", "time"): "one-shot", ("surrogate", "rollout_noise"): 0.5,
-                    ("surrogate", "rollout_epochs"): 0}
+                    ("surrogate", "rollout_epochs"): 0, ("surrogate", "rollout_history"): 1,
+                    ("surrogate", "rollout_loss"): "relative"}
 
 
 def _default_text(key: Key) -> str:

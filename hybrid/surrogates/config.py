@@ -28,6 +28,8 @@ class ModelConfig:
         boon_ends: BOON's boundary kinds at the box's ends (None: the plain FNO).
         autoregressive: the network is one step t_n → t_{n+1} (:mod:`hybrid.surrogates.rollout`):
             its inputs have one more channel (the time) and its C + d outputs are one step's.
+        history: time levels an autoregressive step sees: 1 (the state at t_n) or 2 (also the
+            last increment, C more input channels).
     """
 
     in_channels: int
@@ -43,6 +45,7 @@ class ModelConfig:
     components: int = 1
     boon_ends: tuple | None = None
     autoregressive: bool = False
+    history: int = 1
 
     def to_dict(self) -> dict:
         """Plain types only (what a ``weights_only`` checkpoint may hold)."""

@@ -120,7 +120,7 @@ def predict_ensemble(members: dict, M: int, transfer, cv, data, comm: MPI.Comm, 
                                                test.parameter_names, data.times, norm)
         if config.autoregressive:
             u, phi = rollout(model, transfer, inputs.grid_inputs.to(dev), inputs.u0.to(dev),
-                             data.times, norm, normal, C)
+                             data.times, norm, normal, C, config.history)
             return u, phi, None
         output = model(inputs.grid_inputs.to(dev))
         u, phi = to_mesh_outputs(transfer, output, inputs.u0.to(dev), norm, T, normal, C)

@@ -69,14 +69,16 @@ def training_set(case, data: dict, cv, transfer, penalty: float, boon: bool = Fa
     T, d = T1 - 1, cv.dim
     padding = (0 if not padded or _fully_periodic(case, data.mesh) or ends is not None
                else max(2, max(transfer.grid.shape) // 8))
-    config = ModelConfig(in_channels=int(inputs.grid_inputs.shape[1]) + stepping,
+    history = int(s["rollout_history"]) if stepping else 1
+    config = ModelConfig(in_channels=int(inputs.grid_inputs.shape[1]) + stepping
+                         + (history - 1) * C,
                          out_channels=(C + d) if stepping else T * C + T * d, dim=d, outputs=T,
                          modes=int(s["modes"]), width=int(s["width"]), layers=int(s["layers"]),
                          padding=padding, heteroscedastic=bool(s["heteroscedastic"]),
                          variance_channels=(T * C + T * d) if s["heteroscedastic"] else 0,
                          components=C,
                          boon_ends=None if ends is None else tuple(model_ends(ends)),
-                         autoregressive=stepping)
+                         autoregressive=stepping, history=history)
     residual = None
     if penalty > 0:
         from hybrid.surrogates.softc import gpme_residual_penalty
@@ -90,7 +92,8 @@ def training_set(case, data: dict, cv, transfer, penalty: float, boon: bool = Fa
                         "lr": float(s["lr"]), "batch": int(s["batch"]),
                         "patience": int(s["patience"]), "softc_weight": float(penalty),
                         "checkpoint_every": CHECKPOINT_EVERY,
-                        "rollout_noise": float(s["rollout_noise"])},
+                        "rollout_noise": float(s["rollout_noise"]),
+                        "rollout_loss": str(s["rollout_loss"])},
                         residual, data.times)
 
 
