@@ -438,6 +438,7 @@ def test_time_select_predicts_with_the_ensemble_the_validation_prefers(tiny_case
         assert proc.returncode == 0, proc.stderr
     assert "time = select:" in proc.stdout
     train = case / "results" / "train"
+    assert not (train / "edge").exists()   # the test k = 1, 5 are inside the span: no probes
     scores = {}
     for time_, folder in (("one-shot", train), ("autoregressive", train / "autoregressive")):
         stage = json.loads((folder / "stage.json").read_text())
@@ -455,6 +456,49 @@ def test_time_select_predicts_with_the_ensemble_the_validation_prefers(tiny_case
     report = json.loads((case / "results" / "validate" / "metrics.json").read_text())
     # both ensembles' cost
     assert report["times"]["training_seconds"] == pytest.approx(seconds, rel=1e-12)
+
+
+def test_time_select_weighs_in_edge_probes_where_the_test_leaves_the_span(tiny_case, tmp_path):
+    """A test k = 7 beyond the training k ~ U[1, 5]: each kind also trains PROBE_MEMBERS
+    members on the training scenarios inside a cut, scored on those beyond it
+    (hybrid.surrogates.data.edge_split), and the choice compares (1 - w) × validation + w ×
+    edge, w the fraction of test scenarios outside; recorded in predict's metrics and the
+    report, and a second train finds every probe current."""
+    import json
+
+    from hybrid.case import load_case
+    from hybrid.surrogates.data import edge_split
+    from hybrid.surrogates.members import PROBE_MEMBERS
+
+    case = _copy(tiny_case, tmp_path)
+    text = (case / "case.toml").read_text().replace("layers = 2", 'layers = 2\ntime = "select"\n'
+                                                                  'rollout_epochs = 3')
+    text = text.replace("k = { choice = [1.0, 5.0] }", "k = { choice = [1.0, 7.0] }")
+    (case / "case.toml").write_text(text)
+    split = edge_split(load_case(case))
+    assert split is not None and 0 < split.weight < 1
+    params = np.array([s["k"] for s in load_case(case).scenarios("train")])
+    assert params[split.edge].min() > params[split.fit].max()   # the edge is the top of the span
+    proc = run_cli(["run", str(case)])
+    assert proc.returncode == 0, proc.stderr
+    assert "edge probes" in proc.stdout
+    train = case / "results" / "train"
+    mean = {}
+    for kind, folder in (("one-shot", train), ("autoregressive", train / "autoregressive")):
+        for key, stage_dir in ((kind, folder), (kind + " edge", folder / "edge")):
+            members = json.loads((stage_dir / "stage.json").read_text())["members"]
+            assert len(members) == (PROBE_MEMBERS if "edge" in key else 2)
+            mean[key] = np.mean([m["best_validation_rel_l2"] for m in members.values()])
+    metrics = json.loads((case / "results" / "predict" / "metrics.json").read_text())
+    assert metrics["edge_weight"] == pytest.approx(split.weight)
+    assert metrics["edge_rel_l2_by_time"] == pytest.approx(
+        {k: mean[k + " edge"] for k in ("one-shot", "autoregressive")}, rel=1e-12)
+    score = {k: (1 - split.weight) * mean[k] + split.weight * mean[k + " edge"]
+             for k in ("one-shot", "autoregressive")}
+    assert metrics["surrogate_time"] == min(score, key=score.get)
+    assert "by edge probes" in (case / "results" / "validate" / "report.md").read_text()
+    again = run_cli(["train", str(case)])
+    assert again.returncode == 0 and "edge probe up to date" in again.stdout, again.stdout
 
 
 def test_model_config_round_trips_through_a_checkpoint_dict():

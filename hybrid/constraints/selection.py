@@ -209,10 +209,19 @@ def within_training_span(train_params: np.ndarray, params: np.ndarray,
     training draw happened to land within 1e-9 of it."""
     if train_params.size == 0 or params.size == 0:
         return np.ones(len(params), bool)
+    low, high = training_span(train_params, declared)
+    pad = 1e-9 * np.maximum(np.abs(high - low), 1e-300)
+    return np.all((params >= low - pad) & (params <= high + pad), axis=1)
+
+
+def training_span(train_params: np.ndarray,
+                  declared: tuple[np.ndarray, np.ndarray] | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(low, high) per parameter column: the training samples' range widened to the declared
+    bounds (see :func:`within_training_span`)."""
     low, high = train_params.min(axis=0), train_params.max(axis=0)
     if declared is not None:
         d_low, d_high = (np.asarray(a, float) for a in declared)
         low = np.where(np.isfinite(d_low), np.fmin(low, d_low), low)
         high = np.where(np.isfinite(d_high), np.fmax(high, d_high), high)
-    pad = 1e-9 * np.maximum(np.abs(high - low), 1e-300)
-    return np.all((params >= low - pad) & (params <= high + pad), axis=1)
+    return low, high

@@ -119,6 +119,8 @@ def run_predict(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD,
                                        case.declared_span(data.train.parameter_names))
             metrics["surrogate_time"] = chosen.time
             metrics["validation_rel_l2_by_time"] = chosen.validation
+            metrics["edge_rel_l2_by_time"] = chosen.edge
+            metrics["edge_weight"] = chosen.edge_weight if chosen.edge else None
             metrics["variance_scales"] = None if scales is None else scales.as_dict()
             metrics["coverage90_uncalibrated"] = uncalibrated
             metrics["baseline_calibration"] = baseline_calibration or None

@@ -14,6 +14,7 @@ them) and :mod:`hybrid.report.history` (the figure).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -30,13 +31,13 @@ from hybrid.parallel import ScenarioProgress, collective, my_indices, root_print
 from hybrid.problems import problem_for
 from hybrid.report.history import plot_history
 from hybrid.stages.solve import read_dataset, run_solve
-from hybrid.surrogates.data import split_indices
+from hybrid.surrogates.data import EdgeSplit, edge_split, split_indices
 from hybrid.surrogates.ensemble import initial_states, state_targets
 from hybrid.surrogates.members import (BaselineEnsemble, ChosenMembers, autoregressive,
                                        baseline_ensembles, check_time, choose_by_validation,
-                                       chosen_members, ensemble_folders, load_members,
-                                       main_penalty, mean_validation, selects_time, softc_weight,
-                                       wants_softc)
+                                       chosen_members, edge_folders, ensemble_folders,
+                                       load_members, main_penalty, mean_validation,
+                                       PROBE_MEMBERS, selects_time, softc_weight, wants_softc)
 from hybrid.surrogates.training import TrainingSet, save_state, train_member
 from hybrid.surrogates.training_set import case_transfer, grid_shape, training_set
 
@@ -58,19 +59,24 @@ def run_train(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD,
     out = Path(case.output_dir) / "train"
     digest = case.hash(*TRAIN_SECTIONS)
     main = main_penalty(case)
-    # (folder, digest, penalty, label, autoregressive, the baseline it is or None)
-    flavours = [(out, digest, main, "", autoregressive(case), None)]
+    # (folder, digest, penalty, label, autoregressive, the baseline it is or None, the edge
+    # split of a probe or None)
+    flavours = [(out, digest, main, "", autoregressive(case), None, None)]
     if selects_time(case):
         flavours.append((out / "autoregressive", f"{digest}+autoregressive", main,
-                         "autoregressive ", True, None))
-    flavours += [(out / b.variant, digest + b.suffix, b.penalty, b.label, False, b)
+                         "autoregressive ", True, None, None))
+        probes, split = edge_folders(case, out), edge_split(case)
+        flavours += [(folder, f"{digest}+{time_}+edge", main, f"{time_} edge probe ",
+                      time_ == "autoregressive", None, split) for time_, folder in probes.items()]
+    flavours += [(out / b.variant, digest + b.suffix, b.penalty, b.label, False, b, None)
                  for b in baseline_ensembles(case)]
-    M = int(case.surrogate["members"])
-    files = [f"member-{m}.pt" for m in range(M)]
     prepared = None
     validation = {}   # the main ensembles' members, by time (what time = "select" compares)
+    edge = {}         # the edge probes' members, by time
     trained = False
-    for folder, stage_digest, penalty, label, stepping, baseline in flavours:
+    for folder, stage_digest, penalty, label, stepping, baseline, split in flavours:
+        M = PROBE_MEMBERS if split else int(case.surrogate["members"])
+        files = [f"member-{m}.pt" for m in range(M)]
         if not force and stage_is_current(folder, stage_digest, files, [dataset.parent]):
             if announce:
                 root_print(f"train: {label}up to date ({folder}); --force redoes it", comm=comm)
@@ -82,33 +88,49 @@ def run_train(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD,
                 data = read_dataset(dataset)
                 prepared = (data, *case_transfer(case, data))
             members = _train_ensemble(case, folder, stage_digest, penalty, label, prepared, force,
-                                      comm, progress, stepping=stepping, baseline=baseline)
+                                      comm, progress, stepping=stepping, baseline=baseline,
+                                      split=split)
         if baseline is None:
-            validation["autoregressive" if stepping else "one-shot"] = members
+            (edge if split else validation)["autoregressive" if stepping else "one-shot"] = members
     if selects_time(case) and comm.rank == 0 and (announce or trained):   # stage files commit
                                                                           # on return
-        chosen = choose_by_validation(out, case.hash(*TRAIN_SECTIONS),
-                                      {k: mean_validation(v) for k, v in validation.items()})
-        root_print(f"train: {case.name}: time = select: {chosen.time} predicts (mean validation "
-                   "relative L2 "
-                   + ", ".join(f"{k} {v:.4f}" for k, v in chosen.validation.items()) + ")",
-                   comm=comm)
+        mean = lambda found: {k: mean_validation(v) for k, v in found.items()} or None
+        chosen = choose_by_validation(out, case.hash(*TRAIN_SECTIONS), mean(validation),
+                                      mean(edge), edge_split(case).weight if edge else 0.0)
+        root_print(f"train: {case.name}: time = select: {chosen.time} predicts "
+                   f"({select_text(chosen)})", comm=comm)
     return out
+
+
+def select_text(chosen: ChosenMembers) -> str:
+    """What ``time = "select"`` compared: each kind's mean validation relative L2 and, where
+    the test leaves the training span, its edge probes' and the weight of theirs."""
+    text = "mean validation relative L2 " + ", ".join(f"{k} {v:.4f}"
+                                                      for k, v in chosen.validation.items())
+    if chosen.edge:
+        text += ("; edge probes' relative L2 beyond the cut "
+                 + ", ".join(f"{k} {v:.4f}" for k, v in chosen.edge.items())
+                 + f", weighted {chosen.edge_weight:.2f} (the test scenarios outside the span)")
+    return text
 
 
 def _train_ensemble(case, out: Path, digest: str, penalty: float, label: str, prepared, force: bool,
                     comm: MPI.Comm, progress: bool, stepping: bool = False,
-                    baseline: BaselineEnsemble | None = None) -> dict:
+                    baseline: BaselineEnsemble | None = None, split: EdgeSplit | None = None
+                    ) -> dict:
     """Train one ensemble's members over the ranks (``baseline``: which compared ensemble, None
-    for the main one); every member's summary (epochs, best validation relative L2, ...), by
-    member index, on every rank."""
-    M = int(case.surrogate["members"])
+    for the main one; ``split``: an edge probe's PROBE_MEMBERS members, fitted inside the cut
+    and validated beyond it); every member's summary (epochs, best validation relative L2,
+    ...), by member index, on every rank."""
+    M = PROBE_MEMBERS if split else int(case.surrogate["members"])
     if force and comm.rank == 0 and (out / "checkpoints").exists():
         shutil.rmtree(out / "checkpoints")
     comm.Barrier()
     data, cv, transfer = prepared
     tset = training_set(case, data, cv, transfer, penalty, bool(baseline and baseline.boon),
                         stepping, baseline is None or baseline.padded)
+    if split is not None:
+        tset = dataclasses.replace(tset, train_idx=split.fit, val_idx=split.edge)
     epochs = tset.settings["epochs"]
     root_print(f"train: {case.name}: {label}{M} members x up to {epochs} epochs, "
                f"grid {list(transfer.grid.shape)}, {len(tset.train_idx)} training / "

@@ -86,6 +86,8 @@ def _validate(case, predict_dir: Path, out: Path, ranks: int) -> tuple[str, list
     surrogate["by_range"] = predicted.get("by_range", {})
     surrogate["time"] = predicted.get("surrogate_time", "one-shot")
     surrogate["validation_rel_l2_by_time"] = predicted.get("validation_rel_l2_by_time")
+    surrogate["edge_rel_l2_by_time"] = predicted.get("edge_rel_l2_by_time")
+    surrogate["edge_weight"] = predicted.get("edge_weight")
     prior = {k: predicted.get(k) for k in ("variance_scales", "coverage90_uncalibrated",
                                             "flux_inflation", "validation_mse_ratio",
                                             "flux_inflation_outside_training_span",
@@ -218,6 +220,12 @@ def _time_line(s: dict) -> str:
     if scores:
         line += (", chosen by the validation scenarios (mean relative L2 "
                  + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()) + ")")
+    edge = s.get("edge_rel_l2_by_time")
+    if edge:
+        line += (" and by edge probes, members fitted inside a cut of the training span and "
+                 "scored beyond it, as far as the test leaves the span (relative L2 "
+                 + ", ".join(f"{k} {v:.4f}" for k, v in edge.items())
+                 + f", weight {s.get('edge_weight') or 0:.2f}, the test scenarios outside)")
     return line + "."
 
 

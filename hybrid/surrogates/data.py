@@ -158,3 +158,58 @@ def split_indices(case, S: int) -> tuple[np.ndarray, np.ndarray]:
     n_val = int(round(case.surrogate["validation"] * S))
     n_val = min(max(n_val, 1 if case.surrogate["validation"] > 0 else 0), S - 1)
     return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+@dataclass(frozen=True)
+class EdgeSplit:
+    """The training scenarios split at the edge of their span, to measure how a kind of member
+    extrapolates where the test asks it to (``[surrogate] time = "select"``).
+
+    Attributes:
+        fit: the scenarios the probe members train on (inside the cut).
+        edge: those beyond the cut, their validation scenarios.
+        weight: the fraction of test scenarios outside the training span, the weight of the
+            probes' error in the choice.
+    """
+
+    fit: np.ndarray
+    edge: np.ndarray
+    weight: float
+
+
+def edge_split(case) -> EdgeSplit | None:
+    """Where test scenarios lie outside the training span (the test parameters are inputs the
+    case declares, not results), a split of the training scenarios that asks the same
+    extrapolation of a probe: for each parameter the test exceeds by e beyond a span of width
+    s, the cut is placed so that the held-out stretch is e / s of what is kept, (high - cut) /
+    (cut - low) = e / s, at most half of the span; the scenarios beyond a cut are the edge.
+    None when every test scenario is inside the span, or when fewer than 2 scenarios fall on
+    either side."""
+    from hybrid.constraints.selection import training_span, within_training_span
+
+    train, test = case.scenarios("train"), case.scenarios("test")
+    if len(train) < 4 or not test:
+        return None
+    names = sorted(train[0])
+    P = np.array([[sc[n] for n in names] for sc in train], float)
+    Q = np.array([[sc[n] for n in names] for sc in test], float)
+    declared = case.declared_span(names)
+    outside = ~within_training_span(P, Q, declared)
+    if not outside.any():
+        return None
+    low, high = training_span(P, declared)
+    edge = np.zeros(len(P), bool)
+    for j in range(P.shape[1]):
+        width = high[j] - low[j]
+        if not width > 0:
+            continue
+        above, below = Q[:, j].max() - high[j], low[j] - Q[:, j].min()
+        if above > 1e-9 * width:
+            r = min(above / width, 1.0)
+            edge |= P[:, j] > (high[j] + r * low[j]) / (1 + r)
+        if below > 1e-9 * width:
+            r = min(below / width, 1.0)
+            edge |= P[:, j] < (low[j] + r * high[j]) / (1 + r)
+    if edge.sum() < 2 or (~edge).sum() < 2:
+        return None
+    return EdgeSplit(np.flatnonzero(~edge), np.flatnonzero(edge), float(outside.mean()))

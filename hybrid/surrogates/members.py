@@ -2,9 +2,10 @@
 
 A case trains its main ensemble in ``OUTPUT/train/``; under ``[surrogate] time = "select"``
 an autoregressive one beside it in ``OUTPUT/train/autoregressive/`` (:func:`chosen_members`
-picks the one that predicts), and one ensemble per baseline that ``[constraints] compare``
-names (:func:`baseline_ensembles`: SoftC, BOON, the unpadded FNO) in
-``OUTPUT/train/<variant>/``. :func:`load_members` reads finished members back.
+picks the one that predicts) and, where test scenarios lie outside the training span, each
+kind's edge probe in ``edge/`` below its folder (:func:`edge_folders`); and one ensemble per
+baseline that ``[constraints] compare`` names (:func:`baseline_ensembles`: SoftC, BOON, the
+unpadded FNO) in ``OUTPUT/train/<variant>/``. :func:`load_members` reads finished members back.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from hybrid.surrogates.training import load_checkpoint
 __all__ = ["SOFTC_DEFAULT_WEIGHT", "wants_softc", "softc_weight", "BaselineEnsemble",
            "baseline_ensembles", "main_penalty", "autoregressive", "selects_time", "check_time",
            "ChosenMembers", "chosen_members", "choose_by_validation", "mean_validation",
-           "ensemble_folders", "load_members"]
+           "PROBE_MEMBERS", "edge_folders", "ensemble_folders", "load_members"]
 
 # the SoftC baseline's penalty weight when [surrogate] softc_weight is 0: on stefan-1d's test
 # scenarios weights 1 / 0.1 / 0.01 gave relative L2 0.167 / 0.106 / 0.099 against 0.114 without
@@ -118,26 +119,60 @@ def check_time(case) -> None:
 @dataclass(frozen=True)
 class ChosenMembers:
     """The ensemble that predicts: its folder, its checkpoints' digest, how it treats time,
-    and (``time = "select"``) the mean validation relative L2 of each candidate."""
+    and (``time = "select"``) the mean validation relative L2 of each candidate; where test
+    scenarios lie outside the training span, also each kind's edge probes' mean relative L2
+    on the edge scenarios (:func:`~hybrid.surrogates.data.edge_split`) and that error's weight
+    in the choice."""
 
     folder: Path
     digest: str
     time: str
     validation: dict | None = None
+    edge: dict | None = None
+    edge_weight: float = 0.0
+
+    def score(self, time_: str) -> float:
+        """What the choice compares for ``time_``: (1 - w) × validation + w × edge."""
+        if not self.edge:
+            return self.validation[time_]
+        return (1 - self.edge_weight) * self.validation[time_] + self.edge_weight * self.edge[time_]
+
+
+# members of each kind's edge probe (time = "select" with test scenarios outside the span): a
+# fixed number, so the choice does not depend on the ranks
+PROBE_MEMBERS = 2
+
+
+def edge_folders(case, train_dir: Path) -> dict:
+    """The edge probes' folders by kind under ``time = "select"`` where the test leaves the
+    training span ({} otherwise): ``train/edge`` and ``train/autoregressive/edge``."""
+    from hybrid.surrogates.data import edge_split
+
+    if not selects_time(case) or edge_split(case) is None:
+        return {}
+    return {"one-shot": train_dir / "edge", "autoregressive": train_dir / "autoregressive" / "edge"}
 
 
 def chosen_members(case, train_dir: Path) -> ChosenMembers:
     """The main ensemble of a trained case. Under ``time = "select"`` the one-shot (in
     ``train/``) or the autoregressive one (``train/autoregressive/``), whichever has the lower
     mean over its members of the best validation relative L2 (validation scenarios only; a tie
-    keeps one-shot)."""
+    keeps one-shot), mixed with the edge probes' error where test scenarios lie outside the
+    training span (:meth:`ChosenMembers.score`)."""
+    from hybrid.surrogates.data import edge_split
+
     digest = case.hash(*TRAIN_SECTIONS)
     if not selects_time(case):
         return ChosenMembers(train_dir, digest, case.surrogate["time"])
-    scores = {time_: mean_validation(json.loads((folder / "stage.json").read_text())["members"])
-              for time_, folder in (("one-shot", train_dir),
-                                    ("autoregressive", train_dir / "autoregressive"))}
-    return choose_by_validation(train_dir, digest, scores)
+    read = lambda folder: mean_validation(json.loads((folder / "stage.json").read_text())
+                                          ["members"])
+    scores = {time_: read(folder) for time_, folder in (("one-shot", train_dir),
+                                                        ("autoregressive",
+                                                         train_dir / "autoregressive"))}
+    probes = edge_folders(case, train_dir)
+    edge = {time_: read(folder) for time_, folder in probes.items()} or None
+    return choose_by_validation(train_dir, digest, scores, edge,
+                                edge_split(case).weight if edge else 0.0)
 
 
 def mean_validation(members: dict) -> float:
@@ -146,19 +181,24 @@ def mean_validation(members: dict) -> float:
     return float(np.mean([m["best_validation_rel_l2"] for m in members.values()]))
 
 
-def choose_by_validation(train_dir: Path, digest: str, scores: dict) -> ChosenMembers:
-    """Under ``time = "select"``: the autoregressive ensemble when its ``scores`` entry (mean
-    validation relative L2) is lower than the one-shot one's, else the one-shot ensemble."""
-    if scores["autoregressive"] < scores["one-shot"]:
+def choose_by_validation(train_dir: Path, digest: str, scores: dict, edge: dict | None = None,
+                         weight: float = 0.0) -> ChosenMembers:
+    """Under ``time = "select"``: the autoregressive ensemble when its score (mean validation
+    relative L2 ``scores``, mixed with the edge probes' ``edge`` at ``weight``: see
+    :meth:`ChosenMembers.score`) is lower than the one-shot one's, else the one-shot ensemble."""
+    one_shot = ChosenMembers(train_dir, digest, "one-shot", scores, edge, weight)
+    if one_shot.score("autoregressive") < one_shot.score("one-shot"):
         return ChosenMembers(train_dir / "autoregressive", f"{digest}+autoregressive",
-                             "autoregressive", scores)
-    return ChosenMembers(train_dir, digest, "one-shot", scores)
+                             "autoregressive", scores, edge, weight)
+    return one_shot
 
 
 def ensemble_folders(case, train_dir: Path) -> list[Path]:
     """Every ensemble's folder the train stage writes for this case, in its order: the main
-    one, the autoregressive one under ``time = "select"``, then the compared ensembles'."""
+    one, the autoregressive one under ``time = "select"`` and the edge probes, then the
+    compared ensembles'."""
     return ([train_dir] + ([train_dir / "autoregressive"] if selects_time(case) else [])
+            + list(edge_folders(case, train_dir).values())
             + [train_dir / b.variant for b in baseline_ensembles(case)])
 
 
