@@ -42,6 +42,9 @@ VARIANTS = {
     "autoregressive, scaled": {("surrogate", "time"): '"autoregressive"',
                                ("surrogate", "rollout_epochs"): "40",
                                ("surrogate", "rollout_loss"): '"scaled"'},
+    "autoregressive, scaled, 80 epochs": {("surrogate", "time"): '"autoregressive"',
+                                          ("surrogate", "rollout_epochs"): "80",
+                                          ("surrogate", "rollout_loss"): '"scaled"'},
     # the same, each step also seeing the last increment (a second-order equation's velocity)
     "autoregressive, 2 levels": {("surrogate", "time"): '"autoregressive"',
                                  ("surrogate", "rollout_epochs"): "40",
