@@ -401,10 +401,11 @@ def test_a_two_level_rollout_feeds_each_step_the_last_increment():
 
 def test_autoregressive_members_predict_the_initial_state_exactly(tiny_case, tmp_path):
     """[surrogate] time = "autoregressive": members one step long, rolled out by predict; the
-    initial state is given, the members differ, and their validation error is a rollout's."""
+    initial state is given, the members differ, and their validation error is a rollout's
+    (with the relative loss; the rank test takes the default scaled one)."""
     case = _copy(tiny_case, tmp_path)
-    text = (case / "case.toml").read_text().replace("layers = 2",
-                                                    'layers = 2\ntime = "autoregressive"')
+    text = (case / "case.toml").read_text().replace(
+        "layers = 2", 'layers = 2\ntime = "autoregressive"\nrollout_loss = "relative"')
     (case / "case.toml").write_text(text)
     proc = run_cli(["predict", str(case), "--quiet"])
     assert proc.returncode == 0, proc.stderr

@@ -371,11 +371,12 @@ _section(
        "Time levels an autoregressive step sees: 1 (the state at t_n) or 2 (also the last "
        "increment u_n - u_(n-1), as a second-order equation such as the wave equation needs).",
        low=1, high=2),
-    _k("rollout_loss", "choice", "relative",
-       "Autoregressive training loss of a step: its squared error over its own increment's "
-       "(relative), or over the one-step increments' typical size, du_std^2 and the flux "
-       "densities' flux_std^2 (scaled). relative divides by near-zero increments where a state "
-       "turns (a wave's): there its loss is dominated by those steps.",
+    _k("rollout_loss", "choice", "scaled",
+       "Autoregressive training loss of a step: its squared error over the one-step increments' "
+       "typical size, du_std^2 and the flux densities' flux_std^2 (scaled), or over its own "
+       "increment's and flux's (relative, what members trained with before this key). relative "
+       "divides by near-zero increments where a state turns (a wave's), and those steps then "
+       "dominate its loss.",
        choices=("relative", "scaled")),
 )
 
@@ -439,8 +440,9 @@ TOP_LEVEL = ("case", "mesh", "pde", "parameters", "initial", "boundary", "time",
 
 MAX_STEPS = 1e7   # reference-solver steps of one scenario (t_end / dt) a case may ask for
 
-# keys added after results existed, whose default changes no result: at that default they are
-# left out of the stages' hashes (Case.hash), so adding them did not make every stage stale
+# keys added after results existed, at the value that reproduces those results (their default,
+# but for rollout_loss, whose default changed with it): at that value they are left out of the
+# stages' hashes (Case.hash), so adding them did not make every stage stale
 NEUTRAL_DEFAULTS = {("mesh", "tag_data"): None, ("solver", "petsc_options"): {},
                     ("constraints", "petsc_options"): {}, ("solver", "parallel"): "auto",
                     ("surrogate", "time"): "one-shot", ("surrogate", "rollout_noise"): 0.5,
