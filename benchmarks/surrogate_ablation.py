@@ -35,33 +35,32 @@ VARIANTS = {
     "3x epochs": None,   # filled per case: three times its epochs and patience
     "4x scenarios": None,
     # one step t_n -> t_(n+1) rolled out (hybrid/surrogates/rollout.py); 40 passes over every
-    # (scenario, step) pair cost about as much as 200 one-shot epochs on a 20-output 1-D case
-    "autoregressive": {("surrogate", "time"): '"autoregressive"',
-                       ("surrogate", "rollout_epochs"): "40"},
-    # its loss over the increments' typical size, not each step's own
-    "autoregressive, scaled": {("surrogate", "time"): '"autoregressive"',
-                               ("surrogate", "rollout_epochs"): "40",
-                               ("surrogate", "rollout_loss"): '"scaled"'},
-    "autoregressive, scaled, 80 epochs": {("surrogate", "time"): '"autoregressive"',
-                                          ("surrogate", "rollout_epochs"): "80",
-                                          ("surrogate", "rollout_loss"): '"scaled"'},
-    # the same, each step also seeing the last increment (a second-order equation's velocity)
-    "autoregressive, 2 levels": {("surrogate", "time"): '"autoregressive"',
-                                 ("surrogate", "rollout_epochs"): "40",
-                                 ("surrogate", "rollout_history"): "2"},
-    # ... and its loss over the increments' typical size, not each step's own
-    "autoregressive, 2 levels, scaled": {("surrogate", "time"): '"autoregressive"',
-                                         ("surrogate", "rollout_epochs"): "40",
-                                         ("surrogate", "rollout_history"): "2",
-                                         ("surrogate", "rollout_loss"): '"scaled"'},
-    "autoregressive, 2 levels, scaled, 80 epochs": {
-        ("surrogate", "time"): '"autoregressive"', ("surrogate", "rollout_epochs"): "80",
-        ("surrogate", "rollout_history"): "2", ("surrogate", "rollout_loss"): '"scaled"'},
+    # (scenario, step) pair cost about as much as 200 one-shot epochs on a 20-output 1-D case;
+    # relative: each step's loss over its own increment (the default before rollout_loss)
+    "autoregressive": None,
+    # its loss over the increments' typical size instead (scaled, the default since)
+    "autoregressive, scaled": None,
+    "autoregressive, scaled, 80 epochs": None,
+    # each step also seeing the last increment (a second-order equation's velocity)
+    "autoregressive, 2 levels": None,
+    "autoregressive, 2 levels, scaled": None,
+    "autoregressive, 2 levels, scaled, 80 epochs": None,
 }
+
+
+def _stepping(name: str) -> dict:
+    """The edits of an "autoregressive[, 2 levels][, scaled][, N epochs]" variant."""
+    epochs = next((w.split()[0] for w in name.split(", ") if w.endswith(" epochs")), "40")
+    return {("surrogate", "time"): '"autoregressive"', ("surrogate", "rollout_epochs"): epochs,
+            ("surrogate", "rollout_history"): "2" if "2 levels" in name else "1",
+            ("surrogate", "rollout_loss"): '"scaled"' if "scaled" in name else '"relative"'}
 
 
 def _edits(name: str, text: str) -> dict:
     import re
+
+    if name.startswith("autoregressive"):
+        return _stepping(name)
 
     if name == "3x epochs":
         epochs = int(re.search(r"^epochs = (\d+)", text, flags=re.M).group(1))
