@@ -357,7 +357,9 @@ _section(
     _k("time", "choice", "one-shot",
        "How the members predict the output times: all at once from the initial state (one-shot), "
        "one step t_n -> t_(n+1) at a time rolled out from it (autoregressive), or both trained and "
-       "the one with the lower validation error kept (select). Not autoregressive with "
+       "the one with the lower validation error kept (select; where test parameters leave the "
+       "training span, 2 probe members of each kind, fitted inside a cut of the span and scored "
+       "beyond it, weigh in by the fraction of test scenarios outside). Not autoregressive with "
        "heteroscedastic or a main-ensemble softc_weight; SoftC's and BOON's ensembles stay "
        "one-shot.",
        choices=("one-shot", "autoregressive", "select")),
