@@ -132,11 +132,11 @@ def test_autoregressive_training_does_not_depend_on_the_number_of_ranks(tiny_cas
     autoregressive member (test_autoregressive_members_predict_the_initial_state_exactly)
     does not take."""
     _same_members_at_one_and_two_ranks(tiny_case, tmp_path, comm,
-                                       time='autoregressive"\nrollout_history = 2\n'
-                                            'rollout_loss = "scaled')
+                                       surrogate='time = "autoregressive"\nrollout_history = 2\n'
+                                                 'rollout_loss = "scaled"')
 
 
-def _same_members_at_one_and_two_ranks(tiny_case, tmp_path, comm, time: str | None = None):
+def _same_members_at_one_and_two_ranks(tiny_case, tmp_path, comm, surrogate: str = ""):
     from mpi4py import MPI
 
     from hybrid.case import load_case
@@ -144,9 +144,9 @@ def _same_members_at_one_and_two_ranks(tiny_case, tmp_path, comm, time: str | No
 
     def copy(dest):
         target = _copy(tiny_case, dest)
-        if time:
+        if surrogate:
             text = (target / "case.toml").read_text().replace("layers = 2",
-                                                              f'layers = 2\ntime = "{time}"')
+                                                              f"layers = 2\n{surrogate}")
             (target / "case.toml").write_text(text)
         return target
 
@@ -163,7 +163,7 @@ def _same_members_at_one_and_two_ranks(tiny_case, tmp_path, comm, time: str | No
             a = torch.load(root / "serial" / tiny_case.name / "results/train" / f"member-{m}.pt",
                            weights_only=True)
             b = torch.load(par / "results/train" / f"member-{m}.pt", weights_only=True)
-            if time and "rollout_history = 2" in time:
+            if "rollout_history = 2" in surrogate:
                 assert a["config"]["history"] == 2
             for key in a["model"]:
                 assert torch.equal(a["model"][key], b["model"][key]), key

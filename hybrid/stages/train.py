@@ -31,11 +31,11 @@ from hybrid.parallel import ScenarioProgress, collective, my_indices, root_print
 from hybrid.problems import problem_for
 from hybrid.report.history import plot_history
 from hybrid.stages.solve import read_dataset, run_solve
-from hybrid.surrogates.data import EdgeSplit, edge_split, split_indices
+from hybrid.surrogates.data import EdgeSplit, split_indices
 from hybrid.surrogates.ensemble import initial_states, state_targets
 from hybrid.surrogates.members import (BaselineEnsemble, ChosenMembers, autoregressive,
                                        baseline_ensembles, check_time, choose_by_validation,
-                                       chosen_members, edge_folders, ensemble_folders,
+                                       chosen_members, edge_probes, ensemble_folders,
                                        load_members, main_penalty, mean_validation,
                                        PROBE_MEMBERS, selects_time, softc_weight, wants_softc)
 from hybrid.surrogates.training import TrainingSet, save_state, train_member
@@ -65,9 +65,10 @@ def run_train(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD,
     if selects_time(case):
         flavours.append((out / "autoregressive", f"{digest}+autoregressive", main,
                          "autoregressive ", True, None, None))
-        probes, split = edge_folders(case, out), edge_split(case)
+        edge_split_, probes = edge_probes(case, out)
         flavours += [(folder, f"{digest}+{time_}+edge", main, f"{time_} edge probe ",
-                      time_ == "autoregressive", None, split) for time_, folder in probes.items()]
+                      time_ == "autoregressive", None, edge_split_)
+                     for time_, folder in probes.items()]
     flavours += [(out / b.variant, digest + b.suffix, b.penalty, b.label, False, b, None)
                  for b in baseline_ensembles(case)]
     prepared = None
@@ -95,8 +96,8 @@ def run_train(case, *, force: bool = False, comm: MPI.Comm = MPI.COMM_WORLD,
     if selects_time(case) and comm.rank == 0 and (announce or trained):   # stage files commit
                                                                           # on return
         mean = lambda found: {k: mean_validation(v) for k, v in found.items()} or None
-        chosen = choose_by_validation(out, case.hash(*TRAIN_SECTIONS), mean(validation),
-                                      mean(edge), edge_split(case).weight if edge else 0.0)
+        chosen = choose_by_validation(out, digest, mean(validation), mean(edge),
+                                      edge_split_.weight if edge else 0.0)
         root_print(f"train: {case.name}: time = select: {chosen.time} predicts "
                    f"({select_text(chosen)})", comm=comm)
     return out

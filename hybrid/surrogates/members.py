@@ -3,7 +3,7 @@
 A case trains its main ensemble in ``OUTPUT/train/``; under ``[surrogate] time = "select"``
 an autoregressive one beside it in ``OUTPUT/train/autoregressive/`` (:func:`chosen_members`
 picks the one that predicts) and, where test scenarios lie outside the training span, each
-kind's edge probe in ``edge/`` below its folder (:func:`edge_folders`); and one ensemble per
+kind's edge probe in ``edge/`` below its folder (:func:`edge_probes`); and one ensemble per
 baseline that ``[constraints] compare`` names (:func:`baseline_ensembles`: SoftC, BOON, the
 unpadded FNO) in ``OUTPUT/train/<variant>/``. :func:`load_members` reads finished members back.
 """
@@ -25,7 +25,7 @@ from hybrid.surrogates.training import load_checkpoint
 __all__ = ["SOFTC_DEFAULT_WEIGHT", "wants_softc", "softc_weight", "BaselineEnsemble",
            "baseline_ensembles", "main_penalty", "autoregressive", "selects_time", "check_time",
            "ChosenMembers", "chosen_members", "choose_by_validation", "mean_validation",
-           "PROBE_MEMBERS", "edge_folders", "ensemble_folders", "load_members"]
+           "PROBE_MEMBERS", "edge_probes", "ensemble_folders", "load_members"]
 
 # the SoftC baseline's penalty weight when [surrogate] softc_weight is 0: on stefan-1d's test
 # scenarios weights 1 / 0.1 / 0.01 gave relative L2 0.167 / 0.106 / 0.099 against 0.114 without
@@ -143,14 +143,17 @@ class ChosenMembers:
 PROBE_MEMBERS = 2
 
 
-def edge_folders(case, train_dir: Path) -> dict:
-    """The edge probes' folders by kind under ``time = "select"`` where the test leaves the
-    training span ({} otherwise): ``train/edge`` and ``train/autoregressive/edge``."""
+def edge_probes(case, train_dir: Path) -> tuple:
+    """(the edge split, the probes' folders by kind) under ``time = "select"`` where the test
+    leaves the training span: ``train/edge`` and ``train/autoregressive/edge``; (None, {})
+    otherwise (:func:`~hybrid.surrogates.data.edge_split`)."""
     from hybrid.surrogates.data import edge_split
 
-    if not selects_time(case) or edge_split(case) is None:
-        return {}
-    return {"one-shot": train_dir / "edge", "autoregressive": train_dir / "autoregressive" / "edge"}
+    split = edge_split(case) if selects_time(case) else None
+    if split is None:
+        return None, {}
+    return split, {"one-shot": train_dir / "edge",
+                   "autoregressive": train_dir / "autoregressive" / "edge"}
 
 
 def chosen_members(case, train_dir: Path) -> ChosenMembers:
@@ -159,8 +162,6 @@ def chosen_members(case, train_dir: Path) -> ChosenMembers:
     mean over its members of the best validation relative L2 (validation scenarios only; a tie
     keeps one-shot), mixed with the edge probes' error where test scenarios lie outside the
     training span (:meth:`ChosenMembers.score`)."""
-    from hybrid.surrogates.data import edge_split
-
     digest = case.hash(*TRAIN_SECTIONS)
     if not selects_time(case):
         return ChosenMembers(train_dir, digest, case.surrogate["time"])
@@ -169,10 +170,9 @@ def chosen_members(case, train_dir: Path) -> ChosenMembers:
     scores = {time_: read(folder) for time_, folder in (("one-shot", train_dir),
                                                         ("autoregressive",
                                                          train_dir / "autoregressive"))}
-    probes = edge_folders(case, train_dir)
+    split, probes = edge_probes(case, train_dir)
     edge = {time_: read(folder) for time_, folder in probes.items()} or None
-    return choose_by_validation(train_dir, digest, scores, edge,
-                                edge_split(case).weight if edge else 0.0)
+    return choose_by_validation(train_dir, digest, scores, edge, split.weight if edge else 0.0)
 
 
 def mean_validation(members: dict) -> float:
@@ -198,7 +198,7 @@ def ensemble_folders(case, train_dir: Path) -> list[Path]:
     one, the autoregressive one under ``time = "select"`` and the edge probes, then the
     compared ensembles'."""
     return ([train_dir] + ([train_dir / "autoregressive"] if selects_time(case) else [])
-            + list(edge_folders(case, train_dir).values())
+            + list(edge_probes(case, train_dir)[1].values())
             + [train_dir / b.variant for b in baseline_ensembles(case)])
 
 

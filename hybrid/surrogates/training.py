@@ -199,7 +199,9 @@ def _steps_epoch(data: TrainingSet, model, opt, gen: torch.Generator) -> list[fl
     times = torch.as_tensor(data.times, device=data.u.device)
     vol, area = data.volume.to(data.u.dtype), data.face_area.to(data.phi.dtype)
     noise = float(data.settings["rollout_noise"]) * data.norm.du_std
-    scaled = data.settings.get("rollout_loss", "relative") == "scaled"
+    # scaled: every step's error over the same typical sizes (None: each step's own)
+    u_scale, phi_scale = ((data.norm.du_std ** 2 * vol.sum(), data.norm.flux_std ** 2 * area.sum())
+                          if data.settings["rollout_loss"] == "scaled" else (None, None))
     losses = []
     for b in range(0, len(pairs), data.settings["batch"]):
         s, k = pairs[b:b + data.settings["batch"]].T
@@ -218,15 +220,11 @@ def _steps_epoch(data: TrainingSet, model, opt, gen: torch.Generator) -> list[fl
         u_pred, phi_pred = step_outputs(data.transfer, model(x), noisy, data.norm,
                                         data.face_normal, C)
         phi_true = data.phi[s, k]
-        if scaled:
-            u_scale = data.norm.du_std ** 2 * vol.sum()
-            phi_scale = data.norm.flux_std ** 2 * area.sum()
-        else:
-            u_scale = (((target - start) ** 2 * vol).sum(-1) + 1e-12 * (target ** 2 * vol).sum(-1)
-                       + 1e-30)
-            phi_scale = (phi_true ** 2 * area).sum(-1) + 1e-30
-        eu = ((u_pred - target) ** 2 * vol).sum(-1) / u_scale
-        ephi = ((phi_pred - phi_true) ** 2 * area).sum(-1) / phi_scale
+        eu = ((u_pred - target) ** 2 * vol).sum(-1) / (
+            u_scale if u_scale is not None else
+            ((target - start) ** 2 * vol).sum(-1) + 1e-12 * (target ** 2 * vol).sum(-1) + 1e-30)
+        ephi = ((phi_pred - phi_true) ** 2 * area).sum(-1) / (
+            phi_scale if phi_scale is not None else (phi_true ** 2 * area).sum(-1) + 1e-30)
         _optimiser_step(opt, (eu + ephi).mean(), losses)
     return losses
 
