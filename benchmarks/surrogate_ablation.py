@@ -45,7 +45,13 @@ VARIANTS = {
     "autoregressive, 2 levels": None,
     "autoregressive, 2 levels, scaled": None,
     "autoregressive, 2 levels, scaled, 80 epochs": None,
+    # the parameters left to the initial-state channel ([surrogate] parameter_inputs = []): for
+    # a case whose parameters only shape the initial state, such as heat-boon-1d's omega
+    "no parameter inputs": {("surrogate", "parameter_inputs"): "[]"},
+    "autoregressive, scaled, no parameter inputs": None,
 }
+
+BLIND = ", no parameter inputs"
 
 
 def _stepping(name: str) -> dict:
@@ -59,6 +65,8 @@ def _stepping(name: str) -> dict:
 def _edits(name: str, text: str) -> dict:
     import re
 
+    if name.endswith(BLIND) and name != BLIND[2:]:
+        return {**_edits(name[:-len(BLIND)], text), **VARIANTS[BLIND[2:]]}
     if name.startswith("autoregressive"):
         return _stepping(name)
 

@@ -423,6 +423,29 @@ def test_autoregressive_members_predict_the_initial_state_exactly(tiny_case, tmp
     assert (u_var[:, 1:] > 0).all() and np.isfinite(u_mean).all()
 
 
+def test_parameters_left_out_of_the_inputs_are_not_seen(tiny_case, tmp_path):
+    """[surrogate] parameter_inputs = []: k is no input channel (one channel fewer, the mask in
+    the checkpoint), so test scenarios that differ only in k (every one starts from sin x) get
+    the same prediction, where the solver's differ."""
+    case = _copy(tiny_case, tmp_path)
+    text = (case / "case.toml").read_text().replace("layers = 2",
+                                                    "layers = 2\nparameter_inputs = []")
+    (case / "case.toml").write_text(text)
+    proc = run_cli(["predict", str(case), "--quiet"])
+    assert proc.returncode == 0, proc.stderr
+    state = torch.load(case / "results" / "train" / "member-0.pt", weights_only=True)
+    # initial state, coordinate, mask; with k: 4
+    assert state["config"]["in_channels"] == 3
+    assert not state["normaliser"]["param_inputs"].any()
+    with h5py.File(case / "results" / "predict" / "predictions.h5", "r") as f:
+        u_mean = f["u_mean"][()]
+    with h5py.File(case / "results" / "solve" / "dataset.h5", "r") as f:
+        truth, k = f["test/u"][()], f["test/params"][:, 0]
+    assert np.ptp(k) > 1 and np.abs(truth[1:] - truth[0]).max() > 1e-2
+    np.testing.assert_allclose(u_mean[1:], np.broadcast_to(u_mean[0], u_mean[1:].shape),
+                               atol=1e-6)
+
+
 def test_time_select_predicts_with_the_ensemble_the_validation_prefers(tiny_case, tmp_path):
     """[surrogate] time = "select" trains both ensembles and predicts with the one whose
     members' mean best validation relative L2 is lower; the choice and both scores are in

@@ -319,6 +319,11 @@ class _Builder:
             data=simple["data"], surrogate=simple["surrogate"],
             constraints=simple["constraints"], output=simple["output"], raw=self.raw,
             settings=self.settings)
+        unknown = [n for n in simple["surrogate"]["parameter_inputs"] or () if n not in parameters]
+        if unknown:
+            raise self.error("surrogate.parameter_inputs",
+                             f"{', '.join(unknown)} is not a parameter of [parameters] "
+                             f"(they are: {', '.join(parameters) or 'none'})")
         if mesh["generate"] is not None:
             case.check_boundary_names(schema.GENERATED_BOUNDARIES[mesh["generate"]["shape"]])
         if case.constraints["covariance"] == "ensemble" and int(case.surrogate["members"]) < 2:

@@ -40,6 +40,7 @@ _EXPECTED = {
     "expression": "an expression string", "table": "a table", "coefficient": "a number",
     "expression-or-list": "an expression string or a list of them",
     "ints": "an integer or a list of integers", "choices": "a list of strings",
+    "strings": "a list of strings",
     "numbers": "a non-empty list of numbers",
 }
 
@@ -180,6 +181,13 @@ class Reader:
             if repeated:
                 raise self.error(where, f"{', '.join(repeated)} listed more than once")
             return chosen
+        if kind == "strings":
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise self._wrong(value, key, where)
+            repeated = sorted({v for v in value if value.count(v) > 1})
+            if repeated:
+                raise self.error(where, f"{', '.join(repeated)} listed more than once")
+            return list(value)
         if kind == "ints":
             if isinstance(value, list):
                 if not 1 <= len(value) <= 3:

@@ -45,7 +45,8 @@ class Key:
     ``kind`` is one of: ``string``, ``int``, ``number``, ``bool``, ``choice`` (a string from
     ``choices``), ``choices`` (a list of strings from ``choices``), ``expression``,
     ``expression-or-list`` (a vector of expressions), ``ints`` (an int or a list of ints),
-    ``table``, ``k-model`` (a choice or a number), ``coefficient`` (a number).
+    ``table``, ``k-model`` (a choice or a number), ``coefficient`` (a number), ``strings`` (a list
+    of distinct strings).
     ``low``/``high`` bound numbers (``*_open``: the bound itself is excluded).
     """
 
@@ -363,6 +364,11 @@ _section(
        "heteroscedastic or a main-ensemble softc_weight; SoftC's and BOON's ensembles stay "
        "one-shot.",
        choices=("one-shot", "autoregressive", "select")),
+    _k("parameter_inputs", "strings", None,
+       "The scenario parameters the networks see as input channels (a list of [parameters] "
+       "names; default all). A parameter that only shapes the initial state (heat-boon-1d's omega) "
+       "can be left to the initial-state channel, so a test value beyond the training span is "
+       "not an input the networks never saw."),
     _k("rollout_epochs", "int", 0,
        "Most epochs of autoregressive members, each a pass over every (scenario, step) pair; 0 = "
        "epochs.", low=0),
@@ -449,7 +455,8 @@ NEUTRAL_DEFAULTS = {("mesh", "tag_data"): None, ("solver", "petsc_options"): {},
                     ("constraints", "petsc_options"): {}, ("solver", "parallel"): "auto",
                     ("surrogate", "time"): "one-shot", ("surrogate", "rollout_noise"): 0.5,
                     ("surrogate", "rollout_epochs"): 0, ("surrogate", "rollout_history"): 1,
-                    ("surrogate", "rollout_loss"): "relative"}
+                    ("surrogate", "rollout_loss"): "relative",
+                    ("surrogate", "parameter_inputs"): None}
 
 
 def _default_text(key: Key) -> str:

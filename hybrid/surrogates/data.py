@@ -4,7 +4,8 @@ A scenario's input is its initial state, its parameters and the grid coordinates
 the regular grid of :class:`~hybrid.surrogates.transfer.Transfer`:
 
     channel 0            initial state (normalised)
-    channels 1..P        scenario parameters, normalised, as constant channels
+    channels 1..P        scenario parameters, normalised, as constant channels (those of
+                         ``[surrogate] parameter_inputs``: :attr:`Normaliser.param_inputs`)
     channels P+1..P+d    grid coordinates scaled to [0, 1]
     channel P+d+1        1 inside the domain, 0 on grid nodes outside it
 
@@ -48,31 +49,45 @@ class Normaliser:
     u_std: float
     du_std: float
     flux_std: float
+    # which of the P parameters are input channels (None: all, as before the key existed)
+    param_inputs: np.ndarray | None = None
 
     @classmethod
     def fit(cls, params: np.ndarray, u: np.ndarray, phi: np.ndarray,
-            steps: bool = False) -> "Normaliser":
+            steps: bool = False, inputs: np.ndarray | None = None) -> "Normaliser":
         """Scalings of training parameters (S, P), states (S, T+1, N) and flux densities;
         ``du_std`` is the scale of the increments from the initial state, or with ``steps``
-        of the one-step increments (an autoregressive network's outputs)."""
+        of the one-step increments (an autoregressive network's outputs). ``inputs``: the
+        parameters that are input channels, a boolean mask of P (None: all)."""
         std = params.std(axis=0)
         increments = np.diff(u, axis=1) if steps else u[:, 1:] - u[:, :1]
         return cls(params.mean(axis=0), np.where(std > 0, std, 1.0), float(u.mean()),
                    float(u.std() or 1.0), float(np.std(increments) or 1.0),
-                   float(np.sqrt(np.mean(phi ** 2)) or 1.0))
+                   float(np.sqrt(np.mean(phi ** 2)) or 1.0),
+                   None if inputs is None else np.asarray(inputs, bool))
 
     def to_state(self) -> dict:
         """The scalings as tensors, for a checkpoint (read back by :meth:`from_state`)."""
-        return {"param_mean": torch.as_tensor(self.param_mean),
-                "param_std": torch.as_tensor(self.param_std),
-                "scalars": torch.tensor([self.u_mean, self.u_std, self.du_std, self.flux_std],
-                                        dtype=torch.float64)}
+        state = {"param_mean": torch.as_tensor(self.param_mean),
+                 "param_std": torch.as_tensor(self.param_std),
+                 "scalars": torch.tensor([self.u_mean, self.u_std, self.du_std, self.flux_std],
+                                         dtype=torch.float64)}
+        if self.param_inputs is not None:
+            state["param_inputs"] = torch.as_tensor(self.param_inputs)
+        return state
 
     @classmethod
     def from_state(cls, state: dict) -> "Normaliser":
         """The normaliser a checkpoint holds (written by :meth:`to_state`)."""
         s = state["scalars"].tolist()
-        return cls(state["param_mean"].numpy(), state["param_std"].numpy(), *s)
+        inputs = state.get("param_inputs")
+        return cls(state["param_mean"].numpy(), state["param_std"].numpy(), *s,
+                   None if inputs is None else inputs.numpy().astype(bool))
+
+    def parameter_channels(self, params: np.ndarray) -> np.ndarray:
+        """The normalised parameters (S, P) that are input channels, (S, P')."""
+        p = (params - self.param_mean) / self.param_std
+        return p if self.param_inputs is None else p[:, self.param_inputs]
 
 
 @dataclass
@@ -90,7 +105,7 @@ def build_inputs(transfer, u0: np.ndarray, params: np.ndarray, norm: Normaliser)
     shape = tuple(transfer.grid.shape)
     C = 1 if u0.ndim == 2 else u0.shape[1]
     u0_grid = transfer.to_grid((u0 - norm.u_mean) / norm.u_std).reshape(S, C, *shape)
-    p = (params - norm.param_mean) / norm.param_std
+    p = norm.parameter_channels(params)
     p_grid = np.broadcast_to(p.reshape(S, -1, *([1] * len(shape))), (S, p.shape[1], *shape))
     coords = transfer.grid.points.T.reshape(len(shape), *shape)
     lo, hi = np.asarray(transfer.grid.lo), np.asarray(transfer.grid.hi)

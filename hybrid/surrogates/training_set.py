@@ -57,7 +57,10 @@ def training_set(case, data: dict, cv, transfer, penalty: float, boon: bool = Fa
                         file=str(case.display_file), key="data.train")
     params = train.params
     u, phi, u0, C = state_targets(train, cv, data.times)
-    norm = Normaliser.fit(params, u, phi, steps=stepping)
+    names = case.surrogate["parameter_inputs"]
+    norm = Normaliser.fit(params, u, phi, steps=stepping,
+                          inputs=None if names is None else
+                          [n in names for n in train.parameter_names])
     inputs = build_inputs(transfer, u0, params, norm)
     ends = None
     if boon:
